@@ -1,0 +1,233 @@
+/*
+ * vtoe_abi.h - the VTOE NIC ABI, shared by libvtoe.so (preload/) and the agent addon (native/).
+ *
+ * Two channels join a process to the agent:
+ *
+ *  1. The control channel: an AF_UNIX SOCK_SEQPACKET socket.  The process writes fixed-size
+ *     requests (struct vtoe_ctl_req, the "control registers" of the dissertation's VTOE NIC).
+ *     RPC requests get exactly one struct vtoe_ctl_rep (the event queue entry for that command),
+ *     optionally carrying file descriptors with SCM_RIGHTS.  Notes (ESTABLISH, SHUTDOWN, CLOSE,
+ *     FALLBACK) get no reply.  Anything malformed closes the channel.
+ *
+ *  2. One shared-memory region per connection (struct vtoe_conn_region, a memfd).  It holds the
+ *     two byte rings of the connection.  Seen from one side, the ring it produces into is its
+ *     send work queue (SWQ) and the ring it consumes is its receive work queue (RWQ).  On the
+ *     shm fabric the two processes share the region directly; on the tcp and verbs fabrics the
+ *     agent's data path is the other side.  A region is shared only by the parties of its one
+ *     connection, so no process can reach another connection's memory.
+ *
+ * Wake-ups (the VTOE NIC's interrupts) travel over kernel socketpairs; see "Doorbells" below.
+ *
+ * Every index read from shared memory was written by another process and is validated before
+ * use (vtoe_ring_used() below): a hostile or corrupted peer can make its own connection fail,
+ * never make the reader touch memory outside the region.
+ */
+#ifndef VTOE_ABI_H
+#define VTOE_ABI_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+#include <atomic>
+#define VTOE_ATOMIC(t) std::atomic<t>
+extern "C" {
+#else
+#include <stdatomic.h>
+#define VTOE_ATOMIC(t) _Atomic t
+#endif
+
+/* Bumped on any incompatible change to anything in this file. */
+#define VTOE_ABI_VERSION 1u
+
+#define VTOE_CTL_MAGIC 0x56544f45u    /* "VTOE" */
+#define VTOE_REGION_MAGIC 0x56524730u /* "VRG0" */
+#define VTOE_CACHELINE 64
+
+/* Ring sizes are powers of two within these bounds. */
+#define VTOE_RING_MIN (4u * 1024u)
+#define VTOE_RING_MAX (64u * 1024u * 1024u)
+
+/* ------------------------------------------------------------------------------------------ */
+/* Event codes: the rdma_cm events of DESIGN.md section 4, plus vtoe's own outcomes.          */
+/* ------------------------------------------------------------------------------------------ */
+enum vtoe_event {
+	VTOE_EV_ACK = 0, /* plain acknowledgement of a command */
+	VTOE_EV_ADDRESS_RESOLVED = 1,
+	VTOE_EV_ADDRESS_ERROR = 2,
+	VTOE_EV_ROUTE_RESOLVED = 3,
+	VTOE_EV_ROUTE_ERROR = 4,
+	VTOE_EV_CONNECT_REQUEST = 5,
+	VTOE_EV_CONNECT_RESPONSE = 6,
+	VTOE_EV_CONNECT_ERROR = 7,
+	VTOE_EV_UNREACHABLE = 8,
+	VTOE_EV_CONNECT_REJECTED = 9,
+	VTOE_EV_CONNECT_ESTABLISHED = 10,
+	VTOE_EV_DISCONNECTED = 11,
+	VTOE_EV_DEVICE_REMOVAL = 12,
+	VTOE_EV_FALLBACK = 13, /* carry this socket on kernel TCP; rep.reason says why */
+	VTOE_EV_ERROR = 14,    /* the command failed; rep.err is the errno */
+	VTOE_EV__COUNT
+};
+
+/* Why a socket is carried by kernel TCP instead of being offloaded. */
+enum vtoe_fallback_reason {
+	VTOE_FB_NONE = 0,
+	VTOE_FB_POLICY = 1,            /* a policy rule says tcp */
+	VTOE_FB_PEER_NOT_OFFLOADED = 2,/* nothing offload-capable listens at the destination */
+	VTOE_FB_NO_FABRIC = 3,         /* no fabric reaches the destination */
+	VTOE_FB_RESOURCES = 4,         /* the agent ran out of memory, fds or queue pairs */
+	VTOE_FB_RENDEZVOUS = 5,        /* the kernel rendezvous connection failed */
+	VTOE_FB_ADDRESS_FAMILY = 6,    /* an address vtoe does not offload (e.g. a bound device) */
+	VTOE_FB__COUNT
+};
+
+enum vtoe_fabric {
+	VTOE_FABRIC_NONE = 0,
+	VTOE_FABRIC_SHM = 1,
+	VTOE_FABRIC_TCP = 2,
+	VTOE_FABRIC_VERBS = 3,
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Control channel                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+enum vtoe_ctl_op {
+	VTOE_OP_HELLO = 1,     /* RPC: first message; name = program name, arg = pid */
+	VTOE_OP_OPEN = 2,      /* RPC: allocate a socket ID (SID) */
+	VTOE_OP_LISTEN = 3,    /* RPC: sid listens at local (the bind address); arg = backlog */
+	VTOE_OP_CONNECT = 4,   /* RPC: REQ from sid, bound at local, to remote; reply carries fds */
+	VTOE_OP_ESTABLISH = 5, /* note: RTU for cid, the kernel rendezvous succeeded */
+	VTOE_OP_ACCEPT = 6,    /* RPC: claim the connection whose client is remote on listener local */
+	VTOE_OP_SHUTDOWN = 7,  /* note: arg = SHUT_RD/SHUT_WR/SHUT_RDWR, after the in-band FIN */
+	VTOE_OP_CLOSE = 8,     /* note: the last fd of sid closed; arg = VTOE_CLOSE_* flags */
+	VTOE_OP_FALLBACK = 9,  /* note: the shim carried a socket on kernel TCP; arg = reason */
+	VTOE_OP__COUNT
+};
+
+#define VTOE_CLOSE_RESET 1u   /* linger-0 close or abort: the peer sees ECONNRESET */
+#define VTOE_CLOSE_ABORTED 2u /* the connect did not complete (rendezvous failed) */
+
+/* A socket address in a fixed layout: port in host order, address in network order. */
+struct vtoe_sockaddr {
+	uint16_t family; /* AF_INET or AF_INET6; 0 = none */
+	uint16_t port;
+	uint32_t scope_id;
+	uint8_t addr[16]; /* IPv4 in the first 4 bytes */
+};
+
+struct vtoe_ctl_req {
+	uint32_t magic; /* VTOE_CTL_MAGIC */
+	uint16_t abi;   /* VTOE_ABI_VERSION */
+	uint16_t op;    /* enum vtoe_ctl_op */
+	uint32_t seq;   /* echoed in the reply */
+	uint32_t sid;
+	uint64_t cid;
+	uint32_t arg;
+	uint32_t reserved; /* must be 0 */
+	struct vtoe_sockaddr local;
+	struct vtoe_sockaddr remote;
+	char name[16]; /* HELLO: NUL-padded program name; otherwise all 0 */
+};
+
+/* File descriptors a CONNECT or ACCEPT reply carries, in this order. */
+enum vtoe_rep_fd {
+	VTOE_FD_REGION = 0, /* the connection's memfd */
+	VTOE_FD_APP = 1,    /* becomes the application's socket fd */
+	VTOE_FD_PEER_BELL = 2, /* the peer's doorbell */
+	VTOE_FD__COUNT = 3
+};
+
+struct vtoe_ctl_rep {
+	uint32_t magic; /* VTOE_CTL_MAGIC */
+	uint16_t abi;
+	uint16_t event; /* enum vtoe_event */
+	uint32_t seq;
+	int32_t err;     /* positive errno with VTOE_EV_ERROR / _REJECTED / _UNREACHABLE, else 0 */
+	uint32_t sid;
+	uint32_t fabric; /* enum vtoe_fabric */
+	uint64_t cid;
+	uint32_t side;      /* 0 = active (connecting) side, 1 = passive (accepted) side */
+	uint32_t ring_size; /* bytes per direction of the region's rings */
+	uint32_t nfds;      /* VTOE_FD__COUNT with fds, else 0 */
+	uint32_t reason;    /* enum vtoe_fallback_reason with VTOE_EV_FALLBACK */
+	uint32_t spin_us;   /* how long a waiter may poll its ring before it sleeps */
+	uint32_t reserved;
+};
+
+/* ------------------------------------------------------------------------------------------ */
+/* Connection region: two byte rings, one per direction.                                       */
+/*                                                                                              */
+/* Ring d is produced by side d and consumed by side 1-d (side 0 = active, 1 = passive).       */
+/* head and tail count bytes since the connection began; (head - tail) is the fill, never more */
+/* than ring_size.  Data byte i lives at data[i & (ring_size - 1)].                            */
+/*                                                                                              */
+/* Doorbells.  Each side's application fd is one end of an AF_UNIX stream socketpair whose     */
+/* other end (its "bell") is held only by the peer.  So:                                        */
+/*  - readable: the peer writes one byte into the bell when it publishes data, a FIN or a      */
+/*    reset, and the consumer had armed rx_armed (event suppression: no byte otherwise);       */
+/*  - writable: when its ring is full the producer fills its own fd's tiny send buffer, which  */
+/*    makes the fd unwritable, and sets tx_waiting; the consumer drains the bell after it      */
+/*    frees space, which makes the producer writable again;                                     */
+/*  - the peer's death closes the bell, so the fd reports EOF/HUP with no agent involved.      */
+/* ------------------------------------------------------------------------------------------ */
+struct vtoe_ring_ctl {
+	/* written by the producer */
+	VTOE_ATOMIC(uint64_t) head;
+	VTOE_ATOMIC(uint64_t) wakes;   /* doorbell bytes the producer has committed to write */
+	VTOE_ATOMIC(uint64_t) fin_at;  /* head when the producer shut down writing */
+	VTOE_ATOMIC(uint32_t) fin;     /* 1 once fin_at is valid */
+	VTOE_ATOMIC(uint32_t) reset;   /* producer aborted: the consumer sees ECONNRESET */
+	VTOE_ATOMIC(uint32_t) tx_waiting; /* producer found the ring full and filled its fd */
+	uint32_t pad0[(VTOE_CACHELINE - 36) / 4];
+	/* written by the consumer */
+	VTOE_ATOMIC(uint64_t) tail;
+	VTOE_ATOMIC(uint32_t) rx_armed; /* consumer found the ring empty and wants a doorbell */
+	VTOE_ATOMIC(uint32_t) rd_shut;  /* consumer shut down reading or closed */
+	uint32_t pad1[(VTOE_CACHELINE - 16) / 4];
+};
+
+struct vtoe_conn_region {
+	uint32_t magic;     /* VTOE_REGION_MAGIC */
+	uint32_t abi;       /* VTOE_ABI_VERSION */
+	uint32_t ring_size; /* power of two, VTOE_RING_MIN..VTOE_RING_MAX */
+	uint32_t data_offset; /* offset of ring 0's data; ring 1 follows at + ring_size */
+	uint64_t cid;
+	/* Written by the agent: CM state for ss, informational only. */
+	VTOE_ATOMIC(uint32_t) cm_state[2];
+	uint32_t pad[(VTOE_CACHELINE - 32) / 4];
+	struct vtoe_ring_ctl ring[2];
+};
+
+#define VTOE_REGION_DATA_OFFSET 4096u
+
+static inline uint64_t vtoe_region_bytes(uint32_t ring_size)
+{
+	return (uint64_t)VTOE_REGION_DATA_OFFSET + 2u * (uint64_t)ring_size;
+}
+
+static inline int vtoe_ring_size_valid(uint32_t size)
+{
+	return size >= VTOE_RING_MIN && size <= VTOE_RING_MAX && (size & (size - 1)) == 0;
+}
+
+/* Fill of a ring from indices that another process wrote; -1 if they are impossible. */
+static inline int64_t vtoe_ring_used(uint64_t head, uint64_t tail, uint32_t ring_size)
+{
+	uint64_t used = head - tail;
+	return used > ring_size ? -1 : (int64_t)used;
+}
+
+#ifdef __cplusplus
+static_assert(sizeof(struct vtoe_ctl_req) == 96, "vtoe_ctl_req layout");
+static_assert(sizeof(struct vtoe_ctl_rep) == 56, "vtoe_ctl_rep layout");
+static_assert(sizeof(struct vtoe_ring_ctl) == 2 * VTOE_CACHELINE, "vtoe_ring_ctl layout");
+static_assert(sizeof(struct vtoe_conn_region) <= VTOE_REGION_DATA_OFFSET, "region header fits");
+}
+#else
+_Static_assert(sizeof(struct vtoe_ctl_req) == 96, "vtoe_ctl_req layout");
+_Static_assert(sizeof(struct vtoe_ctl_rep) == 56, "vtoe_ctl_rep layout");
+_Static_assert(sizeof(struct vtoe_ring_ctl) == 2 * VTOE_CACHELINE, "vtoe_ring_ctl layout");
+_Static_assert(sizeof(struct vtoe_conn_region) <= VTOE_REGION_DATA_OFFSET, "region header fits");
+#endif
+
+#endif /* VTOE_ABI_H */

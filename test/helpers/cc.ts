@@ -1,0 +1,19 @@
+// Builds a small C program for a test, once per source change, into test/c/bin/.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, statSync, existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+export const repoRoot = resolve(__dirname, '..', '..');
+
+export function buildC(name: string, sources: string[], extraFlags: string[] = []): string {
+  const outDir = join(repoRoot, 'test', 'c', 'bin');
+  mkdirSync(outDir, { recursive: true });
+  const out = join(outDir, name);
+  const srcPaths = sources.map((s) => resolve(repoRoot, s));
+  const newest = Math.max(...srcPaths.map((s) => statSync(s).mtimeMs));
+  if (!existsSync(out) || statSync(out).mtimeMs < newest) {
+    execFileSync('cc', ['-std=gnu11', '-O2', '-Wall', '-Werror', '-I', join(repoRoot, 'include'),
+      '-o', out, ...srcPaths, '-pthread', ...extraFlags], { stdio: 'inherit' });
+  }
+  return out;
+}
