@@ -1,0 +1,217 @@
+// The one configuration table. Every setting has one VTOE_* variable, one default, one parser, and
+// says who reads it; `vtoe config` prints this table with where each value came from.
+import { ConfigError } from './errors.js';
+import { isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
+import { parsePolicy } from './policy.js';
+
+export interface ResolvedConfig {
+  agentSocket: string;
+  ringSize: number;
+  spinUs: number;
+  logLevel: LogLevel;
+  logFile: string;
+  policy: string;
+  timewaitMs: number;
+  maxConnections: number;
+  offload: boolean;
+}
+
+export type ConfigKey = keyof ResolvedConfig;
+export type ConfigSource = 'env' | 'default' | 'override';
+
+export interface ConfigEntry<K extends ConfigKey = ConfigKey> {
+  key: K;
+  env: string;
+  default: ResolvedConfig[K];
+  doc: string;
+  readBy: 'agent' | 'shim' | 'both';
+  /** Parses the variable's text; throws ConfigError naming `name` and what is allowed. */
+  parse: (raw: string, name: string) => ResolvedConfig[K];
+  /** Checks an already typed value (from an override); returns it or throws ConfigError. */
+  check: (value: ResolvedConfig[K], name: string) => ResolvedConfig[K];
+}
+
+// sun_path holds 108 bytes with the NUL; the admin socket adds '.admin' to the agent socket path.
+const SUN_PATH_MAX = 107;
+const ADMIN_SUFFIX = '.admin';
+
+export function adminSocketPath(agentSocket: string): string {
+  return agentSocket + ADMIN_SUFFIX;
+}
+
+function defaultAgentSocket(): string {
+  const uid = typeof process.getuid === 'function' ? process.getuid() : 'user';
+  return `/tmp/vtoe-${uid}/agent.sock`;
+}
+
+function intIn(lo: number, hi: number, unit: string) {
+  const check = (v: number, name: string): number => {
+    if (!Number.isSafeInteger(v) || v < lo || v > hi) {
+      throw new ConfigError(`${name}=${v} is out of range: an integer number of ${unit}, ${lo}..${hi}`);
+    }
+    return v;
+  };
+  const parse = (raw: string, name: string): number => {
+    if (!/^[+-]?\d+$/.test(raw.trim())) {
+      throw new ConfigError(`${name}='${raw}' is not a whole number: expected ${unit}, ${lo}..${hi}`);
+    }
+    return check(Number(raw.trim()), name);
+  };
+  return { parse, check };
+}
+
+const RING_MIN = 4096;
+const RING_MAX = 64 << 20;
+
+function checkRingSize(v: number, name: string, shown = String(v)): number {
+  if (!Number.isSafeInteger(v) || v < RING_MIN || v > RING_MAX || (v & (v - 1)) !== 0) {
+    throw new ConfigError(`${name}=${shown} is not allowed: a power of two from 4k (4096) to 64m (67108864) bytes`);
+  }
+  return v;
+}
+
+function parseRingSize(raw: string, name: string): number {
+  const m = /^(\d+)([kKmM]?)$/.exec(raw.trim());
+  if (!m) throw new ConfigError(`${name}='${raw}' is not a size: write bytes, or a number with k or m (e.g. 256k)`);
+  const scale = m[2] === '' ? 1 : m[2]!.toLowerCase() === 'k' ? 1024 : 1 << 20;
+  return checkRingSize(Number(m[1]) * scale, name, `'${raw}'`);
+}
+
+const TRUE_WORDS = ['1', 'true', 'yes', 'on'];
+const FALSE_WORDS = ['0', 'false', 'no', 'off'];
+
+function parseBool(raw: string, name: string): boolean {
+  const w = raw.trim().toLowerCase();
+  if (TRUE_WORDS.includes(w)) return true;
+  if (FALSE_WORDS.includes(w)) return false;
+  throw new ConfigError(`${name}='${raw}' is not a boolean: use 1/0, true/false, yes/no or on/off`);
+}
+
+function checkLogLevel(v: LogLevel, name: string): LogLevel {
+  if (!isLogLevel(v)) throw new ConfigError(`${name}='${String(v)}' is not a log level: use ${LOG_LEVELS.join(', ')}`);
+  return v;
+}
+
+function checkSocketPath(v: string, name: string): string {
+  if (!v.startsWith('/')) throw new ConfigError(`${name}='${v}' must be an absolute path`);
+  if (Buffer.byteLength(adminSocketPath(v)) > SUN_PATH_MAX) {
+    throw new ConfigError(`${name}='${v}' is too long for a Unix socket: at most ${SUN_PATH_MAX - ADMIN_SUFFIX.length} bytes`);
+  }
+  return v;
+}
+
+// Parse the rules now, so a bad policy stops the agent at start rather than on the first connect.
+function checkPolicy(v: string, name: string): string {
+  try {
+    parsePolicy(v);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(`${name}: ${err.message}`);
+    throw err;
+  }
+  return v;
+}
+
+const asIs = <T>(v: T): T => v;
+
+function entry<K extends ConfigKey>(e: ConfigEntry<K>): ConfigEntry<K> {
+  return e;
+}
+
+export const CONFIG_TABLE: readonly ConfigEntry[] = [
+  entry({ key: 'agentSocket', env: 'VTOE_AGENT_SOCKET', default: defaultAgentSocket(),
+    doc: 'control socket of the agent; the shim connects here', readBy: 'both',
+    parse: checkSocketPath, check: checkSocketPath }),
+  entry({ key: 'ringSize', env: 'VTOE_RING_SIZE', default: 262144,
+    doc: "bytes per direction of each connection's shared ring; power of two, 4 KiB..64 MiB", readBy: 'agent',
+    parse: parseRingSize, check: (v, name) => checkRingSize(v, name) }),
+  entry({ key: 'spinUs', env: 'VTOE_SPIN_US', default: 50,
+    doc: 'microseconds a blocked call polls its ring before it sleeps; 0 never polls', readBy: 'agent',
+    ...intIn(0, 10_000, 'microseconds') }),
+  entry({ key: 'logLevel', env: 'VTOE_LOG_LEVEL', default: 'warn' as LogLevel,
+    doc: `log level: ${LOG_LEVELS.join('|')}`, readBy: 'both',
+    parse: (raw, name) => checkLogLevel(raw.trim().toLowerCase() as LogLevel, name), check: checkLogLevel }),
+  entry({ key: 'logFile', env: 'VTOE_LOG_FILE', default: '',
+    doc: "file that log lines are appended to; '' means stderr", readBy: 'both',
+    parse: asIs, check: asIs }),
+  entry({ key: 'policy', env: 'VTOE_POLICY', default: '',
+    doc: "policy rules separated by ';' (see policy.ts); '' offloads everything possible", readBy: 'agent',
+    parse: checkPolicy, check: checkPolicy }),
+  entry({ key: 'timewaitMs', env: 'VTOE_TIMEWAIT_MS', default: 2000,
+    doc: "how long a closed connection's CM entry stays in TIMEWAIT", readBy: 'agent',
+    ...intIn(0, 600_000, 'milliseconds') }),
+  entry({ key: 'maxConnections', env: 'VTOE_MAX_CONNECTIONS', default: 4096,
+    doc: 'offloaded connections the agent holds at once; beyond it new ones fall back to kernel TCP', readBy: 'agent',
+    ...intIn(1, 1_048_576, 'connections') }),
+  entry({ key: 'offload', env: 'VTOE_OFFLOAD', default: true,
+    doc: '0 makes the shim pass every call to the kernel', readBy: 'shim',
+    parse: parseBool, check: (v, name) => {
+      if (typeof v !== 'boolean') throw new ConfigError(`${name} must be true or false`);
+      return v;
+    } }),
+] as ConfigEntry[];
+
+export type ConfigSources = Record<ConfigKey, ConfigSource>;
+
+// Lets formatConfig find the sources of a config that resolveConfig returned.
+const sourcesOf = new WeakMap<ResolvedConfig, ConfigSources>();
+
+/**
+ * Resolves every setting: an override wins, then the environment, then the default. An empty
+ * variable counts as unset. Throws ConfigError naming the variable and what it allows.
+ */
+export function resolveConfigWithSources(
+  env: NodeJS.ProcessEnv = process.env,
+  overrides: Partial<ResolvedConfig> = {},
+): { config: ResolvedConfig; sources: ConfigSources } {
+  const config: Record<string, unknown> = {};
+  const sources: Record<string, ConfigSource> = {};
+  for (const e of CONFIG_TABLE) {
+    const override = overrides[e.key];
+    const raw = env[e.env];
+    if (override !== undefined) {
+      config[e.key] = (e.check as (v: unknown, n: string) => unknown)(override, `override ${e.key}`);
+      sources[e.key] = 'override';
+    } else if (raw !== undefined && raw !== '') {
+      config[e.key] = e.parse(raw, e.env);
+      sources[e.key] = 'env';
+    } else {
+      config[e.key] = e.default;
+      sources[e.key] = 'default';
+    }
+  }
+  const result = { config: config as unknown as ResolvedConfig, sources: sources as ConfigSources };
+  sourcesOf.set(result.config, result.sources);
+  return result;
+}
+
+export function resolveConfig(
+  env: NodeJS.ProcessEnv = process.env,
+  overrides: Partial<ResolvedConfig> = {},
+): ResolvedConfig {
+  return resolveConfigWithSources(env, overrides).config;
+}
+
+function show(v: unknown): string {
+  if (v === '') return "''";
+  // Keep each row on one line; a multi-line policy shows its escapes.
+  return typeof v === 'string' && /[\u0000-\u001f]/.test(v) ? JSON.stringify(v) : String(v);
+}
+
+/**
+ * A table of every setting: variable, value, source, description. Sources come from the
+ * resolve call that made `cfg`; for a config built elsewhere, a value equal to the default shows
+ * as 'default' and any other as 'override'.
+ */
+export function formatConfig(cfg: ResolvedConfig, sources: Partial<ConfigSources> = sourcesOf.get(cfg) ?? {}): string {
+  const rows = CONFIG_TABLE.map((e) => [
+    e.env,
+    show(cfg[e.key]),
+    sources[e.key] ?? (cfg[e.key] === e.default ? 'default' : 'override'),
+    `${e.doc} [${e.readBy}]`,
+  ]);
+  const header = ['VARIABLE', 'VALUE', 'SOURCE', 'MEANING [read by]'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  return [header, ...rows]
+    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  '))
+    .join('\n') + '\n';
+}

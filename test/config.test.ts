@@ -1,0 +1,156 @@
+import { describe, expect, it } from 'vitest';
+import {
+  adminSocketPath, CONFIG_TABLE, formatConfig, resolveConfig, resolveConfigWithSources, type ResolvedConfig,
+} from '../src/config.js';
+import { ConfigError } from '../src/errors.js';
+
+function rejects(env: Record<string, string>, pattern: RegExp): void {
+  let caught: unknown;
+  try {
+    resolveConfig(env);
+  } catch (err) {
+    caught = err;
+  }
+  expect(caught).toBeInstanceOf(ConfigError);
+  expect((caught as ConfigError).code).toBe('EINVAL');
+  expect((caught as Error).message).toMatch(pattern);
+}
+
+describe('config table', () => {
+  it('declares each setting once, with VTOE_* names and docs', () => {
+    const keys = CONFIG_TABLE.map((e) => e.key);
+    expect(new Set(keys).size).toBe(keys.length);
+    expect(keys.sort()).toEqual(['agentSocket', 'logFile', 'logLevel', 'maxConnections', 'offload', 'policy',
+      'ringSize', 'spinUs', 'timewaitMs']);
+    for (const e of CONFIG_TABLE) {
+      expect(e.env).toMatch(/^VTOE_[A-Z_]+$/);
+      expect(e.doc.length).toBeGreaterThan(5);
+      expect(['agent', 'shim', 'both']).toContain(e.readBy);
+    }
+  });
+
+  it('resolves the defaults from an empty environment', () => {
+    const uid = process.getuid!();
+    expect(resolveConfig({})).toEqual({
+      agentSocket: `/tmp/vtoe-${uid}/agent.sock`, ringSize: 262144, spinUs: 50, logLevel: 'warn', logFile: '',
+      policy: '', timewaitMs: 2000, maxConnections: 4096, offload: true,
+    } satisfies ResolvedConfig);
+  });
+
+  it('treats an empty variable as unset', () => {
+    const { config, sources } = resolveConfigWithSources({ VTOE_RING_SIZE: '', VTOE_OFFLOAD: '' });
+    expect(config.ringSize).toBe(262144);
+    expect(sources.ringSize).toBe('default');
+  });
+
+  it('reads every variable from the environment', () => {
+    const cfg = resolveConfig({
+      VTOE_AGENT_SOCKET: '/run/vtoe/a.sock', VTOE_RING_SIZE: '1048576', VTOE_SPIN_US: '0',
+      VTOE_LOG_LEVEL: 'DEBUG', VTOE_LOG_FILE: '/tmp/x.log', VTOE_POLICY: 'tcp both sshd *:*',
+      VTOE_TIMEWAIT_MS: '0', VTOE_MAX_CONNECTIONS: '1', VTOE_OFFLOAD: 'off',
+    });
+    expect(cfg).toEqual({
+      agentSocket: '/run/vtoe/a.sock', ringSize: 1048576, spinUs: 0, logLevel: 'debug', logFile: '/tmp/x.log',
+      policy: 'tcp both sshd *:*', timewaitMs: 0, maxConnections: 1, offload: false,
+    });
+  });
+
+  it('adminSocketPath appends .admin', () => {
+    expect(adminSocketPath('/tmp/vtoe-1/agent.sock')).toBe('/tmp/vtoe-1/agent.sock.admin');
+  });
+});
+
+describe('parsers', () => {
+  it('ring size accepts bytes and k/m suffixes', () => {
+    expect(resolveConfig({ VTOE_RING_SIZE: '256k' }).ringSize).toBe(262144);
+    expect(resolveConfig({ VTOE_RING_SIZE: '4K' }).ringSize).toBe(4096);
+    expect(resolveConfig({ VTOE_RING_SIZE: '64M' }).ringSize).toBe(64 << 20);
+    expect(resolveConfig({ VTOE_RING_SIZE: '2m' }).ringSize).toBe(2 << 20);
+    expect(resolveConfig({ VTOE_RING_SIZE: '8192' }).ringSize).toBe(8192);
+  });
+
+  it('ring size rejects non powers of two, out-of-range sizes and junk', () => {
+    rejects({ VTOE_RING_SIZE: '3000' }, /VTOE_RING_SIZE='3000' .*power of two/);
+    rejects({ VTOE_RING_SIZE: '100k' }, /VTOE_RING_SIZE='100k'.*power of two/);
+    rejects({ VTOE_RING_SIZE: '1k' }, /VTOE_RING_SIZE='1k'.*4k/);
+    rejects({ VTOE_RING_SIZE: '128m' }, /64m/);
+    rejects({ VTOE_RING_SIZE: '0' }, /VTOE_RING_SIZE/);
+    rejects({ VTOE_RING_SIZE: '256kb' }, /not a size/);
+    rejects({ VTOE_RING_SIZE: '-4096' }, /not a size/);
+    rejects({ VTOE_RING_SIZE: '0x1000' }, /not a size/);
+  });
+
+  it('spin accepts 0..10000 and rejects the rest', () => {
+    expect(resolveConfig({ VTOE_SPIN_US: '10000' }).spinUs).toBe(10000);
+    expect(resolveConfig({ VTOE_SPIN_US: ' 7 ' }).spinUs).toBe(7);
+    rejects({ VTOE_SPIN_US: '-1' }, /VTOE_SPIN_US=-1 is out of range.*0\.\.10000/);
+    rejects({ VTOE_SPIN_US: '10001' }, /VTOE_SPIN_US/);
+    rejects({ VTOE_SPIN_US: '1.5' }, /not a whole number/);
+    rejects({ VTOE_SPIN_US: 'fast' }, /not a whole number/);
+  });
+
+  it('other integers have ranges', () => {
+    rejects({ VTOE_MAX_CONNECTIONS: '0' }, /VTOE_MAX_CONNECTIONS=0 is out of range/);
+    rejects({ VTOE_TIMEWAIT_MS: '-5' }, /VTOE_TIMEWAIT_MS/);
+    rejects({ VTOE_TIMEWAIT_MS: '99999999999999999999' }, /VTOE_TIMEWAIT_MS/);
+  });
+
+  it('log level accepts the four levels only', () => {
+    for (const l of ['error', 'warn', 'info', 'debug']) expect(resolveConfig({ VTOE_LOG_LEVEL: l }).logLevel).toBe(l);
+    rejects({ VTOE_LOG_LEVEL: 'trace' }, /VTOE_LOG_LEVEL='trace'.*error, warn, info, debug/);
+  });
+
+  it('booleans accept 1/0/true/false/yes/no/on/off', () => {
+    for (const [raw, v] of [['1', true], ['0', false], ['true', true], ['FALSE', false], ['yes', true],
+      ['no', false], ['On', true], ['off', false]] as const) {
+      expect(resolveConfig({ VTOE_OFFLOAD: raw }).offload).toBe(v);
+    }
+    rejects({ VTOE_OFFLOAD: 'maybe' }, /VTOE_OFFLOAD='maybe'.*yes\/no/);
+  });
+
+  it('policy is parsed up front', () => {
+    rejects({ VTOE_POLICY: 'tcp bth * *:*' }, /VTOE_POLICY: policy line 1, column 5: unknown role/);
+  });
+
+  it('agent socket must be absolute and fit in sun_path with .admin', () => {
+    rejects({ VTOE_AGENT_SOCKET: 'agent.sock' }, /absolute/);
+    rejects({ VTOE_AGENT_SOCKET: '/' + 'a'.repeat(101) }, /too long.*101 bytes/);
+    expect(resolveConfig({ VTOE_AGENT_SOCKET: '/' + 'a'.repeat(100) }).agentSocket).toHaveLength(101);
+  });
+});
+
+describe('sources and formatting', () => {
+  it('records env, default and override', () => {
+    const { config, sources } = resolveConfigWithSources({ VTOE_SPIN_US: '5', VTOE_RING_SIZE: '8k' }, { ringSize: 16384 });
+    expect(config.spinUs).toBe(5);
+    expect(config.ringSize).toBe(16384);
+    expect(sources.spinUs).toBe('env');
+    expect(sources.ringSize).toBe('override');
+    expect(sources.logLevel).toBe('default');
+  });
+
+  it('checks overrides too', () => {
+    expect(() => resolveConfig({}, { ringSize: 5000 })).toThrow(ConfigError);
+    expect(() => resolveConfig({}, { spinUs: -1 })).toThrow(/override spinUs/);
+    expect(() => resolveConfig({}, { logLevel: 'loud' as never })).toThrow(ConfigError);
+  });
+
+  it('formatConfig lists every variable with its value and source', () => {
+    const cfg = resolveConfig({ VTOE_SPIN_US: '5', VTOE_POLICY: 'tcp both a *:*\ntcp both b *:*' }, { maxConnections: 8 });
+    const text = formatConfig(cfg);
+    const lines = text.trimEnd().split('\n');
+    expect(lines).toHaveLength(CONFIG_TABLE.length + 1);
+    for (const e of CONFIG_TABLE) expect(text).toContain(e.env);
+    expect(lines.find((l) => l.startsWith('VTOE_SPIN_US'))).toMatch(/^VTOE_SPIN_US +5 +env +microseconds/);
+    expect(lines.find((l) => l.startsWith('VTOE_MAX_CONNECTIONS'))).toMatch(/ 8 +override /);
+    expect(lines.find((l) => l.startsWith('VTOE_RING_SIZE'))).toMatch(/ 262144 +default /);
+    expect(lines.find((l) => l.startsWith('VTOE_POLICY'))).toContain('"tcp both a *:*\\ntcp both b *:*"');
+  });
+
+  it('formatConfig of a hand-built config infers default or override', () => {
+    const cfg = { ...resolveConfig({}), spinUs: 9 };
+    const lines = formatConfig(cfg).split('\n');
+    expect(lines.find((l) => l.startsWith('VTOE_SPIN_US'))).toMatch(/ 9 +override /);
+    expect(lines.find((l) => l.startsWith('VTOE_OFFLOAD'))).toMatch(/ true +default /);
+  });
+});
