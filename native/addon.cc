@@ -1,0 +1,18 @@
+// vtoe_native: the agent's native half.  Exports ControlServer, ShmConnection, abiConstants.
+#include <napi.h>
+
+#include "bindings.h"
+
+namespace {
+
+Napi::Object init(Napi::Env env, Napi::Object exports)
+{
+	exports.Set("ControlServer", vtoe::define_control_server(env));
+	exports.Set("ShmConnection", vtoe::define_shm_connection(env));
+	exports.Set("abiConstants", Napi::Function::New(env, vtoe::abi_constants, "abiConstants"));
+	return exports;
+}
+
+} // namespace
+
+NODE_API_MODULE(vtoe_native, init)

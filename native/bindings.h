@@ -1,0 +1,18 @@
+// The classes and functions the addon exports; each defined in its own js_*.cc file.
+#ifndef VTOE_NATIVE_BINDINGS_H
+#define VTOE_NATIVE_BINDINGS_H
+
+#include <napi.h>
+
+namespace vtoe {
+
+// class ControlServer (js_control_server.cc)
+Napi::Function define_control_server(Napi::Env env);
+// class ShmConnection (js_shm_connection.cc)
+Napi::Function define_shm_connection(Napi::Env env);
+// abiConstants(): the header's constants by their C names (abi_constants.cc)
+Napi::Value abi_constants(const Napi::CallbackInfo &info);
+
+} // namespace vtoe
+
+#endif

@@ -1,0 +1,30 @@
+// Checks of control requests received from a process.  Everything a process sends is hostile
+// (DESIGN.md invariant 6), so a request reaches JavaScript only after every field the agent
+// relies on has been checked here.
+#ifndef VTOE_NATIVE_CTL_MESSAGE_H
+#define VTOE_NATIVE_CTL_MESSAGE_H
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "vtoe_abi.h"
+
+namespace vtoe {
+
+// What is wrong with a request of `length` bytes (its real length, even when longer than the
+// buffer), or "" when it is acceptable.  Only the first sizeof(vtoe_ctl_req) bytes are read.
+std::string ctl_request_violation(const vtoe_ctl_req &req, size_t length);
+
+// Whether a message of `length` bytes got as far as the seq field, so an error reply can echo it.
+constexpr bool ctl_seq_readable(size_t length)
+{
+	return length >= offsetof(vtoe_ctl_req, seq) + sizeof(uint32_t);
+}
+
+// A reply with magic and abi filled in and everything else 0.
+vtoe_ctl_rep ctl_reply_template();
+
+} // namespace vtoe
+
+#endif

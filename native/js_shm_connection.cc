@@ -1,0 +1,133 @@
+// JavaScript class ShmConnection over vtoe::ShmConnection.
+#include <napi.h>
+
+#include <memory>
+
+#include "bindings.h"
+#include "js_boundary.h"
+#include "shm_connection.h"
+
+namespace vtoe {
+
+namespace {
+
+class JsShmConnection : public Napi::ObjectWrap<JsShmConnection> {
+public:
+	static Napi::Function define(Napi::Env env)
+	{
+		return DefineClass(env, "ShmConnection",
+				   {
+					   InstanceMethod<&JsShmConnection::fds_for>("fdsFor"),
+					   InstanceMethod<&JsShmConnection::release_side>("releaseSide"),
+					   InstanceMethod<&JsShmConnection::counters>("counters"),
+					   InstanceMethod<&JsShmConnection::set_cm_state>("setCmState"),
+					   InstanceMethod<&JsShmConnection::close>("close"),
+					   InstanceAccessor<&JsShmConnection::mapped_bytes>("mappedBytes"),
+					   InstanceAccessor<&JsShmConnection::ring_size>("ringSize"),
+					   InstanceAccessor<&JsShmConnection::closed>("closed"),
+				   });
+	}
+
+	// new ShmConnection(ringSize: number, cid: bigint)
+	explicit JsShmConnection(const Napi::CallbackInfo &info) : ObjectWrap(info)
+	{
+		Napi::Env env = info.Env();
+		if (!info[0].IsNumber())
+			throw Napi::TypeError::New(env, "ringSize must be a number");
+		// Anything outside uint32 becomes 0, which the ring size check then refuses by name.
+		double requested = info[0].As<Napi::Number>().DoubleValue();
+		uint32_t ring_size = requested >= 0 && requested <= UINT32_MAX &&
+						     requested == static_cast<uint32_t>(requested)
+					     ? static_cast<uint32_t>(requested)
+					     : 0;
+		uint64_t cid = js_u64_bigint(info[1], "cid");
+		connection_ = at_js_boundary(env, [&] {
+			return std::make_unique<ShmConnection>(ring_size, cid);
+		});
+	}
+
+private:
+	static int side_argument(const Napi::Value &value, const char *what)
+	{
+		return static_cast<int>(js_integer(value, what, 0, 1));
+	}
+
+	Napi::Value fds_for(const Napi::CallbackInfo &info)
+	{
+		int side = side_argument(info[0], "side");
+		auto fds = at_js_boundary(info.Env(), [&] { return connection_->fds_for(side); });
+		Napi::Array array = Napi::Array::New(info.Env(), fds.size());
+		for (uint32_t i = 0; i < fds.size(); i++)
+			array.Set(i, Napi::Number::New(info.Env(), fds[i]));
+		return array;
+	}
+
+	void release_side(const Napi::CallbackInfo &info)
+	{
+		int side = side_argument(info[0], "side");
+		at_js_boundary(info.Env(), [&] { connection_->release_side(side); });
+	}
+
+	Napi::Value counters(const Napi::CallbackInfo &info)
+	{
+		Napi::Env env = info.Env();
+		return at_js_boundary(env, [&] {
+			Napi::Array rings = Napi::Array::New(env, ShmConnection::kSides);
+			Napi::Array cm_state = Napi::Array::New(env, ShmConnection::kSides);
+			for (int d = 0; d < ShmConnection::kSides; d++) {
+				DirCounters c = connection_->counters(d);
+				Napi::Object ring = Napi::Object::New(env);
+				// Byte counts reach 2^53 only after 9 PB on one connection.
+				ring.Set("head", Napi::Number::New(env, static_cast<double>(c.head)));
+				ring.Set("tail", Napi::Number::New(env, static_cast<double>(c.tail)));
+				ring.Set("fin", Napi::Boolean::New(env, c.fin));
+				ring.Set("reset", Napi::Boolean::New(env, c.reset));
+				ring.Set("rdShut", Napi::Boolean::New(env, c.rd_shut));
+				ring.Set("txWaiting", Napi::Boolean::New(env, c.tx_waiting));
+				rings.Set(static_cast<uint32_t>(d), ring);
+				cm_state.Set(static_cast<uint32_t>(d),
+					     Napi::Number::New(env, connection_->cm_state(d)));
+			}
+			Napi::Object result = Napi::Object::New(env);
+			result.Set("rings", rings);
+			result.Set("cmState", cm_state);
+			return result;
+		});
+	}
+
+	void set_cm_state(const Napi::CallbackInfo &info)
+	{
+		int side = side_argument(info[0], "side");
+		uint32_t code = js_u32(info[1], "code");
+		at_js_boundary(info.Env(), [&] { connection_->set_cm_state(side, code); });
+	}
+
+	void close(const Napi::CallbackInfo &) { connection_->close(); }
+
+	Napi::Value mapped_bytes(const Napi::CallbackInfo &info)
+	{
+		return Napi::Number::New(info.Env(), static_cast<double>(connection_->mapped_bytes()));
+	}
+
+	Napi::Value ring_size(const Napi::CallbackInfo &info)
+	{
+		return Napi::Number::New(info.Env(), connection_->ring_size());
+	}
+
+	Napi::Value closed(const Napi::CallbackInfo &info)
+	{
+		return Napi::Boolean::New(info.Env(), connection_->closed());
+	}
+
+	// Its destructor (run by the finalizer) closes and unmaps whatever close() did not.
+	std::unique_ptr<ShmConnection> connection_;
+};
+
+} // namespace
+
+Napi::Function define_shm_connection(Napi::Env env)
+{
+	return JsShmConnection::define(env);
+}
+
+} // namespace vtoe

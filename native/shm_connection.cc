@@ -1,0 +1,163 @@
+#include "shm_connection.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <new>
+#include <string>
+
+#include "system_error.h"
+
+namespace vtoe {
+
+namespace {
+
+void check_side(int side)
+{
+	if (side != 0 && side != 1)
+		throw_system_error(EINVAL, "side " + std::to_string(side) + " does not exist",
+				   "use 0 (active) or 1 (passive)");
+}
+
+} // namespace
+
+ShmConnection::ShmConnection(uint32_t ring_size, uint64_t cid) : ring_size_(ring_size)
+{
+	if (!vtoe_ring_size_valid(ring_size))
+		throw_system_error(EINVAL, "ring size " + std::to_string(ring_size) + " is invalid",
+				   "use a power of two from " + std::to_string(VTOE_RING_MIN) +
+					   " (4 KiB) to " + std::to_string(VTOE_RING_MAX) + " (64 MiB)");
+
+	// Sealed against resizing: a process that receives the memfd must not be able to shrink
+	// it under the other mappings, which would turn their next access into SIGBUS.
+	memfd_.reset(memfd_create("vtoe-conn", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+	if (!memfd_)
+		throw_errno("memfd_create for a connection region failed", "raise the fd limit");
+	const uint64_t bytes = vtoe_region_bytes(ring_size);
+	if (ftruncate(memfd_.get(), static_cast<off_t>(bytes)) != 0)
+		throw_errno("cannot size the connection region to " + std::to_string(bytes) + " bytes");
+	if (fcntl(memfd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+		throw_errno("cannot seal the connection region");
+	void *base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_.get(), 0);
+	if (base == MAP_FAILED)
+		throw_errno("cannot map the connection region", "check the memory limits (ulimit -v)");
+
+	// The pages are fresh zeros; start the object's lifetime there and set what is not zero.
+	region_ = new (base) vtoe_conn_region;
+	region_->magic = VTOE_REGION_MAGIC;
+	region_->abi = VTOE_ABI_VERSION;
+	region_->ring_size = ring_size;
+	region_->data_offset = VTOE_REGION_DATA_OFFSET;
+	region_->cid = cid;
+	for (auto &ring : region_->ring) {
+		// Each consumer starts empty with no doorbell byte pending, so it wants the first one.
+		ring.rx_armed.store(1, std::memory_order_release);
+	}
+
+	for (int side = 0; side < kSides; side++) {
+		int pair[2];
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+			int err = errno;
+			close();
+			throw_system_error(err, "cannot create a doorbell socketpair", "raise the fd limit");
+		}
+		app_[side].reset(pair[0]);
+		bell_[side].reset(pair[1]);
+		// The app fd only ever carries filler that makes it unwritable while its ring is
+		// full: the smallest send buffer the kernel allows (it rounds 1 up).
+		int minimum = 1;
+		if (setsockopt(app_[side].get(), SOL_SOCKET, SO_SNDBUF, &minimum, sizeof(minimum)) != 0) {
+			int err = errno;
+			close();
+			throw_system_error(err, "cannot shrink a doorbell send buffer");
+		}
+	}
+}
+
+ShmConnection::~ShmConnection()
+{
+	close();
+}
+
+const vtoe_conn_region &ShmConnection::region() const
+{
+	if (!region_)
+		throw_system_error(EBADF, "the shm connection is closed");
+	return *region_;
+}
+
+vtoe_conn_region &ShmConnection::region()
+{
+	return const_cast<vtoe_conn_region &>(static_cast<const ShmConnection *>(this)->region());
+}
+
+std::array<int, VTOE_FD__COUNT> ShmConnection::fds_for(int side) const
+{
+	check_side(side);
+	region();
+	if (released_[side])
+		throw_system_error(EBADF, "side " + std::to_string(side) + " was already released",
+				   "descriptors are handed out once, before releaseSide()");
+	std::array<int, VTOE_FD__COUNT> fds;
+	fds[VTOE_FD_REGION] = memfd_.get();
+	fds[VTOE_FD_APP] = app_[side].get();
+	fds[VTOE_FD_PEER_BELL] = bell_[1 - side].get();
+	return fds;
+}
+
+void ShmConnection::release_side(int side)
+{
+	check_side(side);
+	if (released_[side])
+		return;
+	released_[side] = true;
+	app_[side].reset();
+	bell_[1 - side].reset();
+	if (released_[0] && released_[1])
+		memfd_.reset();
+}
+
+DirCounters ShmConnection::counters(int ring_index) const
+{
+	check_side(ring_index);
+	const vtoe_ring_ctl &ring = region().ring[ring_index];
+	DirCounters c;
+	c.head = ring.head.load(std::memory_order_acquire);
+	c.tail = ring.tail.load(std::memory_order_acquire);
+	c.fin = ring.fin.load(std::memory_order_acquire) != 0;
+	c.reset = ring.reset.load(std::memory_order_acquire) != 0;
+	c.rd_shut = ring.rd_shut.load(std::memory_order_acquire) != 0;
+	c.tx_waiting = ring.tx_waiting.load(std::memory_order_acquire) != 0;
+	return c;
+}
+
+uint32_t ShmConnection::cm_state(int side) const
+{
+	check_side(side);
+	return region().cm_state[side].load(std::memory_order_acquire);
+}
+
+void ShmConnection::set_cm_state(int side, uint32_t code)
+{
+	check_side(side);
+	region().cm_state[side].store(code, std::memory_order_release);
+}
+
+void ShmConnection::close()
+{
+	for (int side = 0; side < kSides; side++) {
+		app_[side].reset();
+		bell_[side].reset();
+		released_[side] = true;
+	}
+	memfd_.reset();
+	if (region_) {
+		munmap(region_, mapped_bytes());
+		region_ = nullptr;
+	}
+}
+
+} // namespace vtoe

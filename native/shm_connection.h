@@ -1,0 +1,71 @@
+// The resources of one shm-fabric connection: a sealed memfd holding the two rings
+// (struct vtoe_conn_region) and the two doorbell socketpairs.  The agent creates them, hands
+// each side its descriptors over the control channel, then only reads counters.
+#ifndef VTOE_NATIVE_SHM_CONNECTION_H
+#define VTOE_NATIVE_SHM_CONNECTION_H
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+#include "unique_fd.h"
+#include "vtoe_abi.h"
+
+namespace vtoe {
+
+struct DirCounters {
+	uint64_t head;
+	uint64_t tail;
+	bool fin;
+	bool reset;
+	bool rd_shut;
+	bool tx_waiting;
+};
+
+class ShmConnection {
+public:
+	static constexpr int kSides = 2;
+
+	// Throws SystemError: EINVAL for a ring size vtoe_ring_size_valid() refuses, or the
+	// errno of the failing memfd/mmap/socketpair call.
+	ShmConnection(uint32_t ring_size, uint64_t cid);
+	~ShmConnection();
+	ShmConnection(const ShmConnection &) = delete;
+	ShmConnection &operator=(const ShmConnection &) = delete;
+
+	// The descriptors for `side`, in enum vtoe_rep_fd order: region, app, peer bell.
+	// Throws EBADF once that side was released or the connection closed.
+	std::array<int, VTOE_FD__COUNT> fds_for(int side) const;
+
+	// Closes the agent's copies of `side`'s app fd and peer bell (after they were sent).
+	// Once both sides are released the memfd closes too; the mapping stays for counters().
+	void release_side(int side);
+
+	// Ring d is produced by side d.  Throws EBADF after close().
+	DirCounters counters(int ring) const;
+	uint32_t cm_state(int side) const;
+	void set_cm_state(int side, uint32_t code);
+
+	uint32_t ring_size() const { return ring_size_; }
+	uint64_t mapped_bytes() const { return vtoe_region_bytes(ring_size_); }
+	bool closed() const { return region_ == nullptr; }
+
+	// Closes every descriptor and unmaps the region.  Idempotent.
+	void close();
+
+private:
+	const vtoe_conn_region &region() const;
+	vtoe_conn_region &region();
+
+	uint32_t ring_size_;
+	vtoe_conn_region *region_ = nullptr;
+	unique_fd memfd_;
+	// app_[s] becomes side s's socket; bell_[s] is its other end, given to side 1-s.
+	std::array<unique_fd, kSides> app_;
+	std::array<unique_fd, kSides> bell_;
+	std::array<bool, kSides> released_ = {false, false};
+};
+
+} // namespace vtoe
+
+#endif

@@ -1,0 +1,241 @@
+// The typed surface of the native addon (native/, built to build/Release/vtoe_native.node).
+// Errors from the addon carry .code and .errno; here they become VtoeSystemError.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { VtoeSystemError } from './errors.js';
+import { addonPath } from './paths.js';
+
+/** struct vtoe_sockaddr, decoded. */
+export interface SockAddr {
+  family: 4 | 6;
+  /** inet_ntop text, e.g. '127.0.0.1' or 'fe80::1' */
+  address: string;
+  port: number;
+  scopeId: number;
+}
+
+/** struct vtoe_ctl_req, after the addon checked it. */
+export interface CtlRequest {
+  op: number;
+  seq: number;
+  sid: number;
+  cid: bigint;
+  arg: number;
+  local: SockAddr | null;
+  remote: SockAddr | null;
+  /** HELLO: the program name; otherwise '' */
+  name: string;
+}
+
+/** struct vtoe_ctl_rep; magic, abi and nfds are filled in by the addon, the rest defaults to 0. */
+export interface CtlReply {
+  event: number;
+  seq: number;
+  err?: number;
+  sid?: number;
+  fabric?: number;
+  cid?: bigint;
+  side?: 0 | 1;
+  ringSize?: number;
+  reason?: number;
+  spinUs?: number;
+}
+
+/** SO_PEERCRED of a control client. */
+export interface PeerCredentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/**
+ * Called on the event loop thread.  Handlers may call reply/drop/close re-entrantly.  A handler
+ * that throws does not stop the server: see ControlServer.lastHandlerError.
+ */
+export interface ControlHandlers {
+  onOpen(client: number, cred: PeerCredentials): void;
+  onMessage(client: number, req: CtlRequest): void;
+  /**
+   * Once per opened client (not when the whole server is close()d).  reason: 'closed',
+   * 'stalled' (it did not read its replies), 'dropped' (drop() was called),
+   * 'protocol: <what was wrong>', or 'error: <ERRNO>'.
+   */
+  onClose(client: number, reason: string): void;
+}
+
+/** The indices and flags of one ring; ring d is produced by side d. */
+export interface DirCounters {
+  head: number;
+  tail: number;
+  fin: boolean;
+  reset: boolean;
+  rdShut: boolean;
+  txWaiting: boolean;
+}
+
+export interface RingCounters {
+  rings: [DirCounters, DirCounters];
+  /** cm_state[side] as last set with setCmState */
+  cmState: [number, number];
+}
+
+export type Side = 0 | 1;
+
+interface NativeControlServer {
+  reply(client: number, rep: CtlReply, fds?: number[]): boolean;
+  drop(client: number): void;
+  close(): void;
+  readonly clientCount: number;
+  readonly protocolErrors: number;
+  readonly handlerErrors: number;
+  readonly lastHandlerError: unknown;
+  readonly shedConnections: number;
+  readonly closed: boolean;
+  readonly path: string;
+}
+
+interface NativeShmConnection {
+  fdsFor(side: Side): number[];
+  releaseSide(side: Side): void;
+  counters(): RingCounters;
+  setCmState(side: Side, code: number): void;
+  close(): void;
+  readonly mappedBytes: number;
+  readonly ringSize: number;
+  readonly closed: boolean;
+}
+
+interface NativeAddon {
+  ControlServer: new (path: string, handlers: ControlHandlers) => NativeControlServer;
+  ShmConnection: new (ringSize: number, cid: bigint) => NativeShmConnection;
+  abiConstants(): Record<string, number>;
+}
+
+let addon: NativeAddon | undefined;
+
+/** Loads the addon on first use, so that importing this module's types never needs it. */
+export function loadAddon(): NativeAddon {
+  if (addon) return addon;
+  if (!existsSync(addonPath)) {
+    throw new Error(`the vtoe native addon ${addonPath} is missing: run 'npm install' (or 'npx node-gyp rebuild')`);
+  }
+  addon = createRequire(import.meta.url)(addonPath) as NativeAddon;
+  return addon;
+}
+
+// Errors from a failed system call become VtoeSystemError; TypeError/RangeError pass through.
+function native<T>(body: () => T): T {
+  try {
+    return body();
+  } catch (error) {
+    const e = error as { errno?: unknown; code?: unknown; message?: unknown };
+    if (error instanceof Error && typeof e.errno === 'number' && typeof e.code === 'string') {
+      throw new VtoeSystemError(e.errno, error.message, { cause: error });
+    }
+    throw error;
+  }
+}
+
+/** The header's constants under their C names, with the values compiled into the addon. */
+export function abiConstants(): Record<string, number> {
+  return loadAddon().abiConstants();
+}
+
+/** The agent's control socket: AF_UNIX SOCK_SEQPACKET, one client per process. */
+export class ControlServer {
+  readonly #native: NativeControlServer;
+
+  /** Throws VtoeSystemError: EADDRINUSE when an agent already answers at `path`. */
+  constructor(path: string, handlers: ControlHandlers) {
+    const { ControlServer: Native } = loadAddon();
+    this.#native = native(() => new Native(path, handlers));
+  }
+
+  /**
+   * Sends one reply, with 0 or exactly 3 descriptors (enum vtoe_rep_fd order).  False when the
+   * client is unknown or could not take it (it is then dropped: onClose 'stalled'/'closed').
+   */
+  reply(client: number, rep: CtlReply, fds?: number[]): boolean {
+    return native(() => this.#native.reply(client, rep, fds));
+  }
+
+  /** Closes one client; onClose(client, 'dropped') runs before this returns. */
+  drop(client: number): void {
+    native(() => this.#native.drop(client));
+  }
+
+  /** Stops listening, closes all clients (no onClose) and unlinks the socket.  Idempotent. */
+  close(): void {
+    native(() => this.#native.close());
+  }
+
+  get path(): string {
+    return this.#native.path;
+  }
+  get closed(): boolean {
+    return this.#native.closed;
+  }
+  get clientCount(): number {
+    return this.#native.clientCount;
+  }
+  /** Clients dropped for malformed messages. */
+  get protocolErrors(): number {
+    return this.#native.protocolErrors;
+  }
+  /** Connections accepted and closed at once because the agent was out of descriptors. */
+  get shedConnections(): number {
+    return this.#native.shedConnections;
+  }
+  /** How many times a handler threw; the server kept serving each time. */
+  get handlerErrors(): number {
+    return this.#native.handlerErrors;
+  }
+  /** What the last throwing handler threw, or undefined. */
+  get lastHandlerError(): unknown {
+    return this.#native.lastHandlerError;
+  }
+}
+
+/** The region and doorbells of one shm-fabric connection. */
+export class ShmConnection {
+  readonly #native: NativeShmConnection;
+
+  /** Throws VtoeSystemError EINVAL unless ringSize is a power of two in 4 KiB..64 MiB. */
+  constructor(ringSize: number, cid: bigint) {
+    const { ShmConnection: Native } = loadAddon();
+    this.#native = native(() => new Native(ringSize, cid));
+  }
+
+  /** [memfd, app fd of `side`, bell of the other side]: what a reply for `side` carries. */
+  fdsFor(side: Side): number[] {
+    return native(() => this.#native.fdsFor(side));
+  }
+
+  /** Closes the agent's copies of `side`'s descriptors once they were sent.  Idempotent. */
+  releaseSide(side: Side): void {
+    native(() => this.#native.releaseSide(side));
+  }
+
+  counters(): RingCounters {
+    return native(() => this.#native.counters());
+  }
+
+  setCmState(side: Side, code: number): void {
+    native(() => this.#native.setCmState(side, code));
+  }
+
+  /** Closes every descriptor and unmaps the region.  Idempotent. */
+  close(): void {
+    native(() => this.#native.close());
+  }
+
+  get mappedBytes(): number {
+    return this.#native.mappedBytes;
+  }
+  get ringSize(): number {
+    return this.#native.ringSize;
+  }
+  get closed(): boolean {
+    return this.#native.closed;
+  }
+}

@@ -1,0 +1,511 @@
+// The native addon on its own: ShmConnection resources, and ControlServer against a real C
+// client (test/c/ctl-client.c) that speaks the control protocol, well and badly.
+// Every wait is on a real signal: a line from the client, a handler call, a process exit.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fstatSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ABI, abiConstantTable, eventName, fabricName, opName, reasonName, reasonValue, ringSizeValid } from '../src/abi.js';
+import { VtoeSystemError } from '../src/errors.js';
+import {
+  ControlServer,
+  ShmConnection,
+  abiConstants,
+  type ControlHandlers,
+  type CtlRequest,
+  type PeerCredentials,
+} from '../src/native.js';
+import { buildC } from './helpers/cc.js';
+
+let clientBin: string;
+beforeAll(() => {
+  clientBin = buildC('ctl-client', ['test/c/ctl-client.c']);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Test plumbing
+
+const cleanups: Array<() => void> = [];
+afterEach(() => {
+  for (const cleanup of cleanups.splice(0).reverse()) {
+    try {
+      cleanup();
+    } catch {
+      // best effort: the test's own assertions already ran
+    }
+  }
+});
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'vtoe-native-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Something that becomes true later: resolved by whoever changes the state it looks at. */
+class Signals {
+  private waiters: Array<() => boolean> = [];
+
+  until<T>(probe: () => T | undefined, what: string, failed?: () => string | undefined): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const check = (): boolean => {
+        const value = probe();
+        if (value !== undefined) {
+          resolve(value);
+          return true;
+        }
+        const failure = failed?.();
+        if (failure !== undefined) {
+          reject(new Error(`gave up waiting for ${what}: ${failure}`));
+          return true;
+        }
+        return false;
+      };
+      if (!check()) this.waiters.push(check);
+    });
+  }
+
+  poke(): void {
+    this.waiters = this.waiters.filter((check) => !check());
+  }
+}
+
+/** A ctl-client process; its stdout lines are collected and can be awaited. */
+class CClient {
+  readonly child: ChildProcess;
+  readonly lines: string[] = [];
+  exitCode: number | null | undefined;
+  readonly exited: Promise<number | null>;
+  private readonly signals = new Signals();
+
+  constructor(socket: string, scenario: string) {
+    this.child = spawn(clientBin, [socket, scenario], { stdio: ['pipe', 'pipe', 'inherit'] });
+    createInterface({ input: this.child.stdout! }).on('line', (line) => {
+      this.lines.push(line);
+      this.signals.poke();
+    });
+    this.exited = new Promise((resolve) => {
+      this.child.on('close', (code) => {
+        this.exitCode = code;
+        this.signals.poke();
+        resolve(code);
+      });
+    });
+    cleanups.push(() => this.child.kill('SIGKILL'));
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** The first line (seen so far or later) that matches; fails if the client exits first. */
+  line(match: RegExp | string): Promise<string> {
+    const test = (l: string) => (typeof match === 'string' ? l === match : match.test(l));
+    return this.signals.until(
+      () => this.lines.find(test),
+      `a line matching ${String(match)}`,
+      () => (this.exitCode !== undefined ? `client exited (${this.exitCode}); it printed ${JSON.stringify(this.lines)}` : undefined),
+    );
+  }
+
+  send(line: string): void {
+    this.child.stdin!.write(`${line}\n`);
+  }
+
+  endInput(): void {
+    this.child.stdin!.end();
+  }
+}
+
+/** ControlHandlers that record everything and answer each request with respond(). */
+class Recorder implements ControlHandlers {
+  server!: ControlServer;
+  readonly opened = new Map<number, PeerCredentials>();
+  readonly messages: Array<{ client: number; req: CtlRequest }> = [];
+  readonly closed = new Map<number, string>();
+  readonly replyResults: boolean[] = [];
+  readonly signals = new Signals();
+  respond: (client: number, req: CtlRequest) => void = (client, req) => {
+    this.replyResults.push(this.server.reply(client, { event: ABI.ev.ACK, seq: req.seq }));
+  };
+
+  onOpen(client: number, cred: PeerCredentials): void {
+    this.opened.set(client, cred);
+    this.signals.poke();
+  }
+
+  onMessage(client: number, req: CtlRequest): void {
+    this.messages.push({ client, req });
+    try {
+      this.respond(client, req);
+    } finally {
+      this.signals.poke();
+    }
+  }
+
+  onClose(client: number, reason: string): void {
+    this.closed.set(client, reason);
+    this.signals.poke();
+  }
+
+  clientOf(pid: number): Promise<number> {
+    return this.signals.until(
+      () => [...this.opened].find(([, cred]) => cred.pid === pid)?.[0],
+      `the client of pid ${pid}`,
+    );
+  }
+
+  closeReason(client: number): Promise<string> {
+    return this.signals.until(() => this.closed.get(client), `onClose of client ${client}`);
+  }
+}
+
+function startServer(path: string, recorder = new Recorder()): { server: ControlServer; recorder: Recorder } {
+  const server = new ControlServer(path, recorder);
+  recorder.server = server;
+  cleanups.push(() => server.close());
+  return { server, recorder };
+}
+
+function thrown(body: () => unknown): unknown {
+  try {
+    body();
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected an exception');
+}
+
+function memfdCount(): number {
+  let count = 0;
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith('/memfd:vtoe-conn')) count++;
+    } catch {
+      // the fd readdir itself used, now closed
+    }
+  }
+  return count;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('ABI mirror', () => {
+  it('src/abi.ts holds exactly the constants compiled into the addon from vtoe_abi.h', () => {
+    expect(abiConstantTable()).toEqual(abiConstants());
+  });
+
+  it('names events, reasons, ops and fabrics in lower-case-hyphen form', () => {
+    expect(eventName(ABI.ev.CONNECT_RESPONSE)).toBe('connect-response');
+    expect(eventName(ABI.ev.ACK)).toBe('ack');
+    expect(eventName(99)).toBe('event-99');
+    expect(reasonName(ABI.fb.PEER_NOT_OFFLOADED)).toBe('peer-not-offloaded');
+    expect(reasonName(ABI.fb.POLICY)).toBe('policy');
+    expect(reasonValue('no-fabric')).toBe(ABI.fb.NO_FABRIC);
+    expect(opName(ABI.op.HELLO)).toBe('hello');
+    expect(fabricName(ABI.fabric.VERBS)).toBe('verbs');
+    expect(ringSizeValid(4096)).toBe(true);
+    expect(ringSizeValid(6144)).toBe(false);
+  });
+});
+
+describe('ShmConnection', () => {
+  const open = (ring: number, cid = 1n) => {
+    const conn = new ShmConnection(ring, cid);
+    cleanups.push(() => conn.close());
+    return conn;
+  };
+
+  it('rejects ring sizes that are not powers of two in 4 KiB..64 MiB with EINVAL', () => {
+    for (const bad of [0, 1, 1000, 2048, 4095, 4097, 3 * 4096, 128 * 1024 * 1024, 2 ** 32, -4096, 4096.5, Number.NaN]) {
+      const error = thrown(() => new ShmConnection(bad, 1n));
+      expect(error, `ring size ${bad}`).toBeInstanceOf(VtoeSystemError);
+      expect((error as VtoeSystemError).code).toBe('EINVAL');
+      expect((error as VtoeSystemError).message).toMatch(/power of two from 4096 .* to 67108864/);
+    }
+    expect(() => new ShmConnection('4096' as unknown as number, 1n)).toThrow(TypeError);
+    expect(() => new ShmConnection(4096, 1 as unknown as bigint)).toThrow(TypeError);
+  });
+
+  it('accepts both bounds', () => {
+    expect(open(4096).mappedBytes).toBe(4096 + 2 * 4096);
+    expect(open(64 * 1024 * 1024).mappedBytes).toBe(4096 + 2 * 64 * 1024 * 1024);
+  });
+
+  it('hands each side a memfd of the region size, its app socket and the peer bell', () => {
+    const ring = 16384;
+    const conn = open(ring, 77n);
+    const side0 = conn.fdsFor(0);
+    const side1 = conn.fdsFor(1);
+    for (const fds of [side0, side1]) {
+      expect(fds).toHaveLength(3);
+      expect(new Set(fds).size).toBe(3);
+      const region = fstatSync(fds[ABI.fd.REGION]!);
+      expect(region.isFile()).toBe(true);
+      expect(region.size).toBe(4096 + 2 * ring);
+      expect(fstatSync(fds[ABI.fd.APP]!).isSocket()).toBe(true);
+      expect(fstatSync(fds[ABI.fd.PEER_BELL]!).isSocket()).toBe(true);
+    }
+    // One region, four distinct socket ends.
+    expect(side0[ABI.fd.REGION]).toBe(side1[ABI.fd.REGION]);
+    expect(new Set([...side0, ...side1]).size).toBe(5);
+    expect(conn.mappedBytes).toBe(4096 + 2 * ring);
+  });
+
+  it('starts with zero counters and records CM states', () => {
+    const conn = open(4096);
+    const zero = { head: 0, tail: 0, fin: false, reset: false, rdShut: false, txWaiting: false };
+    expect(conn.counters()).toEqual({ rings: [zero, zero], cmState: [0, 0] });
+    conn.setCmState(0, 5);
+    conn.setCmState(1, 9);
+    expect(conn.counters().cmState).toEqual([5, 9]);
+    expect(() => conn.setCmState(2 as 0, 1)).toThrow(RangeError);
+  });
+
+  it('releases each side once, closes the memfd after both, and keeps counters readable', () => {
+    const before = memfdCount();
+    const conn = open(4096);
+    expect(memfdCount()).toBe(before + 1);
+    conn.releaseSide(0);
+    conn.releaseSide(0);
+    expect((thrown(() => conn.fdsFor(0)) as VtoeSystemError).code).toBe('EBADF');
+    expect(conn.fdsFor(1)).toHaveLength(3);
+    expect(memfdCount()).toBe(before + 1);
+    conn.releaseSide(1);
+    expect(memfdCount()).toBe(before);
+    expect(conn.counters().rings[0].head).toBe(0);
+  });
+
+  it('closes idempotently and refuses use afterwards', () => {
+    const before = memfdCount();
+    const conn = new ShmConnection(8192, 3n);
+    conn.close();
+    conn.close();
+    expect(conn.closed).toBe(true);
+    expect(memfdCount()).toBe(before);
+    expect((thrown(() => conn.counters()) as VtoeSystemError).code).toBe('EBADF');
+    expect((thrown(() => conn.fdsFor(1)) as VtoeSystemError).code).toBe('EBADF');
+  });
+});
+
+describe('ControlServer', () => {
+  const socketIn = (dir: string) => join(dir, 'run', 'vtoe', 'agent.sock');
+
+  it('serves a valid client: HELLO, then CONNECT answered with the shm descriptors', async () => {
+    const dir = tempDir();
+    const path = socketIn(dir);
+    const { server, recorder } = startServer(path);
+    expect(statSync(join(dir, 'run', 'vtoe')).mode & 0o777).toBe(0o700);
+    expect(statSync(path).isSocket()).toBe(true);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+
+    const conns: ShmConnection[] = [];
+    recorder.respond = (client, req) => {
+      if (req.op !== ABI.op.CONNECT) {
+        recorder.replyResults.push(server.reply(client, { event: ABI.ev.ACK, seq: req.seq, spinUs: 50 }));
+        return;
+      }
+      const conn = new ShmConnection(8192, req.cid);
+      conns.push(conn);
+      cleanups.push(() => conn.close());
+      recorder.replyResults.push(server.reply(client, {
+        event: ABI.ev.CONNECT_RESPONSE, seq: req.seq, sid: req.sid, cid: req.cid, fabric: ABI.fabric.SHM,
+        side: 0, ringSize: 8192,
+      }, conn.fdsFor(0)));
+      conn.releaseSide(0);
+    };
+
+    const client = new CClient(path, 'valid');
+    const id = await recorder.clientOf(client.pid);
+    expect(recorder.opened.get(id)).toEqual({ pid: client.pid, uid: process.getuid!(), gid: process.getgid!() });
+    await client.line('reply event=0 seq=1 err=0 nfds=0 magic=ok');
+    await client.line(`reply event=${ABI.ev.CONNECT_RESPONSE} seq=2 err=0 nfds=3 magic=ok`);
+    await client.line('fd 0 regular');
+    await client.line('region size=20480 magic=0x56524730 abi=1 ring=8192 data=4096 cid=0x1122334455667788 armed=1,1');
+    await client.line('shrink=EPERM');
+    await client.line('fd 1 socket');
+    await client.line('fd 2 socket');
+    expect(await client.exited).toBe(0);
+    expect(await recorder.closeReason(id)).toBe('closed');
+
+    expect(recorder.replyResults).toEqual([true, true]);
+    expect(recorder.messages.map((m) => m.req)).toEqual([
+      { op: ABI.op.HELLO, seq: 1, sid: 0, cid: 0n, arg: client.pid, local: null, remote: null, name: 'ctl-client' },
+      {
+        op: ABI.op.CONNECT, seq: 2, sid: 7, cid: 0x1122334455667788n, arg: 42, name: '',
+        local: { family: 4, address: '127.0.0.1', port: 40000, scopeId: 0 },
+        remote: { family: 6, address: 'fe80::1', port: 5001, scopeId: 3 },
+      },
+    ]);
+    expect(server.clientCount).toBe(0);
+    expect(server.protocolErrors).toBe(0);
+    expect(conns).toHaveLength(1);
+  });
+
+  const malformed: Array<[string, RegExp]> = [
+    ['truncated', /^protocol: message of 40 bytes, expected 96$/],
+    ['oversize', /^protocol: message of 200 bytes, expected 96$/],
+    ['badmagic', /^protocol: bad magic 0xdeadbeef$/],
+    ['badop', /^protocol: unknown op 99$/],
+    ['withfds', /^protocol: ancillary data is not allowed \(1 descriptors attached\)$/],
+  ];
+
+  it.each(malformed)('closes a client that sends %s, with an EPROTO error reply first', async (scenario, reason) => {
+    const path = socketIn(tempDir());
+    const { server, recorder } = startServer(path);
+    const client = new CClient(path, scenario);
+    const id = await recorder.clientOf(client.pid);
+    expect(await recorder.closeReason(id)).toMatch(reason);
+    // The header was readable in every case, so the error echoes the request's seq (40).
+    await client.line(`reply event=${ABI.ev.ERROR} seq=40 err=71 nfds=0 magic=ok`);
+    await client.line('eof');
+    expect(await client.exited).toBe(0);
+    expect(recorder.messages).toHaveLength(0);
+    expect(server.protocolErrors).toBe(1);
+    expect(server.clientCount).toBe(0);
+  });
+
+  it('keeps serving other clients while it drops a malformed one', async () => {
+    const path = socketIn(tempDir());
+    const { server, recorder } = startServer(path);
+    const holder = new CClient(path, 'hold');
+    const holderId = await recorder.clientOf(holder.pid);
+    await holder.line('reply event=0 seq=1 err=0 nfds=0 magic=ok');
+
+    const bad = new CClient(path, 'badmagic');
+    const badId = await recorder.clientOf(bad.pid);
+    expect(await recorder.closeReason(badId)).toMatch(/^protocol/);
+    expect(await bad.exited).toBe(0);
+    expect(server.protocolErrors).toBe(1);
+    expect(server.clientCount).toBe(1);
+
+    holder.send('next');
+    await holder.line('reply event=0 seq=2 err=0 nfds=0 magic=ok');
+    holder.send('next');
+    await holder.line('reply event=0 seq=3 err=0 nfds=0 magic=ok');
+    expect(recorder.closed.has(holderId)).toBe(false);
+    holder.endInput();
+    expect(await holder.exited).toBe(0);
+    expect(await recorder.closeReason(holderId)).toBe('closed');
+    expect(server.protocolErrors).toBe(1);
+  });
+
+  it('drops a client that does not read its replies instead of blocking', async () => {
+    const path = socketIn(tempDir());
+    const { server, recorder } = startServer(path);
+    const client = new CClient(path, 'noread');
+    const id = await recorder.clientOf(client.pid);
+    expect(await recorder.closeReason(id)).toBe('stalled');
+    expect(recorder.replyResults.at(-1)).toBe(false);
+    expect(recorder.replyResults.filter((sent) => sent).length).toBeGreaterThan(0);
+    await client.line(/^send-failed seq=\d+ errno=(EPIPE|ECONNRESET)$/);
+    expect(server.clientCount).toBe(0);
+    expect(server.protocolErrors).toBe(0);
+  });
+
+  it('keeps serving when a handler throws, and exposes the error', async () => {
+    const path = socketIn(tempDir());
+    const { server, recorder } = startServer(path);
+    const boom = new Error('handler bug');
+    const respond = recorder.respond;
+    recorder.respond = (client, req) => {
+      respond(client, req);
+      if (req.seq === 1) throw boom;
+    };
+    const holder = new CClient(path, 'hold');
+    const id = await recorder.clientOf(holder.pid);
+    await holder.line('reply event=0 seq=1 err=0 nfds=0 magic=ok');
+    expect(server.handlerErrors).toBe(1);
+    expect(server.lastHandlerError).toBe(boom);
+    holder.send('next');
+    await holder.line('reply event=0 seq=2 err=0 nfds=0 magic=ok');
+    holder.endInput();
+    expect(await recorder.closeReason(id)).toBe('closed');
+    expect(server.handlerErrors).toBe(1);
+  });
+
+  it('drops a client on request and checks the replies it is given', async () => {
+    const path = socketIn(tempDir());
+    const { server, recorder } = startServer(path);
+    const holder = new CClient(path, 'hold');
+    const id = await recorder.clientOf(holder.pid);
+    await holder.line('reply event=0 seq=1 err=0 nfds=0 magic=ok');
+
+    expect(() => server.reply(id, { event: 99, seq: 1 })).toThrow(RangeError);
+    expect(() => server.reply(id, { event: 0, seq: -1 })).toThrow(RangeError);
+    expect(() => server.reply(id, { event: 0, seq: 1, cid: 1 as unknown as bigint })).toThrow(TypeError);
+    expect(() => server.reply(id, { event: 0, seq: 1 }, [0, 1])).toThrow(RangeError);
+    const badFd = thrown(() => server.reply(id, { event: 0, seq: 1 }, [999_999, 999_998, 999_997]));
+    expect((badFd as VtoeSystemError).code).toBe('EBADF');
+    expect(server.clientCount).toBe(1); // the agent's mistake does not cost the client
+
+    expect(server.reply(id + 1000, { event: 0, seq: 1 })).toBe(false);
+    server.drop(id);
+    expect(recorder.closed.get(id)).toBe('dropped');
+    expect(server.clientCount).toBe(0);
+    expect(server.reply(id, { event: 0, seq: 1 })).toBe(false);
+    holder.endInput();
+    expect(await holder.exited).toBe(0);
+  });
+
+  it('refuses to start where an agent already answers (EADDRINUSE)', async () => {
+    const path = socketIn(tempDir());
+    const { recorder } = startServer(path);
+    const error = thrown(() => new ControlServer(path, new Recorder()));
+    expect(error).toBeInstanceOf(VtoeSystemError);
+    expect((error as VtoeSystemError).code).toBe('EADDRINUSE');
+    expect((error as VtoeSystemError).message).toContain(`an agent is already running at ${path}`);
+    // The first agent still owns the path and serves.
+    const client = new CClient(path, 'valid');
+    await client.line('reply event=0 seq=1 err=0 nfds=0 magic=ok');
+    await client.exited;
+    expect(recorder.messages.length).toBe(2);
+  });
+
+  it('replaces a stale socket that nobody listens on', async () => {
+    const path = socketIn(tempDir());
+    // Creates the directories, then closes (which unlinks); the stale socket comes after.
+    startServer(path).server.close();
+    const stale = new CClient(path, 'stale');
+    await stale.line('stale');
+    await stale.exited;
+    expect(statSync(path).isSocket()).toBe(true);
+
+    const { server, recorder } = startServer(path);
+    const client = new CClient(path, 'valid');
+    await client.line('reply event=0 seq=1 err=0 nfds=0 magic=ok');
+    await client.exited;
+    expect(recorder.messages.length).toBe(2);
+    server.close();
+    expect(existsSync(path)).toBe(false);
+  });
+
+  it('never removes a path that is not a socket (EEXIST)', () => {
+    const dir = tempDir();
+    const path = join(dir, 'agent.sock');
+    writeFileSync(path, 'not a socket');
+    expect((thrown(() => new ControlServer(path, new Recorder())) as VtoeSystemError).code).toBe('EEXIST');
+    expect(statSync(path).isFile()).toBe(true);
+  });
+
+  it('closes idempotently, unlinks its socket, and lets a new agent take the path', () => {
+    const path = socketIn(tempDir());
+    const { server } = startServer(path);
+    server.close();
+    server.close();
+    expect(server.closed).toBe(true);
+    expect(existsSync(path)).toBe(false);
+    expect(server.reply(1, { event: 0, seq: 1 })).toBe(false);
+    const { server: again } = startServer(path);
+    expect(again.closed).toBe(false);
+  });
+
+  it('validates its arguments', () => {
+    const path = socketIn(tempDir());
+    expect(() => new ControlServer(path, {} as ControlHandlers)).toThrow(TypeError);
+    expect((thrown(() => new ControlServer(`${'x'.repeat(200)}/a.sock`, new Recorder())) as VtoeSystemError).code)
+      .toBe('ENAMETOOLONG');
+  });
+});
