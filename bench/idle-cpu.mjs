@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+// Idle costs nothing: a standing agent plus one idle offloaded connection (a reader blocked in
+// recv, its peer waiting) must use no CPU. Reads utime+stime from /proc over a window.
+//   node bench/idle-cpu.mjs [--seconds 10]
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { offloadEnv } from '../dist/agent/preload-env.js';
+import { adminRequest } from '../dist/agent/admin.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const { values } = parseArgs({ options: { seconds: { type: 'string', default: '10' } } });
+const seconds = Number(values.seconds);
+const dir = mkdtempSync(join(tmpdir(), 'vtoe-idle-'));
+const socket = join(dir, 'agent.sock');
+const peer = join(dir, 'e2e-peer');
+execFileSync('cc', ['-O2', '-o', peer, join(root, 'test/c/e2e-peer.c')]);
+const ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+
+const children = [];
+function start(cmd, args, env) {
+  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  return child;
+}
+function line(child, stream, pattern) {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    child[stream].setEncoding('utf8').on('data', (d) => {
+      buf += d;
+      const m = buf.match(pattern);
+      if (m) resolve(m);
+    });
+    child.once('exit', () => reject(new Error(`${child.spawnfile} exited: ${buf}`)));
+  });
+}
+function cpuTicks(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]); // utime + stime
+}
+
+try {
+  const agent = start(process.execPath, [join(root, 'bin/vtoe.js'), 'agent', '--socket', socket], process.env);
+  await line(agent, 'stderr', /listening on/);
+  const holder = start(peer, ['hold'], offloadEnv(socket));
+  const [, port] = await line(holder, 'stdout', /READY (\d+)/);
+  const reader = start(peer, ['reader', port], offloadEnv(socket));
+  await line(reader, 'stdout', /CONNECTED/);
+  await line(holder, 'stdout', /ACCEPTED/);
+  const rows = await adminRequest(`${socket}.admin`, 'ss');
+  const offloaded = rows.filter((r) => r.fabric === 'shm' && r.cm === 'ESTABLISHED').length;
+  const procs = { agent: agent.pid, 'reader (blocked in recv)': reader.pid, 'peer (idle)': holder.pid };
+  const before = Object.fromEntries(Object.entries(procs).map(([k, pid]) => [k, cpuTicks(pid)]));
+  await new Promise((r) => setTimeout(r, seconds * 1000)); // the measurement window itself
+  console.log(`idle for ${seconds} s with ${offloaded} offloaded connection ends ESTABLISHED (vtoe ss):`);
+  for (const [name, pid] of Object.entries(procs)) {
+    const ticks = cpuTicks(pid) - before[name];
+    const ms = (ticks * 1000) / ticksPerSecond;
+    console.log(`  ${name.padEnd(26)} pid ${String(pid).padEnd(8)} cpu ${ms.toFixed(0)} ms = ${((ms / 10) / seconds).toFixed(2)} %`);
+  }
+} finally {
+  for (const c of children) c.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,293 @@
+/*
+ * vtoe.h - internal interfaces of libvtoe.so.  Include it first in every preload/ file.
+ *
+ * Nothing here is exported: the library is built with -fvisibility=hidden and only the
+ * wrapped libc entry points (VTOE_EXPORT) leave it, as listed in libvtoe.map.
+ */
+#ifndef VTOE_H
+#define VTOE_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include "vtoe_abi.h"
+
+#define VTOE_EXPORT __attribute__((visibility("default")))
+#define vtoe_likely(x) __builtin_expect(!!(x), 1)
+#define vtoe_unlikely(x) __builtin_expect(!!(x), 0)
+#define VTOE_MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* ------------------------------------------------------------------------------------------ */
+/* vtoe_real.c: the libc functions we interpose, resolved once with dlsym(RTLD_NEXT).          */
+/* ------------------------------------------------------------------------------------------ */
+struct vtoe_real_fns {
+	int (*socket)(int, int, int);
+	int (*connect)(int, const struct sockaddr *, socklen_t);
+	int (*listen)(int, int);
+	int (*accept)(int, struct sockaddr *, socklen_t *);
+	int (*accept4)(int, struct sockaddr *, socklen_t *, int);
+	int (*close)(int);
+	int (*shutdown)(int, int);
+	ssize_t (*read)(int, void *, size_t);
+	ssize_t (*write)(int, const void *, size_t);
+	ssize_t (*readv)(int, const struct iovec *, int);
+	ssize_t (*writev)(int, const struct iovec *, int);
+	ssize_t (*recv)(int, void *, size_t, int);
+	ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+	ssize_t (*recvmsg)(int, struct msghdr *, int);
+	ssize_t (*send)(int, const void *, size_t, int);
+	ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+	ssize_t (*sendmsg)(int, const struct msghdr *, int);
+	int (*getsockname)(int, struct sockaddr *, socklen_t *);
+	int (*getpeername)(int, struct sockaddr *, socklen_t *);
+	int (*getsockopt)(int, int, int, void *, socklen_t *);
+	int (*setsockopt)(int, int, int, const void *, socklen_t);
+	int (*fcntl)(int, int, ...);
+	int (*fcntl64)(int, int, ...);
+	int (*ioctl)(int, unsigned long, ...);
+	int (*dup)(int);
+	int (*dup2)(int, int);
+	int (*dup3)(int, int, int);
+	ssize_t (*sendfile)(int, int, off_t *, size_t);
+	ssize_t (*sendfile64)(int, int, off64_t *, size_t);
+	ssize_t (*read_chk)(int, void *, size_t, size_t);
+	ssize_t (*recv_chk)(int, void *, size_t, size_t, int);
+	ssize_t (*recvfrom_chk)(int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *);
+};
+
+extern struct vtoe_real_fns vtoe_real_tab;
+extern atomic_int vtoe_real_ready;
+const struct vtoe_real_fns *vtoe_real_slow(void);
+
+/* The real functions; before the library is initialised this initialises it. */
+static inline const struct vtoe_real_fns *vtoe_real(void)
+{
+	if (vtoe_likely(atomic_load_explicit(&vtoe_real_ready, memory_order_acquire)))
+		return &vtoe_real_tab;
+	return vtoe_real_slow();
+}
+#define REAL(fn) (vtoe_real()->fn)
+
+/* fcntl's third argument depends on the command. */
+enum vtoe_fcntl_arg { VTOE_FCNTL_NONE, VTOE_FCNTL_INT, VTOE_FCNTL_PTR };
+enum vtoe_fcntl_arg vtoe_fcntl_arg_kind(int cmd);
+
+/* Settings read from the environment at initialisation. */
+struct vtoe_config {
+	bool offload;            /* VTOE_OFFLOAD != 0 */
+	int agent_timeout_ms;    /* VTOE_AGENT_TIMEOUT_MS */
+	char agent_path[108];    /* VTOE_AGENT_SOCKET */
+	int internal_fd_base;    /* where internal fds are moved to */
+};
+extern struct vtoe_config vtoe_cfg;
+
+/* Fork generation: bumped in both processes at fork; sockets of an older one are shared. */
+extern atomic_uint vtoe_fork_gen;
+
+/* ------------------------------------------------------------------------------------------ */
+/* vtoe_log.c                                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+enum vtoe_log_level { VTOE_LOG_ERROR = 0, VTOE_LOG_WARN, VTOE_LOG_INFO, VTOE_LOG_DEBUG };
+extern int vtoe_log_level;
+void vtoe_log_init(void);
+void vtoe_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define vtoe_log(lvl, ...)                                                                 \
+	do {                                                                               \
+		if (vtoe_unlikely((lvl) <= vtoe_log_level))                                \
+			vtoe_log_write((lvl), __VA_ARGS__);                                \
+	} while (0)
+#define vtoe_err(...) vtoe_log(VTOE_LOG_ERROR, __VA_ARGS__)
+#define vtoe_warn(...) vtoe_log(VTOE_LOG_WARN, __VA_ARGS__)
+#define vtoe_info(...) vtoe_log(VTOE_LOG_INFO, __VA_ARGS__)
+#define vtoe_dbg(...) vtoe_log(VTOE_LOG_DEBUG, __VA_ARGS__)
+
+/* ------------------------------------------------------------------------------------------ */
+/* Socket objects (vtoe_fdtab.c)                                                               */
+/* ------------------------------------------------------------------------------------------ */
+enum vtoe_kind {
+	VTOE_KIND_FREE = 0,
+	VTOE_KIND_INTERNAL,  /* one of our own fds: the application may not touch it */
+	VTOE_KIND_PLAIN,     /* a kernel TCP socket we no longer care about */
+	VTOE_KIND_CANDIDATE, /* AF_INET/AF_INET6 stream socket, not yet connected or listening */
+	VTOE_KIND_LISTENER,  /* kernel listener registered with the agent */
+	VTOE_KIND_CONN,      /* offloaded connection: the fd is the agent's socketpair end */
+};
+
+/* Per-connection flags (struct vtoe_conn.flags). */
+#define VTOE_CF_WR_SHUT (1u << 0)
+#define VTOE_CF_RD_SHUT (1u << 1)
+#define VTOE_CF_PEER_GONE (1u << 2)
+#define VTOE_CF_RESET_REPORTED (1u << 3)
+#define VTOE_CF_BROKEN (1u << 4)       /* peer wrote impossible indices: treat as reset */
+#define VTOE_CF_CONNECT_PENDING (1u << 5) /* connect returned EINPROGRESS, not yet re-called */
+
+/* Socket options answered on behalf of the kernel socket that was replaced. */
+enum vtoe_opt_id {
+	VTOE_OPT_REUSEADDR,
+	VTOE_OPT_REUSEPORT,
+	VTOE_OPT_KEEPALIVE,
+	VTOE_OPT_OOBINLINE,
+	VTOE_OPT_PRIORITY,
+	VTOE_OPT_RCVLOWAT,
+	VTOE_OPT_DONTROUTE,
+	VTOE_OPT_BROADCAST,
+	VTOE_OPT_MARK,
+	VTOE_OPT_TIMESTAMP,
+	VTOE_OPT_BUSY_POLL,
+	VTOE_OPT_TCP_NODELAY,
+	VTOE_OPT_TCP_CORK,
+	VTOE_OPT_TCP_QUICKACK,
+	VTOE_OPT_TCP_KEEPIDLE,
+	VTOE_OPT_TCP_KEEPINTVL,
+	VTOE_OPT_TCP_KEEPCNT,
+	VTOE_OPT_TCP_USER_TIMEOUT,
+	VTOE_OPT_TCP_MAXSEG,
+	VTOE_OPT_TCP_SYNCNT,
+	VTOE_OPT_TCP_LINGER2,
+	VTOE_OPT_TCP_DEFER_ACCEPT,
+	VTOE_OPT_TCP_WINDOW_CLAMP,
+	VTOE_OPT_TCP_NOTSENT_LOWAT,
+	VTOE_OPT_IP_TOS,
+	VTOE_OPT_IP_TTL,
+	VTOE_OPT_IPV6_V6ONLY,
+	VTOE_OPT_IPV6_TCLASS,
+	VTOE_OPT_IPV6_UNICAST_HOPS,
+	VTOE_OPT__COUNT
+};
+
+struct vtoe_opts {
+	int val[VTOE_OPT__COUNT];
+	int err[VTOE_OPT__COUNT]; /* errno the kernel socket gave on get, 0 if the value is valid */
+	int rcvbuf, sndbuf;       /* as set by the application; 0 = never set */
+	struct linger linger;
+	atomic_llong rcvtimeo_us, sndtimeo_us; /* 0 = wait forever */
+	char congestion[16];
+};
+
+/* The process's half of one offloaded connection. */
+struct vtoe_conn {
+	struct vtoe_conn_region *reg;
+	size_t map_len;
+	uint32_t size;
+	uint32_t side;
+	struct vtoe_ring_ctl *tx, *rx;
+	unsigned char *tx_data, *rx_data;
+	int fd;   /* our private reference to the application's socket (a high internal fd) */
+	int bell; /* the peer's doorbell */
+	uint32_t sid;
+	uint64_t cid;
+	uint32_t spin_us;
+	unsigned int gen;    /* vtoe_fork_gen at attach: differs once shared with a fork */
+	atomic_uint flags;   /* VTOE_CF_* */
+	atomic_int nonblock; /* cached O_NONBLOCK of the application's fd */
+	pthread_mutex_t rx_lock, tx_lock;
+	uint64_t tx_head;          /* tx_lock */
+	bool sndbuf_raised;        /* tx_lock */
+	uint64_t rx_tail;          /* rx_lock */
+	uint32_t owed;             /* rx_lock: doorbell bytes sent for our arms, not yet read */
+	uint64_t bytes_tx, bytes_rx;
+	struct vtoe_opts opts;
+};
+
+struct vtoe_sock {
+	atomic_int ref;  /* fd table slots + operations in progress */
+	atomic_int nfds; /* fd table slots only */
+	atomic_int kind; /* enum vtoe_kind */
+	int family;
+	unsigned gen; /* vtoe_fork_gen when created */
+	pthread_mutex_t lock; /* connect/listen/close-time state */
+	uint32_t sid;         /* listener: its SID */
+	struct sockaddr_storage local, peer;
+	socklen_t local_len, peer_len;
+	struct vtoe_conn c;
+	struct vtoe_sock *pool_next; /* free list */
+	struct vtoe_sock *all_next;  /* every object ever allocated (for fork) */
+};
+
+typedef _Atomic(struct vtoe_sock *) vtoe_slot_t;
+
+#define VTOE_FDTAB_SHIFT 10
+#define VTOE_FDTAB_CHUNK (1u << VTOE_FDTAB_SHIFT)
+extern _Atomic(vtoe_slot_t *) *vtoe_fdtab;
+extern unsigned int vtoe_fdtab_max;
+extern struct vtoe_sock vtoe_internal_sock;
+
+void vtoe_fdtab_init(void);
+void vtoe_fdtab_atfork_child(void);
+
+/* Lock-free look-up without a reference: only to decide the fast path. */
+static inline struct vtoe_sock *vtoe_fd_peek(int fd)
+{
+	vtoe_slot_t *chunk;
+
+	if (vtoe_unlikely((unsigned int)fd >= vtoe_fdtab_max))
+		return NULL;
+	chunk = atomic_load_explicit(&vtoe_fdtab[(unsigned int)fd >> VTOE_FDTAB_SHIFT],
+				     memory_order_acquire);
+	if (vtoe_likely(!chunk))
+		return NULL;
+	return atomic_load_explicit(&chunk[(unsigned int)fd & (VTOE_FDTAB_CHUNK - 1)],
+				    memory_order_acquire);
+}
+
+struct vtoe_sock *vtoe_fd_get(int fd);
+void vtoe_sock_put(struct vtoe_sock *s);
+struct vtoe_sock *vtoe_sock_new(int kind, int family);
+void vtoe_fd_install(int fd, struct vtoe_sock *s);
+struct vtoe_sock *vtoe_fd_remove(int fd);
+void vtoe_fd_set_internal(int fd, bool internal);
+int vtoe_fd_move_high(int fd);
+
+/* ------------------------------------------------------------------------------------------ */
+/* vtoe_ctl.c: the control channel to the agent                                               */
+/* ------------------------------------------------------------------------------------------ */
+int vtoe_ctl_up(void);
+int vtoe_ctl_rpc(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep, int fds[VTOE_FD__COUNT]);
+void vtoe_ctl_note(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg);
+uint32_t vtoe_ctl_spin_us(void);
+void vtoe_ctl_atfork_child(void);
+void vtoe_ctl_req_init(struct vtoe_ctl_req *req, uint16_t op);
+int vtoe_addr_to_wire(const struct sockaddr *sa, socklen_t len, struct vtoe_sockaddr *w);
+const char *vtoe_ev_name(unsigned int ev);
+
+/* ------------------------------------------------------------------------------------------ */
+/* vtoe_ring.c: the data path                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep);
+void vtoe_conn_unmap(struct vtoe_conn *c);
+ssize_t vtoe_conn_recv(struct vtoe_conn *c, const struct iovec *iov, int iovcnt, int flags);
+ssize_t vtoe_conn_send(struct vtoe_conn *c, const struct iovec *iov, int iovcnt, int flags);
+ssize_t vtoe_conn_sendfile(struct vtoe_conn *c, int in_fd, off64_t *offset, size_t count);
+int vtoe_conn_shutdown(struct vtoe_conn *c, int how);
+/* Last reference dropped: FIN or reset, then unmap; returns VTOE_CLOSE_* for the note. */
+uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared);
+uint32_t vtoe_conn_rx_bytes(struct vtoe_conn *c);
+uint32_t vtoe_conn_tx_bytes(struct vtoe_conn *c);
+int vtoe_conn_take_error(struct vtoe_conn *c);
+
+/* ------------------------------------------------------------------------------------------ */
+/* vtoe_socket.c / vtoe_sockopt.c                                                              */
+/* ------------------------------------------------------------------------------------------ */
+void vtoe_sock_release(struct vtoe_sock *s);
+void vtoe_park_rendezvous(int cfd);
+void vtoe_park_sweep(void);
+void vtoe_park_atfork_child(void);
+void vtoe_opts_capture(struct vtoe_conn *c, int kfd, int family);
+void vtoe_addr_copy_out(const struct sockaddr_storage *ss, socklen_t len, struct sockaddr *addr,
+			socklen_t *alen);
+
+#endif /* VTOE_H */

@@ -1,0 +1,320 @@
+/*
+ * vtoe_ctl.c - the control channel to the agent: one SOCK_SEQPACKET socket per process,
+ * connected lazily, with strictly alternating request/reply under a mutex.
+ *
+ * Whenever the agent cannot be reached or misbehaves the channel is dropped and the agent
+ * counts as unavailable for a second; every socket meanwhile stays on kernel TCP.
+ */
+#include "vtoe.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define VTOE_CTL_RETRY_MS 1000
+#define VTOE_SPIN_US_MAX 100000u
+
+static pthread_mutex_t vtoe_ctl_lock = PTHREAD_MUTEX_INITIALIZER;
+static int vtoe_ctl_fd = -1;
+static uint32_t vtoe_ctl_seq;
+static atomic_uint vtoe_ctl_spin;
+static bool vtoe_ctl_down;
+static long long vtoe_ctl_retry_at;
+
+static long long vtoe_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *vtoe_ev_name(unsigned int ev)
+{
+	static const char *const names[] = {
+		"ACK", "ADDRESS_RESOLVED", "ADDRESS_ERROR", "ROUTE_RESOLVED", "ROUTE_ERROR",
+		"CONNECT_REQUEST", "CONNECT_RESPONSE", "CONNECT_ERROR", "UNREACHABLE",
+		"CONNECT_REJECTED", "CONNECT_ESTABLISHED", "DISCONNECTED", "DEVICE_REMOVAL",
+		"FALLBACK", "ERROR",
+	};
+	return ev < VTOE_EV__COUNT ? names[ev] : "?";
+}
+
+void vtoe_ctl_req_init(struct vtoe_ctl_req *req, uint16_t op)
+{
+	memset(req, 0, sizeof(*req));
+	req->magic = VTOE_CTL_MAGIC;
+	req->abi = VTOE_ABI_VERSION;
+	req->op = op;
+}
+
+int vtoe_addr_to_wire(const struct sockaddr *sa, socklen_t len, struct vtoe_sockaddr *w)
+{
+	memset(w, 0, sizeof(*w));
+	if (sa->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		w->family = AF_INET;
+		w->port = ntohs(in->sin_port);
+		memcpy(w->addr, &in->sin_addr, 4);
+		return 0;
+	}
+	if (sa->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		w->family = AF_INET6;
+		w->port = ntohs(in6->sin6_port);
+		w->scope_id = in6->sin6_scope_id;
+		memcpy(w->addr, &in6->sin6_addr, 16);
+		return 0;
+	}
+	return -1;
+}
+
+static void vtoe_ctl_drop_locked(const char *why)
+{
+	if (vtoe_ctl_fd >= 0) {
+		vtoe_fd_set_internal(vtoe_ctl_fd, false);
+		REAL(close)(vtoe_ctl_fd);
+		vtoe_ctl_fd = -1;
+	}
+	vtoe_ctl_down = true;
+	vtoe_ctl_retry_at = vtoe_now_ms() + VTOE_CTL_RETRY_MS;
+	vtoe_dbg("agent unavailable (%s): kernel TCP for %d ms", why, VTOE_CTL_RETRY_MS);
+}
+
+static int vtoe_ctl_wait(int fd, short events, long long deadline)
+{
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = events };
+		long long left = deadline - vtoe_now_ms();
+		int r;
+
+		r = poll(&p, 1, left < 0 ? 0 : (int)left);
+		if (r > 0)
+			return 0; /* readiness or an error: the next call tells which */
+		if (r == 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		if (errno != EINTR)
+			return -1;
+	}
+}
+
+static int vtoe_ctl_send_locked(const struct vtoe_ctl_req *req, long long deadline)
+{
+	for (;;) {
+		ssize_t n = REAL(send)(vtoe_ctl_fd, req, sizeof(*req), MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n == (ssize_t)sizeof(*req))
+			return 0;
+		if (n >= 0) {
+			errno = EPROTO;
+			return -1;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN || vtoe_ctl_wait(vtoe_ctl_fd, POLLOUT, deadline) < 0)
+			return -1;
+	}
+}
+
+static void vtoe_close_fds(int *fds, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (fds[i] >= 0)
+			REAL(close)(fds[i]);
+		fds[i] = -1;
+	}
+}
+
+/* Receive exactly one reply with up to VTOE_FD__COUNT fds; anything odd is a protocol error. */
+static int vtoe_ctl_recv_locked(uint32_t seq, struct vtoe_ctl_rep *rep, int fds[VTOE_FD__COUNT],
+				long long deadline)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * VTOE_FD__COUNT)];
+		struct cmsghdr align;
+	} cbuf;
+	struct iovec iov = { .iov_base = rep, .iov_len = sizeof(*rep) };
+	struct msghdr msg;
+	struct cmsghdr *cm;
+	int got[VTOE_FD__COUNT + 8];
+	int ngot = 0;
+	ssize_t n;
+
+	for (;;) {
+		memset(&msg, 0, sizeof(msg));
+		msg.msg_iov = &iov;
+		msg.msg_iovlen = 1;
+		msg.msg_control = cbuf.buf;
+		msg.msg_controllen = sizeof(cbuf.buf);
+		n = REAL(recvmsg)(vtoe_ctl_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (n >= 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN || vtoe_ctl_wait(vtoe_ctl_fd, POLLIN, deadline) < 0)
+			return -1;
+	}
+	if (n == 0) {
+		errno = ECONNRESET; /* the agent closed the channel */
+		return -1;
+	}
+	for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+		int k;
+
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		for (int i = 0; i < k && ngot < (int)(sizeof(got) / sizeof(got[0])); i++)
+			memcpy(&got[ngot++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+	}
+	if (n != (ssize_t)sizeof(*rep) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+	    rep->magic != VTOE_CTL_MAGIC || rep->abi != VTOE_ABI_VERSION || rep->seq != seq ||
+	    rep->nfds != (uint32_t)ngot || (ngot != 0 && ngot != VTOE_FD__COUNT)) {
+		vtoe_warn("malformed agent reply (len %zd flags %#x magic %#x seq %u/%u nfds %u/%d)",
+			  n, msg.msg_flags, rep->magic, rep->seq, seq, rep->nfds, ngot);
+		vtoe_close_fds(got, ngot);
+		errno = EPROTO;
+		return -1;
+	}
+	for (int i = 0; i < VTOE_FD__COUNT; i++)
+		fds[i] = i < ngot ? got[i] : -1;
+	return 0;
+}
+
+static int vtoe_ctl_rpc_locked(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep,
+			       int fds[VTOE_FD__COUNT])
+{
+	long long deadline = vtoe_now_ms() + vtoe_cfg.agent_timeout_ms;
+	int dummy[VTOE_FD__COUNT];
+
+	req->seq = ++vtoe_ctl_seq;
+	if (vtoe_ctl_send_locked(req, deadline) < 0 ||
+	    vtoe_ctl_recv_locked(req->seq, rep, fds ? fds : dummy, deadline) < 0) {
+		vtoe_ctl_drop_locked(errno == ETIMEDOUT ? "timeout" : strerror(errno));
+		return -1;
+	}
+	if (!fds)
+		vtoe_close_fds(dummy, VTOE_FD__COUNT);
+	return 0;
+}
+
+static int vtoe_ctl_connect_locked(void)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct vtoe_ctl_req req;
+	struct vtoe_ctl_rep rep;
+	long long deadline;
+	int fd;
+
+	if (vtoe_ctl_fd >= 0)
+		return 0;
+	if (vtoe_ctl_down && vtoe_now_ms() < vtoe_ctl_retry_at)
+		return -1;
+	fd = REAL(socket)(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		vtoe_ctl_drop_locked("socket");
+		return -1;
+	}
+	memcpy(sun.sun_path, vtoe_cfg.agent_path, sizeof(sun.sun_path)); /* NUL-terminated: checked at start-up */
+	deadline = vtoe_now_ms() + vtoe_cfg.agent_timeout_ms;
+	while (REAL(connect)(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		/* EAGAIN: the agent's backlog is full; it is alive, so wait a little */
+		struct timespec ms = { 0, 1000000 };
+
+		if ((errno != EAGAIN && errno != EINTR) || vtoe_now_ms() >= deadline) {
+			REAL(close)(fd);
+			vtoe_ctl_drop_locked(strerror(errno));
+			return -1;
+		}
+		if (errno == EAGAIN)
+			nanosleep(&ms, NULL);
+	}
+	vtoe_ctl_fd = vtoe_fd_move_high(fd);
+	vtoe_fd_set_internal(vtoe_ctl_fd, true);
+
+	vtoe_ctl_req_init(&req, VTOE_OP_HELLO);
+	req.arg = (uint32_t)getpid();
+	strncpy(req.name, program_invocation_short_name, sizeof(req.name) - 1);
+	if (vtoe_ctl_rpc_locked(&req, &rep, NULL) < 0)
+		return -1;
+	if (rep.event != VTOE_EV_ACK) {
+		vtoe_ctl_drop_locked("HELLO refused");
+		return -1;
+	}
+	atomic_store(&vtoe_ctl_spin, VTOE_MIN(rep.spin_us, VTOE_SPIN_US_MAX));
+	vtoe_ctl_down = false;
+	vtoe_dbg("agent connected at %s (fd %d, spin %u us)", vtoe_cfg.agent_path, vtoe_ctl_fd,
+		 rep.spin_us);
+	return 0;
+}
+
+int vtoe_ctl_up(void)
+{
+	int r;
+
+	pthread_mutex_lock(&vtoe_ctl_lock);
+	r = vtoe_ctl_connect_locked();
+	pthread_mutex_unlock(&vtoe_ctl_lock);
+	return r;
+}
+
+uint32_t vtoe_ctl_spin_us(void)
+{
+	return atomic_load(&vtoe_ctl_spin);
+}
+
+/* One RPC; fds (if given) receives the reply's descriptors or -1s.  -1: agent unavailable. */
+int vtoe_ctl_rpc(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep, int fds[VTOE_FD__COUNT])
+{
+	int r = -1;
+
+	if (fds)
+		fds[0] = fds[1] = fds[2] = -1;
+	pthread_mutex_lock(&vtoe_ctl_lock);
+	if (vtoe_ctl_connect_locked() == 0)
+		r = vtoe_ctl_rpc_locked(req, rep, fds);
+	pthread_mutex_unlock(&vtoe_ctl_lock);
+	if (r == 0)
+		vtoe_dbg("rpc op %u sid %u -> %s (err %d reason %u nfds %u)", req->op, req->sid,
+			 vtoe_ev_name(rep->event), rep->err, rep->reason, rep->nfds);
+	return r;
+}
+
+/* A note gets no reply.  With no channel there is nobody to tell, so it is dropped. */
+void vtoe_ctl_note(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg)
+{
+	struct vtoe_ctl_req req;
+	int saved = errno;
+
+	vtoe_ctl_req_init(&req, op);
+	req.sid = sid;
+	req.cid = cid;
+	req.arg = arg;
+	pthread_mutex_lock(&vtoe_ctl_lock);
+	if (vtoe_ctl_fd >= 0) {
+		req.seq = ++vtoe_ctl_seq;
+		if (vtoe_ctl_send_locked(&req, vtoe_now_ms() + vtoe_cfg.agent_timeout_ms) < 0)
+			vtoe_ctl_drop_locked("note");
+	}
+	pthread_mutex_unlock(&vtoe_ctl_lock);
+	vtoe_dbg("note op %u sid %u cid %llu arg %u", op, sid, (unsigned long long)cid, arg);
+	errno = saved;
+}
+
+void vtoe_ctl_atfork_child(void)
+{
+	/* The child must not talk on its parent's channel; it reconnects when it needs to. */
+	pthread_mutex_init(&vtoe_ctl_lock, NULL);
+	if (vtoe_ctl_fd >= 0) {
+		vtoe_fd_set_internal(vtoe_ctl_fd, false);
+		REAL(close)(vtoe_ctl_fd);
+		vtoe_ctl_fd = -1;
+	}
+	vtoe_ctl_down = false;
+	vtoe_ctl_seq = 0;
+}

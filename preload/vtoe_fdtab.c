@@ -1,0 +1,213 @@
+/*
+ * vtoe_fdtab.c - fd number -> socket object.
+ *
+ * Look-up is lock-free: a two-level array of atomic pointers, the second level allocated on
+ * first use.  Objects are reference counted; a lookup takes a reference with
+ * increment-if-not-zero and then re-checks the slot.  Objects are never returned to malloc,
+ * only to our own free list, so a reader that raced with the last put touches valid memory
+ * and simply retries.
+ */
+#include "vtoe.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+_Atomic(vtoe_slot_t *) *vtoe_fdtab;
+unsigned int vtoe_fdtab_max;
+struct vtoe_sock vtoe_internal_sock = { .ref = INT_MAX / 2, .kind = VTOE_KIND_INTERNAL };
+
+static pthread_mutex_t vtoe_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct vtoe_sock *vtoe_pool_free;
+static struct vtoe_sock *vtoe_pool_all;
+
+void vtoe_fdtab_init(void)
+{
+	struct rlimit rl;
+	rlim_t n = 1u << 20;
+	size_t chunks;
+
+	/* Size for the hard limit, so a later setrlimit() by the program is still covered. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max > n)
+		n = rl.rlim_max;
+	if (n > (1u << 24))
+		n = 1u << 24;
+	chunks = (n + VTOE_FDTAB_CHUNK - 1) >> VTOE_FDTAB_SHIFT;
+	vtoe_fdtab = calloc(chunks, sizeof(*vtoe_fdtab));
+	if (!vtoe_fdtab) {
+		vtoe_cfg.offload = false; /* without a table nothing can be tracked */
+		return;
+	}
+	vtoe_fdtab_max = (unsigned int)(chunks << VTOE_FDTAB_SHIFT);
+}
+
+static vtoe_slot_t *vtoe_fd_slot(int fd, bool create)
+{
+	_Atomic(vtoe_slot_t *) *top;
+	vtoe_slot_t *chunk, *expected = NULL;
+
+	if ((unsigned int)fd >= vtoe_fdtab_max)
+		return NULL;
+	top = &vtoe_fdtab[(unsigned int)fd >> VTOE_FDTAB_SHIFT];
+	chunk = atomic_load_explicit(top, memory_order_acquire);
+	if (!chunk && create) {
+		chunk = calloc(VTOE_FDTAB_CHUNK, sizeof(*chunk));
+		if (!chunk)
+			return NULL;
+		if (!atomic_compare_exchange_strong(top, &expected, chunk)) {
+			free(chunk);
+			chunk = expected;
+		}
+	}
+	return chunk ? &chunk[(unsigned int)fd & (VTOE_FDTAB_CHUNK - 1)] : NULL;
+}
+
+struct vtoe_sock *vtoe_fd_get(int fd)
+{
+	for (;;) {
+		struct vtoe_sock *s = vtoe_fd_peek(fd);
+		int r;
+
+		if (!s || s == &vtoe_internal_sock)
+			return s;
+		r = atomic_load(&s->ref);
+		while (r > 0 && !atomic_compare_exchange_weak(&s->ref, &r, r + 1))
+			;
+		if (r <= 0)
+			continue; /* being released: its slot has already been cleared */
+		if (vtoe_fd_peek(fd) == s)
+			return s;
+		vtoe_sock_put(s); /* recycled for another fd meanwhile */
+	}
+}
+
+static void vtoe_sock_init_locks(struct vtoe_sock *s)
+{
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->c.rx_lock, NULL);
+	pthread_mutex_init(&s->c.tx_lock, NULL);
+}
+
+struct vtoe_sock *vtoe_sock_new(int kind, int family)
+{
+	struct vtoe_sock *s, *all;
+
+	pthread_mutex_lock(&vtoe_pool_lock);
+	s = vtoe_pool_free;
+	if (s)
+		vtoe_pool_free = s->pool_next;
+	pthread_mutex_unlock(&vtoe_pool_lock);
+
+	if (!s) {
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return NULL;
+		pthread_mutex_lock(&vtoe_pool_lock);
+		s->all_next = vtoe_pool_all;
+		vtoe_pool_all = s;
+		pthread_mutex_unlock(&vtoe_pool_lock);
+	} else {
+		/* ref stays 0 until published, so stale readers keep failing their increment */
+		all = s->all_next;
+		memset((char *)s + sizeof(s->ref), 0, sizeof(*s) - sizeof(s->ref));
+		s->all_next = all;
+	}
+	vtoe_sock_init_locks(s);
+	s->c.fd = -1;
+	s->c.bell = -1;
+	s->family = family;
+	s->gen = atomic_load(&vtoe_fork_gen);
+	atomic_store(&s->kind, kind);
+	atomic_store_explicit(&s->ref, 1, memory_order_release);
+	return s;
+}
+
+void vtoe_sock_put(struct vtoe_sock *s)
+{
+	int saved;
+
+	if (!s || s == &vtoe_internal_sock)
+		return;
+	if (atomic_fetch_sub_explicit(&s->ref, 1, memory_order_acq_rel) != 1)
+		return;
+	saved = errno; /* the caller's result must survive the teardown */
+	vtoe_sock_release(s);
+	errno = saved;
+	atomic_store(&s->kind, VTOE_KIND_FREE);
+	pthread_mutex_lock(&vtoe_pool_lock);
+	s->pool_next = vtoe_pool_free;
+	vtoe_pool_free = s;
+	pthread_mutex_unlock(&vtoe_pool_lock);
+}
+
+/* Point fd at s (NULL: untrack it), dropping whatever the slot held before. */
+void vtoe_fd_install(int fd, struct vtoe_sock *s)
+{
+	vtoe_slot_t *slot = vtoe_fd_slot(fd, s != NULL);
+	struct vtoe_sock *old;
+
+	if (!slot)
+		return;
+	if (s && s != &vtoe_internal_sock) {
+		atomic_fetch_add(&s->ref, 1);
+		atomic_fetch_add(&s->nfds, 1);
+	}
+	old = atomic_exchange(slot, s);
+	if (old && old != &vtoe_internal_sock) {
+		atomic_fetch_sub(&old->nfds, 1);
+		vtoe_sock_put(old);
+	}
+}
+
+/* Untrack fd; the slot's reference passes to the caller. */
+struct vtoe_sock *vtoe_fd_remove(int fd)
+{
+	vtoe_slot_t *slot = vtoe_fd_slot(fd, false);
+	struct vtoe_sock *old;
+
+	if (!slot)
+		return NULL;
+	old = atomic_exchange(slot, NULL);
+	if (old && old != &vtoe_internal_sock)
+		atomic_fetch_sub(&old->nfds, 1);
+	return old;
+}
+
+void vtoe_fd_set_internal(int fd, bool internal)
+{
+	if (internal) {
+		vtoe_fd_install(fd, &vtoe_internal_sock);
+	} else {
+		vtoe_slot_t *slot = vtoe_fd_slot(fd, false);
+		struct vtoe_sock *expected = &vtoe_internal_sock;
+
+		if (slot)
+			atomic_compare_exchange_strong(slot, &expected, NULL);
+	}
+}
+
+/* Move one of our fds to the internal range (close-on-exec); returns the fd to use. */
+int vtoe_fd_move_high(int fd)
+{
+	int nfd = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, vtoe_cfg.internal_fd_base);
+
+	if (nfd < 0) {
+		REAL(fcntl)(fd, F_SETFD, FD_CLOEXEC);
+		return fd;
+	}
+	REAL(close)(fd);
+	return nfd;
+}
+
+void vtoe_fdtab_atfork_child(void)
+{
+	struct vtoe_sock *s;
+
+	/* Another thread of the parent may have held any of these at the fork. */
+	pthread_mutex_init(&vtoe_pool_lock, NULL);
+	for (s = vtoe_pool_all; s; s = s->all_next)
+		vtoe_sock_init_locks(s);
+}

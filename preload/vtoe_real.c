@@ -1,0 +1,281 @@
+/*
+ * vtoe_real.c - find the real libc functions behind our wrappers, once, and set the library up.
+ *
+ * dlsym() may itself call into libc (and so into our wrappers) while it resolves; a thread-local
+ * flag routes such calls to raw system calls instead of recursing into the resolver.
+ */
+#include "vtoe.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/sendfile.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+struct vtoe_real_fns vtoe_real_tab;
+atomic_int vtoe_real_ready;
+struct vtoe_config vtoe_cfg = { .offload = true, .agent_timeout_ms = 5000, .internal_fd_base = 100 };
+atomic_uint vtoe_fork_gen;
+
+static pthread_once_t vtoe_once = PTHREAD_ONCE_INIT;
+static __thread int vtoe_resolving;
+
+enum vtoe_fcntl_arg vtoe_fcntl_arg_kind(int cmd)
+{
+	switch (cmd) {
+	case F_GETFD:
+	case F_GETFL:
+	case F_GETOWN:
+	case F_GETSIG:
+	case F_GETLEASE:
+	case F_GETPIPE_SZ:
+	case F_GET_SEALS:
+		return VTOE_FCNTL_NONE;
+	case F_DUPFD:
+	case F_DUPFD_CLOEXEC:
+	case F_SETFD:
+	case F_SETFL:
+	case F_SETOWN:
+	case F_SETSIG:
+	case F_SETLEASE:
+	case F_NOTIFY:
+	case F_SETPIPE_SZ:
+	case F_ADD_SEALS:
+		return VTOE_FCNTL_INT;
+	default:
+		return VTOE_FCNTL_PTR; /* locks, F_[GS]ETOWN_EX, hints: all take a pointer */
+	}
+}
+
+/* Raw system-call stand-ins, used only by a thread that is inside the resolver. */
+static int raw_socket(int d, int t, int p) { return syscall(SYS_socket, d, t, p); }
+static int raw_connect(int fd, const struct sockaddr *a, socklen_t l) { return syscall(SYS_connect, fd, a, l); }
+static int raw_listen(int fd, int b) { return syscall(SYS_listen, fd, b); }
+static int raw_accept4(int fd, struct sockaddr *a, socklen_t *l, int f) { return syscall(SYS_accept4, fd, a, l, f); }
+static int raw_accept(int fd, struct sockaddr *a, socklen_t *l) { return raw_accept4(fd, a, l, 0); }
+static int raw_close(int fd) { return syscall(SYS_close, fd); }
+static int raw_shutdown(int fd, int how) { return syscall(SYS_shutdown, fd, how); }
+static ssize_t raw_read(int fd, void *b, size_t n) { return syscall(SYS_read, fd, b, n); }
+static ssize_t raw_write(int fd, const void *b, size_t n) { return syscall(SYS_write, fd, b, n); }
+static ssize_t raw_readv(int fd, const struct iovec *v, int c) { return syscall(SYS_readv, fd, v, c); }
+static ssize_t raw_writev(int fd, const struct iovec *v, int c) { return syscall(SYS_writev, fd, v, c); }
+static ssize_t raw_recvfrom(int fd, void *b, size_t n, int f, struct sockaddr *a, socklen_t *l)
+{
+	return syscall(SYS_recvfrom, fd, b, n, f, a, l);
+}
+static ssize_t raw_recv(int fd, void *b, size_t n, int f) { return raw_recvfrom(fd, b, n, f, NULL, NULL); }
+static ssize_t raw_recvmsg(int fd, struct msghdr *m, int f) { return syscall(SYS_recvmsg, fd, m, f); }
+static ssize_t raw_sendto(int fd, const void *b, size_t n, int f, const struct sockaddr *a, socklen_t l)
+{
+	return syscall(SYS_sendto, fd, b, n, f, a, l);
+}
+static ssize_t raw_send(int fd, const void *b, size_t n, int f) { return raw_sendto(fd, b, n, f, NULL, 0); }
+static ssize_t raw_sendmsg(int fd, const struct msghdr *m, int f) { return syscall(SYS_sendmsg, fd, m, f); }
+static int raw_getsockname(int fd, struct sockaddr *a, socklen_t *l) { return syscall(SYS_getsockname, fd, a, l); }
+static int raw_getpeername(int fd, struct sockaddr *a, socklen_t *l) { return syscall(SYS_getpeername, fd, a, l); }
+static int raw_getsockopt(int fd, int lv, int n, void *v, socklen_t *l) { return syscall(SYS_getsockopt, fd, lv, n, v, l); }
+static int raw_setsockopt(int fd, int lv, int n, const void *v, socklen_t l) { return syscall(SYS_setsockopt, fd, lv, n, v, l); }
+static int raw_fcntl(int fd, int cmd, ...)
+{
+	unsigned long arg = 0;
+	va_list ap;
+
+	va_start(ap, cmd);
+	switch (vtoe_fcntl_arg_kind(cmd)) {
+	case VTOE_FCNTL_INT:
+		arg = (unsigned long)va_arg(ap, int);
+		break;
+	case VTOE_FCNTL_PTR:
+		arg = (unsigned long)va_arg(ap, void *);
+		break;
+	case VTOE_FCNTL_NONE:
+		break;
+	}
+	va_end(ap);
+	return syscall(SYS_fcntl, fd, cmd, arg);
+}
+static int raw_ioctl(int fd, unsigned long req, ...)
+{
+	va_list ap;
+	void *arg;
+
+	va_start(ap, req);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	return syscall(SYS_ioctl, fd, req, arg);
+}
+static int raw_dup(int fd) { return syscall(SYS_dup, fd); }
+static int raw_dup3(int o, int n, int f) { return syscall(SYS_dup3, o, n, f); }
+static int raw_dup2(int o, int n)
+{
+	if (o == n) /* dup3 refuses this case; dup2 checks validity */
+		return syscall(SYS_fcntl, o, F_GETFD) < 0 ? -1 : n;
+	return raw_dup3(o, n, 0);
+}
+static ssize_t raw_sendfile(int o, int i, off_t *off, size_t n) { return syscall(SYS_sendfile, o, i, off, n); }
+static ssize_t raw_sendfile64(int o, int i, off64_t *off, size_t n) { return syscall(SYS_sendfile, o, i, off, n); }
+static ssize_t raw_read_chk(int fd, void *b, size_t n, size_t bl)
+{
+	if (n > bl)
+		abort();
+	return raw_read(fd, b, n);
+}
+static ssize_t raw_recv_chk(int fd, void *b, size_t n, size_t bl, int f)
+{
+	if (n > bl)
+		abort();
+	return raw_recv(fd, b, n, f);
+}
+static ssize_t raw_recvfrom_chk(int fd, void *b, size_t n, size_t bl, int f, struct sockaddr *a,
+				socklen_t *l)
+{
+	if (n > bl)
+		abort();
+	return raw_recvfrom(fd, b, n, f, a, l);
+}
+
+static const struct vtoe_real_fns vtoe_raw_tab = {
+	.socket = raw_socket, .connect = raw_connect, .listen = raw_listen,
+	.accept = raw_accept, .accept4 = raw_accept4, .close = raw_close,
+	.shutdown = raw_shutdown, .read = raw_read, .write = raw_write,
+	.readv = raw_readv, .writev = raw_writev, .recv = raw_recv,
+	.recvfrom = raw_recvfrom, .recvmsg = raw_recvmsg, .send = raw_send,
+	.sendto = raw_sendto, .sendmsg = raw_sendmsg, .getsockname = raw_getsockname,
+	.getpeername = raw_getpeername, .getsockopt = raw_getsockopt,
+	.setsockopt = raw_setsockopt, .fcntl = raw_fcntl, .fcntl64 = raw_fcntl,
+	.ioctl = raw_ioctl, .dup = raw_dup, .dup2 = raw_dup2, .dup3 = raw_dup3,
+	.sendfile = raw_sendfile, .sendfile64 = raw_sendfile64, .read_chk = raw_read_chk,
+	.recv_chk = raw_recv_chk, .recvfrom_chk = raw_recvfrom_chk,
+};
+
+static void *vtoe_sym(const char *name, bool required)
+{
+	void *p = dlsym(RTLD_NEXT, name);
+
+	if (!p && required) {
+		static const char msg[] = "vtoe: a required libc symbol is missing: ";
+		raw_write(2, msg, sizeof(msg) - 1);
+		raw_write(2, name, strlen(name));
+		raw_write(2, "\n", 1);
+		abort();
+	}
+	return p;
+}
+
+static void vtoe_config_read(void)
+{
+	const char *v;
+	struct rlimit rl;
+
+	v = getenv("VTOE_OFFLOAD");
+	if (v && strcmp(v, "0") == 0)
+		vtoe_cfg.offload = false;
+	v = getenv("VTOE_AGENT_TIMEOUT_MS");
+	if (v && *v) {
+		long ms = strtol(v, NULL, 10);
+		if (ms > 0 && ms < 3600 * 1000)
+			vtoe_cfg.agent_timeout_ms = (int)ms;
+	}
+	v = getenv("VTOE_AGENT_SOCKET");
+	if (v && *v && strlen(v) < sizeof(vtoe_cfg.agent_path))
+		strcpy(vtoe_cfg.agent_path, v);
+	else
+		snprintf(vtoe_cfg.agent_path, sizeof(vtoe_cfg.agent_path), "/tmp/vtoe-%u/agent.sock",
+			 (unsigned int)getuid());
+
+	/* Internal fds go high, clear of the small numbers programs expect to get, but not so
+	 * high that the kernel has to grow the fd table to millions of entries. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+		rlim_t base = rl.rlim_cur / 2;
+		if (base > 4096)
+			base = 4096;
+		if (base < 100)
+			base = rl.rlim_cur > 100 ? 100 : 3;
+		vtoe_cfg.internal_fd_base = (int)base;
+	}
+}
+
+static void vtoe_atfork_parent(void)
+{
+	atomic_fetch_add(&vtoe_fork_gen, 1);
+}
+
+static void vtoe_atfork_child(void)
+{
+	atomic_fetch_add(&vtoe_fork_gen, 1);
+	vtoe_fdtab_atfork_child();
+	vtoe_ctl_atfork_child();
+	vtoe_park_atfork_child();
+}
+
+static void vtoe_resolve(void)
+{
+	struct vtoe_real_fns *r = &vtoe_real_tab;
+
+	vtoe_resolving = 1;
+#define SYM(field, name) r->field = vtoe_sym(name, true)
+	SYM(socket, "socket");
+	SYM(connect, "connect");
+	SYM(listen, "listen");
+	SYM(accept, "accept");
+	SYM(accept4, "accept4");
+	SYM(close, "close");
+	SYM(shutdown, "shutdown");
+	SYM(read, "read");
+	SYM(write, "write");
+	SYM(readv, "readv");
+	SYM(writev, "writev");
+	SYM(recv, "recv");
+	SYM(recvfrom, "recvfrom");
+	SYM(recvmsg, "recvmsg");
+	SYM(send, "send");
+	SYM(sendto, "sendto");
+	SYM(sendmsg, "sendmsg");
+	SYM(getsockname, "getsockname");
+	SYM(getpeername, "getpeername");
+	SYM(getsockopt, "getsockopt");
+	SYM(setsockopt, "setsockopt");
+	SYM(fcntl, "fcntl");
+	SYM(ioctl, "ioctl");
+	SYM(dup, "dup");
+	SYM(dup2, "dup2");
+	SYM(dup3, "dup3");
+	SYM(sendfile, "sendfile");
+	SYM(read_chk, "__read_chk");
+	SYM(recv_chk, "__recv_chk");
+	SYM(recvfrom_chk, "__recvfrom_chk");
+#undef SYM
+	/* Older C libraries have no separate 64-bit names; on LP64 they are the same calls. */
+	r->fcntl64 = vtoe_sym("fcntl64", false);
+	if (!r->fcntl64)
+		r->fcntl64 = r->fcntl;
+	r->sendfile64 = vtoe_sym("sendfile64", false);
+	if (!r->sendfile64)
+		r->sendfile64 = (ssize_t(*)(int, int, off64_t *, size_t))r->sendfile;
+
+	vtoe_config_read();
+	vtoe_fdtab_init();
+	vtoe_log_init();
+	pthread_atfork(NULL, vtoe_atfork_parent, vtoe_atfork_child);
+	vtoe_resolving = 0;
+	atomic_store_explicit(&vtoe_real_ready, 1, memory_order_release);
+	vtoe_dbg("loaded: offload=%d agent=%s timeout=%dms", vtoe_cfg.offload,
+		 vtoe_cfg.agent_path, vtoe_cfg.agent_timeout_ms);
+}
+
+const struct vtoe_real_fns *vtoe_real_slow(void)
+{
+	if (vtoe_resolving)
+		return &vtoe_raw_tab;
+	pthread_once(&vtoe_once, vtoe_resolve);
+	return &vtoe_real_tab;
+}
+
+__attribute__((constructor)) static void vtoe_ctor(void)
+{
+	(void)vtoe_real();
+}

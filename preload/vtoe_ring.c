@@ -1,0 +1,845 @@
+/*
+ * vtoe_ring.c - the data path: byte rings in the connection region, and doorbells over the
+ * socketpair so that the application's fd has the readiness of a TCP socket.
+ *
+ * Side s produces into ring[s] (tx) and consumes ring[1-s] (rx).  Invariant: a doorbell byte
+ * is pending on our fd whenever our rx ring holds data (or FIN/reset) and rx_armed is 0.  Stale
+ * bytes are drained only while armed with the ring seen empty, so level-triggered poll/epoll
+ * never misses data.
+ *
+ * Beyond the base protocol:
+ *  - The consumer counts the bytes it is owed from its own arms: when it re-arms with an
+ *    exchange and finds the previous arm consumed (0), the producer has sent, or is about to
+ *    send, exactly one byte.  (Counting with the producer's `wakes` races with a producer that
+ *    has consumed the arm but not yet incremented `wakes`.)
+ *  - When a recv empties the ring it takes back the doorbells of the data it consumed, so
+ *    the fd does not stay readable with nothing to read: a select()-then-blocking-read
+ *    program would otherwise block where TCP would not have reported the fd readable.
+ *  - The peer's death is its bell closing: our fd hangs up (POLLHUP).  Its FIN also shuts
+ *    the bell for writing, so our fd shows POLLRDHUP as after a TCP FIN; its close hangs up
+ *    our fd instead of ringing.
+ *  - A send that fills the ring makes the fd unwritable at once (POLLOUT as TCP reports it).
+ *
+ * Every index written by the peer is checked with vtoe_ring_used(); an impossible value marks
+ * the connection BROKEN (ECONNRESET), it never leads to an access outside the region.
+ */
+#include "vtoe.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define VTOE_BELL_MAX_PENDING (1u << 20) /* more unread doorbells than this is a lie */
+#define VTOE_SENDFILE_CHUNK (64u * 1024u)
+
+#define ACQ memory_order_acquire
+#define REL memory_order_release
+#define RLX memory_order_relaxed
+
+static inline void vtoe_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield" ::: "memory");
+#endif
+}
+
+static uint64_t vtoe_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void vtoe_conn_corrupt(struct vtoe_conn *c, const char *what)
+{
+	if (!(atomic_fetch_or(&c->flags, VTOE_CF_BROKEN) & VTOE_CF_BROKEN))
+		vtoe_warn("cid %llu: peer wrote an impossible %s; connection reset",
+			  (unsigned long long)c->cid, what);
+}
+
+/* Report a reset once, like the kernel's sk_err: afterwards reads see EOF, writes EPIPE. */
+static bool vtoe_conn_report_reset(struct vtoe_conn *c)
+{
+	return !(atomic_fetch_or(&c->flags, VTOE_CF_RESET_REPORTED) & VTOE_CF_RESET_REPORTED);
+}
+
+static bool vtoe_conn_reset_seen(struct vtoe_conn *c)
+{
+	return (atomic_load(&c->flags) & VTOE_CF_BROKEN) || atomic_load_explicit(&c->rx->reset, ACQ);
+}
+
+/* Our tx ring still holds bytes the peer never read (for a vanished peer: a reset). */
+static bool vtoe_conn_tx_unread(struct vtoe_conn *c)
+{
+	return vtoe_ring_used(atomic_load_explicit(&c->tx->head, RLX),
+			      atomic_load_explicit(&c->tx->tail, ACQ), c->size) != 0;
+}
+
+int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep)
+{
+	struct vtoe_conn_region *reg;
+	struct stat st;
+	uint64_t len;
+	int seals;
+
+	if (rep->side > 1 || !vtoe_ring_size_valid(rep->ring_size))
+		return -1;
+	len = vtoe_region_bytes(rep->ring_size);
+	if (fstat(memfd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size < len)
+		return -1;
+	/* Unsealed, the peer could shrink the file under our mapping: SIGBUS, not ECONNRESET. */
+	seals = REAL(fcntl)(memfd, F_GET_SEALS);
+	if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+		vtoe_warn("cid %llu: region not sealed against shrinking: refused",
+			  (unsigned long long)rep->cid);
+		return -1;
+	}
+	reg = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (reg == MAP_FAILED)
+		return -1;
+	if (reg->magic != VTOE_REGION_MAGIC || reg->abi != VTOE_ABI_VERSION ||
+	    reg->ring_size != rep->ring_size || reg->data_offset != VTOE_REGION_DATA_OFFSET ||
+	    reg->cid != rep->cid) {
+		munmap(reg, len);
+		return -1;
+	}
+	c->reg = reg;
+	c->map_len = len;
+	c->size = rep->ring_size;
+	c->side = rep->side;
+	c->cid = rep->cid;
+	c->tx = &reg->ring[c->side];
+	c->rx = &reg->ring[1 - c->side];
+	c->tx_data = (unsigned char *)reg + VTOE_REGION_DATA_OFFSET + (size_t)c->side * c->size;
+	c->rx_data = (unsigned char *)reg + VTOE_REGION_DATA_OFFSET + (size_t)(1 - c->side) * c->size;
+	c->tx_head = atomic_load(&c->tx->head);
+	c->rx_tail = atomic_load(&c->rx->tail);
+	c->owed = 0;
+	c->spin_us = vtoe_ctl_spin_us();
+	if (vtoe_ring_used(c->tx_head, atomic_load(&c->tx->tail), c->size) < 0 ||
+	    vtoe_ring_used(atomic_load(&c->rx->head), c->rx_tail, c->size) < 0) {
+		vtoe_conn_unmap(c);
+		return -1;
+	}
+	return 0;
+}
+
+void vtoe_conn_unmap(struct vtoe_conn *c)
+{
+	if (c->reg)
+		munmap(c->reg, c->map_len);
+	c->reg = NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Copying between the ring and an iovec                                                      */
+/* ------------------------------------------------------------------------------------------ */
+struct vtoe_iov_cur {
+	const struct iovec *iov;
+	int cnt, i;
+	size_t off;
+};
+
+static size_t vtoe_iov_chunk(struct vtoe_iov_cur *cur)
+{
+	while (cur->i < cur->cnt && cur->off == cur->iov[cur->i].iov_len) {
+		cur->i++;
+		cur->off = 0;
+	}
+	return cur->i < cur->cnt ? cur->iov[cur->i].iov_len - cur->off : 0;
+}
+
+static void vtoe_copy_out(struct vtoe_conn *c, uint64_t pos, size_t n, struct vtoe_iov_cur *cur)
+{
+	while (n) {
+		size_t ro = pos & (c->size - 1);
+		size_t k = VTOE_MIN(VTOE_MIN(n, c->size - ro), vtoe_iov_chunk(cur));
+
+		memcpy((char *)cur->iov[cur->i].iov_base + cur->off, c->rx_data + ro, k);
+		cur->off += k;
+		pos += k;
+		n -= k;
+	}
+}
+
+static void vtoe_copy_in(struct vtoe_conn *c, uint64_t pos, size_t n, struct vtoe_iov_cur *cur)
+{
+	while (n) {
+		size_t ro = pos & (c->size - 1);
+		size_t k = VTOE_MIN(VTOE_MIN(n, c->size - ro), vtoe_iov_chunk(cur));
+
+		memcpy(c->tx_data + ro, (const char *)cur->iov[cur->i].iov_base + cur->off, k);
+		cur->off += k;
+		pos += k;
+		n -= k;
+	}
+}
+
+static int vtoe_iov_total(const struct iovec *iov, int iovcnt, size_t *total)
+{
+	size_t t = 0;
+
+	if (iovcnt < 0 || iovcnt > IOV_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	for (int i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len > (size_t)SSIZE_MAX - t) {
+			errno = EINVAL;
+			return -1;
+		}
+		t += iov[i].iov_len;
+	}
+	*total = t;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Doorbells                                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+/* After publishing data, FIN or reset into our tx ring: ring the peer if it asked for it. */
+static void vtoe_wake_peer(struct vtoe_conn *c)
+{
+	struct vtoe_ring_ctl *tx = c->tx;
+
+	atomic_thread_fence(memory_order_seq_cst);
+	if (!atomic_load_explicit(&tx->rx_armed, RLX) || atomic_exchange(&tx->rx_armed, 0) != 1)
+		return;
+	atomic_fetch_add(&tx->wakes, 1);
+	for (;;) {
+		if (REAL(send)(c->bell, "w", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+			return;
+		if (errno != EINTR)
+			break;
+	}
+	/* No byte went out, so none may be counted.  EAGAIN: the bell already holds many bytes,
+	 * so the peer's fd is readable anyway.  EPIPE/ECONNRESET: the peer shut reading or died;
+	 * death shows up as EOF on our own fd, shut reading as tx->rd_shut. */
+	atomic_fetch_sub(&tx->wakes, 1);
+}
+
+/* Has the peer's bell closed (process gone)?  Sets PEER_GONE; for the nonblocking path,
+ * which has no sleep to notice the hang-up. */
+static bool vtoe_peer_hup(struct vtoe_conn *c)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLIN };
+
+	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) {
+		atomic_fetch_or(&c->flags, VTOE_CF_PEER_GONE);
+		return true;
+	}
+	return false;
+}
+
+/* Arm for a doorbell; an arm the producer consumed meanwhile owes us one byte. */
+static void vtoe_rx_arm(struct vtoe_conn *c)
+{
+	if (atomic_exchange(&c->rx->rx_armed, 1) == 0)
+		c->owed++;
+	atomic_thread_fence(memory_order_seq_cst);
+}
+
+/*
+ * Read the doorbell bytes we are owed, waiting briefly for one whose producer is between its
+ * exchange and its send.  Returns 0, or 1 when the peer is gone or broken (flags set; the
+ * caller re-checks).
+ */
+static int vtoe_drain_doorbell(struct vtoe_conn *c)
+{
+	int waited_ms = 0;
+	char buf[64];
+
+	if (atomic_load(&c->flags) & VTOE_CF_RD_SHUT) {
+		c->owed = 0; /* we shut our fd for reading: it reads as EOF, doorbells are moot */
+		return 0;
+	}
+	while (c->owed) {
+		ssize_t n = REAL(recv)(c->fd, buf, VTOE_MIN(c->owed, sizeof(buf)), MSG_DONTWAIT);
+
+		if (n > 0) {
+			c->owed -= (uint32_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0 && !vtoe_peer_hup(c)) {
+			c->owed = 0; /* end of file without hang-up: the peer sent FIN, rings no more */
+			return 0;
+		}
+		if (n == 0 || errno != EAGAIN) {
+			atomic_fetch_or(&c->flags, VTOE_CF_PEER_GONE); /* the peer closed its bell */
+			return 1;
+		}
+		/* After a fork the other process may have read our bytes: do not wait. */
+		if (c->gen != atomic_load(&vtoe_fork_gen)) {
+			c->owed = 0;
+			return 0;
+		}
+		struct pollfd p = { .fd = c->fd, .events = POLLIN };
+		if (poll(&p, 1, 10) == 0 && (waited_ms += 10) > vtoe_cfg.agent_timeout_ms) {
+			vtoe_conn_corrupt(c, "doorbell (consumed arm, no byte)");
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Take the filler the peer put in its own fd: that makes the peer's fd writable again. */
+static void vtoe_drain_bell(struct vtoe_conn *c)
+{
+	char buf[4096];
+
+	for (;;) {
+		ssize_t n = REAL(recv)(c->bell, buf, sizeof(buf), MSG_DONTWAIT);
+
+		if (n > 0 || (n < 0 && errno == EINTR))
+			continue;
+		break;
+	}
+}
+
+static void vtoe_set_sndbuf(struct vtoe_conn *c, int v)
+{
+	(void)REAL(setsockopt)(c->fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+}
+
+/* Our ring is full: make our fd unwritable until the consumer frees space.  Returns true
+ * if space appeared meanwhile. */
+static bool vtoe_tx_block(struct vtoe_conn *c)
+{
+	static const char filler[8192];
+	struct vtoe_ring_ctl *tx = c->tx;
+
+	if (c->sndbuf_raised) {
+		vtoe_set_sndbuf(c, 1);
+		c->sndbuf_raised = false;
+	}
+	for (;;) {
+		ssize_t n = REAL(send)(c->fd, filler, sizeof(filler), MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (n > 0 || (n < 0 && errno == EINTR))
+			continue;
+		if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
+			atomic_fetch_or(&c->flags, VTOE_CF_PEER_GONE);
+		break;
+	}
+	atomic_store(&tx->tx_waiting, 1);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (vtoe_ring_used(c->tx_head, atomic_load_explicit(&tx->tail, ACQ), c->size) ==
+	    (int64_t)c->size)
+		return false;
+	if (atomic_exchange(&tx->tx_waiting, 0) == 1) {
+		/* Nobody will drain our filler: raise the limit so the fd is writable (this also
+		 * wakes anyone polling it). */
+		vtoe_set_sndbuf(c, 1 << 20);
+		c->sndbuf_raised = true;
+	}
+	return true;
+}
+
+/* Sleep on our fd with the caller's lock dropped.  >0: revents, 0: timed out, -1: errno. */
+static int vtoe_conn_sleep(struct vtoe_conn *c, pthread_mutex_t *lock, short events,
+			   const struct timespec *deadline)
+{
+	struct pollfd p = { .fd = c->fd, .events = events };
+	struct timespec left, now, *tp = NULL;
+	int r, saved;
+
+	if (deadline) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		left.tv_sec = deadline->tv_sec - now.tv_sec;
+		left.tv_nsec = deadline->tv_nsec - now.tv_nsec;
+		if (left.tv_nsec < 0) {
+			left.tv_sec--;
+			left.tv_nsec += 1000000000;
+		}
+		if (left.tv_sec < 0)
+			return 0;
+		tp = &left;
+	}
+	pthread_mutex_unlock(lock);
+	r = ppoll(&p, 1, tp, NULL);
+	saved = errno;
+	pthread_mutex_lock(lock);
+	errno = saved;
+	if (r < 0)
+		return -1;
+	return r == 0 ? 0 : (p.revents ? p.revents : POLLIN);
+}
+
+static void vtoe_deadline(struct timespec *d, long long us)
+{
+	clock_gettime(CLOCK_MONOTONIC, d);
+	d->tv_sec += us / 1000000;
+	d->tv_nsec += (us % 1000000) * 1000;
+	if (d->tv_nsec >= 1000000000) {
+		d->tv_sec++;
+		d->tv_nsec -= 1000000000;
+	}
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Receive                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Anything for the consumer: data, FIN or reset. */
+static bool vtoe_rx_pending(struct vtoe_conn *c)
+{
+	return atomic_load_explicit(&c->rx->head, ACQ) != c->rx_tail ||
+	       atomic_load_explicit(&c->rx->fin, ACQ) || atomic_load_explicit(&c->rx->reset, ACQ);
+}
+
+/* 1: end of stream reached; 0: no FIN (or data still before it); -1: impossible FIN. */
+static int vtoe_rx_fin(struct vtoe_conn *c)
+{
+	uint64_t fa, head;
+
+	if (!atomic_load_explicit(&c->rx->fin, ACQ))
+		return 0;
+	fa = atomic_load_explicit(&c->rx->fin_at, RLX);
+	head = atomic_load_explicit(&c->rx->head, ACQ);
+	if (head != fa || vtoe_ring_used(fa, c->rx_tail, c->size) < 0)
+		return -1; /* the producer publishes nothing after its FIN */
+	return fa == c->rx_tail;
+}
+
+/*
+ * After a recv emptied the ring: take back the doorbells of the consumed data, so the fd is
+ * not readable with nothing to read.  A producer that published but has not yet rung can
+ * still leave a stale byte behind; that race is the protocol's only spurious wake-up.
+ */
+static void vtoe_rx_settle(struct vtoe_conn *c)
+{
+	if (vtoe_rx_pending(c))
+		return; /* what is pending is legitimately readable */
+	if (!c->owed && atomic_load_explicit(&c->rx->rx_armed, RLX))
+		return; /* no byte out, and the next publish rings */
+	vtoe_rx_arm(c);
+	if (!vtoe_rx_pending(c))
+		vtoe_drain_doorbell(c);
+}
+
+static bool vtoe_spin(struct vtoe_conn *c, bool rx)
+{
+	uint64_t end;
+
+	if (!c->spin_us)
+		return false;
+	end = vtoe_now_ns() + (uint64_t)c->spin_us * 1000u;
+	do {
+		for (int i = 0; i < 64; i++) {
+			if (rx ? vtoe_rx_pending(c)
+			       : atomic_load_explicit(&c->tx->tail, ACQ) + c->size != c->tx_head)
+				return true;
+			vtoe_cpu_relax();
+		}
+	} while (vtoe_now_ns() < end);
+	return false;
+}
+
+static ssize_t vtoe_fail(int e)
+{
+	errno = e;
+	return -1;
+}
+
+static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, int iovcnt,
+				size_t len, int flags)
+{
+	struct vtoe_ring_ctl *rx = c->rx;
+	struct vtoe_iov_cur cur = { .iov = iov, .cnt = iovcnt };
+	bool nonblock = (flags & MSG_DONTWAIT) || atomic_load(&c->nonblock);
+	struct timespec deadline;
+	bool timed = false;
+	size_t copied = 0;
+
+	/* Re-read our own index: after a fork another process may have consumed. */
+	c->rx_tail = atomic_load_explicit(&rx->tail, RLX);
+	for (;;) {
+		uint64_t head = atomic_load_explicit(&rx->head, ACQ);
+		int64_t used = vtoe_ring_used(head, c->rx_tail, c->size);
+		unsigned int fl;
+		int r;
+
+		if (used < 0) {
+			vtoe_conn_corrupt(c, "rx head");
+		} else if (used > 0) {
+			size_t n = VTOE_MIN((size_t)used, len - copied);
+
+			if (!(flags & MSG_TRUNC))
+				vtoe_copy_out(c, c->rx_tail, n, &cur);
+			if (flags & MSG_PEEK)
+				return (ssize_t)n;
+			c->rx_tail += n;
+			atomic_store_explicit(&rx->tail, c->rx_tail, REL);
+			copied += n;
+			c->bytes_rx += n;
+			atomic_thread_fence(memory_order_seq_cst);
+			if (atomic_load_explicit(&rx->tx_waiting, RLX) &&
+			    atomic_exchange(&rx->tx_waiting, 0) == 1)
+				vtoe_drain_bell(c);
+			if (copied == len || !(flags & MSG_WAITALL)) {
+				vtoe_rx_settle(c);
+				return (ssize_t)copied;
+			}
+			continue;
+		}
+
+		fl = atomic_load(&c->flags);
+		if (fl & VTOE_CF_RD_SHUT)
+			return (ssize_t)copied;
+		if (vtoe_conn_reset_seen(c)) {
+			if (copied)
+				return (ssize_t)copied;
+			return vtoe_conn_report_reset(c) ? vtoe_fail(ECONNRESET) : 0;
+		}
+		r = vtoe_rx_fin(c);
+		if (r > 0)
+			return (ssize_t)copied;
+		if (r < 0) {
+			vtoe_conn_corrupt(c, "FIN");
+			continue;
+		}
+		if (fl & VTOE_CF_PEER_GONE) {
+			/* Closed or died without FIN: like the kernel, unread data means RST. */
+			if (copied)
+				return (ssize_t)copied;
+			if (vtoe_conn_tx_unread(c) && vtoe_conn_report_reset(c))
+				return vtoe_fail(ECONNRESET);
+			return 0;
+		}
+
+		/* Ring empty: arm, then re-check (Dekker with vtoe_wake_peer). */
+		vtoe_rx_arm(c);
+		if (vtoe_rx_pending(c))
+			continue; /* leave rx_armed set */
+		if (vtoe_drain_doorbell(c))
+			continue;
+		if (nonblock) {
+			if (vtoe_peer_hup(c))
+				continue;
+			return copied ? (ssize_t)copied : vtoe_fail(EAGAIN);
+		}
+		if (vtoe_spin(c, true))
+			continue;
+		if (!timed && atomic_load(&c->opts.rcvtimeo_us)) {
+			vtoe_deadline(&deadline, atomic_load(&c->opts.rcvtimeo_us));
+			timed = true;
+		}
+		r = vtoe_conn_sleep(c, &c->rx_lock, POLLIN, timed ? &deadline : NULL);
+		if (r < 0)
+			return copied ? (ssize_t)copied : -1;
+		if (r == 0)
+			return copied ? (ssize_t)copied : vtoe_fail(EAGAIN);
+		if (r & (POLLHUP | POLLERR)) /* our fd hangs up only when the peer's bell closed */
+			atomic_fetch_or(&c->flags, VTOE_CF_PEER_GONE);
+	}
+}
+
+ssize_t vtoe_conn_recv(struct vtoe_conn *c, const struct iovec *iov, int iovcnt, int flags)
+{
+	size_t len;
+	ssize_t r;
+
+	if (vtoe_iov_total(iov, iovcnt, &len) < 0)
+		return -1;
+	if (flags & MSG_OOB) /* no urgent data is ever pending here */
+		return vtoe_fail(EINVAL);
+	if (flags & MSG_ERRQUEUE)
+		return vtoe_fail(EAGAIN);
+	/* len 0 still waits for data (then returns 0 without consuming it), as TCP does */
+	pthread_mutex_lock(&c->rx_lock);
+	r = vtoe_recv_locked(c, iov, iovcnt, len, flags);
+	pthread_mutex_unlock(&c->rx_lock);
+	return r;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Send                                                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Why a send cannot proceed, or 0. */
+static int vtoe_tx_error(struct vtoe_conn *c)
+{
+	unsigned int fl = atomic_load(&c->flags);
+
+	if (vtoe_conn_reset_seen(c))
+		return vtoe_conn_report_reset(c) ? ECONNRESET : EPIPE;
+	if (fl & (VTOE_CF_WR_SHUT | VTOE_CF_PEER_GONE) || atomic_load(&c->tx->rd_shut))
+		return EPIPE;
+	return 0;
+}
+
+static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, int iovcnt,
+				size_t len, int flags)
+{
+	struct vtoe_ring_ctl *tx = c->tx;
+	struct vtoe_iov_cur cur = { .iov = iov, .cnt = iovcnt };
+	bool nonblock = (flags & MSG_DONTWAIT) || atomic_load(&c->nonblock);
+	struct timespec deadline;
+	bool timed = false;
+	size_t sent = 0;
+	int e = vtoe_tx_error(c);
+
+	if (e)
+		return vtoe_fail(e);
+	if (len == 0)
+		return 0;
+	c->tx_head = atomic_load_explicit(&tx->head, RLX); /* see vtoe_recv_locked */
+	for (;;) {
+		int64_t used = vtoe_ring_used(c->tx_head, atomic_load_explicit(&tx->tail, ACQ),
+					      c->size);
+		size_t space;
+		int r;
+
+		if (used < 0) {
+			vtoe_conn_corrupt(c, "tx tail");
+			e = vtoe_tx_error(c);
+			return sent ? (ssize_t)sent : vtoe_fail(e);
+		}
+		space = c->size - (size_t)used;
+		if (space) {
+			size_t n = VTOE_MIN(space, len - sent);
+
+			vtoe_copy_in(c, c->tx_head, n, &cur);
+			c->tx_head += n;
+			atomic_store_explicit(&tx->head, c->tx_head, REL);
+			sent += n;
+			c->bytes_tx += n;
+			vtoe_wake_peer(c);
+			if (sent < len)
+				continue;
+			/* Ring now full: unwritable from now on, like a TCP socket with a full
+			 * send buffer (select() must not promise a write that would block). */
+			if (n == space)
+				vtoe_tx_block(c);
+			return (ssize_t)sent;
+		}
+		/* Ring full. */
+		if (nonblock) {
+			vtoe_tx_block(c);
+			return sent ? (ssize_t)sent : vtoe_fail(EAGAIN);
+		}
+		if (vtoe_tx_block(c) || vtoe_spin(c, false))
+			continue;
+		if (!timed && atomic_load(&c->opts.sndtimeo_us)) {
+			vtoe_deadline(&deadline, atomic_load(&c->opts.sndtimeo_us));
+			timed = true;
+		}
+		r = vtoe_conn_sleep(c, &c->tx_lock, POLLOUT, timed ? &deadline : NULL);
+		if (r < 0)
+			return sent ? (ssize_t)sent : -1;
+		if (r == 0)
+			return sent ? (ssize_t)sent : vtoe_fail(EAGAIN);
+		if (r & (POLLHUP | POLLERR))
+			atomic_fetch_or(&c->flags, VTOE_CF_PEER_GONE);
+		e = vtoe_tx_error(c);
+		if (e)
+			return sent ? (ssize_t)sent : vtoe_fail(e);
+	}
+}
+
+ssize_t vtoe_conn_send(struct vtoe_conn *c, const struct iovec *iov, int iovcnt, int flags)
+{
+	size_t len;
+	ssize_t r;
+
+	if (vtoe_iov_total(iov, iovcnt, &len) < 0)
+		return -1;
+	pthread_mutex_lock(&c->tx_lock);
+	r = vtoe_send_locked(c, iov, iovcnt, len, flags);
+	pthread_mutex_unlock(&c->tx_lock);
+	if (r < 0 && errno == EPIPE && !(flags & MSG_NOSIGNAL))
+		raise(SIGPIPE); /* what the kernel does for a stream socket */
+	return r;
+}
+
+/* sendfile(2) into the ring through a bounce buffer. */
+ssize_t vtoe_conn_sendfile(struct vtoe_conn *c, int in_fd, off64_t *offset, size_t count)
+{
+	bool nonblock = atomic_load(&c->nonblock);
+	char *buf = malloc(VTOE_SENDFILE_CHUNK);
+	off64_t pos;
+	size_t total = 0;
+	ssize_t ret = 0;
+	int saved;
+
+	if (!buf)
+		return vtoe_fail(ENOMEM);
+	/* Read at an explicit position, so bytes that could not be sent stay unread. */
+	pos = offset ? *offset : lseek64(in_fd, 0, SEEK_CUR);
+	pthread_mutex_lock(&c->tx_lock);
+	while (total < count) {
+		size_t want = VTOE_MIN(count - total, VTOE_SENDFILE_CHUNK);
+		struct iovec iov;
+		ssize_t n, s;
+
+		if (nonblock) {
+			/* never read more than fits, so nothing read is left unsent */
+			int64_t used = vtoe_ring_used(c->tx_head, atomic_load(&c->tx->tail), c->size);
+			size_t space = used < 0 ? 1 : c->size - (size_t)used;
+			if (space == 0) {
+				if (!total) {
+					vtoe_tx_block(c);
+					ret = vtoe_fail(EAGAIN);
+				}
+				break;
+			}
+			want = VTOE_MIN(want, space);
+		}
+		n = pos >= 0 ? pread64(in_fd, buf, want, pos) : REAL(read)(in_fd, buf, want);
+		if (n <= 0) {
+			if (n < 0 && !total)
+				ret = -1;
+			break;
+		}
+		iov.iov_base = buf;
+		iov.iov_len = (size_t)n;
+		s = vtoe_send_locked(c, &iov, 1, (size_t)n, MSG_NOSIGNAL);
+		if (s < 0) {
+			if (!total)
+				ret = -1;
+			break;
+		}
+		total += (size_t)s;
+		if (pos >= 0)
+			pos += s;
+		if (s < n)
+			break;
+	}
+	saved = errno;
+	pthread_mutex_unlock(&c->tx_lock);
+	free(buf);
+	if (pos >= 0) {
+		if (offset)
+			*offset = pos;
+		else
+			lseek64(in_fd, pos, SEEK_SET);
+	}
+	errno = saved;
+	if (ret < 0) {
+		if (errno == EPIPE)
+			raise(SIGPIPE);
+		return -1;
+	}
+	return (ssize_t)total;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shutdown, close, queries                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* In-band FIN after all data; tx_lock held. */
+static void vtoe_tx_fin(struct vtoe_conn *c)
+{
+	c->tx_head = atomic_load_explicit(&c->tx->head, RLX);
+	atomic_store_explicit(&c->tx->fin_at, c->tx_head, RLX);
+	atomic_store_explicit(&c->tx->fin, 1, REL);
+	vtoe_wake_peer(c);
+	atomic_fetch_or(&c->flags, VTOE_CF_WR_SHUT);
+	/* The peer's fd now reads POLLIN|POLLRDHUP, as a TCP socket does after a FIN.  No
+	 * doorbell is needed after the FIN: a later reset is seen with the fd readable. */
+	REAL(shutdown)(c->bell, SHUT_WR);
+}
+
+int vtoe_conn_shutdown(struct vtoe_conn *c, int how)
+{
+	if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+		return (int)vtoe_fail(EINVAL);
+	if (vtoe_conn_reset_seen(c) && (atomic_load(&c->flags) & VTOE_CF_RESET_REPORTED))
+		return (int)vtoe_fail(ENOTCONN); /* after a reset the kernel socket is CLOSED */
+	if (how != SHUT_RD) {
+		pthread_mutex_lock(&c->tx_lock);
+		if (!(atomic_load(&c->flags) & VTOE_CF_WR_SHUT)) {
+			vtoe_tx_fin(c);
+			/* Writable from now on, like TCP after SHUT_WR, so writers find EPIPE. */
+			vtoe_set_sndbuf(c, 1 << 20);
+			c->sndbuf_raised = true;
+		}
+		pthread_mutex_unlock(&c->tx_lock);
+	}
+	if (how != SHUT_WR) {
+		atomic_fetch_or(&c->flags, VTOE_CF_RD_SHUT);
+		atomic_store(&c->rx->rd_shut, 1);
+		/* wakes our own blocked readers; the fd reads as EOF from now on */
+		REAL(shutdown)(c->fd, SHUT_RD);
+	}
+	return 0;
+}
+
+uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared)
+{
+	uint32_t res = 0;
+
+	/* A socket inherited across fork may still be in use by the other process: leave the
+	 * rings alone; the peer learns of the end when the last holder closes the bell. */
+	if (!shared && c->reg) {
+		int64_t unread = vtoe_ring_used(atomic_load(&c->rx->head),
+						atomic_load(&c->rx->tail), c->size);
+		bool linger0 = c->opts.linger.l_onoff && c->opts.linger.l_linger == 0;
+
+		if (linger0 || unread != 0 || (atomic_load(&c->flags) & VTOE_CF_BROKEN)) {
+			atomic_store_explicit(&c->tx->reset, 1, REL);
+			res = VTOE_CLOSE_RESET;
+		} else if (!(atomic_load(&c->flags) & VTOE_CF_WR_SHUT)) {
+			atomic_store_explicit(&c->tx->fin_at, atomic_load(&c->tx->head), RLX);
+			atomic_store_explicit(&c->tx->fin, 1, REL);
+		}
+		atomic_store(&c->rx->rd_shut, 1);
+		/* No doorbell: closing the bell below hangs up the peer's fd, which wakes it
+		 * with FIN or reset already in place, in one event as TCP reports a reset. */
+	}
+	vtoe_dbg("cid %llu closed: %llu bytes sent, %llu received over the ring%s",
+		 (unsigned long long)c->cid, (unsigned long long)c->bytes_tx,
+		 (unsigned long long)c->bytes_rx, res ? " (reset)" : "");
+	vtoe_conn_unmap(c);
+	if (c->bell >= 0) {
+		vtoe_fd_set_internal(c->bell, false);
+		REAL(close)(c->bell);
+		c->bell = -1;
+	}
+	if (c->fd >= 0) {
+		vtoe_fd_set_internal(c->fd, false);
+		REAL(close)(c->fd);
+		c->fd = -1;
+	}
+	return res;
+}
+
+uint32_t vtoe_conn_rx_bytes(struct vtoe_conn *c)
+{
+	int64_t used;
+
+	pthread_mutex_lock(&c->rx_lock);
+	used = vtoe_ring_used(atomic_load_explicit(&c->rx->head, ACQ), c->rx_tail, c->size);
+	pthread_mutex_unlock(&c->rx_lock);
+	return used < 0 ? 0 : (uint32_t)used;
+}
+
+uint32_t vtoe_conn_tx_bytes(struct vtoe_conn *c)
+{
+	int64_t used;
+
+	pthread_mutex_lock(&c->tx_lock);
+	used = vtoe_ring_used(c->tx_head, atomic_load_explicit(&c->tx->tail, ACQ), c->size);
+	pthread_mutex_unlock(&c->tx_lock);
+	return used < 0 ? 0 : (uint32_t)used;
+}
+
+/* SO_ERROR: the pending error, cleared by reading it. */
+int vtoe_conn_take_error(struct vtoe_conn *c)
+{
+	if (vtoe_conn_reset_seen(c) && vtoe_conn_report_reset(c))
+		return ECONNRESET;
+	return 0;
+}

@@ -1,0 +1,642 @@
+/*
+ * vtoe_socket.c - socket life cycle: socket, connect, listen, accept, close, shutdown, dup.
+ *
+ * A connection is offloaded by replacing the application's kernel TCP socket, under the
+ * same fd number, with the agent's socketpair end (dup3).  The kernel TCP connection is still
+ * made first: it is how a listener's fd becomes readable, and it keeps the kernel's backlog
+ * and ECONNREFUSED behaviour exact.
+ */
+#include "vtoe.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+
+#define VTOE_RENDEZVOUS_MS 10000
+
+static int vtoe_ebadf(void)
+{
+	errno = EBADF;
+	return -1;
+}
+
+static bool vtoe_sock_shared(struct vtoe_sock *s)
+{
+	return atomic_load(&s->nfds) > 1 || s->gen != atomic_load(&vtoe_fork_gen);
+}
+
+/* Drop a table entry left by a close we did not see (fclose, close_range...). */
+static void vtoe_fd_forget_stale(int fd)
+{
+	if (fd >= 0 && vtoe_fd_peek(fd))
+		vtoe_fd_install(fd, NULL);
+}
+
+static void vtoe_close_fds(int *fds)
+{
+	for (int i = 0; i < VTOE_FD__COUNT; i++) {
+		if (fds[i] >= 0)
+			REAL(close)(fds[i]);
+		fds[i] = -1;
+	}
+}
+
+/* Final put of a socket object. */
+void vtoe_sock_release(struct vtoe_sock *s)
+{
+	bool shared = s->gen != atomic_load(&vtoe_fork_gen);
+	uint32_t res;
+
+	switch (atomic_load(&s->kind)) {
+	case VTOE_KIND_LISTENER:
+		if (!shared)
+			vtoe_ctl_note(VTOE_OP_CLOSE, s->sid, 0, 0);
+		break;
+	case VTOE_KIND_CONN:
+		vtoe_park_sweep();
+		res = vtoe_conn_close(&s->c, shared);
+		if (!shared)
+			vtoe_ctl_note(VTOE_OP_CLOSE, s->c.sid, s->c.cid, res);
+		break;
+	default:
+		break;
+	}
+}
+
+VTOE_EXPORT int socket(int domain, int type, int protocol)
+{
+	int fd = REAL(socket)(domain, type, protocol);
+	int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+	struct vtoe_sock *s;
+
+	if (fd < 0)
+		return fd;
+	vtoe_fd_forget_stale(fd);
+	if (!vtoe_cfg.offload || (domain != AF_INET && domain != AF_INET6) ||
+	    base != SOCK_STREAM || (protocol != 0 && protocol != IPPROTO_TCP))
+		return fd;
+	s = vtoe_sock_new(VTOE_KIND_CANDIDATE, domain);
+	if (s) {
+		vtoe_fd_install(fd, s);
+		vtoe_sock_put(s);
+	}
+	return fd;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Attaching an agent connection to the application's fd number                               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Validate the reply's descriptors and map the region into conn. */
+static int vtoe_conn_prepare(struct vtoe_sock *conn, const struct vtoe_ctl_rep *rep, int *fds,
+			     uint32_t side)
+{
+	int type = 0, dom = 0;
+	socklen_t l = sizeof(int);
+
+	if (rep->nfds != VTOE_FD__COUNT || rep->side != side)
+		return -1;
+	if (REAL(getsockopt)(fds[VTOE_FD_APP], SOL_SOCKET, SO_TYPE, &type, &l) < 0 ||
+	    type != SOCK_STREAM ||
+	    REAL(getsockopt)(fds[VTOE_FD_APP], SOL_SOCKET, SO_DOMAIN, &dom, &l) < 0 ||
+	    dom != AF_UNIX)
+		return -1;
+	if (vtoe_conn_map(&conn->c, fds[VTOE_FD_REGION], rep) < 0)
+		return -1;
+	REAL(close)(fds[VTOE_FD_REGION]); /* the mapping stays */
+	fds[VTOE_FD_REGION] = -1;
+	conn->c.sid = rep->sid;
+	return 0;
+}
+
+/* Put conn's socketpair end at fd (replacing the kernel socket there) and track it. */
+static int vtoe_conn_attach(int fd, struct vtoe_sock *conn, int *fds, bool nonblock, bool cloexec)
+{
+	struct vtoe_conn *c = &conn->c;
+	int fl;
+
+	conn->local_len = sizeof(conn->local);
+	conn->peer_len = sizeof(conn->peer);
+	if (REAL(getsockname)(fd, (struct sockaddr *)&conn->local, &conn->local_len) < 0 ||
+	    REAL(getpeername)(fd, (struct sockaddr *)&conn->peer, &conn->peer_len) < 0)
+		return -1;
+	vtoe_opts_capture(c, fd, conn->family);
+	c->gen = conn->gen;
+	fl = REAL(fcntl)(fds[VTOE_FD_APP], F_GETFL);
+	if (fl < 0)
+		return -1;
+	fl = nonblock ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
+	if (REAL(fcntl)(fds[VTOE_FD_APP], F_SETFL, fl) < 0)
+		return -1;
+	atomic_store(&c->nonblock, nonblock);
+	/* From here on the number the application holds is the offloaded socket. */
+	if (REAL(dup3)(fds[VTOE_FD_APP], fd, cloexec ? O_CLOEXEC : 0) < 0)
+		return -1;
+	c->fd = vtoe_fd_move_high(fds[VTOE_FD_APP]);
+	c->bell = vtoe_fd_move_high(fds[VTOE_FD_PEER_BELL]);
+	fds[VTOE_FD_APP] = fds[VTOE_FD_PEER_BELL] = -1;
+	vtoe_fd_set_internal(c->fd, true);
+	vtoe_fd_set_internal(c->bell, true);
+	atomic_store(&conn->kind, VTOE_KIND_CONN); /* from now on its release closes it */
+	vtoe_fd_install(fd, conn);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Active open                                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The kernel TCP connection, bounded; returns 0 or the errno connect(2) would give. */
+static int vtoe_rendezvous(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct timespec start, now;
+	int fl = REAL(fcntl)(fd, F_GETFL);
+	int e = 0;
+	socklen_t l = sizeof(e);
+
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		REAL(fcntl)(fd, F_SETFL, fl | O_NONBLOCK);
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	if (REAL(connect)(fd, addr, len) < 0) {
+		e = errno;
+		while (e == EINPROGRESS) {
+			struct pollfd p = { .fd = fd, .events = POLLOUT };
+			long ms;
+			int r;
+
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			ms = VTOE_RENDEZVOUS_MS - ((now.tv_sec - start.tv_sec) * 1000 +
+						   (now.tv_nsec - start.tv_nsec) / 1000000);
+			r = poll(&p, 1, ms < 0 ? 0 : (int)ms);
+			if (r < 0 && errno == EINTR)
+				continue; /* the handshake goes on; finish it */
+			if (r <= 0) {
+				e = r == 0 ? ETIMEDOUT : errno;
+				break;
+			}
+			if (REAL(getsockopt)(fd, SOL_SOCKET, SO_ERROR, &e, &l) < 0)
+				e = errno;
+		}
+	}
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		REAL(fcntl)(fd, F_SETFL, fl);
+	return e;
+}
+
+/* A connected kernel TCP socket is no business of ours any more: untrack it. */
+static void vtoe_untrack(int fd, struct vtoe_sock *s)
+{
+	struct vtoe_sock *old;
+
+	if (atomic_load(&s->nfds) != 1)
+		return;
+	old = vtoe_fd_remove(fd);
+	if (old == s)
+		atomic_store(&s->kind, VTOE_KIND_PLAIN);
+	vtoe_sock_put(old);
+}
+
+static int vtoe_connect_kernel(int fd, struct vtoe_sock *s, const struct sockaddr *addr,
+			       socklen_t len)
+{
+	int r = REAL(connect)(fd, addr, len);
+
+	if (r == 0 || errno == EINPROGRESS) {
+		int saved = errno;
+
+		vtoe_untrack(fd, s);
+		errno = saved;
+	}
+	return r;
+}
+
+/* Bind an unbound socket to the wildcard address so the port is known before the kernel
+ * connection exists.  Fills the bound local address. */
+static int vtoe_bind_local(int fd, int family, struct sockaddr_storage *ss, socklen_t *sl)
+{
+	*sl = sizeof(*ss);
+	if (REAL(getsockname)(fd, (struct sockaddr *)ss, sl) < 0)
+		return -1;
+	if (((struct sockaddr_in *)ss)->sin_port != 0) /* same offset for sin6_port */
+		return 0;
+	memset(ss, 0, sizeof(*ss));
+	ss->ss_family = family;
+	*sl = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	if (bind(fd, (struct sockaddr *)ss, *sl) < 0)
+		return -1;
+	*sl = sizeof(*ss);
+	return REAL(getsockname)(fd, (struct sockaddr *)ss, sl);
+}
+
+static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockaddr *addr,
+				socklen_t len)
+{
+	struct vtoe_ctl_req req;
+	struct vtoe_ctl_rep rep;
+	struct sockaddr_storage local;
+	socklen_t local_len;
+	struct vtoe_sock *conn;
+	int fds[VTOE_FD__COUNT] = { -1, -1, -1 };
+	uint32_t sid;
+	bool nonblock;
+	int fl, fdfl, e;
+
+	if (vtoe_ctl_up() < 0)
+		return vtoe_connect_kernel(fd, s, addr, len);
+
+	vtoe_ctl_req_init(&req, VTOE_OP_OPEN);
+	if (vtoe_ctl_rpc(&req, &rep, NULL) < 0 || rep.event != VTOE_EV_ACK)
+		return vtoe_connect_kernel(fd, s, addr, len);
+	sid = rep.sid;
+	if (vtoe_bind_local(fd, s->family, &local, &local_len) < 0) {
+		vtoe_dbg("fd %d: cannot bind a local port (%s): kernel TCP", fd, strerror(errno));
+		vtoe_ctl_note(VTOE_OP_FALLBACK, sid, 0, VTOE_FB_ADDRESS_FAMILY);
+		return vtoe_connect_kernel(fd, s, addr, len);
+	}
+
+	vtoe_ctl_req_init(&req, VTOE_OP_CONNECT);
+	req.sid = sid;
+	vtoe_addr_to_wire((struct sockaddr *)&local, local_len, &req.local);
+	vtoe_addr_to_wire(addr, len, &req.remote);
+	if (vtoe_ctl_rpc(&req, &rep, fds) < 0)
+		return vtoe_connect_kernel(fd, s, addr, len);
+
+	switch (rep.event) {
+	case VTOE_EV_CONNECT_RESPONSE:
+		break;
+	case VTOE_EV_CONNECT_REJECTED:
+	case VTOE_EV_UNREACHABLE:
+	case VTOE_EV_ERROR:
+		vtoe_close_fds(fds);
+		errno = rep.err > 0 && rep.err < 4096 ? rep.err : ECONNREFUSED;
+		return -1;
+	case VTOE_EV_FALLBACK:
+		vtoe_close_fds(fds);
+		vtoe_dbg("fd %d: agent says kernel TCP (reason %u)", fd, rep.reason);
+		return vtoe_connect_kernel(fd, s, addr, len);
+	default:
+		vtoe_close_fds(fds);
+		vtoe_ctl_note(VTOE_OP_FALLBACK, sid, rep.cid, VTOE_FB_RESOURCES);
+		return vtoe_connect_kernel(fd, s, addr, len);
+	}
+
+	conn = vtoe_sock_new(VTOE_KIND_PLAIN, s->family); /* CONN once attached */
+	if (!conn || vtoe_conn_prepare(conn, &rep, fds, 0) < 0) {
+		vtoe_warn("fd %d: unusable CONNECT_RESPONSE from the agent: kernel TCP", fd);
+		goto abort_kernel;
+	}
+
+	e = vtoe_rendezvous(fd, addr, len);
+	if (e) {
+		vtoe_dbg("fd %d: kernel rendezvous failed: %s", fd, strerror(e));
+		vtoe_ctl_note(VTOE_OP_CLOSE, sid, rep.cid, VTOE_CLOSE_ABORTED);
+		vtoe_conn_unmap(&conn->c);
+		vtoe_close_fds(fds);
+		vtoe_sock_put(conn);
+		errno = e;
+		return -1;
+	}
+
+	fl = REAL(fcntl)(fd, F_GETFL);
+	fdfl = REAL(fcntl)(fd, F_GETFD);
+	nonblock = fl >= 0 && (fl & O_NONBLOCK);
+	if (vtoe_conn_attach(fd, conn, fds, nonblock, fdfl >= 0 && (fdfl & FD_CLOEXEC)) < 0) {
+		/* The kernel connection exists: keep it rather than fail the call. */
+		vtoe_warn("fd %d: cannot attach the offloaded socket (%s): kernel TCP", fd,
+			  strerror(errno));
+		vtoe_ctl_note(VTOE_OP_CLOSE, sid, rep.cid, VTOE_CLOSE_ABORTED);
+		vtoe_conn_unmap(&conn->c);
+		vtoe_close_fds(fds);
+		vtoe_sock_put(conn);
+		vtoe_untrack(fd, s);
+		return 0;
+	}
+	vtoe_ctl_note(VTOE_OP_ESTABLISH, sid, rep.cid, 0);
+	vtoe_info("fd %d: offloaded connect, cid %llu, ring %u", fd, (unsigned long long)rep.cid,
+		  rep.ring_size);
+	if (nonblock)
+		atomic_fetch_or(&conn->c.flags, VTOE_CF_CONNECT_PENDING);
+	vtoe_sock_put(conn);
+	if (nonblock) {
+		/* like TCP: in progress now, but writable at once with SO_ERROR 0 */
+		errno = EINPROGRESS;
+		return -1;
+	}
+	return 0;
+
+abort_kernel:
+	vtoe_ctl_note(VTOE_OP_CLOSE, sid, rep.cid, VTOE_CLOSE_ABORTED);
+	if (conn)
+		vtoe_sock_put(conn);
+	vtoe_close_fds(fds);
+	return vtoe_connect_kernel(fd, s, addr, len);
+}
+
+static int vtoe_connect_candidate(int fd, struct vtoe_sock *s, const struct sockaddr *addr,
+				  socklen_t len)
+{
+	int r;
+
+	/* Only what the kernel would accept is worth asking the agent about. */
+	if (!addr || addr->sa_family != s->family ||
+	    len < (addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+					      : sizeof(struct sockaddr_in6)) ||
+	    vtoe_sock_shared(s))
+		return REAL(connect)(fd, addr, len);
+	pthread_mutex_lock(&s->lock);
+	if (atomic_load(&s->kind) == VTOE_KIND_CANDIDATE)
+		r = vtoe_connect_offload(fd, s, addr, len);
+	else
+		r = REAL(connect)(fd, addr, len);
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+VTOE_EXPORT int vtoe_w_connect(int fd, const struct sockaddr *addr, socklen_t len)
+	__asm__("connect");
+int vtoe_w_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	struct vtoe_sock *s;
+	int r;
+
+	if (vtoe_likely(!vtoe_fd_peek(fd)))
+		return REAL(connect)(fd, addr, len);
+	s = vtoe_fd_get(fd);
+	switch (s ? atomic_load(&s->kind) : VTOE_KIND_FREE) {
+	case VTOE_KIND_INTERNAL:
+		return vtoe_ebadf();
+	case VTOE_KIND_CANDIDATE:
+		r = vtoe_connect_candidate(fd, s, addr, len);
+		break;
+	case VTOE_KIND_CONN:
+		/* After a nonblocking connect the next connect() reports success once. */
+		if (atomic_fetch_and(&s->c.flags, ~VTOE_CF_CONNECT_PENDING) &
+		    VTOE_CF_CONNECT_PENDING) {
+			r = 0;
+		} else {
+			errno = EISCONN;
+			r = -1;
+		}
+		break;
+	default:
+		r = REAL(connect)(fd, addr, len);
+		break;
+	}
+	vtoe_sock_put(s);
+	return r;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Passive open                                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+static void vtoe_listen_register(int fd, struct vtoe_sock *s, int backlog)
+{
+	struct vtoe_ctl_req req;
+	struct vtoe_ctl_rep rep;
+	bool ok = false;
+
+	pthread_mutex_lock(&s->lock);
+	if (atomic_load(&s->kind) != VTOE_KIND_CANDIDATE)
+		goto out;
+	s->local_len = sizeof(s->local);
+	if (REAL(getsockname)(fd, (struct sockaddr *)&s->local, &s->local_len) < 0)
+		goto out;
+	vtoe_ctl_req_init(&req, VTOE_OP_OPEN);
+	if (vtoe_ctl_rpc(&req, &rep, NULL) < 0 || rep.event != VTOE_EV_ACK)
+		goto out;
+	s->sid = rep.sid;
+	vtoe_ctl_req_init(&req, VTOE_OP_LISTEN);
+	req.sid = s->sid;
+	req.arg = backlog < 0 ? 0 : (uint32_t)backlog;
+	vtoe_addr_to_wire((struct sockaddr *)&s->local, s->local_len, &req.local);
+	if (vtoe_ctl_rpc(&req, &rep, NULL) < 0 || rep.event != VTOE_EV_ACK)
+		goto out;
+	atomic_store(&s->kind, VTOE_KIND_LISTENER);
+	ok = true;
+	vtoe_info("fd %d: listener registered, sid %u port %u", fd, s->sid, req.local.port);
+out:
+	pthread_mutex_unlock(&s->lock);
+	if (!ok && atomic_load(&s->kind) == VTOE_KIND_CANDIDATE)
+		vtoe_untrack(fd, s); /* a plain kernel listener: nothing more for us to do */
+}
+
+VTOE_EXPORT int listen(int fd, int backlog)
+{
+	struct vtoe_sock *s;
+	int r;
+
+	if (vtoe_likely(!vtoe_fd_peek(fd)))
+		return REAL(listen)(fd, backlog);
+	s = vtoe_fd_get(fd);
+	if (s == &vtoe_internal_sock)
+		return vtoe_ebadf();
+	r = REAL(listen)(fd, backlog);
+	if (r == 0 && s && atomic_load(&s->kind) == VTOE_KIND_CANDIDATE && !vtoe_sock_shared(s))
+		vtoe_listen_register(fd, s, backlog);
+	vtoe_sock_put(s);
+	return r;
+}
+
+/* Ask the agent whether the new kernel connection cfd is an offloaded client; if so swap
+ * in the offloaded socket.  Any trouble leaves cfd on kernel TCP: never lose a client. */
+static void vtoe_accept_offload(struct vtoe_sock *ls, int cfd, const struct sockaddr_storage *peer,
+				socklen_t peer_len, int flags)
+{
+	struct vtoe_ctl_req req;
+	struct vtoe_ctl_rep rep;
+	struct vtoe_sock *conn;
+	int fds[VTOE_FD__COUNT];
+
+	vtoe_ctl_req_init(&req, VTOE_OP_ACCEPT);
+	req.sid = ls->sid;
+	vtoe_addr_to_wire((struct sockaddr *)&ls->local, ls->local_len, &req.local);
+	if (vtoe_addr_to_wire((const struct sockaddr *)peer, peer_len, &req.remote) < 0)
+		return;
+	if (vtoe_ctl_rpc(&req, &rep, fds) < 0)
+		return;
+	if (rep.event != VTOE_EV_CONNECT_ESTABLISHED) {
+		vtoe_close_fds(fds);
+		return;
+	}
+	conn = vtoe_sock_new(VTOE_KIND_PLAIN, ls->family); /* CONN once attached */
+	vtoe_park_sweep();
+	if (conn && vtoe_conn_prepare(conn, &rep, fds, 1) == 0)
+		vtoe_park_rendezvous(cfd);
+	if (!conn || !conn->c.reg ||
+	    vtoe_conn_attach(cfd, conn, fds, flags & SOCK_NONBLOCK, flags & SOCK_CLOEXEC) < 0) {
+		vtoe_warn("fd %d: unusable CONNECT_ESTABLISHED from the agent: kernel TCP", cfd);
+		vtoe_ctl_note(VTOE_OP_CLOSE, rep.sid, rep.cid, VTOE_CLOSE_RESET);
+		if (conn) {
+			vtoe_conn_unmap(&conn->c);
+			vtoe_sock_put(conn);
+		}
+		vtoe_close_fds(fds);
+		return;
+	}
+	if (!conn->c.sid)
+		conn->c.sid = ls->sid;
+	vtoe_info("fd %d: offloaded accept, cid %llu, ring %u", cfd, (unsigned long long)rep.cid,
+		  rep.ring_size);
+	vtoe_sock_put(conn);
+}
+
+void vtoe_addr_copy_out(const struct sockaddr_storage *ss, socklen_t len, struct sockaddr *addr,
+			socklen_t *alen)
+{
+	if (!addr || !alen)
+		return;
+	memcpy(addr, ss, VTOE_MIN(*alen, len));
+	*alen = len;
+}
+
+static int vtoe_accept_common(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct vtoe_sock *s = vtoe_fd_get(fd);
+	int cfd;
+
+	if (s == &vtoe_internal_sock)
+		return vtoe_ebadf();
+	/* Not ours, or argument errors the kernel must report exactly as it does. */
+	if (!s || atomic_load(&s->kind) != VTOE_KIND_LISTENER || (addr && !alen) ||
+	    (alen && (int)*alen < 0)) {
+		vtoe_sock_put(s);
+		cfd = REAL(accept4)(fd, addr, alen, flags);
+		vtoe_fd_forget_stale(cfd);
+		return cfd;
+	}
+	cfd = REAL(accept4)(fd, (struct sockaddr *)&ss, &sl, flags);
+	if (cfd >= 0) {
+		vtoe_fd_forget_stale(cfd);
+		vtoe_accept_offload(s, cfd, &ss, sl, flags);
+		vtoe_addr_copy_out(&ss, sl, addr, alen);
+	}
+	vtoe_sock_put(s);
+	return cfd;
+}
+
+VTOE_EXPORT int vtoe_w_accept(int fd, struct sockaddr *addr, socklen_t *alen) __asm__("accept");
+int vtoe_w_accept(int fd, struct sockaddr *addr, socklen_t *alen)
+{
+	int cfd;
+
+	if (vtoe_likely(!vtoe_fd_peek(fd))) {
+		cfd = REAL(accept)(fd, addr, alen);
+		vtoe_fd_forget_stale(cfd);
+		return cfd;
+	}
+	return vtoe_accept_common(fd, addr, alen, 0);
+}
+
+VTOE_EXPORT int vtoe_w_accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
+	__asm__("accept4");
+int vtoe_w_accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
+{
+	int cfd;
+
+	if (vtoe_likely(!vtoe_fd_peek(fd))) {
+		cfd = REAL(accept4)(fd, addr, alen, flags);
+		vtoe_fd_forget_stale(cfd);
+		return cfd;
+	}
+	return vtoe_accept_common(fd, addr, alen, flags);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* close, shutdown, dup                                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+VTOE_EXPORT int close(int fd)
+{
+	struct vtoe_sock *s = vtoe_fd_peek(fd);
+	int r;
+
+	if (vtoe_likely(!s))
+		return REAL(close)(fd);
+	if (s == &vtoe_internal_sock)
+		return vtoe_ebadf();
+	/* Untrack first: once the number is closed another thread may get it back. */
+	s = vtoe_fd_remove(fd);
+	r = REAL(close)(fd);
+	vtoe_sock_put(s);
+	return r;
+}
+
+VTOE_EXPORT int shutdown(int fd, int how)
+{
+	struct vtoe_sock *s;
+	int r;
+
+	if (vtoe_likely(!vtoe_fd_peek(fd)))
+		return REAL(shutdown)(fd, how);
+	s = vtoe_fd_get(fd);
+	if (s == &vtoe_internal_sock)
+		return vtoe_ebadf();
+	if (s && atomic_load(&s->kind) == VTOE_KIND_CONN) {
+		r = vtoe_conn_shutdown(&s->c, how);
+		if (r == 0) {
+			/* after a fork the SID belongs to the parent's channel, not ours */
+			if (s->gen == atomic_load(&vtoe_fork_gen))
+				vtoe_ctl_note(VTOE_OP_SHUTDOWN, s->c.sid, s->c.cid, (uint32_t)how);
+			vtoe_dbg("fd %d: shutdown(%d), cid %llu: %llu bytes sent, %llu received over the ring",
+				 fd, how, (unsigned long long)s->c.cid,
+				 (unsigned long long)s->c.bytes_tx, (unsigned long long)s->c.bytes_rx);
+		}
+	} else {
+		r = REAL(shutdown)(fd, how);
+	}
+	vtoe_sock_put(s);
+	return r;
+}
+
+VTOE_EXPORT int dup(int fd)
+{
+	struct vtoe_sock *s;
+	int r;
+
+	if (vtoe_likely(!vtoe_fd_peek(fd))) {
+		r = REAL(dup)(fd);
+		vtoe_fd_forget_stale(r);
+		return r;
+	}
+	s = vtoe_fd_get(fd);
+	if (s == &vtoe_internal_sock)
+		return vtoe_ebadf();
+	r = REAL(dup)(fd);
+	if (r >= 0)
+		vtoe_fd_install(r, s); /* the new number shares the socket object */
+	vtoe_sock_put(s);
+	return r;
+}
+
+/* dup2/dup3: newfd's old object loses a reference (and is closed if it was the last). */
+static int vtoe_dup_to(int oldfd, int newfd, int flags, bool is3)
+{
+	struct vtoe_sock *so = vtoe_fd_peek(oldfd), *sn = vtoe_fd_peek(newfd);
+	int r;
+
+	if (vtoe_likely(!so && !sn))
+		return is3 ? REAL(dup3)(oldfd, newfd, flags) : REAL(dup2)(oldfd, newfd);
+	if (so == &vtoe_internal_sock || sn == &vtoe_internal_sock)
+		return vtoe_ebadf();
+	so = vtoe_fd_get(oldfd);
+	r = is3 ? REAL(dup3)(oldfd, newfd, flags) : REAL(dup2)(oldfd, newfd);
+	if (r >= 0 && oldfd != newfd)
+		vtoe_fd_install(newfd, so);
+	vtoe_sock_put(so);
+	return r;
+}
+
+VTOE_EXPORT int dup2(int oldfd, int newfd)
+{
+	return vtoe_dup_to(oldfd, newfd, 0, false);
+}
+
+VTOE_EXPORT int dup3(int oldfd, int newfd, int flags)
+{
+	return vtoe_dup_to(oldfd, newfd, flags, true);
+}

@@ -1,0 +1,462 @@
+/*
+ * vtoe_sockopt.c - socket options, fcntl, ioctl and addresses of offloaded sockets.
+ *
+ * The fd under an offloaded socket is AF_UNIX, so every TCP-level question is answered here.
+ * Values start as the kernel TCP socket had them just before it was replaced (so inherited
+ * and pre-connect settings, and the kernel's own defaults, carry over).
+ */
+#include "vtoe.h"
+
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/time.h>
+
+struct vtoe_optdef {
+	int level, name;
+	bool boolean; /* get returns 0/1 whatever was set */
+	int min, max; /* accepted by set when min < max */
+};
+
+static const struct vtoe_optdef vtoe_optdefs[VTOE_OPT__COUNT] = {
+	[VTOE_OPT_REUSEADDR] = { SOL_SOCKET, SO_REUSEADDR, true, 0, 0 },
+	[VTOE_OPT_REUSEPORT] = { SOL_SOCKET, SO_REUSEPORT, true, 0, 0 },
+	[VTOE_OPT_KEEPALIVE] = { SOL_SOCKET, SO_KEEPALIVE, true, 0, 0 },
+	[VTOE_OPT_OOBINLINE] = { SOL_SOCKET, SO_OOBINLINE, true, 0, 0 },
+	[VTOE_OPT_PRIORITY] = { SOL_SOCKET, SO_PRIORITY, false, 0, 0 },
+	[VTOE_OPT_RCVLOWAT] = { SOL_SOCKET, SO_RCVLOWAT, false, 0, 0 },
+	[VTOE_OPT_DONTROUTE] = { SOL_SOCKET, SO_DONTROUTE, true, 0, 0 },
+	[VTOE_OPT_BROADCAST] = { SOL_SOCKET, SO_BROADCAST, true, 0, 0 },
+	[VTOE_OPT_MARK] = { SOL_SOCKET, SO_MARK, false, 0, 0 },
+	[VTOE_OPT_TIMESTAMP] = { SOL_SOCKET, SO_TIMESTAMP, true, 0, 0 },
+	[VTOE_OPT_BUSY_POLL] = { SOL_SOCKET, SO_BUSY_POLL, false, 0, 0 },
+	[VTOE_OPT_TCP_NODELAY] = { IPPROTO_TCP, TCP_NODELAY, true, 0, 0 },
+	[VTOE_OPT_TCP_CORK] = { IPPROTO_TCP, TCP_CORK, true, 0, 0 },
+	[VTOE_OPT_TCP_QUICKACK] = { IPPROTO_TCP, TCP_QUICKACK, true, 0, 0 },
+	[VTOE_OPT_TCP_KEEPIDLE] = { IPPROTO_TCP, TCP_KEEPIDLE, false, 1, 32767 },
+	[VTOE_OPT_TCP_KEEPINTVL] = { IPPROTO_TCP, TCP_KEEPINTVL, false, 1, 32767 },
+	[VTOE_OPT_TCP_KEEPCNT] = { IPPROTO_TCP, TCP_KEEPCNT, false, 1, 127 },
+	[VTOE_OPT_TCP_USER_TIMEOUT] = { IPPROTO_TCP, TCP_USER_TIMEOUT, false, 0, 0x7fffffff },
+	[VTOE_OPT_TCP_MAXSEG] = { IPPROTO_TCP, TCP_MAXSEG, false, 0, 0 },
+	[VTOE_OPT_TCP_SYNCNT] = { IPPROTO_TCP, TCP_SYNCNT, false, 1, 127 },
+	[VTOE_OPT_TCP_LINGER2] = { IPPROTO_TCP, TCP_LINGER2, false, 0, 0 },
+	[VTOE_OPT_TCP_DEFER_ACCEPT] = { IPPROTO_TCP, TCP_DEFER_ACCEPT, false, 0, 0 },
+	[VTOE_OPT_TCP_WINDOW_CLAMP] = { IPPROTO_TCP, TCP_WINDOW_CLAMP, false, 0, 0 },
+	[VTOE_OPT_TCP_NOTSENT_LOWAT] = { IPPROTO_TCP, TCP_NOTSENT_LOWAT, false, 0, 0 },
+	[VTOE_OPT_IP_TOS] = { IPPROTO_IP, IP_TOS, false, 0, 0 },
+	[VTOE_OPT_IP_TTL] = { IPPROTO_IP, IP_TTL, false, 0, 0 },
+	[VTOE_OPT_IPV6_V6ONLY] = { IPPROTO_IPV6, IPV6_V6ONLY, true, 0, 0 },
+	[VTOE_OPT_IPV6_TCLASS] = { IPPROTO_IPV6, IPV6_TCLASS, false, 0, 0 },
+	[VTOE_OPT_IPV6_UNICAST_HOPS] = { IPPROTO_IPV6, IPV6_UNICAST_HOPS, false, 0, 0 },
+};
+
+static int vtoe_optdef_find(int level, int name)
+{
+	for (int i = 0; i < VTOE_OPT__COUNT; i++)
+		if (vtoe_optdefs[i].level == level && vtoe_optdefs[i].name == name)
+			return i;
+	return -1;
+}
+
+static long long vtoe_tv_to_us(const struct timeval *tv)
+{
+	if (tv->tv_sec < 0)
+		return 0;
+	return (long long)tv->tv_sec * 1000000 + tv->tv_usec;
+}
+
+/* Read the kernel socket's options before it is replaced by the offloaded one. */
+void vtoe_opts_capture(struct vtoe_conn *c, int kfd, int family)
+{
+	struct vtoe_opts *o = &c->opts;
+	struct timeval tv;
+	socklen_t l;
+
+	(void)family;
+	for (int i = 0; i < VTOE_OPT__COUNT; i++) {
+		int v = 0;
+
+		l = sizeof(v);
+		if (REAL(getsockopt)(kfd, vtoe_optdefs[i].level, vtoe_optdefs[i].name, &v, &l) == 0) {
+			o->val[i] = v;
+			o->err[i] = 0;
+		} else {
+			o->err[i] = errno;
+		}
+	}
+	l = sizeof(o->linger);
+	if (REAL(getsockopt)(kfd, SOL_SOCKET, SO_LINGER, &o->linger, &l) < 0)
+		memset(&o->linger, 0, sizeof(o->linger));
+	l = sizeof(tv);
+	if (REAL(getsockopt)(kfd, SOL_SOCKET, SO_RCVTIMEO, &tv, &l) == 0)
+		atomic_store(&o->rcvtimeo_us, vtoe_tv_to_us(&tv));
+	l = sizeof(tv);
+	if (REAL(getsockopt)(kfd, SOL_SOCKET, SO_SNDTIMEO, &tv, &l) == 0)
+		atomic_store(&o->sndtimeo_us, vtoe_tv_to_us(&tv));
+	l = sizeof(o->congestion) - 1;
+	if (REAL(getsockopt)(kfd, IPPROTO_TCP, TCP_CONGESTION, o->congestion, &l) < 0)
+		strcpy(o->congestion, "cubic");
+}
+
+/* Copy a value out with the kernel's truncation: min(room, size) bytes, *optlen = that. */
+static int vtoe_opt_out(void *optval, socklen_t *optlen, const void *v, socklen_t size)
+{
+	socklen_t n = VTOE_MIN(*optlen, size);
+
+	memcpy(optval, v, n);
+	*optlen = n;
+	return 0;
+}
+
+static int vtoe_opt_fail(int e)
+{
+	errno = e;
+	return -1;
+}
+
+static int vtoe_getsockopt_conn(struct vtoe_sock *s, int level, int name, void *optval,
+				socklen_t *optlen)
+{
+	struct vtoe_conn *c = &s->c;
+	struct vtoe_opts *o = &c->opts;
+	int v, i;
+
+	if (!optlen || (int)*optlen < 0)
+		return vtoe_opt_fail(optlen ? EINVAL : EFAULT);
+	if (level == SOL_SOCKET) {
+		switch (name) {
+		case SO_ERROR:
+			v = vtoe_conn_take_error(c);
+			return vtoe_opt_out(optval, optlen, &v, sizeof(v));
+		case SO_TYPE:
+			v = SOCK_STREAM;
+			return vtoe_opt_out(optval, optlen, &v, sizeof(v));
+		case SO_DOMAIN:
+			v = s->family;
+			return vtoe_opt_out(optval, optlen, &v, sizeof(v));
+		case SO_PROTOCOL:
+			v = IPPROTO_TCP;
+			return vtoe_opt_out(optval, optlen, &v, sizeof(v));
+		case SO_ACCEPTCONN:
+			v = 0;
+			return vtoe_opt_out(optval, optlen, &v, sizeof(v));
+		case SO_RCVBUF:
+			v = o->rcvbuf ? 2 * o->rcvbuf : (int)(2 * c->size);
+			return vtoe_opt_out(optval, optlen, &v, sizeof(v));
+		case SO_SNDBUF:
+			v = o->sndbuf ? 2 * o->sndbuf : (int)(2 * c->size);
+			return vtoe_opt_out(optval, optlen, &v, sizeof(v));
+		case SO_SNDLOWAT:
+			v = 1;
+			return vtoe_opt_out(optval, optlen, &v, sizeof(v));
+		case SO_LINGER:
+			return vtoe_opt_out(optval, optlen, &o->linger, sizeof(o->linger));
+		case SO_RCVTIMEO:
+		case SO_SNDTIMEO: {
+			long long us = atomic_load(name == SO_RCVTIMEO ? &o->rcvtimeo_us
+								    : &o->sndtimeo_us);
+			struct timeval tv = { .tv_sec = us / 1000000, .tv_usec = us % 1000000 };
+
+			return vtoe_opt_out(optval, optlen, &tv, sizeof(tv));
+		}
+		}
+	} else if (level == IPPROTO_TCP) {
+		switch (name) {
+		case TCP_INFO: {
+			struct tcp_info ti;
+
+			memset(&ti, 0, sizeof(ti));
+			ti.tcpi_state = TCP_ESTABLISHED;
+			if (atomic_load(&c->flags) & VTOE_CF_WR_SHUT)
+				ti.tcpi_state = TCP_FIN_WAIT2;
+			ti.tcpi_snd_mss = ti.tcpi_rcv_mss = (uint32_t)o->val[VTOE_OPT_TCP_MAXSEG];
+			ti.tcpi_snd_cwnd = 10;
+			return vtoe_opt_out(optval, optlen, &ti, sizeof(ti));
+		}
+		case TCP_CONGESTION:
+			return vtoe_opt_out(optval, optlen, o->congestion, sizeof(o->congestion));
+		}
+	}
+	i = vtoe_optdef_find(level, name);
+	if (i < 0)
+		return vtoe_opt_fail(ENOPROTOOPT);
+	if (o->err[i])
+		return vtoe_opt_fail(o->err[i]);
+	v = vtoe_optdefs[i].boolean ? !!o->val[i] : o->val[i];
+	return vtoe_opt_out(optval, optlen, &v, sizeof(v));
+}
+
+static int vtoe_setsockopt_conn(struct vtoe_sock *s, int level, int name, const void *optval,
+				socklen_t optlen)
+{
+	struct vtoe_conn *c = &s->c;
+	struct vtoe_opts *o = &c->opts;
+	int v, i;
+
+	if ((int)optlen < 0)
+		return vtoe_opt_fail(EINVAL);
+	if (level == SOL_SOCKET) {
+		switch (name) {
+		case SO_LINGER:
+			if (optlen < sizeof(struct linger))
+				return vtoe_opt_fail(EINVAL);
+			memcpy(&o->linger, optval, sizeof(o->linger));
+			o->linger.l_onoff = !!o->linger.l_onoff;
+			return 0;
+		case SO_RCVTIMEO:
+		case SO_SNDTIMEO: {
+			struct timeval tv;
+
+			if (optlen < sizeof(tv))
+				return vtoe_opt_fail(EINVAL);
+			memcpy(&tv, optval, sizeof(tv));
+			if (tv.tv_usec < 0 || tv.tv_usec >= 1000000)
+				return vtoe_opt_fail(EDOM);
+			atomic_store(name == SO_RCVTIMEO ? &o->rcvtimeo_us : &o->sndtimeo_us,
+				     vtoe_tv_to_us(&tv));
+			return 0;
+		}
+		case SO_ERROR:
+		case SO_TYPE:
+		case SO_DOMAIN:
+		case SO_PROTOCOL:
+		case SO_ACCEPTCONN:
+		case SO_SNDLOWAT:
+			return vtoe_opt_fail(ENOPROTOOPT);
+		}
+	} else if (level == IPPROTO_TCP && name == TCP_CONGESTION) {
+		size_t n = VTOE_MIN((size_t)optlen, sizeof(o->congestion) - 1);
+
+		if (n == 0)
+			return vtoe_opt_fail(EINVAL);
+		memset(o->congestion, 0, sizeof(o->congestion));
+		memcpy(o->congestion, optval, n);
+		return 0;
+	}
+	if (optlen < sizeof(int))
+		return vtoe_opt_fail(EINVAL);
+	memcpy(&v, optval, sizeof(v));
+	if (level == SOL_SOCKET) {
+		switch (name) {
+		case SO_RCVBUF:
+		case SO_RCVBUFFORCE:
+			o->rcvbuf = v < 0 ? 0 : VTOE_MIN(v, 0x3fffffff);
+			return 0;
+		case SO_SNDBUF:
+		case SO_SNDBUFFORCE:
+			o->sndbuf = v < 0 ? 0 : VTOE_MIN(v, 0x3fffffff);
+			return 0;
+		}
+	}
+	i = vtoe_optdef_find(level, name);
+	if (i < 0) {
+		/* IP-level settings (tos, ttl, ...) have no meaning on the ring: accept them. */
+		if (level == IPPROTO_IP || level == IPPROTO_IPV6)
+			return 0;
+		return vtoe_opt_fail(ENOPROTOOPT);
+	}
+	if (i == VTOE_OPT_TCP_MAXSEG && v && (v < 88 || v > 65535))
+		return vtoe_opt_fail(EINVAL);
+	if (vtoe_optdefs[i].min < vtoe_optdefs[i].max &&
+	    (v < vtoe_optdefs[i].min || v > vtoe_optdefs[i].max))
+		return vtoe_opt_fail(EINVAL);
+	o->val[i] = v;
+	o->err[i] = 0;
+	return 0;
+}
+
+/* Referenced offloaded connection behind fd, NULL for libc, or the internal marker. */
+static struct vtoe_sock *vtoe_opt_get(int fd)
+{
+	struct vtoe_sock *s = vtoe_fd_get(fd);
+
+	if (s && s != &vtoe_internal_sock && atomic_load(&s->kind) != VTOE_KIND_CONN) {
+		vtoe_sock_put(s);
+		s = NULL;
+	}
+	return s;
+}
+
+#define VTOE_OPT_ENTER(fd, s, libc_call)                                                   \
+	do {                                                                               \
+		if (vtoe_likely(!vtoe_fd_peek(fd)))                                        \
+			return libc_call;                                                  \
+		s = vtoe_opt_get(fd);                                                      \
+		if (!s)                                                                    \
+			return libc_call;                                                  \
+		if (s == &vtoe_internal_sock)                                              \
+			return vtoe_opt_fail(EBADF);                                       \
+	} while (0)
+
+VTOE_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t *optlen)
+{
+	struct vtoe_sock *s;
+	int r;
+
+	VTOE_OPT_ENTER(fd, s, REAL(getsockopt)(fd, level, name, optval, optlen));
+	r = vtoe_getsockopt_conn(s, level, name, optval, optlen);
+	vtoe_sock_put(s);
+	return r;
+}
+
+VTOE_EXPORT int setsockopt(int fd, int level, int name, const void *optval, socklen_t optlen)
+{
+	struct vtoe_sock *s;
+	int r;
+
+	VTOE_OPT_ENTER(fd, s, REAL(setsockopt)(fd, level, name, optval, optlen));
+	r = vtoe_setsockopt_conn(s, level, name, optval, optlen);
+	vtoe_sock_put(s);
+	return r;
+}
+
+static int vtoe_name_out(struct vtoe_sock *s, bool peer, struct sockaddr *addr, socklen_t *alen)
+{
+	if (!alen)
+		return vtoe_opt_fail(EFAULT);
+	if ((int)*alen < 0)
+		return vtoe_opt_fail(EINVAL);
+	if (peer && (atomic_load(&s->c.flags) & VTOE_CF_RESET_REPORTED))
+		return vtoe_opt_fail(ENOTCONN); /* a reset TCP socket is CLOSED */
+	vtoe_addr_copy_out(peer ? &s->peer : &s->local, peer ? s->peer_len : s->local_len, addr,
+			   alen);
+	return 0;
+}
+
+VTOE_EXPORT int vtoe_w_getsockname(int fd, struct sockaddr *addr, socklen_t *alen)
+	__asm__("getsockname");
+int vtoe_w_getsockname(int fd, struct sockaddr *addr, socklen_t *alen)
+{
+	struct vtoe_sock *s;
+	int r;
+
+	VTOE_OPT_ENTER(fd, s, REAL(getsockname)(fd, addr, alen));
+	r = vtoe_name_out(s, false, addr, alen);
+	vtoe_sock_put(s);
+	return r;
+}
+
+VTOE_EXPORT int vtoe_w_getpeername(int fd, struct sockaddr *addr, socklen_t *alen)
+	__asm__("getpeername");
+int vtoe_w_getpeername(int fd, struct sockaddr *addr, socklen_t *alen)
+{
+	struct vtoe_sock *s;
+	int r;
+
+	VTOE_OPT_ENTER(fd, s, REAL(getpeername)(fd, addr, alen));
+	r = vtoe_name_out(s, true, addr, alen);
+	vtoe_sock_put(s);
+	return r;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* fcntl and ioctl                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+static int vtoe_fcntl_call(int (*fn)(int, int, ...), int fd, int cmd, enum vtoe_fcntl_arg kind,
+			   int iarg, void *parg)
+{
+	switch (kind) {
+	case VTOE_FCNTL_NONE:
+		return fn(fd, cmd);
+	case VTOE_FCNTL_INT:
+		return fn(fd, cmd, iarg);
+	default:
+		return fn(fd, cmd, parg);
+	}
+}
+
+static int vtoe_fcntl(int (*fn)(int, int, ...), int fd, int cmd, va_list ap)
+{
+	enum vtoe_fcntl_arg kind = vtoe_fcntl_arg_kind(cmd);
+	struct vtoe_sock *s;
+	void *parg = NULL;
+	int iarg = 0, r;
+
+	if (kind == VTOE_FCNTL_INT)
+		iarg = va_arg(ap, int);
+	else if (kind == VTOE_FCNTL_PTR)
+		parg = va_arg(ap, void *);
+
+	if (vtoe_likely(!vtoe_fd_peek(fd))) {
+		r = vtoe_fcntl_call(fn, fd, cmd, kind, iarg, parg);
+		if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && vtoe_fd_peek(r))
+			vtoe_fd_install(r, NULL); /* stale entry from a close we missed */
+		return r;
+	}
+	s = vtoe_fd_get(fd);
+	if (s == &vtoe_internal_sock)
+		return vtoe_opt_fail(EBADF);
+	r = vtoe_fcntl_call(fn, fd, cmd, kind, iarg, parg);
+	if (r >= 0 && s) {
+		if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
+			vtoe_fd_install(r, s); /* like dup: same socket object */
+		else if (cmd == F_SETFL && atomic_load(&s->kind) == VTOE_KIND_CONN)
+			atomic_store(&s->c.nonblock, !!(iarg & O_NONBLOCK));
+	}
+	vtoe_sock_put(s);
+	return r;
+}
+
+VTOE_EXPORT int fcntl(int fd, int cmd, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, cmd);
+	r = vtoe_fcntl(REAL(fcntl), fd, cmd, ap);
+	va_end(ap);
+	return r;
+}
+
+VTOE_EXPORT int fcntl64(int fd, int cmd, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, cmd);
+	r = vtoe_fcntl(REAL(fcntl64), fd, cmd, ap);
+	va_end(ap);
+	return r;
+}
+
+VTOE_EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+	struct vtoe_sock *s;
+	va_list ap;
+	void *arg;
+	int r;
+
+	va_start(ap, req);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	VTOE_OPT_ENTER(fd, s, REAL(ioctl)(fd, req, arg));
+	switch (req) {
+	case FIONREAD: /* == SIOCINQ */
+		*(int *)arg = (int)vtoe_conn_rx_bytes(&s->c);
+		r = 0;
+		break;
+	case SIOCOUTQ:
+	case SIOCOUTQNSD:
+		*(int *)arg = (int)vtoe_conn_tx_bytes(&s->c);
+		r = 0;
+		break;
+	case SIOCATMARK:
+		*(int *)arg = 0;
+		r = 0;
+		break;
+	case FIONBIO:
+		r = REAL(ioctl)(fd, req, arg);
+		if (r == 0)
+			atomic_store(&s->c.nonblock, *(int *)arg != 0);
+		break;
+	default:
+		r = REAL(ioctl)(fd, req, arg);
+		break;
+	}
+	vtoe_sock_put(s);
+	return r;
+}

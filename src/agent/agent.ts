@@ -1,0 +1,154 @@
+// The per-host agent: the control server every shim talks to, the core and host connection
+// agents behind it, and the admin channel the CLI reads. It runs in `vtoe agent` (standing) or
+// inside `vtoe run` / `vtoe demo` (embedded).
+import type { Server } from 'node:net';
+import { adminSocketPath, resolveConfig, type ResolvedConfig } from '../config.js';
+import { createLogger, type Logger } from '../log.js';
+import { ControlServer } from '../native.js';
+import { parsePolicy } from '../policy.js';
+import { startAdminServer, type AdminCommand } from './admin.js';
+import { CoreCA } from './core-ca.js';
+import { EventLog, type TransitionRecord } from './event-log.js';
+import { ShmHostCA } from './host-ca-shm.js';
+import { measureAgentStateBytes } from './memory.js';
+import { AgentCounters, type StatsSnapshot } from './stats.js';
+import { socketRows, type SocketRow } from './socket-rows.js';
+
+export interface AgentOptions {
+  socketPath?: string;
+  config?: Partial<ResolvedConfig>;
+  logger?: Logger;
+}
+
+export class Agent {
+  readonly socketPath: string;
+  readonly adminPath: string;
+  readonly config: ResolvedConfig;
+  readonly eventLog = new EventLog();
+  private readonly counters = new AgentCounters();
+  private readonly core: CoreCA;
+  private readonly startedAt = Date.now();
+  private admin: Server | null = null;
+  private stopped = false;
+  private changeWaiters: Array<() => void> = [];
+
+  private constructor(
+    config: ResolvedConfig,
+    private readonly control: ControlServer,
+    private readonly log: Logger,
+    coreFactory: (agent: Agent) => CoreCA,
+  ) {
+    this.config = config;
+    this.socketPath = config.agentSocket;
+    this.adminPath = adminSocketPath(config.agentSocket);
+    this.core = coreFactory(this);
+  }
+
+  static async start(opts: AgentOptions = {}): Promise<Agent> {
+    const overrides = { ...opts.config, ...(opts.socketPath ? { agentSocket: opts.socketPath } : {}) };
+    const config = resolveConfig(process.env, overrides);
+    const log = opts.logger ?? createLogger({ level: config.logLevel, file: config.logFile || undefined, component: 'agent' });
+    const policy = parsePolicy(config.policy);
+    let core: CoreCA | undefined;
+    const control = new ControlServer(config.agentSocket, {
+      onOpen: (client, cred) => core?.processOpened(client, cred),
+      onMessage: (client, req) => core?.handle(client, req),
+      onClose: (client, reason) => core?.processClosed(client, reason),
+    });
+    const agent = new Agent(config, control, log, (self) => {
+      core = new CoreCA(control, new ShmHostCA(config.ringSize), config, policy, self.counters, self.eventLog, log,
+        () => self.notifyChange());
+      return core;
+    });
+    try {
+      agent.admin = await startAdminServer(agent.adminPath, (cmd, args) => agent.adminCommand(cmd, args));
+    } catch (err) {
+      control.close();
+      throw err;
+    }
+    log.info('agent listening', { socket: config.agentSocket, ringSize: config.ringSize });
+    return agent;
+  }
+
+  stats(): StatsSnapshot {
+    const c = this.counters;
+    let sent = c.closedBytesSent;
+    let received = c.closedBytesReceived;
+    let timewait = 0;
+    let ringBytes = 0;
+    for (const conn of this.core.connections.values()) {
+      const rings = conn.link.counters().rings;
+      sent += rings[0].head + rings[1].head;
+      received += rings[0].tail + rings[1].tail;
+      ringBytes += conn.link.mappedBytes;
+      if (conn.shadow.inTimewait) timewait++;
+    }
+    return {
+      agent: { pid: process.pid, socket: this.socketPath, uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000) },
+      processes: { connected: this.core.processes.size, seen: c.processesSeen, protocolErrors: c.protocolErrors + this.control.protocolErrors },
+      offloaded: c.offloaded,
+      connections: { open: this.core.connections.size - this.core.pendingCount - timewait, pendingAccept: this.core.pendingCount, timewait },
+      listeners: this.core.listeners.size,
+      kernelAccepted: c.kernelAccepted,
+      rejected: c.rejected,
+      fallback: { total: c.fallbackTotal, reasons: Object.fromEntries(c.fallbackReasons) },
+      bytes: { sent, received },
+      events: Object.fromEntries(c.events),
+      memory: { ringBytes, agentStateBytes: this.core.connections.size * measureAgentStateBytes() },
+    };
+  }
+
+  sockets(): SocketRow[] {
+    return socketRows(this.core);
+  }
+
+  events(cid?: string): TransitionRecord[] {
+    return this.eventLog.list(cid);
+  }
+
+  memoryPerConnection(): { ringBytes: number; agentStateBytes: number; totalBytes: number } {
+    const ringBytes = 4096 + 2 * this.config.ringSize;
+    const agentStateBytes = measureAgentStateBytes();
+    return { ringBytes, agentStateBytes, totalBytes: ringBytes + agentStateBytes };
+  }
+
+  /** Resolves at the agent's next state change (a request handled, a channel closed, a timer). */
+  nextChange(): Promise<void> {
+    return new Promise((resolve) => this.changeWaiters.push(resolve));
+  }
+
+  /** Resolves once `cond` holds, re-checking it at each state change. */
+  async until(cond: (agent: Agent) => boolean, timeoutMs = 15_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!cond(this)) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error('agent state not reached in time');
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.nextChange(), new Promise((r) => { timer = setTimeout(r, left); })]);
+      clearTimeout(timer);
+    }
+  }
+
+  private notifyChange(): void {
+    const waiters = this.changeWaiters;
+    this.changeWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.control.close();
+    await new Promise<void>((resolve) => (this.admin ? this.admin.close(() => resolve()) : resolve()));
+    this.log.info('agent stopped');
+  }
+
+  private adminCommand(cmd: AdminCommand, args: Record<string, unknown>): unknown {
+    switch (cmd) {
+      case 'stats': return this.stats();
+      case 'ss': return this.sockets();
+      case 'events': return this.events(typeof args.cid === 'string' ? args.cid : undefined);
+      case 'config': return this.config;
+    }
+  }
+}

@@ -1,0 +1,362 @@
+// The core connection agent (VNET_Core_CA): hands out socket IDs, maps SIDs to shadow
+// connections, keeps the listening-port registry and answers each process's control requests.
+// Every request comes from a process the agent does not trust: it is checked against what that
+// process owns before anything happens, and a bad one gets an error reply.
+import { constants as osConstants } from 'node:os';
+import { ABI, reasonName } from '../abi.js';
+import type { CtlReply, CtlRequest, SockAddr } from '../native.js';
+import type { ResolvedConfig } from '../config.js';
+import { decide, type PolicyRule } from '../policy.js';
+import type { Logger } from '../log.js';
+import { ListenerRegistry, type ListenerEntry } from './listener-registry.js';
+import { isLocalAddress } from './local-addresses.js';
+import { ShadowConnection, type Side } from './shadow-connection.js';
+import type { EventLog } from './event-log.js';
+import type { AgentCounters } from './stats.js';
+import type { ShmHostCA, ShmLink } from './host-ca-shm.js';
+
+const { errno } = osConstants;
+
+export interface ProcessRecord {
+  client: number;
+  pid: number;
+  uid: number;
+  program: string;
+  sids: Set<number>;
+}
+
+export type SocketRecord =
+  | { sid: number; client: number; kind: 'open' }
+  | { sid: number; client: number; kind: 'listener'; listener: ListenerEntry }
+  | { sid: number; client: number; kind: 'connection'; conn: LiveConnection; side: Side };
+
+export interface LiveConnection {
+  shadow: ShadowConnection;
+  link: ShmLink;
+  local: SockAddr; // the active end's address
+  remote: SockAddr; // the passive end's address
+  programs: [string, string];
+  pids: [number, number];
+  listenerSid: number;
+  pendingKey: string | null;
+  timer?: NodeJS.Timeout;
+}
+
+/** Where replies go; the control server in production, a fake in tests. */
+export interface ReplySink {
+  reply(client: number, rep: CtlReply, fds?: number[]): boolean;
+  drop(client: number): void;
+}
+
+export class CoreCA {
+  readonly processes = new Map<number, ProcessRecord>();
+  readonly sockets = new Map<number, SocketRecord>();
+  readonly connections = new Map<bigint, LiveConnection>();
+  readonly listeners = new ListenerRegistry();
+  private readonly pending = new Map<string, LiveConnection>();
+  private nextSid = 1;
+  private nextCid = 1n;
+
+  constructor(
+    private readonly sink: ReplySink,
+    private readonly shm: ShmHostCA,
+    private readonly config: ResolvedConfig,
+    private readonly policy: PolicyRule[],
+    private readonly counters: AgentCounters,
+    private readonly eventLog: EventLog,
+    private readonly log: Logger,
+    /** Called after every state change, so waiters can re-check without polling. */
+    private readonly changed: () => void = () => {},
+  ) {}
+
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  processOpened(client: number, cred: { pid: number; uid: number }): void {
+    this.processes.set(client, { client, pid: cred.pid, uid: cred.uid, program: '?', sids: new Set() });
+    this.counters.processesSeen++;
+  }
+
+  /** The process closed its channel or died: its sockets close as the kernel would close them. */
+  processClosed(client: number, reason: string): void {
+    const proc = this.processes.get(client);
+    if (!proc) return;
+    this.log.debug('process channel closed', { pid: proc.pid, program: proc.program, reason });
+    for (const sid of proc.sids) this.closeSocket(sid, 0);
+    this.processes.delete(client);
+    this.changed();
+  }
+
+  handle(client: number, req: CtlRequest): void {
+    try {
+      this.dispatch(client, req);
+    } finally {
+      this.changed();
+    }
+  }
+
+  private dispatch(client: number, req: CtlRequest): void {
+    const proc = this.processes.get(client);
+    if (!proc) return;
+    const op = req.op;
+    if (op !== ABI.op.HELLO && proc.program === '?') {
+      this.fail(client, req, errno.EPROTO, 'first message must be HELLO');
+      return;
+    }
+    switch (op) {
+      case ABI.op.HELLO: return this.hello(proc, req);
+      case ABI.op.OPEN: return this.open(proc, req);
+      case ABI.op.LISTEN: return this.listen(proc, req);
+      case ABI.op.CONNECT: return this.connect(proc, req);
+      case ABI.op.ESTABLISH: return this.establish(proc, req);
+      case ABI.op.ACCEPT: return this.accept(proc, req);
+      case ABI.op.SHUTDOWN: return this.shutdown(proc, req);
+      case ABI.op.CLOSE: return this.closeSocket(req.sid, req.arg, proc);
+      case ABI.op.FALLBACK: return this.noteFallback(req);
+      default: this.fail(client, req, errno.EPROTO, `unknown op ${op}`);
+    }
+  }
+
+  private hello(proc: ProcessRecord, req: CtlRequest): void {
+    if (proc.program !== '?') return this.fail(proc.client, req, errno.EPROTO, 'second HELLO');
+    proc.program = req.name || 'unknown';
+    this.reply(proc.client, req, { event: ABI.ev.ACK, spinUs: this.config.spinUs, ringSize: this.config.ringSize });
+  }
+
+  private open(proc: ProcessRecord, req: CtlRequest): void {
+    const sid = this.allocateSid();
+    this.sockets.set(sid, { sid, client: proc.client, kind: 'open' });
+    proc.sids.add(sid);
+    this.reply(proc.client, req, { event: ABI.ev.ACK, sid });
+  }
+
+  private listen(proc: ProcessRecord, req: CtlRequest): void {
+    const sock = this.ownedOpenSocket(proc, req);
+    if (!sock) return;
+    const local = req.local;
+    if (!local) return this.fail(proc.client, req, errno.EINVAL, 'LISTEN without a local address');
+    const verdict = decide(this.policy, { program: proc.program, role: 'listen', address: local.address, port: local.port });
+    if (verdict.action === 'tcp') return this.fallback(proc.client, req, ABI.fb.POLICY);
+    const listener: ListenerEntry = {
+      sid: sock.sid, family: local.family, address: local.address, port: local.port, backlog: req.arg,
+    };
+    this.listeners.add(listener);
+    this.sockets.set(sock.sid, { sid: sock.sid, client: proc.client, kind: 'listener', listener });
+    this.reply(proc.client, req, { event: ABI.ev.ACK, sid: sock.sid });
+  }
+
+  private connect(proc: ProcessRecord, req: CtlRequest): void {
+    const sock = this.ownedOpenSocket(proc, req);
+    if (!sock) return;
+    const { local, remote } = req;
+    if (!local || !remote) return this.fail(proc.client, req, errno.EINVAL, 'CONNECT needs both addresses');
+    const verdict = decide(this.policy, { program: proc.program, role: 'connect', address: remote.address, port: remote.port });
+    if (verdict.action === 'tcp') return this.fallback(proc.client, req, ABI.fb.POLICY);
+    if (!isLocalAddress(remote.address)) return this.fallback(proc.client, req, ABI.fb.NO_FABRIC);
+    const listener = this.listeners.find(remote.family, remote.address, remote.port);
+    if (!listener) return this.fallback(proc.client, req, ABI.fb.PEER_NOT_OFFLOADED);
+    if (this.connections.size >= this.config.maxConnections) return this.fallback(proc.client, req, ABI.fb.RESOURCES);
+
+    const cid = this.nextCid++;
+    let link: ShmLink;
+    try {
+      link = this.shm.createLink(cid);
+    } catch (err) {
+      this.log.warn('cannot create a shared ring; falling back to kernel TCP', { error: String(err) });
+      return this.fallback(proc.client, req, ABI.fb.RESOURCES);
+    }
+    const shadow = new ShadowConnection(cid, 'shm', sock.sid, this.eventLog);
+    shadow.requestAndReply();
+    this.counters.event(ABI.ev.CONNECT_REQUEST);
+    const listenerProc = this.processes.get(this.sockets.get(listener.sid)?.client ?? -1);
+    const conn: LiveConnection = {
+      shadow, link, local, remote, listenerSid: listener.sid,
+      programs: [proc.program, listenerProc?.program ?? '?'], pids: [proc.pid, 0],
+      pendingKey: pendingKey(listener.port, local.port),
+    };
+    this.connections.set(cid, conn);
+    this.pending.set(conn.pendingKey!, conn);
+    this.sockets.set(sock.sid, { sid: sock.sid, client: proc.client, kind: 'connection', conn, side: 0 });
+    const sent = this.reply(proc.client, req, {
+      event: ABI.ev.CONNECT_RESPONSE, sid: sock.sid, cid, fabric: ABI.fabric.SHM, side: 0,
+      ringSize: link.ringSize, spinUs: this.config.spinUs,
+    }, link.fdsFor(0));
+    link.releaseSide(0);
+    if (!sent) this.discard(conn);
+  }
+
+  private establish(proc: ProcessRecord, req: CtlRequest): void {
+    const sock = this.sockets.get(req.sid);
+    if (!sock || sock.client !== proc.client || sock.kind !== 'connection' || sock.side !== 0
+      || sock.conn.shadow.cid !== req.cid || sock.conn.shadow.ends[0].cm !== 'REP_RCVD') {
+      return this.violation(proc, req, 'ESTABLISH for a connection not awaiting RTU');
+    }
+    sock.conn.shadow.readyToUse();
+    this.counters.offloaded++;
+    this.counters.event(ABI.ev.CONNECT_ESTABLISHED);
+  }
+
+  private accept(proc: ProcessRecord, req: CtlRequest): void {
+    const { local, remote } = req;
+    if (!local || !remote) return this.fail(proc.client, req, errno.EINVAL, 'ACCEPT needs both addresses');
+    // Matching on the kernel rendezvous's ports is the capability check: only a process holding
+    // the listening socket could have accepted that connection and learnt its peer port.
+    const conn = this.pending.get(pendingKey(local.port, remote.port));
+    if (!conn) {
+      this.counters.kernelAccepted++;
+      this.reply(proc.client, req, { event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED });
+      return;
+    }
+    this.pending.delete(conn.pendingKey!);
+    conn.pendingKey = null;
+    const sid = this.allocateSid();
+    conn.shadow.ends[1].sid = sid;
+    conn.pids[1] = proc.pid;
+    conn.programs[1] = proc.program;
+    conn.local = remote; // the active end bound a wildcard; the server sees its real address
+    proc.sids.add(sid);
+    this.sockets.set(sid, { sid, client: proc.client, kind: 'connection', conn, side: 1 });
+    const sent = this.reply(proc.client, req, {
+      event: ABI.ev.CONNECT_ESTABLISHED, sid, cid: conn.shadow.cid, fabric: ABI.fabric.SHM, side: 1,
+      ringSize: conn.link.ringSize, spinUs: this.config.spinUs,
+    }, conn.link.fdsFor(1));
+    conn.link.releaseSide(1);
+    if (!sent) this.closeSocket(sid, ABI.close.RESET);
+  }
+
+  private shutdown(proc: ProcessRecord, req: CtlRequest): void {
+    const sock = this.sockets.get(req.sid);
+    if (!sock || sock.client !== proc.client) return this.violation(proc, req, 'SHUTDOWN of a socket it does not own');
+    if (sock.kind !== 'connection') return;
+    const how = req.arg; // SHUT_RD = 0, SHUT_WR = 1, SHUT_RDWR = 2
+    if (how === 1 || how === 2) {
+      sock.conn.shadow.fin(sock.side);
+      this.afterClose(sock.conn);
+    }
+  }
+
+  /** CLOSE note, or the owner went away (flags 0: the kernel would send a FIN). */
+  private closeSocket(sid: number, flags: number, proc?: ProcessRecord): void {
+    const sock = this.sockets.get(sid);
+    if (!sock) return;
+    if (proc && sock.client !== proc.client) {
+      this.log.warn('CLOSE of a socket the process does not own', { pid: proc.pid, sid });
+      return;
+    }
+    this.sockets.delete(sid);
+    this.processes.get(sock.client)?.sids.delete(sid);
+    if (sock.kind === 'listener') return this.closeListener(sock.listener);
+    if (sock.kind !== 'connection') return;
+    const { conn, side } = sock;
+    conn.shadow.ends[side].closed = true;
+    if (flags & ABI.close.ABORTED || !conn.shadow.established) {
+      conn.shadow.reject();
+      this.counters.event(ABI.ev.CONNECT_REJECTED);
+      this.discard(conn);
+      return;
+    }
+    if (flags & ABI.close.RESET) conn.shadow.reset(side);
+    else conn.shadow.fin(side);
+    this.afterClose(conn);
+  }
+
+  private closeListener(listener: ListenerEntry): void {
+    this.listeners.remove(listener.sid);
+    // Connections nobody accepted are reset, as the kernel resets a closed listener's queue.
+    for (const conn of [...this.pending.values()]) {
+      if (conn.listenerSid !== listener.sid) continue;
+      conn.shadow.reset(1);
+      this.discard(conn);
+    }
+  }
+
+  /**
+   * Once both directions are done the CM entry waits in TIMEWAIT; it is freed when that has
+   * expired and both ends have closed their sockets (an end may stay open after shutdown).
+   */
+  private afterClose(conn: LiveConnection): void {
+    const allClosed = conn.shadow.ends.every((e) => e.closed);
+    if (conn.shadow.finished && allClosed) return this.discard(conn);
+    if (!conn.shadow.inTimewait || conn.timer) return;
+    this.counters.event(ABI.ev.DISCONNECTED);
+    conn.timer = setTimeout(() => {
+      conn.timer = undefined;
+      conn.shadow.timewaitDone();
+      this.afterClose(conn);
+      this.changed();
+    }, this.config.timewaitMs);
+    conn.timer.unref();
+  }
+
+  private discard(conn: LiveConnection): void {
+    if (conn.timer) clearTimeout(conn.timer);
+    if (conn.pendingKey) this.pending.delete(conn.pendingKey);
+    const c = conn.link.counters();
+    this.counters.closedBytesSent += c.rings[0].head + c.rings[1].head;
+    this.counters.closedBytesReceived += c.rings[0].tail + c.rings[1].tail;
+    conn.link.close();
+    this.connections.delete(conn.shadow.cid);
+    for (const end of conn.shadow.ends) {
+      if (end.sid === null) continue;
+      const sock = this.sockets.get(end.sid);
+      if (sock?.kind === 'connection' && sock.conn === conn && end.closed) this.sockets.delete(end.sid);
+    }
+  }
+
+  private noteFallback(req: CtlRequest): void {
+    this.counters.fallback(reasonName(req.arg));
+  }
+
+  private ownedOpenSocket(proc: ProcessRecord, req: CtlRequest): SocketRecord | undefined {
+    const sock = this.sockets.get(req.sid);
+    if (!sock || sock.client !== proc.client) {
+      this.fail(proc.client, req, errno.EBADF, `SID ${req.sid} is not this process's`);
+      return undefined;
+    }
+    if (sock.kind !== 'open') {
+      this.fail(proc.client, req, errno.EISCONN, `SID ${req.sid} is already ${sock.kind}`);
+      return undefined;
+    }
+    return sock;
+  }
+
+  private allocateSid(): number {
+    const sid = this.nextSid;
+    this.nextSid = this.nextSid >= 0xfffffffe ? 1 : this.nextSid + 1;
+    return sid;
+  }
+
+  private fallback(client: number, req: CtlRequest, reason: number): void {
+    this.counters.fallback(reasonName(reason));
+    // The socket is kernel TCP from now on: the agent forgets its SID.
+    const sock = this.sockets.get(req.sid);
+    if (sock?.kind === 'open' && sock.client === client) {
+      this.sockets.delete(req.sid);
+      this.processes.get(client)?.sids.delete(req.sid);
+    }
+    this.reply(client, req, { event: ABI.ev.FALLBACK, reason });
+  }
+
+  private fail(client: number, req: CtlRequest, err: number, why: string): void {
+    this.log.debug('request failed', { op: req.op, err, why });
+    this.reply(client, req, { event: ABI.ev.ERROR, err });
+  }
+
+  /** A note that breaks the protocol: the sender loses its channel, nobody else notices. */
+  private violation(proc: ProcessRecord, req: CtlRequest, why: string): void {
+    this.log.warn('protocol violation; closing the channel', { pid: proc.pid, op: req.op, why });
+    this.counters.protocolErrors++;
+    this.sink.drop(proc.client);
+    this.processClosed(proc.client, `protocol: ${why}`);
+  }
+
+  private reply(client: number, req: CtlRequest, rep: Omit<CtlReply, 'seq'>, fds?: number[]): boolean {
+    this.counters.event(rep.event);
+    return this.sink.reply(client, { ...rep, seq: req.seq }, fds);
+  }
+}
+
+function pendingKey(listenerPort: number, clientPort: number): string {
+  return `${listenerPort}:${clientPort}`;
+}

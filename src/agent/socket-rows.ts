@@ -1,0 +1,53 @@
+// One row per offload-capable socket for `vtoe ss`: listeners and both ends of every shadow
+// connection, with the TCP, CM and QP states and the bytes each way.
+import type { CoreCA } from './core-ca.js';
+import type { SockAddr } from '../native.js';
+
+export interface SocketRow {
+  sid: number | null;
+  cid: string | null;
+  fabric: string;
+  tcp: string;
+  cm: string;
+  qp: string;
+  bytesSent: number;
+  bytesReceived: number;
+  local: string;
+  peer: string;
+  pid: number;
+  program: string;
+}
+
+export function formatAddress(a: SockAddr | null | undefined): string {
+  if (!a) return '*';
+  return a.family === 6 ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+}
+
+export function socketRows(core: CoreCA): SocketRow[] {
+  const rows: SocketRow[] = [];
+  for (const sock of core.sockets.values()) {
+    if (sock.kind !== 'listener') continue;
+    const proc = core.processes.get(sock.client);
+    const l = sock.listener;
+    rows.push({
+      sid: sock.sid, cid: null, fabric: '-', tcp: 'LISTEN', cm: '-', qp: '-', bytesSent: 0, bytesReceived: 0,
+      local: formatAddress({ family: l.family, address: l.address, port: l.port, scopeId: 0 }), peer: '*',
+      pid: proc?.pid ?? 0, program: proc?.program ?? '?',
+    });
+  }
+  for (const conn of core.connections.values()) {
+    const rings = conn.link.counters().rings;
+    for (const side of [0, 1] as const) {
+      const end = conn.shadow.ends[side];
+      const addrs = side === 0 ? [conn.local, conn.remote] : [conn.remote, conn.local];
+      rows.push({
+        sid: end.sid, cid: conn.shadow.cid.toString(), fabric: conn.shadow.fabric,
+        tcp: end.tcp, cm: end.cm, qp: end.qp,
+        bytesSent: rings[side].head, bytesReceived: rings[1 - side]!.tail,
+        local: formatAddress(addrs[0]), peer: formatAddress(addrs[1]),
+        pid: conn.pids[side], program: conn.programs[side],
+      });
+    }
+  }
+  return rows;
+}

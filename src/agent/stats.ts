@@ -1,0 +1,45 @@
+import { eventName } from '../abi.js';
+
+// Counters the agent keeps for `vtoe stats`. They live as long as the agent, not the programs.
+export interface StatsSnapshot {
+  agent: { pid: number; socket: string; uptimeSeconds: number };
+  processes: { connected: number; seen: number; protocolErrors: number };
+  offloaded: number; // connections carried by a fabric since the agent started
+  connections: { open: number; pendingAccept: number; timewait: number };
+  listeners: number;
+  kernelAccepted: number; // kernel TCP clients accepted on both-mode listeners
+  rejected: number;
+  fallback: { total: number; reasons: Record<string, number> };
+  bytes: { sent: number; received: number };
+  events: Record<string, number>;
+  memory: { ringBytes: number; agentStateBytes: number };
+}
+
+export class AgentCounters {
+  offloaded = 0;
+  kernelAccepted = 0;
+  rejected = 0;
+  processesSeen = 0;
+  protocolErrors = 0;
+  /** Bytes of connections that are gone; live ones are read from their rings. */
+  closedBytesSent = 0;
+  closedBytesReceived = 0;
+  readonly fallbackReasons = new Map<string, number>();
+  readonly events = new Map<string, number>();
+
+  fallback(reason: string): void {
+    this.fallbackReasons.set(reason, (this.fallbackReasons.get(reason) ?? 0) + 1);
+  }
+
+  /** An event (enum vtoe_event) the agent raised or replied with. */
+  event(code: number): void {
+    const name = eventName(code);
+    this.events.set(name, (this.events.get(name) ?? 0) + 1);
+  }
+
+  get fallbackTotal(): number {
+    let n = 0;
+    for (const v of this.fallbackReasons.values()) n += v;
+    return n;
+  }
+}

@@ -1,0 +1,125 @@
+// The vtoe command line. It only parses arguments and calls the library.
+import { parseArgs } from 'node:util';
+import { Agent } from './agent/agent.js';
+import { adminRequest } from './agent/admin.js';
+import type { SocketRow } from './agent/socket-rows.js';
+import type { StatsSnapshot } from './agent/stats.js';
+import type { TransitionRecord } from './agent/event-log.js';
+import { allMachines, toDot } from './cm/index.js';
+import { adminSocketPath, formatConfig, resolveConfigWithSources } from './config.js';
+import { runDemo } from './demo.js';
+import { VtoeError } from './errors.js';
+import { formatSocketRows, formatStats, formatTable } from './format.js';
+import { runProgram, type RunMode } from './run.js';
+
+const USAGE = `usage: vtoe <command> [options]
+
+  run [--mode offload|ipoib] [--stats] -- CMD [ARGS...]
+                      run CMD with its TCP offloaded (embedded agent unless one is running)
+  agent               run the standing per-host agent (stop with SIGINT/SIGTERM)
+  ss [--json]         one line per offloaded socket: SID, CID, fabric, TCP/CM/QP states, bytes
+  stats [--json]      the agent's counters: offloaded, fallbacks by reason, bytes
+  events [--cid N] [--json]
+                      the agent's log of state transitions
+  demo [--reps N]     offload vs kernel TCP, ping-pong latency and stream bandwidth
+  cm [--dot]          the TCP, IB CM and QP state machines (as Graphviz with --dot)
+  config              the resolved configuration and where each value came from
+
+Every command takes --socket PATH (default: $VTOE_AGENT_SOCKET or /tmp/vtoe-<uid>/agent.sock).`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      socket: { type: 'string' },
+      mode: { type: 'string', default: 'offload' },
+      stats: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      dot: { type: 'boolean', default: false },
+      reps: { type: 'string', default: '5' },
+      cid: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  const overrides = values.socket ? { agentSocket: values.socket } : {};
+  const { config, sources } = resolveConfigWithSources(process.env, overrides);
+  const admin = adminSocketPath(config.agentSocket);
+  const out = (s: string) => process.stdout.write(`${s}\n`);
+
+  switch (command) {
+    case 'run': {
+      const mode = values.mode as RunMode;
+      if (mode !== 'offload' && mode !== 'ipoib') throw new VtoeError('EINVAL', `--mode must be offload or ipoib, not ${mode}`);
+      return runProgram(positionals, { mode, printStats: values.stats, config: overrides });
+    }
+    case 'agent': {
+      const agent = await Agent.start({ config: overrides });
+      process.stderr.write(`vtoe agent: listening on ${agent.socketPath} (admin ${agent.adminPath})\n`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      await agent.stop();
+      return 0;
+    }
+    case 'ss': {
+      const rows = await adminRequest<SocketRow[]>(admin, 'ss');
+      out(values.json ? JSON.stringify(rows, null, 2) : formatSocketRows(rows));
+      return 0;
+    }
+    case 'stats': {
+      const stats = await adminRequest<StatsSnapshot>(admin, 'stats');
+      out(values.json ? JSON.stringify(stats, null, 2) : formatStats(stats));
+      return 0;
+    }
+    case 'events': {
+      const events = await adminRequest<TransitionRecord[]>(admin, 'events', values.cid ? { cid: values.cid } : {});
+      out(values.json ? JSON.stringify(events, null, 2) : formatTable(
+        ['TIME', 'CID', 'SIDE', 'SID', 'MACHINE', 'FROM', 'EVENT', 'TO'],
+        events.map((e) => [new Date(e.at).toISOString(), e.cid, e.side === 0 ? 'active' : 'passive',
+          e.sid === null ? '-' : String(e.sid), e.machine, e.from, e.event, e.to]),
+      ));
+      return 0;
+    }
+    case 'demo': {
+      const reps = Number(values.reps);
+      if (!Number.isInteger(reps) || reps < 1) throw new VtoeError('EINVAL', '--reps must be a positive integer');
+      out(await runDemo({ reps, ppIters: 20000, streamSeconds: 1, onProgress: (l) => process.stderr.write(`${l}\n`) }));
+      return 0;
+    }
+    case 'cm': {
+      if (values.dot) out(toDot([...allMachines]));
+      else for (const m of allMachines) out(formatMachine(m));
+      return 0;
+    }
+    case 'config':
+      out(formatConfig(config, sources));
+      return 0;
+    case undefined:
+    case 'help':
+      out(USAGE);
+      return 0;
+    default:
+      process.stderr.write(`vtoe: unknown command '${command}'\n${USAGE}\n`);
+      return 2;
+  }
+}
+
+function formatMachine(m: (typeof allMachines)[number]): string {
+  const rows = m.pairs()
+    .filter((p) => p.outcome.kind === 'transition')
+    .map((p) => [String(p.state), String(p.event), p.outcome.kind === 'transition' ? String(p.outcome.to) : '']);
+  return `${m.spec.title}\n${formatTable(['STATE', 'EVENT', 'NEXT'], rows)}\n`;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (err: unknown) => {
+    const e = err as Error & { code?: string };
+    process.stderr.write(`vtoe: ${e.code ? `${e.code}: ` : ''}${e.message}\n`);
+    if (process.env.VTOE_LOG_LEVEL === 'debug' && e.stack) process.stderr.write(`${e.stack}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,28 @@
+// Plain-text renderings for the CLI: `vtoe ss` rows and `vtoe stats` without --json.
+import type { SocketRow } from './agent/socket-rows.js';
+import type { StatsSnapshot } from './agent/stats.js';
+
+export function formatTable(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  return [header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+export function formatSocketRows(rows: SocketRow[]): string {
+  const header = ['SID', 'CID', 'FABRIC', 'TCP', 'CM', 'QP', 'SENT', 'RECEIVED', 'LOCAL', 'PEER', 'PID', 'PROGRAM'];
+  return formatTable(header, rows.map((r) => [
+    r.sid === null ? '-' : String(r.sid), r.cid ?? '-', r.fabric, r.tcp, r.cm, r.qp,
+    String(r.bytesSent), String(r.bytesReceived), r.local, r.peer, String(r.pid), r.program,
+  ]));
+}
+
+export function formatStats(s: StatsSnapshot): string {
+  const reasons = Object.entries(s.fallback.reasons).map(([k, v]) => `${k}=${v}`).join(' ') || 'none';
+  return [
+    `agent pid ${s.agent.pid} on ${s.agent.socket}, up ${s.agent.uptimeSeconds} s`,
+    `processes: ${s.processes.connected} connected, ${s.processes.seen} seen, ${s.processes.protocolErrors} protocol errors`,
+    `offloaded connections: ${s.offloaded} (open ${s.connections.open}, awaiting accept ${s.connections.pendingAccept}, timewait ${s.connections.timewait})`,
+    `listeners: ${s.listeners}; kernel clients accepted on them: ${s.kernelAccepted}`,
+    `fallback: ${s.fallback.total} (${reasons})`,
+    `bytes: sent ${s.bytes.sent}, received ${s.bytes.received}`,
+  ].join('\n');
+}

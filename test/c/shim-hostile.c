@@ -1,0 +1,119 @@
+/*
+ * shim-hostile.c - a hostile peer: it speaks the agent protocol itself (no libvtoe.so),
+ * connects to a listener whose process runs the shim, publishes some good data and then
+ * impossible ring indices.  The shim must report ECONNRESET, never crash or read outside
+ * the region.
+ *
+ *   shim-hostile AGENT_SOCKET PORT head|finat|wakes
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "vtoe_abi.h"
+
+static int ctl;
+static uint32_t seq;
+
+static int rpc(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep, int *fds)
+{
+	char cbuf[CMSG_SPACE(sizeof(int) * VTOE_FD__COUNT)];
+	struct iovec iov = { .iov_base = rep, .iov_len = sizeof(*rep) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+			      .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *cm;
+
+	req->magic = VTOE_CTL_MAGIC;
+	req->abi = VTOE_ABI_VERSION;
+	req->seq = ++seq;
+	if (send(ctl, req, sizeof(*req), 0) != sizeof(*req) || recvmsg(ctl, &msg, 0) != sizeof(*rep))
+		return -1;
+	cm = CMSG_FIRSTHDR(&msg);
+	if (fds && cm && cm->cmsg_type == SCM_RIGHTS)
+		memcpy(fds, CMSG_DATA(cm), sizeof(int) * VTOE_FD__COUNT);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct sockaddr_in local = { .sin_family = AF_INET }, remote = { .sin_family = AF_INET };
+	socklen_t l = sizeof(local);
+	struct vtoe_ctl_req req;
+	struct vtoe_ctl_rep rep;
+	struct vtoe_conn_region *reg;
+	struct vtoe_ring_ctl *tx;
+	unsigned char *data;
+	int fds[VTOE_FD__COUNT], tcp;
+
+	if (argc != 4)
+		return fprintf(stderr, "usage: shim-hostile AGENT_SOCKET PORT head|finat|wakes\n"), 2;
+	ctl = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+	strncpy(sun.sun_path, argv[1], sizeof(sun.sun_path) - 1);
+	if (connect(ctl, (struct sockaddr *)&sun, sizeof(sun)) < 0)
+		return perror("agent"), 1;
+	memset(&req, 0, sizeof(req));
+	req.op = VTOE_OP_HELLO;
+	req.arg = (uint32_t)getpid();
+	strcpy(req.name, "hostile");
+	rpc(&req, &rep, NULL);
+	memset(&req, 0, sizeof(req));
+	req.op = VTOE_OP_OPEN;
+	rpc(&req, &rep, NULL);
+
+	tcp = socket(AF_INET, SOCK_STREAM, 0);
+	local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	bind(tcp, (struct sockaddr *)&local, sizeof(local));
+	getsockname(tcp, (struct sockaddr *)&local, &l);
+	remote.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	remote.sin_port = htons((uint16_t)atoi(argv[2]));
+
+	memset(&req, 0, sizeof(req));
+	req.op = VTOE_OP_CONNECT;
+	req.sid = rep.sid;
+	req.local.family = req.remote.family = AF_INET;
+	req.local.port = ntohs(local.sin_port);
+	req.remote.port = ntohs(remote.sin_port);
+	memcpy(req.local.addr, &local.sin_addr, 4);
+	memcpy(req.remote.addr, &remote.sin_addr, 4);
+	if (rpc(&req, &rep, fds) < 0 || rep.event != VTOE_EV_CONNECT_RESPONSE)
+		return fprintf(stderr, "hostile: not offloaded (event %u)\n", rep.event), 1;
+	if (connect(tcp, (struct sockaddr *)&remote, sizeof(remote)) < 0)
+		return perror("rendezvous"), 1;
+	reg = mmap(NULL, vtoe_region_bytes(rep.ring_size), PROT_READ | PROT_WRITE, MAP_SHARED,
+		   fds[VTOE_FD_REGION], 0);
+	if (reg == MAP_FAILED)
+		return perror("mmap"), 1;
+	tx = &reg->ring[0];
+	data = (unsigned char *)reg + VTOE_REGION_DATA_OFFSET;
+
+	/* good data first, so the victim has something to read before the lie */
+	memcpy(data, "hello\n", 6);
+	atomic_store(&tx->head, 6);
+	if (atomic_exchange(&tx->rx_armed, 0) == 1) /* by the book, this once */
+		send(fds[VTOE_FD_PEER_BELL], "w", 1, MSG_NOSIGNAL);
+	usleep(200000);
+	if (!strcmp(argv[3], "head")) {
+		atomic_store(&tx->head, atomic_load(&tx->tail) + 3ull * rep.ring_size);
+	} else if (!strcmp(argv[3], "finat")) {
+		atomic_store(&tx->fin_at, atomic_load(&tx->head) + 12345);
+		atomic_store(&tx->fin, 1);
+	} else {
+		atomic_store(&tx->wakes, 1ull << 40);
+		atomic_store(&tx->rx_armed, 0); /* consume the victim's arm, never ring */
+	}
+	if (strcmp(argv[3], "wakes")) /* wakes: the lie is the missing doorbell */
+		send(fds[VTOE_FD_PEER_BELL], "w", 1, MSG_NOSIGNAL);
+	printf("hostile: %s written\n", argv[3]);
+	fflush(stdout);
+	sleep(10); /* keep the bells open: the victim must not rely on our death */
+	return 0;
+}

@@ -1,0 +1,144 @@
+// The CLI against a standing agent, as an operator uses it: `vtoe agent`, `vtoe ss`,
+// `vtoe stats --json`, `vtoe run`, and an agent that survives a misbehaving process.
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { offloadEnv } from '../src/agent/preload-env.js';
+import type { SocketRow } from '../src/agent/socket-rows.js';
+import type { StatsSnapshot } from '../src/agent/stats.js';
+import { runPingPong } from '../src/bench/pingpong.js';
+import { buildC, repoRoot } from './helpers/cc.js';
+import { killAll, startProc, type Proc } from './helpers/proc.js';
+
+const vtoe = join(repoRoot, 'bin', 'vtoe.js');
+const exec = promisify(execFile);
+let dir: string;
+let socket: string;
+let agentProc: Proc;
+let peer: string;
+let ctlClient: string;
+
+async function cli<T>(...args: string[]): Promise<T> {
+  const { stdout } = await exec(process.execPath, [vtoe, ...args, '--socket', socket, '--json']);
+  return JSON.parse(stdout) as T;
+}
+
+beforeAll(async () => {
+  peer = buildC('e2e-peer', ['test/c/e2e-peer.c']);
+  ctlClient = buildC('ctl-client', ['test/c/ctl-client.c']);
+  dir = mkdtempSync(join(tmpdir(), 'vtoe-cli-'));
+  socket = join(dir, 'agent.sock');
+  agentProc = startProc(process.execPath, [vtoe, 'agent', '--socket', socket], { ...process.env, VTOE_TIMEWAIT_MS: '10' });
+  await new Promise<void>((resolve, reject) => {
+    const check = () => (agentProc.stderr().includes('listening on') ? resolve() : undefined);
+    agentProc.child.stderr!.on('data', check);
+    void agentProc.exited.then(() => reject(new Error(`agent exited: ${agentProc.stderr()}`)));
+    check();
+  });
+});
+
+afterAll(() => {
+  killAll();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('vtoe agent, ss and stats', () => {
+  it('shows an open offloaded connection in ss with fabric shm, ESTABLISHED and RTS', async () => {
+    const holder = startProc(peer, ['hold'], offloadEnv(socket));
+    const [, port] = await holder.waitLine(/^READY (\d+)$/);
+    const reader = startProc(peer, ['reader', port!], offloadEnv(socket));
+    await reader.waitLine(/^CONNECTED$/);
+    await holder.waitLine(/^ACCEPTED$/);
+    const rows = (await cli<SocketRow[]>('ss')).filter((r) => r.cid !== null);
+    expect(rows).toHaveLength(2);
+    for (const r of rows) {
+      expect(r).toMatchObject({ fabric: 'shm', tcp: 'ESTABLISHED', cm: 'ESTABLISHED', qp: 'RTS', program: 'e2e-peer' });
+    }
+    expect(new Set(rows.map((r) => r.pid))).toEqual(new Set([holder.child.pid, reader.child.pid]));
+    holder.kill('SIGKILL');
+    reader.kill('SIGKILL');
+    await Promise.all([holder.exited, reader.exited]);
+  });
+
+  it('keeps counting after the programs are gone', async () => {
+    const before = await cli<StatsSnapshot>('stats');
+    await runPingPong({ mode: 'pp', size: 64, iters: 500, warmup: 10, env: offloadEnv(socket) });
+    const after = await cli<StatsSnapshot>('stats');
+    expect(after.offloaded - before.offloaded).toBe(1);
+    expect(after.bytes.sent - before.bytes.sent).toBeGreaterThanOrEqual(510 * 64 * 2);
+    expect(after.processes.seen - before.processes.seen).toBe(2);
+  });
+
+  it('drops only the channel of a process that sends a malformed message', async () => {
+    const before = await cli<StatsSnapshot>('stats');
+    const holder = startProc(peer, ['hold'], offloadEnv(socket));
+    const [, port] = await holder.waitLine(/^READY (\d+)$/);
+    for (const kind of ['truncated', 'oversize', 'badmagic', 'badop', 'withfds']) {
+      const { stdout } = await exec(ctlClient, [socket, kind]);
+      expect(stdout, kind).toMatch(/EPROTO|err=71|EOF/);
+    }
+    // The listener registered before the bad clients is still served, offloaded.
+    const reader = startProc(peer, ['reader', port!], offloadEnv(socket));
+    await reader.waitLine(/^CONNECTED$/);
+    await holder.waitLine(/^ACCEPTED$/);
+    const after = await cli<StatsSnapshot>('stats');
+    expect(after.offloaded - before.offloaded).toBe(1);
+    expect(after.processes.protocolErrors - before.processes.protocolErrors).toBe(5);
+    holder.kill('SIGKILL');
+    reader.kill('SIGKILL');
+  });
+});
+
+describe('vtoe run', () => {
+  it('offloads a program with an embedded agent when none is running', async () => {
+    const { stdout, stderr } = await exec(process.execPath, [vtoe, 'run', '--stats', '--socket', join(dir, 'none', 'agent.sock'), '--', peer, 'self']);
+    expect(stdout.trim()).toBe('SELF OK');
+    const stats = JSON.parse(stderr) as StatsSnapshot;
+    expect(stats.offloaded).toBe(1);
+    expect(stats.bytes.sent).toBeGreaterThanOrEqual(1 << 20);
+  });
+
+  it('uses the standing agent when one answers', async () => {
+    const before = await cli<StatsSnapshot>('stats');
+    const { stdout } = await exec(process.execPath, [vtoe, 'run', '--socket', socket, '--', peer, 'self']);
+    expect(stdout.trim()).toBe('SELF OK');
+    expect((await cli<StatsSnapshot>('stats')).offloaded - before.offloaded).toBe(1);
+  });
+
+  it('runs the program untouched with --mode ipoib', async () => {
+    const before = await cli<StatsSnapshot>('stats');
+    const { stdout } = await exec(process.execPath, [vtoe, 'run', '--mode', 'ipoib', '--socket', socket, '--', peer, 'self']);
+    expect(stdout.trim()).toBe('SELF OK');
+    const after = await cli<StatsSnapshot>('stats');
+    expect(after.offloaded).toBe(before.offloaded);
+    expect(after.processes.seen).toBe(before.processes.seen);
+  });
+
+  it('says what to do when no agent is running', async () => {
+    const err = await exec(process.execPath, [vtoe, 'stats', '--socket', join(dir, 'none', 'agent.sock')]).catch((e: { stderr: string; code: number }) => e);
+    expect((err as { code: number }).code).toBe(1);
+    expect((err as { stderr: string }).stderr).toMatch(/no vtoe agent at .*start one with 'vtoe agent'/);
+  });
+});
+
+describe('vtoe cm and config', () => {
+  it('prints the state machines as Graphviz that dot accepts', async () => {
+    const { stdout } = await exec(process.execPath, [vtoe, 'cm', '--dot']);
+    expect(stdout).toContain('cluster_tcp');
+    expect(stdout).toContain('cluster_ib_cm');
+    expect(stdout).toContain('cluster_qp');
+    const child = execFile('dot', ['-Tsvg']);
+    child.stdin!.end(stdout);
+    const code = await new Promise((r) => child.once('exit', r));
+    expect(code).toBe(0);
+  });
+
+  it('prints every setting with its source', async () => {
+    const { stdout } = await exec(process.execPath, [vtoe, 'config'], { env: { ...process.env, VTOE_RING_SIZE: '1m' } });
+    expect(stdout).toMatch(/VTOE_RING_SIZE\s+1048576\s+env/);
+    expect(stdout).toMatch(/VTOE_SPIN_US\s+50\s+default/);
+  });
+});

@@ -1,0 +1,85 @@
+// Programs the project did not write, unmodified, through offload: iperf3 and sockperf (all
+// three of sockperf's multiplexers, which exercise select, poll and epoll on the app fd).
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Agent } from '../src/agent/agent.js';
+import { offloadEnv } from '../src/agent/preload-env.js';
+import { killAll, startProc } from './helpers/proc.js';
+
+const exec = promisify(execFile);
+let dir: string;
+let agent: Agent;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'vtoe-programs-'));
+  agent = await Agent.start({ socketPath: join(dir, 'agent.sock') });
+});
+afterEach(() => killAll());
+afterAll(async () => {
+  await agent?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** The agent has an offload-capable listener on this port (the server is ready). */
+function listening(port: number): (a: Agent) => boolean {
+  return (a) => a.sockets().some((r) => r.tcp === 'LISTEN' && r.local.endsWith(`:${port}`));
+}
+
+describe('iperf3 through offload', () => {
+  it('runs client and server with every connection offloaded', async () => {
+    const port = await freePort();
+    const before = agent.stats();
+    const server = startProc('iperf3', ['-s', '-1', '-B', '127.0.0.1', '-p', String(port)], offloadEnv(agent.socketPath));
+    // iperf3's stdout is block-buffered into a pipe; its registered listener is the signal.
+    await agent.until(listening(port));
+    const { stdout } = await exec('iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', '1', '-J'], { env: offloadEnv(agent.socketPath) });
+    const result = JSON.parse(stdout) as { end: { sum_received: { bytes: number; bits_per_second: number } } };
+    expect(result.end.sum_received.bytes).toBeGreaterThan(0);
+    expect((await server.exited).code).toBe(0);
+    const after = agent.stats();
+    // iperf3 opens a control connection and one data stream.
+    expect(after.offloaded - before.offloaded).toBe(2);
+    expect(after.fallback.total - before.fallback.total).toBe(0);
+    expect(after.bytes.sent - before.bytes.sent).toBeGreaterThanOrEqual(result.end.sum_received.bytes);
+  });
+});
+
+describe('sockperf through offload', () => {
+  for (const mux of ['select', 'poll', 'epoll']) {
+    it(`runs ping-pong and throughput with --iomux-type ${mux}`, async () => {
+      const port = await freePort();
+      const before = agent.stats();
+      // sockperf takes a multiplexer (-F) only with a feed file of addresses (-f).
+      const feed = join(dir, `feed-${mux}.txt`);
+      writeFileSync(feed, `T:127.0.0.1:${port}\n`);
+      const server = startProc('sockperf', ['sr', '-f', feed, '-F', mux], offloadEnv(agent.socketPath));
+      await agent.until(listening(port)).catch((err: Error) => {
+        throw new Error(`${err.message}; sockperf said: ${server.stdout()} ${server.stderr()}`);
+      });
+      const common = ['-f', feed, '-F', mux, '-t', '1', '-m', '64'];
+      const pp = await exec('sockperf', ['pp', ...common], { env: offloadEnv(agent.socketPath) });
+      expect(pp.stdout).toMatch(/avg-latency=\d/);
+      const tp = await exec('sockperf', ['tp', ...common], { env: offloadEnv(agent.socketPath) });
+      expect(tp.stdout).toMatch(/BandWidth is \d/);
+      server.kill('SIGTERM');
+      await server.exited;
+      const after = agent.stats();
+      expect(after.offloaded - before.offloaded).toBe(2);
+      expect(after.fallback.total - before.fallback.total).toBe(0);
+    });
+  }
+});

@@ -1,0 +1,63 @@
+// Child processes for end-to-end tests, synchronised on the lines they print.
+import { spawn, type ChildProcess } from 'node:child_process';
+
+export interface Proc {
+  child: ChildProcess;
+  /** Resolves with the first stdout line (seen so far or later) that matches. */
+  waitLine(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stdout(): string;
+  stderr(): string;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+const live = new Set<ChildProcess>();
+
+export function startProc(cmd: string, args: string[], env: NodeJS.ProcessEnv): Proc {
+  const child = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  live.add(child);
+  let out = '';
+  let err = '';
+  const waiters: Array<{ pattern: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];
+  const check = () => {
+    for (const w of [...waiters]) {
+      const m = out.match(new RegExp(w.pattern.source, w.pattern.flags.includes('m') ? w.pattern.flags : `${w.pattern.flags}m`));
+      if (m) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(m);
+      }
+    }
+  };
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; check(); });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => { live.delete(child); resolve({ code, signal }); });
+  });
+  return {
+    child,
+    exited,
+    stdout: () => out,
+    stderr: () => err,
+    kill: (signal = 'SIGTERM') => { child.kill(signal); },
+    waitLine(pattern, timeoutMs = 15_000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`timed out waiting for ${pattern} from ${cmd}; stdout=${out} stderr=${err}`)), timeoutMs);
+        const entry = { pattern, resolve: (m: RegExpMatchArray) => { clearTimeout(timer); resolve(m); } };
+        waiters.push(entry);
+        check();
+        void exited.then(() => {
+          if (waiters.includes(entry)) {
+            clearTimeout(timer);
+            reject(new Error(`${cmd} exited before printing ${pattern}; stdout=${out} stderr=${err}`));
+          }
+        });
+      });
+    },
+  };
+}
+
+/** Kills whatever a test left running. */
+export function killAll(): void {
+  for (const child of live) child.kill('SIGKILL');
+  live.clear();
+}
