@@ -173,7 +173,7 @@ struct vtoe_ctl_rep {
 struct vtoe_ring_ctl {
 	/* written by the producer */
 	VTOE_ATOMIC(uint64_t) head;
-	VTOE_ATOMIC(uint64_t) wakes;   /* doorbell bytes the producer has committed to write */
+	VTOE_ATOMIC(uint64_t) wakes;   /* doorbells rung (statistics; consumers count their own arms) */
 	VTOE_ATOMIC(uint64_t) fin_at;  /* head when the producer shut down writing */
 	VTOE_ATOMIC(uint32_t) fin;     /* 1 once fin_at is valid */
 	VTOE_ATOMIC(uint32_t) reset;   /* producer aborted: the consumer sees ECONNRESET */
@@ -199,6 +199,10 @@ struct vtoe_conn_region {
 };
 
 #define VTOE_REGION_DATA_OFFSET 4096u
+
+/* The agent seals every region memfd with these before handing it out, and a process refuses
+ * a region without them: otherwise a peer could shrink it and kill the other side with SIGBUS. */
+#define VTOE_REGION_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 
 static inline uint64_t vtoe_region_bytes(uint32_t ring_size)
 {

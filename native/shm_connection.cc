@@ -39,7 +39,7 @@ ShmConnection::ShmConnection(uint32_t ring_size, uint64_t cid) : ring_size_(ring
 	const uint64_t bytes = vtoe_region_bytes(ring_size);
 	if (ftruncate(memfd_.get(), static_cast<off_t>(bytes)) != 0)
 		throw_errno("cannot size the connection region to " + std::to_string(bytes) + " bytes");
-	if (fcntl(memfd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+	if (fcntl(memfd_.get(), F_ADD_SEALS, VTOE_REGION_SEALS) != 0)
 		throw_errno("cannot seal the connection region");
 	void *base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_.get(), 0);
 	if (base == MAP_FAILED)

@@ -98,8 +98,8 @@ int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep
 		return -1;
 	/* Unsealed, the peer could shrink the file under our mapping: SIGBUS, not ECONNRESET. */
 	seals = REAL(fcntl)(memfd, F_GET_SEALS);
-	if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
-		vtoe_warn("cid %llu: region not sealed against shrinking: refused",
+	if (seals < 0 || (seals & VTOE_REGION_SEALS) != VTOE_REGION_SEALS) {
+		vtoe_warn("cid %llu: region not sealed (shrink, grow, seal): refused",
 			  (unsigned long long)rep->cid);
 		return -1;
 	}

@@ -189,10 +189,17 @@ export class CoreCA {
   private establish(proc: ProcessRecord, req: CtlRequest): void {
     const sock = this.sockets.get(req.sid);
     if (!sock || sock.client !== proc.client || sock.kind !== 'connection' || sock.side !== 0
-      || sock.conn.shadow.cid !== req.cid || sock.conn.shadow.ends[0].cm !== 'REP_RCVD') {
-      return this.violation(proc, req, 'ESTABLISH for a connection not awaiting RTU');
+      || sock.conn.shadow.cid !== req.cid) {
+      return this.violation(proc, req, 'ESTABLISH for a connection it does not own');
     }
-    sock.conn.shadow.readyToUse();
+    // The passive end's ACCEPT may have been read first (channels are read in event-loop
+    // order, not send order); it already stood for the RTU.
+    if (sock.conn.shadow.ends[0].cm === 'REP_RCVD') this.readyToUse(sock.conn);
+  }
+
+  /** RTU: the kernel rendezvous connected, the connection carries data from now on. */
+  private readyToUse(conn: LiveConnection): void {
+    conn.shadow.readyToUse();
     this.counters.offloaded++;
     this.counters.event(ABI.ev.CONNECT_ESTABLISHED);
   }
@@ -210,6 +217,9 @@ export class CoreCA {
     }
     this.pending.delete(conn.pendingKey!);
     conn.pendingKey = null;
+    // Only a process holding the listener could accept the rendezvous, and only after the
+    // active end's kernel connect succeeded: that is the RTU, even if its note is still queued.
+    if (conn.shadow.ends[0].cm === 'REP_RCVD') this.readyToUse(conn);
     const sid = this.allocateSid();
     conn.shadow.ends[1].sid = sid;
     conn.pids[1] = proc.pid;

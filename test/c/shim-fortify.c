@@ -40,7 +40,12 @@ int main(int argc, char **argv)
 	printf("read: %zd %.4s\n", read(s, buf, n), buf);
 	printf("recv: %zd %.4s\n", recv(s, buf, n, 0), buf);
 	l = sizeof(sin);
-	printf("recvfrom: %zd %.4s fromlen=%u\n",
-	       recvfrom(s, buf, n, 0, (struct sockaddr *)&sin, &l), buf, l);
+	{
+		/* called before printf: its arguments are evaluated in no set order, and l must
+		 * be read after recvfrom() has set it */
+		ssize_t r = recvfrom(s, buf, n, 0, (struct sockaddr *)&sin, &l);
+
+		printf("recvfrom: %zd %.4s fromlen=%u\n", r, buf, l);
+	}
 	return 0;
 }

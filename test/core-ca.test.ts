@@ -1,0 +1,117 @@
+// The core CA on its own: requests in the orders processes can produce them, with a fake
+// reply sink and fake shared links, so every case is deterministic.
+import { describe, expect, it } from 'vitest';
+import { ABI } from '../src/abi.js';
+import { resolveConfig } from '../src/config.js';
+import { createLogger } from '../src/log.js';
+import { CoreCA, type ReplySink } from '../src/agent/core-ca.js';
+import { EventLog } from '../src/agent/event-log.js';
+import type { ShmHostCA, ShmLink } from '../src/agent/host-ca-shm.js';
+import { AgentCounters } from '../src/agent/stats.js';
+import type { CtlReply, CtlRequest, SockAddr } from '../src/native.js';
+
+const SERVER = 1;
+const CLIENT = 2;
+const addr = (port: number): SockAddr => ({ family: 4, address: '127.0.0.1', port, scopeId: 0 });
+
+function setup() {
+  const replies: Array<{ client: number; rep: CtlReply; fds?: number[] }> = [];
+  const dropped: number[] = [];
+  const sink: ReplySink = {
+    reply: (client, rep, fds) => { replies.push({ client, rep, fds }); return true; },
+    drop: (client) => { dropped.push(client); },
+  };
+  const fakeLink = (): ShmLink => ({
+    ringSize: 4096, mappedBytes: 4096 * 3, fdsFor: () => [10, 11, 12], releaseSide: () => {}, close: () => {},
+    counters: () => ({ rings: [0, 1].map(() => ({ head: 0, tail: 0, fin: false, reset: false, rdShut: false, txWaiting: false })), cmState: [0, 0] } as never),
+  });
+  const shm = { createLink: fakeLink } as unknown as ShmHostCA;
+  const counters = new AgentCounters();
+  const log = new EventLog();
+  const core = new CoreCA(sink, shm, resolveConfig({}, { timewaitMs: 0 }), [], counters, log,
+    createLogger({ level: 'error', component: 'test' }));
+  let seq = 0;
+  const send = (client: number, op: number, fields: Partial<CtlRequest> = {}): CtlReply | undefined => {
+    const before = replies.length;
+    core.handle(client, { op, seq: ++seq, sid: 0, cid: 0n, arg: 0, local: null, remote: null, name: '', ...fields });
+    return replies.length > before ? replies.at(-1)!.rep : undefined;
+  };
+  core.processOpened(SERVER, { pid: 100, uid: 0 });
+  core.processOpened(CLIENT, { pid: 200, uid: 0 });
+  send(SERVER, ABI.op.HELLO, { name: 'server' });
+  send(CLIENT, ABI.op.HELLO, { name: 'client' });
+  const listenSid = send(SERVER, ABI.op.OPEN)!.sid!;
+  expect(send(SERVER, ABI.op.LISTEN, { sid: listenSid, local: addr(5000), arg: 16 })!.event).toBe(ABI.ev.ACK);
+  /** REQ/REP: the client's CONNECT, answered with the active end's descriptors. */
+  const connect = (clientPort: number) => {
+    const sid = send(CLIENT, ABI.op.OPEN)!.sid!;
+    const rep = send(CLIENT, ABI.op.CONNECT, { sid, local: addr(clientPort), remote: addr(5000) })!;
+    expect(rep.event).toBe(ABI.ev.CONNECT_RESPONSE);
+    return { sid, cid: rep.cid! };
+  };
+  const accept = (clientPort: number) => send(SERVER, ABI.op.ACCEPT, { sid: listenSid, local: addr(5000), remote: addr(clientPort) })!;
+  return { core, send, connect, accept, counters, log, dropped, replies };
+}
+
+describe('core CA', () => {
+  it('counts a connection offloaded when the RTU note arrives after the server accepted and closed', () => {
+    const t = setup();
+    const { sid, cid } = t.connect(40001);
+    const acc = t.accept(40001);
+    expect(acc.event).toBe(ABI.ev.CONNECT_ESTABLISHED);
+    t.send(SERVER, ABI.op.CLOSE, { sid: acc.sid!, cid });
+    t.send(CLIENT, ABI.op.ESTABLISH, { sid, cid });
+    expect(t.dropped).toEqual([]);
+    expect(t.counters.offloaded).toBe(1);
+    const active = t.log.list(cid.toString()).filter((e) => e.side === 0 && e.machine === 'ib_cm').map((e) => e.to);
+    expect(active.slice(0, 3)).toEqual(['REQ_SENT', 'REP_RCVD', 'ESTABLISHED']);
+  });
+
+  it('answers a kernel client on a both-mode listener with FALLBACK', () => {
+    const t = setup();
+    expect(t.accept(40002).event).toBe(ABI.ev.FALLBACK);
+    expect(t.core.pendingCount).toBe(0);
+  });
+
+  it('rejects a connection whose rendezvous failed, and frees it', () => {
+    const t = setup();
+    const { sid, cid } = t.connect(40003);
+    t.send(CLIENT, ABI.op.CLOSE, { sid, cid, arg: ABI.close.ABORTED });
+    expect(t.core.connections.size).toBe(0);
+    expect(t.accept(40003).event).toBe(ABI.ev.FALLBACK);
+    expect(t.counters.offloaded).toBe(0);
+  });
+
+  it('falls back when nothing offload-capable listens, and forgets the SID', () => {
+    const t = setup();
+    const sid = t.send(CLIENT, ABI.op.OPEN)!.sid!;
+    const rep = t.send(CLIENT, ABI.op.CONNECT, { sid, local: addr(40004), remote: addr(5999) })!;
+    expect(rep).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED });
+    expect(t.core.sockets.has(sid)).toBe(false);
+    expect(t.counters.fallbackReasons.get('peer-not-offloaded')).toBe(1);
+  });
+
+  it('refuses requests about a SID another process owns', () => {
+    const t = setup();
+    const { sid, cid } = t.connect(40005);
+    const rep = t.send(SERVER, ABI.op.CONNECT, { sid, local: addr(1), remote: addr(5000) })!;
+    expect(rep).toMatchObject({ event: ABI.ev.ERROR });
+    t.send(SERVER, ABI.op.ESTABLISH, { sid, cid });
+    expect(t.dropped).toEqual([SERVER]);
+  });
+
+  it('requires HELLO first', () => {
+    const t = setup();
+    t.core.processOpened(3, { pid: 300, uid: 0 });
+    expect(t.send(3, ABI.op.OPEN)).toMatchObject({ event: ABI.ev.ERROR });
+  });
+
+  it('resets connections nobody accepted when the listener closes', () => {
+    const t = setup();
+    t.connect(40006);
+    expect(t.core.pendingCount).toBe(1);
+    t.core.processClosed(SERVER, 'closed');
+    expect(t.core.pendingCount).toBe(0);
+    expect(t.core.connections.size).toBe(0);
+  });
+});
