@@ -80,6 +80,7 @@ describe('core CA', () => {
     expect(t.core.connections.size).toBe(0);
     expect(t.accept(40003).event).toBe(ABI.ev.FALLBACK);
     expect(t.counters.offloaded).toBe(0);
+    expect(t.counters.rejected).toBe(1);
   });
 
   it('falls back when nothing offload-capable listens, and forgets the SID', () => {

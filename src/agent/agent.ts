@@ -2,6 +2,7 @@
 // agents behind it, and the admin channel the CLI reads. It runs in `vtoe agent` (standing) or
 // inside `vtoe run` / `vtoe demo` (embedded).
 import type { Server } from 'node:net';
+import { VTOE_REGION_DATA_OFFSET } from '../abi.js';
 import { adminSocketPath, resolveConfig, type ResolvedConfig } from '../config.js';
 import { createLogger, type Logger } from '../log.js';
 import { ControlServer } from '../native.js';
@@ -107,7 +108,7 @@ export class Agent {
   }
 
   memoryPerConnection(): { ringBytes: number; agentStateBytes: number; totalBytes: number } {
-    const ringBytes = 4096 + 2 * this.config.ringSize;
+    const ringBytes = VTOE_REGION_DATA_OFFSET + 2 * this.config.ringSize;
     const agentStateBytes = measureAgentStateBytes();
     return { ringBytes, agentStateBytes, totalBytes: ringBytes + agentStateBytes };
   }

@@ -262,6 +262,7 @@ export class CoreCA {
     conn.shadow.ends[side].closed = true;
     if (flags & ABI.close.ABORTED || !conn.shadow.established) {
       conn.shadow.reject();
+      this.counters.rejected++;
       this.counters.event(ABI.ev.CONNECT_REJECTED);
       this.discard(conn);
       return;

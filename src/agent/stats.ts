@@ -8,7 +8,7 @@ export interface StatsSnapshot {
   connections: { open: number; pendingAccept: number; timewait: number };
   listeners: number;
   kernelAccepted: number; // kernel TCP clients accepted on both-mode listeners
-  rejected: number;
+  rejected: number; // REJ: connections that did not complete (the kernel rendezvous failed)
   fallback: { total: number; reasons: Record<string, number> };
   bytes: { sent: number; received: number };
   events: Record<string, number>;
