@@ -80,6 +80,7 @@ private:
 				// Byte counts reach 2^53 only after 9 PB on one connection.
 				ring.Set("head", Napi::Number::New(env, static_cast<double>(c.head)));
 				ring.Set("tail", Napi::Number::New(env, static_cast<double>(c.tail)));
+				ring.Set("wakes", Napi::Number::New(env, static_cast<double>(c.wakes)));
 				ring.Set("fin", Napi::Boolean::New(env, c.fin));
 				ring.Set("reset", Napi::Boolean::New(env, c.reset));
 				ring.Set("rdShut", Napi::Boolean::New(env, c.rd_shut));

@@ -126,6 +126,7 @@ DirCounters ShmConnection::counters(int ring_index) const
 	const vtoe_ring_ctl &ring = region().ring[ring_index];
 	DirCounters c;
 	c.head = ring.head.load(std::memory_order_acquire);
+	c.wakes = ring.wakes.load(std::memory_order_relaxed);
 	c.tail = ring.tail.load(std::memory_order_acquire);
 	c.fin = ring.fin.load(std::memory_order_acquire) != 0;
 	c.reset = ring.reset.load(std::memory_order_acquire) != 0;

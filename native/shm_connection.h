@@ -15,6 +15,7 @@ namespace vtoe {
 
 struct DirCounters {
 	uint64_t head;
+	uint64_t wakes; /* doorbells the producer rang */
 	uint64_t tail;
 	bool fin;
 	bool reset;

@@ -8,10 +8,10 @@ export function formatTable(header: string[], rows: string[][]): string {
 }
 
 export function formatSocketRows(rows: SocketRow[]): string {
-  const header = ['SID', 'CID', 'FABRIC', 'TCP', 'CM', 'QP', 'SENT', 'RECEIVED', 'LOCAL', 'PEER', 'PID', 'PROGRAM'];
+  const header = ['SID', 'CID', 'FABRIC', 'TCP', 'CM', 'QP', 'SENT', 'RECEIVED', 'WAKEUPS', 'LOCAL', 'PEER', 'PID', 'PROGRAM'];
   return formatTable(header, rows.map((r) => [
     r.sid === null ? '-' : String(r.sid), r.cid ?? '-', r.fabric, r.tcp, r.cm, r.qp,
-    String(r.bytesSent), String(r.bytesReceived), r.local, r.peer, String(r.pid), r.program,
+    String(r.bytesSent), String(r.bytesReceived), String(r.doorbells), r.local, r.peer, String(r.pid), r.program,
   ]));
 }
 
@@ -23,6 +23,6 @@ export function formatStats(s: StatsSnapshot): string {
     `offloaded connections: ${s.offloaded} (open ${s.connections.open}, awaiting accept ${s.connections.pendingAccept}, timewait ${s.connections.timewait})`,
     `listeners: ${s.listeners}; kernel clients accepted on them: ${s.kernelAccepted}`,
     `fallback: ${s.fallback.total} (${reasons})`,
-    `bytes: sent ${s.bytes.sent}, received ${s.bytes.received}`,
+    `bytes: sent ${s.bytes.sent}, received ${s.bytes.received}; wake-ups sent to sleeping readers: ${s.doorbells}`,
   ].join('\n');
 }

@@ -67,6 +67,8 @@ export interface ControlHandlers {
 export interface DirCounters {
   head: number;
   tail: number;
+  /** doorbells the producer rang: fewer than its sends when the reader was busy */
+  wakes: number;
   fin: boolean;
   reset: boolean;
   rdShut: boolean;

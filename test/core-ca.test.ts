@@ -23,7 +23,7 @@ function setup() {
   };
   const fakeLink = (): ShmLink => ({
     ringSize: 4096, mappedBytes: 4096 * 3, fdsFor: () => [10, 11, 12], releaseSide: () => {}, close: () => {},
-    counters: () => ({ rings: [0, 1].map(() => ({ head: 0, tail: 0, fin: false, reset: false, rdShut: false, txWaiting: false })), cmState: [0, 0] } as never),
+    counters: () => ({ rings: [0, 1].map(() => ({ head: 0, tail: 0, wakes: 0, fin: false, reset: false, rdShut: false, txWaiting: false })), cmState: [0, 0] } as never),
   });
   const shm = { createLink: fakeLink } as unknown as ShmHostCA;
   const counters = new AgentCounters();

@@ -61,6 +61,9 @@ describe('offload through the shm fabric', () => {
     expect(after.fallback.total - before.fallback.total).toBe(0);
     // Every payload byte crossed a ring: 2100 round trips of 64 bytes each way, plus the stream.
     expect(after.bytes.sent - before.bytes.sent).toBeGreaterThanOrEqual(2100 * 64 * 2 + stream.bytes);
+    // Event suppression: at most one wake-up per message written, never a storm of them.
+    const writes = 2100 * 2 + Math.ceil(stream.bytes / 65536);
+    expect(after.doorbells - before.doorbells).toBeLessThanOrEqual(writes);
   });
 
   it('carries socat with byte-exact data (sha256 on both sides)', async () => {

@@ -256,7 +256,7 @@ describe('ShmConnection', () => {
 
   it('starts with zero counters and records CM states', () => {
     const conn = open(4096);
-    const zero = { head: 0, tail: 0, fin: false, reset: false, rdShut: false, txWaiting: false };
+    const zero = { head: 0, tail: 0, wakes: 0, fin: false, reset: false, rdShut: false, txWaiting: false };
     expect(conn.counters()).toEqual({ rings: [zero, zero], cmState: [0, 0] });
     conn.setCmState(0, 5);
     conn.setCmState(1, 9);

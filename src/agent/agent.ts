@@ -75,12 +75,14 @@ export class Agent {
     const c = this.counters;
     let sent = c.closedBytesSent;
     let received = c.closedBytesReceived;
+    let doorbells = c.closedDoorbells;
     let timewait = 0;
     let ringBytes = 0;
     for (const conn of this.core.connections.values()) {
       const rings = conn.link.counters().rings;
       sent += rings[0].head + rings[1].head;
       received += rings[0].tail + rings[1].tail;
+      doorbells += rings[0].wakes + rings[1].wakes;
       ringBytes += conn.link.mappedBytes;
       if (conn.shadow.inTimewait) timewait++;
     }
@@ -94,6 +96,7 @@ export class Agent {
       rejected: c.rejected,
       fallback: { total: c.fallbackTotal, reasons: Object.fromEntries(c.fallbackReasons) },
       bytes: { sent, received },
+      doorbells,
       events: Object.fromEntries(c.events),
       memory: { ringBytes, agentStateBytes: this.core.connections.size * measureAgentStateBytes() },
     };

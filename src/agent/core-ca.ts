@@ -306,6 +306,7 @@ export class CoreCA {
     const c = conn.link.counters();
     this.counters.closedBytesSent += c.rings[0].head + c.rings[1].head;
     this.counters.closedBytesReceived += c.rings[0].tail + c.rings[1].tail;
+    this.counters.closedDoorbells += c.rings[0].wakes + c.rings[1].wakes;
     conn.link.close();
     this.connections.delete(conn.shadow.cid);
     for (const end of conn.shadow.ends) {

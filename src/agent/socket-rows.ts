@@ -12,6 +12,7 @@ export interface SocketRow {
   qp: string;
   bytesSent: number;
   bytesReceived: number;
+  doorbells: number; // wake-ups this end received
   local: string;
   peer: string;
   pid: number;
@@ -30,7 +31,7 @@ export function socketRows(core: CoreCA): SocketRow[] {
     const proc = core.processes.get(sock.client);
     const l = sock.listener;
     rows.push({
-      sid: sock.sid, cid: null, fabric: '-', tcp: 'LISTEN', cm: '-', qp: '-', bytesSent: 0, bytesReceived: 0,
+      sid: sock.sid, cid: null, fabric: '-', tcp: 'LISTEN', cm: '-', qp: '-', bytesSent: 0, bytesReceived: 0, doorbells: 0,
       local: formatAddress({ family: l.family, address: l.address, port: l.port, scopeId: 0 }), peer: '*',
       pid: proc?.pid ?? 0, program: proc?.program ?? '?',
     });
@@ -43,7 +44,7 @@ export function socketRows(core: CoreCA): SocketRow[] {
       rows.push({
         sid: end.sid, cid: conn.shadow.cid.toString(), fabric: conn.shadow.fabric,
         tcp: end.tcp, cm: end.cm, qp: end.qp,
-        bytesSent: rings[side].head, bytesReceived: rings[1 - side]!.tail,
+        bytesSent: rings[side].head, bytesReceived: rings[1 - side]!.tail, doorbells: rings[1 - side]!.wakes,
         local: formatAddress(addrs[0]), peer: formatAddress(addrs[1]),
         pid: conn.pids[side], program: conn.programs[side],
       });

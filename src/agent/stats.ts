@@ -11,6 +11,7 @@ export interface StatsSnapshot {
   rejected: number; // REJ: connections that did not complete (the kernel rendezvous failed)
   fallback: { total: number; reasons: Record<string, number> };
   bytes: { sent: number; received: number };
+  doorbells: number; // wake-ups sent to sleeping readers (event suppression keeps it below the writes)
   events: Record<string, number>;
   memory: { ringBytes: number; agentStateBytes: number };
 }
@@ -24,6 +25,7 @@ export class AgentCounters {
   /** Bytes of connections that are gone; live ones are read from their rings. */
   closedBytesSent = 0;
   closedBytesReceived = 0;
+  closedDoorbells = 0;
   readonly fallbackReasons = new Map<string, number>();
   readonly events = new Map<string, number>();
 
