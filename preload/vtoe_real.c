@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/syscall.h>
@@ -171,8 +172,10 @@ static void vtoe_config_read(void)
 	const char *v;
 	struct rlimit rl;
 
+	/* The same words the agent's config table accepts for false. */
 	v = getenv("VTOE_OFFLOAD");
-	if (v && strcmp(v, "0") == 0)
+	if (v && (strcmp(v, "0") == 0 || strcasecmp(v, "false") == 0 || strcasecmp(v, "no") == 0 ||
+		  strcasecmp(v, "off") == 0))
 		vtoe_cfg.offload = false;
 	v = getenv("VTOE_AGENT_TIMEOUT_MS");
 	if (v && *v) {

@@ -13,6 +13,7 @@ export interface ResolvedConfig {
   policy: string;
   timewaitMs: number;
   maxConnections: number;
+  agentTimeoutMs: number;
   offload: boolean;
 }
 
@@ -142,6 +143,9 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
   entry({ key: 'maxConnections', env: 'VTOE_MAX_CONNECTIONS', default: 4096,
     doc: 'offloaded connections the agent holds at once; beyond it new ones fall back to kernel TCP', readBy: 'agent',
     ...intIn(1, 1_048_576, 'connections') }),
+  entry({ key: 'agentTimeoutMs', env: 'VTOE_AGENT_TIMEOUT_MS', default: 5000,
+    doc: 'how long the shim waits for an agent reply before it falls back to kernel TCP', readBy: 'shim',
+    ...intIn(1, 3_600_000, 'milliseconds') }),
   entry({ key: 'offload', env: 'VTOE_OFFLOAD', default: true,
     doc: '0 makes the shim pass every call to the kernel', readBy: 'shim',
     parse: parseBool, check: (v, name) => {

@@ -20,7 +20,7 @@ describe('config table', () => {
   it('declares each setting once, with VTOE_* names and docs', () => {
     const keys = CONFIG_TABLE.map((e) => e.key);
     expect(new Set(keys).size).toBe(keys.length);
-    expect(keys.sort()).toEqual(['agentSocket', 'logFile', 'logLevel', 'maxConnections', 'offload', 'policy',
+    expect(keys.sort()).toEqual(['agentSocket', 'agentTimeoutMs', 'logFile', 'logLevel', 'maxConnections', 'offload', 'policy',
       'ringSize', 'spinUs', 'timewaitMs']);
     for (const e of CONFIG_TABLE) {
       expect(e.env).toMatch(/^VTOE_[A-Z_]+$/);
@@ -33,7 +33,7 @@ describe('config table', () => {
     const uid = process.getuid!();
     expect(resolveConfig({})).toEqual({
       agentSocket: `/tmp/vtoe-${uid}/agent.sock`, ringSize: 262144, spinUs: 50, logLevel: 'warn', logFile: '',
-      policy: '', timewaitMs: 2000, maxConnections: 4096, offload: true,
+      policy: '', timewaitMs: 2000, maxConnections: 4096, agentTimeoutMs: 5000, offload: true,
     } satisfies ResolvedConfig);
   });
 
@@ -47,11 +47,11 @@ describe('config table', () => {
     const cfg = resolveConfig({
       VTOE_AGENT_SOCKET: '/run/vtoe/a.sock', VTOE_RING_SIZE: '1048576', VTOE_SPIN_US: '0',
       VTOE_LOG_LEVEL: 'DEBUG', VTOE_LOG_FILE: '/tmp/x.log', VTOE_POLICY: 'tcp both sshd *:*',
-      VTOE_TIMEWAIT_MS: '0', VTOE_MAX_CONNECTIONS: '1', VTOE_OFFLOAD: 'off',
+      VTOE_TIMEWAIT_MS: '0', VTOE_MAX_CONNECTIONS: '1', VTOE_AGENT_TIMEOUT_MS: '250', VTOE_OFFLOAD: 'off',
     });
     expect(cfg).toEqual({
       agentSocket: '/run/vtoe/a.sock', ringSize: 1048576, spinUs: 0, logLevel: 'debug', logFile: '/tmp/x.log',
-      policy: 'tcp both sshd *:*', timewaitMs: 0, maxConnections: 1, offload: false,
+      policy: 'tcp both sshd *:*', timewaitMs: 0, maxConnections: 1, agentTimeoutMs: 250, offload: false,
     });
   });
 
@@ -91,6 +91,7 @@ describe('parsers', () => {
 
   it('other integers have ranges', () => {
     rejects({ VTOE_MAX_CONNECTIONS: '0' }, /VTOE_MAX_CONNECTIONS=0 is out of range/);
+    rejects({ VTOE_AGENT_TIMEOUT_MS: '0' }, /VTOE_AGENT_TIMEOUT_MS=0 is out of range/);
     rejects({ VTOE_TIMEWAIT_MS: '-5' }, /VTOE_TIMEWAIT_MS/);
     rejects({ VTOE_TIMEWAIT_MS: '99999999999999999999' }, /VTOE_TIMEWAIT_MS/);
   });
