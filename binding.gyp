@@ -12,13 +12,16 @@
         "native/js_shm_connection.cc",
         "native/shm_connection.cc",
         "native/socket_path.cc",
-        "native/system_error.cc"
+        "native/system_error.cc",
+        "native/verbs_probe.cc",
+        "native/js_verbs_probe.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "include"
       ],
       "defines": ["NAPI_CPP_EXCEPTIONS"],
+      "libraries": ["-ldl"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=gnu++20"],
       "cflags": ["-Wall", "-Wextra"],

@@ -12,6 +12,8 @@ Napi::Function define_control_server(Napi::Env env);
 Napi::Function define_shm_connection(Napi::Env env);
 // abiConstants(): the header's constants by their C names (abi_constants.cc)
 Napi::Value abi_constants(const Napi::CallbackInfo &info);
+// probeVerbs(): RDMA devices via a dlopen()ed libibverbs, for `vtoe doctor` (js_verbs_probe.cc)
+Napi::Value probe_verbs_js(const Napi::CallbackInfo &info);
 
 } // namespace vtoe
 

@@ -8,6 +8,7 @@ import type { TransitionRecord } from './agent/event-log.js';
 import { allMachines, toDot } from './cm/index.js';
 import { adminSocketPath, formatConfig, resolveConfigWithSources } from './config.js';
 import { runDemo } from './demo.js';
+import { formatDoctor, runDoctor } from './doctor.js';
 import { VtoeError } from './errors.js';
 import { formatSocketRows, formatStats, formatTable } from './format.js';
 import { runProgram, type RunMode } from './run.js';
@@ -24,6 +25,8 @@ const USAGE = `usage: vtoe <command> [options]
   demo [--reps N]     offload vs kernel TCP, ping-pong latency and stream bandwidth
   cm [--dot]          the TCP, IB CM and QP state machines (as Graphviz with --dot)
   config              the resolved configuration and where each value came from
+  doctor [--json]     RDMA devices, ports, GIDs, memlock limit, agent; each problem with its fix
+                      (exit status 1 if it found a problem)
 
 Every command takes --socket PATH (default: $VTOE_AGENT_SOCKET or /tmp/vtoe-<uid>/agent.sock).`;
 
@@ -93,6 +96,11 @@ async function main(argv: string[]): Promise<number> {
       if (values.dot) out(toDot([...allMachines]));
       else for (const m of allMachines) out(formatMachine(m));
       return 0;
+    }
+    case 'doctor': {
+      const report = await runDoctor({ agentSocket: config.agentSocket });
+      out(values.json ? JSON.stringify(report, null, 2) : formatDoctor(report));
+      return report.problems.length === 0 ? 0 : 1;
     }
     case 'config':
       out(formatConfig(config, sources));

@@ -111,6 +111,7 @@ interface NativeAddon {
   ControlServer: new (path: string, handlers: ControlHandlers) => NativeControlServer;
   ShmConnection: new (ringSize: number, cid: bigint) => NativeShmConnection;
   abiConstants(): Record<string, number>;
+  probeVerbs(): VerbsProbe;
 }
 
 let addon: NativeAddon | undefined;
@@ -141,6 +142,58 @@ function native<T>(body: () => T): T {
 /** The header's constants under their C names, with the values compiled into the addon. */
 export function abiConstants(): Record<string, number> {
   return loadAddon().abiConstants();
+}
+
+/** One non-zero GID table entry. */
+export interface VerbsGid {
+  index: number;
+  /** inet_ntop(AF_INET6) text, e.g. 'fe80::...' or '::ffff:192.0.2.1' */
+  gid: string;
+}
+
+export interface VerbsPort {
+  /** 1-based port number */
+  port: number;
+  /** 'ACTIVE', 'DOWN', 'INIT', 'ARMED', 'ACTIVE_DEFER', 'NOP', or 'UNKNOWN…' */
+  state: string;
+  /** 'InfiniBand', 'Ethernet', 'Unspecified', or 'UNKNOWN…' */
+  linkLayer: string;
+  /** bytes; 0 if unknown */
+  activeMtu: number;
+  /** the errno name if ibv_query_port failed (state and linkLayer are then 'UNKNOWN') */
+  error?: string;
+  gids: VerbsGid[];
+}
+
+export interface VerbsDevice {
+  name: string;
+  /** node GUID, 16 hex digits */
+  guid: string;
+  /** 'InfiniBand' (also RoCE/Soft-RoCE), 'iWARP', 'usNIC', … */
+  transport?: string;
+  canOpen: boolean;
+  /** errno name of the failed ibv_open_device, e.g. 'EACCES' */
+  openError?: string;
+  canAllocPd: boolean;
+  /** errno name of the failed ibv_alloc_pd (only when the device opened) */
+  allocPdError?: string;
+  ports: VerbsPort[];
+}
+
+export interface VerbsProbe {
+  library: { loaded: boolean; error?: string };
+  devices: VerbsDevice[];
+}
+
+/**
+ * The host's RDMA devices, through libibverbs.so.1 loaded with dlopen at call time (the addon
+ * does not link it, so it loads without rdma-core; a missing library is reported in
+ * `library`, not thrown).  Synchronous: it opens each device and may block briefly in the
+ * kernel, so only the CLI (`vtoe doctor`) calls it, never the agent's event loop.
+ * Throws VtoeSystemError only if ibv_get_device_list fails for an unexpected reason.
+ */
+export function probeVerbs(): VerbsProbe {
+  return native(() => loadAddon().probeVerbs());
 }
 
 /** The agent's control socket: AF_UNIX SOCK_SEQPACKET, one client per process. */
