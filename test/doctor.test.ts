@@ -2,7 +2,7 @@
 // (test/rdma-vm/, see rdma-vm.test.ts; VTOE_SKIP_RDMA_VM=1 skips it); (c) the problem rules
 // against synthetic probes.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -68,7 +68,10 @@ describe.skipIf(skipVm)('vtoe doctor in the Soft-RoCE guest', () => {
   beforeAll(() => {
     const r = spawnSync(join(vmDir, 'setup-guest.sh'), [guestDir], { encoding: 'utf8', timeout: 900_000 });
     if (r.status !== 0) throw new Error(`setup-guest.sh failed (status ${r.status}):\n${r.stdout}${r.stderr}`);
-    work = mkdtempSync(join(tmpdir(), 'vtoe-doctor-rxe-'));
+    // The guest sees the host read-only and a fresh tmpfs on /tmp: the repository (which may
+    // itself live under /tmp) must be the read-write directory, and the output inside it.
+    mkdirSync(join(root, 'test', 'c', 'bin'), { recursive: true });
+    work = mkdtempSync(join(root, 'test', 'c', 'bin', 'doctor-rxe-'));
   }, 900_000);
   afterAll(() => {
     if (work) rmSync(work, { recursive: true, force: true });
@@ -77,8 +80,8 @@ describe.skipIf(skipVm)('vtoe doctor in the Soft-RoCE guest', () => {
   it('rxe0 opens, allocates a PD, port 1 is ACTIVE on Ethernet with the 192.0.2.1 GID', () => {
     const out = join(work, 'doctor.json');
     const script = `node '${cli}' doctor --json > '${out}'; echo "doctor-status=$?"`;
-    const r = spawnSync(join(vmDir, 'run.sh'), ['-w', work, '--', 'sh', '-c', script], {
-      cwd: work,
+    const r = spawnSync(join(vmDir, 'run.sh'), ['-w', root, '--', 'sh', '-c', script], {
+      cwd: root,
       encoding: 'utf8',
       env: { ...process.env, VTOE_RXE_GUEST: guestDir, VTOE_RXE_TIMEOUT: '150' },
       timeout: 170_000,
