@@ -10,7 +10,8 @@ import { adminSocketPath, formatConfig, resolveConfigWithSources } from './confi
 import { runDemo } from './demo.js';
 import { formatDoctor, runDoctor } from './doctor.js';
 import { VtoeError } from './errors.js';
-import { formatSocketRows, formatStats, formatTable } from './format.js';
+import { formatSocketRows, formatStats } from './format.js';
+import { formatTable } from './text-table.js';
 import { runProgram, type RunMode } from './run.js';
 
 const USAGE = `usage: vtoe <command> [options]
@@ -79,11 +80,11 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'events': {
       const events = await adminRequest<TransitionRecord[]>(admin, 'events', values.cid ? { cid: values.cid } : {});
-      out(values.json ? JSON.stringify(events, null, 2) : formatTable(
+      out(values.json ? JSON.stringify(events, null, 2) : formatTable([
         ['TIME', 'CID', 'SIDE', 'SID', 'MACHINE', 'FROM', 'EVENT', 'TO'],
-        events.map((e) => [new Date(e.at).toISOString(), e.cid, e.side === 0 ? 'active' : 'passive',
+        ...events.map((e) => [new Date(e.at).toISOString(), e.cid, e.side === 0 ? 'active' : 'passive',
           e.sid === null ? '-' : String(e.sid), e.machine, e.from, e.event, e.to]),
-      ));
+      ]));
       return 0;
     }
     case 'demo': {
@@ -119,8 +120,14 @@ function formatMachine(m: (typeof allMachines)[number]): string {
   const rows = m.pairs()
     .filter((p) => p.outcome.kind === 'transition')
     .map((p) => [String(p.state), String(p.event), p.outcome.kind === 'transition' ? String(p.outcome.to) : '']);
-  return `${m.spec.title}\n${formatTable(['STATE', 'EVENT', 'NEXT'], rows)}\n`;
+  return `${m.spec.title}\n${formatTable([['STATE', 'EVENT', 'NEXT'], ...rows])}\n`;
 }
+
+// A reader that stops early (`vtoe cm | head`) is not an error, as for any Unix filter.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
 
 main(process.argv.slice(2)).then(
   (code) => { process.exitCode = code; },

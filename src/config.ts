@@ -3,6 +3,7 @@
 import { ConfigError } from './errors.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
 import { parsePolicy } from './policy.js';
+import { formatTable } from './text-table.js';
 
 export interface ResolvedConfig {
   agentSocket: string;
@@ -214,8 +215,5 @@ export function formatConfig(cfg: ResolvedConfig, sources: Partial<ConfigSources
     `${e.doc} [${e.readBy}]`,
   ]);
   const header = ['VARIABLE', 'VALUE', 'SOURCE', 'MEANING [read by]'];
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  return [header, ...rows]
-    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  '))
-    .join('\n') + '\n';
+  return `${formatTable([header, ...rows])}\n`;
 }

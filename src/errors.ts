@@ -10,12 +10,6 @@ export function errnoName(errno: number): string {
   return errnoNames.get(errno) ?? `E#${errno}`;
 }
 
-export function errnoValue(name: string): number {
-  const value = (constants.errno as Record<string, number>)[name];
-  if (value === undefined) throw new RangeError(`unknown errno name ${name}`);
-  return value;
-}
-
 export class VtoeError extends Error {
   readonly code: string;
   readonly errno?: number;

@@ -1,18 +1,14 @@
 // Plain-text renderings for the CLI: `vtoe ss` rows and `vtoe stats` without --json.
+import { formatTable } from './text-table.js';
 import type { SocketRow } from './agent/socket-rows.js';
 import type { StatsSnapshot } from './agent/stats.js';
 
-export function formatTable(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  return [header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
-}
-
 export function formatSocketRows(rows: SocketRow[]): string {
   const header = ['SID', 'CID', 'FABRIC', 'TCP', 'CM', 'QP', 'SENT', 'RECEIVED', 'WAKEUPS', 'LOCAL', 'PEER', 'PID', 'PROGRAM'];
-  return formatTable(header, rows.map((r) => [
+  return formatTable([header, ...rows.map((r) => [
     r.sid === null ? '-' : String(r.sid), r.cid ?? '-', r.fabric, r.tcp, r.cm, r.qp,
     String(r.bytesSent), String(r.bytesReceived), String(r.doorbells), r.local, r.peer, String(r.pid), r.program,
-  ]));
+  ])]);
 }
 
 export function formatStats(s: StatsSnapshot): string {

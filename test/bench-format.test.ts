@@ -8,7 +8,6 @@ import {
   formatGbit,
   formatLatencyRatio,
   formatMicros,
-  formatTable,
   latencyRatio,
   summarizeTrials,
   type BenchMode,
@@ -17,6 +16,7 @@ import {
 } from '../src/bench/format.js';
 import { mean, median, percentile, percentileSorted } from '../src/bench/stats-math.js';
 import { parsePingPongOutput, type PingPongPpResult, type PingPongStreamResult } from '../src/bench/pingpong.js';
+import { formatTable } from '../src/text-table.js';
 
 describe('stats-math', () => {
   it('median of odd and even counts, any order', () => {

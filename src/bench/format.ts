@@ -2,6 +2,7 @@
 // plain-text table. Pure: no processes, no I/O, so it can be tested with known figures.
 import type { PingPongPpResult, PingPongResult, PingPongStreamResult } from './pingpong.js';
 import { median } from './stats-math.js';
+import { formatTable } from '../text-table.js';
 
 export { median, percentile, percentileSorted, mean } from './stats-math.js';
 
@@ -208,17 +209,6 @@ export function formatLatencyRatio(ratio: number): string {
 export function formatBandwidthRatio(ratio: number): string {
   if (!Number.isFinite(ratio) || ratio <= 0) return 'n/a';
   return ratio >= 1 ? `${ratio.toFixed(2)}x` : `${ratio.toFixed(2)}x (lower)`;
-}
-
-/** Left-aligned columns, two spaces apart, no trailing blanks. */
-export function formatTable(rows: readonly (readonly string[])[]): string {
-  const widths: number[] = [];
-  for (const row of rows) {
-    row.forEach((cell, i) => { widths[i] = Math.max(widths[i] ?? 0, cell.length); });
-  }
-  return rows
-    .map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]! + 2))).join('').trimEnd())
-    .join('\n');
 }
 
 function plural(n: number, word: string): string {
