@@ -26,6 +26,34 @@
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=gnu++20"],
       "cflags": ["-Wall", "-Wextra"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra"]
+    },
+    {
+      "target_name": "vtoe_verbs",
+      "conditions": [
+        ["<!(test -f /usr/include/rdma/rdma_cma.h && test -f /usr/include/infiniband/verbs.h && echo 1 || echo 0)==1", {
+          "sources": [
+            "native/js_verbs_fabric.cc",
+            "native/verbs_fabric.cc",
+            "native/verbs_conn.cc",
+            "native/fd_watch.cc",
+            "native/shm_connection.cc",
+            "native/js_boundary.cc",
+            "native/system_error.cc"
+          ],
+          "libraries": ["-lrdmacm", "-libverbs"]
+        }, {
+          "sources": ["native/verbs_unavailable.cc"]
+        }]
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "include"
+      ],
+      "defines": ["NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17", "-std=gnu++20"],
+      "cflags": ["-Wall", "-Wextra"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra"]
     }
   ]
 }

@@ -108,6 +108,20 @@ std::array<int, VTOE_FD__COUNT> ShmConnection::fds_for(int side) const
 	return fds;
 }
 
+std::array<unique_fd, 2> ShmConnection::take_agent_end(int app_side)
+{
+	check_side(app_side);
+	const int agent_side = 1 - app_side;
+	region();
+	if (released_[agent_side])
+		throw_system_error(EBADF, "side " + std::to_string(agent_side) + " was already released");
+	released_[agent_side] = true;
+	std::array<unique_fd, 2> end = {std::move(app_[agent_side]), std::move(bell_[app_side])};
+	if (released_[0] && released_[1])
+		memfd_.reset();
+	return end;
+}
+
 void ShmConnection::release_side(int side)
 {
 	check_side(side);

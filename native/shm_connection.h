@@ -47,6 +47,18 @@ public:
 	uint32_t cm_state(int side) const;
 	void set_cm_state(int side, uint32_t code);
 
+	// For a fabric where the agent itself is the other party of `app_side` (tcp, verbs): moves
+	// out the descriptors side 1-app_side would have had, {its app fd, side app_side's bell},
+	// and marks that side released.  Throws EBADF if it was released already.
+	std::array<unique_fd, 2> take_agent_end(int app_side);
+	// The mapping, for a fabric that moves the bytes itself.  Throws EBADF after close().
+	vtoe_conn_region &mapping() { return region(); }
+	uint8_t *ring_data(int ring)
+	{
+		return reinterpret_cast<uint8_t *>(&region()) + VTOE_REGION_DATA_OFFSET +
+		       static_cast<size_t>(ring) * ring_size_;
+	}
+
 	uint32_t ring_size() const { return ring_size_; }
 	uint64_t mapped_bytes() const { return vtoe_region_bytes(ring_size_); }
 	bool closed() const { return region_ == nullptr; }

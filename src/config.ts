@@ -1,5 +1,6 @@
 // The one configuration table. Every setting has one VTOE_* variable, one default, one parser, and
 // says who reads it; `vtoe config` prints this table with where each value came from.
+import { isIP } from 'node:net';
 import { ConfigError } from './errors.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
 import { parsePolicy } from './policy.js';
@@ -16,7 +17,14 @@ export interface ResolvedConfig {
   maxConnections: number;
   agentTimeoutMs: number;
   offload: boolean;
+  fabric: FabricChoice;
+  rdmaPort: number;
+  rdmaAddress: string;
 }
+
+/** Which fabric carries offloaded connections (VTOE_FABRIC). */
+export const FABRIC_CHOICES = ['auto', 'shm', 'verbs'] as const;
+export type FabricChoice = (typeof FABRIC_CHOICES)[number];
 
 export type ConfigKey = keyof ResolvedConfig;
 export type ConfigSource = 'env' | 'default' | 'override';
@@ -115,6 +123,18 @@ function checkPolicy(v: string, name: string): string {
 
 const asIs = <T>(v: T): T => v;
 
+function checkFabric(v: FabricChoice, name: string): FabricChoice {
+  if (!FABRIC_CHOICES.includes(v)) {
+    throw new ConfigError(`${name}='${String(v)}' is not a fabric choice: use ${FABRIC_CHOICES.join(', ')}`);
+  }
+  return v;
+}
+
+function checkIpAddress(v: string, name: string): string {
+  if (v !== '' && isIP(v) === 0) throw new ConfigError(`${name}='${v}' is not an IP address ('' picks one)`);
+  return v;
+}
+
 function entry<K extends ConfigKey>(e: ConfigEntry<K>): ConfigEntry<K> {
   return e;
 }
@@ -153,6 +173,16 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
       if (typeof v !== 'boolean') throw new ConfigError(`${name} must be true or false`);
       return v;
     } }),
+  entry({ key: 'fabric', env: 'VTOE_FABRIC', default: 'auto' as FabricChoice,
+    doc: 'auto: shm on this host, verbs (rdma_cm) to other hosts; verbs: verbs even on this host; shm: never verbs',
+    readBy: 'agent',
+    parse: (raw, name) => checkFabric(raw.trim().toLowerCase() as FabricChoice, name), check: checkFabric }),
+  entry({ key: 'rdmaPort', env: 'VTOE_RDMA_PORT', default: 7471,
+    doc: 'rdma_cm port (RDMA_PS_TCP) where agents listen for each other', readBy: 'agent',
+    ...intIn(1, 65535, 'port numbers') }),
+  entry({ key: 'rdmaAddress', env: 'VTOE_RDMA_ADDRESS', default: '',
+    doc: "this host's address on its RDMA port, for verbs connections to itself; '' finds it", readBy: 'agent',
+    parse: (raw, name) => checkIpAddress(raw.trim(), name), check: checkIpAddress }),
 ] as ConfigEntry[];
 
 export type ConfigSources = Record<ConfigKey, ConfigSource>;

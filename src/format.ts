@@ -17,6 +17,7 @@ export function formatStats(s: StatsSnapshot): string {
     `agent pid ${s.agent.pid} on ${s.agent.socket}, up ${s.agent.uptimeSeconds} s`,
     `processes: ${s.processes.connected} connected, ${s.processes.seen} seen, ${s.processes.protocolErrors} protocol errors`,
     `offloaded connections: ${s.offloaded} (open ${s.connections.open}, awaiting accept ${s.connections.pendingAccept}, timewait ${s.connections.timewait})`,
+    `fabrics: shm ${s.fabrics.shm}; verbs ${s.fabrics.verbs}`,
     `listeners: ${s.listeners}; kernel clients accepted on them: ${s.kernelAccepted}`,
     `fallback: ${s.fallback.total} (${reasons})`,
     `bytes: sent ${s.bytes.sent}, received ${s.bytes.received}; wake-ups sent to sleeping readers: ${s.doorbells}`,

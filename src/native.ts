@@ -127,7 +127,7 @@ export function loadAddon(): NativeAddon {
 }
 
 // Errors from a failed system call become VtoeSystemError; TypeError/RangeError pass through.
-function native<T>(body: () => T): T {
+export function native<T>(body: () => T): T {
   try {
     return body();
   } catch (error) {

@@ -7,6 +7,8 @@ export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..'
 
 export const libvtoePath = join(packageRoot, 'preload', 'libvtoe.so');
 export const addonPath = join(packageRoot, 'build', 'Release', 'vtoe_native.node');
+/** The verbs fabric's addon, linked with librdmacm and libibverbs; loaded only when used. */
+export const verbsAddonPath = join(packageRoot, 'build', 'Release', 'vtoe_verbs.node');
 
 /** A program built from tools/ (e.g. 'vtoe-pingpong'). */
 export function toolPath(name: string): string {

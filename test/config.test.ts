@@ -20,8 +20,8 @@ describe('config table', () => {
   it('declares each setting once, with VTOE_* names and docs', () => {
     const keys = CONFIG_TABLE.map((e) => e.key);
     expect(new Set(keys).size).toBe(keys.length);
-    expect(keys.sort()).toEqual(['agentSocket', 'agentTimeoutMs', 'logFile', 'logLevel', 'maxConnections', 'offload', 'policy',
-      'ringSize', 'spinUs', 'timewaitMs']);
+    expect(keys.sort()).toEqual(['agentSocket', 'agentTimeoutMs', 'fabric', 'logFile', 'logLevel', 'maxConnections',
+      'offload', 'policy', 'rdmaAddress', 'rdmaPort', 'ringSize', 'spinUs', 'timewaitMs']);
     for (const e of CONFIG_TABLE) {
       expect(e.env).toMatch(/^VTOE_[A-Z_]+$/);
       expect(e.doc.length).toBeGreaterThan(5);
@@ -34,6 +34,7 @@ describe('config table', () => {
     expect(resolveConfig({})).toEqual({
       agentSocket: `/tmp/vtoe-${uid}/agent.sock`, ringSize: 262144, spinUs: 50, logLevel: 'warn', logFile: '',
       policy: '', timewaitMs: 2000, maxConnections: 4096, agentTimeoutMs: 5000, offload: true,
+      fabric: 'auto', rdmaPort: 7471, rdmaAddress: '',
     } satisfies ResolvedConfig);
   });
 
@@ -48,10 +49,12 @@ describe('config table', () => {
       VTOE_AGENT_SOCKET: '/run/vtoe/a.sock', VTOE_RING_SIZE: '1048576', VTOE_SPIN_US: '0',
       VTOE_LOG_LEVEL: 'DEBUG', VTOE_LOG_FILE: '/tmp/x.log', VTOE_POLICY: 'tcp both sshd *:*',
       VTOE_TIMEWAIT_MS: '0', VTOE_MAX_CONNECTIONS: '1', VTOE_AGENT_TIMEOUT_MS: '250', VTOE_OFFLOAD: 'off',
+      VTOE_FABRIC: 'Verbs', VTOE_RDMA_PORT: '18515', VTOE_RDMA_ADDRESS: '192.0.2.1',
     });
     expect(cfg).toEqual({
       agentSocket: '/run/vtoe/a.sock', ringSize: 1048576, spinUs: 0, logLevel: 'debug', logFile: '/tmp/x.log',
       policy: 'tcp both sshd *:*', timewaitMs: 0, maxConnections: 1, agentTimeoutMs: 250, offload: false,
+      fabric: 'verbs', rdmaPort: 18515, rdmaAddress: '192.0.2.1',
     });
   });
 
@@ -61,6 +64,12 @@ describe('config table', () => {
 });
 
 describe('parsers', () => {
+  it('fabric, rdma port and address are checked', () => {
+    rejects({ VTOE_FABRIC: 'tcp4' }, /VTOE_FABRIC='tcp4' is not a fabric choice: use auto, shm, verbs/);
+    rejects({ VTOE_RDMA_PORT: '0' }, /VTOE_RDMA_PORT=0 is out of range/);
+    rejects({ VTOE_RDMA_ADDRESS: 'rxe0' }, /VTOE_RDMA_ADDRESS='rxe0' is not an IP address/);
+  });
+
   it('ring size accepts bytes and k/m suffixes', () => {
     expect(resolveConfig({ VTOE_RING_SIZE: '256k' }).ringSize).toBe(262144);
     expect(resolveConfig({ VTOE_RING_SIZE: '4K' }).ringSize).toBe(4096);

@@ -6,11 +6,12 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const vmDir = join(dirname(fileURLToPath(import.meta.url)), 'rdma-vm');
+const repo = resolve(vmDir, '..', '..');
 const guestDir = process.env.VTOE_RXE_GUEST ?? '/tmp/vtoe-rxe-guest';
 const skip = process.env.VTOE_SKIP_RDMA_VM === '1';
 
@@ -22,12 +23,12 @@ interface GuestRun {
 let work: string;
 
 /** Boots the guest once and runs a /bin/sh script in it (cwd and read-write dir: `work`). */
-function inGuest(script: string): GuestRun {
-  const r = spawnSync(join(vmDir, 'run.sh'), ['-w', work, '--', 'sh', '-c', script], {
-    cwd: work,
+function inGuest(script: string, rwDir = work, timeoutS = 150): GuestRun {
+  const r = spawnSync(join(vmDir, 'run.sh'), ['-w', rwDir, '--', 'sh', '-c', script], {
+    cwd: rwDir,
     encoding: 'utf8',
-    env: { ...process.env, VTOE_RXE_GUEST: guestDir, VTOE_RXE_TIMEOUT: '150' },
-    timeout: 170_000,
+    env: { ...process.env, VTOE_RXE_GUEST: guestDir, VTOE_RXE_TIMEOUT: String(timeoutS) },
+    timeout: (timeoutS + 20) * 1000,
   });
   return { status: r.status, out: `${r.stdout ?? ''}${r.stderr ?? ''}` };
 }
@@ -103,4 +104,15 @@ pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong
     expect(r.out.match(/200 iters in [0-9.]+ seconds/g)?.length).toBe(2);
     expect(r.out).toMatch(/GID ::ffff:192\.0\.2\.1/);
   }, 180_000);
+
+  // The project's own verbs tests (test/verbs-fabric.test.ts), run by vitest inside the guest:
+  // the agent's verbs fabric against the kernel's rdma_rxe, real RC QPs through rdma_cm.
+  it('the verbs fabric suite passes inside the guest, none skipped', () => {
+    const r = inGuest('node node_modules/vitest/vitest.mjs run test/verbs-fabric.test.ts --reporter=verbose', repo, 400);
+    expect(r.status, r.out).toBe(0);
+    const summary = /Tests\s+(\d+) passed \((\d+)\)/.exec(r.out);
+    expect(summary, r.out).not.toBeNull();
+    expect(summary![1], r.out).toBe(summary![2]);
+    expect(r.out).toContain('verbs fabric on rxe0');
+  }, 450_000);
 });

@@ -11,6 +11,7 @@ import { startAdminServer, type AdminCommand } from './admin.js';
 import { CoreCA } from './core-ca.js';
 import { EventLog, type TransitionRecord } from './event-log.js';
 import { ShmHostCA } from './host-ca-shm.js';
+import { VerbsHostCA } from './host-ca-verbs.js';
 import { measureAgentStateBytes } from './memory.js';
 import { AgentCounters, type StatsSnapshot } from './stats.js';
 import { socketRows, type SocketRow } from './socket-rows.js';
@@ -31,6 +32,7 @@ export class Agent {
   private readonly startedAt = Date.now();
   private admin: Server | null = null;
   private stopped = false;
+  private verbsStatus = 'off';
   private changeWaiters: Array<() => void> = [];
 
   private constructor(
@@ -61,6 +63,7 @@ export class Agent {
         () => self.notifyChange());
       return core;
     });
+    agent.openVerbs();
     try {
       agent.admin = await startAdminServer(agent.adminPath, (cmd, args) => agent.adminCommand(cmd, args));
     } catch (err) {
@@ -69,6 +72,34 @@ export class Agent {
     }
     log.info('agent listening', { socket: config.agentSocket, ringSize: config.ringSize });
     return agent;
+  }
+
+  /** The verbs fabric, unless VTOE_FABRIC=shm; without RDMA the agent carries on without it. */
+  private openVerbs(): void {
+    if (this.config.fabric === 'shm') {
+      this.verbsStatus = 'off (VTOE_FABRIC=shm)';
+      return;
+    }
+    const core = this.core;
+    const verbs = VerbsHostCA.open(this.config, {
+      findListener: (family, address, port) => core.listeners.find(family, address, port),
+      allocateCid: () => core.allocateCid(),
+      hasCapacity: () => core.connectionCount < this.config.maxConnections,
+      changed: () => this.notifyChange(),
+    }, this.eventLog, this.counters, this.log);
+    if ('error' in verbs) {
+      this.verbsStatus = `down: ${verbs.error}`;
+      const level = this.config.fabric === 'verbs' ? 'warn' : 'info';
+      this.log[level]('no verbs fabric; connections to other hosts use kernel TCP', { reason: verbs.error });
+      return;
+    }
+    core.verbs = verbs;
+    this.log.info('verbs fabric up', { rdmaPort: this.config.rdmaPort, rdmaAddress: verbs.rdmaAddress });
+  }
+
+  /** 'up on ...', 'down: why', or 'off (...)'. */
+  get verbsFabricStatus(): string {
+    return this.core.verbs?.status ?? this.verbsStatus;
   }
 
   stats(): StatsSnapshot {
@@ -86,11 +117,27 @@ export class Agent {
       ringBytes += conn.link.mappedBytes;
       if (conn.shadow.inTimewait) timewait++;
     }
+    const verbs = this.core.verbs;
+    if (verbs) {
+      sent += verbs.closedBytesSent;
+      received += verbs.closedBytesReceived;
+      for (const end of verbs.ends.values()) {
+        const c = verbs.connCounters(end);
+        if (c) {
+          sent += c.rings[end.side].head;
+          received += c.rings[1 - end.side]!.tail;
+          doorbells += c.rings[1 - end.side]!.wakes;
+          ringBytes += VTOE_REGION_DATA_OFFSET + 2 * this.config.ringSize;
+        }
+        if (end.cm === 'TIMEWAIT' || end.cm === 'DREQ_SENT') timewait++;
+      }
+    }
     return {
       agent: { pid: process.pid, socket: this.socketPath, uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000) },
       processes: { connected: this.core.processes.size, seen: c.processesSeen, protocolErrors: c.protocolErrors + this.control.protocolErrors },
       offloaded: c.offloaded,
-      connections: { open: this.core.connections.size - this.core.pendingCount - timewait, pendingAccept: this.core.pendingCount, timewait },
+      connections: { open: this.core.connectionCount - this.core.pendingCount - timewait, pendingAccept: this.core.pendingCount, timewait },
+      fabrics: { shm: 'up', verbs: this.verbsFabricStatus },
       listeners: this.core.listeners.size,
       kernelAccepted: c.kernelAccepted,
       rejected: c.rejected,
@@ -98,7 +145,7 @@ export class Agent {
       bytes: { sent, received },
       doorbells,
       events: Object.fromEntries(c.events),
-      memory: { ringBytes, agentStateBytes: this.core.connections.size * measureAgentStateBytes() },
+      memory: { ringBytes, agentStateBytes: this.core.connectionCount * measureAgentStateBytes() },
     };
   }
 
@@ -143,6 +190,7 @@ export class Agent {
     if (this.stopped) return;
     this.stopped = true;
     this.control.close();
+    this.core.verbs?.close();
     await new Promise<void>((resolve) => (this.admin ? this.admin.close(() => resolve()) : resolve()));
     this.log.info('agent stopped');
   }

@@ -14,6 +14,8 @@ import { ShadowConnection, type Side } from './shadow-connection.js';
 import type { EventLog } from './event-log.js';
 import type { AgentCounters } from './stats.js';
 import type { ShmHostCA, ShmLink } from './host-ca-shm.js';
+import type { VerbsHostCA } from './host-ca-verbs.js';
+import type { VerbsEndpoint } from './verbs-endpoint.js';
 
 const { errno } = osConstants;
 
@@ -28,7 +30,8 @@ export interface ProcessRecord {
 export type SocketRecord =
   | { sid: number; client: number; kind: 'open' }
   | { sid: number; client: number; kind: 'listener'; listener: ListenerEntry }
-  | { sid: number; client: number; kind: 'connection'; conn: LiveConnection; side: Side };
+  | { sid: number; client: number; kind: 'connection'; conn: LiveConnection; side: Side }
+  | { sid: number; client: number; kind: 'verbs'; end: VerbsEndpoint };
 
 export interface LiveConnection {
   shadow: ShadowConnection;
@@ -56,6 +59,8 @@ export class CoreCA {
   private readonly pending = new Map<string, LiveConnection>();
   private nextSid = 1;
   private nextCid = 1n;
+  /** The verbs fabric's host CA, once the agent has opened it (null: no RDMA here). */
+  verbs: VerbsHostCA | null = null;
 
   constructor(
     private readonly sink: ReplySink,
@@ -70,7 +75,16 @@ export class CoreCA {
   ) {}
 
   get pendingCount(): number {
-    return this.pending.size;
+    return this.pending.size + (this.verbs?.pendingCount ?? 0);
+  }
+
+  allocateCid(): bigint {
+    return this.nextCid++;
+  }
+
+  /** Offloaded connection ends held by this agent, on every fabric. */
+  get connectionCount(): number {
+    return this.connections.size + (this.verbs?.ends.size ?? 0);
   }
 
   processOpened(client: number, cred: { pid: number; uid: number }): void {
@@ -153,10 +167,17 @@ export class CoreCA {
     if (!local || !remote) return this.fail(proc.client, req, errno.EINVAL, 'CONNECT needs both addresses');
     const verdict = decide(this.policy, { program: proc.program, role: 'connect', address: remote.address, port: remote.port });
     if (verdict.action === 'tcp') return this.fallback(proc.client, req, ABI.fb.POLICY);
-    if (!isLocalAddress(remote.address)) return this.fallback(proc.client, req, ABI.fb.NO_FABRIC);
+    const onThisHost = isLocalAddress(remote.address);
+    const fabric = this.config.fabric;
+    // Forced verbs goes through rdma_cm even here, so one host exercises the remote path
+    // (a missing listener is then a REJ from the passive agent, as it would be elsewhere).
+    if (this.verbs && (fabric === 'verbs' || (fabric === 'auto' && !onThisHost))) {
+      return this.connectVerbs(proc, req, sock.sid);
+    }
+    if (!onThisHost) return this.fallback(proc.client, req, ABI.fb.NO_FABRIC);
     const listener = this.listeners.find(remote.family, remote.address, remote.port);
     if (!listener) return this.fallback(proc.client, req, ABI.fb.PEER_NOT_OFFLOADED);
-    if (this.connections.size >= this.config.maxConnections) return this.fallback(proc.client, req, ABI.fb.RESOURCES);
+    if (this.connectionCount >= this.config.maxConnections) return this.fallback(proc.client, req, ABI.fb.RESOURCES);
 
     const cid = this.nextCid++;
     let link: ShmLink;
@@ -186,8 +207,39 @@ export class CoreCA {
     if (!sent) this.discard(conn);
   }
 
+  /** REQ over the verbs fabric; the reply waits for the REP (or a reason to fall back). */
+  private connectVerbs(proc: ProcessRecord, req: CtlRequest, sid: number): void {
+    if (this.connectionCount >= this.config.maxConnections) return this.fallback(proc.client, req, ABI.fb.RESOURCES);
+    this.verbs!.connect({ sid, local: req.local!, remote: req.remote!, pid: proc.pid, program: proc.program }, (outcome) => {
+      const sock = this.sockets.get(sid);
+      const alive = this.processes.get(proc.client) === proc && sock?.kind === 'open' && sock.client === proc.client;
+      if (outcome.kind === 'fallback') {
+        if (alive) this.fallback(proc.client, req, outcome.reason);
+        this.changed();
+        return;
+      }
+      const { end } = outcome;
+      if (!alive) {
+        this.verbs!.abandon(end);
+        return;
+      }
+      this.sockets.set(sid, { sid, client: proc.client, kind: 'verbs', end });
+      const sent = this.reply(proc.client, req, {
+        event: ABI.ev.CONNECT_RESPONSE, sid, cid: end.cid, fabric: ABI.fabric.VERBS, side: 0,
+        ringSize: outcome.ringSize, spinUs: this.config.spinUs,
+      }, outcome.fds);
+      this.verbs!.handedOut(end);
+      if (!sent) this.verbs!.abandon(end);
+      this.changed();
+    });
+  }
+
   private establish(proc: ProcessRecord, req: CtlRequest): void {
     const sock = this.sockets.get(req.sid);
+    if (sock?.kind === 'verbs' && sock.client === proc.client && sock.end.cid === req.cid) {
+      this.verbs?.rendezvousDone(sock.end);
+      return;
+    }
     if (!sock || sock.client !== proc.client || sock.kind !== 'connection' || sock.side !== 0
       || sock.conn.shadow.cid !== req.cid) {
       return this.violation(proc, req, 'ESTABLISH for a connection it does not own');
@@ -211,6 +263,8 @@ export class CoreCA {
     // the listening socket could have accepted that connection and learnt its peer port.
     const conn = this.pending.get(pendingKey(local.port, remote.port));
     if (!conn) {
+      const claimed = this.verbs?.claimPassive(local.port, remote);
+      if (claimed) return this.acceptVerbs(proc, req, claimed);
       this.counters.kernelAccepted++;
       this.reply(proc.client, req, { event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED });
       return;
@@ -235,6 +289,24 @@ export class CoreCA {
     if (!sent) this.closeSocket(sid, ABI.close.RESET);
   }
 
+  private acceptVerbs(proc: ProcessRecord, req: CtlRequest,
+    claimed: { end: VerbsEndpoint; fds: number[]; ringSize: number }): void {
+    const { end } = claimed;
+    const sid = this.allocateSid();
+    end.sid = sid;
+    end.pid = proc.pid;
+    end.program = proc.program;
+    if (req.remote) end.remote = req.remote; // the kernel's view of the client, as accept() saw it
+    proc.sids.add(sid);
+    this.sockets.set(sid, { sid, client: proc.client, kind: 'verbs', end });
+    const sent = this.reply(proc.client, req, {
+      event: ABI.ev.CONNECT_ESTABLISHED, sid, cid: end.cid, fabric: ABI.fabric.VERBS, side: 1,
+      ringSize: claimed.ringSize, spinUs: this.config.spinUs,
+    }, claimed.fds);
+    this.verbs!.handedOut(end);
+    if (!sent) this.verbs!.abandon(end);
+  }
+
   private shutdown(proc: ProcessRecord, req: CtlRequest): void {
     const sock = this.sockets.get(req.sid);
     if (!sock || sock.client !== proc.client) return this.violation(proc, req, 'SHUTDOWN of a socket it does not own');
@@ -257,6 +329,7 @@ export class CoreCA {
     this.sockets.delete(sid);
     this.processes.get(sock.client)?.sids.delete(sid);
     if (sock.kind === 'listener') return this.closeListener(sock.listener);
+    if (sock.kind === 'verbs') return this.verbs?.sidClosed(sock.end, flags);
     if (sock.kind !== 'connection') return;
     const { conn, side } = sock;
     conn.shadow.ends[side].closed = true;
@@ -274,6 +347,7 @@ export class CoreCA {
 
   private closeListener(listener: ListenerEntry): void {
     this.listeners.remove(listener.sid);
+    this.verbs?.listenerClosed(listener.sid);
     // Connections nobody accepted are reset, as the kernel resets a closed listener's queue.
     for (const conn of [...this.pending.values()]) {
       if (conn.listenerSid !== listener.sid) continue;

@@ -50,5 +50,16 @@ export function socketRows(core: CoreCA): SocketRow[] {
       });
     }
   }
+  const verbs = core.verbs;
+  for (const end of verbs?.ends.values() ?? []) {
+    const c = verbs!.connCounters(end);
+    rows.push({
+      sid: end.sid, cid: end.cid.toString(), fabric: 'verbs', tcp: end.tcp, cm: end.cm, qp: end.qp,
+      bytesSent: c?.rings[end.side].head ?? 0, bytesReceived: c?.rings[1 - end.side]!.tail ?? 0,
+      doorbells: c?.rings[1 - end.side]!.wakes ?? 0,
+      local: formatAddress(end.local), peer: formatAddress(end.remote),
+      pid: end.pid, program: end.program,
+    });
+  }
   return rows;
 }

@@ -6,6 +6,8 @@ export interface StatsSnapshot {
   processes: { connected: number; seen: number; protocolErrors: number };
   offloaded: number; // connections carried by a fabric since the agent started
   connections: { open: number; pendingAccept: number; timewait: number };
+  /** each fabric: 'up…', 'down: why' or 'off (…)' */
+  fabrics: { shm: string; verbs: string };
   listeners: number;
   kernelAccepted: number; // kernel TCP clients accepted on both-mode listeners
   rejected: number; // REJ: connections that did not complete (the kernel rendezvous failed)

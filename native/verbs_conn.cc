@@ -1,0 +1,662 @@
+#include "verbs_conn.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "system_error.h"
+
+namespace vtoe {
+
+namespace {
+
+constexpr auto ACQ = std::memory_order_acquire;
+constexpr auto REL = std::memory_order_release;
+constexpr auto RLX = std::memory_order_relaxed;
+
+void set_nonblocking(int fd)
+{
+	int flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0)
+		throw_errno("cannot make a descriptor nonblocking");
+}
+
+[[noreturn]] void throw_verbs(int err, const std::string &what)
+{
+	if (err == ENOMEM || err == EAGAIN)
+		throw_system_error(err, what,
+				   "the locked-memory limit is probably too low: raise it (ulimit -l "
+				   "unlimited, or LimitMEMLOCK=infinity for a service)");
+	throw_system_error(err, what);
+}
+
+} // namespace
+
+const char *conn_event_name(ConnEvent event)
+{
+	switch (event) {
+	case ConnEvent::app_closed: return "app_closed";
+	case ConnEvent::fin_sent: return "fin_sent";
+	case ConnEvent::peer_fin: return "peer_fin";
+	case ConnEvent::peer_closed: return "peer_closed";
+	case ConnEvent::peer_reset: return "peer_reset";
+	case ConnEvent::qp_error: return "qp_error";
+	case ConnEvent::protocol: return "protocol";
+	}
+	return "unknown";
+}
+
+VerbsConn::VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_pd *pd, uint32_t ring_size,
+		     uint64_t cid, int app_side, VerbsConnSink &sink)
+	: loop_(loop), handle_(handle), sink_(sink), app_side_(app_side), size_(ring_size),
+	  shm_(ring_size, cid)
+{
+	vtoe_conn_region &reg = shm_.mapping();
+	tx_ = &reg.ring[app_side];
+	rx_ = &reg.ring[1 - app_side];
+	tx_data_ = shm_.ring_data(app_side);
+	rx_data_ = shm_.ring_data(1 - app_side);
+	auto end = shm_.take_agent_end(app_side);
+	agent_fd_ = std::move(end[0]);
+	app_bell_ = std::move(end[1]);
+	set_nonblocking(agent_fd_.get());
+	set_nonblocking(app_bell_.get());
+	mail_ = std::make_unique<Mailboxes>();
+	std::memset(mail_.get(), 0, sizeof(Mailboxes));
+
+	ibv_context *ctx = pd->context;
+	try {
+		channel_ = ibv_create_comp_channel(ctx);
+		if (!channel_)
+			throw_verbs(errno, "ibv_create_comp_channel failed");
+		set_nonblocking(channel_->fd);
+		send_cq_ = ibv_create_cq(ctx, kSendDepth, this, channel_, 0);
+		if (!send_cq_)
+			throw_verbs(errno, "ibv_create_cq (send) failed");
+		recv_cq_ = ibv_create_cq(ctx, kRecvDepth, this, channel_, 0);
+		if (!recv_cq_)
+			throw_verbs(errno, "ibv_create_cq (receive) failed");
+		if (ibv_req_notify_cq(send_cq_, 0) != 0 || ibv_req_notify_cq(recv_cq_, 0) != 0)
+			throw_verbs(errno, "ibv_req_notify_cq failed");
+
+		ibv_qp_init_attr attr{};
+		attr.send_cq = send_cq_;
+		attr.recv_cq = recv_cq_;
+		attr.qp_type = IBV_QPT_RC;
+		attr.sq_sig_all = 0;
+		attr.cap.max_send_wr = kSendDepth;
+		attr.cap.max_recv_wr = kRecvDepth;
+		attr.cap.max_send_sge = 1;
+		attr.cap.max_recv_sge = 1;
+		attr.cap.max_inline_data = sizeof(wire_mailbox);
+		qp_ = ibv_create_qp(pd, &attr);
+		if (!qp_)
+			throw_verbs(errno, "ibv_create_qp (RC) failed");
+
+		// The process's tx ring is only read by our HCA; the rx ring is written by the peer's.
+		ring_mr_ = ibv_reg_mr(pd, shm_.ring_data(0), 2u * static_cast<size_t>(ring_size),
+				      IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+		if (!ring_mr_)
+			throw_verbs(errno, "ibv_reg_mr of the connection rings failed");
+		mail_mr_ = ibv_reg_mr(pd, &mail_->in, sizeof(mail_->in),
+				      IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+		if (!mail_mr_)
+			throw_verbs(errno, "ibv_reg_mr of the mailbox failed");
+	} catch (...) {
+		release_verbs();
+		throw;
+	}
+}
+
+VerbsConn::~VerbsConn()
+{
+	release_verbs();
+}
+
+void VerbsConn::release_verbs()
+{
+	channel_watch_.stop();
+	agent_watch_.stop();
+	bell_watch_.stop();
+	if (qp_)
+		ibv_destroy_qp(qp_);
+	qp_ = nullptr;
+	if (ring_mr_)
+		ibv_dereg_mr(ring_mr_);
+	ring_mr_ = nullptr;
+	if (mail_mr_)
+		ibv_dereg_mr(mail_mr_);
+	mail_mr_ = nullptr;
+	if (send_cq_)
+		ibv_destroy_cq(send_cq_);
+	send_cq_ = nullptr;
+	if (recv_cq_)
+		ibv_destroy_cq(recv_cq_);
+	recv_cq_ = nullptr;
+	if (channel_)
+		ibv_destroy_comp_channel(channel_);
+	channel_ = nullptr;
+}
+
+LocalWindow VerbsConn::local_window() const
+{
+	LocalWindow w;
+	w.ring_addr = reinterpret_cast<uintptr_t>(rx_data_);
+	w.ring_rkey = ring_mr_->rkey;
+	w.mailbox_addr = reinterpret_cast<uintptr_t>(&mail_->in);
+	w.mailbox_rkey = mail_mr_->rkey;
+	w.recv_credits = kRecvDepth;
+	w.qp_num = qp_->qp_num;
+	return w;
+}
+
+void VerbsConn::post_receives()
+{
+	while (recvs_posted_ - (stats_.messages_received) < kRecvDepth) {
+		ibv_recv_wr wr{}, *bad = nullptr;
+		wr.wr_id = recvs_posted_;
+		wr.num_sge = 0; // WRITE_WITH_IMM only: the bytes land in the rings, not here
+		int rc = ibv_post_recv(qp_, &wr, &bad);
+		if (rc != 0)
+			throw_verbs(rc, "ibv_post_recv failed");
+		recvs_posted_++;
+	}
+}
+
+void VerbsConn::start(const PeerWindow &peer)
+{
+	if (started_)
+		return;
+	peer_ = peer;
+	peer_recvs_ = peer.recv_credits;
+	started_ = true;
+	channel_watch_.start(loop_, channel_->fd, UV_READABLE,
+			     [this](int, int) { on_completion_channel(); });
+	agent_watch_.start(loop_, agent_fd_.get(), UV_READABLE,
+			   [this](int status, int events) { on_agent_fd(status, events); });
+	// The bell's read side shuts only when the process's last fd of the socket closes.
+	bell_watch_.start(loop_, app_bell_.get(), UV_DISCONNECT,
+			  [this](int status, int events) { on_app_bell(status, events); });
+	progress();
+}
+
+void VerbsConn::stop()
+{
+	stopped_ = true;
+	channel_watch_.stop();
+	agent_watch_.stop();
+	bell_watch_.stop();
+}
+
+// ---- completions ----------------------------------------------------------------------------
+
+void VerbsConn::on_completion_channel()
+{
+	for (;;) {
+		ibv_cq *cq = nullptr;
+		void *ctx = nullptr;
+		if (ibv_get_cq_event(channel_, &cq, &ctx) != 0)
+			break; // EAGAIN: no more events
+		ibv_ack_cq_events(cq, 1);
+		if (ibv_req_notify_cq(cq, 0) != 0) {
+			fail(ConnEvent::qp_error, "ibv_req_notify_cq failed");
+			return;
+		}
+	}
+	poll_completions();
+	advance_tx_tail();
+	progress();
+}
+
+void VerbsConn::drain()
+{
+	if (!started_ || stopped_)
+		return;
+	poll_completions();
+	advance_tx_tail();
+	progress();
+}
+
+void VerbsConn::poll_completions()
+{
+	ibv_wc wcs[32];
+	bool more = true;
+	while (more && !stopped_) {
+		more = false;
+		// Sends first: when a send fails, the receives are flushed, and the send says why.
+		int n = ibv_poll_cq(send_cq_, 32, wcs);
+		for (int i = 0; i < n && !stopped_; i++)
+			handle_send_completion(wcs[i]);
+		more |= n == 32;
+		n = ibv_poll_cq(recv_cq_, 32, wcs);
+		for (int i = 0; i < n && !stopped_; i++)
+			handle_recv_completion(wcs[i]);
+		more |= n == 32;
+	}
+}
+
+void VerbsConn::handle_send_completion(const ibv_wc &wc)
+{
+	stats_.completions++;
+	if (wc.status != IBV_WC_SUCCESS) {
+		fail_completion("send", wc);
+		return;
+	}
+	if (batches_.empty()) {
+		fail(ConnEvent::qp_error, "a send completion nobody posted");
+		return;
+	}
+	Batch batch = batches_.front();
+	batches_.pop_front();
+	sq_used_ -= batch.wrs;
+	completed_ = batch.end;
+}
+
+void VerbsConn::handle_recv_completion(const ibv_wc &wc)
+{
+	if (wc.status != IBV_WC_SUCCESS) {
+		fail_completion("receive", wc);
+		return;
+	}
+	stats_.messages_received++;
+	if (wc.opcode != IBV_WC_RECV_RDMA_WITH_IMM || !(wc.wc_flags & IBV_WC_WITH_IMM)) {
+		fail(ConnEvent::protocol, "the peer sent something other than WRITE_WITH_IMM");
+		return;
+	}
+	try {
+		post_receives();
+	} catch (const SystemError &) {
+		fail(ConnEvent::qp_error, "cannot repost a receive");
+		return;
+	}
+	if (!read_mailbox()) {
+		fail(ConnEvent::protocol, "the peer's mailbox holds impossible credits");
+		return;
+	}
+	uint32_t imm = ntohl(wc.imm_data);
+	handle_message(wire_type(imm), wire_value(imm));
+}
+
+void VerbsConn::fail_completion(const char *queue, const ibv_wc &wc)
+{
+	std::string detail = std::string(queue) + " completion: " + ibv_wc_status_str(wc.status) +
+			     " (status " + std::to_string(wc.status) + ", vendor error " +
+			     std::to_string(wc.vendor_err) + ")";
+	fail(ConnEvent::qp_error, detail.c_str());
+}
+
+bool VerbsConn::read_mailbox()
+{
+	// The peer's HCA may be writing a newer mailbox while we read: take two equal reads.
+	wire_mailbox a, b;
+	volatile wire_mailbox *in = &mail_->in;
+	do {
+		a.consumed = in->consumed;
+		a.recvs_posted = in->recvs_posted;
+		b.consumed = in->consumed;
+		b.recvs_posted = in->recvs_posted;
+	} while (a.consumed != b.consumed || a.recvs_posted != b.recvs_posted);
+	if (a.recvs_posted != 0) { // 0: no mailbox has arrived yet
+		if (a.consumed < peer_consumed_ || a.consumed > sent_)
+			return false;
+		if (a.recvs_posted > msgs_sent_ + kRecvDepth)
+			return false; // more receives than the peer's queue holds
+		peer_consumed_ = a.consumed;
+		if (a.recvs_posted > peer_recvs_)
+			peer_recvs_ = a.recvs_posted;
+	}
+	return true;
+}
+
+void VerbsConn::handle_message(WireMsg type, uint32_t value)
+{
+	switch (type) {
+	case WireMsg::data:
+		if (peer_fin_ || peer_reset_ || value == 0 ||
+		    delivered_ + value - reported_consumed_ > size_) {
+			fail(ConnEvent::protocol, "the peer wrote past the space it was given");
+			return;
+		}
+		deliver(value);
+		return;
+	case WireMsg::credit:
+		return;
+	case WireMsg::fin:
+		if (peer_fin_)
+			return;
+		peer_fin_ = true;
+		rx_->fin_at.store(delivered_, RLX);
+		rx_->fin.store(1, REL);
+		wake_app();
+		// The process's fd now reads POLLIN|POLLRDHUP, as after a TCP FIN.
+		shutdown(app_bell_.get(), SHUT_WR);
+		report(ConnEvent::peer_fin, "");
+		return;
+	case WireMsg::reset:
+		peer_reset_ = true;
+		fail(ConnEvent::peer_reset, "the peer reset the connection");
+		return;
+	case WireMsg::close:
+		if (peer_closed_)
+			return;
+		peer_closed_ = true;
+		tx_->rd_shut.store(1, REL);
+		// A writer blocked on a full ring must wake up to find EPIPE.
+		std::atomic_thread_fence(std::memory_order_seq_cst);
+		if (tx_->tx_waiting.exchange(0) == 1)
+			drain_app_filler();
+		report(ConnEvent::peer_closed, "");
+		return;
+	}
+	fail(ConnEvent::protocol, "unknown message type");
+}
+
+void VerbsConn::deliver(uint64_t bytes)
+{
+	delivered_ += bytes;
+	stats_.bytes_delivered += bytes;
+	rx_->head.store(delivered_, REL);
+	wake_app();
+}
+
+// ---- doorbells ------------------------------------------------------------------------------
+
+void VerbsConn::wake_app()
+{
+	std::atomic_thread_fence(std::memory_order_seq_cst);
+	if (!rx_->rx_armed.load(RLX) || rx_->rx_armed.exchange(0) != 1)
+		return;
+	rx_->wakes.fetch_add(1);
+	for (;;) {
+		if (send(app_bell_.get(), "w", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+			return;
+		if (errno != EINTR)
+			break;
+	}
+	rx_->wakes.fetch_sub(1); // no byte went out (EAGAIN: plenty are pending anyway)
+}
+
+void VerbsConn::drain_app_filler()
+{
+	char buf[4096];
+	for (;;) {
+		ssize_t n = recv(app_bell_.get(), buf, sizeof(buf), MSG_DONTWAIT);
+		if (n > 0 || (n < 0 && errno == EINTR))
+			continue;
+		break;
+	}
+}
+
+// Ask the process to tell us when it consumes: fill our fd so that it is unwritable, and set
+// tx_waiting on its rx ring; its next recv drains the filler, and our fd becomes writable.
+void VerbsConn::request_consume_notification()
+{
+	static const char filler[4096] = {};
+	for (;;) {
+		ssize_t n = send(agent_fd_.get(), filler, sizeof(filler), MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n > 0 || (n < 0 && errno == EINTR))
+			continue;
+		break;
+	}
+	rx_->tx_waiting.store(1);
+	std::atomic_thread_fence(std::memory_order_seq_cst);
+	notify_requested_ = true;
+	update_watches();
+}
+
+void VerbsConn::on_agent_fd(int status, int events)
+{
+	if (status < 0) {
+		agent_fd_eof_ = true;
+	} else {
+		if (events & UV_READABLE) {
+			char buf[256];
+			for (;;) {
+				ssize_t n = recv(agent_fd_.get(), buf, sizeof(buf), MSG_DONTWAIT);
+				if (n > 0 || (n < 0 && errno == EINTR))
+					continue;
+				if (n == 0 || errno != EAGAIN)
+					agent_fd_eof_ = true; // the process shut its bell: FIN or close
+				break;
+			}
+		}
+		if ((events & UV_WRITABLE) && notify_requested_) {
+			notify_requested_ = false;
+			stats_.notifications++;
+		}
+	}
+	update_watches();
+	progress();
+}
+
+void VerbsConn::on_app_bell(int, int)
+{
+	app_gone();
+}
+
+void VerbsConn::app_gone()
+{
+	if (app_gone_)
+		return;
+	app_gone_ = true;
+	bell_watch_.stop();
+	if (failed_ || stopped_)
+		report(ConnEvent::app_closed, "after the connection failed");
+	else
+		progress(); // reports app_closed once its FIN or reset is on the wire
+}
+
+void VerbsConn::update_watches()
+{
+	if (stopped_ || !started_)
+		return;
+	int events = (agent_fd_eof_ ? 0 : UV_READABLE) | (notify_requested_ ? UV_WRITABLE : 0);
+	agent_watch_.set_events(events);
+}
+
+// ---- transmit -------------------------------------------------------------------------------
+
+uint32_t VerbsConn::message_credits() const
+{
+	return peer_recvs_ > msgs_sent_ ? static_cast<uint32_t>(peer_recvs_ - msgs_sent_) : 0;
+}
+
+void VerbsConn::advance_tx_tail()
+{
+	uint64_t t = peer_consumed_ < completed_ ? peer_consumed_ : completed_;
+	if (t <= tx_tail_)
+		return;
+	tx_tail_ = t;
+	tx_->tail.store(t, REL);
+	std::atomic_thread_fence(std::memory_order_seq_cst);
+	if (tx_->tx_waiting.load(RLX) && tx_->tx_waiting.exchange(0) == 1)
+		drain_app_filler(); // the process's fd is writable again
+}
+
+// Posts one message: for data, the bytes [from, to) of the tx ring; always the mailbox first.
+bool VerbsConn::post_message(WireMsg type, uint64_t from, uint64_t to)
+{
+	const bool data = type == WireMsg::data;
+	if (message_credits() <= (data ? kCreditReserve : 0)) {
+		stats_.credit_stalls++;
+		return false;
+	}
+	if (sq_used_ + 3 > kSendDepth)
+		return false;
+
+	uint64_t tail = rx_->tail.load(ACQ);
+	if (tail < reported_consumed_ || tail > delivered_)
+		tail = reported_consumed_; // the process wrote nonsense: report nothing new
+	mail_->out.consumed = tail;
+	mail_->out.recvs_posted = recvs_posted_;
+
+	ibv_sge sge[3]{};
+	ibv_send_wr wr[3]{};
+	uint32_t n = 0;
+	sge[0].addr = reinterpret_cast<uintptr_t>(&mail_->out);
+	sge[0].length = sizeof(mail_->out);
+	wr[0].opcode = IBV_WR_RDMA_WRITE;
+	wr[0].send_flags = IBV_SEND_INLINE;
+	wr[0].sg_list = &sge[0];
+	wr[0].num_sge = 1;
+	wr[0].wr.rdma.remote_addr = peer_.mailbox_addr;
+	wr[0].wr.rdma.rkey = peer_.mailbox_rkey;
+	n = 1;
+
+	const uint64_t bytes = to - from;
+	uint64_t off = from & (size_ - 1);
+	uint64_t left = bytes;
+	do {
+		uint64_t chunk = left < size_ - off ? left : size_ - off;
+		ibv_send_wr &w = wr[n];
+		w.opcode = IBV_WR_RDMA_WRITE;
+		w.wr.rdma.remote_addr = peer_.ring_addr + off;
+		w.wr.rdma.rkey = peer_.ring_rkey;
+		if (chunk) {
+			sge[n].addr = reinterpret_cast<uintptr_t>(tx_data_ + off);
+			sge[n].length = static_cast<uint32_t>(chunk);
+			sge[n].lkey = ring_mr_->lkey;
+			w.sg_list = &sge[n];
+			w.num_sge = 1;
+		}
+		n++;
+		left -= chunk;
+		off = 0;
+	} while (left);
+	ibv_send_wr &last = wr[n - 1];
+	last.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+	last.imm_data = htonl(wire_imm(type, static_cast<uint32_t>(bytes)));
+	last.send_flags |= IBV_SEND_SIGNALED;
+	last.wr_id = to;
+	for (uint32_t i = 0; i + 1 < n; i++)
+		wr[i].next = &wr[i + 1];
+
+	ibv_send_wr *bad = nullptr;
+	int rc = ibv_post_send(qp_, wr, &bad);
+	if (rc != 0) {
+		fail(ConnEvent::qp_error, "ibv_post_send failed");
+		return false;
+	}
+	sq_used_ += n;
+	batches_.push_back({n, to});
+	msgs_sent_++;
+	stats_.messages_sent++;
+	stats_.bytes_sent += bytes;
+	if (type == WireMsg::credit)
+		stats_.credit_messages++;
+	if (data)
+		sent_ = to;
+	reported_consumed_ = tail;
+	reported_recvs_ = recvs_posted_;
+	return true;
+}
+
+void VerbsConn::progress()
+{
+	if (!started_ || stopped_ || failed_)
+		return;
+	// We always want a doorbell for new data: arm before reading head (Dekker with the shim).
+	tx_->rx_armed.store(1);
+	std::atomic_thread_fence(std::memory_order_seq_cst);
+
+	if (!reset_sent_) {
+		const bool app_reset = tx_->reset.load(ACQ) != 0;
+		const bool fin = tx_->fin.load(ACQ) != 0;
+		uint64_t head = tx_->head.load(ACQ);
+		if (head < sent_ || head - tx_tail_ > size_) {
+			fail(ConnEvent::protocol, "the process wrote an impossible tx head");
+			return;
+		}
+		// A process that closed (or died: the kernel closes for it) with data unread, or
+		// that gets data after closing, resets the connection, as TCP sends RST.
+		const bool unread = app_gone_ && rx_->tail.load(ACQ) != delivered_;
+		if (app_reset || unread) {
+			if (post_message(WireMsg::reset, sent_, sent_)) {
+				reset_sent_ = true;
+				if (app_gone_)
+					report(ConnEvent::app_closed, "reset");
+			}
+			return;
+		}
+		while (sent_ < head && post_message(WireMsg::data, sent_, head)) {
+		}
+		if ((fin || app_gone_) && !fin_sent_ && sent_ == head) {
+			if (fin && tx_->fin_at.load(RLX) != head) {
+				fail(ConnEvent::protocol, "the process's FIN is not at the end of its data");
+				return;
+			}
+			fin_sent_ = post_message(WireMsg::fin, sent_, sent_);
+			if (fin_sent_)
+				report(ConnEvent::fin_sent, "");
+		}
+		if (app_gone_ && fin_sent_ && !close_sent_) {
+			close_sent_ = post_message(WireMsg::close, sent_, sent_);
+			if (close_sent_)
+				report(ConnEvent::app_closed, "fin");
+		}
+	}
+
+	uint64_t tail = rx_->tail.load(ACQ);
+	if (tail < reported_consumed_ || tail > delivered_) {
+		fail(ConnEvent::protocol, "the process wrote an impossible rx tail");
+		return;
+	}
+	if (!reset_sent_ && (tail - reported_consumed_ >= size_ / 4 ||
+			     recvs_posted_ - reported_recvs_ >= kRecvDepth / 2))
+		post_message(WireMsg::credit, sent_, sent_);
+	if (!notify_requested_ && !app_gone_ && !peer_reset_ &&
+	    delivered_ - reported_consumed_ >= size_ / 4) {
+		request_consume_notification();
+		if (rx_->tail.load(ACQ) != tail && rx_->tx_waiting.exchange(0) == 1) {
+			// The process consumed meanwhile and may never look again: do it now.
+			notify_requested_ = false;
+			update_watches();
+			progress();
+		}
+	}
+}
+
+// ---- failure --------------------------------------------------------------------------------
+
+void VerbsConn::reset_app()
+{
+	if (failed_)
+		return;
+	failed_ = true;
+	hang_up_app();
+}
+
+// ECONNRESET for the process: reset flag, then hang up its fd to wake every waiter.
+void VerbsConn::hang_up_app()
+{
+	rx_->reset.store(1, REL);
+	tx_->rd_shut.store(1, REL);
+	std::atomic_thread_fence(std::memory_order_seq_cst);
+	agent_watch_.stop();
+	bell_watch_.stop();
+	app_bell_.reset();
+}
+
+void VerbsConn::fail(ConnEvent event, const char *detail)
+{
+	if (failed_)
+		return;
+	failed_ = true;
+	hang_up_app();
+	// The process broke the protocol with a healthy QP: tell the peer (best effort).
+	if (event == ConnEvent::protocol && started_ && !stopped_ && !reset_sent_)
+		reset_sent_ = post_message(WireMsg::reset, sent_, sent_);
+	report(event, detail);
+}
+
+void VerbsConn::report(ConnEvent event, const char *detail)
+{
+	sink_.conn_event(handle_, event, detail);
+}
+
+} // namespace vtoe

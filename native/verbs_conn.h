@@ -1,0 +1,192 @@
+// VerbsConn: one end of a verbs-fabric connection, in this agent.
+//
+// It owns the connection's region (shared with the local process, as on the shm fabric), an RC
+// queue pair with its own send and receive completion queues and completion channel, and two
+// memory registrations: the region's rings (so RDMA WRITEs go straight from the process's tx
+// ring into the peer's rx ring) and a small agent-private page with the mailboxes.  The rdma_cm
+// id and the QP state transitions belong to VerbsFabric; this class runs the data path, on the
+// loop thread, from three watched descriptors: the completion channel, and the two doorbell
+// sockets it holds as the process's other party.  Nothing here calls JavaScript: what the agent
+// must know is reported through VerbsConnSink.
+#ifndef VTOE_NATIVE_VERBS_CONN_H
+#define VTOE_NATIVE_VERBS_CONN_H
+
+#include <infiniband/verbs.h>
+#include <uv.h>
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <memory>
+
+#include "fd_watch.h"
+#include "shm_connection.h"
+#include "unique_fd.h"
+#include "verbs_wire.h"
+
+namespace vtoe {
+
+// What the peer told us (REQ or REP private data) so that we can write into its memory.
+struct PeerWindow {
+	uint64_t ring_addr;
+	uint32_t ring_rkey;
+	uint64_t mailbox_addr;
+	uint32_t mailbox_rkey;
+	uint32_t recv_credits; // receives it posted before the connection began
+};
+
+// Ours, for the private data we send.
+struct LocalWindow {
+	uint64_t ring_addr;
+	uint32_t ring_rkey;
+	uint64_t mailbox_addr;
+	uint32_t mailbox_rkey;
+	uint32_t recv_credits;
+	uint32_t qp_num;
+};
+
+struct VerbsConnStats {
+	uint64_t messages_sent, messages_received, credit_messages, notifications, completions;
+	uint64_t bytes_sent, bytes_delivered, credit_stalls;
+};
+
+// Things the data path cannot settle itself.  Called on the loop thread, never re-entrantly
+// from inside a data-path call that is still using the connection (see VerbsFabric::flush).
+enum class ConnEvent {
+	app_closed,  // the process's last fd of the socket closed (or it died)
+	fin_sent,    // the process shut down writing and its FIN is on the wire
+	peer_fin,    // the peer shut down writing
+	peer_closed, // the peer's process closed the socket
+	peer_reset,  // the peer aborted: the process sees ECONNRESET
+	qp_error,    // a work completion failed: the process sees ECONNRESET
+	protocol,    // the peer or the process broke the protocol: reset
+};
+const char *conn_event_name(ConnEvent event);
+
+class VerbsConnSink {
+public:
+	virtual ~VerbsConnSink() = default;
+	virtual void conn_event(uint32_t handle, ConnEvent event, const char *detail) = 0;
+};
+
+class VerbsConn {
+public:
+	static constexpr uint32_t kRecvDepth = 64;   // receives posted ahead = message credits
+	static constexpr uint32_t kSendDepth = 256;  // send work requests outstanding at most
+	static constexpr uint32_t kCreditReserve = 2; // message credits data never takes
+
+	// Creates the region, CQs, QP (in RESET) and registrations.  Throws SystemError.
+	VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_pd *pd, uint32_t ring_size, uint64_t cid,
+		  int app_side, VerbsConnSink &sink);
+	~VerbsConn();
+	VerbsConn(const VerbsConn &) = delete;
+	VerbsConn &operator=(const VerbsConn &) = delete;
+
+	ibv_qp *qp() const { return qp_; }
+	LocalWindow local_window() const;
+	int app_side() const { return app_side_; }
+	ShmConnection &region() { return shm_; }
+	const VerbsConnStats &stats() const { return stats_; }
+
+	// Fills the receive queue; the QP must be in INIT or later.  Throws SystemError.
+	void post_receives();
+	// Starts moving bytes (the QP is in RTS, the peer's window known).  Throws SystemError.
+	void start(const PeerWindow &peer);
+	// Handles the completions already queued (before the QP goes to ERR: a FIN or reset that
+	// arrived just before the DREQ must still reach the process).
+	void drain();
+	// The QP went to ERR on purpose: completions flushed from now on are not failures.
+	void stop();
+	// The connection is lost (DREQ without FIN): the process sees ECONNRESET.  No event.
+	void reset_app();
+
+private:
+	struct Batch {
+		uint32_t wrs;
+		uint64_t end; // stream position sent once this batch completes
+	};
+
+	void on_completion_channel();
+	void on_agent_fd(int status, int events);
+	void on_app_bell(int status, int events);
+	void handle_send_completion(const ibv_wc &wc);
+	void handle_recv_completion(const ibv_wc &wc);
+	void handle_message(WireMsg type, uint32_t value);
+	bool read_mailbox();
+	void progress();
+	bool post_message(WireMsg type, uint64_t from, uint64_t to);
+	uint32_t message_credits() const;
+	void advance_tx_tail();
+	void deliver(uint64_t bytes);
+	void wake_app();
+	void drain_app_filler();
+	void request_consume_notification();
+	void app_gone();
+	void fail(ConnEvent event, const char *detail);
+	void fail_completion(const char *queue, const ibv_wc &wc);
+	void hang_up_app();
+	void poll_completions();
+	void report(ConnEvent event, const char *detail);
+	void update_watches();
+	void release_verbs();
+
+	uv_loop_t *loop_;
+	uint32_t handle_;
+	VerbsConnSink &sink_;
+	int app_side_;
+	uint32_t size_;
+	ShmConnection shm_;
+	vtoe_ring_ctl *tx_; // the process produces, we consume
+	vtoe_ring_ctl *rx_; // we produce, the process consumes
+	uint8_t *tx_data_;
+	uint8_t *rx_data_;
+	unique_fd agent_fd_;  // the process's doorbells arrive here; our filler leaves from here
+	unique_fd app_bell_;  // our doorbells to the process; its filler arrives here
+
+	struct Mailboxes {
+		wire_mailbox in; // the peer writes here
+		wire_mailbox out;
+	};
+	std::unique_ptr<Mailboxes> mail_;
+	ibv_comp_channel *channel_ = nullptr;
+	ibv_cq *send_cq_ = nullptr;
+	ibv_cq *recv_cq_ = nullptr;
+	ibv_qp *qp_ = nullptr;
+	ibv_mr *ring_mr_ = nullptr;
+	ibv_mr *mail_mr_ = nullptr;
+	uint32_t unacked_cq_events_ = 0;
+
+	FdWatch channel_watch_, agent_watch_, bell_watch_;
+
+	PeerWindow peer_{};
+	bool started_ = false;
+	bool stopped_ = false;
+	bool failed_ = false;
+	bool app_gone_ = false;
+	bool agent_fd_eof_ = false;
+	bool notify_requested_ = false;
+
+	// transmit (the process's tx ring)
+	uint64_t sent_ = 0;        // posted to the QP
+	uint64_t completed_ = 0;   // send completions seen up to here
+	uint64_t peer_consumed_ = 0;
+	uint64_t tx_tail_ = 0;     // published to the process: min(peer_consumed_, completed_)
+	uint64_t msgs_sent_ = 0;
+	uint64_t peer_recvs_ = 0;  // receives the peer has posted (credits = peer_recvs_ - msgs_sent_)
+	uint32_t sq_used_ = 0;
+	std::deque<Batch> batches_;
+	bool fin_sent_ = false, reset_sent_ = false, close_sent_ = false;
+
+	// receive (the process's rx ring)
+	uint64_t delivered_ = 0;   // rx head published to the process
+	uint64_t reported_consumed_ = 0;
+	uint64_t recvs_posted_ = 0;
+	uint64_t reported_recvs_ = 0;
+	bool peer_fin_ = false, peer_reset_ = false, peer_closed_ = false;
+
+	VerbsConnStats stats_{};
+};
+
+} // namespace vtoe
+
+#endif

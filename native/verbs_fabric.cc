@@ -1,0 +1,360 @@
+#include "verbs_fabric.h"
+
+#include <fcntl.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "system_error.h"
+
+namespace vtoe {
+
+namespace {
+
+const char *qp_state_name(ibv_qp_state s)
+{
+	switch (s) {
+	case IBV_QPS_RESET: return "RESET";
+	case IBV_QPS_INIT: return "INIT";
+	case IBV_QPS_RTR: return "RTR";
+	case IBV_QPS_RTS: return "RTS";
+	case IBV_QPS_ERR: return "ERR";
+	default: return "another state";
+	}
+}
+
+void copy_addr(sockaddr_storage &to, const sockaddr *from)
+{
+	std::memset(&to, 0, sizeof(to));
+	if (!from)
+		return;
+	size_t len = from->sa_family == AF_INET6 ? sizeof(sockaddr_in6)
+		     : from->sa_family == AF_INET ? sizeof(sockaddr_in)
+						  : 0;
+	std::memcpy(&to, from, len);
+}
+
+// librdmacm returns -1 with errno set.
+void check_cm(int rc, const std::string &what, const std::string &advice = std::string())
+{
+	if (rc != 0)
+		throw_errno(what, advice);
+}
+
+} // namespace
+
+VerbsFabric::VerbsFabric(uv_loop_t *loop, VerbsFabricListener &listener)
+	: loop_(loop), listener_(listener)
+{
+	channel_ = rdma_create_event_channel();
+	if (!channel_) {
+		int err = errno;
+		throw_system_error(err == ENOENT ? ENODEV : err, "rdma_cm is not available",
+				   "no RDMA device or the rdma_ucm module is not loaded: run "
+				   "`vtoe doctor`; for Soft-RoCE: modprobe rdma_rxe && rdma link add "
+				   "rxe0 type rxe netdev IFACE");
+	}
+	int flags = fcntl(channel_->fd, F_GETFL);
+	if (flags < 0 || fcntl(channel_->fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+		int err = errno;
+		rdma_destroy_event_channel(channel_);
+		channel_ = nullptr;
+		throw_system_error(err, "cannot make the rdma_cm event channel nonblocking");
+	}
+	try {
+		channel_watch_.start(loop_, channel_->fd, UV_READABLE, [this](int, int) { on_channel(); });
+	} catch (...) {
+		rdma_destroy_event_channel(channel_);
+		channel_ = nullptr;
+		throw;
+	}
+}
+
+VerbsFabric::~VerbsFabric()
+{
+	close();
+}
+
+void VerbsFabric::close()
+{
+	if (!channel_)
+		return;
+	channel_watch_.stop();
+	while (!ids_.empty())
+		destroy(ids_.begin()->first);
+	for (auto &pd : pds_)
+		ibv_dealloc_pd(pd.second);
+	pds_.clear();
+	rdma_destroy_event_channel(channel_);
+	channel_ = nullptr;
+	queue_.clear();
+	if (flush_timer_) {
+		uv_timer_stop(flush_timer_);
+		uv_close(reinterpret_cast<uv_handle_t *>(flush_timer_),
+			 [](uv_handle_t *h) { delete reinterpret_cast<uv_timer_t *>(h); });
+		flush_timer_ = nullptr;
+	}
+}
+
+VerbsFabric::Entry &VerbsFabric::entry(uint32_t handle)
+{
+	auto it = ids_.find(handle);
+	if (it == ids_.end())
+		throw_system_error(EBADF, "verbs handle " + std::to_string(handle) + " does not exist");
+	return it->second;
+}
+
+VerbsConn &VerbsFabric::conn(uint32_t handle)
+{
+	Entry &e = entry(handle);
+	if (!e.conn)
+		throw_system_error(EBADF, "verbs handle " + std::to_string(handle) + " has no QP yet",
+				   "call createQp first");
+	return *e.conn;
+}
+
+uint32_t VerbsFabric::add(rdma_cm_id *id)
+{
+	while (next_handle_ == 0 || ids_.count(next_handle_))
+		next_handle_++;
+	uint32_t handle = next_handle_++;
+	id->context = reinterpret_cast<void *>(static_cast<uintptr_t>(handle));
+	ids_[handle] = Entry{id, nullptr};
+	return handle;
+}
+
+ibv_pd *VerbsFabric::pd_for(ibv_context *ctx)
+{
+	if (!ctx)
+		throw_system_error(ENODEV, "the rdma_cm id is not bound to a device yet",
+				   "resolve the address (or receive the request) first");
+	auto it = pds_.find(ctx);
+	if (it != pds_.end())
+		return it->second;
+	ibv_pd *pd = ibv_alloc_pd(ctx);
+	if (!pd)
+		throw_errno("ibv_alloc_pd failed");
+	pds_[ctx] = pd;
+	return pd;
+}
+
+uint32_t VerbsFabric::listen(const sockaddr *addr, int backlog)
+{
+	rdma_cm_id *id = nullptr;
+	check_cm(rdma_create_id(channel_, &id, nullptr, RDMA_PS_TCP), "rdma_create_id failed");
+	if (rdma_bind_addr(id, const_cast<sockaddr *>(addr)) != 0 || rdma_listen(id, backlog) != 0) {
+		int err = errno;
+		rdma_destroy_id(id);
+		throw_system_error(err, "cannot listen for rdma_cm connections",
+				   err == EADDRINUSE ? "another agent listens there: set VTOE_RDMA_PORT"
+						     : "check `vtoe doctor`: is the address on an RDMA port?");
+	}
+	return add(id);
+}
+
+uint32_t VerbsFabric::resolve(const sockaddr *dst, int timeout_ms)
+{
+	rdma_cm_id *id = nullptr;
+	check_cm(rdma_create_id(channel_, &id, nullptr, RDMA_PS_TCP), "rdma_create_id failed");
+	uint32_t handle = add(id);
+	if (rdma_resolve_addr(id, nullptr, const_cast<sockaddr *>(dst), timeout_ms) != 0) {
+		int err = errno;
+		destroy(handle);
+		throw_system_error(err, "rdma_resolve_addr failed");
+	}
+	return handle;
+}
+
+void VerbsFabric::resolve_route(uint32_t handle, int timeout_ms)
+{
+	check_cm(rdma_resolve_route(entry(handle).id, timeout_ms), "rdma_resolve_route failed");
+}
+
+LocalWindow VerbsFabric::create_qp(uint32_t handle, uint32_t ring_size, uint64_t cid, int app_side)
+{
+	Entry &e = entry(handle);
+	if (e.conn)
+		throw_system_error(EEXIST, "verbs handle " + std::to_string(handle) + " has a QP already");
+	ibv_pd *pd = pd_for(e.id->verbs);
+	e.conn = std::make_unique<VerbsConn>(loop_, handle, pd, ring_size, cid, app_side,
+					     static_cast<VerbsConnSink &>(*this));
+	return e.conn->local_window();
+}
+
+void VerbsFabric::modify_qp(uint32_t handle, ibv_qp_state state)
+{
+	Entry &e = entry(handle);
+	VerbsConn &c = conn(handle);
+	ibv_qp_attr attr{};
+	int mask = 0;
+	attr.qp_state = state;
+	if (state == IBV_QPS_INIT || state == IBV_QPS_RTR || state == IBV_QPS_RTS) {
+		check_cm(rdma_init_qp_attr(e.id, &attr, &mask), "rdma_init_qp_attr failed");
+		if (state == IBV_QPS_INIT) {
+			// Before rdma_connect the active id has no IB CM id yet, and rdma_cm then grants
+			// no remote access: the peer's RDMA WRITEs would fail.  Ask for it explicitly.
+			attr.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
+			mask |= IBV_QP_ACCESS_FLAGS;
+		}
+		if (state == IBV_QPS_RTS) {
+			attr.rnr_retry = 3; // finite: credits mean an RNR is a bug, reported as a reset
+			mask |= IBV_QP_RNR_RETRY;
+		}
+	} else {
+		mask = IBV_QP_STATE;
+		if (state == IBV_QPS_ERR || state == IBV_QPS_RESET) {
+			c.drain();
+			c.stop();
+		}
+	}
+	int rc = ibv_modify_qp(c.qp(), &attr, mask);
+	if (rc != 0)
+		throw_system_error(rc, std::string("ibv_modify_qp to ") + qp_state_name(state) +
+					       " failed");
+	if (state == IBV_QPS_INIT)
+		c.post_receives();
+}
+
+rdma_conn_param VerbsFabric::conn_param(Entry &e, const uint8_t *data, size_t len)
+{
+	rdma_conn_param p{};
+	p.private_data = data;
+	p.private_data_len = static_cast<uint8_t>(len);
+	p.responder_resources = 0; // no RDMA READs or atomics
+	p.initiator_depth = 0;
+	p.flow_control = 1;
+	p.retry_count = 7;
+	p.rnr_retry_count = 3;
+	p.qp_num = e.conn ? e.conn->qp()->qp_num : 0;
+	return p;
+}
+
+void VerbsFabric::connect(uint32_t handle, const uint8_t *data, size_t len)
+{
+	Entry &e = entry(handle);
+	conn(handle);
+	rdma_conn_param p = conn_param(e, data, len);
+	check_cm(rdma_connect(e.id, &p), "rdma_connect (REQ) failed");
+}
+
+void VerbsFabric::accept(uint32_t handle, const uint8_t *data, size_t len)
+{
+	Entry &e = entry(handle);
+	conn(handle);
+	rdma_conn_param p = conn_param(e, data, len);
+	check_cm(rdma_accept(e.id, &p), "rdma_accept (REP) failed");
+}
+
+void VerbsFabric::reject(uint32_t handle, const uint8_t *data, size_t len)
+{
+	check_cm(rdma_reject(entry(handle).id, data, static_cast<uint8_t>(len)),
+		 "rdma_reject (REJ) failed");
+}
+
+void VerbsFabric::establish(uint32_t handle)
+{
+	check_cm(rdma_establish(entry(handle).id), "rdma_establish (RTU) failed");
+}
+
+void VerbsFabric::start(uint32_t handle, const PeerWindow &peer)
+{
+	conn(handle).start(peer);
+}
+
+void VerbsFabric::reset_app(uint32_t handle)
+{
+	conn(handle).reset_app();
+}
+
+void VerbsFabric::disconnect(uint32_t handle)
+{
+	check_cm(rdma_disconnect(entry(handle).id), "rdma_disconnect (DREQ/DREP) failed");
+}
+
+std::array<int, VTOE_FD__COUNT> VerbsFabric::fds_for_app(uint32_t handle)
+{
+	VerbsConn &c = conn(handle);
+	return c.region().fds_for(c.app_side());
+}
+
+void VerbsFabric::release_app(uint32_t handle)
+{
+	VerbsConn &c = conn(handle);
+	c.region().release_side(c.app_side());
+}
+
+void VerbsFabric::destroy(uint32_t handle)
+{
+	auto it = ids_.find(handle);
+	if (it == ids_.end())
+		return;
+	Entry e = std::move(it->second);
+	ids_.erase(it);
+	e.conn.reset(); // QP before id
+	rdma_destroy_id(e.id);
+}
+
+// ---- events ---------------------------------------------------------------------------------
+
+void VerbsFabric::on_channel()
+{
+	rdma_cm_event *event = nullptr;
+	while (channel_ && rdma_get_cm_event(channel_, &event) == 0) {
+		CmEventInfo info;
+		info.type = event->event;
+		info.status = event->status;
+		info.listen_handle = 0;
+		const auto *pd = static_cast<const uint8_t *>(event->param.conn.private_data);
+		if (pd && event->param.conn.private_data_len)
+			info.private_data.assign(pd, pd + event->param.conn.private_data_len);
+		if (event->event == RDMA_CM_EVENT_CONNECT_REQUEST) {
+			info.listen_handle = static_cast<uint32_t>(
+				reinterpret_cast<uintptr_t>(event->listen_id->context));
+			info.handle = add(event->id);
+		} else {
+			info.handle = static_cast<uint32_t>(reinterpret_cast<uintptr_t>(event->id->context));
+		}
+		copy_addr(info.local, rdma_get_local_addr(event->id));
+		copy_addr(info.remote, rdma_get_peer_addr(event->id));
+		rdma_ack_cm_event(event);
+		queue_.emplace_back(std::move(info));
+	}
+	flush();
+}
+
+void VerbsFabric::conn_event(uint32_t handle, ConnEvent event, const char *detail)
+{
+	queue_.emplace_back(ConnEventInfo{handle, event, detail ? detail : ""});
+	schedule_flush();
+}
+
+void VerbsFabric::schedule_flush()
+{
+	if (!flush_timer_) {
+		flush_timer_ = new uv_timer_t;
+		uv_timer_init(loop_, flush_timer_);
+		flush_timer_->data = this;
+	}
+	uv_timer_start(flush_timer_, [](uv_timer_t *t) { static_cast<VerbsFabric *>(t->data)->flush(); },
+		       0, 0);
+}
+
+// Delivers the queued events; the listener may call any method, including destroy and close.
+void VerbsFabric::flush()
+{
+	if (flushing_)
+		return; // the outer flush delivers what is queued meanwhile
+	flushing_ = true;
+	while (!queue_.empty()) {
+		auto item = std::move(queue_.front());
+		queue_.pop_front();
+		if (auto *cm = std::get_if<CmEventInfo>(&item))
+			listener_.cm_event(*cm);
+		else
+			listener_.conn_event(std::get<ConnEventInfo>(item));
+	}
+	flushing_ = false;
+}
+
+} // namespace vtoe

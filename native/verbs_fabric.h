@@ -1,0 +1,111 @@
+// VerbsFabric: the verbs fabric's host CA in native code.  It owns the rdma_cm event channel,
+// every rdma_cm id (each known to JavaScript by a small integer handle), one protection domain
+// per device, and the connections' data paths (VerbsConn).
+//
+// The ids are created without a QP: the QP is created by createQp and moved through RESET,
+// INIT, RTR and RTS by modifyQp (rdma_init_qp_attr + ibv_modify_qp), so the agent's IB CM and QP
+// state machines run step by step.  rdma_cm events and data-path events are queued and reported
+// in a batch after the native work that produced them, never from inside it.
+#ifndef VTOE_NATIVE_VERBS_FABRIC_H
+#define VTOE_NATIVE_VERBS_FABRIC_H
+
+#include <infiniband/verbs.h>
+#include <rdma/rdma_cma.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "fd_watch.h"
+#include "verbs_conn.h"
+
+namespace vtoe {
+
+struct CmEventInfo {
+	uint32_t handle;        // the id the event is for (a new one for CONNECT_REQUEST)
+	uint32_t listen_handle; // CONNECT_REQUEST: the listening id; else 0
+	rdma_cm_event_type type;
+	int status;
+	std::vector<uint8_t> private_data;
+	sockaddr_storage local, remote;
+};
+
+struct ConnEventInfo {
+	uint32_t handle;
+	ConnEvent event;
+	std::string detail;
+};
+
+class VerbsFabricListener {
+public:
+	virtual ~VerbsFabricListener() = default;
+	virtual void cm_event(const CmEventInfo &event) = 0;
+	virtual void conn_event(const ConnEventInfo &event) = 0;
+};
+
+class VerbsFabric : private VerbsConnSink {
+public:
+	// Throws SystemError(ENODEV) when rdma_cm is unusable (no RDMA device, module not loaded).
+	VerbsFabric(uv_loop_t *loop, VerbsFabricListener &listener);
+	~VerbsFabric();
+	VerbsFabric(const VerbsFabric &) = delete;
+	VerbsFabric &operator=(const VerbsFabric &) = delete;
+
+	uint32_t listen(const sockaddr *addr, int backlog);
+	uint32_t resolve(const sockaddr *dst, int timeout_ms);
+	void resolve_route(uint32_t handle, int timeout_ms);
+	LocalWindow create_qp(uint32_t handle, uint32_t ring_size, uint64_t cid, int app_side);
+	void modify_qp(uint32_t handle, ibv_qp_state state);
+	void connect(uint32_t handle, const uint8_t *data, size_t len);
+	void accept(uint32_t handle, const uint8_t *data, size_t len);
+	void reject(uint32_t handle, const uint8_t *data, size_t len);
+	void establish(uint32_t handle);
+	void start(uint32_t handle, const PeerWindow &peer);
+	void disconnect(uint32_t handle);
+	void reset_app(uint32_t handle);
+	std::array<int, VTOE_FD__COUNT> fds_for_app(uint32_t handle);
+	void release_app(uint32_t handle);
+	VerbsConn &conn(uint32_t handle);
+	// Destroys the QP, its resources and the id.  Unknown handles are ignored.
+	void destroy(uint32_t handle);
+	void close();
+	bool closed() const { return channel_ == nullptr; }
+	size_t id_count() const { return ids_.size(); }
+
+private:
+	struct Entry {
+		rdma_cm_id *id;
+		std::unique_ptr<VerbsConn> conn;
+	};
+
+	void conn_event(uint32_t handle, ConnEvent event, const char *detail) override;
+	void on_channel();
+	void schedule_flush();
+	void flush();
+	Entry &entry(uint32_t handle);
+	uint32_t add(rdma_cm_id *id);
+	ibv_pd *pd_for(ibv_context *ctx);
+	rdma_conn_param conn_param(Entry &e, const uint8_t *data, size_t len);
+
+	uv_loop_t *loop_;
+	VerbsFabricListener &listener_;
+	rdma_event_channel *channel_ = nullptr;
+	FdWatch channel_watch_;
+	std::map<uint32_t, Entry> ids_;
+	std::map<ibv_context *, ibv_pd *> pds_;
+	uint32_t next_handle_ = 1;
+	std::deque<std::variant<CmEventInfo, ConnEventInfo>> queue_; // in the order they happened
+	uv_timer_t *flush_timer_ = nullptr;
+	bool flushing_ = false;
+};
+
+} // namespace vtoe
+
+#endif

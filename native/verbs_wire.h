@@ -1,0 +1,57 @@
+// The verbs fabric's wire protocol between two agents, on one RC queue pair per connection.
+//
+// Each agent's side of a connection is a region like the shm fabric's (struct vtoe_conn_region):
+// the process produces into its tx ring and consumes its rx ring, and the agent is the other
+// party of both.  Ring sizes are equal on both ends, and byte i of the stream lives at offset
+// i & (size - 1) in the sender's tx ring and in the receiver's rx ring; so a sender moves bytes
+// with RDMA WRITEs straight from its tx ring into the peer's rx ring, and nothing is copied.
+//
+// Every message ends in a WRITE_WITH_IMM, whose immediate value is a wire_msg type and a value.
+// It consumes one posted receive at the peer, which therefore grants receives as credits.
+// Before it, the sender RDMA WRITEs its mailbox (struct wire_mailbox, inline) into the peer's:
+// how much of the peer's stream it consumed (byte credits) and how many receives it has posted
+// (message credits).  RC ordering puts the mailbox in place before the completion is seen.
+//
+// A sender never has more unconsumed bytes outstanding than one ring (its tx ring holds them
+// until the peer reports them consumed), so the peer's rx ring always has room: a slow reader
+// stalls the writer, and no receive is ever missing (no RNR).
+#ifndef VTOE_NATIVE_VERBS_WIRE_H
+#define VTOE_NATIVE_VERBS_WIRE_H
+
+#include <cstdint>
+
+namespace vtoe {
+
+enum class WireMsg : uint32_t {
+	data = 0,   // value = bytes, which now follow the previous data in the peer's rx ring
+	credit = 1, // nothing but the mailbox
+	fin = 2,    // the sender shut down writing; all its data came before this
+	reset = 3,  // the sender's process aborted (linger 0, unread data at close, death)
+	close = 4,  // the sender's process closed the socket: it reads no more (EPIPE for writers)
+};
+
+constexpr uint32_t kWireTypeShift = 29;
+constexpr uint32_t kWireValueMask = (1u << kWireTypeShift) - 1;
+static_assert((64u << 20) <= kWireValueMask, "a whole ring's bytes fit in one message's value");
+
+constexpr uint32_t wire_imm(WireMsg type, uint32_t value)
+{
+	return (static_cast<uint32_t>(type) << kWireTypeShift) | (value & kWireValueMask);
+}
+constexpr WireMsg wire_type(uint32_t imm)
+{
+	return static_cast<WireMsg>(imm >> kWireTypeShift);
+}
+constexpr uint32_t wire_value(uint32_t imm)
+{
+	return imm & kWireValueMask;
+}
+
+struct wire_mailbox {
+	uint64_t consumed;     // bytes of the receiver's stream the sender's process has read
+	uint64_t recvs_posted; // receives the sender has posted since the connection began
+};
+
+} // namespace vtoe
+
+#endif

@@ -1,0 +1,549 @@
+// The host connection agent of the verbs fabric (VNET_Host_CA over InfiniBand): one RC queue
+// pair per shadow connection, connected through rdma_cm and driven step by step here, so the
+// IB CM and QP machines of DESIGN.md section 4 are the ones that run.
+//
+// Active:  resolve address, route → create QP, INIT → REQ → (REP) RTR, RTS → RTU → data.
+// Passive: (REQ) → create QP, INIT, RTR → REP → (RTU, or the process's ACCEPT) RTS → data.
+// Close:   FINs travel in band; the end that sent its FIN first sends DREQ once it has the
+//          peer's; both QPs go to ERR; TIMEWAIT; the id and QP are destroyed.
+// Any reset, QP error or DREQ without a FIN reaches the process as ECONNRESET.
+import { ABI } from '../abi.js';
+import type { ResolvedConfig } from '../config.js';
+import type { Logger } from '../log.js';
+import type { SockAddr } from '../native.js';
+import { VerbsFabric, type CmEvent, type ConnEvent, type VerbsConnCounters } from '../native-verbs.js';
+import type { EventLog } from './event-log.js';
+import type { ListenerEntry } from './listener-registry.js';
+import { canonical, isLocalAddress } from './local-addresses.js';
+import { findRdmaAddress } from './rdma-addresses.js';
+import type { AgentCounters } from './stats.js';
+import { VerbsEndpoint } from './verbs-endpoint.js';
+import { decodeRej, decodeRep, decodeReq, encodeRej, encodeRep, encodeReq, type ReqData } from './verbs-wire.js';
+
+const RESOLVE_TIMEOUT_MS = 2000;
+
+/** What the verbs host CA needs from the core CA. */
+export interface VerbsHostContext {
+  findListener(family: 4 | 6, address: string, port: number): ListenerEntry | undefined;
+  allocateCid(): bigint;
+  hasCapacity(): boolean;
+  changed(): void;
+}
+
+export interface ActiveRequest {
+  sid: number;
+  local: SockAddr;
+  remote: SockAddr;
+  pid: number;
+  program: string;
+}
+
+export type ConnectOutcome =
+  | { kind: 'connected'; end: VerbsEndpoint; fds: number[]; ringSize: number }
+  | { kind: 'fallback'; reason: number; why: string };
+
+interface Connecting {
+  end: VerbsEndpoint;
+  request: ActiveRequest;
+  done: (outcome: ConnectOutcome) => void;
+  timer: NodeJS.Timeout;
+}
+
+interface PassiveInfo {
+  peer: ReqData;
+  listenerSid: number;
+  key: string;
+  fromThisHost: boolean;
+}
+
+export class VerbsHostCA {
+  readonly ends = new Map<number, VerbsEndpoint>(); // by rdma_cm handle
+  private readonly connecting = new Map<number, Connecting>();
+  private readonly passive = new Map<VerbsEndpoint, PassiveInfo>();
+  private readonly pendingAccept = new Map<string, VerbsEndpoint[]>();
+  private fabric: VerbsFabric | null;
+  private unavailable: string | null = null;
+  readonly rdmaAddress: string | null;
+  /** bytes of connections already destroyed, for `vtoe stats` */
+  closedBytesSent = 0;
+  closedBytesReceived = 0;
+
+  private constructor(
+    private readonly config: ResolvedConfig,
+    private readonly host: VerbsHostContext,
+    private readonly eventLog: EventLog,
+    private readonly counters: AgentCounters,
+    private readonly log: Logger,
+  ) {
+    this.fabric = new VerbsFabric({
+      onCmEvent: (ev) => this.guard(() => this.onCmEvent(ev)),
+      onConnEvent: (ev) => this.guard(() => this.onConnEvent(ev)),
+    });
+    this.rdmaAddress = config.rdmaAddress || findRdmaAddress();
+    try {
+      this.fabric.listen({ address: '0.0.0.0', port: config.rdmaPort }, 1024);
+    } catch (err) {
+      this.fabric.close();
+      throw err;
+    }
+  }
+
+  /** The verbs fabric, or why there is none (no device, no rdma-core, port in use). */
+  static open(config: ResolvedConfig, host: VerbsHostContext, eventLog: EventLog, counters: AgentCounters,
+    log: Logger): VerbsHostCA | { error: string } {
+    try {
+      return new VerbsHostCA(config, host, eventLog, counters, log);
+    } catch (err) {
+      return { error: err instanceof Error ? err.message : String(err) };
+    }
+  }
+
+  get available(): boolean {
+    return this.fabric !== null;
+  }
+
+  get status(): string {
+    return this.fabric ? `up on rdma_cm port ${this.config.rdmaPort}` : `down: ${this.unavailable}`;
+  }
+
+  get pendingCount(): number {
+    let n = 0;
+    for (const list of this.pendingAccept.values()) n += list.length;
+    return n;
+  }
+
+  connCounters(end: VerbsEndpoint): VerbsConnCounters | null {
+    if (!this.fabric || end.destroyed) return null;
+    try {
+      return this.fabric.counters(end.handle);
+    } catch {
+      return null;
+    }
+  }
+
+  // ---- active side ----------------------------------------------------------------------
+
+  connect(request: ActiveRequest, done: (outcome: ConnectOutcome) => void): void {
+    const fabric = this.fabric;
+    const local = isLocalAddress(request.remote.address);
+    const target = local ? this.rdmaAddress : request.remote.address;
+    if (!fabric || !target) {
+      done({ kind: 'fallback', reason: ABI.fb.NO_FABRIC, why: fabric ? 'no RDMA address on this host' : 'verbs fabric down' });
+      return;
+    }
+    let handle: number;
+    try {
+      handle = fabric.resolve({ address: target, port: this.config.rdmaPort }, RESOLVE_TIMEOUT_MS);
+    } catch (err) {
+      done({ kind: 'fallback', reason: ABI.fb.NO_FABRIC, why: String(err) });
+      return;
+    }
+    const end = new VerbsEndpoint(this.host.allocateCid(), 0, handle, request.sid, request.local, request.remote, this.eventLog);
+    end.pid = request.pid;
+    end.program = request.program;
+    end.tcpStep('app_connect');
+    this.ends.set(handle, end);
+    // The shim waits agentTimeoutMs for the reply: answer well before, with a fallback.
+    const timer = setTimeout(() => this.failConnect(end, ABI.fb.NO_FABRIC, 'rdma_cm connect timed out'),
+      Math.max(100, Math.floor(this.config.agentTimeoutMs * 0.8)));
+    timer.unref();
+    this.connecting.set(handle, { end, request, done, timer });
+  }
+
+  /** The process has its descriptors: the agent's copies of its ends can close. */
+  handedOut(end: VerbsEndpoint): void {
+    end.handedOut = true;
+    this.fabric?.releaseApp(end.handle);
+  }
+
+  /** The process could not be given its descriptors: reset and forget the connection. */
+  abandon(end: VerbsEndpoint): void {
+    end.reset = true;
+    this.disconnect(end);
+  }
+
+  private failConnect(end: VerbsEndpoint, reason: number, why: string): void {
+    const c = this.connecting.get(end.handle);
+    if (!c) return;
+    this.connecting.delete(end.handle);
+    clearTimeout(c.timer);
+    this.log.debug('verbs connect falls back', { cid: end.cid.toString(), why });
+    if (end.cm === 'REQ_SENT') end.cmStep(reason === ABI.fb.NO_FABRIC ? 'timeout' : 'rcv_rej');
+    if (end.cm === 'REJECTED' || end.cm === 'ERROR') end.cmStep('reset');
+    end.tcpStep('rcv_rst');
+    this.destroy(end);
+    c.done({ kind: 'fallback', reason, why });
+  }
+
+  private onRouteResolved(end: VerbsEndpoint, c: Connecting): void {
+    const fabric = this.fabric!;
+    const window = fabric.createQp(end.handle, this.config.ringSize, end.cid, 0);
+    end.qpStep('to_init');
+    fabric.modifyQp(end.handle, 'INIT');
+    const req = encodeReq({
+      ...window, sid: c.request.sid, dstAddress: canonical(c.request.remote.address), dstPort: c.request.remote.port,
+      srcPort: c.request.local.port, ringSize: this.config.ringSize,
+    });
+    end.cmStep('send_req');
+    fabric.connect(end.handle, req);
+    this.counters.event(ABI.ev.CONNECT_REQUEST);
+  }
+
+  private onConnectResponse(end: VerbsEndpoint, c: Connecting, ev: CmEvent): void {
+    const fabric = this.fabric!;
+    end.cmStep('rcv_rep');
+    const rep = decodeRep(ev.privateData);
+    if (rep.ringSize !== this.config.ringSize) throw new Error(`peer answered ring size ${rep.ringSize}`);
+    fabric.modifyQp(end.handle, 'RTR');
+    end.qpStep('to_rtr');
+    fabric.modifyQp(end.handle, 'RTS');
+    end.qpStep('to_rts');
+    fabric.establish(end.handle);
+    end.cmStep('send_rtu');
+    fabric.start(end.handle, rep);
+    end.started = true;
+    this.connecting.delete(end.handle);
+    clearTimeout(c.timer);
+    this.counters.offloaded++;
+    this.counters.event(ABI.ev.CONNECT_ESTABLISHED);
+    c.done({ kind: 'connected', end, fds: fabric.fdsForApp(end.handle), ringSize: this.config.ringSize });
+  }
+
+  /** ESTABLISH note: the kernel rendezvous connected (TCP's SYN-ACK). */
+  rendezvousDone(end: VerbsEndpoint): void {
+    end.tcpStep('rcv_synack');
+  }
+
+  // ---- passive side ---------------------------------------------------------------------
+
+  private onConnectRequest(ev: CmEvent): void {
+    const fabric = this.fabric!;
+    const reject = (reason: number, why: string): void => {
+      this.log.debug('verbs REQ rejected', { why });
+      try {
+        fabric.reject(ev.handle, encodeRej(reason));
+      } catch { /* the requester times out instead */ }
+      fabric.destroy(ev.handle);
+      this.counters.rejected++;
+    };
+    let req: ReqData;
+    try {
+      req = decodeReq(ev.privateData);
+    } catch (err) {
+      return reject(ABI.fb.PEER_NOT_OFFLOADED, String(err));
+    }
+    const family = req.dstAddress.includes(':') ? 6 : 4;
+    const listener = this.host.findListener(family, req.dstAddress, req.dstPort);
+    if (!listener) return reject(ABI.fb.PEER_NOT_OFFLOADED, `nothing offloaded listens at ${req.dstAddress}:${req.dstPort}`);
+    if (!this.host.hasCapacity()) return reject(ABI.fb.RESOURCES, 'connection limit');
+
+    const remoteIp = ev.remote?.address ?? '0.0.0.0';
+    const local: SockAddr = { family, address: req.dstAddress, port: req.dstPort, scopeId: 0 };
+    const remote: SockAddr = { family: remoteIp.includes(':') ? 6 : 4, address: remoteIp, port: req.srcPort, scopeId: 0 };
+    const end = new VerbsEndpoint(this.host.allocateCid(), 1, ev.handle, null, local, remote, this.eventLog);
+    end.cmStep('rcv_req');
+    end.tcpStep('rcv_syn');
+    this.ends.set(ev.handle, end);
+    try {
+      const window = fabric.createQp(ev.handle, req.ringSize, end.cid, 1);
+      fabric.modifyQp(ev.handle, 'INIT');
+      end.qpStep('to_init');
+      fabric.modifyQp(ev.handle, 'RTR');
+      end.qpStep('to_rtr');
+      fabric.accept(ev.handle, encodeRep({ ...window, ringSize: req.ringSize }));
+      end.cmStep('send_rep');
+    } catch (err) {
+      this.log.warn('cannot answer a verbs REQ; the client falls back to kernel TCP', { error: String(err) });
+      this.ends.delete(ev.handle);
+      return reject(ABI.fb.RESOURCES, String(err));
+    }
+    const key = acceptKey(req.dstPort, req.srcPort);
+    this.passive.set(end, { peer: req, listenerSid: listener.sid, key, fromThisHost: isLocalAddress(remoteIp) });
+    const list = this.pendingAccept.get(key) ?? [];
+    list.push(end);
+    this.pendingAccept.set(key, list);
+  }
+
+  /** RTU (or the process's ACCEPT, whichever the agent sees first): RTS, data flows. */
+  private passiveEstablished(end: VerbsEndpoint): void {
+    const info = this.passive.get(end);
+    if (!info || end.cm !== 'REP_SENT') return;
+    end.cmStep('rcv_rtu');
+    this.fabric!.modifyQp(end.handle, 'RTS');
+    end.qpStep('to_rts');
+    end.tcpStep('rcv_ack');
+    this.fabric!.start(end.handle, info.peer);
+    end.started = true;
+    if (!info.fromThisHost) this.counters.offloaded++;
+    this.counters.event(ABI.ev.CONNECT_ESTABLISHED);
+  }
+
+  /**
+   * ACCEPT: the process accepted the kernel rendezvous from clientPort on listenerPort.  Only a
+   * holder of the listening socket could have learnt that port, so this is the capability check.
+   */
+  claimPassive(listenerPort: number, client: SockAddr): { end: VerbsEndpoint; fds: number[]; ringSize: number } | null {
+    const key = acceptKey(listenerPort, client.port);
+    const list = this.pendingAccept.get(key);
+    if (!list?.length || !this.fabric) return null;
+    const i = Math.max(0, list.findIndex((e) => canonical(e.remote!.address) === canonical(client.address)));
+    const [end] = list.splice(i, 1) as [VerbsEndpoint];
+    if (list.length === 0) this.pendingAccept.delete(key);
+    const info = this.passive.get(end)!;
+    this.passiveEstablished(end);
+    return { end, fds: this.fabric.fdsForApp(end.handle), ringSize: info.peer.ringSize };
+  }
+
+  /** The listener closed: connections nobody accepted are reset, as the kernel resets them. */
+  listenerClosed(listenerSid: number): void {
+    for (const [end, info] of this.passive) {
+      if (info.listenerSid !== listenerSid || end.handedOut) continue;
+      this.unlistPending(end);
+      end.reset = true;
+      end.tcpStep('app_abort');
+      this.disconnect(end);
+    }
+  }
+
+  // ---- teardown -------------------------------------------------------------------------
+
+  /** The process's socket record is gone (CLOSE note, or its control channel closed). */
+  sidClosed(end: VerbsEndpoint, flags: number): void {
+    end.sidClosed = true;
+    if (flags & ABI.close.ABORTED) {
+      // The kernel rendezvous failed after RTU: the passive end must not wait for an accept.
+      end.reset = true;
+      end.tcpStep('app_abort');
+      this.disconnect(end);
+    }
+  }
+
+  private onConnEvent(ev: ConnEvent): void {
+    const end = this.ends.get(ev.handle);
+    if (!end || end.destroyed) return;
+    switch (ev.type) {
+      case 'fin_sent':
+        end.finSent = true;
+        if (!end.peerFin) end.firstCloser = true;
+        end.tcpStep('app_close');
+        end.tcpStep('rcv_fin_ack'); // RC delivered it
+        break;
+      case 'peer_fin':
+        end.peerFin = true;
+        end.tcpStep('rcv_fin');
+        break;
+      case 'peer_closed':
+        end.peerGone = true;
+        break;
+      case 'app_closed':
+        end.appClosed = true;
+        if (ev.detail === 'reset') {
+          end.reset = true;
+          end.tcpStep('app_abort');
+          return this.disconnect(end);
+        }
+        break;
+      case 'peer_reset':
+      case 'qp_error':
+      case 'protocol':
+        if (ev.type !== 'peer_reset') this.log.warn('verbs connection failed', { cid: end.cid.toString(), type: ev.type, detail: ev.detail });
+        end.reset = true;
+        end.tcpStep('rcv_rst');
+        return this.disconnect(end);
+    }
+    if (end.finSent && end.peerFin && end.firstCloser) this.disconnect(end);
+  }
+
+  /** DREQ, QP to ERR.  The DREP (a DISCONNECTED event) then moves the CM to TIMEWAIT. */
+  private disconnect(end: VerbsEndpoint): void {
+    if (end.destroyed || end.disconnecting) return;
+    this.unlistPending(end);
+    const fabric = this.fabric!;
+    if (end.cm === 'ESTABLISHED') {
+      end.cmStep('send_dreq');
+      try {
+        fabric.disconnect(end.handle);
+      } catch (err) {
+        this.log.debug('rdma_disconnect failed', { error: String(err) });
+      }
+    } else {
+      end.cmStep('conn_error');
+    }
+    this.toError(end);
+    this.startTimewait(end);
+  }
+
+  private onDisconnected(end: VerbsEndpoint): void {
+    if (end.cm === 'DREQ_SENT') {
+      end.cmStep('rcv_drep');
+      return;
+    }
+    if (end.cm !== 'ESTABLISHED') {
+      if (!end.disconnecting) {
+        end.cmStep('conn_error');
+        this.unlistPending(end);
+        this.toError(end);
+        this.startTimewait(end);
+      }
+      return;
+    }
+    end.cmStep('rcv_dreq');
+    this.toError(end); // handles completions still queued: a FIN or reset just before the DREQ
+    const rx = this.connCounters(end)?.rings[1 - end.side];
+    if (!end.reset && !(rx?.fin || rx?.reset)) {
+      // Disconnected with the stream unfinished: the peer is gone, TCP would see a reset.
+      end.reset = true;
+      this.fabric!.resetApp(end.handle);
+      end.tcpStep('rcv_rst');
+    }
+    try {
+      this.fabric!.disconnect(end.handle); // DREP
+    } catch { /* the peer's DREQ times out */ }
+    end.cmStep('send_drep');
+    this.startTimewait(end);
+  }
+
+  private toError(end: VerbsEndpoint): void {
+    if (end.qp === 'RESET' || end.qp === 'ERR') return;
+    try {
+      this.fabric!.modifyQp(end.handle, 'ERR');
+      end.qpStep('to_err');
+    } catch (err) {
+      this.log.debug('QP to ERR failed', { error: String(err) });
+    }
+  }
+
+  private startTimewait(end: VerbsEndpoint): void {
+    if (end.timer) return;
+    this.counters.event(ABI.ev.DISCONNECTED);
+    end.timer = setTimeout(() => this.guard(() => this.timewaitDone(end)), this.config.timewaitMs);
+    end.timer.unref();
+  }
+
+  private timewaitDone(end: VerbsEndpoint): void {
+    if (end.destroyed) return;
+    if (end.cm === 'DREQ_SENT') end.cmStep('timeout');
+    if (end.cm === 'TIMEWAIT') end.cmStep('timewait_done');
+    if (end.cm === 'ERROR' || end.cm === 'REJECTED') end.cmStep('reset');
+    if (end.qp !== 'RESET') end.qpStep('to_reset');
+    if (end.tcp === 'TIME_WAIT') end.tcpStep('timeout_2msl');
+    this.destroy(end);
+  }
+
+  private unlistPending(end: VerbsEndpoint): void {
+    const info = this.passive.get(end);
+    if (!info) return;
+    const list = this.pendingAccept.get(info.key);
+    const i = list?.indexOf(end) ?? -1;
+    if (list && i >= 0) list.splice(i, 1);
+    if (list?.length === 0) this.pendingAccept.delete(info.key);
+  }
+
+  private destroy(end: VerbsEndpoint): void {
+    if (end.destroyed) return;
+    const c = this.connCounters(end);
+    if (c) {
+      this.closedBytesSent += c.rings[end.side].head;
+      this.closedBytesReceived += c.rings[1 - end.side]!.tail;
+    }
+    end.destroyed = true;
+    if (end.timer) clearTimeout(end.timer);
+    this.unlistPending(end);
+    this.passive.delete(end);
+    this.ends.delete(end.handle);
+    this.fabric?.destroy(end.handle);
+    this.host.changed();
+  }
+
+  // ---- events ---------------------------------------------------------------------------
+
+  private onCmEvent(ev: CmEvent): void {
+    if (ev.type === 'CONNECT_REQUEST') return this.onConnectRequest(ev);
+    if (ev.type === 'DEVICE_REMOVAL') return this.deviceRemoved(ev);
+    const end = this.ends.get(ev.handle);
+    if (!end || end.destroyed) return;
+    const c = this.connecting.get(ev.handle);
+    try {
+      this.dispatchCm(ev, end, c);
+    } catch (err) {
+      if (!c) throw err;
+      this.log.warn('verbs connect failed; falling back to kernel TCP', { error: String(err) });
+      this.failConnect(end, ABI.fb.RESOURCES, String(err));
+    }
+  }
+
+  private dispatchCm(ev: CmEvent, end: VerbsEndpoint, c: Connecting | undefined): void {
+    switch (ev.type) {
+      case 'ADDRESS_RESOLVED':
+        if (c) this.fabric!.resolveRoute(ev.handle, RESOLVE_TIMEOUT_MS);
+        return;
+      case 'ROUTE_RESOLVED':
+        if (c) this.onRouteResolved(end, c);
+        return;
+      case 'CONNECT_RESPONSE':
+        if (c) this.onConnectResponse(end, c, ev);
+        return;
+      case 'ADDRESS_ERROR':
+      case 'ROUTE_ERROR':
+      case 'UNREACHABLE':
+      case 'CONNECT_ERROR':
+        if (c) return this.failConnect(end, ABI.fb.NO_FABRIC, `${ev.type} (status ${ev.status})`);
+        end.reset = true;
+        return this.onDisconnected(end);
+      case 'CONNECT_REJECTED':
+        if (c) return this.failConnect(end, decodeRej(ev.privateData) ?? ABI.fb.PEER_NOT_OFFLOADED, `REJ (reason ${ev.status})`);
+        return this.onDisconnected(end);
+      case 'CONNECT_ESTABLISHED':
+        if (end.side === 1) this.passiveEstablished(end);
+        return;
+      case 'DISCONNECTED':
+        return this.onDisconnected(end);
+      case 'TIMEWAIT_EXIT':
+        if (end.cm === 'TIMEWAIT') this.timewaitDone(end);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private deviceRemoved(ev: CmEvent): void {
+    this.log.warn('RDMA device removed: its connections are reset, new ones use kernel TCP', { handle: ev.handle });
+    this.counters.event(ABI.ev.DEVICE_REMOVAL);
+    for (const c of [...this.connecting.values()]) this.failConnect(c.end, ABI.fb.NO_FABRIC, 'device removed');
+    for (const end of [...this.ends.values()]) {
+      try {
+        this.fabric!.resetApp(end.handle);
+      } catch { /* no QP yet */ }
+      end.tcpStep('rcv_rst');
+      if (end.cm !== 'IDLE') end.cmStep('device_removal');
+      if (end.qp !== 'RESET' && end.qp !== 'ERR') end.qpStep('to_err');
+      this.destroy(end);
+    }
+    this.unavailable = 'the RDMA device was removed';
+    this.fabric!.close();
+    this.fabric = null;
+  }
+
+  /** Never let one connection's surprise stop the fabric: log it and fail that connection. */
+  private guard(body: () => void): void {
+    try {
+      body();
+    } catch (err) {
+      this.log.error('verbs fabric handler failed', { error: err instanceof Error ? err.stack : String(err) });
+    } finally {
+      this.host.changed();
+    }
+  }
+
+  close(): void {
+    for (const c of this.connecting.values()) clearTimeout(c.timer);
+    for (const end of this.ends.values()) if (end.timer) clearTimeout(end.timer);
+    this.fabric?.close();
+    this.fabric = null;
+    this.unavailable = 'the agent stopped';
+  }
+}
+
+function acceptKey(listenerPort: number, clientPort: number): string {
+  return `${listenerPort}:${clientPort}`;
+}

@@ -1,0 +1,162 @@
+// The typed surface of the verbs fabric's addon (native/js_verbs_fabric.cc, built to
+// build/Release/vtoe_verbs.node).  It is a separate addon so that the agent loads librdmacm
+// and libibverbs only when the verbs fabric is enabled; loading it on a host without them
+// throws a VtoeSystemError that says what to install.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { VtoeSystemError } from './errors.js';
+import { native } from './native.js';
+import { verbsAddonPath } from './paths.js';
+import { constants as osConstants } from 'node:os';
+
+export type CmEventType =
+  | 'ADDRESS_RESOLVED' | 'ADDRESS_ERROR' | 'ROUTE_RESOLVED' | 'ROUTE_ERROR' | 'CONNECT_REQUEST'
+  | 'CONNECT_RESPONSE' | 'CONNECT_ERROR' | 'UNREACHABLE' | 'CONNECT_REJECTED' | 'CONNECT_ESTABLISHED'
+  | 'DISCONNECTED' | 'DEVICE_REMOVAL' | 'TIMEWAIT_EXIT' | 'ADDRESS_CHANGE' | 'OTHER';
+
+export interface IpPort {
+  address: string;
+  port: number;
+}
+
+/** One rdma_cm event, already acknowledged to librdmacm. */
+export interface CmEvent {
+  type: CmEventType;
+  /** the id it concerns; for CONNECT_REQUEST a new id, owned by the agent from now on */
+  handle: number;
+  /** CONNECT_REQUEST: the listening id; otherwise 0 */
+  listenHandle: number;
+  /** rdma_cm's status: 0, a negative errno, or the IB CM reject reason for CONNECT_REJECTED */
+  status: number;
+  privateData: Buffer;
+  local: IpPort | null;
+  remote: IpPort | null;
+}
+
+export type ConnEventType = 'app_closed' | 'fin_sent' | 'peer_fin' | 'peer_closed' | 'peer_reset' | 'qp_error' | 'protocol';
+
+/** Something the data path of one connection could not settle itself. */
+export interface ConnEvent {
+  type: ConnEventType;
+  handle: number;
+  /** app_closed: 'fin' or 'reset' (what went to the peer); errors: what failed */
+  detail: string;
+}
+
+/** What the peer may write into: from our REQ or REP private data. */
+export interface PeerWindow {
+  ringAddr: bigint;
+  ringRkey: number;
+  mailboxAddr: bigint;
+  mailboxRkey: number;
+  recvCredits: number;
+}
+
+export interface LocalWindow extends PeerWindow {
+  qpNum: number;
+}
+
+export interface VerbsRingCounters {
+  head: number;
+  tail: number;
+  wakes: number;
+  fin: boolean;
+  reset: boolean;
+  rdShut: boolean;
+  txWaiting: boolean;
+}
+
+export interface VerbsConnCounters {
+  rings: [VerbsRingCounters, VerbsRingCounters];
+  appSide: 0 | 1;
+  messagesSent: number;
+  messagesReceived: number;
+  creditMessages: number;
+  creditStalls: number;
+  notifications: number;
+  bytesSent: number;
+  bytesDelivered: number;
+}
+
+export type QpTarget = 'INIT' | 'RTR' | 'RTS' | 'ERR' | 'RESET';
+
+export interface VerbsFabricHandlers {
+  onCmEvent(event: CmEvent): void;
+  onConnEvent(event: ConnEvent): void;
+}
+
+interface NativeVerbsFabric {
+  listen(address: IpPort, backlog: number): number;
+  resolve(destination: IpPort, timeoutMs: number): number;
+  resolveRoute(handle: number, timeoutMs: number): void;
+  createQp(handle: number, ringSize: number, cid: bigint, appSide: 0 | 1): LocalWindow;
+  modifyQp(handle: number, state: QpTarget): void;
+  connect(handle: number, privateData: Buffer): void;
+  accept(handle: number, privateData: Buffer): void;
+  reject(handle: number, privateData: Buffer): void;
+  establish(handle: number): void;
+  start(handle: number, peer: PeerWindow): void;
+  disconnect(handle: number): void;
+  resetApp(handle: number): void;
+  fdsForApp(handle: number): number[];
+  releaseApp(handle: number): void;
+  counters(handle: number): VerbsConnCounters;
+  destroy(handle: number): void;
+  close(): void;
+  readonly handlerErrors: number;
+  readonly lastHandlerError: unknown;
+}
+
+interface VerbsAddon {
+  VerbsFabric: new (handlers: VerbsFabricHandlers) => NativeVerbsFabric;
+}
+
+let addon: VerbsAddon | undefined;
+
+function loadVerbsAddon(): VerbsAddon {
+  if (addon) return addon;
+  if (!existsSync(verbsAddonPath)) {
+    throw new VtoeSystemError(osConstants.errno.ENOENT,
+      `the verbs addon ${verbsAddonPath} is missing: install libibverbs-dev and librdmacm-dev, then run 'npm rebuild'`);
+  }
+  addon = native(() => createRequire(import.meta.url)(verbsAddonPath) as VerbsAddon);
+  return addon;
+}
+
+/**
+ * The rdma_cm event channel, the ids and the QPs of the verbs fabric.  Every method is
+ * synchronous and non-blocking; its outcome arrives as an event.  Methods throw
+ * VtoeSystemError with the errno name as code.
+ */
+export class VerbsFabric {
+  private readonly raw: NativeVerbsFabric;
+
+  /** Throws VtoeSystemError ENODEV when rdma_cm has no device, ENOSYS when built without rdma-core. */
+  constructor(handlers: VerbsFabricHandlers) {
+    const { VerbsFabric: Native } = loadVerbsAddon();
+    this.raw = native(() => new Native(handlers));
+  }
+
+  listen(address: IpPort, backlog: number): number { return native(() => this.raw.listen(address, backlog)); }
+  resolve(destination: IpPort, timeoutMs: number): number { return native(() => this.raw.resolve(destination, timeoutMs)); }
+  resolveRoute(handle: number, timeoutMs: number): void { native(() => this.raw.resolveRoute(handle, timeoutMs)); }
+  createQp(handle: number, ringSize: number, cid: bigint, appSide: 0 | 1): LocalWindow {
+    return native(() => this.raw.createQp(handle, ringSize, cid, appSide));
+  }
+  modifyQp(handle: number, state: QpTarget): void { native(() => this.raw.modifyQp(handle, state)); }
+  connect(handle: number, privateData: Buffer): void { native(() => this.raw.connect(handle, privateData)); }
+  accept(handle: number, privateData: Buffer): void { native(() => this.raw.accept(handle, privateData)); }
+  reject(handle: number, privateData: Buffer): void { native(() => this.raw.reject(handle, privateData)); }
+  establish(handle: number): void { native(() => this.raw.establish(handle)); }
+  start(handle: number, peer: PeerWindow): void { native(() => this.raw.start(handle, peer)); }
+  disconnect(handle: number): void { native(() => this.raw.disconnect(handle)); }
+  /** The connection is lost: the process sees ECONNRESET on its next call. */
+  resetApp(handle: number): void { native(() => this.raw.resetApp(handle)); }
+  fdsForApp(handle: number): number[] { return native(() => this.raw.fdsForApp(handle)); }
+  releaseApp(handle: number): void { native(() => this.raw.releaseApp(handle)); }
+  counters(handle: number): VerbsConnCounters { return native(() => this.raw.counters(handle)); }
+  destroy(handle: number): void { this.raw.destroy(handle); }
+  close(): void { this.raw.close(); }
+  get handlerErrors(): number { return this.raw.handlerErrors; }
+  get lastHandlerError(): unknown { return this.raw.lastHandlerError; }
+}

@@ -1,0 +1,60 @@
+// The verbs fabric's CM private data: what one agent encodes, another decodes, and anything
+// else is refused.
+import { describe, expect, it } from 'vitest';
+import {
+  decodeRej, decodeRep, decodeReq, encodeRej, encodeRep, encodeReq, REQ_PRIVATE_DATA_MAX, WireError,
+  type ReqData,
+} from '../src/agent/verbs-wire.js';
+
+const window = {
+  ringAddr: 0x7f12_3456_7000n, ringRkey: 0x1234, mailboxAddr: 0x5555_0000_1230n, mailboxRkey: 0xfedc_ba98,
+  recvCredits: 64,
+};
+
+const req: ReqData = { ...window, sid: 42, dstAddress: '192.0.2.1', dstPort: 5001, srcPort: 40000, ringSize: 262144 };
+
+describe('REQ private data', () => {
+  it('fits rdma_cm\'s 56 bytes and round-trips', () => {
+    const b = encodeReq(req);
+    expect(b.length).toBe(REQ_PRIVATE_DATA_MAX);
+    expect(decodeReq(b)).toEqual(req);
+  });
+
+  it.each([
+    ['::1', '::1'],
+    ['fe80::1:2', 'fe80::1:2'],
+    ['2001:db8::ff00:42:8329', '2001:db8::ff00:42:8329'],
+    ['::ffff:10.1.2.3', '10.1.2.3'],
+  ])('carries the IPv6 destination %s', (address, expected) => {
+    expect(decodeReq(encodeReq({ ...req, dstAddress: address })).dstAddress).toBe(expected);
+  });
+
+  it('refuses data from another application or version', () => {
+    const b = encodeReq(req);
+    b.writeUInt32BE(0x12345678, 0);
+    expect(() => decodeReq(b)).toThrow(WireError);
+    expect(() => decodeReq(Buffer.alloc(20))).toThrow(WireError);
+  });
+
+  it('refuses a ring size outside 4 KiB..64 MiB', () => {
+    const b = encodeReq(req);
+    b.writeUInt8(30, 13);
+    expect(() => decodeReq(b)).toThrow(/out of range/);
+  });
+});
+
+describe('REP and REJ private data', () => {
+  it('REP round-trips the passive window', () => {
+    expect(decodeRep(encodeRep({ ...window, ringSize: 4096 }))).toEqual({ ...window, ringSize: 4096 });
+  });
+
+  it('REP from something else is refused', () => {
+    expect(() => decodeRep(encodeReq(req))).toThrow(WireError);
+  });
+
+  it('a vtoe REJ carries its reason; any other REJ has none', () => {
+    expect(decodeRej(encodeRej(2))).toBe(2);
+    expect(decodeRej(Buffer.alloc(0))).toBeNull();
+    expect(decodeRej(Buffer.from('not vtoe'))).toBeNull();
+  });
+});
