@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-// Offload vs kernel TCP: the same ping-pong and stream workloads through vtoe (shm fabric) and
-// over plain kernel TCP on loopback, with an embedded agent. Needs the built package (dist/).
+// Offload vs kernel TCP: the same ping-pong and stream workloads through vtoe and over plain
+// kernel TCP on loopback, with an embedded agent. Needs the built package (dist/).
 //
 //   node bench/offload-vs-tcp.mjs [--reps 7] [--pp-size 64] [--pp-iters 20000]
-//                                 [--stream-seconds 2] [--stream-size 65536] [--json]
-import { mkdtempSync, rmSync } from 'node:fs';
+//                                 [--stream-seconds 2] [--stream-size 65536] [--fabric shm|verbs] [--json]
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -15,6 +15,8 @@ const USAGE = `usage: node bench/offload-vs-tcp.mjs [options]
   --pp-iters N         timed round trips per ping-pong run (default 20000)
   --stream-seconds S   seconds of streaming per run (default 2)
   --stream-size BYTES  bytes per write in the stream runs (default 65536)
+  --fabric F           shm (default): shared rings on this host; verbs: RC queue pairs through
+                       rdma_cm even on this host (needs an RDMA device, e.g. Soft-RoCE)
   --json               print the full comparison as JSON on stdout (the table goes to stderr)
   -h, --help           this text`;
 
@@ -34,6 +36,7 @@ function parseOptions(argv) {
         'pp-iters': { type: 'string', default: '20000' },
         'stream-seconds': { type: 'string', default: '2' },
         'stream-size': { type: 'string', default: '65536' },
+        fabric: { type: 'string', default: 'shm' },
         json: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -59,7 +62,9 @@ function parseOptions(argv) {
   if (!(Number.isFinite(seconds) && seconds > 0 && seconds <= 3600)) {
     fail(`--stream-seconds must be a number in (0, 3600], got '${values['stream-seconds']}'`);
   }
+  if (!['shm', 'verbs'].includes(values.fabric)) fail(`--fabric must be shm or verbs, got '${values.fabric}'`);
   return {
+    fabric: values.fabric,
     reps: int('reps', 1, 1000),
     ppSize: int('pp-size', 1, 64 * 1024 * 1024),
     ppIters: int('pp-iters', 1, 100_000_000),
@@ -81,6 +86,18 @@ async function loadDist() {
   } catch (err) {
     fail(`cannot load the compiled package (${err.message}): run 'npm install' or 'npm run build' first`);
   }
+}
+
+// The RDMA devices the verbs runs use, for the label: rxe* is Soft-RoCE, i.e. emulation.
+function verbsDevices() {
+  let names = [];
+  try {
+    names = readdirSync('/sys/class/infiniband');
+  } catch {
+    // no sysfs entry: label it generically
+  }
+  const soft = names.some((n) => n.startsWith('rxe'));
+  return `${names.join(', ') || 'RDMA'}${soft ? ', Soft-RoCE' : ''}`;
 }
 
 async function main() {
@@ -114,7 +131,12 @@ async function main() {
   process.once('SIGTERM', onSignal);
 
   try {
-    agent = await Agent.start({ socketPath: join(dir, 'agent.sock') });
+    agent = await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { fabric: opts.fabric } });
+    const verbsStatus = agent.stats().fabrics.verbs;
+    if (opts.fabric === 'verbs' && !verbsStatus.startsWith('up')) fail(`no verbs fabric: ${verbsStatus}`);
+    const labels = opts.fabric === 'verbs'
+      ? { offload: `offload (vtoe verbs fabric, ${verbsDevices()})`, ipoib: 'ipoib (kernel TCP over lo)' }
+      : undefined;
     const s = opts.streamSeconds;
     const total = opts.reps * 2 * 2;
     process.stderr.write(`offload-vs-tcp: agent at ${agent.socketPath}; ${total} runs `
@@ -127,6 +149,7 @@ async function main() {
       streamSize: opts.streamSize,
       streamSeconds: opts.streamSeconds,
       agentStats: () => agent.stats(),
+      labels,
       onProgress: (line) => process.stderr.write(`  ${line}\n`),
     });
     const memory = agent.memoryPerConnection();

@@ -81,7 +81,9 @@ VerbsConn::VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_pd *pd, uint32_t ring
 		recv_cq_ = ibv_create_cq(ctx, kRecvDepth, this, channel_, 0);
 		if (!recv_cq_)
 			throw_verbs(errno, "ibv_create_cq (receive) failed");
-		if (ibv_req_notify_cq(send_cq_, 0) != 0 || ibv_req_notify_cq(recv_cq_, 0) != 0)
+		// The send CQ is armed only while something waits for its completions (see
+		// arm_send_cq): most sends need no wake-up of their own.
+		if (ibv_req_notify_cq(recv_cq_, 0) != 0)
 			throw_verbs(errno, "ibv_req_notify_cq failed");
 
 		ibv_qp_init_attr attr{};
@@ -183,6 +185,7 @@ void VerbsConn::start(const PeerWindow &peer)
 	bell_watch_.start(loop_, app_bell_.get(), UV_DISCONNECT,
 			  [this](int status, int events) { on_app_bell(status, events); });
 	progress();
+	arm_send_cq();
 }
 
 void VerbsConn::stop()
@@ -203,7 +206,9 @@ void VerbsConn::on_completion_channel()
 		if (ibv_get_cq_event(channel_, &cq, &ctx) != 0)
 			break; // EAGAIN: no more events
 		ibv_ack_cq_events(cq, 1);
-		if (ibv_req_notify_cq(cq, 0) != 0) {
+		if (cq == send_cq_) {
+			send_cq_armed_ = false;
+		} else if (ibv_req_notify_cq(cq, 0) != 0) {
 			fail(ConnEvent::qp_error, "ibv_req_notify_cq failed");
 			return;
 		}
@@ -211,6 +216,30 @@ void VerbsConn::on_completion_channel()
 	poll_completions();
 	advance_tx_tail();
 	progress();
+	arm_send_cq();
+}
+
+// Send completions free ring space only together with the peer's credits, so a wake-up for
+// them is needed only when the peer has reported more than we have seen complete, or when
+// the send queue is nearly full.  Otherwise they are reaped on the next wake-up anyway.
+void VerbsConn::arm_send_cq()
+{
+	while (!stopped_ && !failed_ && !batches_.empty() && !send_cq_armed_ &&
+	       (peer_consumed_ > completed_ || sq_used_ + 3 > kSendDepth)) {
+		if (ibv_req_notify_cq(send_cq_, 0) != 0) {
+			fail(ConnEvent::qp_error, "ibv_req_notify_cq failed");
+			return;
+		}
+		send_cq_armed_ = true;
+		// A completion that arrived before the arm raises no event: reap it now.
+		uint64_t before = completed_;
+		poll_completions();
+		if (completed_ == before)
+			return;
+		send_cq_armed_ = false; // events for the reaped ones may still come; harmless
+		advance_tx_tail();
+		progress();
+	}
 }
 
 void VerbsConn::drain()
@@ -220,6 +249,7 @@ void VerbsConn::drain()
 	poll_completions();
 	advance_tx_tail();
 	progress();
+	arm_send_cq();
 }
 
 void VerbsConn::poll_completions()
@@ -418,6 +448,8 @@ void VerbsConn::on_agent_fd(int status, int events)
 			char buf[256];
 			for (;;) {
 				ssize_t n = recv(agent_fd_.get(), buf, sizeof(buf), MSG_DONTWAIT);
+				if (n > 0 && static_cast<size_t>(n) < sizeof(buf))
+					break; // a short read of a stream socket emptied it: no EAGAIN call
 				if (n > 0 || (n < 0 && errno == EINTR))
 					continue;
 				if (n == 0 || errno != EAGAIN)
@@ -431,7 +463,10 @@ void VerbsConn::on_agent_fd(int status, int events)
 		}
 	}
 	update_watches();
+	poll_completions(); // reap send completions without a wake-up of their own
+	advance_tx_tail();
 	progress();
+	arm_send_cq();
 }
 
 void VerbsConn::on_app_bell(int, int)
@@ -445,10 +480,12 @@ void VerbsConn::app_gone()
 		return;
 	app_gone_ = true;
 	bell_watch_.stop();
-	if (failed_ || stopped_)
+	if (failed_ || stopped_) {
 		report(ConnEvent::app_closed, "after the connection failed");
-	else
-		progress(); // reports app_closed once its FIN or reset is on the wire
+		return;
+	}
+	progress(); // reports app_closed once its FIN or reset is on the wire
+	arm_send_cq();
 }
 
 void VerbsConn::update_watches()

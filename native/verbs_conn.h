@@ -126,6 +126,7 @@ private:
 	void fail_completion(const char *queue, const ibv_wc &wc);
 	void hang_up_app();
 	void poll_completions();
+	void arm_send_cq();
 	void report(ConnEvent event, const char *detail);
 	void update_watches();
 	void release_verbs();
@@ -165,6 +166,7 @@ private:
 	bool app_gone_ = false;
 	bool agent_fd_eof_ = false;
 	bool notify_requested_ = false;
+	bool send_cq_armed_ = false;
 
 	// transmit (the process's tx ring)
 	uint64_t sent_ = 0;        // posted to the QP

@@ -19,6 +19,8 @@ export interface AgentCheck {
   running: boolean;
   /** why it did not answer, e.g. 'ENOENT' or a message */
   error?: string;
+  /** the agent's verbs fabric: 'up on rdma_cm port N', 'down: why' or 'off (...)' */
+  verbs?: string;
 }
 
 export interface Problem {
@@ -41,7 +43,9 @@ export const FIX = {
   noDevice:
     'on RoCE/Soft-RoCE: ' +
     '`modprobe rdma_rxe && rdma link add rxe0 type rxe netdev IFACE`; without RDMA hardware, ' +
-    'test/rdma-vm/run.sh runs vtoe in a Soft-RoCE guest; until then connections use the shm fabric on one host',
+    'test/rdma-vm/run.sh runs vtoe in a Soft-RoCE guest; until then the agent offloads only connections ' +
+    'on this host (shm fabric) and other hosts are reached over kernel TCP',
+  verbsDown: 'the agent opens the verbs fabric at start: restart it once the device works (VTOE_FABRIC must not be shm)',
   portNotActive:
     'check the cable/subnet manager (InfiniBand: opensm) or the netdev link (RoCE: `ip link set IFACE up`)',
   memlock:
@@ -117,6 +121,9 @@ export function findProblems(probe: VerbsProbe, memlock: MemlockLimit | null, ag
   } else {
     problems.push({ what: 'cannot read the memlock limit from /proc/self/limits', fix: 'check that /proc is mounted' });
   }
+  if (agent.running && agent.verbs && !agent.verbs.startsWith('up') && probe.devices.some((d) => d.canOpen)) {
+    problems.push({ what: `the agent's verbs fabric is ${agent.verbs}`, fix: FIX.verbsDown });
+  }
   if (!agent.running) {
     problems.push({ what: `no agent answers at ${agent.socket}${agent.error ? ` (${agent.error})` : ''}`, fix: FIX.agent });
   }
@@ -126,11 +133,11 @@ export function findProblems(probe: VerbsProbe, memlock: MemlockLimit | null, ag
 async function checkAgent(socket: string, timeoutMs: number): Promise<AgentCheck> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([
-      adminRequest(socket, 'config'),
-      new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`no reply in ${timeoutMs} ms`)), timeoutMs); }),
+    const stats = await Promise.race([
+      adminRequest(socket, 'stats') as Promise<{ fabrics?: { verbs?: string } }>,
+      new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no reply in ${timeoutMs} ms`)), timeoutMs); }),
     ]);
-    return { socket, running: true };
+    return { socket, running: true, ...(stats.fabrics?.verbs ? { verbs: stats.fabrics.verbs } : {}) };
   } catch (err) {
     const e = err as Error & { code?: string };
     return { socket, running: false, error: e.code ?? e.message };
@@ -183,7 +190,8 @@ export function formatDoctor(r: DoctorReport): string {
     }
   }
   lines.push(`memlock: ${r.memlock ? `soft ${fmtLimit(r.memlock.soft)}, hard ${fmtLimit(r.memlock.hard)}` : 'unknown'}`);
-  lines.push(`agent: ${r.agent.running ? 'running' : `not running${r.agent.error ? ` (${r.agent.error})` : ''}`} at ${r.agent.socket}`);
+  lines.push(`agent: ${r.agent.running ? 'running' : `not running${r.agent.error ? ` (${r.agent.error})` : ''}`} at ${r.agent.socket}`
+    + (r.agent.verbs ? `; verbs fabric ${r.agent.verbs}` : ''));
   if (r.problems.length === 0) {
     lines.push('', 'no problems found');
   } else {

@@ -127,6 +127,14 @@ describe('doctor problem rules (synthetic probes)', () => {
     expect(FIX.portNotActive).toContain('check the cable/subnet manager (InfiniBand: opensm) or the netdev link');
   });
 
+  it('a working device but the agent\'s verbs fabric down', () => {
+    const down = { ...agentUp, verbs: 'down: rdma_cm is not available: No such device' };
+    const problems = findProblems(downPort, { soft: 'unlimited', hard: 'unlimited' }, down);
+    expect(problems).toContainEqual({ what: "the agent's verbs fabric is down: rdma_cm is not available: No such device", fix: FIX.verbsDown });
+    const up = { ...agentUp, verbs: 'up on rdma_cm port 7471' };
+    expect(findProblems(downPort, { soft: 'unlimited', hard: 'unlimited' }, up).some((p) => p.fix === FIX.verbsDown)).toBe(false);
+  });
+
   it('memlock of 8 MiB', () => {
     const problems = findProblems(downPort, eightMiB, agentUp);
     const memlock = problems.find((p) => p.what.includes('memlock'));

@@ -3,7 +3,7 @@
 // test/rdma-vm/setup-guest.sh, which installs the Debian packages it needs (as root) and is a
 // no-op once the guest is ready; if that fails the tests fail rather than skip. Set
 // VTOE_SKIP_RDMA_VM=1 to skip them deliberately.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -23,14 +23,23 @@ interface GuestRun {
 let work: string;
 
 /** Boots the guest once and runs a /bin/sh script in it (cwd and read-write dir: `work`). */
-function inGuest(script: string, rwDir = work, timeoutS = 150): GuestRun {
-  const r = spawnSync(join(vmDir, 'run.sh'), ['-w', rwDir, '--', 'sh', '-c', script], {
-    cwd: rwDir,
-    encoding: 'utf8',
-    env: { ...process.env, VTOE_RXE_GUEST: guestDir, VTOE_RXE_TIMEOUT: String(timeoutS) },
-    timeout: (timeoutS + 20) * 1000,
+// Asynchronous: a guest run can take minutes, and a blocked worker cannot answer vitest.
+function inGuest(script: string, rwDir = work, timeoutS = 150): Promise<GuestRun> {
+  return new Promise((resolvePromise) => {
+    const child = spawn(join(vmDir, 'run.sh'), ['-w', rwDir, '--', 'sh', '-c', script], {
+      cwd: rwDir,
+      env: { ...process.env, VTOE_RXE_GUEST: guestDir, VTOE_RXE_TIMEOUT: String(timeoutS) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    const timer = setTimeout(() => child.kill('SIGKILL'), (timeoutS + 20) * 1000);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolvePromise({ status, out });
+    });
   });
-  return { status: r.status, out: `${r.stdout ?? ''}${r.stderr ?? ''}` };
 }
 
 // Shell helpers for the guest: start a server, wait until it is listening, run the client, and
@@ -63,22 +72,22 @@ describe.skipIf(skip)('Soft-RoCE guest (rdma_rxe under QEMU)', () => {
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
-  it('the guest reports the command exit status', () => {
-    const r = inGuest('echo hello > rw-probe && cat rw-probe && exit 7');
+  it('the guest reports the command exit status', async () => {
+    const r = await inGuest('echo hello > rw-probe && cat rw-probe && exit 7');
     expect(r.out).toContain('hello');
     expect(r.status, r.out).toBe(7);
   }, 180_000);
 
-  it('ibv_devices lists rxe0 and its port is active', () => {
-    const r = inGuest('ibv_devices && ibv_devinfo -d rxe0');
+  it('ibv_devices lists rxe0 and its port is active', async () => {
+    const r = await inGuest('ibv_devices && ibv_devinfo -d rxe0');
     expect(r.status, r.out).toBe(0);
     expect(r.out).toMatch(/^\s*rxe0\s+[0-9a-f]{16}\s*$/m);
     expect(r.out).toMatch(/state:\s+PORT_ACTIVE/);
     expect(r.out).toMatch(/transport:\s+InfiniBand/);
   }, 180_000);
 
-  it('rping: rdma_cm connect, 3 RDMA ping rounds, disconnect', () => {
-    const r = inGuest(
+  it('rping: rdma_cm connect, 3 RDMA ping rounds, disconnect', async () => {
+    const r = await inGuest(
       `${pairLib}
 pair cm_listening 'rping -s -a 192.0.2.1 -C 3 -v' 'rping -c -a 192.0.2.1 -C 3 -v'`,
     );
@@ -88,15 +97,15 @@ pair cm_listening 'rping -s -a 192.0.2.1 -C 3 -v' 'rping -c -a 192.0.2.1 -C 3 -v
     expect(r.out).toContain('client DISCONNECT EVENT');
   }, 180_000);
 
-  it('ucmatose: rdma_cm connection with data transfers both ways', () => {
-    const r = inGuest(`${pairLib}
+  it('ucmatose: rdma_cm connection with data transfers both ways', async () => {
+    const r = await inGuest(`${pairLib}
 pair cm_listening 'ucmatose' 'ucmatose -s 192.0.2.1'`);
     expect(r.status, r.out).toBe(0);
     expect(r.out.match(/data transfers complete/g)?.length).toBe(2);
   }, 180_000);
 
-  it('ibv_rc_pingpong: RC QP over RoCE v2 (GID index 1), QPNs exchanged on 127.0.0.1', () => {
-    const r = inGuest(
+  it('ibv_rc_pingpong: RC QP over RoCE v2 (GID index 1), QPNs exchanged on 127.0.0.1', async () => {
+    const r = await inGuest(
       `${pairLib}
 pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200 127.0.0.1'`,
     );
@@ -107,8 +116,9 @@ pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong
 
   // The project's own verbs tests (test/verbs-fabric.test.ts), run by vitest inside the guest:
   // the agent's verbs fabric against the kernel's rdma_rxe, real RC QPs through rdma_cm.
-  it('the verbs fabric suite passes inside the guest, none skipped', () => {
-    const r = inGuest('node node_modules/vitest/vitest.mjs run test/verbs-fabric.test.ts --reporter=verbose', repo, 400);
+  it('the verbs fabric suite passes inside the guest, none skipped', async () => {
+    const r = await inGuest('VTOE_RDMA_GUEST=1 node node_modules/vitest/vitest.mjs run test/verbs-fabric.test.ts --reporter=verbose',
+      repo, 400);
     expect(r.status, r.out).toBe(0);
     const summary = /Tests\s+(\d+) passed \((\d+)\)/.exec(r.out);
     expect(summary, r.out).not.toBeNull();

@@ -154,4 +154,30 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     // Credits bound it by one ring (65536); the two rows are read a moment apart, hence the slack.
     expect(maxInFlight).toBeLessThanOrEqual(2 * 65536);
   }, 180_000);
+
+  // Last, and only in the throwaway guest: it deletes the RDMA device.
+  it.skipIf(process.env.VTOE_RDMA_GUEST !== '1')('DEVICE_REMOVAL resets live connections; new ones fall back to kernel TCP', async () => {
+    const { proc: rx, port } = await sink();
+    const flood = startProc(roles, ['flood', HOST, String(port)], env());
+    await flood.waitLine(/^CONNECTED$/, 60_000);
+    await agent.until((a) => a.sockets().some((r) => r.fabric === 'verbs' && r.bytesSent > 0), 60_000);
+    // Not awaited: rdma_rxe cannot disassociate an open device context, so the command returns
+    // only once this process has exited (librdmacm keeps its contexts open until then).  The
+    // agent must still see DEVICE_REMOVAL at once and fail every connection cleanly.
+    startProc('rdma', ['link', 'delete', device!], process.env);
+    await flood.exited;
+    await rx.exited;
+    expect(lastLine(flood)).toMatch(/^ERROR (ECONNRESET|EPIPE) \d+$/);
+    expect(lastLine(rx)).toMatch(/^ERROR ECONNRESET \d+$/);
+    await agent.until((a) => a.stats().fabrics.verbs.startsWith('down'), 30_000);
+    expect(agent.stats().events['device-removal']).toBe(1);
+    // A new connection still works, on kernel TCP, counted as a fallback.
+    const before = agent.stats().fallback.reasons['no-fabric'] ?? 0;
+    const { proc: rx2, port: port2 } = await sink();
+    const tx2 = startProc(roles, ['source', HOST, String(port2), '1000000'], env());
+    await Promise.all([tx2.exited, rx2.exited]);
+    const [, n, h] = /^SENT (\d+) ([0-9a-f]+)$/.exec(lastLine(tx2))!;
+    expect(lastLine(rx2)).toBe(`DONE ${n} ${h}`);
+    expect(agent.stats().fallback.reasons['no-fabric'] ?? 0).toBe(before + 1);
+  }, 120_000);
 });

@@ -121,6 +121,7 @@ export class Agent {
     if (verbs) {
       sent += verbs.closedBytesSent;
       received += verbs.closedBytesReceived;
+      doorbells += verbs.closedDoorbells;
       for (const end of verbs.ends.values()) {
         const c = verbs.connCounters(end);
         if (c) {

@@ -14,7 +14,7 @@ import type { SockAddr } from '../native.js';
 import { VerbsFabric, type CmEvent, type ConnEvent, type VerbsConnCounters } from '../native-verbs.js';
 import type { EventLog } from './event-log.js';
 import type { ListenerEntry } from './listener-registry.js';
-import { canonical, isLocalAddress } from './local-addresses.js';
+import { canonical, isLocalAddress, isWildcard } from './local-addresses.js';
 import { findRdmaAddress } from './rdma-addresses.js';
 import type { AgentCounters } from './stats.js';
 import { VerbsEndpoint } from './verbs-endpoint.js';
@@ -67,6 +67,7 @@ export class VerbsHostCA {
   /** bytes of connections already destroyed, for `vtoe stats` */
   closedBytesSent = 0;
   closedBytesReceived = 0;
+  closedDoorbells = 0;
 
   private constructor(
     private readonly config: ResolvedConfig,
@@ -291,6 +292,12 @@ export class VerbsHostCA {
     if (list.length === 0) this.pendingAccept.delete(key);
     const info = this.passive.get(end)!;
     this.passiveEstablished(end);
+    // Both ends in this agent (VTOE_FABRIC=verbs on one host): the active end bound a wildcard;
+    // the accept shows its real address.
+    for (const other of this.ends.values()) {
+      if (other.side === 0 && other.local?.port === client.port && other.remote?.port === listenerPort
+        && isWildcard(other.local.address)) other.local = client;
+    }
     return { end, fds: this.fabric.fdsForApp(end.handle), ringSize: info.peer.ringSize };
   }
 
@@ -445,6 +452,7 @@ export class VerbsHostCA {
     if (c) {
       this.closedBytesSent += c.rings[end.side].head;
       this.closedBytesReceived += c.rings[1 - end.side]!.tail;
+      this.closedDoorbells += c.rings[1 - end.side]!.wakes;
     }
     end.destroyed = true;
     if (end.timer) clearTimeout(end.timer);

@@ -1,6 +1,6 @@
 // The A/B harness: the same ping-pong and stream workloads through vtoe (offload) and over
 // plain kernel TCP (ipoib), alternating which mode goes first, each run in fresh processes.
-import { offloadEnv } from '../agent/preload-env.js';
+import { kernelEnv, offloadEnv } from '../agent/preload-env.js';
 import {
   MODE_LABELS,
   formatBytes,
@@ -11,10 +11,10 @@ import {
   type BenchMode,
   type Comparison,
   type ComparisonParams,
+  type ModeLabels,
   type TrialRecord,
   type Workload,
 } from './format.js';
-import { kernelEnv } from '../agent/preload-env.js';
 import { runPingPong, type PingPongResult } from './pingpong.js';
 
 export type {
@@ -22,6 +22,7 @@ export type {
   BenchMode,
   Comparison,
   ComparisonParams,
+  ModeLabels,
   ModeSummary,
   OffloadCheck,
   TrialRecord,
@@ -57,6 +58,8 @@ export interface CompareOptions {
   agentStats?: () => AgentCountersLike;
   /** Per-run timeout; default: runPingPong's. */
   timeoutMs?: number;
+  /** What each mode really runs over (e.g. the verbs fabric on Soft-RoCE); default MODE_LABELS. */
+  labels?: ModeLabels;
 }
 
 function checkPositive(name: string, v: number, integer: boolean): void {
@@ -100,6 +103,7 @@ export async function compareOffloadVsTcp(opts: CompareOptions): Promise<Compari
     ipoib: plain,
   };
   const progress = opts.onProgress ?? (() => {});
+  const labels = opts.labels ?? MODE_LABELS;
   const workloads: Workload[] = ['pp', 'stream'];
   const trials: TrialRecord[] = [];
 
@@ -115,7 +119,7 @@ export async function compareOffloadVsTcp(opts: CompareOptions): Promise<Compari
             ? await runPingPong({ ...common, mode: 'pp', size: opts.ppSize, iters: opts.ppIters, warmup: ppWarmup })
             : await runPingPong({ ...common, mode: 'stream', size: opts.streamSize, seconds: opts.streamSeconds });
         } catch (err) {
-          const what = `rep ${rep + 1}/${opts.reps}, ${MODE_LABELS[mode]}, ${workload}`;
+          const what = `rep ${rep + 1}/${opts.reps}, ${labels[mode]}, ${workload}`;
           throw new Error(`benchmark run failed (${what}): ${(err as Error).message}`, { cause: err });
         }
         const trial: TrialRecord = { rep, position: position++, mode, workload, result };
@@ -134,9 +138,9 @@ export async function compareOffloadVsTcp(opts: CompareOptions): Promise<Compari
         const note = trial.agent && (trial.agent.offloaded <= 0 || trial.agent.fallbacks > 0)
           ? ` [agent: ${trial.agent.offloaded} offloaded, ${trial.agent.fallbacks} fell back]`
           : '';
-        progress(`rep ${rep + 1}/${opts.reps}  ${MODE_LABELS[mode]}  ${label}: ${describe(result)}${note}`);
+        progress(`rep ${rep + 1}/${opts.reps}  ${labels[mode]}  ${label}: ${describe(result)}${note}`);
       }
     }
   }
-  return summarizeTrials(params, trials);
+  return summarizeTrials(params, trials, labels);
 }

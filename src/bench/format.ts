@@ -110,7 +110,7 @@ export function bandwidthRatio(offloadGbit: number, ipoibGbit: number): number {
   return offloadGbit / ipoibGbit;
 }
 
-function summarizeMode(mode: BenchMode, trials: readonly TrialRecord[]): ModeSummary {
+function summarizeMode(mode: BenchMode, trials: readonly TrialRecord[], label: string): ModeSummary {
   const pp = trials
     .filter((t) => t.mode === mode && t.workload === 'pp')
     .map((t) => t.result as PingPongPpResult);
@@ -122,7 +122,7 @@ function summarizeMode(mode: BenchMode, trials: readonly TrialRecord[]): ModeSum
   const gbits = stream.map((r) => r.gbit_per_s);
   return {
     mode,
-    label: MODE_LABELS[mode],
+    label,
     pp: {
       runs: pp.length,
       latencyP50Us: med(latencies),
@@ -140,14 +140,18 @@ function summarizeMode(mode: BenchMode, trials: readonly TrialRecord[]): ModeSum
 }
 
 /** Medians per mode, the two ratios, and the offload check, from the individual runs. */
-export function summarizeTrials(params: ComparisonParams, trials: readonly TrialRecord[]): Comparison {
+/** What each mode ran over, for the report; the defaults are this host's shm and loopback. */
+export type ModeLabels = Readonly<Record<BenchMode, string>>;
+
+export function summarizeTrials(params: ComparisonParams, trials: readonly TrialRecord[],
+  labels: ModeLabels = MODE_LABELS): Comparison {
   for (const t of trials) {
     if (t.result.mode !== t.workload) {
       throw new RangeError(`trial rep ${t.rep} position ${t.position}: ${t.workload} run holds a ${t.result.mode} result`);
     }
   }
-  const offload = summarizeMode('offload', trials);
-  const ipoib = summarizeMode('ipoib', trials);
+  const offload = summarizeMode('offload', trials, labels.offload);
+  const ipoib = summarizeMode('ipoib', trials, labels.ipoib);
   const checked = trials.filter((t) => t.mode === 'offload' && t.agent !== undefined);
   const comparison: Comparison = {
     params: { ...params },
