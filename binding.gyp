@@ -9,6 +9,7 @@
         "native/ctl_message.cc",
         "native/js_boundary.cc",
         "native/js_control_server.cc",
+        "native/js_handlers.cc",
         "native/js_shm_connection.cc",
         "native/shm_connection.cc",
         "native/socket_path.cc",
@@ -38,6 +39,7 @@
             "native/fd_watch.cc",
             "native/shm_connection.cc",
             "native/js_boundary.cc",
+            "native/js_handlers.cc",
             "native/system_error.cc"
           ],
           "libraries": ["-lrdmacm", "-libverbs"]

@@ -1,7 +1,6 @@
 // JavaScript class ControlServer over vtoe::ControlServer.
 //
-// Events reach the JS handlers from uv_poll callbacks on the loop thread, through MakeCallback
-// (so async hooks, process.nextTick and microtasks behave as for any Node callback).
+// Events reach the JS handlers from uv_poll callbacks on the loop thread (see JsHandlers).
 // A handler that throws does not stop the server: the error is kept in lastHandlerError and
 // counted in handlerErrors, and the server keeps serving every client.
 #include <napi.h>
@@ -16,6 +15,7 @@
 #include "control_server.h"
 #include "ctl_message.h"
 #include "js_boundary.h"
+#include "js_handlers.h"
 
 namespace vtoe {
 
@@ -119,15 +119,9 @@ public:
 		Napi::Env env = info.Env();
 		if (!info[0].IsString())
 			throw Napi::TypeError::New(env, "path must be a string");
-		if (!info[1].IsObject())
-			throw Napi::TypeError::New(env, "handlers must be an object");
-		Napi::Object handlers = info[1].As<Napi::Object>();
-		on_open_ = handler(handlers, "onOpen");
-		on_message_ = handler(handlers, "onMessage");
-		on_close_ = handler(handlers, "onClose");
-		handlers_ = Napi::Persistent(handlers);
-		async_context_ = std::make_unique<Napi::AsyncContext>(env, "vtoe:ControlServer",
-								      info.This().As<Napi::Object>());
+		handlers_ = std::make_unique<JsHandlers>(info[1],
+							 std::initializer_list<const char *>{"onOpen", "onMessage", "onClose"},
+							 "vtoe:ControlServer", info.This().As<Napi::Object>());
 
 		uv_loop_t *loop = nullptr;
 		if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop)
@@ -150,15 +144,6 @@ public:
 	}
 
 private:
-	static Napi::FunctionReference handler(const Napi::Object &handlers, const char *name)
-	{
-		Napi::Value fn = handlers.Get(name);
-		if (!fn.IsFunction())
-			throw Napi::TypeError::New(handlers.Env(),
-						   std::string("handlers.") + name + " must be a function");
-		return Napi::Persistent(fn.As<Napi::Function>());
-	}
-
 	// ---- events from the server, on the loop thread ----
 
 	void on_open(uint64_t client, const PeerCredentials &cred) override
@@ -169,34 +154,23 @@ private:
 		js.Set("pid", Napi::Number::New(env, cred.pid));
 		js.Set("uid", Napi::Number::New(env, cred.uid));
 		js.Set("gid", Napi::Number::New(env, cred.gid));
-		call(on_open_, {Napi::Number::New(env, static_cast<double>(client)), js});
+		handlers_->call("onOpen", {Napi::Number::New(env, static_cast<double>(client)), js});
 	}
 
 	void on_message(uint64_t client, const vtoe_ctl_req &req) override
 	{
 		Napi::Env env = Env();
 		Napi::HandleScope scope(env);
-		call(on_message_,
-		     {Napi::Number::New(env, static_cast<double>(client)), request_to_js(env, req)});
+		handlers_->call("onMessage",
+				{Napi::Number::New(env, static_cast<double>(client)), request_to_js(env, req)});
 	}
 
 	void on_close(uint64_t client, const std::string &reason) override
 	{
 		Napi::Env env = Env();
 		Napi::HandleScope scope(env);
-		call(on_close_,
-		     {Napi::Number::New(env, static_cast<double>(client)), Napi::String::New(env, reason)});
-	}
-
-	void call(Napi::FunctionReference &fn, std::initializer_list<napi_value> args)
-	{
-		try {
-			fn.MakeCallback(handlers_.Value(), args, *async_context_);
-		} catch (const Napi::Error &e) {
-			// A handler bug must not take every process's control channel down with it.
-			handler_errors_++;
-			last_handler_error_ = Napi::Persistent(e.Value().As<Napi::Value>());
-		}
+		handlers_->call("onClose",
+				{Napi::Number::New(env, static_cast<double>(client)), Napi::String::New(env, reason)});
 	}
 
 	// ---- methods ----
@@ -248,14 +222,12 @@ private:
 
 	Napi::Value handler_errors(const Napi::CallbackInfo &info)
 	{
-		return Napi::Number::New(info.Env(), static_cast<double>(handler_errors_));
+		return Napi::Number::New(info.Env(), static_cast<double>(handlers_->errors()));
 	}
 
 	Napi::Value last_handler_error(const Napi::CallbackInfo &info)
 	{
-		if (last_handler_error_.IsEmpty())
-			return info.Env().Undefined();
-		return last_handler_error_.Value();
+		return handlers_->last_error(info.Env());
 	}
 
 	Napi::Value closed(const Napi::CallbackInfo &info)
@@ -268,13 +240,8 @@ private:
 		return Napi::String::New(info.Env(), server_->path());
 	}
 
-	Napi::ObjectReference handlers_;
-	Napi::FunctionReference on_open_;
-	Napi::FunctionReference on_message_;
-	Napi::FunctionReference on_close_;
-	std::unique_ptr<Napi::AsyncContext> async_context_;
-	Napi::Reference<Napi::Value> last_handler_error_;
-	uint64_t handler_errors_ = 0;
+	// A handler bug must not take every process's control channel down with it (JsHandlers).
+	std::unique_ptr<JsHandlers> handlers_;
 	bool referenced_ = false;
 	// Never reset before the destructor: a handler may close the server from inside one of
 	// its callbacks, and the server's frames are still on the stack then.

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "js_boundary.h"
+#include "js_handlers.h"
 #include "verbs_fabric.h"
 
 namespace vtoe {
@@ -137,18 +138,9 @@ public:
 	explicit JsVerbsFabric(const Napi::CallbackInfo &info) : ObjectWrap(info)
 	{
 		Napi::Env env = info.Env();
-		if (!info[0].IsObject())
-			throw Napi::TypeError::New(env, "handlers must be an object");
-		Napi::Object handlers = info[0].As<Napi::Object>();
-		for (const char *name : {"onCmEvent", "onConnEvent"})
-			if (!handlers.Get(name).IsFunction())
-				throw Napi::TypeError::New(env, std::string("handlers.") + name +
-									 " must be a function");
-		on_cm_ = Napi::Persistent(handlers.Get("onCmEvent").As<Napi::Function>());
-		on_conn_ = Napi::Persistent(handlers.Get("onConnEvent").As<Napi::Function>());
-		handlers_ = Napi::Persistent(handlers);
-		async_context_ = std::make_unique<Napi::AsyncContext>(env, "vtoe:VerbsFabric",
-								      info.This().As<Napi::Object>());
+		handlers_ = std::make_unique<JsHandlers>(info[0],
+							 std::initializer_list<const char *>{"onCmEvent", "onConnEvent"},
+							 "vtoe:VerbsFabric", info.This().As<Napi::Object>());
 		uv_loop_t *loop = nullptr;
 		if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop)
 			throw Napi::Error::New(env, "no libuv loop for this Node environment");
@@ -178,7 +170,7 @@ private:
 								  e.private_data.size()));
 		js.Set("local", sockaddr_to_js(env, e.local));
 		js.Set("remote", sockaddr_to_js(env, e.remote));
-		call(on_cm_, js);
+		handlers_->call("onCmEvent", {js});
 	}
 
 	void conn_event(const ConnEventInfo &e) override
@@ -189,17 +181,7 @@ private:
 		js.Set("type", conn_event_name(e.event));
 		js.Set("handle", e.handle);
 		js.Set("detail", e.detail);
-		call(on_conn_, js);
-	}
-
-	void call(Napi::FunctionReference &fn, Napi::Object arg)
-	{
-		try {
-			fn.MakeCallback(handlers_.Value(), {arg}, *async_context_);
-		} catch (const Napi::Error &e) {
-			handler_errors_++;
-			last_handler_error_ = Napi::Persistent(e.Value().As<Napi::Value>());
-		}
+		handlers_->call("onConnEvent", {js});
 	}
 
 	static uint32_t handle_arg(const Napi::Value &v)
@@ -391,22 +373,15 @@ private:
 
 	Napi::Value handler_errors(const Napi::CallbackInfo &info)
 	{
-		return Napi::Number::New(info.Env(), static_cast<double>(handler_errors_));
+		return Napi::Number::New(info.Env(), static_cast<double>(handlers_->errors()));
 	}
 
 	Napi::Value last_handler_error(const Napi::CallbackInfo &info)
 	{
-		if (last_handler_error_.IsEmpty())
-			return info.Env().Undefined();
-		return last_handler_error_.Value();
+		return handlers_->last_error(info.Env());
 	}
 
-	Napi::ObjectReference handlers_;
-	Napi::FunctionReference on_cm_;
-	Napi::FunctionReference on_conn_;
-	std::unique_ptr<Napi::AsyncContext> async_context_;
-	Napi::Reference<Napi::Value> last_handler_error_;
-	uint64_t handler_errors_ = 0;
+	std::unique_ptr<JsHandlers> handlers_;
 	std::unique_ptr<VerbsFabric> fabric_;
 };
 

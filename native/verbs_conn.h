@@ -155,7 +155,6 @@ private:
 	ibv_qp *qp_ = nullptr;
 	ibv_mr *ring_mr_ = nullptr;
 	ibv_mr *mail_mr_ = nullptr;
-	uint32_t unacked_cq_events_ = 0;
 
 	FdWatch channel_watch_, agent_watch_, bell_watch_;
 

@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { VtoeSystemError } from './errors.js';
-import { native } from './native.js';
+import { native, type DirCounters } from './native.js';
 import { verbsAddonPath } from './paths.js';
 import { constants as osConstants } from 'node:os';
 
@@ -56,18 +56,9 @@ export interface LocalWindow extends PeerWindow {
   qpNum: number;
 }
 
-export interface VerbsRingCounters {
-  head: number;
-  tail: number;
-  wakes: number;
-  fin: boolean;
-  reset: boolean;
-  rdShut: boolean;
-  txWaiting: boolean;
-}
-
+/** The region's counters, as for the shm fabric, plus the data path's own. */
 export interface VerbsConnCounters {
-  rings: [VerbsRingCounters, VerbsRingCounters];
+  rings: [DirCounters, DirCounters];
   appSide: 0 | 1;
   messagesSent: number;
   messagesReceived: number;

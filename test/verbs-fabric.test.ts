@@ -170,7 +170,7 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     expect(lastLine(flood)).toMatch(/^ERROR (ECONNRESET|EPIPE) \d+$/);
     expect(lastLine(rx)).toMatch(/^ERROR ECONNRESET \d+$/);
     await agent.until((a) => a.stats().fabrics.verbs.startsWith('down'), 30_000);
-    expect(agent.stats().events['device-removal']).toBe(1);
+    expect(agent.stats().events['device-removal']).toBeGreaterThanOrEqual(1);
     // A new connection still works, on kernel TCP, counted as a fallback.
     const before = agent.stats().fallback.reasons['no-fabric'] ?? 0;
     const { proc: rx2, port: port2 } = await sink();

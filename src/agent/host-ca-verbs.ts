@@ -22,6 +22,22 @@ import { decodeRej, decodeRep, decodeReq, encodeRej, encodeRep, encodeReq, type 
 
 const RESOLVE_TIMEOUT_MS = 2000;
 
+/** The VTOE event (enum vtoe_event) of each rdma_cm event of DESIGN.md section 4. */
+const CM_EVENT_CODES: Partial<Record<CmEvent['type'], number>> = {
+  ADDRESS_RESOLVED: ABI.ev.ADDRESS_RESOLVED,
+  ADDRESS_ERROR: ABI.ev.ADDRESS_ERROR,
+  ROUTE_RESOLVED: ABI.ev.ROUTE_RESOLVED,
+  ROUTE_ERROR: ABI.ev.ROUTE_ERROR,
+  CONNECT_REQUEST: ABI.ev.CONNECT_REQUEST,
+  CONNECT_RESPONSE: ABI.ev.CONNECT_RESPONSE,
+  CONNECT_ERROR: ABI.ev.CONNECT_ERROR,
+  UNREACHABLE: ABI.ev.UNREACHABLE,
+  CONNECT_REJECTED: ABI.ev.CONNECT_REJECTED,
+  CONNECT_ESTABLISHED: ABI.ev.CONNECT_ESTABLISHED,
+  DISCONNECTED: ABI.ev.DISCONNECTED,
+  DEVICE_REMOVAL: ABI.ev.DEVICE_REMOVAL,
+};
+
 /** What the verbs host CA needs from the core CA. */
 export interface VerbsHostContext {
   findListener(family: 4 | 6, address: string, port: number): ListenerEntry | undefined;
@@ -170,7 +186,9 @@ export class VerbsHostCA {
     clearTimeout(c.timer);
     this.log.debug('verbs connect falls back', { cid: end.cid.toString(), why });
     if (end.cm === 'REQ_SENT') end.cmStep(reason === ABI.fb.NO_FABRIC ? 'timeout' : 'rcv_rej');
+    if (end.cm === 'REP_RCVD') end.cmStep('send_rej'); // the REP could not be acted on
     if (end.cm === 'REJECTED' || end.cm === 'ERROR') end.cmStep('reset');
+    if (end.qp !== 'RESET') end.qpStep('to_reset');
     end.tcpStep('rcv_rst');
     this.destroy(end);
     c.done({ kind: 'fallback', reason, why });
@@ -187,7 +205,6 @@ export class VerbsHostCA {
     });
     end.cmStep('send_req');
     fabric.connect(end.handle, req);
-    this.counters.event(ABI.ev.CONNECT_REQUEST);
   }
 
   private onConnectResponse(end: VerbsEndpoint, c: Connecting, ev: CmEvent): void {
@@ -206,7 +223,6 @@ export class VerbsHostCA {
     this.connecting.delete(end.handle);
     clearTimeout(c.timer);
     this.counters.offloaded++;
-    this.counters.event(ABI.ev.CONNECT_ESTABLISHED);
     c.done({ kind: 'connected', end, fds: fabric.fdsForApp(end.handle), ringSize: this.config.ringSize });
   }
 
@@ -256,6 +272,9 @@ export class VerbsHostCA {
     } catch (err) {
       this.log.warn('cannot answer a verbs REQ; the client falls back to kernel TCP', { error: String(err) });
       this.ends.delete(ev.handle);
+      end.cmStep('send_rej');
+      end.cmStep('reset');
+      if (end.qp !== 'RESET') end.qpStep('to_reset');
       return reject(ABI.fb.RESOURCES, String(err));
     }
     const key = acceptKey(req.dstPort, req.srcPort);
@@ -276,7 +295,6 @@ export class VerbsHostCA {
     this.fabric!.start(end.handle, info.peer);
     end.started = true;
     if (!info.fromThisHost) this.counters.offloaded++;
-    this.counters.event(ABI.ev.CONNECT_ESTABLISHED);
   }
 
   /**
@@ -422,7 +440,6 @@ export class VerbsHostCA {
 
   private startTimewait(end: VerbsEndpoint): void {
     if (end.timer) return;
-    this.counters.event(ABI.ev.DISCONNECTED);
     end.timer = setTimeout(() => this.guard(() => this.timewaitDone(end)), this.config.timewaitMs);
     end.timer.unref();
   }
@@ -466,6 +483,8 @@ export class VerbsHostCA {
   // ---- events ---------------------------------------------------------------------------
 
   private onCmEvent(ev: CmEvent): void {
+    const code = CM_EVENT_CODES[ev.type];
+    if (code !== undefined) this.counters.event(code); // `vtoe stats` counts every rdma_cm event
     if (ev.type === 'CONNECT_REQUEST') return this.onConnectRequest(ev);
     if (ev.type === 'DEVICE_REMOVAL') return this.deviceRemoved(ev);
     const end = this.ends.get(ev.handle);
@@ -516,7 +535,6 @@ export class VerbsHostCA {
 
   private deviceRemoved(ev: CmEvent): void {
     this.log.warn('RDMA device removed: its connections are reset, new ones use kernel TCP', { handle: ev.handle });
-    this.counters.event(ABI.ev.DEVICE_REMOVAL);
     for (const c of [...this.connecting.values()]) this.failConnect(c.end, ABI.fb.NO_FABRIC, 'device removed');
     for (const end of [...this.ends.values()]) {
       try {

@@ -31,7 +31,8 @@ export function startProc(cmd: string, args: string[], env: NodeJS.ProcessEnv): 
   child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; check(); });
   child.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, signal) => { live.delete(child); resolve({ code, signal }); });
+    // 'close', not 'exit': only then has all of the child's output been read.
+    child.once('close', (code, signal) => { live.delete(child); resolve({ code, signal }); });
   });
   return {
     child,
