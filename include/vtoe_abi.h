@@ -182,7 +182,7 @@ struct vtoe_ring_ctl {
 	/* written by the consumer */
 	VTOE_ATOMIC(uint64_t) tail;
 	VTOE_ATOMIC(uint32_t) rx_armed; /* consumer found the ring empty and wants a doorbell */
-	VTOE_ATOMIC(uint32_t) rd_shut;  /* consumer shut down reading or closed */
+	VTOE_ATOMIC(uint32_t) rd_shut;  /* consumer closed: it reads no more (writers get EPIPE) */
 	uint32_t pad1[(VTOE_CACHELINE - 16) / 4];
 };
 

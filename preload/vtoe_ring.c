@@ -294,6 +294,21 @@ static int vtoe_drain_doorbell(struct vtoe_conn *c)
 	return 0;
 }
 
+/* Read the doorbell bytes we are owed beyond one, without waiting for any in flight. */
+static void vtoe_drain_excess(struct vtoe_conn *c)
+{
+	char buf[64];
+
+	while (c->owed > 1 && !(atomic_load(&c->flags) & VTOE_CF_RD_SHUT)) {
+		ssize_t n = REAL(recv)(c->fd, buf, VTOE_MIN(c->owed - 1, sizeof(buf)), MSG_DONTWAIT);
+
+		if (n > 0)
+			c->owed -= (uint32_t)n;
+		else if (!(n < 0 && errno == EINTR))
+			break;
+	}
+}
+
 /* Take the filler the peer put in its own fd: that makes the peer's fd writable again. */
 static void vtoe_drain_bell(struct vtoe_conn *c)
 {
@@ -420,8 +435,15 @@ static int vtoe_rx_fin(struct vtoe_conn *c)
  */
 static void vtoe_rx_settle(struct vtoe_conn *c)
 {
-	if (vtoe_rx_pending(c))
-		return; /* what is pending is legitimately readable */
+	if (vtoe_rx_pending(c)) {
+		/* Data is left (a partial read): stay armed, so that the next publish rings again
+		 * and an EPOLLET waiter gets a new edge for new data, as TCP gives one.  Keep one
+		 * byte pending for level-triggered readers and take the rest, so that doorbells do
+		 * not pile up in the socket while the reader lags. */
+		vtoe_rx_arm(c);
+		vtoe_drain_excess(c);
+		return;
+	}
 	if (!c->owed && atomic_load_explicit(&c->rx->rx_armed, RLX))
 		return; /* no byte out, and the next publish rings */
 	vtoe_rx_arm(c);
@@ -769,8 +791,8 @@ int vtoe_conn_shutdown(struct vtoe_conn *c, int how)
 		pthread_mutex_unlock(&c->tx_lock);
 	}
 	if (how != SHUT_WR) {
+		/* Only local: as on Linux, the peer's sends still succeed (rx->rd_shut is for close). */
 		atomic_fetch_or(&c->flags, VTOE_CF_RD_SHUT);
-		atomic_store(&c->rx->rd_shut, 1);
 		/* wakes our own blocked readers; the fd reads as EOF from now on */
 		REAL(shutdown)(c->fd, SHUT_RD);
 	}
