@@ -63,6 +63,7 @@ struct vtoe_real_fns {
 	int (*dup3)(int, int, int);
 	ssize_t (*sendfile)(int, int, off_t *, size_t);
 	ssize_t (*sendfile64)(int, int, off64_t *, size_t);
+	ssize_t (*splice)(int, off64_t *, int, off64_t *, size_t, unsigned int);
 	ssize_t (*read_chk)(int, void *, size_t, size_t);
 	ssize_t (*recv_chk)(int, void *, size_t, size_t, int);
 	ssize_t (*recvfrom_chk)(int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *);
@@ -272,6 +273,7 @@ void vtoe_conn_unmap(struct vtoe_conn *c);
 ssize_t vtoe_conn_recv(struct vtoe_conn *c, const struct iovec *iov, int iovcnt, int flags);
 ssize_t vtoe_conn_send(struct vtoe_conn *c, const struct iovec *iov, int iovcnt, int flags);
 ssize_t vtoe_conn_sendfile(struct vtoe_conn *c, int in_fd, off64_t *offset, size_t count);
+ssize_t vtoe_conn_splice_out(struct vtoe_conn *c, int pipe_fd, size_t count, bool nonblock);
 int vtoe_conn_shutdown(struct vtoe_conn *c, int how);
 /* Last reference dropped: FIN or reset, then unmap; returns VTOE_CLOSE_* for the note. */
 uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared);

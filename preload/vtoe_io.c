@@ -4,6 +4,7 @@
  */
 #include "vtoe.h"
 
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <sys/sendfile.h>
@@ -239,6 +240,46 @@ VTOE_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
 	r = vtoe_conn_sendfile(&s->c, in_fd, (off64_t *)offset, count);
 	vtoe_sock_put(s);
 	return r;
+}
+
+/*
+ * splice(2): one side must be a pipe.  Into an offloaded socket it is sendfile from the pipe;
+ * out of one, a recv of at most what the pipe can take now, then a write that cannot block.
+ */
+VTOE_EXPORT ssize_t splice(int fd_in, off64_t *off_in, int fd_out, off64_t *off_out, size_t len,
+			   unsigned int flags)
+{
+	const bool nonblock = flags & SPLICE_F_NONBLOCK;
+	struct vtoe_sock *s;
+	ssize_t r;
+
+	if (vtoe_likely(!vtoe_fd_peek(fd_in) && !vtoe_fd_peek(fd_out)))
+		return REAL(splice)(fd_in, off_in, fd_out, off_out, len, flags);
+	if ((s = vtoe_io_get(fd_out)) != NULL) {
+		if (s == &vtoe_internal_sock)
+			return vtoe_io_ebadf();
+		if (off_out) {
+			vtoe_sock_put(s);
+			errno = ESPIPE; /* a socket has no offset */
+			return -1;
+		}
+		r = vtoe_conn_sendfile(&s->c, fd_in, off_in, len);
+		vtoe_sock_put(s);
+		return r;
+	}
+	if ((s = vtoe_io_get(fd_in)) != NULL) {
+		if (s == &vtoe_internal_sock)
+			return vtoe_io_ebadf();
+		if (off_in) {
+			vtoe_sock_put(s);
+			errno = ESPIPE;
+			return -1;
+		}
+		r = vtoe_conn_splice_out(&s->c, fd_out, len, nonblock);
+		vtoe_sock_put(s);
+		return r;
+	}
+	return REAL(splice)(fd_in, off_in, fd_out, off_out, len, flags);
 }
 
 VTOE_EXPORT ssize_t sendfile64(int out_fd, int in_fd, off64_t *offset, size_t count)

@@ -119,6 +119,10 @@ static int raw_dup2(int o, int n)
 }
 static ssize_t raw_sendfile(int o, int i, off_t *off, size_t n) { return syscall(SYS_sendfile, o, i, off, n); }
 static ssize_t raw_sendfile64(int o, int i, off64_t *off, size_t n) { return syscall(SYS_sendfile, o, i, off, n); }
+static ssize_t raw_splice(int i, off64_t *oi, int o, off64_t *oo, size_t n, unsigned int f)
+{
+	return syscall(SYS_splice, i, oi, o, oo, n, f);
+}
 static ssize_t raw_read_chk(int fd, void *b, size_t n, size_t bl)
 {
 	if (n > bl)
@@ -149,7 +153,7 @@ static const struct vtoe_real_fns vtoe_raw_tab = {
 	.getpeername = raw_getpeername, .getsockopt = raw_getsockopt,
 	.setsockopt = raw_setsockopt, .fcntl = raw_fcntl, .fcntl64 = raw_fcntl,
 	.ioctl = raw_ioctl, .dup = raw_dup, .dup2 = raw_dup2, .dup3 = raw_dup3,
-	.sendfile = raw_sendfile, .sendfile64 = raw_sendfile64, .read_chk = raw_read_chk,
+	.sendfile = raw_sendfile, .sendfile64 = raw_sendfile64, .splice = raw_splice, .read_chk = raw_read_chk,
 	.recv_chk = raw_recv_chk, .recvfrom_chk = raw_recvfrom_chk,
 };
 
@@ -248,6 +252,7 @@ static void vtoe_resolve(void)
 	SYM(dup2, "dup2");
 	SYM(dup3, "dup3");
 	SYM(sendfile, "sendfile");
+	SYM(splice, "splice");
 	SYM(read_chk, "__read_chk");
 	SYM(recv_chk, "__recv_chk");
 	SYM(recvfrom_chk, "__recvfrom_chk");

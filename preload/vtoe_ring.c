@@ -31,6 +31,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -392,6 +393,26 @@ static int vtoe_conn_sleep(struct vtoe_conn *c, pthread_mutex_t *lock, short eve
 	return r == 0 ? 0 : (p.revents ? p.revents : POLLIN);
 }
 
+/*
+ * A signal handler interrupted a blocking call.  The kernel restarts it when the handler has
+ * SA_RESTART and no SO_RCVTIMEO/SO_SNDTIMEO is set; ppoll tells us neither which signal it was,
+ * so restart only when every caught signal has SA_RESTART (the usual all-or-nothing program).
+ */
+static bool vtoe_signals_restart(void)
+{
+	struct sigaction sa;
+
+	for (int sig = 1; sig < NSIG; sig++) {
+		if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) != 0)
+			continue;
+		if (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN)
+			continue;
+		if (!(sa.sa_flags & SA_RESTART))
+			return false;
+	}
+	return true;
+}
+
 static void vtoe_deadline(struct timespec *d, long long us)
 {
 	clock_gettime(CLOCK_MONOTONIC, d);
@@ -559,6 +580,8 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 			timed = true;
 		}
 		r = vtoe_conn_sleep(c, &c->rx_lock, POLLIN, timed ? &deadline : NULL);
+		if (r < 0 && !copied && !timed && errno == EINTR && vtoe_signals_restart())
+			continue;
 		if (r < 0)
 			return copied ? (ssize_t)copied : -1;
 		if (r == 0)
@@ -659,6 +682,8 @@ static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, in
 			timed = true;
 		}
 		r = vtoe_conn_sleep(c, &c->tx_lock, POLLOUT, timed ? &deadline : NULL);
+		if (r < 0 && !sent && !timed && errno == EINTR && vtoe_signals_restart())
+			continue;
 		if (r < 0)
 			return sent ? (ssize_t)sent : -1;
 		if (r == 0)
@@ -755,6 +780,50 @@ ssize_t vtoe_conn_sendfile(struct vtoe_conn *c, int in_fd, off64_t *offset, size
 		return -1;
 	}
 	return (ssize_t)total;
+}
+
+/* splice(2) out of the ring into a pipe: take no more than the pipe can hold now, so that no
+ * byte leaves the ring without a place to go. */
+ssize_t vtoe_conn_splice_out(struct vtoe_conn *c, int pipe_fd, size_t count, bool nonblock)
+{
+	int cap = REAL(fcntl)(pipe_fd, F_GETPIPE_SZ), queued = 0;
+	struct iovec iov;
+	size_t room, done = 0;
+	ssize_t r;
+	char *buf;
+
+	if (cap < 0)
+		return vtoe_fail(EINVAL); /* neither end is a pipe */
+	for (;;) {
+		if (REAL(ioctl)(pipe_fd, FIONREAD, &queued) < 0)
+			queued = 0;
+		room = cap > queued ? (size_t)(cap - queued) : 0;
+		if (room)
+			break;
+		if (nonblock)
+			return vtoe_fail(EAGAIN);
+		struct pollfd p = { .fd = pipe_fd, .events = POLLOUT };
+		if (poll(&p, 1, -1) < 0)
+			return -1;
+	}
+	iov.iov_len = VTOE_MIN(VTOE_MIN(count, room), VTOE_SENDFILE_CHUNK);
+	if (!(buf = malloc(iov.iov_len ? iov.iov_len : 1)))
+		return vtoe_fail(ENOMEM);
+	iov.iov_base = buf;
+	r = vtoe_conn_recv(c, &iov, 1, nonblock ? MSG_DONTWAIT : 0);
+	while (r > 0 && done < (size_t)r) {
+		ssize_t w = REAL(write)(pipe_fd, buf + done, (size_t)r - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			vtoe_warn("splice: %zu bytes read from the connection could not be written to the pipe",
+				  (size_t)r - done);
+			break;
+		}
+		done += (size_t)w;
+	}
+	free(buf);
+	return r;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -1,7 +1,9 @@
-// Programs the project did not write, unmodified, through offload: iperf3 and sockperf (all
-// three of sockperf's multiplexers, which exercise select, poll and epoll on the app fd).
+// Programs the project did not write, unmodified, through offload: iperf3 (one and four
+// parallel streams), sockperf (all three of its multiplexers, which exercise select, poll and
+// epoll on the app fd), curl against python3's http.server, and socat with half-close.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -56,6 +58,77 @@ describe('iperf3 through offload', () => {
     expect(after.fallback.total - before.fallback.total).toBe(0);
     expect(after.bytes.sent - before.bytes.sent).toBeGreaterThanOrEqual(result.end.sum_received.bytes);
   });
+});
+
+describe('iperf3 -P 4 through offload', () => {
+  it('runs four parallel streams, each one offloaded', async () => {
+    const port = await freePort();
+    const before = agent.stats();
+    const server = startProc('iperf3', ['-s', '-1', '-B', '127.0.0.1', '-p', String(port)], offloadEnv(agent.socketPath));
+    await agent.until(listening(port));
+    const { stdout } = await exec('iperf3', ['-c', '127.0.0.1', '-p', String(port), '-t', '1', '-P', '4', '-J'],
+      { env: offloadEnv(agent.socketPath) });
+    const result = JSON.parse(stdout) as { end: { streams: unknown[]; sum_received: { bytes: number } } };
+    expect(result.end.streams).toHaveLength(4);
+    expect(result.end.sum_received.bytes).toBeGreaterThan(0);
+    expect((await server.exited).code).toBe(0);
+    const after = agent.stats();
+    expect(after.offloaded - before.offloaded).toBe(5); // the control connection and four streams
+    expect(after.fallback.total - before.fallback.total).toBe(0);
+  });
+});
+
+describe('curl against python3 -m http.server through offload', () => {
+  it('downloads a file byte-exact, server and client offloaded', async () => {
+    const port = await freePort();
+    const body = randomBytes(3 << 20);
+    writeFileSync(join(dir, 'blob.bin'), body);
+    const before = agent.stats();
+    const server = startProc('python3', ['-m', 'http.server', '--bind', '127.0.0.1', '--directory', dir, String(port)],
+      offloadEnv(agent.socketPath));
+    await agent.until(listening(port));
+    const out = join(dir, 'download.bin');
+    await exec('curl', ['-sS', '--fail', '-o', out, `http://127.0.0.1:${port}/blob.bin`], { env: offloadEnv(agent.socketPath) });
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    expect(sha(readFileSync(out))).toBe(sha(body));
+    server.kill('SIGTERM');
+    await server.exited;
+    const after = agent.stats();
+    expect(after.offloaded - before.offloaded).toBe(1);
+    expect(after.fallback.total - before.fallback.total).toBe(0);
+  });
+});
+
+describe('socat through offload, half-close in both directions', () => {
+  for (const direction of ['client to server', 'server to client'] as const) {
+    it(`sends ${direction}, shuts down writing, and the other side still answers`, async () => {
+      const port = await freePort();
+      const before = agent.stats();
+      // The side that sends the request shuts down writing after it; the other side reads to
+      // EOF, answers with a checksum, and closes: both halves of the connection are used.
+      const answer = 'sh -c "sha256sum | cut -c1-64"';
+      const request = randomBytes(1 << 20);
+      writeFileSync(join(dir, 'request.bin'), request);
+      const feeder = `OPEN:${join(dir, 'request.bin')}!!STDOUT`;
+      const serverArgs = direction === 'client to server'
+        ? [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr`, `SYSTEM:${answer}`]
+        : ['-t', '30', `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr`, feeder];
+      const server = startProc('socat', serverArgs, offloadEnv(agent.socketPath));
+      await agent.until(listening(port));
+      const clientArgs = direction === 'client to server'
+        ? ['-t', '30', feeder, `TCP:127.0.0.1:${port}`]
+        : [`TCP:127.0.0.1:${port}`, `SYSTEM:${answer}`];
+      const { stdout } = await exec('socat', clientArgs, { env: offloadEnv(agent.socketPath) });
+      const srv = await server.exited;
+      const sha = createHash('sha256').update(request).digest('hex');
+      const replied = direction === 'client to server' ? stdout : server.stdout();
+      expect(replied.trim()).toBe(sha);
+      expect(srv.code).toBe(0);
+      const after = agent.stats();
+      expect(after.offloaded - before.offloaded).toBe(1);
+      expect(after.fallback.total - before.fallback.total).toBe(0);
+    });
+  }
 });
 
 describe('sockperf through offload', () => {

@@ -13,6 +13,7 @@ import { Agent } from '../src/agent/agent.js';
 import { kernelEnv, offloadEnv } from '../src/agent/preload-env.js';
 import { runPingPong } from '../src/bench/pingpong.js';
 import { buildC, repoRoot } from './helpers/cc.js';
+import { coverageRows, formatCoverage, parseFacts } from './helpers/facts.js';
 import { killAll, startProc, type Proc } from './helpers/proc.js';
 
 let dir: string;
@@ -24,9 +25,10 @@ beforeAll(async () => {
   // Built before the agent starts, so the synchronous builds block nobody.
   execFileSync('make', ['-s', '-C', join(repoRoot, 'preload')], { stdio: 'inherit' });
   execFileSync('make', ['-s', '-C', join(repoRoot, 'tools')], { stdio: 'inherit' });
-  for (const name of ['shim-semantics', 'shim-echo', 'shim-threads', 'shim-hostile']) {
+  for (const name of ['shim-echo', 'shim-threads', 'shim-hostile']) {
     bin[name] = buildC(name, [`test/c/${name}.c`]);
   }
+  bin['shim-semantics'] = buildC('shim-semantics', ['test/c/shim-semantics.c', 'test/c/facts.h']);
   bin['shim-fortify'] = buildC('shim-fortify-fortified', ['test/c/shim-fortify.c'], ['-O2', '-D_FORTIFY_SOURCE=2']);
   // The real interpreter, not a version manager's wrapper script, so the preload lands in it.
   python = (await promisify(execFile)('python3', ['-c', 'import sys; print(sys.executable)'])).stdout.trim();
@@ -106,13 +108,6 @@ const SEMANTICS_LINES = 109;
 const SEMANTICS_OFFLOADED = 16;
 const SEMANTICS_REFUSED = 2;
 
-function parseFacts(out: string): Array<[string, string]> {
-  return out.split('\n').filter((l) => l !== '').map((l) => {
-    const i = l.indexOf(': ');
-    return i < 0 ? [l, ''] : [l.slice(0, i), l.slice(i + 2)];
-  });
-}
-
 /** Every way the offloaded run differs from the oracle, other than the known deviations. */
 function semanticsProblems(kernelOut: string, offloadOut: string): string[] {
   const kernel = parseFacts(kernelOut);
@@ -167,6 +162,8 @@ describe('shim-semantics: offloaded TCP against kernel TCP', () => {
       expect({ code: kernel.code, signal: kernel.signal, stderr: kernel.stderr }).toEqual({ code: 0, signal: null, stderr: '' });
       expect({ code: offl.code, signal: offl.signal }).toEqual({ code: 0, signal: null });
       expect(parseFacts(kernel.stdout)).toHaveLength(SEMANTICS_LINES);
+      console.log(`shim-semantics coverage (${v6 ? 'IPv6' : 'IPv4'}; kernel TCP is the oracle):\n${
+        formatCoverage(coverageRows(kernel.stdout, offl.stdout, (l) => KNOWN_DEVIATIONS.has(l)))}`);
       expect(semanticsProblems(kernel.stdout, offl.stdout)).toEqual([]);
 
       // The oracle ran without the shim: the agent never heard of it.

@@ -1,0 +1,575 @@
+/*
+ * shim-conformance.c - more TCP behaviours, one fact per line ("call.behaviour: value"), to be
+ * diffed between kernel TCP and the shim like shim-semantics.c: multiplexing (select, pselect,
+ * ppoll, epoll flags, nested epoll, epoll_pwait2), descriptor life (dup3, F_DUPFD_CLOEXEC,
+ * SCM_RIGHTS, fork, exec), introspection, flags, signals, accept and bind options, IPv4-mapped
+ * addresses and splice.
+ *
+ *   shim-conformance list              the groups, one per line
+ *   shim-conformance [v6] GROUP        one group's facts
+ *   shim-conformance exec-child FD     (internal: the program exec()ed with an inherited socket)
+ */
+#define _GNU_SOURCE
+#include "facts.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/select.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <linux/sockios.h>
+#include <time.h>
+
+static const char *self;
+
+static int readable(int fd, int ms)
+{
+	return (poll1(fd, POLLIN, ms) & POLLIN) != 0;
+}
+
+static void close2(int a, int b)
+{
+	close(a);
+	close(b);
+}
+
+static const char *epevs(uint32_t e)
+{
+	static char buf[4][64];
+	static int i;
+	char *b = buf[i++ & 3];
+
+	snprintf(b, 64, "%s%s%s%s%s", e & EPOLLIN ? "IN " : "", e & EPOLLOUT ? "OUT " : "",
+		 e & EPOLLRDHUP ? "RDHUP " : "", e & EPOLLHUP ? "HUP " : "", e & EPOLLERR ? "ERR " : "");
+	return b[0] ? b : "none";
+}
+
+/* ---- select, pselect, ppoll --------------------------------------------------------------- */
+static void t_select(void)
+{
+	struct timespec zero = { 0, 0 }, sec = { 1, 0 };
+	struct timeval tv0 = { 0, 0 };
+	sigset_t mask;
+	fd_set r, w;
+	char buf[8];
+	int c, s;
+
+	make_pair(&c, &s);
+	sigemptyset(&mask);
+	FD_ZERO(&r);
+	FD_ZERO(&w);
+	FD_SET(s, &r);
+	FD_SET(c, &w);
+	int n = select((c > s ? c : s) + 1, &r, &w, NULL, &tv0);
+	SAY("select.idle: %d r=%d w=%d", n, FD_ISSET(s, &r), FD_ISSET(c, &w));
+	send(c, "abc", 3, 0);
+	FD_ZERO(&r);
+	FD_SET(s, &r);
+	n = pselect(s + 1, &r, NULL, NULL, &sec, &mask);
+	SAY("pselect.data: %d r=%d", n, FD_ISSET(s, &r));
+	struct pollfd p = { .fd = s, .events = POLLIN | POLLRDHUP };
+	n = ppoll(&p, 1, &zero, &mask);
+	SAY("ppoll.data: %d %s", n, evs(p.revents));
+	recv(s, buf, sizeof(buf), 0);
+	shutdown(c, SHUT_WR);
+	p.revents = 0;
+	n = ppoll(&p, 1, &sec, &mask);
+	SAY("ppoll.fin: %d %s", n, evs(p.revents));
+	FD_ZERO(&r);
+	FD_SET(s, &r);
+	n = select(s + 1, &r, NULL, NULL, &tv0);
+	SAY("select.fin: %d r=%d", n, FD_ISSET(s, &r));
+	close2(c, s);
+}
+
+/* ---- epoll: one-shot, RDHUP, HUP/ERR, exclusive, nested, pwait, pwait2 --------------------- */
+static int ep_wait(int ep, int ms, uint32_t *events)
+{
+	struct epoll_event out[4];
+	int n = epoll_wait(ep, out, 4, ms);
+
+	*events = n > 0 ? out[0].events : 0;
+	return n;
+}
+
+static void t_epoll_flags(void)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLONESHOT };
+	char buf[16];
+	uint32_t e = 0;
+	int c, s, ep = epoll_create1(EPOLL_CLOEXEC), n;
+
+	make_pair(&c, &s);
+	ev.data.fd = s;
+	epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+	send(c, "a", 1, 0);
+	n = ep_wait(ep, 1000, &e);
+	SAY("epoll.oneshot-first: %d %s", n, epevs(e));
+	send(c, "b", 1, 0);
+	SAY("epoll.oneshot-disarmed: %d", ep_wait(ep, 100, &e));
+	ev.events = EPOLLIN | EPOLLONESHOT;
+	SAY("epoll.oneshot-mod: %s", res(epoll_ctl(ep, EPOLL_CTL_MOD, s, &ev)));
+	n = ep_wait(ep, 1000, &e);
+	SAY("epoll.oneshot-rearmed: %d %s", n, epevs(e));
+	recv(s, buf, sizeof(buf), 0);
+
+	ev.events = EPOLLIN | EPOLLRDHUP;
+	epoll_ctl(ep, EPOLL_CTL_MOD, s, &ev);
+	SAY("epoll.rdhup-idle: %d", ep_wait(ep, 0, &e));
+	shutdown(c, SHUT_WR);
+	n = ep_wait(ep, 1000, &e);
+	SAY("epoll.rdhup: %d %s", n, epevs(e));
+	SAY("epoll.rdhup-eof: %s", res(recv(s, buf, sizeof(buf), 0)));
+	close2(c, s);
+	close(ep);
+
+	/* EPOLLEXCLUSIVE: allowed with ADD, refused with MOD */
+	make_pair(&c, &s);
+	ep = epoll_create1(0);
+	ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+	ev.data.fd = s;
+	SAY("epoll.exclusive-add: %s", res(epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev)));
+	SAY("epoll.exclusive-mod: %s", res(epoll_ctl(ep, EPOLL_CTL_MOD, s, &ev)));
+	send(c, "x", 1, 0);
+	n = ep_wait(ep, 1000, &e);
+	SAY("epoll.exclusive-data: %d %s", n, epevs(e));
+	close2(c, s);
+	close(ep);
+
+	/* nested: an epoll fd inside another */
+	int inner = epoll_create1(0), outer = epoll_create1(0);
+	make_pair(&c, &s);
+	ev.events = EPOLLIN;
+	ev.data.fd = s;
+	epoll_ctl(inner, EPOLL_CTL_ADD, s, &ev);
+	ev.data.fd = inner;
+	epoll_ctl(outer, EPOLL_CTL_ADD, inner, &ev);
+	SAY("epoll.nested-idle: %d", ep_wait(outer, 0, &e));
+	send(c, "y", 1, 0);
+	n = ep_wait(outer, 1000, &e);
+	SAY("epoll.nested-data: %d %s", n, epevs(e));
+	SAY("epoll.nested-inner: %d", ep_wait(inner, 0, &e));
+
+	/* epoll_pwait and epoll_pwait2 */
+	struct epoll_event out[2];
+	struct timespec ts = { 1, 0 };
+	sigset_t mask;
+	sigemptyset(&mask);
+	n = epoll_pwait(inner, out, 2, 1000, &mask);
+	SAY("epoll.pwait: %d %s", n, epevs(n > 0 ? out[0].events : 0));
+	n = epoll_pwait2(inner, out, 2, &ts, &mask);
+	SAY("epoll.pwait2: %d %s", n, epevs(n > 0 ? out[0].events : 0));
+	close2(c, s);
+	close2(inner, outer);
+}
+
+/* HUP/ERR after the peer's reset (linger 0) */
+static void t_epoll_reset(void)
+{
+	struct linger lg = { 1, 0 };
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLRDHUP };
+	uint32_t e = 0;
+	int c, s, ep = epoll_create1(0), err = -1;
+	socklen_t el = sizeof(err);
+
+	make_pair(&c, &s);
+	ev.data.fd = s;
+	epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+	setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(c);
+	int n = ep_wait(ep, 1000, &e);
+	SAY("epoll.reset: %d %s", n, epevs(e));
+	getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &el);
+	SAY("epoll.reset-so_error: %s", err ? strerrorname_np(err) : "0");
+	close(s);
+	close(ep);
+}
+
+/* ---- descriptor life ---------------------------------------------------------------------- */
+static void t_fdlife(void)
+{
+	char buf[16];
+	struct stat st;
+	int c, s, d, n;
+
+	make_pair(&c, &s);
+	SAY("fstat.sock: %d %d", fstat(c, &st) == 0 && S_ISSOCK(st.st_mode),
+	    fstat(s, &st) == 0 && S_ISSOCK(st.st_mode));
+	d = dup3(s, 200, O_CLOEXEC);
+	SAY("dup3.cloexec: %d %d", d == 200, (fcntl(d, F_GETFD) & FD_CLOEXEC) != 0);
+	SAY("dup3.same-fd: %s", res(dup3(s, s, 0)));
+	n = fcntl(s, F_DUPFD_CLOEXEC, 300);
+	SAY("fcntl.dupfd-cloexec: %d %d", n >= 300, (fcntl(n, F_GETFD) & FD_CLOEXEC) != 0);
+	close(s);
+	close(d);
+	send(c, "via-dup", 7, 0);
+	SAY("dup.close-others-recv: %s", res(recv(n, buf, sizeof(buf), 0)));
+	SAY("dup.reply: %s", res(send(n, "ok", 2, 0)));
+	SAY("dup.reply-recv: %s", res(recv(c, buf, sizeof(buf), 0)));
+	close(n);
+	SAY("dup.last-close-eof: %s", res(recv(c, buf, sizeof(buf), 0)));
+	close(c);
+}
+
+/* fork: parent and child both use the connection, one after the other */
+static void t_fork_both(void)
+{
+	char buf[16];
+	int c, s, st;
+	pid_t pid;
+
+	make_pair(&c, &s);
+	pid = fork();
+	if (pid == 0) {
+		send(c, "C", 1, 0);
+		char b[4];
+		ssize_t r = recv(c, b, sizeof(b), 0); /* the server's reply to the child */
+		_exit(r == 2 && !memcmp(b, "c!", 2) ? 0 : 3);
+	}
+	SAY("fork2.server-got-child: %s", res(recv(s, buf, 1, 0)));
+	send(s, "c!", 2, 0);
+	waitpid(pid, &st, 0);
+	SAY("fork2.child-exit: %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	SAY("fork2.parent-send: %s", res(send(c, "P", 1, 0)));
+	ssize_t r = recv(s, buf, 1, 0);
+	SAY("fork2.server-got-parent: %s %c", res(r), buf[0]);
+	close2(c, s);
+}
+
+/* SCM_RIGHTS: the connection's fd goes to another process, which uses it */
+static int send_fd(int via, int fd)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { "F", 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	return (int)sendmsg(via, &m, 0);
+}
+
+static int recv_fd(int via)
+{
+	char cbuf[CMSG_SPACE(sizeof(int))], one;
+	struct iovec iov = { &one, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *cm;
+	int fd = -1;
+
+	if (recvmsg(via, &m, 0) != 1)
+		return -1;
+	cm = CMSG_FIRSTHDR(&m);
+	if (cm && cm->cmsg_type == SCM_RIGHTS)
+		memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+	return fd;
+}
+
+static void t_scm_rights(void)
+{
+	char buf[16];
+	int c, s, sp[2], st;
+	pid_t pid;
+
+	make_pair(&c, &s);
+	socketpair(AF_UNIX, SOCK_STREAM, 0, sp);
+	pid = fork();
+	if (pid == 0) {
+		close(c);
+		close(s);
+		int fd = recv_fd(sp[1]);
+		char b[8];
+		ssize_t r = recv(fd, b, sizeof(b), 0);
+		ssize_t w = send(fd, "from-child", 10, 0);
+		_exit(r == 5 && w == 10 ? 0 : 4);
+	}
+	SAY("scm.sendmsg: %d", send_fd(sp[0], s));
+	close(s); /* only the other process holds the server side now */
+	send(c, "hello", 5, 0);
+	SAY("scm.peer-recv: %s %.10s", res(recv(c, buf, 10, MSG_WAITALL)), buf);
+	waitpid(pid, &st, 0);
+	SAY("scm.child-exit: %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	SAY("scm.eof-after-child: %s", res(recv(c, buf, sizeof(buf), 0)));
+	close2(sp[0], sp[1]);
+	close(c);
+}
+
+/* exec with an inherited (not close-on-exec) socket: the new image must be able to use it */
+static void t_exec(void)
+{
+	char buf[32], fdtext[16];
+	int c, s, st;
+	pid_t pid;
+
+	make_pair(&c, &s);
+	snprintf(fdtext, sizeof(fdtext), "%d", s);
+	pid = fork();
+	if (pid == 0) {
+		close(c);
+		execl(self, self, "exec-child", fdtext, (char *)NULL);
+		_exit(127);
+	}
+	close(s);
+	send(c, "ping", 4, 0);
+	SAY("exec.peer-recv: %s %.9s", res(recv(c, buf, 9, MSG_WAITALL)), buf);
+	waitpid(pid, &st, 0);
+	SAY("exec.child-exit: %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	SAY("exec.eof: %s", res(recv(c, buf, sizeof(buf), 0)));
+	close(c);
+}
+
+static int exec_child(int fd)
+{
+	char b[8];
+	ssize_t r = recv(fd, b, 4, MSG_WAITALL);
+
+	if (r != 4 || memcmp(b, "ping", 4))
+		return 5;
+	return send(fd, "exec-pong", 9, 0) == 9 ? 0 : 6;
+}
+
+/* ---- introspection and flags -------------------------------------------------------------- */
+static volatile sig_atomic_t sigpipes;
+
+static void on_sigpipe(int sig)
+{
+	(void)sig;
+	sigpipes++;
+}
+
+static void t_flags(void)
+{
+	char buf[32];
+	int c, s, v = -1, on = 1, off = 0;
+	socklen_t l = sizeof(v);
+
+	make_pair(&c, &s);
+	ioctl(c, SIOCOUTQ, &v);
+	SAY("ioctl.siocoutq-idle: %d", v);
+	SAY("ioctl.fionbio-on: %s", res(ioctl(s, FIONBIO, &on)));
+	SAY("ioctl.fionbio-recv: %s", res(recv(s, buf, sizeof(buf), 0)));
+	SAY("ioctl.fionbio-flag: %d", (fcntl(s, F_GETFL) & O_NONBLOCK) != 0);
+	ioctl(s, FIONBIO, &off);
+	SAY("ioctl.fionbio-off-flag: %d", (fcntl(s, F_GETFL) & O_NONBLOCK) != 0);
+	getsockopt(s, SOL_SOCKET, SO_ERROR, &v, &l);
+	SAY("getsockopt.so_error-idle: %d", v);
+	ssize_t m1 = send(c, "ab", 2, MSG_MORE);
+	ssize_t m2 = send(c, "cd", 2, 0);
+	SAY("send.msg_more: %s %s", res(m1), res(m2));
+	SAY("send.msg_more-recv: %s %.4s", res(recv(s, buf, 4, MSG_WAITALL)), buf);
+	SAY("send.dontwait: %s", res(send(c, "e", 1, MSG_DONTWAIT)));
+	recv(s, buf, 1, 0);
+	close(s);
+	signal(SIGPIPE, on_sigpipe);
+	readable(c, 1000); /* the FIN is in */
+	ssize_t r1 = send(c, "z", 1, MSG_NOSIGNAL);
+	usleep(50000);      /* the kernel's RST for it comes back */
+	ssize_t r2 = send(c, "z", 1, MSG_NOSIGNAL);
+	SAY("send.nosignal-closed-peer: %d sigpipe=%d", r1 < 0 || r2 < 0, sigpipes);
+	ssize_t r3 = send(c, "z", 1, 0);
+	SAY("send.sigpipe: %s sigpipe=%d", res(r3), sigpipes);
+	signal(SIGPIPE, SIG_DFL);
+	close(c);
+}
+
+/* ---- timeouts and signals ----------------------------------------------------------------- */
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+static void *late_sender(void *arg)
+{
+	usleep(300000);
+	send(*(int *)arg, "late!", 5, 0);
+	return NULL;
+}
+
+static void t_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_alarm, .sa_flags = SA_RESTART };
+	struct itimerval it = { .it_value = { 0, 100000 } };
+	struct timeval tv = { 0, 200000 };
+	char buf[1 << 16];
+	pthread_t th;
+	int c, s, blocked = 0;
+
+	/* SA_RESTART: the blocking recv is restarted and gets the data sent after the signal */
+	make_pair(&c, &s);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGALRM, &sa, NULL);
+	pthread_create(&th, NULL, late_sender, &c);
+	setitimer(ITIMER_REAL, &it, NULL);
+	SAY("sa_restart.recv: %s", res(recv(s, buf, sizeof(buf), 0)));
+	pthread_join(th, NULL);
+	signal(SIGALRM, SIG_DFL);
+
+	/* SO_SNDTIMEO: a send into a full buffer gives up with EAGAIN (or sends part) */
+	setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	for (int i = 0; i < 4096 && !blocked; i++) {
+		ssize_t r = send(c, buf, sizeof(buf), 0);
+		if (r < 0)
+			blocked = errno == EAGAIN ? 1 : -errno;
+		else if (r < (ssize_t)sizeof(buf))
+			blocked = 1;
+	}
+	SAY("sndtimeo.send-gives-up: %d", blocked);
+	close2(c, s);
+}
+
+/* close() of the fd while another thread is blocked in recv on it */
+static void *blocked_reader(void *arg)
+{
+	static ssize_t r;
+	char buf[8];
+
+	r = recv(*(int *)arg, buf, sizeof(buf), 0);
+	return &r;
+}
+
+static void t_close_blocked(void)
+{
+	pthread_t th;
+	void *ret;
+	int c, s;
+
+	make_pair(&c, &s);
+	pthread_create(&th, NULL, blocked_reader, &s);
+	usleep(100000);
+	SAY("close-blocked.close: %s", res(close(s)));
+	send(c, "x", 1, 0); /* Linux: the blocked recv still owns the socket and gets this */
+	pthread_join(th, &ret);
+	SAY("close-blocked.recv: %zd", *(ssize_t *)ret);
+	close(c);
+}
+
+/* ---- accept, bind options, addresses ------------------------------------------------------ */
+static void t_accept_bind(void)
+{
+	struct sockaddr_storage ss;
+	socklen_t l;
+	uint16_t port;
+	int lfd = make_listener(&port), one = 1, a, b, x, y;
+
+	set_nonblock(lfd, 1);
+	SAY("accept.empty-nonblock: %s", res(accept(lfd, NULL, NULL)));
+	set_nonblock(lfd, 0);
+	listen(lfd, 1);
+	a = connect_to(port, 0);
+	b = connect_to(port, 0);
+	SAY("backlog.connects: %d %d", a >= 0, b >= 0);
+	x = accept(lfd, NULL, NULL);
+	y = accept(lfd, NULL, NULL);
+	SAY("backlog.accepts: %d %d", x >= 0, y >= 0);
+	close2(a, b);
+	close2(x, y);
+
+	/* a second listener on the same port: REUSEADDR does not allow it, REUSEPORT does */
+	int r1 = socket(family, SOCK_STREAM, 0);
+	setsockopt(r1, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	l = addr_any(&ss, port, 1);
+	SAY("reuseaddr.bind-busy: %s", res(bind(r1, (struct sockaddr *)&ss, l)));
+	close(r1);
+	close(lfd);
+	int p1 = socket(family, SOCK_STREAM, 0), p2 = socket(family, SOCK_STREAM, 0);
+	setsockopt(p1, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	setsockopt(p2, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+	l = addr_any(&ss, 0, 1);
+	bind(p1, (struct sockaddr *)&ss, l);
+	l = sizeof(ss);
+	getsockname(p1, (struct sockaddr *)&ss, &l);
+	int b2 = bind(p2, (struct sockaddr *)&ss, l);
+	int l2 = listen(p1, 4) | listen(p2, 4);
+	SAY("reuseport.bind2: %s %s", res(b2), res(l2));
+	a = connect_to(port_of(&ss), 0);
+	SAY("reuseport.connect: %d readable=%d", a >= 0, readable(p1, 1000) + readable(p2, 0));
+	close(a);
+	close2(p1, p2);
+}
+
+/* an IPv6 wildcard listener reached from IPv4: the accepted peer is IPv4-mapped */
+static void t_v4mapped(void)
+{
+	struct sockaddr_in6 l6 = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_ANY_INIT };
+	struct sockaddr_in to = { .sin_family = AF_INET };
+	struct sockaddr_storage peer;
+	socklen_t l = sizeof(l6), pl = sizeof(peer);
+	char text[INET6_ADDRSTRLEN] = "", buf[8];
+	int lfd = socket(AF_INET6, SOCK_STREAM, 0), c = socket(AF_INET, SOCK_STREAM, 0), s;
+
+	bind(lfd, (struct sockaddr *)&l6, l);
+	listen(lfd, 4);
+	getsockname(lfd, (struct sockaddr *)&l6, &l);
+	to.sin_port = l6.sin6_port;
+	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	SAY("v4mapped.connect: %s", res(connect(c, (struct sockaddr *)&to, sizeof(to))));
+	s = accept(lfd, (struct sockaddr *)&peer, &pl);
+	inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&peer)->sin6_addr, text, sizeof(text));
+	SAY("v4mapped.peer: family=%d %s", peer.ss_family, text);
+	send(c, "m", 1, 0);
+	SAY("v4mapped.recv: %s", res(recv(s, buf, sizeof(buf), 0)));
+	close2(c, s);
+	close(lfd);
+}
+
+/* splice from a pipe into the socket, and from the socket into a pipe */
+static void t_splice(void)
+{
+	char buf[16] = "";
+	int c, s, p[2], q[2];
+
+	make_pair(&c, &s);
+	if (pipe(p) || pipe(q))
+		die("pipe");
+	write(p[1], "spliced", 7);
+	SAY("splice.to-socket: %s", res(splice(p[0], NULL, c, NULL, 7, 0)));
+	SAY("splice.from-socket: %s", res(splice(s, NULL, q[1], NULL, 7, 0)));
+	SAY("splice.pipe-read: %s %.7s", res(read(q[0], buf, sizeof(buf))), buf);
+	close2(p[0], p[1]);
+	close2(q[0], q[1]);
+	close2(c, s);
+}
+
+static const struct {
+	const char *name;
+	void (*run)(void);
+} groups[] = {
+	{ "select", t_select },	      { "epoll-flags", t_epoll_flags },
+	{ "epoll-reset", t_epoll_reset }, { "fdlife", t_fdlife },
+	{ "fork-both", t_fork_both },     { "scm-rights", t_scm_rights },
+	{ "exec", t_exec },		      { "flags", t_flags },
+	{ "signals", t_signals },	      { "close-blocked", t_close_blocked },
+	{ "accept-bind", t_accept_bind }, { "v4mapped", t_v4mapped },
+	{ "splice", t_splice },
+};
+
+/* shim-conformance [v6] GROUP: one group per run, so that a hang shows as that group's. */
+int main(int argc, char **argv)
+{
+	self = argv[0];
+	if (argc == 3 && !strcmp(argv[1], "exec-child"))
+		return exec_child(atoi(argv[2]));
+	if (argc > 1 && !strcmp(argv[1], "v6")) {
+		family = AF_INET6;
+		argc--;
+		argv++;
+	}
+	if (argc == 2 && !strcmp(argv[1], "list")) {
+		for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
+			puts(groups[i].name);
+		return 0;
+	}
+	for (size_t i = 0; argc == 2 && i < sizeof(groups) / sizeof(groups[0]); i++) {
+		if (!strcmp(argv[1], groups[i].name)) {
+			groups[i].run();
+			return 0;
+		}
+	}
+	fprintf(stderr, "usage: shim-conformance [v6] list|GROUP\n");
+	return 2;
+}
