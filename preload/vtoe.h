@@ -64,6 +64,9 @@ struct vtoe_real_fns {
 	ssize_t (*sendfile)(int, int, off_t *, size_t);
 	ssize_t (*sendfile64)(int, int, off64_t *, size_t);
 	ssize_t (*splice)(int, off64_t *, int, off64_t *, size_t, unsigned int);
+	int (*execve)(const char *, char *const[], char *const[]);
+	int (*execvpe)(const char *, char *const[], char *const[]);
+	int (*fexecve)(int, char *const[], char *const[]);
 	ssize_t (*read_chk)(int, void *, size_t, size_t);
 	ssize_t (*recv_chk)(int, void *, size_t, size_t, int);
 	ssize_t (*recvfrom_chk)(int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *);
@@ -189,6 +192,7 @@ struct vtoe_conn {
 	unsigned char *tx_data, *rx_data;
 	int fd;   /* our private reference to the application's socket (a high internal fd) */
 	int bell; /* the peer's doorbell */
+	int memfd; /* the region, kept (internal, close-on-exec) so that an exec can hand it on */
 	uint32_t sid;
 	uint64_t cid;
 	uint32_t spin_us;
@@ -252,6 +256,9 @@ void vtoe_fd_install(int fd, struct vtoe_sock *s);
 struct vtoe_sock *vtoe_fd_remove(int fd);
 void vtoe_fd_set_internal(int fd, bool internal);
 int vtoe_fd_move_high(int fd);
+
+/* vtoe_exec.c: connections inherited across exec (VTOE_INHERIT), adopted at load. */
+void vtoe_exec_adopt(void);
 
 /* ------------------------------------------------------------------------------------------ */
 /* vtoe_ctl.c: the control channel to the agent                                               */

@@ -118,6 +118,7 @@ struct vtoe_sock *vtoe_sock_new(int kind, int family)
 	vtoe_sock_init_locks(s);
 	s->c.fd = -1;
 	s->c.bell = -1;
+	s->c.memfd = -1;
 	s->family = family;
 	s->gen = atomic_load(&vtoe_fork_gen);
 	atomic_store(&s->kind, kind);

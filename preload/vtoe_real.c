@@ -119,6 +119,17 @@ static int raw_dup2(int o, int n)
 }
 static ssize_t raw_sendfile(int o, int i, off_t *off, size_t n) { return syscall(SYS_sendfile, o, i, off, n); }
 static ssize_t raw_sendfile64(int o, int i, off64_t *off, size_t n) { return syscall(SYS_sendfile, o, i, off, n); }
+static int raw_execve(const char *p, char *const a[], char *const e[]) { return syscall(SYS_execve, p, a, e); }
+static int raw_execvpe(const char *p, char *const a[], char *const e[])
+{
+	(void)p, (void)a, (void)e;
+	errno = ENOSYS; /* only while the real symbols are being resolved */
+	return -1;
+}
+static int raw_fexecve(int fd, char *const a[], char *const e[])
+{
+	return syscall(SYS_execveat, fd, "", a, e, AT_EMPTY_PATH);
+}
 static ssize_t raw_splice(int i, off64_t *oi, int o, off64_t *oo, size_t n, unsigned int f)
 {
 	return syscall(SYS_splice, i, oi, o, oo, n, f);
@@ -153,7 +164,8 @@ static const struct vtoe_real_fns vtoe_raw_tab = {
 	.getpeername = raw_getpeername, .getsockopt = raw_getsockopt,
 	.setsockopt = raw_setsockopt, .fcntl = raw_fcntl, .fcntl64 = raw_fcntl,
 	.ioctl = raw_ioctl, .dup = raw_dup, .dup2 = raw_dup2, .dup3 = raw_dup3,
-	.sendfile = raw_sendfile, .sendfile64 = raw_sendfile64, .splice = raw_splice, .read_chk = raw_read_chk,
+	.sendfile = raw_sendfile, .sendfile64 = raw_sendfile64, .splice = raw_splice, .execve = raw_execve, .execvpe = raw_execvpe,
+	.fexecve = raw_fexecve, .read_chk = raw_read_chk,
 	.recv_chk = raw_recv_chk, .recvfrom_chk = raw_recvfrom_chk,
 };
 
@@ -253,6 +265,9 @@ static void vtoe_resolve(void)
 	SYM(dup3, "dup3");
 	SYM(sendfile, "sendfile");
 	SYM(splice, "splice");
+	SYM(execve, "execve");
+	SYM(execvpe, "execvpe");
+	SYM(fexecve, "fexecve");
 	SYM(read_chk, "__read_chk");
 	SYM(recv_chk, "__recv_chk");
 	SYM(recvfrom_chk, "__recvfrom_chk");
@@ -286,4 +301,5 @@ const struct vtoe_real_fns *vtoe_real_slow(void)
 __attribute__((constructor)) static void vtoe_ctor(void)
 {
 	(void)vtoe_real();
+	vtoe_exec_adopt();
 }

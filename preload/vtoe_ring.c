@@ -134,8 +134,14 @@ int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep
 	return 0;
 }
 
+/* Unmaps the region and closes its memfd. */
 void vtoe_conn_unmap(struct vtoe_conn *c)
 {
+	if (c->memfd >= 0) {
+		vtoe_fd_set_internal(c->memfd, false);
+		REAL(close)(c->memfd);
+		c->memfd = -1;
+	}
 	if (c->reg)
 		munmap(c->reg, c->map_len);
 	c->reg = NULL;

@@ -105,7 +105,8 @@ static int vtoe_conn_prepare(struct vtoe_sock *conn, const struct vtoe_ctl_rep *
 		return -1;
 	if (vtoe_conn_map(&conn->c, fds[VTOE_FD_REGION], rep) < 0)
 		return -1;
-	REAL(close)(fds[VTOE_FD_REGION]); /* the mapping stays */
+	conn->c.memfd = vtoe_fd_move_high(fds[VTOE_FD_REGION]); /* kept for exec (vtoe_exec.c) */
+	vtoe_fd_set_internal(conn->c.memfd, true);
 	fds[VTOE_FD_REGION] = -1;
 	conn->c.sid = rep->sid;
 	return 0;

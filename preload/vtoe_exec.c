@@ -1,0 +1,359 @@
+/*
+ * vtoe_exec.c - offloaded sockets survive exec.
+ *
+ * An exec keeps the application's fd (unless it is close-on-exec) but closes the shim's own
+ * descriptors and drops its mappings, which would leave a dead fd in the new image.  So the
+ * exec wrappers hand every inheritable connection on: its region memfd and the peer's doorbell
+ * lose close-on-exec for the exec, and the environment variable VTOE_INHERIT describes them.
+ * The new image's shim adopts them when it loads (vtoe_exec_adopt) and removes the variable.
+ *
+ * An adopted connection counts as shared (as after fork): closing it in the new image does not
+ * write a FIN into the ring; the peer sees the end when the last holder of the doorbell closes.
+ * posix_spawn() and system() exec without passing through these wrappers: not handed on.
+ */
+#include "vtoe.h"
+
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define VTOE_INHERIT "VTOE_INHERIT"
+
+extern char **environ;
+
+struct vtoe_handover {
+	char *var;   /* "VTOE_INHERIT=..." or NULL */
+	char **envp; /* the environment to exec with */
+	int *opened; /* fds whose close-on-exec was cleared, to restore if exec fails */
+	int nopened;
+};
+
+static void vtoe_hex(char *out, const void *p, size_t n)
+{
+	static const char digits[] = "0123456789abcdef";
+	const unsigned char *b = p;
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[b[i] >> 4];
+		out[2 * i + 1] = digits[b[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+static size_t vtoe_unhex(void *p, size_t max, const char *in)
+{
+	unsigned char *b = p;
+	size_t n = 0;
+
+	while (n < max && in[0] && in[1]) {
+		unsigned int v;
+		if (sscanf(in, "%2x", &v) != 1)
+			break;
+		b[n++] = (unsigned char)v;
+		in += 2;
+	}
+	return n;
+}
+
+static void vtoe_keep_open(struct vtoe_handover *h, int fd)
+{
+	if (REAL(fcntl)(fd, F_SETFD, 0) == 0)
+		h->opened[h->nopened++] = fd;
+}
+
+/* Describe every inheritable connection and let its descriptors cross the exec. */
+static void vtoe_handover_prepare(struct vtoe_handover *h, char *const envp[])
+{
+	size_t cap = 64, len = 0, nenv = 0;
+	char *var;
+
+	memset(h, 0, sizeof(*h));
+	h->envp = (char **)envp;
+	if (!vtoe_fdtab || !(var = malloc(cap)))
+		return;
+	len = (size_t)snprintf(var, cap, "%s=", VTOE_INHERIT);
+	h->opened = malloc(sizeof(int) * 2 * (vtoe_fdtab_max ? vtoe_fdtab_max : 1));
+	for (unsigned int fd = 0; h->opened && fd < vtoe_fdtab_max; fd++) {
+		struct vtoe_sock *s = vtoe_fd_peek((int)fd);
+		char local[2 * sizeof(s->local) + 1], peer[2 * sizeof(s->peer) + 1], rec[1024];
+		size_t fds_len = 0;
+		bool seen = false;
+		int fl, n;
+
+		if (!s || s == &vtoe_internal_sock || atomic_load(&s->kind) != VTOE_KIND_CONN ||
+		    s->c.memfd < 0 || s->c.bell < 0)
+			continue;
+		fl = REAL(fcntl)((int)fd, F_GETFD);
+		if (fl < 0 || (fl & FD_CLOEXEC))
+			continue;
+		/* One record per connection, naming every inheritable fd number it has. */
+		for (unsigned int e = 0; e < fd && !seen; e++)
+			seen = vtoe_fd_peek((int)e) == s && (REAL(fcntl)((int)e, F_GETFD) & FD_CLOEXEC) == 0;
+		if (seen)
+			continue;
+		char fds[256];
+		for (unsigned int e = fd; e < vtoe_fdtab_max && fds_len + 12 < sizeof(fds); e++) {
+			if (vtoe_fd_peek((int)e) != s || (REAL(fcntl)((int)e, F_GETFD) & FD_CLOEXEC))
+				continue;
+			fds_len += (size_t)snprintf(fds + fds_len, sizeof(fds) - fds_len, "%s%u",
+						    fds_len ? "+" : "", e);
+		}
+		vtoe_hex(local, &s->local, s->local_len);
+		vtoe_hex(peer, &s->peer, s->peer_len);
+		n = snprintf(rec, sizeof(rec), "%s%s,%d,%d,%u,%llu,%u,%u,%u,%d,%s,%s",
+			     len > strlen(VTOE_INHERIT) + 1 ? ";" : "", fds, s->c.memfd, s->c.bell,
+			     s->c.sid, (unsigned long long)s->c.cid, s->c.side, s->c.size, s->c.spin_us,
+			     s->family, local, peer);
+		if (n < 0 || (size_t)n >= sizeof(rec))
+			continue;
+		if (len + (size_t)n + 1 > cap) {
+			char *bigger = realloc(var, (cap = 2 * (len + (size_t)n + 1)));
+			if (!bigger)
+				break;
+			var = bigger;
+		}
+		memcpy(var + len, rec, (size_t)n + 1);
+		len += (size_t)n;
+		vtoe_keep_open(h, s->c.memfd);
+		vtoe_keep_open(h, s->c.bell);
+	}
+	if (!h->nopened) {
+		free(var);
+		return;
+	}
+	/* The new environment: the caller's, without an old VTOE_INHERIT, plus ours. */
+	while (envp && envp[nenv])
+		nenv++;
+	h->envp = malloc(sizeof(char *) * (nenv + 2));
+	if (!h->envp) {
+		h->envp = (char **)envp;
+		free(var);
+		return;
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < nenv; i++)
+		if (strncmp(envp[i], VTOE_INHERIT "=", sizeof(VTOE_INHERIT)) != 0)
+			h->envp[k++] = envp[i];
+	h->envp[k++] = var;
+	h->envp[k] = NULL;
+	h->var = var;
+}
+
+/* The exec failed: everything as it was. */
+static void vtoe_handover_undo(struct vtoe_handover *h)
+{
+	int saved = errno;
+
+	for (int i = 0; i < h->nopened; i++)
+		REAL(fcntl)(h->opened[i], F_SETFD, FD_CLOEXEC);
+	if (h->var) {
+		free(h->envp);
+		free(h->var);
+	}
+	free(h->opened);
+	errno = saved;
+}
+
+/* The exported wrappers call these, never each other: no call through our own PLT. */
+static int vtoe_execve(const char *path, char *const argv[], char *const envp[])
+{
+	struct vtoe_handover h;
+
+	vtoe_handover_prepare(&h, envp);
+	int r = REAL(execve)(path, argv, h.envp);
+	vtoe_handover_undo(&h);
+	return r;
+}
+
+static int vtoe_execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	struct vtoe_handover h;
+
+	vtoe_handover_prepare(&h, envp);
+	int r = REAL(execvpe)(file, argv, h.envp);
+	vtoe_handover_undo(&h);
+	return r;
+}
+
+VTOE_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+	struct vtoe_handover h;
+
+	vtoe_handover_prepare(&h, envp);
+	int r = REAL(fexecve)(fd, argv, h.envp);
+	vtoe_handover_undo(&h);
+	return r;
+}
+
+VTOE_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+	return vtoe_execve(path, argv, envp);
+}
+
+VTOE_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	return vtoe_execvpe(file, argv, envp);
+}
+
+VTOE_EXPORT int execv(const char *path, char *const argv[])
+{
+	return vtoe_execve(path, argv, environ);
+}
+
+VTOE_EXPORT int execvp(const char *file, char *const argv[])
+{
+	return vtoe_execvpe(file, argv, environ);
+}
+
+/* The list forms: collect the arguments (execle: then its environment) and call the above. */
+static char **vtoe_collect_args(const char *first, va_list *ap)
+{
+	size_t n = 1, cap = 16;
+	char **argv = malloc(sizeof(char *) * cap);
+
+	if (!argv)
+		return NULL;
+	argv[0] = (char *)first;
+	for (;;) {
+		if (n + 1 >= cap) {
+			char **bigger = realloc(argv, sizeof(char *) * (cap *= 2));
+			if (!bigger) {
+				free(argv);
+				return NULL;
+			}
+			argv = bigger;
+		}
+		if (!(argv[n++] = va_arg(*ap, char *)))
+			return argv;
+	}
+}
+
+VTOE_EXPORT int execl(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	char **argv;
+	int r;
+
+	va_start(ap, arg);
+	argv = vtoe_collect_args(arg, &ap);
+	va_end(ap);
+	if (!argv)
+		return errno = ENOMEM, -1;
+	r = vtoe_execve(path, argv, environ);
+	free(argv);
+	return r;
+}
+
+VTOE_EXPORT int execlp(const char *file, const char *arg, ...)
+{
+	va_list ap;
+	char **argv;
+	int r;
+
+	va_start(ap, arg);
+	argv = vtoe_collect_args(arg, &ap);
+	va_end(ap);
+	if (!argv)
+		return errno = ENOMEM, -1;
+	r = vtoe_execvpe(file, argv, environ);
+	free(argv);
+	return r;
+}
+
+VTOE_EXPORT int execle(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	char **argv, **envp;
+	int r;
+
+	va_start(ap, arg);
+	argv = vtoe_collect_args(arg, &ap);
+	envp = argv ? va_arg(ap, char **) : NULL;
+	va_end(ap);
+	if (!argv)
+		return errno = ENOMEM, -1;
+	r = vtoe_execve(path, argv, envp);
+	free(argv);
+	return r;
+}
+
+/* ---- the new image ------------------------------------------------------------------------ */
+
+static void vtoe_adopt_one(char *rec)
+{
+	unsigned int sid, side, size, spin, fds[64], nfds = 0;
+	unsigned long long cid;
+	int memfd, bell, family, consumed = 0;
+	char fdlist[256] = "", local[300] = "", peer[300] = "";
+	struct vtoe_ctl_rep rep;
+	struct vtoe_sock *s;
+
+	if (sscanf(rec, "%255[0-9+],%d,%d,%u,%llu,%u,%u,%u,%d,%299[0-9a-f],%299[0-9a-f]%n", fdlist,
+		   &memfd, &bell, &sid, &cid, &side, &size, &spin, &family, local, peer,
+		   &consumed) < 11 ||
+	    rec[consumed] != '\0') {
+		vtoe_warn("VTOE_INHERIT: malformed record ignored");
+		return;
+	}
+	for (char *p = fdlist, *end; *p && nfds < 64; p = *end ? end + 1 : end) {
+		fds[nfds] = (unsigned int)strtoul(p, &end, 10);
+		if (REAL(fcntl)((int)fds[nfds], F_GETFD) >= 0)
+			nfds++;
+	}
+	if (!nfds || REAL(fcntl)(memfd, F_GETFD) < 0 || REAL(fcntl)(bell, F_GETFD) < 0) {
+		vtoe_warn("VTOE_INHERIT: connection cid %llu was not inherited whole; left alone", cid);
+		return;
+	}
+	s = vtoe_sock_new(VTOE_KIND_CANDIDATE, family);
+	if (!s)
+		return;
+	memset(&rep, 0, sizeof(rep));
+	rep.side = side;
+	rep.ring_size = size;
+	rep.cid = cid;
+	if (vtoe_conn_map(&s->c, memfd, &rep) < 0) {
+		vtoe_warn("VTOE_INHERIT: the region of cid %llu cannot be mapped", cid);
+		vtoe_sock_put(s);
+		REAL(close)(memfd); /* ours, not the application's */
+		REAL(close)(bell);
+		return;
+	}
+	s->local_len = (socklen_t)vtoe_unhex(&s->local, sizeof(s->local), local);
+	s->peer_len = (socklen_t)vtoe_unhex(&s->peer, sizeof(s->peer), peer);
+	s->c.sid = sid;
+	s->c.spin_us = spin;
+	s->c.memfd = vtoe_fd_move_high(memfd);
+	s->c.bell = vtoe_fd_move_high(bell);
+	s->c.fd = REAL(fcntl)((int)fds[0], F_DUPFD_CLOEXEC, vtoe_cfg.internal_fd_base);
+	vtoe_fd_set_internal(s->c.memfd, true);
+	vtoe_fd_set_internal(s->c.bell, true);
+	if (s->c.fd >= 0)
+		vtoe_fd_set_internal(s->c.fd, true);
+	atomic_store(&s->c.nonblock, (REAL(fcntl)((int)fds[0], F_GETFL) & O_NONBLOCK) != 0);
+	/* Shared, as after fork: the image that exec'd may not have been the only holder. */
+	s->gen = s->c.gen = ~0u;
+	atomic_store(&s->kind, VTOE_KIND_CONN);
+	for (unsigned int i = 0; i < nfds; i++)
+		vtoe_fd_install((int)fds[i], s);
+	vtoe_sock_put(s);
+	vtoe_dbg("offloaded connection cid %llu adopted across exec (%s)", cid, fdlist);
+}
+
+void vtoe_exec_adopt(void)
+{
+	const char *env = getenv(VTOE_INHERIT);
+	char *copy, *save = NULL;
+
+	if (!env || !*env)
+		return;
+	copy = strdup(env);
+	unsetenv(VTOE_INHERIT); /* not for this image's own children */
+	if (!copy)
+		return;
+	for (char *rec = strtok_r(copy, ";", &save); rec; rec = strtok_r(NULL, ";", &save))
+		vtoe_adopt_one(rec);
+	free(copy);
+}
