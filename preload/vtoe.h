@@ -257,8 +257,16 @@ struct vtoe_sock *vtoe_fd_remove(int fd);
 void vtoe_fd_set_internal(int fd, bool internal);
 int vtoe_fd_move_high(int fd);
 
-/* vtoe_exec.c: connections inherited across exec (VTOE_INHERIT), adopted at load. */
+/* vtoe_exec.c: connections inherited across exec (VTOE_INHERIT), adopted at load; the same
+ * records carry connections passed with SCM_RIGHTS (vtoe_scm.c). */
 void vtoe_exec_adopt(void);
+int vtoe_handover_describe(struct vtoe_sock *s, const char *fds, int memfd, int bell, char *out,
+			   size_t cap);
+void vtoe_adopt_record(char *rec);
+
+/* vtoe_scm.c: SCM_RIGHTS with offloaded fds.  Return true when they handled the call. */
+bool vtoe_scm_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *result);
+bool vtoe_scm_recvmsg(int fd, struct msghdr *msg, int flags, ssize_t *result);
 
 /* ------------------------------------------------------------------------------------------ */
 /* vtoe_ctl.c: the control channel to the agent                                               */

@@ -58,6 +58,22 @@ static size_t vtoe_unhex(void *p, size_t max, const char *in)
 	return n;
 }
 
+/* One connection as a VTOE_INHERIT record: its fds (e.g. "0+1"), then the descriptors that
+ * carry its region and doorbell, then what the new holder needs to know.  -1 if it is too long. */
+int vtoe_handover_describe(struct vtoe_sock *s, const char *fds, int memfd, int bell, char *out,
+			   size_t cap)
+{
+	char local[2 * sizeof(s->local) + 1], peer[2 * sizeof(s->peer) + 1];
+	int n;
+
+	vtoe_hex(local, &s->local, s->local_len);
+	vtoe_hex(peer, &s->peer, s->peer_len);
+	n = snprintf(out, cap, "%s,%d,%d,%u,%llu,%u,%u,%u,%d,%s,%s", fds, memfd, bell, s->c.sid,
+		     (unsigned long long)s->c.cid, s->c.side, s->c.size, s->c.spin_us, s->family,
+		     local, peer);
+	return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
 static void vtoe_keep_open(struct vtoe_handover *h, int fd)
 {
 	if (REAL(fcntl)(fd, F_SETFD, 0) == 0)
@@ -78,7 +94,7 @@ static void vtoe_handover_prepare(struct vtoe_handover *h, char *const envp[])
 	h->opened = malloc(sizeof(int) * 2 * (vtoe_fdtab_max ? vtoe_fdtab_max : 1));
 	for (unsigned int fd = 0; h->opened && fd < vtoe_fdtab_max; fd++) {
 		struct vtoe_sock *s = vtoe_fd_peek((int)fd);
-		char local[2 * sizeof(s->local) + 1], peer[2 * sizeof(s->peer) + 1], rec[1024];
+		char rec[1024];
 		size_t fds_len = 0;
 		bool seen = false;
 		int fl, n;
@@ -101,14 +117,13 @@ static void vtoe_handover_prepare(struct vtoe_handover *h, char *const envp[])
 			fds_len += (size_t)snprintf(fds + fds_len, sizeof(fds) - fds_len, "%s%u",
 						    fds_len ? "+" : "", e);
 		}
-		vtoe_hex(local, &s->local, s->local_len);
-		vtoe_hex(peer, &s->peer, s->peer_len);
-		n = snprintf(rec, sizeof(rec), "%s%s,%d,%d,%u,%llu,%u,%u,%u,%d,%s,%s",
-			     len > strlen(VTOE_INHERIT) + 1 ? ";" : "", fds, s->c.memfd, s->c.bell,
-			     s->c.sid, (unsigned long long)s->c.cid, s->c.side, s->c.size, s->c.spin_us,
-			     s->family, local, peer);
-		if (n < 0 || (size_t)n >= sizeof(rec))
+		const bool first = len == strlen(VTOE_INHERIT) + 1;
+		if (!first)
+			rec[0] = ';';
+		n = vtoe_handover_describe(s, fds, s->c.memfd, s->c.bell, rec + !first, sizeof(rec) - 1);
+		if (n < 0)
 			continue;
+		n += !first;
 		if (len + (size_t)n + 1 > cap) {
 			char *bigger = realloc(var, (cap = 2 * (len + (size_t)n + 1)));
 			if (!bigger)
@@ -282,7 +297,7 @@ VTOE_EXPORT int execle(const char *path, const char *arg, ...)
 
 /* ---- the new image ------------------------------------------------------------------------ */
 
-static void vtoe_adopt_one(char *rec)
+void vtoe_adopt_record(char *rec)
 {
 	unsigned int sid, side, size, spin, fds[64], nfds = 0;
 	unsigned long long cid;
@@ -339,7 +354,7 @@ static void vtoe_adopt_one(char *rec)
 	for (unsigned int i = 0; i < nfds; i++)
 		vtoe_fd_install((int)fds[i], s);
 	vtoe_sock_put(s);
-	vtoe_dbg("offloaded connection cid %llu adopted across exec (%s)", cid, fdlist);
+	vtoe_dbg("offloaded connection cid %llu adopted (fds %s)", cid, fdlist);
 }
 
 void vtoe_exec_adopt(void)
@@ -354,6 +369,6 @@ void vtoe_exec_adopt(void)
 	if (!copy)
 		return;
 	for (char *rec = strtok_r(copy, ";", &save); rec; rec = strtok_r(NULL, ";", &save))
-		vtoe_adopt_one(rec);
+		vtoe_adopt_record(rec);
 	free(copy);
 }

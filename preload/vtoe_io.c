@@ -148,6 +148,10 @@ VTOE_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 	struct vtoe_sock *s;
 	ssize_t r;
 
+	/* A Unix socket may bring offloaded connections from another process (vtoe_scm.c). */
+	if (vtoe_unlikely(msg && msg->msg_control && msg->msg_controllen) && !vtoe_fd_peek(fd) &&
+	    vtoe_scm_recvmsg(fd, msg, flags, &r))
+		return r;
 	VTOE_IO_ENTER(fd, s, REAL(recvmsg)(fd, msg, flags));
 	if (!msg || msg->msg_iovlen > IOV_MAX) {
 		vtoe_sock_put(s);
@@ -209,6 +213,9 @@ VTOE_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 	struct vtoe_sock *s;
 	ssize_t r;
 
+	if (vtoe_unlikely(msg && msg->msg_control && msg->msg_controllen) && !vtoe_fd_peek(fd) &&
+	    vtoe_scm_sendmsg(fd, msg, flags, &r))
+		return r;
 	VTOE_IO_ENTER(fd, s, REAL(sendmsg)(fd, msg, flags));
 	if (!msg || msg->msg_iovlen > IOV_MAX) {
 		vtoe_sock_put(s);

@@ -14,14 +14,8 @@ import { buildC, repoRoot } from './helpers/cc.js';
 import { coverageRows, formatCoverage, parseFacts, type CoverageRow } from './helpers/facts.js';
 import { killAll, startProc } from './helpers/proc.js';
 
-/**
- * Groups that still differ from the kernel, and why. An offloaded fd received with SCM_RIGHTS
- * arrives in a process whose shim did not create it and is not handed its region and doorbell
- * (exec has that hand-over: preload/vtoe_exec.c); there it is a bare socketpair end.
- */
-const KNOWN_GAPS: Record<string, string> = {
-  'scm-rights': 'an offloaded fd passed with SCM_RIGHTS is not adopted by the receiving process',
-};
+/** Groups that still differ from the kernel, and why (none today). */
+const KNOWN_GAPS: Record<string, string> = {};
 /**
  * Single facts that still differ. A reset peer's fd reports IN|RDHUP|HUP without ERR: the fd is
  * a socketpair end, and the kernel raises ERR on one only when its peer closes with unread
