@@ -28,7 +28,7 @@ struct vtoe_handover {
 	char *var;   /* "VTOE_INHERIT=..." or NULL */
 	char **envp; /* the environment to exec with */
 	int *opened; /* fds whose close-on-exec was cleared, to restore if exec fails */
-	int nopened;
+	int nopened, capopened;
 };
 
 static void vtoe_hex(char *out, const void *p, size_t n)
@@ -76,6 +76,14 @@ int vtoe_handover_describe(struct vtoe_sock *s, const char *fds, int memfd, int 
 
 static void vtoe_keep_open(struct vtoe_handover *h, int fd)
 {
+	if (h->nopened == h->capopened) {
+		int cap = h->capopened ? 2 * h->capopened : 16;
+		int *bigger = realloc(h->opened, sizeof(int) * (size_t)cap);
+		if (!bigger)
+			return; /* this fd stays close-on-exec: the new image leaves it to the kernel */
+		h->opened = bigger;
+		h->capopened = cap;
+	}
 	if (REAL(fcntl)(fd, F_SETFD, 0) == 0)
 		h->opened[h->nopened++] = fd;
 }
@@ -91,8 +99,7 @@ static void vtoe_handover_prepare(struct vtoe_handover *h, char *const envp[])
 	if (!vtoe_fdtab || !(var = malloc(cap)))
 		return;
 	len = (size_t)snprintf(var, cap, "%s=", VTOE_INHERIT);
-	h->opened = malloc(sizeof(int) * 2 * (vtoe_fdtab_max ? vtoe_fdtab_max : 1));
-	for (unsigned int fd = 0; h->opened && fd < vtoe_fdtab_max; fd++) {
+	for (unsigned int fd = 0; fd < vtoe_fdtab_max; fd++) {
 		struct vtoe_sock *s = vtoe_fd_peek((int)fd);
 		char rec[1024];
 		size_t fds_len = 0;

@@ -115,10 +115,6 @@ export class VerbsHostCA {
     }
   }
 
-  get available(): boolean {
-    return this.fabric !== null;
-  }
-
   get status(): string {
     return this.fabric ? `up on rdma_cm port ${this.config.rdmaPort}` : `down: ${this.unavailable}`;
   }
@@ -219,7 +215,6 @@ export class VerbsHostCA {
     fabric.establish(end.handle);
     end.cmStep('send_rtu');
     fabric.start(end.handle, rep);
-    end.started = true;
     this.connecting.delete(end.handle);
     clearTimeout(c.timer);
     this.counters.offloaded++;
@@ -293,7 +288,6 @@ export class VerbsHostCA {
     end.qpStep('to_rts');
     end.tcpStep('rcv_ack');
     this.fabric!.start(end.handle, info.peer);
-    end.started = true;
     if (!info.fromThisHost) this.counters.offloaded++;
   }
 
@@ -334,7 +328,6 @@ export class VerbsHostCA {
 
   /** The process's socket record is gone (CLOSE note, or its control channel closed). */
   sidClosed(end: VerbsEndpoint, flags: number): void {
-    end.sidClosed = true;
     if (flags & ABI.close.ABORTED) {
       // The kernel rendezvous failed after RTU: the passive end must not wait for an accept.
       end.reset = true;
@@ -358,10 +351,8 @@ export class VerbsHostCA {
         end.tcpStep('rcv_fin');
         break;
       case 'peer_closed':
-        end.peerGone = true;
-        break;
+        break; // the data path gives the process EPIPE from now on; the CM waits for FINs
       case 'app_closed':
-        end.appClosed = true;
         if (ev.detail === 'reset') {
           end.reset = true;
           end.tcpStep('app_abort');

@@ -18,12 +18,7 @@ export class VerbsEndpoint {
   finSent = false;
   firstCloser = false;
   peerFin = false;
-  peerGone = false; // the peer reset, or closed its socket
   reset = false; // either side aborted
-  appClosed = false; // the process closed its socket (or died)
-  /** the control-channel socket record is gone (CLOSE note or the process's channel closed) */
-  sidClosed = false;
-  started = false;
   /** the process holds the descriptors (REP replied, or ACCEPT answered) */
   handedOut = false;
   destroyed = false;
