@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -67,6 +68,7 @@ struct vtoe_real_fns {
 	int (*execve)(const char *, char *const[], char *const[]);
 	int (*execvpe)(const char *, char *const[], char *const[]);
 	int (*fexecve)(int, char *const[], char *const[]);
+	int (*epoll_ctl)(int, int, int, struct epoll_event *);
 	ssize_t (*read_chk)(int, void *, size_t, size_t);
 	ssize_t (*recv_chk)(int, void *, size_t, size_t, int);
 	ssize_t (*recvfrom_chk)(int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *);
@@ -138,6 +140,7 @@ enum vtoe_kind {
 #define VTOE_CF_RESET_REPORTED (1u << 3)
 #define VTOE_CF_BROKEN (1u << 4)       /* peer wrote impossible indices: treat as reset */
 #define VTOE_CF_CONNECT_PENDING (1u << 5) /* connect returned EINPROGRESS, not yet re-called */
+#define VTOE_CF_EDGE (1u << 6)   /* registered with EPOLLET: wants an edge for every arrival */
 
 /* Socket options answered on behalf of the kernel socket that was replaced. */
 enum vtoe_opt_id {

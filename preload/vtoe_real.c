@@ -130,6 +130,7 @@ static int raw_fexecve(int fd, char *const a[], char *const e[])
 {
 	return syscall(SYS_execveat, fd, "", a, e, AT_EMPTY_PATH);
 }
+static int raw_epoll_ctl(int e, int op, int fd, struct epoll_event *ev) { return syscall(SYS_epoll_ctl, e, op, fd, ev); }
 static ssize_t raw_splice(int i, off64_t *oi, int o, off64_t *oo, size_t n, unsigned int f)
 {
 	return syscall(SYS_splice, i, oi, o, oo, n, f);
@@ -165,7 +166,7 @@ static const struct vtoe_real_fns vtoe_raw_tab = {
 	.setsockopt = raw_setsockopt, .fcntl = raw_fcntl, .fcntl64 = raw_fcntl,
 	.ioctl = raw_ioctl, .dup = raw_dup, .dup2 = raw_dup2, .dup3 = raw_dup3,
 	.sendfile = raw_sendfile, .sendfile64 = raw_sendfile64, .splice = raw_splice, .execve = raw_execve, .execvpe = raw_execvpe,
-	.fexecve = raw_fexecve, .read_chk = raw_read_chk,
+	.fexecve = raw_fexecve, .epoll_ctl = raw_epoll_ctl, .read_chk = raw_read_chk,
 	.recv_chk = raw_recv_chk, .recvfrom_chk = raw_recvfrom_chk,
 };
 
@@ -268,6 +269,7 @@ static void vtoe_resolve(void)
 	SYM(execve, "execve");
 	SYM(execvpe, "execvpe");
 	SYM(fexecve, "fexecve");
+	SYM(epoll_ctl, "epoll_ctl");
 	SYM(read_chk, "__read_chk");
 	SYM(recv_chk, "__recv_chk");
 	SYM(recvfrom_chk, "__recvfrom_chk");

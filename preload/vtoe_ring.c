@@ -463,12 +463,14 @@ static int vtoe_rx_fin(struct vtoe_conn *c)
 static void vtoe_rx_settle(struct vtoe_conn *c)
 {
 	if (vtoe_rx_pending(c)) {
-		/* Data is left (a partial read): stay armed, so that the next publish rings again
-		 * and an EPOLLET waiter gets a new edge for new data, as TCP gives one.  Keep one
-		 * byte pending for level-triggered readers and take the rest, so that doorbells do
-		 * not pile up in the socket while the reader lags. */
-		vtoe_rx_arm(c);
-		vtoe_drain_excess(c);
+		/* Data is left (a partial read).  An EPOLLET waiter needs a new edge for new data,
+		 * as TCP gives one: stay armed so that the next publish rings again.  Keep one byte
+		 * pending for level-triggered readers and take the rest, so that doorbells do not
+		 * pile up in the socket while the reader lags. */
+		if (atomic_load(&c->flags) & VTOE_CF_EDGE) {
+			vtoe_rx_arm(c);
+			vtoe_drain_excess(c);
+		}
 		return;
 	}
 	if (!c->owed && atomic_load_explicit(&c->rx->rx_armed, RLX))
