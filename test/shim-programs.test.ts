@@ -303,10 +303,12 @@ describe('shim-hostile: a peer that writes impossible ring state', () => {
 
 // --- shim-fortify -------------------------------------------------------------------------
 
-describe('shim-fortify: __read_chk, __recv_chk, __recvfrom_chk', () => {
+describe('shim-fortify: __read_chk, __recv_chk, __recvfrom_chk, __poll_chk, __fdelt_chk', () => {
   it('is built so that the fortified entry points are the ones called', async () => {
     const { stdout } = await promisify(execFile)('nm', ['-D', '--undefined-only', bin['shim-fortify']!]);
-    for (const sym of ['__read_chk', '__recv_chk', '__recvfrom_chk']) expect(stdout).toMatch(new RegExp(`\\b${sym}\\b`));
+    for (const sym of ['__read_chk', '__recv_chk', '__recvfrom_chk', '__poll_chk', '__fdelt_chk']) {
+      expect(stdout).toMatch(new RegExp(`\\b${sym}\\b`));
+    }
   });
 
   it('reads the same through each of them offloaded as on kernel TCP', async () => {
@@ -314,7 +316,7 @@ describe('shim-fortify: __read_chk, __recv_chk, __recvfrom_chk', () => {
     const before = agent.stats();
     const offl = await runProg(bin['shim-fortify']!, [], offload());
     const after = agent.stats();
-    const expected = 'read: 4 aaaa\nrecv: 4 bbbb\nrecvfrom: 4 cccc fromlen=0\n';
+    const expected = 'read: 4 aaaa\nrecv: 4 bbbb\nrecvfrom: 4 cccc fromlen=0\npoll: 1 in=1\nselect: 1 r=1\n';
     expect({ code: kernel.code, signal: kernel.signal, stdout: kernel.stdout }).toEqual({ code: 0, signal: null, stdout: expected });
     expect({ code: offl.code, signal: offl.signal, stdout: offl.stdout, stderr: offl.stderr })
       .toEqual({ code: 0, signal: null, stdout: expected, stderr: '' });

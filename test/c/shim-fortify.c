@@ -1,6 +1,7 @@
 /*
- * shim-fortify.c - the fortified entry points (__read_chk, __recv_chk, __recvfrom_chk) on a
- * TCP connection.  Build with -O2 -D_FORTIFY_SOURCE=2.
+ * shim-fortify.c - the fortified entry points (__read_chk, __recv_chk, __recvfrom_chk, and
+ * __poll_chk and __fdelt_chk for poll and select) on a TCP connection.  Build with -O2
+ * -D_FORTIFY_SOURCE=2.
  *
  *   shim-fortify          read through each entry point, print what came back
  *   shim-fortify overflow ask for more than the buffer holds: must abort like glibc does
@@ -8,6 +9,8 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/select.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +49,22 @@ int main(int argc, char **argv)
 		ssize_t r = recvfrom(s, buf, n, 0, (struct sockaddr *)&sin, &l);
 
 		printf("recvfrom: %zd %.4s fromlen=%u\n", r, buf, l);
+	}
+	{
+		/* a variable count into a sized array: __poll_chk; FD_SET of a variable fd: __fdelt_chk */
+		struct pollfd p[2] = { { .fd = s, .events = POLLIN } };
+		volatile nfds_t one = 1;
+		struct timeval tv = { 1, 0 };
+		fd_set r;
+		int pr, sr;
+
+		send(c, "d", 1, 0);
+		pr = poll(p, one, 1000);
+		printf("poll: %d in=%d\n", pr, (p[0].revents & POLLIN) != 0);
+		FD_ZERO(&r);
+		FD_SET(s, &r);
+		sr = select(s + 1, &r, NULL, NULL, &tv);
+		printf("select: %d r=%d\n", sr, FD_ISSET(s, &r) != 0);
 	}
 	return 0;
 }
