@@ -1,6 +1,6 @@
 // The core CA on its own: requests in the orders processes can produce them, with a fake
 // reply sink and fake shared links, so every case is deterministic.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ABI } from '../src/abi.js';
 import { resolveConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
@@ -65,6 +65,23 @@ describe('core CA', () => {
     expect(t.counters.offloaded).toBe(1);
     const active = t.log.list(cid.toString()).filter((e) => e.side === 0 && e.machine === 'ib_cm').map((e) => e.to);
     expect(active.slice(0, 3)).toEqual(['REQ_SENT', 'REP_RCVD', 'ESTABLISHED']);
+  });
+
+  it('frees a connection whose client goes away only after its TIMEWAIT ended (the peer reset it)', () => {
+    vi.useFakeTimers();
+    try {
+      const t = setup();
+      const { sid, cid } = t.connect(40050);
+      t.send(CLIENT, ABI.op.ESTABLISH, { sid, cid });
+      const acc = t.accept(40050);
+      t.send(SERVER, ABI.op.CLOSE, { sid: acc.sid!, cid, arg: ABI.close.RESET });
+      vi.runAllTimers(); // TIMEWAIT over: both ends IDLE before the client's channel closes
+      t.core.processClosed(CLIENT, 'closed');
+      expect(t.core.processes.has(CLIENT)).toBe(false);
+      expect(t.core.connections.size).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('answers a kernel client on a both-mode listener with FALLBACK', () => {

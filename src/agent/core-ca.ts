@@ -97,7 +97,14 @@ export class CoreCA {
     const proc = this.processes.get(client);
     if (!proc) return;
     this.log.debug('process channel closed', { pid: proc.pid, program: proc.program, reason });
-    for (const sid of proc.sids) this.closeSocket(sid, 0);
+    for (const sid of proc.sids) {
+      try {
+        this.closeSocket(sid, 0);
+      } catch (err) {
+        // One socket's surprise must not keep the process (and its other sockets) around.
+        this.log.error('closing a socket of a departed process failed', { sid, error: String(err) });
+      }
+    }
     this.processes.delete(client);
     this.changed();
   }
@@ -333,6 +340,9 @@ export class CoreCA {
     if (sock.kind !== 'connection') return;
     const { conn, side } = sock;
     conn.shadow.ends[side].closed = true;
+    // Already disconnected (the peer reset it, and its TIMEWAIT may even be over): nothing to
+    // send, only to free the entry once both ends are closed.
+    if (conn.shadow.finished || conn.shadow.inTimewait) return this.afterClose(conn);
     if (flags & ABI.close.ABORTED || !conn.shadow.established) {
       conn.shadow.reject();
       this.counters.rejected++;
