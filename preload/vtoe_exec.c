@@ -179,126 +179,115 @@ static void vtoe_handover_undo(struct vtoe_handover *h)
 	errno = saved;
 }
 
-/* The exported wrappers call these, never each other: no call through our own PLT. */
-static int vtoe_execve(const char *path, char *const argv[], char *const envp[])
+enum vtoe_exec_how { VTOE_EXEC_PATH, VTOE_EXEC_SEARCH, VTOE_EXEC_FD };
+
+/* Every exec variant ends here; the exported wrappers never call each other (no call through
+ * our own PLT). */
+static int vtoe_exec(enum vtoe_exec_how how, const char *file, int fd, char *const argv[],
+		     char *const envp[])
 {
 	struct vtoe_handover h;
+	int r;
 
 	vtoe_handover_prepare(&h, envp);
-	int r = REAL(execve)(path, argv, h.envp);
-	vtoe_handover_undo(&h);
-	return r;
-}
-
-static int vtoe_execvpe(const char *file, char *const argv[], char *const envp[])
-{
-	struct vtoe_handover h;
-
-	vtoe_handover_prepare(&h, envp);
-	int r = REAL(execvpe)(file, argv, h.envp);
-	vtoe_handover_undo(&h);
-	return r;
-}
-
-VTOE_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
-{
-	struct vtoe_handover h;
-
-	vtoe_handover_prepare(&h, envp);
-	int r = REAL(fexecve)(fd, argv, h.envp);
+	switch (how) {
+	case VTOE_EXEC_PATH:
+		r = REAL(execve)(file, argv, h.envp);
+		break;
+	case VTOE_EXEC_SEARCH:
+		r = REAL(execvpe)(file, argv, h.envp);
+		break;
+	default:
+		r = REAL(fexecve)(fd, argv, h.envp);
+		break;
+	}
 	vtoe_handover_undo(&h);
 	return r;
 }
 
 VTOE_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
-	return vtoe_execve(path, argv, envp);
+	return vtoe_exec(VTOE_EXEC_PATH, path, -1, argv, envp);
 }
 
 VTOE_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
-	return vtoe_execvpe(file, argv, envp);
+	return vtoe_exec(VTOE_EXEC_SEARCH, file, -1, argv, envp);
+}
+
+VTOE_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+	return vtoe_exec(VTOE_EXEC_FD, NULL, fd, argv, envp);
 }
 
 VTOE_EXPORT int execv(const char *path, char *const argv[])
 {
-	return vtoe_execve(path, argv, environ);
+	return vtoe_exec(VTOE_EXEC_PATH, path, -1, argv, environ);
 }
 
 VTOE_EXPORT int execvp(const char *file, char *const argv[])
 {
-	return vtoe_execvpe(file, argv, environ);
+	return vtoe_exec(VTOE_EXEC_SEARCH, file, -1, argv, environ);
 }
 
-/* The list forms: collect the arguments (execle: then its environment) and call the above. */
-static char **vtoe_collect_args(const char *first, va_list *ap)
+/* The list forms: collect the arguments (execle: then its environment) and exec. */
+static int vtoe_exec_list(enum vtoe_exec_how how, const char *file, const char *arg, va_list *ap,
+			  bool with_env)
 {
 	size_t n = 1, cap = 16;
-	char **argv = malloc(sizeof(char *) * cap);
+	char **argv = malloc(sizeof(char *) * cap), **envp = environ;
+	int r;
 
 	if (!argv)
-		return NULL;
-	argv[0] = (char *)first;
-	for (;;) {
+		return errno = ENOMEM, -1;
+	argv[0] = (char *)arg;
+	do {
 		if (n + 1 >= cap) {
 			char **bigger = realloc(argv, sizeof(char *) * (cap *= 2));
 			if (!bigger) {
 				free(argv);
-				return NULL;
+				return errno = ENOMEM, -1;
 			}
 			argv = bigger;
 		}
-		if (!(argv[n++] = va_arg(*ap, char *)))
-			return argv;
-	}
+	} while ((argv[n++] = va_arg(*ap, char *)) != NULL);
+	if (with_env)
+		envp = va_arg(*ap, char **);
+	r = vtoe_exec(how, file, -1, argv, envp);
+	free(argv);
+	return r;
 }
 
 VTOE_EXPORT int execl(const char *path, const char *arg, ...)
 {
 	va_list ap;
-	char **argv;
 	int r;
 
 	va_start(ap, arg);
-	argv = vtoe_collect_args(arg, &ap);
+	r = vtoe_exec_list(VTOE_EXEC_PATH, path, arg, &ap, false);
 	va_end(ap);
-	if (!argv)
-		return errno = ENOMEM, -1;
-	r = vtoe_execve(path, argv, environ);
-	free(argv);
 	return r;
 }
 
 VTOE_EXPORT int execlp(const char *file, const char *arg, ...)
 {
 	va_list ap;
-	char **argv;
 	int r;
 
 	va_start(ap, arg);
-	argv = vtoe_collect_args(arg, &ap);
+	r = vtoe_exec_list(VTOE_EXEC_SEARCH, file, arg, &ap, false);
 	va_end(ap);
-	if (!argv)
-		return errno = ENOMEM, -1;
-	r = vtoe_execvpe(file, argv, environ);
-	free(argv);
 	return r;
 }
 
 VTOE_EXPORT int execle(const char *path, const char *arg, ...)
 {
 	va_list ap;
-	char **argv, **envp;
 	int r;
 
 	va_start(ap, arg);
-	argv = vtoe_collect_args(arg, &ap);
-	envp = argv ? va_arg(ap, char **) : NULL;
+	r = vtoe_exec_list(VTOE_EXEC_PATH, path, arg, &ap, true);
 	va_end(ap);
-	if (!argv)
-		return errno = ENOMEM, -1;
-	r = vtoe_execve(path, argv, envp);
-	free(argv);
 	return r;
 }
 
