@@ -204,6 +204,20 @@ struct vtoe_conn_region {
  * a region without them: otherwise a peer could shrink it and kill the other side with SIGBUS. */
 #define VTOE_REGION_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
 
+/*
+ * Doorbell socketpairs.  Each app fd (the application's socket) is one end; its other end, the
+ * bell, is held by whoever rings it.  The agent writes one "reset fuse" byte into every app fd
+ * at creation, so the bell's receive queue is never empty: closing a bell with the fuse still
+ * queued makes the kernel set ECONNRESET on the app fd (POLLERR, as after a TCP RST).  A clean
+ * close reads the fuse first.  Whoever drains filler drains the fuse with it (the queue is
+ * FIFO); the app fd's owner then puts it back before its next write to the ring.
+ *
+ * The app fd's send buffer is small, so that filler makes it unwritable quickly, yet large
+ * enough that the fuse alone never does (the kernel doubles the value set).
+ */
+#define VTOE_BELL_SNDBUF 8192
+#define VTOE_BELL_FUSE 1
+
 static inline uint64_t vtoe_region_bytes(uint32_t ring_size)
 {
 	return (uint64_t)VTOE_REGION_DATA_OFFSET + 2u * (uint64_t)ring_size;

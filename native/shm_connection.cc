@@ -66,13 +66,19 @@ ShmConnection::ShmConnection(uint32_t ring_size, uint64_t cid) : ring_size_(ring
 		}
 		app_[side].reset(pair[0]);
 		bell_[side].reset(pair[1]);
-		// The app fd only ever carries filler that makes it unwritable while its ring is
-		// full: the smallest send buffer the kernel allows (it rounds 1 up).
-		int minimum = 1;
-		if (setsockopt(app_[side].get(), SOL_SOCKET, SO_SNDBUF, &minimum, sizeof(minimum)) != 0) {
+		// The app fd carries only the reset fuse and the filler that makes it unwritable
+		// while its ring is full (VTOE_BELL_SNDBUF, vtoe_abi.h).
+		int sndbuf = VTOE_BELL_SNDBUF;
+		if (setsockopt(app_[side].get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) != 0) {
 			int err = errno;
 			close();
-			throw_system_error(err, "cannot shrink a doorbell send buffer");
+			throw_system_error(err, "cannot set a doorbell send buffer");
+		}
+		if (send(app_[side].get(), "!", VTOE_BELL_FUSE, MSG_DONTWAIT | MSG_NOSIGNAL) !=
+		    VTOE_BELL_FUSE) {
+			int err = errno;
+			close();
+			throw_system_error(err, "cannot arm a doorbell's reset fuse");
 		}
 	}
 }

@@ -118,6 +118,9 @@ VerbsConn::VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_pd *pd, uint32_t ring
 VerbsConn::~VerbsConn()
 {
 	release_verbs();
+	// Not a failure: the process's fd hangs up without ECONNRESET (the fuse, vtoe_abi.h).
+	if (!failed_ && app_bell_)
+		drain_app_filler();
 }
 
 void VerbsConn::release_verbs()
@@ -411,6 +414,7 @@ void VerbsConn::wake_app()
 	rx_->wakes.fetch_sub(1); // no byte went out (EAGAIN: plenty are pending anyway)
 }
 
+// Reads the filler and the reset fuse the process put in its fd (it re-arms the fuse).
 void VerbsConn::drain_app_filler()
 {
 	char buf[4096];

@@ -13,6 +13,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <spawn.h>
+#include <stdio.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -52,6 +54,8 @@ struct vtoe_real_fns {
 	ssize_t (*send)(int, const void *, size_t, int);
 	ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
 	ssize_t (*sendmsg)(int, const struct msghdr *, int);
+	int (*sendmmsg)(int, struct mmsghdr *, unsigned int, int);
+	int (*recvmmsg)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
 	int (*getsockname)(int, struct sockaddr *, socklen_t *);
 	int (*getpeername)(int, struct sockaddr *, socklen_t *);
 	int (*getsockopt)(int, int, int, void *, socklen_t *);
@@ -68,6 +72,15 @@ struct vtoe_real_fns {
 	int (*execve)(const char *, char *const[], char *const[]);
 	int (*execvpe)(const char *, char *const[], char *const[]);
 	int (*fexecve)(int, char *const[], char *const[]);
+	int (*posix_spawn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+			   const posix_spawnattr_t *, char *const[], char *const[]);
+	int (*posix_spawnp)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+			    const posix_spawnattr_t *, char *const[], char *const[]);
+	int (*system)(const char *);
+	FILE *(*fdopen)(int, const char *);
+	int (*fileno)(FILE *);
+	int (*fileno_unlocked)(FILE *);
+	FILE *(*popen)(const char *, const char *);
 	int (*epoll_ctl)(int, int, int, struct epoll_event *);
 	ssize_t (*read_chk)(int, void *, size_t, size_t);
 	ssize_t (*recv_chk)(int, void *, size_t, size_t, int);
@@ -205,6 +218,7 @@ struct vtoe_conn {
 	pthread_mutex_t rx_lock, tx_lock;
 	uint64_t tx_head;          /* tx_lock */
 	bool sndbuf_raised;        /* tx_lock */
+	bool fuse_spent;           /* tx_lock: filler went out; the fuse goes with it */
 	uint64_t rx_tail;          /* rx_lock */
 	uint32_t owed;             /* rx_lock: doorbell bytes sent for our arms, not yet read */
 	uint64_t bytes_tx, bytes_rx;
@@ -259,13 +273,24 @@ void vtoe_fd_install(int fd, struct vtoe_sock *s);
 struct vtoe_sock *vtoe_fd_remove(int fd);
 void vtoe_fd_set_internal(int fd, bool internal);
 int vtoe_fd_move_high(int fd);
+bool vtoe_fd_swap(int *holder, int from, int to);
+int vtoe_fd_rehome_internal(int fd);
+/* close, read and write as the application sees them, for callers inside the library. */
+int vtoe_fd_close(int fd);
+ssize_t vtoe_fd_read(int fd, void *buf, size_t len);
+ssize_t vtoe_fd_write(int fd, const void *buf, size_t len);
+void vtoe_stdio_adopt(void);
+/* Each holder of internal fds moves one from `from` to `to` if it has it. */
+bool vtoe_ctl_fd_rehome(int from, int to);
+bool vtoe_log_fd_rehome(int from, int to);
+bool vtoe_park_fd_rehome(int from, int to);
 
 /* vtoe_exec.c: connections inherited across exec (VTOE_INHERIT), adopted at load; the same
  * records carry connections passed with SCM_RIGHTS (vtoe_scm.c). */
 void vtoe_exec_adopt(void);
 int vtoe_handover_describe(struct vtoe_sock *s, const char *fds, int memfd, int bell, char *out,
 			   size_t cap);
-void vtoe_adopt_record(char *rec);
+void vtoe_adopt_record(char *rec, bool scan_low);
 
 /* vtoe_scm.c: SCM_RIGHTS with offloaded fds.  Return true when they handled the call. */
 bool vtoe_scm_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *result);

@@ -318,3 +318,8 @@ void vtoe_ctl_atfork_child(void)
 	vtoe_ctl_down = false;
 	vtoe_ctl_seq = 0;
 }
+
+bool vtoe_ctl_fd_rehome(int from, int to)
+{
+	return vtoe_fd_swap(&vtoe_ctl_fd, from, to);
+}

@@ -9,26 +9,38 @@
  *
  * An adopted connection counts as shared (as after fork): closing it in the new image does not
  * write a FIN into the ring; the peer sees the end when the last holder of the doorbell closes.
- * posix_spawn() and system() exec without passing through these wrappers: not handed on.
+ *
+ * posix_spawn(), system() and popen() exec inside libc, past these wrappers, so they get
+ * wrappers of their own; a spawned child's file actions may move a socket to another number
+ * (dup2 onto 0 and 1, the inetd way), so every record carries the socket's inode and the new
+ * image adopts whichever of its low fds is that socket.  After a spawn the parent's copy is
+ * shared too.
  */
 #include "vtoe.h"
 
 #include <fcntl.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define VTOE_INHERIT "VTOE_INHERIT"
 
 extern char **environ;
 
+/* Fds below this are searched for an inherited socket that file actions moved. */
+#define VTOE_ADOPT_SCAN 64
+
 struct vtoe_handover {
 	char *var;   /* "VTOE_INHERIT=..." or NULL */
 	char **envp; /* the environment to exec with */
-	int *opened; /* fds whose close-on-exec was cleared, to restore if exec fails */
+	int *opened; /* fds whose close-on-exec was cleared, to restore afterwards */
 	int nopened, capopened;
+	struct vtoe_sock **handed; /* the connections described (referenced) */
+	int nhanded, caphanded;
 };
 
 static void vtoe_hex(char *out, const void *p, size_t n)
@@ -58,17 +70,23 @@ static size_t vtoe_unhex(void *p, size_t max, const char *in)
 	return n;
 }
 
-/* One connection as a VTOE_INHERIT record: its fds (e.g. "0+1"), then the descriptors that
- * carry its region and doorbell, then what the new holder needs to know.  -1 if it is too long. */
+/* One connection as a VTOE_INHERIT record: its fds (e.g. "0+1"), the socket's inode, then the
+ * descriptors that carry its region and doorbell, then what the new holder needs to know.
+ * -1 if it is too long. */
 int vtoe_handover_describe(struct vtoe_sock *s, const char *fds, int memfd, int bell, char *out,
 			   size_t cap)
 {
 	char local[2 * sizeof(s->local) + 1], peer[2 * sizeof(s->peer) + 1];
 	int n;
 
+	struct stat st;
+
+	if (s->c.fd < 0 || fstat(s->c.fd, &st) < 0)
+		return -1;
 	vtoe_hex(local, &s->local, s->local_len);
 	vtoe_hex(peer, &s->peer, s->peer_len);
-	n = snprintf(out, cap, "%s,%d,%d,%u,%llu,%u,%u,%u,%d,%s,%s", fds, memfd, bell, s->c.sid,
+	n = snprintf(out, cap, "%s,%llu,%d,%d,%u,%llu,%u,%u,%u,%d,%s,%s", fds,
+		     (unsigned long long)st.st_ino, memfd, bell, s->c.sid,
 		     (unsigned long long)s->c.cid, s->c.side, s->c.size, s->c.spin_us, s->family,
 		     local, peer);
 	return n < 0 || (size_t)n >= cap ? -1 : n;
@@ -88,8 +106,23 @@ static void vtoe_keep_open(struct vtoe_handover *h, int fd)
 		h->opened[h->nopened++] = fd;
 }
 
-/* Describe every inheritable connection and let its descriptors cross the exec. */
-static void vtoe_handover_prepare(struct vtoe_handover *h, char *const envp[])
+static void vtoe_keep_sock(struct vtoe_handover *h, struct vtoe_sock *s)
+{
+	if (h->nhanded == h->caphanded) {
+		int cap = h->caphanded ? 2 * h->caphanded : 16;
+		struct vtoe_sock **bigger = realloc(h->handed, sizeof(*bigger) * (size_t)cap);
+		if (!bigger)
+			return;
+		h->handed = bigger;
+		h->caphanded = cap;
+	}
+	atomic_fetch_add(&s->ref, 1);
+	h->handed[h->nhanded++] = s;
+}
+
+/* Describe every inheritable connection and let its descriptors cross the exec.  A spawn
+ * (with_cloexec) describes close-on-exec ones too: its file actions may dup2 them. */
+static void vtoe_handover_prepare(struct vtoe_handover *h, char *const envp[], bool with_cloexec)
 {
 	size_t cap = 64, len = 0, nenv = 0;
 	char *var;
@@ -110,16 +143,18 @@ static void vtoe_handover_prepare(struct vtoe_handover *h, char *const envp[])
 		    s->c.memfd < 0 || s->c.bell < 0)
 			continue;
 		fl = REAL(fcntl)((int)fd, F_GETFD);
-		if (fl < 0 || (fl & FD_CLOEXEC))
+		if (fl < 0 || ((fl & FD_CLOEXEC) && !with_cloexec))
 			continue;
 		/* One record per connection, naming every inheritable fd number it has. */
 		for (unsigned int e = 0; e < fd && !seen; e++)
-			seen = vtoe_fd_peek((int)e) == s && (REAL(fcntl)((int)e, F_GETFD) & FD_CLOEXEC) == 0;
+			seen = vtoe_fd_peek((int)e) == s &&
+			       (with_cloexec || (REAL(fcntl)((int)e, F_GETFD) & FD_CLOEXEC) == 0);
 		if (seen)
 			continue;
 		char fds[256];
 		for (unsigned int e = fd; e < vtoe_fdtab_max && fds_len + 12 < sizeof(fds); e++) {
-			if (vtoe_fd_peek((int)e) != s || (REAL(fcntl)((int)e, F_GETFD) & FD_CLOEXEC))
+			if (vtoe_fd_peek((int)e) != s ||
+			    (!with_cloexec && (REAL(fcntl)((int)e, F_GETFD) & FD_CLOEXEC)))
 				continue;
 			fds_len += (size_t)snprintf(fds + fds_len, sizeof(fds) - fds_len, "%s%u",
 						    fds_len ? "+" : "", e);
@@ -141,6 +176,7 @@ static void vtoe_handover_prepare(struct vtoe_handover *h, char *const envp[])
 		len += (size_t)n;
 		vtoe_keep_open(h, s->c.memfd);
 		vtoe_keep_open(h, s->c.bell);
+		vtoe_keep_sock(h, s);
 	}
 	if (!h->nopened) {
 		free(var);
@@ -164,18 +200,25 @@ static void vtoe_handover_prepare(struct vtoe_handover *h, char *const envp[])
 	h->var = var;
 }
 
-/* The exec failed: everything as it was. */
-static void vtoe_handover_undo(struct vtoe_handover *h)
+/* After the exec failed, or the spawn returned: our fds close-on-exec again.  A child that
+ * was started shares the connections it was given, as after fork. */
+static void vtoe_handover_finish(struct vtoe_handover *h, bool child_started)
 {
 	int saved = errno;
 
 	for (int i = 0; i < h->nopened; i++)
 		REAL(fcntl)(h->opened[i], F_SETFD, FD_CLOEXEC);
+	for (int i = 0; i < h->nhanded; i++) {
+		if (child_started)
+			h->handed[i]->gen = h->handed[i]->c.gen = ~0u;
+		vtoe_sock_put(h->handed[i]);
+	}
 	if (h->var) {
 		free(h->envp);
 		free(h->var);
 	}
 	free(h->opened);
+	free(h->handed);
 	errno = saved;
 }
 
@@ -189,7 +232,7 @@ static int vtoe_exec(enum vtoe_exec_how how, const char *file, int fd, char *con
 	struct vtoe_handover h;
 	int r;
 
-	vtoe_handover_prepare(&h, envp);
+	vtoe_handover_prepare(&h, envp, false);
 	switch (how) {
 	case VTOE_EXEC_PATH:
 		r = REAL(execve)(file, argv, h.envp);
@@ -201,7 +244,7 @@ static int vtoe_exec(enum vtoe_exec_how how, const char *file, int fd, char *con
 		r = REAL(fexecve)(fd, argv, h.envp);
 		break;
 	}
-	vtoe_handover_undo(&h);
+	vtoe_handover_finish(&h, false);
 	return r;
 }
 
@@ -291,31 +334,126 @@ VTOE_EXPORT int execle(const char *path, const char *arg, ...)
 	return r;
 }
 
+/* ---- spawning from inside libc ------------------------------------------------------------ */
+
+VTOE_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+			    const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	struct vtoe_handover h;
+	int r;
+
+	vtoe_handover_prepare(&h, envp, true);
+	r = REAL(posix_spawn)(pid, path, fa, attr, argv, h.envp);
+	vtoe_handover_finish(&h, r == 0);
+	return r;
+}
+
+VTOE_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+			     const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	struct vtoe_handover h;
+	int r;
+
+	vtoe_handover_prepare(&h, envp, true);
+	r = REAL(posix_spawnp)(pid, file, fa, attr, argv, h.envp);
+	vtoe_handover_finish(&h, r == 0);
+	return r;
+}
+
+/* system() and popen() take no environment: ours goes into environ for the call.  Two such
+ * calls at once would see each other's; they are serialised. */
+static pthread_mutex_t vtoe_environ_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void vtoe_environ_begin(struct vtoe_handover *h, char ***saved)
+{
+	pthread_mutex_lock(&vtoe_environ_lock);
+	vtoe_handover_prepare(h, environ, false);
+	*saved = environ;
+	environ = h->envp;
+}
+
+static void vtoe_environ_end(struct vtoe_handover *h, char **saved, bool child_started)
+{
+	environ = saved;
+	vtoe_handover_finish(h, child_started);
+	pthread_mutex_unlock(&vtoe_environ_lock);
+}
+
+VTOE_EXPORT int system(const char *command)
+{
+	struct vtoe_handover h;
+	char **saved;
+	int r;
+
+	if (!command)
+		return REAL(system)(command);
+	vtoe_environ_begin(&h, &saved);
+	r = REAL(system)(command);
+	vtoe_environ_end(&h, saved, r != -1);
+	return r;
+}
+
+VTOE_EXPORT FILE *popen(const char *command, const char *type)
+{
+	struct vtoe_handover h;
+	char **saved;
+	FILE *f;
+
+	vtoe_environ_begin(&h, &saved);
+	f = REAL(popen)(command, type);
+	vtoe_environ_end(&h, saved, f != NULL);
+	return f;
+}
+
 /* ---- the new image ------------------------------------------------------------------------ */
 
-void vtoe_adopt_record(char *rec)
+/* Does fd refer to the socket with this inode? */
+static bool vtoe_fd_is_socket(int fd, unsigned long long ino)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && (unsigned long long)st.st_ino == ino;
+}
+
+/* Adopt one record's connection.  scan_low: also look for the socket among the low fds,
+ * where a spawn's file actions may have put it. */
+void vtoe_adopt_record(char *rec, bool scan_low)
 {
 	unsigned int sid, side, size, spin, fds[64], nfds = 0;
-	unsigned long long cid;
+	unsigned long long cid, ino;
 	int memfd, bell, family, consumed = 0;
 	char fdlist[256] = "", local[300] = "", peer[300] = "";
 	struct vtoe_ctl_rep rep;
 	struct vtoe_sock *s;
 
-	if (sscanf(rec, "%255[0-9+],%d,%d,%u,%llu,%u,%u,%u,%d,%299[0-9a-f],%299[0-9a-f]%n", fdlist,
-		   &memfd, &bell, &sid, &cid, &side, &size, &spin, &family, local, peer,
-		   &consumed) < 11 ||
+	if (sscanf(rec, "%255[0-9+],%llu,%d,%d,%u,%llu,%u,%u,%u,%d,%299[0-9a-f],%299[0-9a-f]%n",
+		   fdlist, &ino, &memfd, &bell, &sid, &cid, &side, &size, &spin, &family, local,
+		   peer, &consumed) < 12 ||
 	    rec[consumed] != '\0') {
 		vtoe_warn("VTOE_INHERIT: malformed record ignored");
 		return;
 	}
+	/* Only an fd that still is the socket: an inherited number may have been reused. */
 	for (char *p = fdlist, *end; *p && nfds < 64; p = *end ? end + 1 : end) {
 		fds[nfds] = (unsigned int)strtoul(p, &end, 10);
-		if (REAL(fcntl)((int)fds[nfds], F_GETFD) >= 0)
+		if (vtoe_fd_is_socket((int)fds[nfds], ino))
 			nfds++;
 	}
+	for (unsigned int fd = 0; scan_low && fd < VTOE_ADOPT_SCAN && nfds < 64; fd++) {
+		bool named = false;
+
+		for (unsigned int i = 0; i < nfds && !named; i++)
+			named = fds[i] == fd;
+		if (!named && (int)fd != memfd && (int)fd != bell && vtoe_fd_is_socket((int)fd, ino))
+			fds[nfds++] = fd;
+	}
 	if (!nfds || REAL(fcntl)(memfd, F_GETFD) < 0 || REAL(fcntl)(bell, F_GETFD) < 0) {
-		vtoe_warn("VTOE_INHERIT: connection cid %llu was not inherited whole; left alone", cid);
+		/* Its socket did not come along: the region and doorbell are no use here. */
+		vtoe_dbg("VTOE_INHERIT: connection cid %llu not inherited here", cid);
+		if (memfd >= 0 && memfd != bell && REAL(fcntl)(memfd, F_GETFD) >= 0)
+			REAL(close)(memfd);
+		if (bell >= 0 && REAL(fcntl)(bell, F_GETFD) >= 0)
+			REAL(close)(bell);
 		return;
 	}
 	s = vtoe_sock_new(VTOE_KIND_CANDIDATE, family);
@@ -365,6 +503,6 @@ void vtoe_exec_adopt(void)
 	if (!copy)
 		return;
 	for (char *rec = strtok_r(copy, ";", &save); rec; rec = strtok_r(NULL, ";", &save))
-		vtoe_adopt_record(rec);
+		vtoe_adopt_record(rec, true);
 	free(copy);
 }

@@ -203,6 +203,41 @@ int vtoe_fd_move_high(int fd)
 	return nfd;
 }
 
+/* Replace `from` by `to` in one holder of an internal fd; true if it held it. */
+bool vtoe_fd_swap(int *holder, int from, int to)
+{
+	return __atomic_compare_exchange_n(holder, &from, to, false, __ATOMIC_ACQ_REL,
+					   __ATOMIC_ACQUIRE);
+}
+
+/*
+ * The application wants the number of one of our internal fds (dup2 onto it, as a daemon may
+ * do to any number): move ours to another number first, so the kernel's answer stands.  The
+ * holder switches to the new number before the old one is taken over.
+ */
+int vtoe_fd_rehome_internal(int fd)
+{
+	int nfd = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, vtoe_cfg.internal_fd_base);
+	struct vtoe_sock *s;
+	bool found;
+
+	if (nfd < 0)
+		return -1;
+	vtoe_fd_set_internal(nfd, true);
+	found = vtoe_ctl_fd_rehome(fd, nfd) || vtoe_log_fd_rehome(fd, nfd) ||
+		vtoe_park_fd_rehome(fd, nfd);
+	for (s = __atomic_load_n(&vtoe_pool_all, __ATOMIC_ACQUIRE); s && !found; s = s->all_next)
+		found = atomic_load(&s->kind) == VTOE_KIND_CONN &&
+			(vtoe_fd_swap(&s->c.fd, fd, nfd) || vtoe_fd_swap(&s->c.bell, fd, nfd) ||
+			 vtoe_fd_swap(&s->c.memfd, fd, nfd));
+	if (!found) { /* nobody holds it any more: the number is simply free */
+		vtoe_fd_set_internal(nfd, false);
+		REAL(close)(nfd);
+	}
+	vtoe_fd_set_internal(fd, false);
+	return 0;
+}
+
 void vtoe_fdtab_atfork_child(void)
 {
 	struct vtoe_sock *s;

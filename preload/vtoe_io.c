@@ -8,6 +8,8 @@
 #include <limits.h>
 #include <signal.h>
 #include <sys/sendfile.h>
+#include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 /* sendfile() passes its off_t offset on as off64_t. */
@@ -65,12 +67,26 @@ static ssize_t vtoe_io_send(struct vtoe_sock *s, const void *buf, size_t len, in
 	return r;
 }
 
-VTOE_EXPORT ssize_t read(int fd, void *buf, size_t len)
+/* read() and write() for callers inside the library (stdio cookies): never our own PLT. */
+ssize_t vtoe_fd_read(int fd, void *buf, size_t len)
 {
 	struct vtoe_sock *s;
 
 	VTOE_IO_ENTER(fd, s, REAL(read)(fd, buf, len));
 	return vtoe_io_recv(s, buf, len, 0);
+}
+
+ssize_t vtoe_fd_write(int fd, const void *buf, size_t len)
+{
+	struct vtoe_sock *s;
+
+	VTOE_IO_ENTER(fd, s, REAL(write)(fd, buf, len));
+	return vtoe_io_send(s, buf, len, 0);
+}
+
+VTOE_EXPORT ssize_t read(int fd, void *buf, size_t len)
+{
+	return vtoe_fd_read(fd, buf, len);
 }
 
 VTOE_EXPORT ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
@@ -182,10 +198,7 @@ VTOE_EXPORT ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
 
 VTOE_EXPORT ssize_t write(int fd, const void *buf, size_t len)
 {
-	struct vtoe_sock *s;
-
-	VTOE_IO_ENTER(fd, s, REAL(write)(fd, buf, len));
-	return vtoe_io_send(s, buf, len, 0);
+	return vtoe_fd_write(fd, buf, len);
 }
 
 VTOE_EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
@@ -225,6 +238,85 @@ VTOE_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 	r = vtoe_conn_send(&s->c, msg->msg_iov, (int)msg->msg_iovlen, flags);
 	vtoe_sock_put(s);
 	return r;
+}
+
+/*
+ * sendmmsg/recvmmsg as Linux runs them on a TCP socket: one message after another until one
+ * fails; the count of those that went through, or the first one's error.  recvmmsg checks its
+ * timeout only after each message, and MSG_WAITFORONE stops waiting after the first.
+ */
+VTOE_EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
+{
+	struct vtoe_sock *s;
+	unsigned int i;
+	ssize_t r = 0;
+
+	VTOE_IO_ENTER(fd, s, REAL(sendmmsg)(fd, vec, vlen, flags));
+	if (vlen > UIO_MAXIOV)
+		vlen = UIO_MAXIOV;
+	for (i = 0; i < vlen; i++) {
+		if (vec[i].msg_hdr.msg_iovlen > IOV_MAX) {
+			errno = EMSGSIZE;
+			r = -1;
+			break;
+		}
+		r = vtoe_conn_send(&s->c, vec[i].msg_hdr.msg_iov, (int)vec[i].msg_hdr.msg_iovlen, flags);
+		if (r < 0)
+			break;
+		vec[i].msg_len = (unsigned int)r;
+	}
+	vtoe_sock_put(s);
+	return i ? (int)i : (int)r;
+}
+
+VTOE_EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags,
+			 struct timespec *timeout)
+{
+	struct vtoe_sock *s;
+	struct timespec end, now;
+	unsigned int i;
+	ssize_t r = 0;
+
+	VTOE_IO_ENTER(fd, s, REAL(recvmmsg)(fd, vec, vlen, flags, timeout));
+	if (timeout) {
+		if (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000L) {
+			vtoe_sock_put(s);
+			errno = EINVAL;
+			return -1;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &end);
+		end.tv_sec += timeout->tv_sec + (end.tv_nsec + timeout->tv_nsec) / 1000000000L;
+		end.tv_nsec = (end.tv_nsec + timeout->tv_nsec) % 1000000000L;
+	}
+	if (vlen > UIO_MAXIOV)
+		vlen = UIO_MAXIOV;
+	for (i = 0; i < vlen; i++) {
+		struct msghdr *m = &vec[i].msg_hdr;
+
+		if (m->msg_iovlen > IOV_MAX) {
+			errno = EMSGSIZE;
+			r = -1;
+			break;
+		}
+		r = vtoe_conn_recv(&s->c, m->msg_iov, (int)m->msg_iovlen, flags & ~MSG_WAITFORONE);
+		if (r < 0)
+			break;
+		vec[i].msg_len = (unsigned int)r;
+		m->msg_namelen = 0;
+		m->msg_controllen = 0;
+		m->msg_flags = 0;
+		if (flags & MSG_WAITFORONE)
+			flags |= MSG_DONTWAIT;
+		if (timeout) {
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			if (now.tv_sec > end.tv_sec || (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec)) {
+				i++;
+				break;
+			}
+		}
+	}
+	vtoe_sock_put(s);
+	return i ? (int)i : (int)r;
 }
 
 VTOE_EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovcnt)

@@ -77,3 +77,8 @@ void vtoe_log_write(int level, const char *fmt, ...)
 	(void)REAL(write)(vtoe_log_fd, buf, n);
 	errno = saved;
 }
+
+bool vtoe_log_fd_rehome(int from, int to)
+{
+	return from != 2 && vtoe_fd_swap(&vtoe_log_fd, from, to);
+}

@@ -86,3 +86,14 @@ void vtoe_park_atfork_child(void)
 {
 	pthread_mutex_init(&vtoe_park_lock, NULL);
 }
+
+bool vtoe_park_fd_rehome(int from, int to)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&vtoe_park_lock);
+	for (int i = 0; i < vtoe_nparked && !found; i++)
+		found = vtoe_fd_swap(&vtoe_parked[i].fd, from, to);
+	pthread_mutex_unlock(&vtoe_park_lock);
+	return found;
+}

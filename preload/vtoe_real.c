@@ -76,6 +76,11 @@ static ssize_t raw_sendto(int fd, const void *b, size_t n, int f, const struct s
 }
 static ssize_t raw_send(int fd, const void *b, size_t n, int f) { return raw_sendto(fd, b, n, f, NULL, 0); }
 static ssize_t raw_sendmsg(int fd, const struct msghdr *m, int f) { return syscall(SYS_sendmsg, fd, m, f); }
+static int raw_sendmmsg(int fd, struct mmsghdr *v, unsigned int n, int f) { return syscall(SYS_sendmmsg, fd, v, n, f); }
+static int raw_recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int f, struct timespec *t)
+{
+	return syscall(SYS_recvmmsg, fd, v, n, f, t);
+}
 static int raw_getsockname(int fd, struct sockaddr *a, socklen_t *l) { return syscall(SYS_getsockname, fd, a, l); }
 static int raw_getpeername(int fd, struct sockaddr *a, socklen_t *l) { return syscall(SYS_getpeername, fd, a, l); }
 static int raw_getsockopt(int fd, int lv, int n, void *v, socklen_t *l) { return syscall(SYS_getsockopt, fd, lv, n, v, l); }
@@ -130,6 +135,37 @@ static int raw_fexecve(int fd, char *const a[], char *const e[])
 {
 	return syscall(SYS_execveat, fd, "", a, e, AT_EMPTY_PATH);
 }
+/* Only while the real symbols are being resolved: no process is started then. */
+static int raw_posix_spawn(pid_t *p, const char *f, const posix_spawn_file_actions_t *fa,
+			   const posix_spawnattr_t *at, char *const a[], char *const e[])
+{
+	(void)p, (void)f, (void)fa, (void)at, (void)a, (void)e;
+	return ENOSYS;
+}
+static int raw_system(const char *c)
+{
+	(void)c;
+	errno = ENOSYS;
+	return -1;
+}
+static FILE *raw_popen(const char *c, const char *t)
+{
+	(void)c, (void)t;
+	errno = ENOSYS;
+	return NULL;
+}
+static FILE *raw_fdopen(int fd, const char *m)
+{
+	(void)fd, (void)m;
+	errno = ENOSYS;
+	return NULL;
+}
+static int raw_fileno(FILE *f)
+{
+	(void)f;
+	errno = EBADF;
+	return -1;
+}
 static int raw_epoll_ctl(int e, int op, int fd, struct epoll_event *ev) { return syscall(SYS_epoll_ctl, e, op, fd, ev); }
 static ssize_t raw_splice(int i, off64_t *oi, int o, off64_t *oo, size_t n, unsigned int f)
 {
@@ -161,12 +197,15 @@ static const struct vtoe_real_fns vtoe_raw_tab = {
 	.shutdown = raw_shutdown, .read = raw_read, .write = raw_write,
 	.readv = raw_readv, .writev = raw_writev, .recv = raw_recv,
 	.recvfrom = raw_recvfrom, .recvmsg = raw_recvmsg, .send = raw_send,
-	.sendto = raw_sendto, .sendmsg = raw_sendmsg, .getsockname = raw_getsockname,
+	.sendto = raw_sendto, .sendmsg = raw_sendmsg, .sendmmsg = raw_sendmmsg,
+	.recvmmsg = raw_recvmmsg, .getsockname = raw_getsockname,
 	.getpeername = raw_getpeername, .getsockopt = raw_getsockopt,
 	.setsockopt = raw_setsockopt, .fcntl = raw_fcntl, .fcntl64 = raw_fcntl,
 	.ioctl = raw_ioctl, .dup = raw_dup, .dup2 = raw_dup2, .dup3 = raw_dup3,
 	.sendfile = raw_sendfile, .sendfile64 = raw_sendfile64, .splice = raw_splice, .execve = raw_execve, .execvpe = raw_execvpe,
-	.fexecve = raw_fexecve, .epoll_ctl = raw_epoll_ctl, .read_chk = raw_read_chk,
+	.fexecve = raw_fexecve, .posix_spawn = raw_posix_spawn, .posix_spawnp = raw_posix_spawn,
+	.system = raw_system, .popen = raw_popen, .fdopen = raw_fdopen, .fileno = raw_fileno,
+	.fileno_unlocked = raw_fileno, .epoll_ctl = raw_epoll_ctl, .read_chk = raw_read_chk,
 	.recv_chk = raw_recv_chk, .recvfrom_chk = raw_recvfrom_chk,
 };
 
@@ -255,6 +294,8 @@ static void vtoe_resolve(void)
 	SYM(send, "send");
 	SYM(sendto, "sendto");
 	SYM(sendmsg, "sendmsg");
+	SYM(sendmmsg, "sendmmsg");
+	SYM(recvmmsg, "recvmmsg");
 	SYM(getsockname, "getsockname");
 	SYM(getpeername, "getpeername");
 	SYM(getsockopt, "getsockopt");
@@ -269,6 +310,13 @@ static void vtoe_resolve(void)
 	SYM(execve, "execve");
 	SYM(execvpe, "execvpe");
 	SYM(fexecve, "fexecve");
+	SYM(posix_spawn, "posix_spawn");
+	SYM(posix_spawnp, "posix_spawnp");
+	SYM(system, "system");
+	SYM(popen, "popen");
+	SYM(fdopen, "fdopen");
+	SYM(fileno, "fileno");
+	SYM(fileno_unlocked, "fileno_unlocked");
 	SYM(epoll_ctl, "epoll_ctl");
 	SYM(read_chk, "__read_chk");
 	SYM(recv_chk, "__recv_chk");
@@ -304,4 +352,5 @@ __attribute__((constructor)) static void vtoe_ctor(void)
 {
 	(void)vtoe_real();
 	vtoe_exec_adopt();
+	vtoe_stdio_adopt();
 }

@@ -31,6 +31,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -67,10 +68,23 @@ static void vtoe_conn_corrupt(struct vtoe_conn *c, const char *what)
 			  (unsigned long long)c->cid, what);
 }
 
+/* The kernel's pending error on our fd (the peer's bell closed with its reset fuse queued)
+ * is the one we report: clear it, so poll stops showing POLLERR, as TCP's does. */
+static void vtoe_conn_clear_kernel_error(struct vtoe_conn *c)
+{
+	int err;
+	socklen_t len = sizeof(err);
+
+	(void)REAL(getsockopt)(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+}
+
 /* Report a reset once, like the kernel's sk_err: afterwards reads see EOF, writes EPIPE. */
 static bool vtoe_conn_report_reset(struct vtoe_conn *c)
 {
-	return !(atomic_fetch_or(&c->flags, VTOE_CF_RESET_REPORTED) & VTOE_CF_RESET_REPORTED);
+	if (atomic_fetch_or(&c->flags, VTOE_CF_RESET_REPORTED) & VTOE_CF_RESET_REPORTED)
+		return false;
+	vtoe_conn_clear_kernel_error(c);
+	return true;
 }
 
 static bool vtoe_conn_reset_seen(struct vtoe_conn *c)
@@ -316,7 +330,9 @@ static void vtoe_drain_excess(struct vtoe_conn *c)
 	}
 }
 
-/* Take the filler the peer put in its own fd: that makes the peer's fd writable again. */
+/* Take everything the peer put in its own fd, filler and reset fuse: that makes the peer's
+ * fd writable again (the peer re-arms its fuse, vtoe_fuse_rearm).  A close that is not a
+ * reset takes the fuse too, so that the peer's fd hangs up without an error. */
 static void vtoe_drain_bell(struct vtoe_conn *c)
 {
 	char buf[4096];
@@ -328,6 +344,17 @@ static void vtoe_drain_bell(struct vtoe_conn *c)
 			continue;
 		break;
 	}
+}
+
+/* Put the reset fuse (vtoe_abi.h) back into our fd once the peer drained our filler and
+ * it; tx_lock held. */
+static void vtoe_fuse_rearm(struct vtoe_conn *c)
+{
+	int queued = -1;
+
+	if (REAL(ioctl)(c->fd, SIOCOUTQ, &queued) == 0 && queued == 0 &&
+	    REAL(send)(c->fd, "!", VTOE_BELL_FUSE, MSG_DONTWAIT | MSG_NOSIGNAL) == VTOE_BELL_FUSE)
+		c->fuse_spent = false;
 }
 
 static void vtoe_set_sndbuf(struct vtoe_conn *c, int v)
@@ -342,8 +369,9 @@ static bool vtoe_tx_block(struct vtoe_conn *c)
 	static const char filler[8192];
 	struct vtoe_ring_ctl *tx = c->tx;
 
+	c->fuse_spent = true; /* the consumer drains the filler and the fuse before it */
 	if (c->sndbuf_raised) {
-		vtoe_set_sndbuf(c, 1);
+		vtoe_set_sndbuf(c, VTOE_BELL_SNDBUF);
 		c->sndbuf_raised = false;
 	}
 	for (;;) {
@@ -552,7 +580,10 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 		if (vtoe_conn_reset_seen(c)) {
 			if (copied)
 				return (ssize_t)copied;
-			return vtoe_conn_report_reset(c) ? vtoe_fail(ECONNRESET) : 0;
+			if (vtoe_conn_report_reset(c))
+				return vtoe_fail(ECONNRESET);
+			vtoe_conn_clear_kernel_error(c); /* a fuse that burnt after the report */
+			return 0;
 		}
 		r = vtoe_rx_fin(c);
 		if (r > 0)
@@ -567,6 +598,8 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 				return (ssize_t)copied;
 			if (vtoe_conn_tx_unread(c) && vtoe_conn_report_reset(c))
 				return vtoe_fail(ECONNRESET);
+			/* A peer that died with its fuse in place: TCP would have sent FIN, no RST. */
+			vtoe_conn_clear_kernel_error(c);
 			return 0;
 		}
 
@@ -663,6 +696,9 @@ static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, in
 		space = c->size - (size_t)used;
 		if (space) {
 			size_t n = VTOE_MIN(space, len - sent);
+
+			if (vtoe_unlikely(c->fuse_spent))
+				vtoe_fuse_rearm(c);
 
 			vtoe_copy_in(c, c->tx_head, n, &cur);
 			c->tx_head += n;
@@ -879,12 +915,13 @@ int vtoe_conn_shutdown(struct vtoe_conn *c, int how)
 uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared)
 {
 	uint32_t res = 0;
+	int64_t unread = 0;
 
+	if (c->reg)
+		unread = vtoe_ring_used(atomic_load(&c->rx->head), atomic_load(&c->rx->tail), c->size);
 	/* A socket inherited across fork may still be in use by the other process: leave the
 	 * rings alone; the peer learns of the end when the last holder closes the bell. */
 	if (!shared && c->reg) {
-		int64_t unread = vtoe_ring_used(atomic_load(&c->rx->head),
-						atomic_load(&c->rx->tail), c->size);
 		bool linger0 = c->opts.linger.l_onoff && c->opts.linger.l_linger == 0;
 
 		if (linger0 || unread != 0 || (atomic_load(&c->flags) & VTOE_CF_BROKEN)) {
@@ -903,6 +940,9 @@ uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared)
 		 (unsigned long long)c->bytes_rx, res ? " (reset)" : "");
 	vtoe_conn_unmap(c);
 	if (c->bell >= 0) {
+		/* Shared: what the peer sees depends on the last holder; defuse if we read all. */
+		if (!res && unread == 0)
+			vtoe_drain_bell(c);
 		vtoe_fd_set_internal(c->bell, false);
 		REAL(close)(c->bell);
 		c->bell = -1;

@@ -156,15 +156,16 @@ static int vtoe_scm_adopt(int *fds, int nfds, int recfd)
 	text[n] = '\0';
 	for (char *rec = strtok_r(text, ";", &save); rec; rec = strtok_r(NULL, ";", &save)) {
 		int i, m, b, off = 0;
+		unsigned long long ino;
 		char real[1200];
 
-		if (sscanf(rec, "%d,%d,%d,%n", &i, &m, &b, &off) < 3 || i < 0 || m < 0 || b < 0 ||
-		    i >= nfds || m >= nfds || b >= nfds) {
+		if (sscanf(rec, "%d,%llu,%d,%d,%n", &i, &ino, &m, &b, &off) < 4 || i < 0 || m < 0 ||
+		    b < 0 || i >= nfds || m >= nfds || b >= nfds) {
 			vtoe_warn("SCM_RIGHTS: malformed vtoe-adopt record ignored");
 			continue;
 		}
-		snprintf(real, sizeof(real), "%d,%d,%d,%s", fds[i], fds[m], fds[b], rec + off);
-		vtoe_adopt_record(real);
+		snprintf(real, sizeof(real), "%d,%llu,%d,%d,%s", fds[i], ino, fds[m], fds[b], rec + off);
+		vtoe_adopt_record(real, false);
 		records++;
 	}
 	return records;

@@ -553,6 +553,11 @@ int vtoe_w_accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 
 VTOE_EXPORT int close(int fd)
 {
+	return vtoe_fd_close(fd);
+}
+
+int vtoe_fd_close(int fd)
+{
 	struct vtoe_sock *s = vtoe_fd_peek(fd);
 	int r;
 
@@ -622,8 +627,10 @@ static int vtoe_dup_to(int oldfd, int newfd, int flags, bool is3)
 
 	if (vtoe_likely(!so && !sn))
 		return is3 ? REAL(dup3)(oldfd, newfd, flags) : REAL(dup2)(oldfd, newfd);
-	if (so == &vtoe_internal_sock || sn == &vtoe_internal_sock)
+	if (so == &vtoe_internal_sock)
 		return vtoe_ebadf();
+	if (sn == &vtoe_internal_sock && vtoe_fd_rehome_internal(newfd) < 0)
+		return -1; /* no number left for ours: EMFILE, as the kernel would say for a dup */
 	so = vtoe_fd_get(oldfd);
 	r = is3 ? REAL(dup3)(oldfd, newfd, flags) : REAL(dup2)(oldfd, newfd);
 	if (r >= 0 && oldfd != newfd)

@@ -16,14 +16,8 @@ import { killAll, startProc } from './helpers/proc.js';
 
 /** Groups that still differ from the kernel, and why (none today). */
 const KNOWN_GAPS: Record<string, string> = {};
-/**
- * Single facts that still differ. A reset peer's fd reports IN|RDHUP|HUP without ERR: the fd is
- * a socketpair end, and the kernel raises ERR on one only when its peer closes with unread
- * bytes, which the resetting process cannot arrange safely yet. SO_ERROR does say ECONNRESET.
- */
-const KNOWN_FACT_GAPS: Record<string, string> = {
-  'epoll.reset': 'no EPOLLERR after a reset (EPOLLIN|EPOLLRDHUP|EPOLLHUP are there)',
-};
+/** Single facts that still differ, and why (none today). */
+const KNOWN_FACT_GAPS: Record<string, string> = {};
 /** A group that hangs is killed after this long (a known gap sooner). */
 const GROUP_TIMEOUT_MS = 20_000;
 const KNOWN_GAP_TIMEOUT_MS = 4_000;

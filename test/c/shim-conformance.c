@@ -8,11 +8,13 @@
  *   shim-conformance list              the groups, one per line
  *   shim-conformance [v6] GROUP        one group's facts
  *   shim-conformance exec-child FD     (internal: the program exec()ed with an inherited socket)
+ *   shim-conformance stdio-child       (internal: the same with the socket as stdin and stdout)
  */
 #define _GNU_SOURCE
 #include "facts.h"
 
 #include <pthread.h>
+#include <spawn.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
@@ -323,6 +325,137 @@ static void t_exec(void)
 	close(c);
 }
 
+/* The peer's side of one hand-over: ping the child, read its pong, then its end. */
+static void spawn_check(const char *what, int c, pid_t pid, int spawned)
+{
+	char buf[32];
+	int st = -1;
+
+	send(c, "ping", 4, 0);
+	SAY("%s.spawned: %s", what, res(spawned));
+	SAY("%s.peer-recv: %s %.9s", what, res(recv(c, buf, 9, MSG_WAITALL)), buf);
+	if (pid > 0)
+		waitpid(pid, &st, 0);
+	SAY("%s.child-exit: %d", what, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	SAY("%s.eof: %s", what, res(recv(c, buf, sizeof(buf), 0)));
+	close(c);
+}
+
+/* posix_spawn, posix_spawnp, system and popen start the child inside libc. */
+static void t_spawn(void)
+{
+	char fdtext[16], cmd[600];
+	char *argv[] = { (char *)self, "exec-child", fdtext, NULL };
+	posix_spawn_file_actions_t fa;
+	int c, s, r;
+	pid_t pid = -1;
+
+	/* close-on-exec socket moved to fd 0 by the file actions, as inetd-style servers do */
+	make_pair(&c, &s);
+	fcntl(s, F_SETFD, FD_CLOEXEC);
+	snprintf(fdtext, sizeof(fdtext), "0");
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, s, 0);
+	r = posix_spawn(&pid, self, &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	close(s);
+	spawn_check("posix_spawn.dup2-to-0", c, pid, r == 0 ? 0 : -1);
+
+	/* inherited under its own number */
+	make_pair(&c, &s);
+	snprintf(fdtext, sizeof(fdtext), "%d", s);
+	r = posix_spawnp(&pid, self, NULL, NULL, argv, environ);
+	close(s);
+	spawn_check("posix_spawnp", c, pid, r == 0 ? 0 : -1);
+
+	make_pair(&c, &s);
+	snprintf(cmd, sizeof(cmd), "'%s' exec-child %d", self, s);
+	pid_t sys_pid = 0;
+	int peer = c;
+	/* system() blocks until the child is done: the peer side runs in a fork. */
+	if ((sys_pid = fork()) == 0) {
+		close(s);
+		char buf[16];
+		send(peer, "ping", 4, 0);
+		_exit(recv(peer, buf, 9, MSG_WAITALL) == 9 && !memcmp(buf, "exec-pong", 9) ? 0 : 1);
+	}
+	r = system(cmd);
+	int st;
+	waitpid(sys_pid, &st, 0);
+	SAY("system.status: %d", WIFEXITED(r) ? WEXITSTATUS(r) : -1);
+	SAY("system.peer-ok: %d", WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	close(s);
+	SAY("system.eof: %s", res(recv(c, cmd, sizeof(cmd), 0)));
+	close(c);
+
+	make_pair(&c, &s);
+	snprintf(cmd, sizeof(cmd), "'%s' exec-child %d", self, s);
+	FILE *p = popen(cmd, "r");
+	close(s);
+	send(c, "ping", 4, 0);
+	SAY("popen.peer-recv: %s %.9s", res(recv(c, fdtext, 9, MSG_WAITALL)), fdtext);
+	r = p ? pclose(p) : -1;
+	SAY("popen.status: %d", r != -1 && WIFEXITED(r) ? WEXITSTATUS(r) : -1);
+	SAY("popen.eof: %s", res(recv(c, cmd, sizeof(cmd), 0)));
+	close(c);
+}
+
+/* stdio on a socket: fdopen, and stdin/stdout of an inetd-style child */
+static void t_stdio(void)
+{
+	char line[64] = "", buf[64];
+	int c, s, st;
+
+	/* the socket idiom: one stream for reading, one on a dup for writing */
+	make_pair(&c, &s);
+	int s2 = dup(s);
+	FILE *f = fdopen(s, "r"), *w = fdopen(s2, "w");
+	SAY("fdopen.opened: %d %d fileno-same %d %d", f != NULL, w != NULL, f && fileno(f) == s,
+	    w && fileno(w) == s2);
+	send(c, "hello stdio\nsecond\n", 19, 0);
+	if (!f || !fgets(line, sizeof(line), f))
+		strcpy(line, "(null)");
+	SAY("fdopen.fgets: %.*s", (int)strcspn(line, "\n"), line);
+	SAY("fdopen.fprintf: %d", w ? fprintf(w, "answer %d\n", 42) : -1);
+	SAY("fdopen.fflush: %d", w ? fflush(w) : -1);
+	SAY("fdopen.peer-recv: %s %.10s", res(recv(c, buf, 10, MSG_WAITALL)), buf);
+	if (!f || !fgets(line, sizeof(line), f))
+		strcpy(line, "(null)");
+	SAY("fdopen.fgets2: %.*s", (int)strcspn(line, "\n"), line);
+	SAY("fdopen.fclose: %d %d", f ? fclose(f) : -1, w ? fclose(w) : -1);
+	SAY("fdopen.peer-eof: %s", res(recv(c, buf, sizeof(buf), 0)));
+	close(c);
+
+	make_pair(&c, &s);
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(c);
+		dup2(s, 0);
+		dup2(s, 1);
+		close(s);
+		execl(self, self, "stdio-child", (char *)NULL);
+		_exit(127);
+	}
+	close(s);
+	send(c, "ping\n", 5, 0);
+	SAY("stdio-child.peer-recv: %s %.10s", res(recv(c, buf, 10, MSG_WAITALL)), buf);
+	waitpid(pid, &st, 0);
+	SAY("stdio-child.exit: %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	SAY("stdio-child.eof: %s", res(recv(c, buf, sizeof(buf), 0)));
+	close(c);
+}
+
+/* stdin and stdout are the socket: a line in, a line out, through stdio alone */
+static int stdio_child(void)
+{
+	char line[32];
+
+	if (!fgets(line, sizeof(line), stdin) || strcmp(line, "ping\n"))
+		return 5;
+	printf("stdio-pong");
+	return fflush(stdout) == 0 ? 0 : 6;
+}
+
 static int exec_child(int fd)
 {
 	char b[8];
@@ -374,6 +507,51 @@ static void t_flags(void)
 	ssize_t r3 = send(c, "z", 1, 0);
 	SAY("send.sigpipe: %s sigpipe=%d", res(r3), sigpipes);
 	signal(SIGPIPE, SIG_DFL);
+	close(c);
+}
+
+/* ---- sendmmsg / recvmmsg ----------------------------------------------------------------- */
+static void t_mmsg(void)
+{
+	char a[3] = "abc", b[2] = "de", r0[2], r1[8], r2[8];
+	struct iovec out[2] = { { a, 3 }, { b, 2 } }, in[3] = { { r0, 2 }, { r1, 8 }, { r2, 8 } };
+	struct mmsghdr sv[2], rv[3];
+	struct timespec ts = { 0, 100000000 };
+	int c, s;
+
+	memset(sv, 0, sizeof(sv));
+	memset(rv, 0, sizeof(rv));
+	for (int i = 0; i < 2; i++) {
+		sv[i].msg_hdr.msg_iov = &out[i];
+		sv[i].msg_hdr.msg_iovlen = 1;
+	}
+	for (int i = 0; i < 3; i++) {
+		rv[i].msg_hdr.msg_iov = &in[i];
+		rv[i].msg_hdr.msg_iovlen = 1;
+	}
+	make_pair(&c, &s);
+	int n = sendmmsg(c, sv, 2, 0);
+	SAY("sendmmsg.count: %s lens %u %u", res(n), sv[0].msg_len, sv[1].msg_len);
+	readable(s, 1000);
+	usleep(20000); /* both messages are in */
+	n = recvmmsg(s, rv, 3, MSG_WAITFORONE, NULL);
+	SAY("recvmmsg.waitforone: %s lens %u %u %.2s%.3s", res(n), rv[0].msg_len, rv[1].msg_len,
+	    r0, r1);
+	n = recvmmsg(s, rv, 3, MSG_DONTWAIT, NULL);
+	SAY("recvmmsg.empty-dontwait: %s", res(n));
+	send(c, "xyz", 3, 0);
+	readable(s, 1000);
+	n = recvmmsg(s, rv, 1, 0, &ts);
+	SAY("recvmmsg.timeout-one: %s len %u", res(n), rv[0].msg_len);
+	shutdown(c, SHUT_WR);
+	readable(s, 1000);
+	n = recvmmsg(s, rv, 2, 0, NULL);
+	SAY("recvmmsg.eof: %s lens %u %u", res(n), rv[0].msg_len, rv[1].msg_len);
+	close(s);
+	readable(c, 1000);
+	n = sendmmsg(c, sv, 2, MSG_NOSIGNAL);
+	usleep(50000); /* the kernel's RST for it comes back */
+	SAY("sendmmsg.closed-peer: first %s", n < 0 ? "error" : "sent");
 	close(c);
 }
 
@@ -545,13 +723,16 @@ static const struct {
 	{ "exec", t_exec },		      { "flags", t_flags },
 	{ "signals", t_signals },	      { "close-blocked", t_close_blocked },
 	{ "accept-bind", t_accept_bind }, { "v4mapped", t_v4mapped },
-	{ "splice", t_splice },
+	{ "splice", t_splice },	      { "mmsg", t_mmsg },
+	{ "spawn", t_spawn },	      { "stdio", t_stdio },
 };
 
 /* shim-conformance [v6] GROUP: one group per run, so that a hang shows as that group's. */
 int main(int argc, char **argv)
 {
 	self = argv[0];
+	if (argc == 2 && !strcmp(argv[1], "stdio-child"))
+		return stdio_child();
 	if (argc == 3 && !strcmp(argv[1], "exec-child"))
 		return exec_child(atoi(argv[2]));
 	if (argc > 1 && !strcmp(argv[1], "v6")) {

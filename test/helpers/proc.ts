@@ -13,8 +13,19 @@ export interface Proc {
 
 const live = new Set<ChildProcess>();
 
+/** Signals the child's whole process group: a grandchild that keeps stdout open would
+ * otherwise hold 'close' back after the child was killed. */
+function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-child.pid!, signal);
+  } catch {
+    child.kill(signal);
+  }
+}
+
 export function startProc(cmd: string, args: string[], env: NodeJS.ProcessEnv): Proc {
-  const child = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  // Its own process group, so that kill() reaches whatever it started.
+  const child = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
   live.add(child);
   let out = '';
   let err = '';
@@ -39,7 +50,7 @@ export function startProc(cmd: string, args: string[], env: NodeJS.ProcessEnv): 
     exited,
     stdout: () => out,
     stderr: () => err,
-    kill: (signal = 'SIGTERM') => { child.kill(signal); },
+    kill: (signal = 'SIGTERM') => { killGroup(child, signal); },
     waitLine(pattern, timeoutMs = 15_000) {
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`timed out waiting for ${pattern} from ${cmd}; stdout=${out} stderr=${err}`)), timeoutMs);
@@ -59,6 +70,6 @@ export function startProc(cmd: string, args: string[], env: NodeJS.ProcessEnv): 
 
 /** Kills whatever a test left running. */
 export function killAll(): void {
-  for (const child of live) child.kill('SIGKILL');
+  for (const child of live) killGroup(child, 'SIGKILL');
   live.clear();
 }
