@@ -304,6 +304,7 @@ int vtoe_ctl_rpc(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep, int fds[VTO
 void vtoe_ctl_note(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg);
 uint32_t vtoe_ctl_spin_us(void);
 void vtoe_ctl_atfork_child(void);
+void vtoe_ctl_serving(void);
 void vtoe_ctl_req_init(struct vtoe_ctl_req *req, uint16_t op);
 int vtoe_addr_to_wire(const struct sockaddr *sa, socklen_t len, struct vtoe_sockaddr *w);
 const char *vtoe_ev_name(unsigned int ev);

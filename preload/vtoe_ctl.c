@@ -306,6 +306,14 @@ void vtoe_ctl_note(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg)
 	errno = saved;
 }
 
+/* This process registered a listener: its forks are likely workers that accept on it. */
+static atomic_bool vtoe_ctl_is_server;
+
+void vtoe_ctl_serving(void)
+{
+	atomic_store(&vtoe_ctl_is_server, true);
+}
+
 void vtoe_ctl_atfork_child(void)
 {
 	/* The child must not talk on its parent's channel; it reconnects when it needs to. */
@@ -317,6 +325,12 @@ void vtoe_ctl_atfork_child(void)
 	}
 	vtoe_ctl_down = false;
 	vtoe_ctl_seq = 0;
+	/* A server's worker connects now, while it has its parent's credentials: nginx, apache
+	 * and postgres workers drop privileges before they accept, and a user they switch to
+	 * may not reach the agent's socket (owner-only).  Without a channel the worker could not
+	 * take over the offloaded connections its listener receives. */
+	if (atomic_load(&vtoe_ctl_is_server) && vtoe_cfg.offload)
+		(void)vtoe_ctl_connect_locked();
 }
 
 bool vtoe_ctl_fd_rehome(int from, int to)

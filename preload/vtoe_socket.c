@@ -416,6 +416,7 @@ static void vtoe_listen_register(int fd, struct vtoe_sock *s, int backlog)
 	if (vtoe_ctl_rpc(&req, &rep, NULL) < 0 || rep.event != VTOE_EV_ACK)
 		goto out;
 	atomic_store(&s->kind, VTOE_KIND_LISTENER);
+	vtoe_ctl_serving();
 	ok = true;
 	vtoe_info("fd %d: listener registered, sid %u port %u", fd, s->sid, req.local.port);
 out:

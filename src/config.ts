@@ -4,6 +4,7 @@ import { isIP } from 'node:net';
 import { ConfigError } from './errors.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
 import { parsePolicy } from './policy.js';
+import { PROFILE_NAMES } from './profiles.js';
 import { formatTable } from './text-table.js';
 
 export interface ResolvedConfig {
@@ -13,6 +14,7 @@ export interface ResolvedConfig {
   logLevel: LogLevel;
   logFile: string;
   policy: string;
+  profile: string;
   timewaitMs: number;
   maxConnections: number;
   agentTimeoutMs: number;
@@ -123,6 +125,13 @@ function checkPolicy(v: string, name: string): string {
 
 const asIs = <T>(v: T): T => v;
 
+function checkProfile(v: string, name: string): string {
+  if (v !== '' && !PROFILE_NAMES.includes(v)) {
+    throw new ConfigError(`${name}='${v}' is not a profile: use ${PROFILE_NAMES.join(', ')}, or '' for none`);
+  }
+  return v;
+}
+
 function checkFabric(v: FabricChoice, name: string): FabricChoice {
   if (!FABRIC_CHOICES.includes(v)) {
     throw new ConfigError(`${name}='${String(v)}' is not a fabric choice: use ${FABRIC_CHOICES.join(', ')}`);
@@ -158,6 +167,9 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
   entry({ key: 'policy', env: 'VTOE_POLICY', default: '',
     doc: "policy rules separated by ';' (see policy.ts); '' offloads everything possible", readBy: 'agent',
     parse: checkPolicy, check: checkPolicy }),
+  entry({ key: 'profile', env: 'VTOE_PROFILE', default: '',
+    doc: `built-in policy rules applied after VTOE_POLICY's (\`vtoe profiles\` lists them): ${PROFILE_NAMES.join(', ')}; '' for none`,
+    readBy: 'agent', parse: (raw, name) => checkProfile(raw.trim().toLowerCase(), name), check: checkProfile }),
   entry({ key: 'timewaitMs', env: 'VTOE_TIMEWAIT_MS', default: 2000,
     doc: "how long a closed connection's CM entry stays in TIMEWAIT", readBy: 'agent',
     ...intIn(0, 600_000, 'milliseconds') }),

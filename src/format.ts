@@ -21,5 +21,17 @@ export function formatStats(s: StatsSnapshot): string {
     `listeners: ${s.listeners}; kernel clients accepted on them: ${s.kernelAccepted}`,
     `fallback: ${s.fallback.total} (${reasons})`,
     `bytes: sent ${s.bytes.sent}, received ${s.bytes.received}; wake-ups sent to sleeping readers: ${s.doorbells}`,
+    ...programLines(s),
   ].join('\n');
+}
+
+/** One line per program: its offloaded connections and its fallbacks by reason. */
+function programLines(s: StatsSnapshot): string[] {
+  const names = Object.keys(s.programs ?? {}).sort();
+  if (!names.length) return [];
+  return ['by program:', ...names.map((name) => {
+    const p = s.programs[name]!;
+    const fb = Object.entries(p.fallback).map(([k, v]) => `${k}=${v}`).join(' ');
+    return `  ${name}: offloaded ${p.offloaded}${fb ? `, fallback ${fb}` : ''}`;
+  })];
 }

@@ -21,7 +21,7 @@ describe('config table', () => {
     const keys = CONFIG_TABLE.map((e) => e.key);
     expect(new Set(keys).size).toBe(keys.length);
     expect(keys.sort()).toEqual(['agentSocket', 'agentTimeoutMs', 'fabric', 'logFile', 'logLevel', 'maxConnections',
-      'offload', 'policy', 'rdmaAddress', 'rdmaPort', 'ringSize', 'spinUs', 'timewaitMs']);
+      'offload', 'policy', 'profile', 'rdmaAddress', 'rdmaPort', 'ringSize', 'spinUs', 'timewaitMs']);
     for (const e of CONFIG_TABLE) {
       expect(e.env).toMatch(/^VTOE_[A-Z_]+$/);
       expect(e.doc.length).toBeGreaterThan(5);
@@ -33,7 +33,7 @@ describe('config table', () => {
     const uid = process.getuid!();
     expect(resolveConfig({})).toEqual({
       agentSocket: `/tmp/vtoe-${uid}/agent.sock`, ringSize: 262144, spinUs: 50, logLevel: 'warn', logFile: '',
-      policy: '', timewaitMs: 2000, maxConnections: 4096, agentTimeoutMs: 5000, offload: true,
+      policy: '', profile: '', timewaitMs: 2000, maxConnections: 4096, agentTimeoutMs: 5000, offload: true,
       fabric: 'auto', rdmaPort: 7471, rdmaAddress: '',
     } satisfies ResolvedConfig);
   });
@@ -49,11 +49,11 @@ describe('config table', () => {
       VTOE_AGENT_SOCKET: '/run/vtoe/a.sock', VTOE_RING_SIZE: '1048576', VTOE_SPIN_US: '0',
       VTOE_LOG_LEVEL: 'DEBUG', VTOE_LOG_FILE: '/tmp/x.log', VTOE_POLICY: 'tcp both sshd *:*',
       VTOE_TIMEWAIT_MS: '0', VTOE_MAX_CONNECTIONS: '1', VTOE_AGENT_TIMEOUT_MS: '250', VTOE_OFFLOAD: 'off',
-      VTOE_FABRIC: 'Verbs', VTOE_RDMA_PORT: '18515', VTOE_RDMA_ADDRESS: '192.0.2.1',
+      VTOE_FABRIC: 'Verbs', VTOE_RDMA_PORT: '18515', VTOE_RDMA_ADDRESS: '192.0.2.1', VTOE_PROFILE: 'MPI',
     });
     expect(cfg).toEqual({
       agentSocket: '/run/vtoe/a.sock', ringSize: 1048576, spinUs: 0, logLevel: 'debug', logFile: '/tmp/x.log',
-      policy: 'tcp both sshd *:*', timewaitMs: 0, maxConnections: 1, agentTimeoutMs: 250, offload: false,
+      policy: 'tcp both sshd *:*', profile: 'mpi', timewaitMs: 0, maxConnections: 1, agentTimeoutMs: 250, offload: false,
       fabric: 'verbs', rdmaPort: 18515, rdmaAddress: '192.0.2.1',
     });
   });
@@ -68,6 +68,7 @@ describe('parsers', () => {
     rejects({ VTOE_FABRIC: 'tcp4' }, /VTOE_FABRIC='tcp4' is not a fabric choice: use auto, shm, verbs/);
     rejects({ VTOE_RDMA_PORT: '0' }, /VTOE_RDMA_PORT=0 is out of range/);
     rejects({ VTOE_RDMA_ADDRESS: 'rxe0' }, /VTOE_RDMA_ADDRESS='rxe0' is not an IP address/);
+    rejects({ VTOE_PROFILE: 'hpc' }, /VTOE_PROFILE='hpc' is not a profile: use mpi/);
   });
 
   it('ring size accepts bytes and k/m suffixes', () => {

@@ -1,10 +1,10 @@
 // Programs the project did not write, unmodified, through offload: iperf3 (one and four
 // parallel streams), sockperf (all three of its multiplexers, which exercise select, poll and
 // epoll on the app fd), curl against python3's http.server, socat with half-close, and an
-// inetd-style server that execs a filter on the accepted connection.
-import { execFile } from 'node:child_process';
+// inetd-style server that execs a filter on the accepted connection, nginx and redis.
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,6 +76,8 @@ describe('iperf3 -P 4 through offload', () => {
     const after = agent.stats();
     expect(after.offloaded - before.offloaded).toBe(5); // the control connection and four streams
     expect(after.fallback.total - before.fallback.total).toBe(0);
+    // per program: client and server are both iperf3, so each connection counts once for it
+    expect(after.programs.iperf3!.offloaded - (before.programs.iperf3?.offloaded ?? 0)).toBe(5);
   });
 });
 
@@ -187,6 +189,69 @@ describe('a stdio filter on an inherited offloaded socket', () => {
     const after = agent.stats();
     expect(after.offloaded - before.offloaded).toBe(1);
     expect(after.fallback.total - before.fallback.total).toBe(0);
+  });
+});
+
+function have(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('servers a new user tries first', () => {
+  // nginx's master registers the listener; its worker is a fork that drops privileges to
+  // nobody before it accepts, so it must have its agent channel from the fork on.
+  it.skipIf(!have('nginx'))(`nginx: a worker that runs as nobody serves a file to curl${have('nginx') ? '' : ' [needs nginx (Debian: nginx-light)]'}`, async () => {
+    const port = await freePort();
+    const root = mkdtempSync(join(tmpdir(), 'vtoe-nginx-'));
+    chmodSync(root, 0o755);
+    const blob = randomBytes(8 << 20);
+    writeFileSync(join(root, 'blob.bin'), blob, { mode: 0o644 });
+    writeFileSync(join(root, 'nginx.conf'), [
+      `daemon off; worker_processes 2; pid ${root}/nginx.pid; error_log ${root}/error.log;`,
+      'events { worker_connections 64; }',
+      `http { access_log off; server { listen 127.0.0.1:${port}; root ${root}; } }`,
+    ].join('\n'));
+    const before = agent.stats();
+    const server = startProc('nginx', ['-c', join(root, 'nginx.conf')], offloadEnv(agent.socketPath));
+    try {
+      await agent.until(listening(port));
+      const out = join(dir, 'nginx-got.bin');
+      await exec('curl', ['-sS', '--fail', '--max-time', '20', '-o', out, `http://127.0.0.1:${port}/blob.bin`],
+        { env: offloadEnv(agent.socketPath) });
+      const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+      expect(sha(readFileSync(out))).toBe(sha(blob));
+      const after = agent.stats();
+      expect(after.programs.nginx!.offloaded - (before.programs.nginx?.offloaded ?? 0)).toBe(1);
+      expect(after.fallback.total - before.fallback.total).toBe(0);
+    } finally {
+      server.kill('SIGQUIT');
+      await server.exited;
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it.skipIf(!have('redis-server'))(`redis-server with redis-benchmark, 8 clients${have('redis-server') ? '' : ' [needs redis-server, redis-tools]'}`, async () => {
+    const port = await freePort();
+    const before = agent.stats();
+    const server = startProc('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      offloadEnv(agent.socketPath));
+    try {
+      await agent.until(listening(port));
+      const { stdout } = await exec('redis-benchmark', ['-p', String(port), '-c', '8', '-n', '20000', '-t', 'set,get', '-q', '--csv'],
+        { env: offloadEnv(agent.socketPath) });
+      expect(stdout).toMatch(/"SET","\d+/);
+      expect(stdout).toMatch(/"GET","\d+/);
+      const after = agent.stats();
+      expect(after.programs['redis-server']!.offloaded - (before.programs['redis-server']?.offloaded ?? 0)).toBeGreaterThanOrEqual(8);
+      expect(after.fallback.total - before.fallback.total).toBe(0);
+    } finally {
+      server.kill('SIGTERM');
+      await server.exited;
+    }
   });
 });
 

@@ -154,7 +154,7 @@ describe('shim-semantics: offloaded TCP against kernel TCP', () => {
   });
 
   for (const v6 of [false, true]) {
-    it(`prints the kernel's facts, except the known deviations (${v6 ? 'IPv6' : 'IPv4'})`, async () => {
+    it(`prints the kernel's facts, every one (${v6 ? 'IPv6' : 'IPv4'})`, async () => {
       const args = v6 ? ['v6'] : [];
       const s0 = agent.stats();
       const kernel = await runProg(bin['shim-semantics']!, args, kernelEnv());

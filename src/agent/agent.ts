@@ -6,6 +6,7 @@ import { VTOE_REGION_DATA_OFFSET } from '../abi.js';
 import { adminSocketPath, resolveConfig, type ResolvedConfig } from '../config.js';
 import { createLogger, type Logger } from '../log.js';
 import { ControlServer } from '../native.js';
+import { effectivePolicy } from '../profiles.js';
 import { parsePolicy } from '../policy.js';
 import { startAdminServer, type AdminCommand } from './admin.js';
 import { CoreCA } from './core-ca.js';
@@ -51,7 +52,7 @@ export class Agent {
     const overrides = { ...opts.config, ...(opts.socketPath ? { agentSocket: opts.socketPath } : {}) };
     const config = resolveConfig(process.env, overrides);
     const log = opts.logger ?? createLogger({ level: config.logLevel, file: config.logFile || undefined, component: 'agent' });
-    const policy = parsePolicy(config.policy);
+    const policy = parsePolicy(effectivePolicy(config.policy, config.profile));
     let core: CoreCA | undefined;
     const control = new ControlServer(config.agentSocket, {
       onOpen: (client, cred) => core?.processOpened(client, cred),
@@ -143,6 +144,7 @@ export class Agent {
       kernelAccepted: c.kernelAccepted,
       rejected: c.rejected,
       fallback: { total: c.fallbackTotal, reasons: Object.fromEntries(c.fallbackReasons) },
+      programs: Object.fromEntries([...c.programs].map(([name, p]) => [name, { offloaded: p.offloaded, fallback: { ...p.fallback } }])),
       bytes: { sent, received },
       doorbells,
       events: Object.fromEntries(c.events),

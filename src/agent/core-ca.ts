@@ -134,7 +134,7 @@ export class CoreCA {
       case ABI.op.ACCEPT: return this.accept(proc, req);
       case ABI.op.SHUTDOWN: return this.shutdown(proc, req);
       case ABI.op.CLOSE: return this.closeSocket(req.sid, req.arg, proc);
-      case ABI.op.FALLBACK: return this.noteFallback(req);
+      case ABI.op.FALLBACK: return this.noteFallback(proc, req);
       default: this.fail(client, req, errno.EPROTO, `unknown op ${op}`);
     }
   }
@@ -161,6 +161,7 @@ export class CoreCA {
     if (verdict.action === 'tcp') return this.fallback(proc.client, req, ABI.fb.POLICY);
     const listener: ListenerEntry = {
       sid: sock.sid, family: local.family, address: local.address, port: local.port, backlog: req.arg,
+      program: proc.program,
     };
     this.listeners.add(listener);
     this.sockets.set(sock.sid, { sid: sock.sid, client: proc.client, kind: 'listener', listener });
@@ -259,7 +260,7 @@ export class CoreCA {
   /** RTU: the kernel rendezvous connected, the connection carries data from now on. */
   private readyToUse(conn: LiveConnection): void {
     conn.shadow.readyToUse();
-    this.counters.offloaded++;
+    this.counters.connectionOffloaded(conn.programs);
     this.counters.event(ABI.ev.CONNECT_ESTABLISHED);
   }
 
@@ -400,8 +401,8 @@ export class CoreCA {
     }
   }
 
-  private noteFallback(req: CtlRequest): void {
-    this.counters.fallback(reasonName(req.arg));
+  private noteFallback(proc: ProcessRecord, req: CtlRequest): void {
+    this.counters.fallback(reasonName(req.arg), proc.program);
   }
 
   private ownedOpenSocket(proc: ProcessRecord, req: CtlRequest): SocketRecord | undefined {
@@ -424,7 +425,7 @@ export class CoreCA {
   }
 
   private fallback(client: number, req: CtlRequest, reason: number): void {
-    this.counters.fallback(reasonName(reason));
+    this.counters.fallback(reasonName(reason), this.processes.get(client)?.program);
     // The socket is kernel TCP from now on: the agent forgets its SID.
     const sock = this.sockets.get(req.sid);
     if (sock?.kind === 'open' && sock.client === client) {

@@ -70,6 +70,7 @@ interface PassiveInfo {
   listenerSid: number;
   key: string;
   fromThisHost: boolean;
+  program: string; // the listener's, for per-program statistics
 }
 
 export class VerbsHostCA {
@@ -217,7 +218,7 @@ export class VerbsHostCA {
     fabric.start(end.handle, rep);
     this.connecting.delete(end.handle);
     clearTimeout(c.timer);
-    this.counters.offloaded++;
+    this.counters.connectionOffloaded([end.program]);
     c.done({ kind: 'connected', end, fds: fabric.fdsForApp(end.handle), ringSize: this.config.ringSize });
   }
 
@@ -273,7 +274,8 @@ export class VerbsHostCA {
       return reject(ABI.fb.RESOURCES, String(err));
     }
     const key = acceptKey(req.dstPort, req.srcPort);
-    this.passive.set(end, { peer: req, listenerSid: listener.sid, key, fromThisHost: isLocalAddress(remoteIp) });
+    this.passive.set(end, { peer: req, listenerSid: listener.sid, key, fromThisHost: isLocalAddress(remoteIp),
+      program: listener.program ?? '?' });
     const list = this.pendingAccept.get(key) ?? [];
     list.push(end);
     this.pendingAccept.set(key, list);
@@ -288,7 +290,7 @@ export class VerbsHostCA {
     end.qpStep('to_rts');
     end.tcpStep('rcv_ack');
     this.fabric!.start(end.handle, info.peer);
-    if (!info.fromThisHost) this.counters.offloaded++;
+    if (!info.fromThisHost) this.counters.connectionOffloaded([info.program]);
   }
 
   /**

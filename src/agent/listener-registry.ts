@@ -8,6 +8,7 @@ export interface ListenerEntry {
   address: string; // bound address, possibly a wildcard
   port: number;
   backlog: number;
+  program?: string; // of the listening process, for per-program statistics
 }
 
 export class ListenerRegistry {

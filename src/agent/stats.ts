@@ -12,10 +12,17 @@ export interface StatsSnapshot {
   kernelAccepted: number; // kernel TCP clients accepted on both-mode listeners
   rejected: number; // REJ: connections that did not complete (the kernel rendezvous failed)
   fallback: { total: number; reasons: Record<string, number> };
+  /** per program name: connections it took part in that were offloaded, and its fallbacks */
+  programs: Record<string, ProgramStats>;
   bytes: { sent: number; received: number };
   doorbells: number; // wake-ups sent to sleeping readers (event suppression keeps it below the writes)
   events: Record<string, number>;
   memory: { ringBytes: number; agentStateBytes: number };
+}
+
+export interface ProgramStats {
+  offloaded: number;
+  fallback: Record<string, number>;
 }
 
 export class AgentCounters {
@@ -30,9 +37,24 @@ export class AgentCounters {
   closedDoorbells = 0;
   readonly fallbackReasons = new Map<string, number>();
   readonly events = new Map<string, number>();
+  readonly programs = new Map<string, ProgramStats>();
 
-  fallback(reason: string): void {
+  private program(name: string): ProgramStats {
+    let p = this.programs.get(name);
+    if (!p) this.programs.set(name, (p = { offloaded: 0, fallback: {} }));
+    return p;
+  }
+
+  /** A connection between these programs' processes now runs on a fabric. */
+  connectionOffloaded(programs: readonly string[]): void {
+    this.offloaded++;
+    for (const name of new Set(programs)) this.program(name).offloaded++;
+  }
+
+  fallback(reason: string, program = '?'): void {
     this.fallbackReasons.set(reason, (this.fallbackReasons.get(reason) ?? 0) + 1);
+    const p = this.program(program);
+    p.fallback[reason] = (p.fallback[reason] ?? 0) + 1;
   }
 
   /** An event (enum vtoe_event) the agent raised or replied with. */

@@ -23,9 +23,9 @@ function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   }
 }
 
-export function startProc(cmd: string, args: string[], env: NodeJS.ProcessEnv): Proc {
+export function startProc(cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd?: string): Proc {
   // Its own process group, so that kill() reaches whatever it started.
-  const child = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+  const child = spawn(cmd, args, { env, cwd, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
   live.add(child);
   let out = '';
   let err = '';
