@@ -11,19 +11,28 @@ import { runDemo } from './demo.js';
 import { formatDoctor, runDoctor } from './doctor.js';
 import { VtoeError } from './errors.js';
 import { formatSocketRows, formatStats } from './format.js';
+import { PROFILES } from './profiles.js';
+import { benchCommand, parseFlavour, parseModes, parseWorkloads } from './bench/bench-command.js';
 import { formatTable } from './text-table.js';
 import { runProgram, type RunMode } from './run.js';
 
 const USAGE = `usage: vtoe <command> [options]
 
-  run [--mode offload|ipoib] [--stats] -- CMD [ARGS...]
-                      run CMD with its TCP offloaded (embedded agent unless one is running)
-  agent               run the standing per-host agent (stop with SIGINT/SIGTERM)
+  run [--mode offload|ipoib] [--profile NAME] [--stats] -- CMD [ARGS...]
+                      run CMD with its TCP offloaded (embedded agent unless one is running;
+                      --profile sets VTOE_PROFILE for an embedded agent, e.g. mpi)
+  agent [--profile NAME]
+                      run the standing per-host agent (stop with SIGINT/SIGTERM)
+  profiles            the built-in policy profiles and their rules
   ss [--json]         one line per offloaded socket: SID, CID, fabric, TCP/CM/QP states, bytes
   stats [--json]      the agent's counters: offloaded, fallbacks by reason, bytes
   events [--cid N] [--json]
                       the agent's log of state transitions
   demo [--reps N]     offload vs kernel TCP, ping-pong latency and stream bandwidth
+  bench [--workloads pingpong,imb,hpcc] [--modes offload,ipoib,native] [--mpi openmpi|mpich]
+        [--reps N] [--ranks N] [--max-bytes N] [--hpcc-n N] [--imb PATH] [--iface IF] [--report DIR]
+                      MPI workloads in each mode (fresh processes, modes alternated, medians);
+                      --report writes report.html, a PNG per chart, results.json, summary.md
   cm [--dot]          the TCP, IB CM and QP state machines (as Graphviz with --dot)
   config              the resolved configuration and where each value came from
   doctor [--json]     RDMA devices, ports, GIDs, memlock limit, agent; each problem with its fix
@@ -44,10 +53,23 @@ async function main(argv: string[]): Promise<number> {
       dot: { type: 'boolean', default: false },
       reps: { type: 'string', default: '5' },
       cid: { type: 'string' },
+      profile: { type: 'string' },
+      workloads: { type: 'string', default: 'pingpong,hpcc' },
+      modes: { type: 'string', default: 'offload,ipoib,native' },
+      mpi: { type: 'string', default: 'openmpi' },
+      ranks: { type: 'string', default: '2' },
+      'max-bytes': { type: 'string', default: '4194304' },
+      'hpcc-n': { type: 'string', default: '4000' },
+      imb: { type: 'string' },
+      iface: { type: 'string', default: 'lo' },
+      report: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
-  const overrides = values.socket ? { agentSocket: values.socket } : {};
+  const overrides = {
+    ...(values.socket ? { agentSocket: values.socket } : {}),
+    ...(values.profile !== undefined ? { profile: values.profile } : {}),
+  };
   const { config, sources } = resolveConfigWithSources(process.env, overrides);
   const admin = adminSocketPath(config.agentSocket);
   const out = (s: string) => process.stdout.write(`${s}\n`);
@@ -93,6 +115,24 @@ async function main(argv: string[]): Promise<number> {
       out(await runDemo({ reps, ppIters: 20000, streamSeconds: 1, onProgress: (l) => process.stderr.write(`${l}\n`) }));
       return 0;
     }
+    case 'bench': {
+      const int = (v: string, what: string, min: number) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < min) throw new VtoeError('EINVAL', `--${what} must be an integer >= ${min}`);
+        return n;
+      };
+      const r = await benchCommand({
+        workloads: parseWorkloads(values.workloads), modes: parseModes(values.modes), mpi: parseFlavour(values.mpi),
+        reps: int(values.reps, 'reps', 1), ranks: int(values.ranks, 'ranks', 2), tcpInterface: values.iface,
+        maxBytes: int(values['max-bytes'], 'max-bytes', 1), iters: 1000, hpccMaxN: int(values['hpcc-n'], 'hpcc-n', 80),
+        imb: values.imb, report: values.report, timeoutMs: 600_000,
+        onProgress: (l) => process.stderr.write(`${l}\n`),
+      });
+      out(r.markdown);
+      if (r.report) process.stderr.write(`report: ${r.report.files.map((f) => `${r.report!.dir}/${f}`).join(' ')}\n`);
+      const problems = r.results.flatMap((w) => w.modes.flatMap((m) => m.problems));
+      return problems.length ? 1 : 0;
+    }
     case 'cm': {
       if (values.dot) out(toDot([...allMachines]));
       else for (const m of allMachines) out(formatMachine(m));
@@ -105,6 +145,9 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'config':
       out(formatConfig(config, sources));
+      return 0;
+    case 'profiles':
+      for (const [name, p] of Object.entries(PROFILES)) out(`${name}: ${p.doc}\n${p.rules.replace(/^/gm, '  ')}\n`);
       return 0;
     case undefined:
     case 'help':

@@ -1,0 +1,102 @@
+// `vtoe bench`: the library behind the CLI command. Picks the workloads, runs them in the
+// modes, prints the summary and writes the report.
+import { execFileSync } from 'node:child_process';
+import { hostname, cpus, release } from 'node:os';
+import { VtoeError } from '../errors.js';
+import { runBench, type BenchWorkload, type WorkloadResult } from './harness.js';
+import { BENCH_MODES, MPI_FLAVOURS, mpiLaunch, modeLabel, type BenchMode, type MpiFlavour } from './mpi-modes.js';
+import { summaryMarkdown, writeReport, type ReportInput, type WrittenReport } from './report.js';
+import { hpccWorkload, imbWorkload, mpiPingPongWorkload } from './workloads.js';
+
+export const BENCH_WORKLOADS = ['pingpong', 'imb', 'hpcc'] as const;
+export type BenchWorkloadName = (typeof BENCH_WORKLOADS)[number];
+
+export interface BenchCommandOptions {
+  workloads: BenchWorkloadName[];
+  modes: BenchMode[];
+  mpi: MpiFlavour;
+  reps: number;
+  ranks: number;
+  tcpInterface: string;
+  maxBytes: number;
+  iters: number;
+  hpccMaxN: number;
+  imb?: string;
+  report?: string;
+  timeoutMs: number;
+  onProgress?: (line: string) => void;
+}
+
+function listOf<T extends string>(text: string, allowed: readonly T[], what: string): T[] {
+  const items = text.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const i of items) if (!allowed.includes(i as T)) throw new VtoeError('EINVAL', `${what} '${i}' is unknown: use ${allowed.join(', ')}`);
+  if (!items.length) throw new VtoeError('EINVAL', `no ${what} given: use ${allowed.join(', ')}`);
+  return items as T[];
+}
+
+export const parseWorkloads = (s: string) => listOf(s, BENCH_WORKLOADS, 'workload');
+export const parseModes = (s: string) => listOf(s, BENCH_MODES, 'mode');
+export function parseFlavour(s: string): MpiFlavour {
+  return listOf(s, MPI_FLAVOURS, 'MPI')[0]!;
+}
+
+function onPath(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v "$1"`, 'sh', cmd], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** IMB-MPI1 from --imb PATH, else from PATH. */
+function findImb(given?: string): string | null {
+  if (given) return given;
+  return onPath('IMB-MPI1') ? 'IMB-MPI1' : null;
+}
+
+export function buildWorkloads(o: BenchCommandOptions): BenchWorkload[] {
+  const mpi = { flavour: o.mpi, ranks: o.ranks, tcpInterface: o.tcpInterface, timeoutMs: o.timeoutMs };
+  if (!onPath(`mpirun.${o.mpi}`)) {
+    throw new VtoeError('ENOENT', `mpirun.${o.mpi} is not installed: apt-get install ${o.mpi === 'openmpi' ? 'openmpi-bin libopenmpi-dev' : 'mpich libmpich-dev'}`);
+  }
+  return o.workloads.map((w) => {
+    switch (w) {
+      case 'pingpong':
+        return mpiPingPongWorkload({ ...mpi, maxBytes: o.maxBytes, iters: o.iters });
+      case 'imb': {
+        const imb = findImb(o.imb);
+        if (!imb) throw new VtoeError('ENOENT', 'IMB-MPI1 is not packaged by Debian: build it from Intel MPI Benchmarks and give --imb PATH, or put it on PATH');
+        return imbWorkload({ ...mpi, imb, maxLog2: Math.round(Math.log2(Math.max(1, o.maxBytes))) });
+      }
+      case 'hpcc':
+        if (o.mpi !== 'openmpi') throw new VtoeError('EINVAL', "Debian's hpcc is linked with Open MPI: run the hpcc workload with --mpi openmpi");
+        if (!onPath('hpcc')) throw new VtoeError('ENOENT', 'hpcc is not installed: apt-get install hpcc');
+        return hpccWorkload({ ...mpi, maxN: o.hpccMaxN });
+    }
+  });
+}
+
+export function modeLabels(o: BenchCommandOptions): Partial<Record<BenchMode, string>> {
+  const labels: Partial<Record<BenchMode, string>> = {};
+  for (const mode of o.modes) {
+    const { transport } = mpiLaunch({ flavour: o.mpi, mode, ranks: o.ranks, tcpInterface: o.tcpInterface });
+    labels[mode] = modeLabel(mode, transport, o.tcpInterface === 'lo' ? 'shm rings between the ranks' : 'its fabric');
+  }
+  return labels;
+}
+
+export async function benchCommand(o: BenchCommandOptions): Promise<{ markdown: string; results: WorkloadResult[]; report?: WrittenReport }> {
+  const workloads = buildWorkloads(o);
+  const results = await runBench({ workloads, modes: o.modes, reps: o.reps, onProgress: o.onProgress, agentProfile: 'mpi' });
+  const input: ReportInput = {
+    title: `vtoe bench: ${o.workloads.join(', ')} with ${o.mpi === 'openmpi' ? 'Open MPI' : 'MPICH'}, ${o.ranks} ranks`,
+    host: `${hostname()}: ${cpus().length} cores, Linux ${release()}`,
+    generatedAt: new Date().toISOString(),
+    reps: o.reps,
+    results,
+    labels: modeLabels(o),
+  };
+  const report = o.report ? await writeReport(o.report, input) : undefined;
+  return { markdown: summaryMarkdown(input), results, report };
+}
