@@ -1,0 +1,49 @@
+// The CI's short `vtoe bench` run: the MPI ping-pong with Open MPI in all three modes, one
+// repetition, and its report. Needs Debian's openmpi-bin (and chromium for the PNGs).
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { benchCommand } from '../src/bench/bench-command.js';
+import { findChromium } from '../src/bench/report.js';
+import { repoRoot } from './helpers/cc.js';
+
+function have(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const ompi = have('mpirun.openmpi') && have('mpicc.openmpi');
+const dir = mkdtempSync(join(tmpdir(), 'vtoe-bench-smoke-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('vtoe bench smoke run', () => {
+  it.skipIf(!ompi)(`pingpong with Open MPI: offload, ipoib and native, with a report${ompi ? '' : ' [needs openmpi-bin libopenmpi-dev]'}`, async () => {
+    execFileSync('make', ['-s', '-C', join(repoRoot, 'tools')]);
+    const progress: string[] = [];
+    const r = await benchCommand({
+      workloads: ['pingpong'], modes: ['offload', 'ipoib', 'native'], mpi: 'openmpi', reps: 1, ranks: 2,
+      tcpInterface: 'lo', maxBytes: 65536, iters: 200, hpccMaxN: 400, report: join(dir, 'report'), timeoutMs: 120_000,
+      onProgress: (l) => progress.push(l),
+    });
+    expect(progress).toHaveLength(3);
+    const pp = r.results[0]!;
+    expect(pp.modes.map((m) => m.mode)).toEqual(['offload', 'ipoib', 'native']);
+    for (const m of pp.modes) {
+      expect(m.problems, m.mode).toEqual([]);
+      expect(m.series.PingPong!.map((p) => p.bytes)).toEqual([0, 1, 4, 16, 64, 256, 1024, 4096, 16384, 65536]);
+    }
+    expect(pp.modes[0]!.offloaded).toBeGreaterThan(0);
+    expect(r.markdown).toMatch(/\| PingPong \| latency at 1 B \(µs\) \| [\d.]+ \| [\d.]+× \w+/);
+    expect(r.markdown).toContain("native: Open MPI's vader shared-memory BTL");
+    for (const f of ['results.json', 'summary.md', 'report.html']) expect(existsSync(join(dir, 'report', f)), f).toBe(true);
+    if (findChromium()) expect(r.report!.pngs).toEqual(['pingpong-pingpong-latency.png', 'pingpong-pingpong-bandwidth.png']);
+    const saved = JSON.parse(readFileSync(join(dir, 'report', 'results.json'), 'utf8')) as { results: unknown[] };
+    expect(saved.results).toHaveLength(1);
+  }, 180_000);
+});
