@@ -12,7 +12,7 @@ import { formatDoctor, runDoctor } from './doctor.js';
 import { VtoeError } from './errors.js';
 import { formatSocketRows, formatStats } from './format.js';
 import { PROFILES } from './profiles.js';
-import { benchCommand, parseFlavour, parseModes, parseWorkloads } from './bench/bench-command.js';
+import { benchCommand, parseFlavour, parseModes, parseWorkloads, reportFromResults } from './bench/bench-command.js';
 import { formatTable } from './text-table.js';
 import { runProgram, type RunMode } from './run.js';
 
@@ -33,6 +33,8 @@ const USAGE = `usage: vtoe <command> [options]
         [--reps N] [--ranks N] [--max-bytes N] [--hpcc-n N] [--imb PATH] [--iface IF] [--report DIR]
                       MPI workloads in each mode (fresh processes, modes alternated, medians);
                       --report writes report.html, a PNG per chart, results.json, summary.md
+  bench --from results.json --report DIR
+                      the report again from a run's results
   cm [--dot]          the TCP, IB CM and QP state machines (as Graphviz with --dot)
   config              the resolved configuration and where each value came from
   doctor [--json]     RDMA devices, ports, GIDs, memlock limit, agent; each problem with its fix
@@ -63,6 +65,7 @@ async function main(argv: string[]): Promise<number> {
       imb: { type: 'string' },
       iface: { type: 'string', default: 'lo' },
       report: { type: 'string' },
+      from: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -116,6 +119,12 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'bench': {
+      if (values.from) {
+        if (!values.report) throw new VtoeError('EINVAL', '--from needs --report DIR');
+        const again = await reportFromResults(values.from, values.report);
+        out(again.markdown);
+        return 0;
+      }
       const int = (v: string, what: string, min: number) => {
         const n = Number(v);
         if (!Number.isInteger(n) || n < min) throw new VtoeError('EINVAL', `--${what} must be an integer >= ${min}`);

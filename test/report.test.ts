@@ -103,3 +103,16 @@ describe.skipIf(!browser)(`report.html in headless Chromium${browser ? '' : ' [n
     expect(renderProblems(dom2, ids).filter((p) => p.endsWith('no data points'))).toHaveLength(ids.length);
   }, 120_000);
 });
+
+describe('vtoe bench --from', () => {
+  it("draws the report again from a run's results.json (docs/bench-example)", async () => {
+    const { reportFromResults } = await import('../src/bench/bench-command.js');
+    const dir = mkdtempSync(join(tmpdir(), 'vtoe-report-from-'));
+    dirs.push(dir);
+    const r = await reportFromResults(join(__dirname, '..', 'docs', 'bench-example', 'results.json'), dir);
+    expect(r.markdown).toMatch(/\| HPL \(Gflop\/s\) \| [\d.]+ \| [\d.]+ \| [\d.]+ \|/);
+    expect(r.markdown).toContain('Checks: every trial of every mode passed');
+    expect(readFileSync(join(dir, 'summary.md'), 'utf8')).toBe(`${r.markdown}\n`);
+    await expect(reportFromResults(join(__dirname, '..', 'package.json'), dir)).rejects.toThrow(/not a vtoe bench results.json/);
+  }, 60_000);
+});

@@ -1,6 +1,7 @@
 // `vtoe bench`: the library behind the CLI command. Picks the workloads, runs them in the
 // modes, prints the summary and writes the report.
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { hostname, cpus, release } from 'node:os';
 import { VtoeError } from '../errors.js';
 import { runBench, type BenchWorkload, type WorkloadResult } from './harness.js';
@@ -84,6 +85,13 @@ export function modeLabels(o: BenchCommandOptions): Partial<Record<BenchMode, st
     labels[mode] = modeLabel(mode, transport, o.tcpInterface === 'lo' ? 'shm rings between the ranks' : 'its fabric');
   }
   return labels;
+}
+
+/** Writes the report again from a run's results.json (e.g. after a change to the charts). */
+export async function reportFromResults(resultsJson: string, dir: string): Promise<{ markdown: string; report: WrittenReport }> {
+  const input = JSON.parse(readFileSync(resultsJson, 'utf8')) as ReportInput;
+  if (!Array.isArray(input.results)) throw new VtoeError('EINVAL', `${resultsJson} is not a vtoe bench results.json`);
+  return { markdown: summaryMarkdown(input), report: await writeReport(dir, input) };
 }
 
 export async function benchCommand(o: BenchCommandOptions): Promise<{ markdown: string; results: WorkloadResult[]; report?: WrittenReport }> {

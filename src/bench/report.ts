@@ -1,7 +1,8 @@
 // The report of a `vtoe bench` run: results.json, summary.md, report.html (Chart.js, inlined so
 // that it opens offline) and one PNG per chart, rendered by headless Chromium.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -62,7 +63,7 @@ export function chartSpecs(input: ReportInput): ChartSpec[] {
     if (keys.length && base) {
       charts.push({
         id: `${w.workload}-figures`, title: `${w.workload}: each figure relative to ipoib (higher is better)`, kind: 'bar',
-        xTitle: '', yTitle: '× ipoib', logX: false, logY: false, labels: keys.map((k) => HPCC_FIGURES[k].label),
+        xTitle: '', yTitle: '× ipoib (log scale)', logX: false, logY: true, labels: keys.map((k) => HPCC_FIGURES[k].label),
         datasets: w.modes.map((m) => ({
           label: input.labels[m.mode] ?? m.mode, mode: m.mode,
           values: keys.map((k) => relative(k, m.figures[k], base.figures[k])),
@@ -113,6 +114,9 @@ export function summaryMarkdown(input: ReportInput): string {
       out.push(`Offload trials: ${off.offloaded} connections offloaded by the agent; fallbacks: ${fb}.`, '');
     }
     for (const m of w.modes) if (m.problems.length) out.push(`**${m.mode}: ${m.problems.join('; ')}**`, '');
+    if (w.modes.every((m) => !m.problems.length)) {
+      out.push(`Checks: every trial of every mode passed (${w.modes.map((m) => `${m.mode} ${m.trials}`).join(', ')} trials); the workload's own verdicts, e.g. HPCC's residual checks, are among them.`, '');
+    }
     const names = [...new Set(w.modes.flatMap((m) => Object.keys(m.series)))];
     const ipoib = w.modes.find((m) => m.mode === 'ipoib');
     const native = w.modes.find((m) => m.mode === 'native');
@@ -170,7 +174,7 @@ for (const c of CHARTS) {
   } : {
     type: 'bar',
     data: { labels: c.labels, datasets: c.datasets.map((d) => ({ label: d.label, data: d.values, backgroundColor: COLOURS[d.mode] })) },
-    options: { responsive: false, plugins: { title: { display: true, text: c.title } }, scales: { y: scale(c.yTitle, false) } },
+    options: { responsive: false, plugins: { title: { display: true, text: c.title } }, scales: { y: scale(c.yTitle, c.logY) } },
   };
   new Chart(canvas, cfg);
   const ctx = canvas.getContext('2d');
@@ -249,14 +253,19 @@ export async function writeReport(dir: string, input: ReportInput): Promise<Writ
   put('report.html', reportHtml(input, charts));
   const pngs: string[] = [];
   if (findChromium()) {
-    const profile = join(dir, '.chromium');
-    for (const c of charts) {
-      const html = join(dir, `.${c.id}.html`);
-      writeFileSync(html, page(c.title, '', [c]).replace('body{', 'body{margin:0;'));
-      const png = `${c.id}.png`;
-      await chromium([`--screenshot=${join(dir, png)}`, `--window-size=${CHART_SIZE.width + 48},${CHART_SIZE.height + 48}`,
-        '--virtual-time-budget=5000', pathToFileURL(html).href], profile);
-      pngs.push(png);
+    // one page per chart, and Chromium's profile, in a scratch directory of their own
+    const scratch = mkdtempSync(join(tmpdir(), 'vtoe-report-'));
+    try {
+      for (const c of charts) {
+        const html = join(scratch, `${c.id}.html`);
+        writeFileSync(html, page(c.title, '', [c]).replace('body{', 'body{margin:0;'));
+        const png = `${c.id}.png`;
+        await chromium([`--screenshot=${join(dir, png)}`, `--window-size=${CHART_SIZE.width + 48},${CHART_SIZE.height + 48}`,
+          '--virtual-time-budget=5000', pathToFileURL(html).href], join(scratch, 'profile'));
+        pngs.push(png);
+      }
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
     }
   }
   return { dir, files: [...files, ...pngs], pngs };
