@@ -1,9 +1,10 @@
 // MPI through offload: Open MPI (TCP BTL) and MPICH (ch4:ucx over UCX's tcp transport) run
-// the project's MPI ping-pong, and Open MPI runs HPCC, with the ranks' data connections
-// offloaded under the mpi profile. Needs Debian's openmpi-bin, mpich and hpcc (.ci/run installs
-// them); each test says what is missing and is skipped without it.
+// the project's MPI ping-pong with the ranks' data connections
+// offloaded under the mpi profile, and both run HPCC. Needs Debian's openmpi-bin, mpich and hpcc,
+// and tools/build-hpcc-mpich.sh's HPCC for MPICH (.ci/run installs and builds them); each test
+// says what is missing and is skipped without it.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +12,7 @@ import { Agent } from '../src/agent/agent.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
 import type { StatsSnapshot } from '../src/agent/stats.js';
 import { hpccInput, parseHpccOutput } from '../src/bench/hpcc.js';
+import { hpccBinary } from '../src/bench/workloads.js';
 import { repoRoot } from './helpers/cc.js';
 import { killAll, startProc } from './helpers/proc.js';
 
@@ -28,6 +30,8 @@ const missing = (cmds: string[]) => cmds.filter((c) => !have(c));
 const ompiMissing = missing(['mpirun.openmpi', 'mpicc.openmpi']);
 const mpichMissing = missing(['mpirun.mpich', 'mpicc.mpich']);
 const hpccMissing = [...ompiMissing, ...missing(['hpcc'])];
+const hpccMpich = hpccBinary('mpich');
+const hpccMpichMissing = [...mpichMissing, ...(existsSync(hpccMpich) ? [] : [`${hpccMpich} (tools/build-hpcc-mpich.sh)`])];
 const why = (m: string[]) => `needs ${m.join(', ')} (Debian: apt-get install openmpi-bin libopenmpi-dev mpich libmpich-dev hpcc)`;
 
 // Open MPI refuses root without this; two ranks on a 2-core machine need no oversubscription.
@@ -84,16 +88,22 @@ describe('MPI through offload (mpi profile)', () => {
     expect(after.bytes.sent - before.bytes.sent).toBeGreaterThan(2 * 10 * (1 << 20));
   });
 
-  it.skipIf(hpccMissing.length)(`HPCC on Open MPI completes, passes its own checks, offloaded${hpccMissing.length ? ` [${why(hpccMissing)}]` : ''}`, async () => {
+  async function hpcc(mpirun: string[], env: Record<string, string>, program: string) {
     const work = mkdtempSync(join(dir, 'hpcc-'));
     writeFileSync(join(work, 'hpccinf.txt'), hpccInput({ ranks: 2, memoryBytes: 2 ** 30, maxN: 1000 }));
     const before = agent.stats();
-    const r = await run('mpirun.openmpi', [...OMPI, 'hpcc'], {}, work);
+    const r = await run(mpirun[0]!, mpirun.slice(1), env, work);
     expect(r.code, r.stderr).toBe(0);
     const summary = parseHpccOutput(readFileSync(join(work, 'hpccoutf.txt'), 'utf8'));
     expect(summary.problems).toEqual([]);
     expect(summary.figures.HPL_Tflops).toBeGreaterThan(0);
     const after = agent.stats();
-    expect(delta(before, after, 'hpcc')).toBeGreaterThanOrEqual(1);
-  }, 120_000);
+    expect(delta(before, after, program)).toBeGreaterThanOrEqual(1);
+  }
+
+  it.skipIf(hpccMissing.length)(`HPCC on Open MPI completes, passes its own checks, offloaded${hpccMissing.length ? ` [${why(hpccMissing)}]` : ''}`,
+    () => hpcc(['mpirun.openmpi', ...OMPI, 'hpcc'], {}, 'hpcc'), 120_000);
+
+  it.skipIf(hpccMpichMissing.length)(`HPCC on MPICH completes, passes its own checks, offloaded${hpccMpichMissing.length ? ` [${why(hpccMpichMissing)}]` : ''}`,
+    () => hpcc(['mpirun.mpich', '-np', '2', hpccMpich], MPICH_ENV, 'hpcc.mpich'), 120_000);
 });

@@ -1,13 +1,13 @@
 // `vtoe bench`: the library behind the CLI command. Picks the workloads, runs them in the
 // modes, prints the summary and writes the report.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { hostname, cpus, release } from 'node:os';
 import { VtoeError } from '../errors.js';
 import { runBench, type BenchWorkload, type WorkloadResult } from './harness.js';
 import { BENCH_MODES, MPI_FLAVOURS, mpiLaunch, modeLabel, type BenchMode, type MpiFlavour } from './mpi-modes.js';
 import { summaryMarkdown, writeReport, type ReportInput, type WrittenReport } from './report.js';
-import { hpccWorkload, imbWorkload, mpiPingPongWorkload } from './workloads.js';
+import { hpccBinary, hpccWorkload, imbWorkload, mpiPingPongWorkload } from './workloads.js';
 
 export const BENCH_WORKLOADS = ['pingpong', 'imb', 'hpcc'] as const;
 export type BenchWorkloadName = (typeof BENCH_WORKLOADS)[number];
@@ -71,8 +71,10 @@ export function buildWorkloads(o: BenchCommandOptions): BenchWorkload[] {
         return imbWorkload({ ...mpi, imb, maxLog2: Math.round(Math.log2(Math.max(1, o.maxBytes))) });
       }
       case 'hpcc':
-        if (o.mpi !== 'openmpi') throw new VtoeError('EINVAL', "Debian's hpcc is linked with Open MPI: run the hpcc workload with --mpi openmpi");
-        if (!onPath('hpcc')) throw new VtoeError('ENOENT', 'hpcc is not installed: apt-get install hpcc');
+        if (o.mpi === 'openmpi' && !onPath('hpcc')) throw new VtoeError('ENOENT', 'hpcc is not installed: apt-get install hpcc');
+        if (o.mpi === 'mpich' && !existsSync(hpccBinary('mpich'))) {
+          throw new VtoeError('ENOENT', "Debian's hpcc is linked with Open MPI: build one for MPICH with tools/build-hpcc-mpich.sh");
+        }
         return hpccWorkload({ ...mpi, maxN: o.hpccMaxN });
     }
   });

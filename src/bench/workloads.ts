@@ -83,7 +83,12 @@ export function imbWorkload(o: MpiWorkloadOptions & { imb: string; maxLog2: numb
   };
 }
 
-/** Debian's hpcc (linked with Open MPI), with hpccinf.txt sized to this machine. */
+/** The hpcc binary for an MPI: Debian's (Open MPI), or tools/build-hpcc-mpich.sh's. */
+export function hpccBinary(flavour: MpiFlavour): string {
+  return flavour === 'openmpi' ? 'hpcc' : toolPath('hpcc.mpich');
+}
+
+/** HPCC, with hpccinf.txt sized to this machine. */
 export function hpccWorkload(o: MpiWorkloadOptions & { maxN: number }): BenchWorkload {
   return {
     name: 'hpcc',
@@ -91,7 +96,7 @@ export function hpccWorkload(o: MpiWorkloadOptions & { maxN: number }): BenchWor
     async run(ctx): Promise<TrialResult> {
       // HPL's matrix in at most a quarter of the memory, and N capped so a run stays short
       writeFileSync(join(ctx.dir, 'hpccinf.txt'), hpccInput({ ranks: o.ranks, memoryBytes: totalmem() / 4, maxN: o.maxN }));
-      const { launch, run } = mpiTrial(o, ctx, ['hpcc']);
+      const { launch, run } = mpiTrial(o, ctx, [hpccBinary(o.flavour)]);
       const r = await run();
       let text = '';
       try { text = readFileSync(join(ctx.dir, 'hpccoutf.txt'), 'utf8'); } catch { /* reported below */ }
