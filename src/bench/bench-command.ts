@@ -2,14 +2,16 @@
 // modes, prints the summary and writes the report.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { hostname, cpus, release } from 'node:os';
 import { VtoeError } from '../errors.js';
 import { runBench, type BenchWorkload, type WorkloadResult } from './harness.js';
 import { BENCH_MODES, MPI_FLAVOURS, mpiLaunch, modeLabel, type BenchMode, type MpiFlavour } from './mpi-modes.js';
 import { summaryMarkdown, writeReport, type ReportInput, type WrittenReport } from './report.js';
+import { iperf3Workload, netpipeMpiWorkload, sockperfWorkload } from './socket-workloads.js';
 import { hpccBinary, hpccWorkload, imbWorkload, mpiPingPongWorkload } from './workloads.js';
 
-export const BENCH_WORKLOADS = ['pingpong', 'imb', 'hpcc'] as const;
+export const BENCH_WORKLOADS = ['pingpong', 'imb', 'hpcc', 'netpipe', 'sockperf', 'iperf3'] as const;
 export type BenchWorkloadName = (typeof BENCH_WORKLOADS)[number];
 
 export interface BenchCommandOptions {
@@ -56,28 +58,58 @@ function findImb(given?: string): string | null {
   return onPath('IMB-MPI1') ? 'IMB-MPI1' : null;
 }
 
-export function buildWorkloads(o: BenchCommandOptions): BenchWorkload[] {
+/** A TCP port nobody listens on now (the kernel's pick). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer().once('error', reject).listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function buildWorkloads(o: BenchCommandOptions): Promise<BenchWorkload[]> {
   const mpi = { flavour: o.mpi, ranks: o.ranks, tcpInterface: o.tcpInterface, timeoutMs: o.timeoutMs };
-  if (!onPath(`mpirun.${o.mpi}`)) {
-    throw new VtoeError('ENOENT', `mpirun.${o.mpi} is not installed: apt-get install ${o.mpi === 'openmpi' ? 'openmpi-bin libopenmpi-dev' : 'mpich libmpich-dev'}`);
-  }
-  return o.workloads.map((w) => {
+  const requireMpi = () => {
+    if (!onPath(`mpirun.${o.mpi}`)) {
+      throw new VtoeError('ENOENT', `mpirun.${o.mpi} is not installed: apt-get install ${o.mpi === 'openmpi' ? 'openmpi-bin libopenmpi-dev' : 'mpich libmpich-dev'}`);
+    }
+  };
+  const socket = { seconds: 2, timeoutMs: o.timeoutMs };
+  const built: BenchWorkload[] = [];
+  for (const w of o.workloads) built.push(await (async (): Promise<BenchWorkload> => {
     switch (w) {
       case 'pingpong':
+        requireMpi();
         return mpiPingPongWorkload({ ...mpi, maxBytes: o.maxBytes, iters: o.iters });
       case 'imb': {
+        requireMpi();
         const imb = findImb(o.imb);
         if (!imb) throw new VtoeError('ENOENT', 'IMB-MPI1 is not packaged by Debian: build it from Intel MPI Benchmarks and give --imb PATH, or put it on PATH');
         return imbWorkload({ ...mpi, imb, maxLog2: Math.round(Math.log2(Math.max(1, o.maxBytes))) });
       }
       case 'hpcc':
+        requireMpi();
         if (o.mpi === 'openmpi' && !onPath('hpcc')) throw new VtoeError('ENOENT', 'hpcc is not installed: apt-get install hpcc');
         if (o.mpi === 'mpich' && !existsSync(hpccBinary('mpich'))) {
           throw new VtoeError('ENOENT', "Debian's hpcc is linked with Open MPI: build one for MPICH with tools/build-hpcc-mpich.sh");
         }
         return hpccWorkload({ ...mpi, maxN: o.hpccMaxN });
+      case 'netpipe': {
+        requireMpi();
+        const np = o.mpi === 'openmpi' ? 'NPopenmpi' : 'NPmpich2';
+        if (!onPath(np)) throw new VtoeError('ENOENT', `${np} is not installed: apt-get install netpipe-${o.mpi === 'openmpi' ? 'openmpi' : 'mpich2'}`);
+        return netpipeMpiWorkload({ ...mpi, maxBytes: o.maxBytes });
+      }
+      case 'sockperf':
+        if (!onPath('sockperf')) throw new VtoeError('ENOENT', 'sockperf is not installed: apt-get install sockperf');
+        return sockperfWorkload({ ...socket, port: await freePort(), sizes: [16, 256, 4096, 65000] });
+      case 'iperf3':
+        if (!onPath('iperf3')) throw new VtoeError('ENOENT', 'iperf3 is not installed: apt-get install iperf3');
+        return iperf3Workload({ ...socket, port: await freePort() });
     }
-  });
+  })());
+  return built;
 }
 
 export function modeLabels(o: BenchCommandOptions): Partial<Record<BenchMode, string>> {
@@ -97,7 +129,7 @@ export async function reportFromResults(resultsJson: string, dir: string): Promi
 }
 
 export async function benchCommand(o: BenchCommandOptions): Promise<{ markdown: string; results: WorkloadResult[]; report?: WrittenReport }> {
-  const workloads = buildWorkloads(o);
+  const workloads = await buildWorkloads(o);
   const results = await runBench({ workloads, modes: o.modes, reps: o.reps, onProgress: o.onProgress, agentProfile: 'mpi' });
   const input: ReportInput = {
     title: `vtoe bench: ${o.workloads.join(', ')} with ${o.mpi === 'openmpi' ? 'Open MPI' : 'MPICH'}, ${o.ranks} ranks`,

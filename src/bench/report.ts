@@ -7,7 +7,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ModeResult, WorkloadResult } from './harness.js';
-import { HPCC_FIGURES, type HpccFigure } from './hpcc.js';
+import { FIGURES } from './figures.js';
 import type { BenchMode } from './mpi-modes.js';
 import { bandwidthOf } from './series.js';
 
@@ -58,12 +58,12 @@ export function chartSpecs(input: ReportInput): ChartSpec[] {
           xTitle: 'message size (bytes)', yTitle: 'bandwidth (MB/s)', logX: true, logY: true, datasets: bw });
       }
     }
-    const keys = (Object.keys(HPCC_FIGURES) as HpccFigure[]).filter((k) => w.modes.some((m) => m.figures[k] !== undefined));
+    const keys = Object.keys(FIGURES).filter((k) => w.modes.some((m) => m.figures[k] !== undefined));
     const base = w.modes.find((m) => m.mode === 'ipoib');
     if (keys.length && base) {
       charts.push({
         id: `${w.workload}-figures`, title: `${w.workload}: each figure relative to ipoib (higher is better)`, kind: 'bar',
-        xTitle: '', yTitle: '× ipoib (log scale)', logX: false, logY: true, labels: keys.map((k) => HPCC_FIGURES[k].label),
+        xTitle: '', yTitle: '× ipoib (log scale)', logX: false, logY: true, labels: keys.map((k) => FIGURES[k]!.label),
         datasets: w.modes.map((m) => ({
           label: input.labels[m.mode] ?? m.mode, mode: m.mode,
           values: keys.map((k) => relative(k, m.figures[k], base.figures[k])),
@@ -75,9 +75,9 @@ export function chartSpecs(input: ReportInput): ChartSpec[] {
 }
 
 /** m against the baseline, oriented so that > 1 is better. */
-function relative(key: HpccFigure, v: number | undefined, baseline: number | undefined): number {
+function relative(key: string, v: number | undefined, baseline: number | undefined): number {
   if (v === undefined || baseline === undefined || v <= 0 || baseline <= 0) return 0;
-  return HPCC_FIGURES[key].higherIsBetter ? v / baseline : baseline / v;
+  return FIGURES[key]!.higherIsBetter ? v / baseline : baseline / v;
 }
 
 // ---- summary.md ---------------------------------------------------------------------------
@@ -108,6 +108,7 @@ export function summaryMarkdown(input: ReportInput): string {
   out.push('');
   for (const w of input.results) {
     out.push(`## ${w.workload}`, '');
+    out.push(`Ran over: ${w.modes.map((m) => `${m.mode}: ${m.transport}`).join('; ')}.`, '');
     const off = w.modes.find((m) => m.mode === 'offload');
     if (off) {
       const fb = Object.entries(off.fallbacks ?? {}).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
@@ -133,11 +134,11 @@ export function summaryMarkdown(input: ReportInput): string {
       out.push('');
     }
     for (const name of names) out.push(`### ${name}`, '', ...seriesRows(w, name), '');
-    const keys = (Object.keys(HPCC_FIGURES) as HpccFigure[]).filter((k) => w.modes.some((m) => m.figures[k] !== undefined));
+    const keys = Object.keys(FIGURES).filter((k) => w.modes.some((m) => m.figures[k] !== undefined));
     if (keys.length) {
       out.push(`| figure | ${w.modes.map((m) => m.mode).join(' | ')} | offload vs ipoib | offload vs native |`, `|${' --- |'.repeat(3 + w.modes.length)}`);
       for (const k of keys) {
-        const f = HPCC_FIGURES[k];
+        const f = FIGURES[k]!;
         out.push(`| ${f.label} (${f.unit}) | ${w.modes.map((m) => fmt(m.figures[k], 4)).join(' | ')} | ${ratioText(off?.figures[k], ipoib?.figures[k], f.higherIsBetter)} | ${ratioText(off?.figures[k], native?.figures[k], f.higherIsBetter)} |`);
       }
       out.push('');

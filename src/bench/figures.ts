@@ -1,0 +1,15 @@
+// The single figures workloads report (as opposed to series over message sizes): how each is
+// labelled, its unit, and which way is better. HPCC's come from its summary section.
+import { HPCC_FIGURES } from './hpcc.js';
+
+export interface FigureInfo {
+  label: string;
+  unit: string;
+  higherIsBetter: boolean;
+}
+
+export const FIGURES: Readonly<Record<string, FigureInfo>> = {
+  ...HPCC_FIGURES,
+  iperf3_Gbits: { label: 'iperf3 bandwidth', unit: 'Gbit/s', higherIsBetter: true },
+  sockperf_tp_MBs: { label: 'sockperf throughput', unit: 'MB/s', higherIsBetter: true },
+};

@@ -1,0 +1,109 @@
+// Workloads below MPI: NetPIPE (NPopenmpi/NPmpich2 over MPI; NPtcp on sockets), sockperf and
+// iperf3. The socket ones have no native mode: there is no faster transport for a plain socket.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { BenchWorkload, TrialContext, TrialResult } from './harness.js';
+import { BENCH_MODES, mpiLaunch, type BenchMode } from './mpi-modes.js';
+import type { SizePoint } from './series.js';
+import { failed, runProcess, startServer, type MpiWorkloadOptions } from './workloads.js';
+
+/** NetPIPE's output file: "bytes  Mbps  seconds" per line (seconds: half a round trip). */
+export function parseNetpipeOutput(text: string): SizePoint[] {
+  const points: SizePoint[] = [];
+  for (const line of text.split('\n')) {
+    const cells = line.trim().split(/\s+/).map(Number);
+    if (cells.length < 3 || cells.slice(0, 3).some((c) => !Number.isFinite(c))) continue;
+    const [bytes, mbps, seconds] = cells as [number, number, number];
+    points.push({ bytes, usec: seconds * 1e6, mbPerSec: mbps / 8 });
+  }
+  return points;
+}
+
+export function netpipeMpiWorkload(o: MpiWorkloadOptions & { maxBytes: number }): BenchWorkload {
+  return {
+    name: 'netpipe',
+    modes: BENCH_MODES,
+    async run(ctx): Promise<TrialResult> {
+      // NetPIPE measures between exactly two ranks
+      const launch = mpiLaunch({ flavour: o.flavour, mode: ctx.mode, ranks: 2, tcpInterface: o.tcpInterface });
+      const np = o.flavour === 'openmpi' ? 'NPopenmpi' : 'NPmpich2';
+      const out = join(ctx.dir, 'np.out');
+      const r = await runProcess([...launch.argv, np, '-p', '0', '-u', String(o.maxBytes), '-o', out],
+        { env: { ...ctx.env, ...launch.env }, cwd: ctx.dir, timeoutMs: o.timeoutMs });
+      let text = '';
+      try { text = readFileSync(out, 'utf8'); } catch { /* reported below */ }
+      const points = parseNetpipeOutput(text);
+      const problems = failed(np, r);
+      if (!points.length) problems.push(`${np} wrote no results`);
+      return { series: points.length ? { NetPIPE: points } : {}, figures: {}, problems, transport: launch.transport };
+    },
+  };
+}
+
+const SOCKET_MODES: readonly BenchMode[] = ['offload', 'ipoib'];
+const SOCKET_TRANSPORT = 'TCP sockets over lo';
+
+export interface SocketWorkloadOptions {
+  port: number;
+  seconds: number;
+  timeoutMs: number;
+}
+
+/** sockperf ping-pong at several message sizes (latency: half the round trip), then throughput. */
+export function sockperfWorkload(o: SocketWorkloadOptions & { sizes: number[] }): BenchWorkload {
+  return {
+    name: 'sockperf',
+    modes: SOCKET_MODES,
+    async run(ctx: TrialContext): Promise<TrialResult> {
+      const common = ['--tcp', '-i', '127.0.0.1', '-p', String(o.port)];
+      const server = await startServer(['sockperf', 'sr', ...common], ctx.env, o.port);
+      const problems: string[] = [];
+      const points: SizePoint[] = [];
+      const figures: Record<string, number> = {};
+      try {
+        for (const size of o.sizes) {
+          const r = await runProcess(['sockperf', 'pp', ...common, '-m', String(size), '-t', String(o.seconds)], { env: ctx.env, timeoutMs: o.timeoutMs });
+          problems.push(...failed(`sockperf pp -m ${size}`, r));
+          const p50 = /percentile 50\.000 =\s*([\d.]+)/.exec(r.stdout + r.stderr);
+          if (p50) points.push({ bytes: size, usec: Number(p50[1]) });
+          else problems.push(`sockperf pp -m ${size} printed no median`);
+        }
+        const tp = await runProcess(['sockperf', 'tp', ...common, '-m', '65000', '-t', String(o.seconds)], { env: ctx.env, timeoutMs: o.timeoutMs });
+        problems.push(...failed('sockperf tp', tp));
+        const bw = /BandWidth is ([\d.]+) MBps/.exec(tp.stdout + tp.stderr);
+        if (bw) figures.sockperf_tp_MBs = Number(bw[1]);
+        else problems.push('sockperf tp printed no bandwidth');
+      } finally {
+        await server.stop();
+      }
+      return { series: points.length ? { 'sockperf ping-pong (p50)': points } : {}, figures, problems, transport: SOCKET_TRANSPORT };
+    },
+  };
+}
+
+/** iperf3 -P 4 for a few seconds: the received bandwidth. */
+export function iperf3Workload(o: SocketWorkloadOptions): BenchWorkload {
+  return {
+    name: 'iperf3',
+    modes: SOCKET_MODES,
+    async run(ctx: TrialContext): Promise<TrialResult> {
+      const server = await startServer(['iperf3', '-s', '-1', '-B', '127.0.0.1', '-p', String(o.port)], ctx.env, o.port);
+      const problems: string[] = [];
+      const figures: Record<string, number> = {};
+      try {
+        const r = await runProcess(['iperf3', '-c', '127.0.0.1', '-p', String(o.port), '-P', '4', '-t', String(o.seconds), '-J'],
+          { env: ctx.env, timeoutMs: o.timeoutMs });
+        problems.push(...failed('iperf3', r));
+        try {
+          const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } };
+          figures.iperf3_Gbits = j.end.sum_received.bits_per_second / 1e9;
+        } catch {
+          problems.push('iperf3 printed no JSON result');
+        }
+      } finally {
+        await server.stop();
+      }
+      return { series: {}, figures, problems, transport: SOCKET_TRANSPORT };
+    },
+  };
+}
