@@ -8,15 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { benchCommand } from '../src/bench/bench-command.js';
 import { findChromium } from '../src/bench/report.js';
 import { repoRoot } from './helpers/cc.js';
-
-function have(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { have } from './helpers/proc.js';
 
 const ompi = have('mpirun.openmpi') && have('mpicc.openmpi');
 const dir = mkdtempSync(join(tmpdir(), 'vtoe-bench-smoke-'));

@@ -2,7 +2,7 @@
 // parallel streams), sockperf (all three of its multiplexers, which exercise select, poll and
 // epoll on the app fd), curl against python3's http.server, socat with half-close, and an
 // inetd-style server that execs a filter on the accepted connection, nginx and redis.
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
-import { killAll, startProc } from './helpers/proc.js';
+import { have, killAll, startProc } from './helpers/proc.js';
 
 const exec = promisify(execFile);
 let dir: string;
@@ -134,21 +134,26 @@ describe('socat through offload, half-close in both directions', () => {
   }
 });
 
+/** An inetd in Python: accepts one connection, puts it on stdin and stdout, execs program. */
+function inetd(port: number, program: string) {
+  const script = [
+    'import os, socket',
+    `l = socket.create_server(("127.0.0.1", ${port}))`,
+    'c, _ = l.accept()',
+    'l.close()',
+    'os.dup2(c.fileno(), 0); os.dup2(c.fileno(), 1); c.close()',
+    `os.execvp("${program}", ["${program}"])`,
+  ].join('\n');
+  return startProc('python3', ['-c', script], offloadEnv(agent.socketPath));
+}
+
 describe('exec with an inherited offloaded socket (inetd style)', () => {
   it('python accepts, puts the connection on stdin and stdout, and execs cat', async () => {
     const port = await freePort();
     const before = agent.stats();
     // The accepted socket survives exec as fds 0 and 1 of cat (the shim hands it on); cat uses
     // read(2)/write(2).
-    const script = [
-      'import os, socket',
-      `l = socket.create_server(("127.0.0.1", ${port}))`,
-      'c, _ = l.accept()',
-      'l.close()',
-      'os.dup2(c.fileno(), 0); os.dup2(c.fileno(), 1); c.close()',
-      'os.execvp("cat", ["cat"])',
-    ].join('\n');
-    const server = startProc('python3', ['-c', script], offloadEnv(agent.socketPath));
+    const server = inetd(port, 'cat');
     await agent.until(listening(port));
     const request = randomBytes(1 << 20);
     writeFileSync(join(dir, 'exec-request.bin'), request);
@@ -170,15 +175,7 @@ describe('a stdio filter on an inherited offloaded socket', () => {
     const before = agent.stats();
     // glibc's stdio reads and writes with internal calls no preload sees: the shim gives the new
     // image stdin and stdout streams that go through the rings.
-    const script = [
-      'import os, socket',
-      `l = socket.create_server(("127.0.0.1", ${port}))`,
-      'c, _ = l.accept()',
-      'l.close()',
-      'os.dup2(c.fileno(), 0); os.dup2(c.fileno(), 1); c.close()',
-      'os.execvp("sha256sum", ["sha256sum"])',
-    ].join('\n');
-    const server = startProc('python3', ['-c', script], offloadEnv(agent.socketPath));
+    const server = inetd(port, 'sha256sum');
     await agent.until(listening(port));
     const request = randomBytes(1 << 20);
     writeFileSync(join(dir, 'stdio-request.bin'), request);
@@ -191,15 +188,6 @@ describe('a stdio filter on an inherited offloaded socket', () => {
     expect(after.fallback.total - before.fallback.total).toBe(0);
   });
 });
-
-function have(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('servers a new user tries first', () => {
   // nginx's master registers the listener; its worker is a fork that drops privileges to

@@ -14,16 +14,7 @@ import type { StatsSnapshot } from '../src/agent/stats.js';
 import { hpccInput, parseHpccOutput } from '../src/bench/hpcc.js';
 import { hpccBinary } from '../src/bench/workloads.js';
 import { repoRoot } from './helpers/cc.js';
-import { killAll, startProc } from './helpers/proc.js';
-
-function have(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { have, killAll, startProc } from './helpers/proc.js';
 
 const tool = (mpi: string) => join(repoRoot, 'tools', 'bin', `vtoe-mpi-pingpong.${mpi}`);
 const missing = (cmds: string[]) => cmds.filter((c) => !have(c));

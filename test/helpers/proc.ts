@@ -1,5 +1,5 @@
 // Child processes for end-to-end tests, synchronised on the lines they print.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 
 export interface Proc {
   child: ChildProcess;
@@ -72,4 +72,14 @@ export function startProc(cmd: string, args: string[], env: NodeJS.ProcessEnv, c
 export function killAll(): void {
   for (const child of live) killGroup(child, 'SIGKILL');
   live.clear();
+}
+
+/** Is cmd on PATH? For tests that need an installed program and say so when it is missing. */
+export function have(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', 'command -v "$1"', 'sh', cmd], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
 }
