@@ -361,7 +361,8 @@ VTOE_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_fil
 }
 
 /* system() and popen() take no environment: ours goes into environ for the call.  Two such
- * calls at once would see each other's; they are serialised. */
+ * calls at once would see each other's, so they are serialised: a thread's system() waits
+ * while another thread's command runs (libc reads environ inside, at a moment we cannot see). */
 static pthread_mutex_t vtoe_environ_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void vtoe_environ_begin(struct vtoe_handover *h, char ***saved)

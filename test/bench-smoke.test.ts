@@ -39,15 +39,19 @@ describe('vtoe bench smoke run', () => {
     expect(saved.results).toHaveLength(1);
   }, 180_000);
 
-  it.skipIf(!have('sockperf') || !have('iperf3'))(`sockperf and iperf3 in offload and ipoib${have('sockperf') && have('iperf3') ? '' : ' [needs sockperf, iperf3]'}`, async () => {
+  const sockets = have('sockperf') && have('iperf3') && have('NPtcp');
+  it.skipIf(!sockets)(`NPtcp, sockperf and iperf3 in offload and ipoib${sockets ? '' : ' [needs netpipe-tcp, sockperf, iperf3]'}`, async () => {
     const r = await benchCommand({
-      workloads: ['sockperf', 'iperf3'], modes: ['offload', 'ipoib', 'native'], mpi: 'openmpi', reps: 1, ranks: 2,
+      workloads: ['nptcp', 'sockperf', 'iperf3'], modes: ['offload', 'ipoib', 'native'], mpi: 'openmpi', reps: 1, ranks: 2,
       tcpInterface: 'lo', maxBytes: 65536, iters: 200, hpccMaxN: 400, timeoutMs: 60_000,
     });
-    const [sp, ip] = r.results;
+    const [np, sp, ip] = r.results;
+    expect(np!.modes.map((m) => m.mode)).toEqual(['offload', 'ipoib']);
+    for (const m of np!.modes) expect(m.series.NPtcp!.at(-1)!.bytes, m.mode).toBe(65536);
+    expect(np!.modes[0]!.offloaded).toBeGreaterThan(0);
     // below MPI there is no native transport: those workloads run in offload and ipoib only
     expect(sp!.modes.map((m) => m.mode)).toEqual(['offload', 'ipoib']);
-    for (const m of [...sp!.modes, ...ip!.modes]) expect(m.problems, `${m.mode}`).toEqual([]);
+    for (const m of [...np!.modes, ...sp!.modes, ...ip!.modes]) expect(m.problems, `${m.mode}`).toEqual([]);
     expect(sp!.modes[0]!.series['sockperf ping-pong (p50)']!.map((p) => p.bytes)).toEqual([16, 256, 4096, 65000]);
     expect(sp!.modes[0]!.figures.sockperf_tp_MBs).toBeGreaterThan(0);
     expect(ip!.modes[1]!.figures.iperf3_Gbits).toBeGreaterThan(0);

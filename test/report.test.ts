@@ -116,3 +116,11 @@ describe('vtoe bench --from', () => {
     await expect(reportFromResults(join(__dirname, '..', 'package.json'), dir)).rejects.toThrow(/not a vtoe bench results.json/);
   }, 60_000);
 });
+
+describe('chart ids', () => {
+  it('are safe file names', async () => {
+    const { slug } = await import('../src/bench/report.js');
+    expect(slug('sockperf-sockperf ping-pong (p50)-latency')).toBe('sockperf-sockperf-ping-pong-p50-latency');
+    expect(slug('IMB-PingPong')).toBe('imb-pingpong');
+  });
+});

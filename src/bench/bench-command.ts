@@ -8,10 +8,10 @@ import { VtoeError } from '../errors.js';
 import { runBench, type BenchWorkload, type WorkloadResult } from './harness.js';
 import { BENCH_MODES, MPI_FLAVOURS, mpiLaunch, modeLabel, type BenchMode, type MpiFlavour } from './mpi-modes.js';
 import { summaryMarkdown, writeReport, type ReportInput, type WrittenReport } from './report.js';
-import { iperf3Workload, netpipeMpiWorkload, sockperfWorkload } from './socket-workloads.js';
+import { iperf3Workload, netpipeMpiWorkload, netpipeTcpWorkload, sockperfWorkload } from './socket-workloads.js';
 import { hpccBinary, hpccWorkload, imbWorkload, mpiPingPongWorkload } from './workloads.js';
 
-export const BENCH_WORKLOADS = ['pingpong', 'imb', 'hpcc', 'netpipe', 'sockperf', 'iperf3'] as const;
+export const BENCH_WORKLOADS = ['pingpong', 'imb', 'hpcc', 'netpipe', 'nptcp', 'sockperf', 'iperf3'] as const;
 export type BenchWorkloadName = (typeof BENCH_WORKLOADS)[number];
 
 export interface BenchCommandOptions {
@@ -101,6 +101,9 @@ export async function buildWorkloads(o: BenchCommandOptions): Promise<BenchWorkl
         if (!onPath(np)) throw new VtoeError('ENOENT', `${np} is not installed: apt-get install netpipe-${o.mpi === 'openmpi' ? 'openmpi' : 'mpich2'}`);
         return netpipeMpiWorkload({ ...mpi, maxBytes: o.maxBytes });
       }
+      case 'nptcp':
+        if (!onPath('NPtcp')) throw new VtoeError('ENOENT', 'NPtcp is not installed: apt-get install netpipe-tcp');
+        return netpipeTcpWorkload({ ...socket, port: await freePort(), maxBytes: o.maxBytes });
       case 'sockperf':
         if (!onPath('sockperf')) throw new VtoeError('ENOENT', 'sockperf is not installed: apt-get install sockperf');
         return sockperfWorkload({ ...socket, port: await freePort(), sizes: [16, 256, 4096, 65000] });

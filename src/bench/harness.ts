@@ -42,6 +42,8 @@ export interface ModeResult {
   /** Median of every point over the trials, per benchmark and size. */
   series: SeriesSet;
   figures: Record<string, number>;
+  /** The lowest and highest value of each figure over the trials: the spread behind the median. */
+  figureRanges?: Record<string, [number, number]>;
   problems: string[];
   /** Offload trials: connections the agent offloaded and fallbacks, summed over the trials. */
   offloaded?: number;
@@ -83,6 +85,15 @@ export function medianSeries(trials: readonly SeriesSet[]): SeriesSet {
       points.push(point);
     }
     out[name] = points;
+  }
+  return out;
+}
+
+function figureRanges(trials: readonly Record<string, number>[]): Record<string, [number, number]> {
+  const out: Record<string, [number, number]> = {};
+  for (const key of Object.keys(trials[0] ?? {})) {
+    const vals = trials.map((t) => t[key]).filter((v): v is number => v !== undefined);
+    if (vals.length === trials.length) out[key] = [Math.min(...vals), Math.max(...vals)];
   }
   return out;
 }
@@ -141,6 +152,7 @@ export async function runBench(opts: BenchOptions): Promise<WorkloadResult[]> {
             mode, transport: ts[0]?.r.transport ?? '', trials: ts.length,
             series: medianSeries(ts.map((t) => t.r.series)),
             figures: medianFigures(ts.map((t) => t.r.figures)),
+            figureRanges: figureRanges(ts.map((t) => t.r.figures)),
             problems: [...new Set(ts.flatMap((t) => t.r.problems))],
           };
           if (mode === 'offload') {

@@ -33,6 +33,11 @@ export interface ChartSpec {
   datasets: Array<{ label: string; mode: BenchMode; points?: Array<{ x: number; y: number }>; values?: number[] }>;
 }
 
+/** A chart's id, also its PNG's name: lower case, letters, digits and dashes only. */
+export function slug(text: string): string {
+  return text.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+}
+
 const COLOURS: Record<BenchMode, string> = { offload: '#1b7837', ipoib: '#b2182b', native: '#2166ac' };
 
 /** The charts of the dissertation's Figures 6.10, 6.13 and 6.15: latency and bandwidth against
@@ -47,14 +52,14 @@ export function chartSpecs(input: ReportInput): ChartSpec[] {
         // log axes: a 0-byte point has no place on them
         points: (m.series[name] ?? []).filter((p) => p.bytes > 0).map((p) => ({ x: p.bytes, y: p.usec })),
       }));
-      charts.push({ id: `${w.workload}-${name}-latency`.toLowerCase(), title: `${w.workload} ${name}: latency`, kind: 'line',
+      charts.push({ id: slug(`${w.workload}-${name}-latency`), title: `${w.workload} ${name}: latency`, kind: 'line',
         xTitle: 'message size (bytes)', yTitle: 'time (µs)', logX: true, logY: true, datasets: lat });
       const bw = w.modes.map((m) => ({
         label: input.labels[m.mode] ?? m.mode, mode: m.mode,
         points: (m.series[name] ?? []).flatMap((p) => { const b = bandwidthOf(p); return b === undefined ? [] : [{ x: p.bytes, y: b }]; }),
       }));
       if (bw.some((d) => d.points.length)) {
-        charts.push({ id: `${w.workload}-${name}-bandwidth`.toLowerCase(), title: `${w.workload} ${name}: bandwidth`, kind: 'line',
+        charts.push({ id: slug(`${w.workload}-${name}-bandwidth`), title: `${w.workload} ${name}: bandwidth`, kind: 'line',
           xTitle: 'message size (bytes)', yTitle: 'bandwidth (MB/s)', logX: true, logY: true, datasets: bw });
       }
     }
@@ -62,7 +67,7 @@ export function chartSpecs(input: ReportInput): ChartSpec[] {
     const base = w.modes.find((m) => m.mode === 'ipoib');
     if (keys.length && base) {
       charts.push({
-        id: `${w.workload}-figures`, title: `${w.workload}: each figure relative to ipoib (higher is better)`, kind: 'bar',
+        id: slug(`${w.workload}-figures`), title: `${w.workload}: each figure relative to ipoib (higher is better)`, kind: 'bar',
         xTitle: '', yTitle: '× ipoib (log scale)', logX: false, logY: true, labels: keys.map((k) => FIGURES[k]!.label),
         datasets: w.modes.map((m) => ({
           label: input.labels[m.mode] ?? m.mode, mode: m.mode,
@@ -137,9 +142,14 @@ export function summaryMarkdown(input: ReportInput): string {
     const keys = Object.keys(FIGURES).filter((k) => w.modes.some((m) => m.figures[k] !== undefined));
     if (keys.length) {
       out.push(`| figure | ${w.modes.map((m) => m.mode).join(' | ')} | offload vs ipoib | offload vs native |`, `|${' --- |'.repeat(3 + w.modes.length)}`);
+      // each median with its spread over the trials (min–max) where there was more than one
+      const cell = (m: ModeResult, k: string) => {
+        const r = m.figureRanges?.[k];
+        return r && m.trials > 1 ? `${fmt(m.figures[k], 4)} (${fmt(r[0], 4)}–${fmt(r[1], 4)})` : fmt(m.figures[k], 4);
+      };
       for (const k of keys) {
         const f = FIGURES[k]!;
-        out.push(`| ${f.label} (${f.unit}) | ${w.modes.map((m) => fmt(m.figures[k], 4)).join(' | ')} | ${ratioText(off?.figures[k], ipoib?.figures[k], f.higherIsBetter)} | ${ratioText(off?.figures[k], native?.figures[k], f.higherIsBetter)} |`);
+        out.push(`| ${f.label} (${f.unit}) | ${w.modes.map((m) => cell(m, k)).join(' | ')} | ${ratioText(off?.figures[k], ipoib?.figures[k], f.higherIsBetter)} | ${ratioText(off?.figures[k], native?.figures[k], f.higherIsBetter)} |`);
       }
       out.push('');
     }

@@ -49,6 +49,31 @@ export interface SocketWorkloadOptions {
   timeoutMs: number;
 }
 
+/** NPtcp: NetPIPE on plain TCP sockets, receiver and transmitter as two processes. */
+export function netpipeTcpWorkload(o: SocketWorkloadOptions & { maxBytes: number }): BenchWorkload {
+  return {
+    name: 'nptcp',
+    modes: SOCKET_MODES,
+    async run(ctx: TrialContext): Promise<TrialResult> {
+      const common = ['-P', String(o.port), '-p', '0', '-u', String(o.maxBytes)];
+      const receiver = await startServer(['NPtcp', ...common], ctx.env, o.port);
+      const out = join(ctx.dir, 'np.out');
+      let r;
+      try {
+        r = await runProcess(['NPtcp', '-h', '127.0.0.1', ...common, '-o', out], { env: ctx.env, cwd: ctx.dir, timeoutMs: o.timeoutMs });
+      } finally {
+        await receiver.stop();
+      }
+      let text = '';
+      try { text = readFileSync(out, 'utf8'); } catch { /* reported below */ }
+      const points = parseNetpipeOutput(text);
+      const problems = failed('NPtcp', r);
+      if (!points.length) problems.push('NPtcp wrote no results');
+      return { series: points.length ? { NPtcp: points } : {}, figures: {}, problems, transport: SOCKET_TRANSPORT };
+    },
+  };
+}
+
 /** sockperf ping-pong at several message sizes (latency: half the round trip), then throughput. */
 export function sockperfWorkload(o: SocketWorkloadOptions & { sizes: number[] }): BenchWorkload {
   return {
