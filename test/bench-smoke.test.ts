@@ -1,7 +1,7 @@
 // The CI's short `vtoe bench` run: the MPI ping-pong with Open MPI in all three modes, one
 // repetition, and its report. Needs Debian's openmpi-bin (and chromium for the PNGs).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -58,4 +58,22 @@ describe('vtoe bench smoke run', () => {
     expect(sp!.modes[0]!.offloaded).toBeGreaterThan(0);
     expect(ip!.modes[0]!.offloaded).toBe(5); // the control connection and four streams
   }, 180_000);
+
+  // IMB-MPI1 is not packaged by Debian, so this runs the imb workload's plumbing (mpirun, the
+  // arguments, the parser) with a stand-in that replays a real IMB output from rank 0.
+  it.skipIf(!ompi)(`imb: the runner with a stand-in for IMB-MPI1${ompi ? '' : ' [needs openmpi-bin]'}`, async () => {
+    const fixture = join(repoRoot, 'test', 'fixtures', 'imb', 'openmpi-tcp-lo-np2.txt');
+    const argsFile = join(dir, 'imb-args.txt');
+    const standIn = join(dir, 'IMB-MPI1');
+    writeFileSync(standIn, `#!/bin/sh\n[ "\${OMPI_COMM_WORLD_RANK:-0}" = 0 ] || exit 0\necho "$*" > '${argsFile}'\ncat '${fixture}'\n`, { mode: 0o755 });
+    const r = await benchCommand({
+      workloads: ['imb'], modes: ['ipoib'], mpi: 'openmpi', reps: 1, ranks: 2, tcpInterface: 'lo', maxBytes: 65536,
+      iters: 200, hpccMaxN: 400, imb: standIn, timeoutMs: 60_000,
+    });
+    expect(readFileSync(argsFile, 'utf8').trim()).toBe('PingPong PingPing Sendrecv Exchange Allreduce -msglog 0:16 -npmin 2');
+    const ipoib = r.results[0]!.modes[0]!;
+    expect(ipoib.problems).toEqual([]);
+    expect(Object.keys(ipoib.series)).toEqual(['PingPong', 'PingPing', 'Sendrecv', 'Exchange', 'Allreduce']);
+    expect(ipoib.series.PingPong![4]).toEqual({ bytes: 1048576, usec: 118, mbPerSec: 8886.27 });
+  }, 60_000);
 });

@@ -124,3 +124,13 @@ describe('chart ids', () => {
     expect(slug('IMB-PingPong')).toBe('imb-pingpong');
   });
 });
+
+describe('report.html', () => {
+  it('carries the ratio tables against ipoib and native under the charts', () => {
+    const html = reportHtml(input);
+    expect(html).toContain('<h1>test report</h1>');
+    expect(html).toMatch(/<tr><td>PingPong<\/td><td>latency at 1 B \(µs\)<\/td><td>3\.50<\/td><td>1\.43× better<\/td><td>0\.14× worse<\/td><\/tr>/);
+    expect(html).toMatch(/<th>offload vs ipoib<\/th><th>offload vs native<\/th>/);
+    expect(html.indexOf('<canvas')).toBeLessThan(html.indexOf('<table>'));
+  });
+});

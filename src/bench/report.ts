@@ -216,10 +216,33 @@ ${charts.map((c) => `<canvas id="${esc(c.id)}" width="${CHART_SIZE.width}" heigh
 `;
 }
 
+/** The summary's Markdown as HTML: it only ever holds headings, paragraphs and tables. */
+export function summaryHtml(markdown: string): string {
+  const html: string[] = [];
+  let table: string[][] = [];
+  const cells = (line: string) => line.slice(1, -1).split('|').map((c) => c.trim());
+  const inline = (t: string) => esc(t).replace(/\*\*(.+?)\*\*/g, '<b>$1</b>').replace(/`(.+?)`/g, '<code>$1</code>');
+  const flush = () => {
+    if (!table.length) return;
+    const [head, , ...rows] = table;
+    html.push(`<table><tr>${head!.map((c) => `<th>${inline(c)}</th>`).join('')}</tr>${rows.map((r) => `<tr>${r.map((c) => `<td>${inline(c)}</td>`).join('')}</tr>`).join('')}</table>`);
+    table = [];
+  };
+  for (const line of markdown.split('\n')) {
+    if (line.startsWith('|')) { table.push(cells(line)); continue; }
+    flush();
+    const h = /^(#{1,3}) (.*)$/.exec(line);
+    if (h) html.push(`<h${h[1]!.length}>${inline(h[2]!)}</h${h[1]!.length}>`);
+    else if (line.trim()) html.push(`<p>${inline(line)}</p>`);
+  }
+  flush();
+  return html.join('\n');
+}
+
 export function reportHtml(input: ReportInput, charts = chartSpecs(input)): string {
-  const intro = `<h1>${esc(input.title)}</h1><p>${esc(input.host)}; ${esc(input.generatedAt)}; medians of ${input.reps} repetitions.</p>
-<ul>${Object.entries(input.labels).map(([m, l]) => `<li><b>${esc(m)}</b>: ${esc(l ?? '')}</li>`).join('')}</ul>`;
-  return page(input.title, intro, charts);
+  // the title, the charts, then the summary with its ratio tables against ipoib and native
+  const summary = summaryMarkdown(input).split('\n').slice(1).join('\n');
+  return page(input.title, `<h1>${esc(input.title)}</h1>`, charts).replace('</body>', `${summaryHtml(summary)}\n</body>`);
 }
 
 // ---- PNGs ---------------------------------------------------------------------------------
