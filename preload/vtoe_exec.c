@@ -336,28 +336,30 @@ VTOE_EXPORT int execle(const char *path, const char *arg, ...)
 
 /* ---- spawning from inside libc ------------------------------------------------------------ */
 
-VTOE_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
-			    const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+/* Both spawn variants end here (the exported wrappers never call each other). */
+static int vtoe_spawn(bool search, pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+		      const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
 	struct vtoe_handover h;
 	int r;
 
 	vtoe_handover_prepare(&h, envp, true);
-	r = REAL(posix_spawn)(pid, path, fa, attr, argv, h.envp);
+	r = search ? REAL(posix_spawnp)(pid, file, fa, attr, argv, h.envp)
+		   : REAL(posix_spawn)(pid, file, fa, attr, argv, h.envp);
 	vtoe_handover_finish(&h, r == 0);
 	return r;
+}
+
+VTOE_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+			    const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	return vtoe_spawn(false, pid, path, fa, attr, argv, envp);
 }
 
 VTOE_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
 			     const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
-	struct vtoe_handover h;
-	int r;
-
-	vtoe_handover_prepare(&h, envp, true);
-	r = REAL(posix_spawnp)(pid, file, fa, attr, argv, h.envp);
-	vtoe_handover_finish(&h, r == 0);
-	return r;
+	return vtoe_spawn(true, pid, file, fa, attr, argv, envp);
 }
 
 /* system() and popen() take no environment: ours goes into environ for the call.  Two such

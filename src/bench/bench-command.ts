@@ -1,6 +1,5 @@
 // `vtoe bench`: the library behind the CLI command. Picks the workloads, runs them in the
 // modes, prints the summary and writes the report.
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { hostname, cpus, release } from 'node:os';
@@ -8,6 +7,7 @@ import { VtoeError } from '../errors.js';
 import { runBench, type BenchWorkload, type WorkloadResult } from './harness.js';
 import { BENCH_MODES, MPI_FLAVOURS, mpiLaunch, modeLabel, type BenchMode, type MpiFlavour } from './mpi-modes.js';
 import { summaryMarkdown, writeReport, type ReportInput, type WrittenReport } from './report.js';
+import { onPath } from './process.js';
 import { iperf3Workload, netpipeMpiWorkload, netpipeTcpWorkload, sockperfWorkload } from './socket-workloads.js';
 import { hpccBinary, hpccWorkload, imbWorkload, mpiPingPongWorkload } from './workloads.js';
 
@@ -41,15 +41,6 @@ export const parseWorkloads = (s: string) => listOf(s, BENCH_WORKLOADS, 'workloa
 export const parseModes = (s: string) => listOf(s, BENCH_MODES, 'mode');
 export function parseFlavour(s: string): MpiFlavour {
   return listOf(s, MPI_FLAVOURS, 'MPI')[0]!;
-}
-
-function onPath(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v "$1"`, 'sh', cmd], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** IMB-MPI1 from --imb PATH, else from PATH. */

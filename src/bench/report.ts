@@ -1,6 +1,5 @@
 // The report of a `vtoe bench` run: results.json, summary.md, report.html (Chart.js, inlined so
 // that it opens offline) and one PNG per chart, rendered by headless Chromium.
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createRequire } from 'node:module';
@@ -9,6 +8,7 @@ import { pathToFileURL } from 'node:url';
 import type { ModeResult, WorkloadResult } from './harness.js';
 import { FIGURES } from './figures.js';
 import type { BenchMode } from './mpi-modes.js';
+import { runProcess } from './process.js';
 import { bandwidthOf } from './series.js';
 
 export interface ReportInput {
@@ -255,19 +255,13 @@ export function findChromium(): string | null {
   return null;
 }
 
-/** Runs headless Chromium on a file with extra flags; resolves with its stdout. */
-export function chromium(args: string[], userDataDir: string, timeoutMs = 60_000): Promise<string> {
+/** Runs headless Chromium with extra flags; resolves with its stdout. */
+export async function chromium(args: string[], userDataDir: string, timeoutMs = 60_000): Promise<string> {
   const bin = findChromium();
-  if (!bin) return Promise.reject(new Error('no Chromium found: install Debian\'s chromium to render the report\'s charts'));
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, [...CHROMIUM_FLAGS, `--user-data-dir=${userDataDir}`, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
-    child.stderr.resume();
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', (e) => { clearTimeout(timer); reject(e); });
-    child.once('close', (code) => { clearTimeout(timer); if (code === 0) resolve(out); else reject(new Error(`chromium exited with ${code}`)); });
-  });
+  if (!bin) throw new Error("no Chromium found: install Debian's chromium to render the report's charts");
+  const r = await runProcess([bin, ...CHROMIUM_FLAGS, `--user-data-dir=${userDataDir}`, ...args], { env: process.env, timeoutMs });
+  if (r.code !== 0) throw new Error(`chromium exited with ${r.code ?? 'a signal (timed out?)'}`);
+  return r.stdout;
 }
 
 export interface WrittenReport {

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import type { BenchWorkload, TrialContext, TrialResult } from './harness.js';
 import { BENCH_MODES, mpiLaunch, type BenchMode } from './mpi-modes.js';
 import type { SizePoint } from './series.js';
-import { failed, runProcess, startServer, type MpiWorkloadOptions } from './workloads.js';
+import { failed, runProcess, startServer } from './process.js';
+import type { MpiWorkloadOptions } from './workloads.js';
 
 /** NetPIPE's output file: "bytes  Mbps  seconds" per line (seconds: half a round trip). */
 export function parseNetpipeOutput(text: string): SizePoint[] {

@@ -1,5 +1,5 @@
 // Child processes for end-to-end tests, synchronised on the lines they print.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 
 export interface Proc {
   child: ChildProcess;
@@ -75,11 +75,4 @@ export function killAll(): void {
 }
 
 /** Is cmd on PATH? For tests that need an installed program and say so when it is missing. */
-export function have(cmd: string): boolean {
-  try {
-    execFileSync('sh', ['-c', 'command -v "$1"', 'sh', cmd], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
+export { onPath as have } from '../../src/bench/process.js';
