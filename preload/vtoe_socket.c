@@ -393,11 +393,17 @@ int vtoe_w_connect(int fd, const struct sockaddr *addr, socklen_t len)
 /* Passive open                                                                                */
 /* ------------------------------------------------------------------------------------------ */
 
-static void vtoe_listen_register(int fd, struct vtoe_sock *s, int backlog)
+enum vtoe_listen_outcome {
+	VTOE_LISTEN_REGISTERED,
+	VTOE_LISTEN_DECLINED,	/* agent unreachable, or policy: a plain kernel listener */
+	VTOE_LISTEN_UNBOUND,	/* no port yet: listen() picks it, register afterwards */
+};
+
+static enum vtoe_listen_outcome vtoe_listen_register(int fd, struct vtoe_sock *s, int backlog)
 {
+	enum vtoe_listen_outcome outcome = VTOE_LISTEN_DECLINED;
 	struct vtoe_ctl_req req;
 	struct vtoe_ctl_rep rep;
-	bool ok = false;
 
 	pthread_mutex_lock(&s->lock);
 	if (atomic_load(&s->kind) != VTOE_KIND_CANDIDATE)
@@ -405,6 +411,10 @@ static void vtoe_listen_register(int fd, struct vtoe_sock *s, int backlog)
 	s->local_len = sizeof(s->local);
 	if (REAL(getsockname)(fd, (struct sockaddr *)&s->local, &s->local_len) < 0)
 		goto out;
+	if (((struct sockaddr_in *)&s->local)->sin_port == 0) { /* same offset for sin6_port */
+		outcome = VTOE_LISTEN_UNBOUND;
+		goto out;
+	}
 	vtoe_ctl_req_init(&req, VTOE_OP_OPEN);
 	if (vtoe_ctl_rpc(&req, &rep, NULL) < 0 || rep.event != VTOE_EV_ACK)
 		goto out;
@@ -416,18 +426,39 @@ static void vtoe_listen_register(int fd, struct vtoe_sock *s, int backlog)
 	if (vtoe_ctl_rpc(&req, &rep, NULL) < 0 || rep.event != VTOE_EV_ACK)
 		goto out;
 	atomic_store(&s->kind, VTOE_KIND_LISTENER);
-	vtoe_ctl_serving();
-	ok = true;
+	outcome = VTOE_LISTEN_REGISTERED;
 	vtoe_info("fd %d: listener registered, sid %u port %u", fd, s->sid, req.local.port);
 out:
 	pthread_mutex_unlock(&s->lock);
-	if (!ok && atomic_load(&s->kind) == VTOE_KIND_CANDIDATE)
-		vtoe_untrack(fd, s); /* a plain kernel listener: nothing more for us to do */
+	return outcome;
 }
 
+/* The kernel refused the listen the agent was told of: take it back. */
+static void vtoe_listen_withdraw(struct vtoe_sock *s)
+{
+	int saved = errno;
+
+	pthread_mutex_lock(&s->lock);
+	if (atomic_load(&s->kind) == VTOE_KIND_LISTENER) {
+		vtoe_ctl_note(VTOE_OP_CLOSE, s->sid, 0, 0);
+		s->sid = 0;
+		atomic_store(&s->kind, VTOE_KIND_CANDIDATE);
+	}
+	pthread_mutex_unlock(&s->lock);
+	errno = saved;
+}
+
+/*
+ * A bound socket is registered with the agent before the kernel opens its port: a client
+ * already knocking would otherwise reach the kernel listener first, find no offloaded
+ * listener and fall back.  An unbound socket's port is chosen by listen() itself, so no
+ * client can know it before listen() returns: it is registered afterwards.
+ */
 VTOE_EXPORT int listen(int fd, int backlog)
 {
+	enum vtoe_listen_outcome outcome = VTOE_LISTEN_DECLINED;
 	struct vtoe_sock *s;
+	bool ours;
 	int r;
 
 	if (vtoe_likely(!vtoe_fd_peek(fd)))
@@ -435,9 +466,20 @@ VTOE_EXPORT int listen(int fd, int backlog)
 	s = vtoe_fd_get(fd);
 	if (s == &vtoe_internal_sock)
 		return vtoe_ebadf();
+	ours = s && atomic_load(&s->kind) == VTOE_KIND_CANDIDATE && !vtoe_sock_shared(s);
+	if (ours)
+		outcome = vtoe_listen_register(fd, s, backlog);
 	r = REAL(listen)(fd, backlog);
-	if (r == 0 && s && atomic_load(&s->kind) == VTOE_KIND_CANDIDATE && !vtoe_sock_shared(s))
-		vtoe_listen_register(fd, s, backlog);
+	if (r < 0 && outcome == VTOE_LISTEN_REGISTERED) {
+		vtoe_listen_withdraw(s);
+	} else if (r == 0 && ours) {
+		if (outcome == VTOE_LISTEN_UNBOUND)
+			outcome = vtoe_listen_register(fd, s, backlog);
+		if (outcome == VTOE_LISTEN_REGISTERED)
+			vtoe_ctl_serving();
+		else if (atomic_load(&s->kind) == VTOE_KIND_CANDIDATE)
+			vtoe_untrack(fd, s); /* a plain kernel listener: nothing more for us to do */
+	}
 	vtoe_sock_put(s);
 	return r;
 }

@@ -76,6 +76,11 @@ async function main(argv: string[]): Promise<number> {
   const { config, sources } = resolveConfigWithSources(process.env, overrides);
   const admin = adminSocketPath(config.agentSocket);
   const out = (s: string) => process.stdout.write(`${s}\n`);
+  // Help never runs anything: `vtoe bench --help` must not start an hour of benchmarks.
+  if (values.help || command === '--help' || command === '-h') {
+    out(USAGE);
+    return 0;
+  }
 
   switch (command) {
     case 'run': {

@@ -30,7 +30,7 @@ describe('vtoe bench smoke run', () => {
       expect(m.problems, m.mode).toEqual([]);
       expect(m.series.PingPong!.map((p) => p.bytes)).toEqual([0, 1, 4, 16, 64, 256, 1024, 4096, 16384, 65536]);
     }
-    expect(pp.modes[0]!.offloaded).toBeGreaterThan(0);
+    expect(pp.modes[0]!.offloaded, `fallbacks ${JSON.stringify(pp.modes[0]!.fallbacks)}`).toBeGreaterThan(0);
     expect(r.markdown).toMatch(/\| PingPong \| latency at 1 B \(µs\) \| [\d.]+ \| [\d.]+× \w+/);
     expect(r.markdown).toContain("native: Open MPI's vader shared-memory BTL");
     for (const f of ['results.json', 'summary.md', 'report.html']) expect(existsSync(join(dir, 'report', f)), f).toBe(true);
@@ -48,14 +48,14 @@ describe('vtoe bench smoke run', () => {
     const [np, sp, ip] = r.results;
     expect(np!.modes.map((m) => m.mode)).toEqual(['offload', 'ipoib']);
     for (const m of np!.modes) expect(m.series.NPtcp!.at(-1)!.bytes, m.mode).toBe(65536);
-    expect(np!.modes[0]!.offloaded).toBeGreaterThan(0);
+    expect(np!.modes[0]!.offloaded, `fallbacks ${JSON.stringify(np!.modes[0]!.fallbacks)}`).toBeGreaterThan(0);
     // below MPI there is no native transport: those workloads run in offload and ipoib only
     expect(sp!.modes.map((m) => m.mode)).toEqual(['offload', 'ipoib']);
     for (const m of [...np!.modes, ...sp!.modes, ...ip!.modes]) expect(m.problems, `${m.mode}`).toEqual([]);
     expect(sp!.modes[0]!.series['sockperf ping-pong (p50)']!.map((p) => p.bytes)).toEqual([16, 256, 4096, 65000]);
     expect(sp!.modes[0]!.figures.sockperf_tp_MBs).toBeGreaterThan(0);
     expect(ip!.modes[1]!.figures.iperf3_Gbits).toBeGreaterThan(0);
-    expect(sp!.modes[0]!.offloaded).toBeGreaterThan(0);
+    expect(sp!.modes[0]!.offloaded, `fallbacks ${JSON.stringify(sp!.modes[0]!.fallbacks)}`).toBeGreaterThan(0);
     expect(ip!.modes[0]!.offloaded).toBe(5); // the control connection and four streams
   }, 180_000);
 

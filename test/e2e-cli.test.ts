@@ -141,4 +141,12 @@ describe('vtoe cm and config', () => {
     expect(stdout).toMatch(/VTOE_RING_SIZE\s+1048576\s+env/);
     expect(stdout).toMatch(/VTOE_SPIN_US\s+50\s+default/);
   });
+
+  it('prints the usage for --help and runs nothing, whatever the command', async () => {
+    for (const args of [['--help'], ['-h'], ['bench', '--help'], ['run', '-h'], ['demo', '--help']]) {
+      const { stdout, stderr } = await exec(process.execPath, [vtoe, ...args], { timeout: 10_000 });
+      expect(stdout, args.join(' ')).toMatch(/^usage: vtoe <command>/);
+      expect(stderr, args.join(' ')).toBe('');
+    }
+  });
 });

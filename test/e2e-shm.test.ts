@@ -106,6 +106,25 @@ describe('offload through the shm fabric', () => {
     expect(n === '0' ? 'EOF' : what).toMatch(/^(EOF|ECONNRESET)$/);
   });
 
+  it('offloads a client that connects the instant the listener appears', async () => {
+    // The kernel listen() must not open the port before the agent knows the listener: a client
+    // already knocking would reach it first and fall back (seen on CI as NPtcp not offloaded).
+    const before = agent.stats();
+    const server = startProc(peer, ['late-listen'], offload());
+    const [, port] = await server.waitLine(/^BOUND (\d+)$/);
+    const client = startProc(peer, ['eager', port!], offload());
+    await client.waitLine(/^REFUSED$/);
+    server.child.stdin!.write('listen\n');
+    const [, refusals] = await client.waitLine(/^CONNECTED (\d+)$/);
+    await server.waitLine(/^ACCEPTED$/);
+    const after = agent.stats();
+    expect(after.offloaded - before.offloaded).toBe(1);
+    // A refused attempt that asked the agent before the listener was known was handed to the
+    // kernel (a counted fallback); one that came after was refused by the rendezvous. The
+    // connection itself was no fallback.
+    expect(after.fallback.total - before.fallback.total).toBeLessThanOrEqual(Number(refusals));
+  });
+
   it('serves kernel and offloaded clients on one listener (both-mode listen)', async () => {
     const before = agent.stats();
     const server = await startPingPongServer({ env: offload(), count: 2 });

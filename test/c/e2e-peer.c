@@ -7,6 +7,11 @@
  *   e2e-peer connect PORT         connect, print "CONNECT OK" or "CONNECT <errno name>"
  *   e2e-peer self                 one process, both ends: listen, connect, accept, echo 1 MiB,
  *                                 print "SELF OK" (for `vtoe run`, which starts one program)
+ *   e2e-peer late-listen          bind 127.0.0.1:0, print "BOUND <port>", listen only when a
+ *                                 line arrives on stdin, accept, read 1 byte, print "ACCEPTED"
+ *   e2e-peer eager PORT           connect again at once after each ECONNREFUSED (printing
+ *                                 "REFUSED" the first time), send 1 byte, print
+ *                                 "CONNECTED <refusals>"
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -90,6 +95,55 @@ static int self_test(void)
 	return 0;
 }
 
+/* Bound but not listening until told: the moment of listen() is the test's to choose. */
+static int late_listen(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t len = sizeof(a);
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	int l = socket(AF_INET, SOCK_STREAM, 0);
+	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 ||
+	    getsockname(l, (struct sockaddr *)&a, &len) < 0)
+		return perror("late-listen: bind"), 1;
+	printf("BOUND %d\n", ntohs(a.sin_port));
+	char line[16];
+	if (!fgets(line, sizeof(line), stdin) || listen(l, 8) < 0)
+		return perror("late-listen: listen"), 1;
+	int c = accept(l, NULL, NULL);
+	char b;
+	if (c < 0 || read(c, &b, 1) != 1)
+		return perror("late-listen: accept"), 1;
+	printf("ACCEPTED\n");
+	return 0;
+}
+
+/* A client that is already knocking when the listener appears (bounded to 10 s). */
+static int eager_connect(int port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	unsigned refusals = 0;
+	for (double t0 = now_ms(); now_ms() - t0 < 10000;) {
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		if (fd < 0)
+			return perror("eager: socket"), 1;
+		if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+			if (write(fd, "x", 1) != 1)
+				return perror("eager: write"), 1;
+			printf("CONNECTED %u\n", refusals);
+			close(fd);
+			return 0;
+		}
+		if (errno != ECONNREFUSED)
+			return perror("eager: connect"), 1;
+		close(fd);
+		if (refusals++ == 0)
+			printf("REFUSED\n");
+	}
+	fprintf(stderr, "eager: no listener within 10 s\n");
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -134,6 +188,10 @@ int main(int argc, char **argv)
 	}
 	if (argc >= 2 && strcmp(argv[1], "self") == 0)
 		return self_test();
-	fprintf(stderr, "usage: e2e-peer hold | reader PORT | connect PORT | self\n");
+	if (argc >= 2 && strcmp(argv[1], "late-listen") == 0)
+		return late_listen();
+	if (argc >= 3 && strcmp(argv[1], "eager") == 0)
+		return eager_connect(atoi(argv[2]));
+	fprintf(stderr, "usage: e2e-peer hold | reader PORT | connect PORT | self | late-listen | eager PORT\n");
 	return 2;
 }
