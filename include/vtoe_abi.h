@@ -101,6 +101,8 @@ enum vtoe_ctl_op {
 	VTOE_OP_SHUTDOWN = 7,  /* note: arg = SHUT_RD/SHUT_WR/SHUT_RDWR, after the in-band FIN */
 	VTOE_OP_CLOSE = 8,     /* note: the last fd of sid closed; arg = VTOE_CLOSE_* flags */
 	VTOE_OP_FALLBACK = 9,  /* note: the shim carried a socket on kernel TCP; arg = reason */
+	VTOE_OP_PEER_RESET = 10, /* note: sid wrote after its peer's socket was gone; the agent
+				  * hangs up sid's fd, as TCP's answering reset would */
 	VTOE_OP__COUNT
 };
 
@@ -162,13 +164,16 @@ struct vtoe_ctl_rep {
 /* than ring_size.  Data byte i lives at data[i & (ring_size - 1)].                            */
 /*                                                                                              */
 /* Doorbells.  Each side's application fd is one end of an AF_UNIX stream socketpair whose     */
-/* other end (its "bell") is held only by the peer.  So:                                        */
+/* other end (its "bell") is held by the peer, which rings it, and by the agent.  So:          */
 /*  - readable: the peer writes one byte into the bell when it publishes data, a FIN or a      */
 /*    reset, and the consumer had armed rx_armed (event suppression: no byte otherwise);       */
 /*  - writable: when its ring is full the producer fills its own fd's tiny send buffer, which  */
 /*    makes the fd unwritable, and sets tx_waiting; the consumer drains the bell after it      */
 /*    frees space, which makes the producer writable again;                                     */
-/*  - the peer's death closes the bell, so the fd reports EOF/HUP with no agent involved.      */
+/*  - the peer's FIN shuts the bell for writing: the fd reads POLLIN|POLLRDHUP, as after TCP's; */
+/*  - when a side's app fd is closed in every process, or they died, the agent's copy of its  */
+/*    bell reads RDHUP and the agent ends that side as TCP would: a FIN into the ring and a    */
+/*    shut bell, or a reset and the bell's last copy closed (POLLHUP|POLLERR, the fuse).       */
 /* ------------------------------------------------------------------------------------------ */
 struct vtoe_ring_ctl {
 	/* written by the producer */
@@ -206,7 +211,7 @@ struct vtoe_conn_region {
 
 /*
  * Doorbell socketpairs.  Each app fd (the application's socket) is one end; its other end, the
- * bell, is held by whoever rings it.  The agent writes one "reset fuse" byte into every app fd
+ * bell, is held by whoever rings it (and, on the shm fabric, by the agent).  The agent writes one "reset fuse" byte into every app fd
  * at creation, so the bell's receive queue is never empty: closing a bell with the fuse still
  * queued makes the kernel set ECONNRESET on the app fd (POLLERR, as after a TCP RST).  A clean
  * close reads the fuse first.  Whoever drains filler drains the fuse with it (the queue is

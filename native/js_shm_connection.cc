@@ -1,10 +1,13 @@
 // JavaScript class ShmConnection over vtoe::ShmConnection.
 #include <napi.h>
 
+#include <array>
 #include <memory>
 
 #include "bindings.h"
+#include "fd_watch.h"
 #include "js_boundary.h"
+#include "js_handlers.h"
 #include "shm_connection.h"
 
 namespace vtoe {
@@ -19,6 +22,8 @@ public:
 				   {
 					   InstanceMethod<&JsShmConnection::fds_for>("fdsFor"),
 					   InstanceMethod<&JsShmConnection::release_side>("releaseSide"),
+					   InstanceMethod<&JsShmConnection::watch_ends>("watchEnds"),
+					   InstanceMethod<&JsShmConnection::hang_up>("hangUp"),
 					   InstanceMethod<&JsShmConnection::counters>("counters"),
 					   InstanceMethod<&JsShmConnection::set_cm_state>("setCmState"),
 					   InstanceMethod<&JsShmConnection::close>("close"),
@@ -103,7 +108,63 @@ private:
 		at_js_boundary(info.Env(), [&] { connection_->set_cm_state(side, code); });
 	}
 
-	void close(const Napi::CallbackInfo &) { connection_->close(); }
+	// watchEnds({ onEnd(side, 'fin' | 'reset') }): from now on, when a side's socket is gone
+	// from every process, end it as TCP would (ShmConnection::end_side) and say so.
+	void watch_ends(const Napi::CallbackInfo &info)
+	{
+		Napi::Env env = info.Env();
+		uv_loop_t *loop = nullptr;
+		if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop)
+			throw Napi::Error::New(env, "no libuv loop for this Node environment");
+		handlers_ = std::make_unique<JsHandlers>(info[0], std::initializer_list<const char *>{"onEnd"},
+							 "vtoe:ShmConnection", info.This().As<Napi::Object>());
+		at_js_boundary(env, [&] {
+			for (int side = 0; side < ShmConnection::kSides; side++) {
+				int fd = connection_->bell_fd(side);
+				if (fd < 0)
+					throw_system_error(EBADF, "the shm connection is closed");
+				ends_[side].start(loop, fd, UV_DISCONNECT,
+						  [this, side](int, int) { on_end(side); });
+			}
+		});
+	}
+
+	void on_end(int side)
+	{
+		ends_[side].stop();
+		SideEnd how;
+		try {
+			how = connection_->end_side(side);
+		} catch (const SystemError &) {
+			return; // closed meanwhile: nothing left to end
+		}
+		if (how == SideEnd::reset) {
+			// The peer's bell is the one its own watch polls: stop that before closing it.
+			ends_[1 - side].stop();
+			connection_->hang_up(1 - side);
+		}
+		Napi::Env env = Env();
+		Napi::HandleScope scope(env);
+		handlers_->call("onEnd", {Napi::Number::New(env, side),
+					  Napi::String::New(env, how == SideEnd::reset ? "reset" : "fin")});
+	}
+
+	// hangUp(side): side's peer is gone and side wrote to it: close the agent's copy of the
+	// bell into side's fd, so that fd reads POLLHUP (and POLLERR with a fuse queued), as after
+	// the reset a TCP peer's kernel answers such a write with.
+	void hang_up(const Napi::CallbackInfo &info)
+	{
+		int side = side_argument(info[0], "side");
+		ends_[side].stop(); // it polls the bell closed here
+		connection_->hang_up(side);
+	}
+
+	void close(const Napi::CallbackInfo &)
+	{
+		for (auto &w : ends_)
+			w.stop();
+		connection_->close();
+	}
 
 	Napi::Value mapped_bytes(const Napi::CallbackInfo &info)
 	{
@@ -120,8 +181,11 @@ private:
 		return Napi::Boolean::New(info.Env(), connection_->closed());
 	}
 
+	// Declared before the watches, so those stop before the bells they poll are closed.
 	// Its destructor (run by the finalizer) closes and unmaps whatever close() did not.
 	std::unique_ptr<ShmConnection> connection_;
+	std::array<FdWatch, ShmConnection::kSides> ends_;
+	std::unique_ptr<JsHandlers> handlers_;
 };
 
 } // namespace

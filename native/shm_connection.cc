@@ -135,9 +135,43 @@ void ShmConnection::release_side(int side)
 		return;
 	released_[side] = true;
 	app_[side].reset();
-	bell_[1 - side].reset();
 	if (released_[0] && released_[1])
 		memfd_.reset();
+}
+
+SideEnd ShmConnection::end_side(int side)
+{
+	check_side(side);
+	vtoe_conn_region &reg = region();
+	vtoe_ring_ctl &tx = reg.ring[side];
+	vtoe_ring_ctl &rx = reg.ring[1 - side];
+	const bool unread = rx.head.load(std::memory_order_acquire) !=
+			    rx.tail.load(std::memory_order_acquire);
+	// From now on the peer's writes find EPIPE (or ECONNRESET after a reset).
+	rx.rd_shut.store(1, std::memory_order_release);
+	if (tx.reset.load(std::memory_order_acquire) || unread) {
+		tx.reset.store(1, std::memory_order_release);
+		return SideEnd::reset;
+	}
+	// A process that died wrote no FIN; one that closed did, and this changes nothing.
+	if (!tx.fin.load(std::memory_order_acquire)) {
+		tx.fin_at.store(tx.head.load(std::memory_order_acquire), std::memory_order_relaxed);
+		tx.fin.store(1, std::memory_order_release);
+	}
+	const int peer_bell = bell_[1 - side].get();
+	if (peer_bell >= 0) {
+		// The fuse and any filler go, so the peer's fd never reads ECONNRESET; the shut
+		// write side makes it read POLLIN|POLLRDHUP, as after a FIN, and wakes its readers.
+		char buf[4096];
+		for (;;) {
+			ssize_t n = recv(peer_bell, buf, sizeof(buf), MSG_DONTWAIT);
+			if (n > 0 || (n < 0 && errno == EINTR))
+				continue;
+			break;
+		}
+		shutdown(peer_bell, SHUT_WR);
+	}
+	return SideEnd::fin;
 }
 
 DirCounters ShmConnection::counters(int ring_index) const

@@ -1,6 +1,7 @@
 // The resources of one shm-fabric connection: a sealed memfd holding the two rings
 // (struct vtoe_conn_region) and the two doorbell socketpairs.  The agent creates them, hands
-// each side its descriptors over the control channel, then only reads counters.
+// each side its descriptors over the control channel, then reads counters and, when a side's
+// socket is gone from every process, does what the kernel does at a TCP socket's last close.
 #ifndef VTOE_NATIVE_SHM_CONNECTION_H
 #define VTOE_NATIVE_SHM_CONNECTION_H
 
@@ -23,6 +24,9 @@ struct DirCounters {
 	bool tx_waiting;
 };
 
+// What a side's last close amounts to, as TCP would put it on the wire.
+enum class SideEnd { fin, reset };
+
 class ShmConnection {
 public:
 	static constexpr int kSides = 2;
@@ -38,9 +42,23 @@ public:
 	// Throws EBADF once that side was released or the connection closed.
 	std::array<int, VTOE_FD__COUNT> fds_for(int side) const;
 
-	// Closes the agent's copies of `side`'s app fd and peer bell (after they were sent).
-	// Once both sides are released the memfd closes too; the mapping stays for counters().
+	// Closes the agent's copy of `side`'s app fd (after it was sent).  The agent keeps the
+	// bells, so that no process's exit hangs up its peer's fd: end_side() decides what the
+	// peer sees.  Once both sides are released the memfd closes; the mapping stays.
 	void release_side(int side);
+
+	// The agent's copy of bell_[side], the other end of side's app fd: it hangs up (RDHUP)
+	// once side's socket is closed in every process.  -1 once closed.
+	int bell_fd(int side) const { return bell_[side].get(); }
+
+	// Side `side`'s socket is gone from every process (closed, or its holders died).  Like
+	// a TCP socket's last close: a reset if it was reset or left data unread, else a FIN after
+	// its data, so the peer's fd reads POLLIN|POLLRDHUP.  For a reset the caller then calls
+	// hang_up(1 - side).  Throws EBADF after close().
+	SideEnd end_side(int side);
+	// Closes the agent's copy of bell_[side]; with the reset fuse still in it, side's app fd
+	// reads ECONNRESET and POLLERR|POLLHUP once no process holds the bell either.
+	void hang_up(int side) { bell_[side].reset(); }
 
 	// Ring d is produced by side d.  Throws EBADF after close().
 	DirCounters counters(int ring) const;

@@ -154,6 +154,7 @@ enum vtoe_kind {
 #define VTOE_CF_BROKEN (1u << 4)       /* peer wrote impossible indices: treat as reset */
 #define VTOE_CF_CONNECT_PENDING (1u << 5) /* connect returned EINPROGRESS, not yet re-called */
 #define VTOE_CF_EDGE (1u << 6)   /* registered with EPOLLET: wants an edge for every arrival */
+#define VTOE_CF_RST_ASKED (1u << 7) /* wrote after the peer's socket was gone; reset requested */
 
 /* Socket options answered on behalf of the kernel socket that was replaced. */
 enum vtoe_opt_id {

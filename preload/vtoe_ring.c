@@ -15,9 +15,10 @@
  *  - When a recv empties the ring it takes back the doorbells of the data it consumed, so
  *    the fd does not stay readable with nothing to read: a select()-then-blocking-read
  *    program would otherwise block where TCP would not have reported the fd readable.
- *  - The peer's death is its bell closing: our fd hangs up (POLLHUP).  Its FIN also shuts
- *    the bell for writing, so our fd shows POLLRDHUP as after a TCP FIN; its close hangs up
- *    our fd instead of ringing.
+ *  - The peer's FIN shuts the bell for writing, so our fd shows POLLIN|POLLRDHUP as after a
+ *    TCP FIN.  Our fd hangs up (POLLHUP) only when the last copy of the bell closes, which the
+ *    agent does for a reset (or when the peer was gone before we wrote, TCP's answering RST);
+ *    a peer that died is ended by the agent, with a FIN or a reset as its kernel would.
  *  - A send that fills the ring makes the fd unwritable at once (POLLOUT as TCP reports it).
  *
  * Every index written by the peer is checked with vtoe_ring_used(); an impossible value marks
@@ -332,7 +333,7 @@ static void vtoe_drain_excess(struct vtoe_conn *c)
 
 /* Take everything the peer put in its own fd, filler and reset fuse: that makes the peer's
  * fd writable again (the peer re-arms its fuse, vtoe_fuse_rearm).  A close that is not a
- * reset takes the fuse too, so that the peer's fd hangs up without an error. */
+ * reset takes the fuse too, so that the peer's fd never reads an error. */
 static void vtoe_drain_bell(struct vtoe_conn *c)
 {
 	char buf[4096];
@@ -654,6 +655,26 @@ ssize_t vtoe_conn_recv(struct vtoe_conn *c, const struct iovec *iov, int iovcnt,
 /* Send                                                                                        */
 /* ------------------------------------------------------------------------------------------ */
 
+/*
+ * TCP takes the first write after the peer's socket is gone, and the peer's kernel answers it
+ * with a reset: our fd then reads POLLHUP|POLLERR and SO_ERROR says EPIPE.  So the first such
+ * write succeeds here too (its bytes have nowhere to go), and the agent, which holds the last
+ * copy of our doorbell's other end, closes it with a fuse queued.  tx_lock held.
+ */
+static bool vtoe_tx_write_to_closed_peer(struct vtoe_conn *c)
+{
+	unsigned int fl = atomic_load(&c->flags);
+
+	if (!atomic_load_explicit(&c->tx->rd_shut, ACQ) || vtoe_conn_reset_seen(c) ||
+	    (fl & (VTOE_CF_WR_SHUT | VTOE_CF_PEER_GONE | VTOE_CF_RST_ASKED)))
+		return false;
+	atomic_fetch_or(&c->flags, VTOE_CF_RST_ASKED);
+	(void)REAL(send)(c->fd, "!", VTOE_BELL_FUSE, MSG_DONTWAIT | MSG_NOSIGNAL);
+	c->fuse_spent = false;
+	vtoe_ctl_note(VTOE_OP_PEER_RESET, c->sid, c->cid, 0);
+	return true;
+}
+
 /* Why a send cannot proceed, or 0. */
 static int vtoe_tx_error(struct vtoe_conn *c)
 {
@@ -675,8 +696,11 @@ static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, in
 	struct timespec deadline;
 	bool timed = false;
 	size_t sent = 0;
-	int e = vtoe_tx_error(c);
+	int e;
 
+	if (len && vtoe_tx_write_to_closed_peer(c))
+		return (ssize_t)len;
+	e = vtoe_tx_error(c);
 	if (e)
 		return vtoe_fail(e);
 	if (len == 0)
@@ -916,33 +940,41 @@ uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared)
 {
 	uint32_t res = 0;
 	int64_t unread = 0;
+	bool fin = false;
 
 	if (c->reg)
 		unread = vtoe_ring_used(atomic_load(&c->rx->head), atomic_load(&c->rx->tail), c->size);
 	/* A socket inherited across fork may still be in use by the other process: leave the
-	 * rings alone; the peer learns of the end when the last holder closes the bell. */
+	 * rings and the bell alone.  Whoever holds the socket last, or dies holding it, ends it:
+	 * the agent sees our fd's last close and does what TCP would (FIN or reset). */
 	if (!shared && c->reg) {
 		bool linger0 = c->opts.linger.l_onoff && c->opts.linger.l_linger == 0;
 
 		if (linger0 || unread != 0 || (atomic_load(&c->flags) & VTOE_CF_BROKEN)) {
 			atomic_store_explicit(&c->tx->reset, 1, REL);
 			res = VTOE_CLOSE_RESET;
-		} else if (!(atomic_load(&c->flags) & VTOE_CF_WR_SHUT)) {
-			atomic_store_explicit(&c->tx->fin_at, atomic_load(&c->tx->head), RLX);
-			atomic_store_explicit(&c->tx->fin, 1, REL);
+		} else {
+			if (!(atomic_load(&c->flags) & VTOE_CF_WR_SHUT)) {
+				atomic_store_explicit(&c->tx->fin_at, atomic_load(&c->tx->head), RLX);
+				atomic_store_explicit(&c->tx->fin, 1, REL);
+			}
+			fin = true;
 		}
 		atomic_store(&c->rx->rd_shut, 1);
-		/* No doorbell: closing the bell below hangs up the peer's fd, which wakes it
-		 * with FIN or reset already in place, in one event as TCP reports a reset. */
+		/* No doorbell.  A FIN shuts the bell's write side below, which wakes the peer with
+		 * POLLIN|POLLRDHUP now, as TCP's FIN does.  A reset reaches the peer when the agent,
+		 * seeing our fd closed, closes the bell's last copy with the fuse in it: one event
+		 * with reset already in place, as TCP reports one. */
 	}
 	vtoe_dbg("cid %llu closed: %llu bytes sent, %llu received over the ring%s",
 		 (unsigned long long)c->cid, (unsigned long long)c->bytes_tx,
 		 (unsigned long long)c->bytes_rx, res ? " (reset)" : "");
 	vtoe_conn_unmap(c);
 	if (c->bell >= 0) {
-		/* Shared: what the peer sees depends on the last holder; defuse if we read all. */
-		if (!res && unread == 0)
-			vtoe_drain_bell(c);
+		if (fin) {
+			vtoe_drain_bell(c); /* the fuse too: the peer's fd must not read ECONNRESET */
+			REAL(shutdown)(c->bell, SHUT_WR);
+		}
 		vtoe_fd_set_internal(c->bell, false);
 		REAL(close)(c->bell);
 		c->bell = -1;
@@ -980,5 +1012,17 @@ int vtoe_conn_take_error(struct vtoe_conn *c)
 {
 	if (vtoe_conn_reset_seen(c) && vtoe_conn_report_reset(c))
 		return ECONNRESET;
+	/* The reset that answered a write after the peer's FIN (TCP's CLOSE_WAIT): EPIPE, once
+	 * it has arrived, which the kernel's error on our fd says. */
+	if ((atomic_load(&c->flags) & VTOE_CF_RST_ASKED) &&
+	    !(atomic_load(&c->flags) & VTOE_CF_RESET_REPORTED)) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+
+		if (REAL(getsockopt)(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err) {
+			atomic_fetch_or(&c->flags, VTOE_CF_RESET_REPORTED);
+			return EPIPE;
+		}
+	}
 	return 0;
 }

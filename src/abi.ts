@@ -25,9 +25,10 @@ export const Op = {
   SHUTDOWN: 7,
   CLOSE: 8,
   FALLBACK: 9,
+  PEER_RESET: 10,
 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
-export const OP_COUNT = 10;
+export const OP_COUNT = 11;
 
 /** enum vtoe_event */
 export const Event = {

@@ -96,9 +96,14 @@ interface NativeControlServer {
   readonly path: string;
 }
 
+/** What a side's last close amounted to, as TCP would have put it on the wire. */
+export type SideEnd = 'fin' | 'reset';
+
 interface NativeShmConnection {
   fdsFor(side: Side): number[];
   releaseSide(side: Side): void;
+  watchEnds(handlers: { onEnd(side: Side, how: SideEnd): void }): void;
+  hangUp(side: Side): void;
   counters(): RingCounters;
   setCmState(side: Side, code: number): void;
   close(): void;
@@ -266,9 +271,26 @@ export class ShmConnection {
     return native(() => this.#native.fdsFor(side));
   }
 
-  /** Closes the agent's copies of `side`'s descriptors once they were sent.  Idempotent. */
+  /** Closes the agent's copy of `side`'s socket once it was sent.  Idempotent. */
   releaseSide(side: Side): void {
     native(() => this.#native.releaseSide(side));
+  }
+
+  /**
+   * From now on, when a side's socket is closed in every process (or they all died), the
+   * connection ends as TCP would: a FIN after its data, or a reset if it was reset or left
+   * data unread; then onEnd says which.  No exit of one process hangs up its peer otherwise.
+   */
+  watchEnds(onEnd: (side: Side, how: SideEnd) => void): void {
+    native(() => this.#native.watchEnds({ onEnd }));
+  }
+
+  /**
+   * `side`'s peer is gone and `side` wrote to it: its fd hangs up (with POLLERR if its reset
+   * fuse is queued), as after the reset a TCP peer answers such a write with.
+   */
+  hangUp(side: Side): void {
+    native(() => this.#native.hangUp(side));
   }
 
   counters(): RingCounters {

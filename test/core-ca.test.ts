@@ -22,7 +22,7 @@ function setup() {
     drop: (client) => { dropped.push(client); },
   };
   const fakeLink = (): ShmLink => ({
-    ringSize: 4096, mappedBytes: 4096 * 3, fdsFor: () => [10, 11, 12], releaseSide: () => {}, close: () => {},
+    ringSize: 4096, mappedBytes: 4096 * 3, fdsFor: () => [10, 11, 12], releaseSide: () => {}, watchEnds: () => {}, hangUp: () => {}, close: () => {},
     counters: () => ({ rings: [0, 1].map(() => ({ head: 0, tail: 0, wakes: 0, fin: false, reset: false, rdShut: false, txWaiting: false })), cmState: [0, 0] } as never),
   });
   const shm = { createLink: fakeLink } as unknown as ShmHostCA;

@@ -135,6 +135,7 @@ export class CoreCA {
       case ABI.op.SHUTDOWN: return this.shutdown(proc, req);
       case ABI.op.CLOSE: return this.closeSocket(req.sid, req.arg, proc);
       case ABI.op.FALLBACK: return this.noteFallback(proc, req);
+      case ABI.op.PEER_RESET: return this.peerReset(proc, req);
       default: this.fail(client, req, errno.EPROTO, `unknown op ${op}`);
     }
   }
@@ -196,6 +197,15 @@ export class CoreCA {
       return this.fallback(proc.client, req, ABI.fb.RESOURCES);
     }
     const shadow = new ShadowConnection(cid, 'shm', sock.sid, this.eventLog);
+    try {
+      link.watchEnds((side, how) => {
+        this.log.debug('a side of a connection is gone from every process', { cid: String(cid), side, how });
+      });
+    } catch (err) {
+      link.close();
+      this.log.warn('cannot watch a shared ring; falling back to kernel TCP', { error: String(err) });
+      return this.fallback(proc.client, req, ABI.fb.RESOURCES);
+    }
     shadow.requestAndReply();
     this.counters.event(ABI.ev.CONNECT_REQUEST);
     const listenerProc = this.processes.get(this.sockets.get(listener.sid)?.client ?? -1);
@@ -354,6 +364,16 @@ export class CoreCA {
     if (flags & ABI.close.RESET) conn.shadow.reset(side);
     else conn.shadow.fin(side);
     this.afterClose(conn);
+  }
+
+  /** The process wrote after its peer's socket was gone: answer as the peer's kernel would. */
+  private peerReset(proc: ProcessRecord, req: CtlRequest): void {
+    const sock = this.sockets.get(req.sid);
+    if (!sock || sock.client !== proc.client) return this.violation(proc, req, 'PEER_RESET of a socket it does not own');
+    if (sock.kind !== 'connection' || sock.conn.shadow.cid !== req.cid) return;
+    const peer = sock.conn.link.counters().rings[sock.side];
+    if (!peer.rdShut) return this.violation(proc, req, 'PEER_RESET while its peer still reads');
+    sock.conn.link.hangUp(sock.side);
   }
 
   private closeListener(listener: ListenerEntry): void {

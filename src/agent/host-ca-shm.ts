@@ -1,10 +1,11 @@
 // The host connection agent of the shm fabric (VNET_Host_CA for one host): it creates the
 // shared region and doorbells of a shadow connection and hands each end its descriptors.
-// After that the two processes move bytes between themselves; the agent only reads counters.
+// After that the two processes move bytes between themselves; the agent reads counters and
+// ends a side whose socket is gone from every process, as the kernel ends a TCP socket.
 import { ShmConnection } from '../native.js';
 
 /** What the core CA uses of a connection's region (tests substitute a fake). */
-export type ShmLink = Pick<ShmConnection, 'ringSize' | 'mappedBytes' | 'fdsFor' | 'releaseSide' | 'counters' | 'close'>;
+export type ShmLink = Pick<ShmConnection, 'ringSize' | 'mappedBytes' | 'fdsFor' | 'releaseSide' | 'watchEnds' | 'hangUp' | 'counters' | 'close'>;
 
 export class ShmHostCA {
   constructor(private readonly ringSize: number) {}

@@ -713,6 +713,116 @@ static void t_splice(void)
 	close2(c, s);
 }
 
+/* ---- the peer's last close, or its death, seen from this end ------------------------------ */
+
+/* A child that holds c (the parent's copy is closed) until it is killed or told to exit. */
+static pid_t hold_in_child(int c, int s, int *go)
+{
+	int ready[2], cmd[2];
+	char b;
+
+	if (pipe(ready) || pipe(cmd))
+		die("pipe");
+	pid_t pid = fork();
+	if (pid == 0) {
+		close2(ready[0], cmd[1]);
+		close(s);
+		write(ready[1], "r", 1);
+		if (read(cmd[0], &b, 1) == 1 && b == 'c')
+			close(c);
+		_exit(0);
+	}
+	close2(ready[1], cmd[0]);
+	if (read(ready[0], &b, 1) != 1)
+		die("hold_in_child");
+	close(ready[0]);
+	close(c);
+	*go = cmd[1];
+	return pid;
+}
+
+static void after_end(const char *what, int s)
+{
+	struct pollfd p = { .fd = s, .events = POLLIN | POLLOUT | POLLRDHUP };
+	int err = -1, n;
+	socklen_t el = sizeof(err);
+	char buf[16];
+
+	/* Across hosts an end arrives when it arrives: wait for it, then say what it is. */
+	poll1(s, POLLIN | POLLRDHUP, 1000);
+	n = poll(&p, 1, 0);
+	SAY("peer-end.%s-poll: %d %s", what, n, evs(p.revents));
+	getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &el);
+	SAY("peer-end.%s-so_error: %s", what, err ? strerrorname_np(err) : "0");
+	SAY("peer-end.%s-recv: %s", what, res(recv(s, buf, sizeof(buf), MSG_DONTWAIT)));
+	p.revents = 0;
+	n = poll(&p, 1, 0);
+	SAY("peer-end.%s-poll-after: %d %s", what, n, evs(p.revents));
+}
+
+static void t_peer_end(void)
+{
+	int c, s, go, st, err;
+	socklen_t el = sizeof(err);
+	pid_t pid;
+	char buf[8];
+
+	/* close() with everything read: a FIN */
+	make_pair(&c, &s);
+	close(c);
+	after_end("close", s);
+	/* TCP takes the first write after a FIN; the peer's kernel answers it with a reset */
+	SAY("peer-end.close-send: %s", res(send(s, "x", 1, MSG_NOSIGNAL)));
+	SAY("peer-end.close-send-rst: %s", evs(poll1(s, POLLERR, 1000)));
+	err = -1;
+	getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &el);
+	SAY("peer-end.close-send-so_error: %s", err ? strerrorname_np(err) : "0");
+	SAY("peer-end.close-send-again: %s", res(send(s, "x", 1, MSG_NOSIGNAL)));
+	SAY("peer-end.close-send-recv: %s", res(recv(s, buf, sizeof(buf), MSG_DONTWAIT)));
+	SAY("peer-end.close-send-poll: %s", evs(poll1(s, POLLIN | POLLOUT | POLLRDHUP, 0)));
+	close(s);
+
+	/* the same, the error read by send instead of SO_ERROR */
+	make_pair(&c, &s);
+	close(c);
+	poll1(s, POLLIN | POLLRDHUP, 1000);
+	send(s, "x", 1, MSG_NOSIGNAL);
+	poll1(s, POLLERR, 1000);
+	SAY("peer-end.send-after-rst: %s", res(send(s, "x", 1, MSG_NOSIGNAL)));
+	SAY("peer-end.send-after-rst-again: %s", res(send(s, "x", 1, MSG_NOSIGNAL)));
+	close(s);
+
+	/* the last holder killed, nothing unread: its kernel closes the socket with a FIN */
+	make_pair(&c, &s);
+	pid = hold_in_child(c, s, &go);
+	SAY("peer-end.parent-closed-poll: %s", evs(poll1(s, POLLIN | POLLRDHUP, 100)));
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	after_end("killed", s);
+	close2(s, go);
+
+	/* killed with data it never read: a reset */
+	make_pair(&c, &s);
+	send(s, "unread", 6, 0);
+	poll1(c, POLLIN, 1000);
+	pid = hold_in_child(c, s, &go);
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	after_end("killed-unread", s);
+	close2(s, go);
+
+	/* a fork's copy outlives the parent's close; the child's clean close ends it */
+	make_pair(&c, &s);
+	send(c, "p", 1, 0);
+	SAY("peer-end.shared-data: %s", res(recv(s, buf, sizeof(buf), 0)));
+	pid = hold_in_child(c, s, &go);
+	SAY("peer-end.shared-parent-closed: %s", evs(poll1(s, POLLIN | POLLRDHUP, 100)));
+	write(go, "c", 1);
+	waitpid(pid, &st, 0);
+	after_end("shared-child-closed", s);
+	close2(s, go);
+}
+
 static const struct {
 	const char *name;
 	void (*run)(void);
@@ -725,6 +835,7 @@ static const struct {
 	{ "accept-bind", t_accept_bind }, { "v4mapped", t_v4mapped },
 	{ "splice", t_splice },	      { "mmsg", t_mmsg },
 	{ "spawn", t_spawn },	      { "stdio", t_stdio },
+	{ "peer-end", t_peer_end },
 };
 
 /* shim-conformance [v6] GROUP: one group per run, so that a hang shows as that group's. */
