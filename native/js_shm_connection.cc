@@ -138,10 +138,13 @@ private:
 		} catch (const SystemError &) {
 			return; // closed meanwhile: nothing left to end
 		}
-		if (how == SideEnd::reset) {
-			// The peer's bell is the one its own watch polls: stop that before closing it.
+		if (how == SideEnd::reset || !ends_[1 - side].active()) {
+			// A reset, or both sides gone: the peer's bell is the one its own watch polls,
+			// stop that before closing it.  Nobody needs the bells after both ends.
 			ends_[1 - side].stop();
 			connection_->hang_up(1 - side);
+			if (how == SideEnd::fin)
+				connection_->hang_up(side);
 		}
 		Napi::Env env = Env();
 		Napi::HandleScope scope(env);

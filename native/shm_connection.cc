@@ -147,10 +147,11 @@ SideEnd ShmConnection::end_side(int side)
 	vtoe_ring_ctl &rx = reg.ring[1 - side];
 	const bool unread = rx.head.load(std::memory_order_acquire) !=
 			    rx.tail.load(std::memory_order_acquire);
-	// From now on the peer's writes find EPIPE (or ECONNRESET after a reset).
-	rx.rd_shut.store(1, std::memory_order_release);
+	// Set by the side's own close, which has drained the bell already (vtoe_conn_close).
+	const bool closed_itself = rx.rd_shut.load(std::memory_order_acquire) != 0;
 	if (tx.reset.load(std::memory_order_acquire) || unread) {
 		tx.reset.store(1, std::memory_order_release);
+		rx.rd_shut.store(1, std::memory_order_release);
 		return SideEnd::reset;
 	}
 	// A process that died wrote no FIN; one that closed did, and this changes nothing.
@@ -159,9 +160,9 @@ SideEnd ShmConnection::end_side(int side)
 		tx.fin.store(1, std::memory_order_release);
 	}
 	const int peer_bell = bell_[1 - side].get();
-	if (peer_bell >= 0) {
-		// The fuse and any filler go, so the peer's fd never reads ECONNRESET; the shut
-		// write side makes it read POLLIN|POLLRDHUP, as after a FIN, and wakes its readers.
+	if (peer_bell >= 0 && !closed_itself) {
+		// The fuse and any filler go, so the peer's fd does not read ECONNRESET.  Before
+		// rd_shut: the peer's first write after it puts a fuse back for its own reset.
 		char buf[4096];
 		for (;;) {
 			ssize_t n = recv(peer_bell, buf, sizeof(buf), MSG_DONTWAIT);
@@ -169,8 +170,12 @@ SideEnd ShmConnection::end_side(int side)
 				continue;
 			break;
 		}
-		shutdown(peer_bell, SHUT_WR);
 	}
+	// From now on the peer's writes find EPIPE, after the first (vtoe_ring.c).
+	rx.rd_shut.store(1, std::memory_order_release);
+	// The shut write side makes the peer's fd read POLLIN|POLLRDHUP, as after a FIN.
+	if (peer_bell >= 0)
+		shutdown(peer_bell, SHUT_WR);
 	return SideEnd::fin;
 }
 

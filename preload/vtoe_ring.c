@@ -958,6 +958,10 @@ uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared)
 				atomic_store_explicit(&c->tx->fin_at, atomic_load(&c->tx->head), RLX);
 				atomic_store_explicit(&c->tx->fin, 1, REL);
 			}
+			/* The fuse too: the peer's fd must not read ECONNRESET.  Before rd_shut, after
+			 * which the peer's first write puts a fuse back for the reset that answers it. */
+			if (c->bell >= 0)
+				vtoe_drain_bell(c);
 			fin = true;
 		}
 		atomic_store(&c->rx->rd_shut, 1);
@@ -971,10 +975,8 @@ uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared)
 		 (unsigned long long)c->bytes_rx, res ? " (reset)" : "");
 	vtoe_conn_unmap(c);
 	if (c->bell >= 0) {
-		if (fin) {
-			vtoe_drain_bell(c); /* the fuse too: the peer's fd must not read ECONNRESET */
+		if (fin)
 			REAL(shutdown)(c->bell, SHUT_WR);
-		}
 		vtoe_fd_set_internal(c->bell, false);
 		REAL(close)(c->bell);
 		c->bell = -1;

@@ -8,7 +8,7 @@ import { CoreCA, type ReplySink } from '../src/agent/core-ca.js';
 import { EventLog } from '../src/agent/event-log.js';
 import type { ShmHostCA, ShmLink } from '../src/agent/host-ca-shm.js';
 import { AgentCounters } from '../src/agent/stats.js';
-import type { CtlReply, CtlRequest, SockAddr } from '../src/native.js';
+import type { CtlReply, CtlRequest, Side, SideEnd, SockAddr } from '../src/native.js';
 
 const SERVER = 1;
 const CLIENT = 2;
@@ -21,10 +21,21 @@ function setup() {
     reply: (client, rep, fds) => { replies.push({ client, rep, fds }); return true; },
     drop: (client) => { dropped.push(client); },
   };
-  const fakeLink = (): ShmLink => ({
-    ringSize: 4096, mappedBytes: 4096 * 3, fdsFor: () => [10, 11, 12], releaseSide: () => {}, watchEnds: () => {}, hangUp: () => {}, close: () => {},
-    counters: () => ({ rings: [0, 1].map(() => ({ head: 0, tail: 0, wakes: 0, fin: false, reset: false, rdShut: false, txWaiting: false })), cmState: [0, 0] } as never),
-  });
+  // What the agent did to each link, and a way to play the native side's end-of-side report.
+  const links: Array<{ rdShut: [boolean, boolean]; hungUp: Side[]; end?: (side: Side, how: SideEnd) => void }> = [];
+  const fakeLink = (): ShmLink => {
+    const l: (typeof links)[number] = { rdShut: [false, false], hungUp: [] };
+    links.push(l);
+    return {
+      ringSize: 4096, mappedBytes: 4096 * 3, fdsFor: () => [10, 11, 12], releaseSide: () => {}, close: () => {},
+      watchEnds: (onEnd) => { l.end = onEnd; },
+      hangUp: (side) => { l.hungUp.push(side); },
+      counters: () => ({
+        rings: l.rdShut.map((rdShut) => ({ head: 0, tail: 0, wakes: 0, fin: false, reset: false, rdShut, txWaiting: false })),
+        cmState: [0, 0],
+      } as never),
+    };
+  };
   const shm = { createLink: fakeLink } as unknown as ShmHostCA;
   const counters = new AgentCounters();
   const log = new EventLog();
@@ -50,7 +61,7 @@ function setup() {
     return { sid, cid: rep.cid! };
   };
   const accept = (clientPort: number) => send(SERVER, ABI.op.ACCEPT, { sid: listenSid, local: addr(5000), remote: addr(clientPort) })!;
-  return { core, send, connect, accept, counters, log, dropped, replies };
+  return { core, send, connect, accept, counters, log, dropped, replies, links };
 }
 
 describe('core CA', () => {
@@ -131,5 +142,32 @@ describe('core CA', () => {
     t.core.processClosed(SERVER, 'closed');
     expect(t.core.pendingCount).toBe(0);
     expect(t.core.connections.size).toBe(0);
+  });
+
+  it('records a reset when a side that died left data unread, though its death was noted as a FIN', () => {
+    const t = setup();
+    const { sid, cid } = t.connect(40007);
+    t.send(CLIENT, ABI.op.ESTABLISH, { sid, cid });
+    t.accept(40007);
+    t.core.processClosed(CLIENT, 'closed'); // the CM hears of the death first: a FIN
+    t.links[0]!.end!(0, 'reset'); // then the native side finds the client's rx ring unread
+    const server = t.log.list(cid.toString()).filter((e) => e.side === 1 && e.machine === 'tcp').map((e) => e.event);
+    expect(server).toEqual(['rcv_syn', 'rcv_ack', 'rcv_fin', 'rcv_rst']);
+    t.links[0]!.end!(0, 'reset'); // repeated: nothing more happens
+    expect(t.log.list(cid.toString()).filter((e) => e.side === 1 && e.machine === 'tcp')).toHaveLength(4);
+  });
+
+  it('hangs up a writer whose peer is gone (PEER_RESET), and drops one that lies about it', () => {
+    const t = setup();
+    const { sid, cid } = t.connect(40008);
+    t.send(CLIENT, ABI.op.ESTABLISH, { sid, cid });
+    const acc = t.accept(40008);
+    t.send(SERVER, ABI.op.PEER_RESET, { sid: acc.sid!, cid }); // the client still reads
+    expect(t.dropped).toEqual([SERVER]);
+    expect(t.links[0]!.hungUp).toEqual([]);
+    t.links[0]!.rdShut[0] = true; // the server is gone: nobody reads the client's ring
+    t.send(CLIENT, ABI.op.PEER_RESET, { sid, cid });
+    expect(t.links[0]!.hungUp).toEqual([0]);
+    expect(t.dropped).toEqual([SERVER]);
   });
 });

@@ -4,7 +4,7 @@
 // process owns before anything happens, and a bad one gets an error reply.
 import { constants as osConstants } from 'node:os';
 import { ABI, reasonName } from '../abi.js';
-import type { CtlReply, CtlRequest, SockAddr } from '../native.js';
+import type { CtlReply, CtlRequest, SideEnd, SockAddr } from '../native.js';
 import type { ResolvedConfig } from '../config.js';
 import { decide, type PolicyRule } from '../policy.js';
 import type { Logger } from '../log.js';
@@ -198,9 +198,7 @@ export class CoreCA {
     }
     const shadow = new ShadowConnection(cid, 'shm', sock.sid, this.eventLog);
     try {
-      link.watchEnds((side, how) => {
-        this.log.debug('a side of a connection is gone from every process', { cid: String(cid), side, how });
-      });
+      link.watchEnds((side, how) => this.sideEnded(cid, side, how));
     } catch (err) {
       link.close();
       this.log.warn('cannot watch a shared ring; falling back to kernel TCP', { error: String(err) });
@@ -364,6 +362,20 @@ export class CoreCA {
     if (flags & ABI.close.RESET) conn.shadow.reset(side);
     else conn.shadow.fin(side);
     this.afterClose(conn);
+  }
+
+  /**
+   * A side's socket is gone from every process and the rings say how it ended (the native
+   * side already made the peer's fd read so).  A reset is a reset for the CM too, whether its
+   * CLOSE note or its process's end reached us first (those record a FIN).
+   */
+  private sideEnded(cid: bigint, side: Side, how: SideEnd): void {
+    const conn = this.connections.get(cid);
+    this.log.debug('a side of a connection is gone from every process', { cid: String(cid), side, how });
+    if (!conn || how !== 'reset') return;
+    conn.shadow.reset(side);
+    this.afterClose(conn);
+    this.changed();
   }
 
   /** The process wrote after its peer's socket was gone: answer as the peer's kernel would. */
