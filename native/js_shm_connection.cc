@@ -138,7 +138,10 @@ private:
 		} catch (const SystemError &) {
 			return; // closed meanwhile: nothing left to end
 		}
-		if (how == SideEnd::reset || !ends_[1 - side].active()) {
+		if (how == SideEnd::both_done)
+			return; // the bells stay until the connection is freed
+		ended_[side] = true;
+		if (how == SideEnd::reset || ended_[1 - side]) {
 			// A reset, or both sides gone: the peer's bell is the one its own watch polls,
 			// stop that before closing it.  Nobody needs the bells after both ends.
 			ends_[1 - side].stop();
@@ -188,6 +191,7 @@ private:
 	// Its destructor (run by the finalizer) closes and unmaps whatever close() did not.
 	std::unique_ptr<ShmConnection> connection_;
 	std::array<FdWatch, ShmConnection::kSides> ends_;
+	std::array<bool, ShmConnection::kSides> ended_ = {false, false};
 	std::unique_ptr<JsHandlers> handlers_;
 };
 

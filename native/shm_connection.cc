@@ -147,6 +147,8 @@ SideEnd ShmConnection::end_side(int side)
 	vtoe_ring_ctl &rx = reg.ring[1 - side];
 	const bool unread = rx.head.load(std::memory_order_acquire) !=
 			    rx.tail.load(std::memory_order_acquire);
+	if (tx.fin.load(std::memory_order_acquire) && rx.fin.load(std::memory_order_acquire))
+		return SideEnd::both_done;
 	// Set by the side's own close, which has drained the bell already (vtoe_conn_close).
 	const bool closed_itself = rx.rd_shut.load(std::memory_order_acquire) != 0;
 	if (tx.reset.load(std::memory_order_acquire) || unread) {
@@ -173,9 +175,10 @@ SideEnd ShmConnection::end_side(int side)
 	}
 	// From now on the peer's writes find EPIPE, after the first (vtoe_ring.c).
 	rx.rd_shut.store(1, std::memory_order_release);
-	// The shut write side makes the peer's fd read POLLIN|POLLRDHUP, as after a FIN.
+	// The shut write side makes the peer's fd read POLLIN|POLLRDHUP, as after a FIN; after the
+	// peer's own FIN both directions are done and it reads POLLHUP too (vtoe_fin_shut_fds).
 	if (peer_bell >= 0)
-		shutdown(peer_bell, SHUT_WR);
+		shutdown(peer_bell, rx.fin.load(std::memory_order_acquire) ? SHUT_RDWR : SHUT_WR);
 	return SideEnd::fin;
 }
 

@@ -24,8 +24,10 @@ struct DirCounters {
 	bool tx_waiting;
 };
 
-// What a side's last close amounts to, as TCP would put it on the wire.
-enum class SideEnd { fin, reset };
+// What a side's last close amounts to, as TCP would put it on the wire.  `both_done`: both
+// directions had finished already, so nothing is left to tell the peer (and an RDHUP on the
+// bell may come from an end that shut its own fd after both FINs, not from a close).
+enum class SideEnd { fin, reset, both_done };
 
 class ShmConnection {
 public:

@@ -898,6 +898,26 @@ ssize_t vtoe_conn_splice_out(struct vtoe_conn *c, int pipe_fd, size_t count, boo
 /* Shutdown, close, queries                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
+/*
+ * Our FIN is in the ring: make the fds read as TCP's do.  The peer's fd reads POLLIN|POLLRDHUP
+ * (its bell shut for writing).  If the peer's FIN came first, both directions are now done
+ * and TCP reports POLLHUP on both ends: shutting the bell for reading too gives the peer's fd
+ * POLLHUP, and shutting our own fd for writing gives ours (own_fd false when it is about to
+ * close).  Both ends check after publishing their own FIN, so at least one sees the other's.
+ */
+static void vtoe_fin_shut_fds(struct vtoe_conn *c, bool peer_fin, bool own_fd)
+{
+	REAL(shutdown)(c->bell, peer_fin ? SHUT_RDWR : SHUT_WR);
+	if (peer_fin && own_fd)
+		REAL(shutdown)(c->fd, SHUT_WR);
+}
+
+static bool vtoe_peer_fin_seen(struct vtoe_conn *c)
+{
+	atomic_thread_fence(memory_order_seq_cst);
+	return atomic_load_explicit(&c->rx->fin, ACQ) != 0;
+}
+
 /* In-band FIN after all data; tx_lock held. */
 static void vtoe_tx_fin(struct vtoe_conn *c)
 {
@@ -906,9 +926,8 @@ static void vtoe_tx_fin(struct vtoe_conn *c)
 	atomic_store_explicit(&c->tx->fin, 1, REL);
 	vtoe_wake_peer(c);
 	atomic_fetch_or(&c->flags, VTOE_CF_WR_SHUT);
-	/* The peer's fd now reads POLLIN|POLLRDHUP, as a TCP socket does after a FIN.  No
-	 * doorbell is needed after the FIN: a later reset is seen with the fd readable. */
-	REAL(shutdown)(c->bell, SHUT_WR);
+	/* No doorbell is needed after the FIN: a later reset is seen with the fd readable. */
+	vtoe_fin_shut_fds(c, vtoe_peer_fin_seen(c), true);
 }
 
 int vtoe_conn_shutdown(struct vtoe_conn *c, int how)
@@ -940,7 +959,7 @@ uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared)
 {
 	uint32_t res = 0;
 	int64_t unread = 0;
-	bool fin = false;
+	bool fin = false, peer_fin = false;
 
 	if (c->reg)
 		unread = vtoe_ring_used(atomic_load(&c->rx->head), atomic_load(&c->rx->tail), c->size);
@@ -963,6 +982,7 @@ uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared)
 			if (c->bell >= 0)
 				vtoe_drain_bell(c);
 			fin = true;
+			peer_fin = vtoe_peer_fin_seen(c);
 		}
 		atomic_store(&c->rx->rd_shut, 1);
 		/* No doorbell.  A FIN shuts the bell's write side below, which wakes the peer with
@@ -976,7 +996,7 @@ uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared)
 	vtoe_conn_unmap(c);
 	if (c->bell >= 0) {
 		if (fin)
-			REAL(shutdown)(c->bell, SHUT_WR);
+			vtoe_fin_shut_fds(c, peer_fin, false);
 		vtoe_fd_set_internal(c->bell, false);
 		REAL(close)(c->bell);
 		c->bell = -1;

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 static int family = AF_INET;
@@ -128,6 +130,54 @@ static void set_nonblock(int fd, int on)
 {
 	int fl = fcntl(fd, F_GETFL);
 	fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
+}
+
+/* This thread's kernel ID, for wait_blocked() from another thread. */
+static pid_t self_tid(void)
+{
+	return (pid_t)syscall(SYS_gettid);
+}
+
+/* The system call thread tid is asleep in (not futex: a lock), or -1 while it runs. */
+static long blocked_in(pid_t tid)
+{
+	char path[64], buf[512], state = 0;
+	long nr = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	if ((f = fopen(path, "r"))) {
+		char *p = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+
+		if (p && p[1] == ' ')
+			state = p[2];
+		fclose(f);
+	}
+	if (state != 'S')
+		return -1;
+	snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+	if ((f = fopen(path, "r"))) {
+		if (fscanf(f, "%ld", &nr) != 1)
+			nr = -1;
+		fclose(f);
+	}
+	return nr == SYS_futex ? -1 : nr;
+}
+
+/*
+ * Wait until thread tid is asleep in its blocking call: the kernel's word that it blocked,
+ * where a sleep would only guess.  Looks every millisecond, for at most 10 s.
+ */
+static void wait_blocked(pid_t tid)
+{
+	struct timespec ms = { 0, 1000000 };
+
+	for (int i = 0; i < 10000; i++) {
+		if (blocked_in(tid) >= 0)
+			return;
+		nanosleep(&ms, NULL);
+	}
+	die("wait_blocked: the thread never blocked");
 }
 
 #endif

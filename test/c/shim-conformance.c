@@ -14,6 +14,7 @@
 #include "facts.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <spawn.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -501,7 +502,7 @@ static void t_flags(void)
 	signal(SIGPIPE, on_sigpipe);
 	readable(c, 1000); /* the FIN is in */
 	ssize_t r1 = send(c, "z", 1, MSG_NOSIGNAL);
-	usleep(50000);      /* the kernel's RST for it comes back */
+	poll1(c, POLLERR, 1000); /* the reset that answers it */
 	ssize_t r2 = send(c, "z", 1, MSG_NOSIGNAL);
 	SAY("send.nosignal-closed-peer: %d sigpipe=%d", r1 < 0 || r2 < 0, sigpipes);
 	ssize_t r3 = send(c, "z", 1, 0);
@@ -532,8 +533,10 @@ static void t_mmsg(void)
 	make_pair(&c, &s);
 	int n = sendmmsg(c, sv, 2, 0);
 	SAY("sendmmsg.count: %s lens %u %u", res(n), sv[0].msg_len, sv[1].msg_len);
+	/* both messages are in: readable only with all 5 bytes */
+	setsockopt(s, SOL_SOCKET, SO_RCVLOWAT, &(int){ 5 }, sizeof(int));
 	readable(s, 1000);
-	usleep(20000); /* both messages are in */
+	setsockopt(s, SOL_SOCKET, SO_RCVLOWAT, &(int){ 1 }, sizeof(int));
 	n = recvmmsg(s, rv, 3, MSG_WAITFORONE, NULL);
 	SAY("recvmmsg.waitforone: %s lens %u %u %.2s%.3s", res(n), rv[0].msg_len, rv[1].msg_len,
 	    r0, r1);
@@ -550,20 +553,34 @@ static void t_mmsg(void)
 	close(s);
 	readable(c, 1000);
 	n = sendmmsg(c, sv, 2, MSG_NOSIGNAL);
-	usleep(50000); /* the kernel's RST for it comes back */
+	poll1(c, POLLERR, 1000); /* the reset that answers it */
 	SAY("sendmmsg.closed-peer: first %s", n < 0 ? "error" : "sent");
 	close(c);
 }
 
 /* ---- timeouts and signals ----------------------------------------------------------------- */
+static volatile sig_atomic_t alarms;
+
 static void on_alarm(int sig)
 {
 	(void)sig;
+	alarms++;
 }
+
+/* Interrupts the main thread's blocked recv with a signal, then, once it blocks again
+ * (restarted), sends the data it is waiting for. */
+static pid_t main_tid;
+static pthread_t main_thread;
 
 static void *late_sender(void *arg)
 {
-	usleep(300000);
+	struct timespec ms = { 0, 1000000 };
+
+	wait_blocked(main_tid);
+	pthread_kill(main_thread, SIGALRM);
+	for (int i = 0; i < 10000 && !alarms; i++)
+		nanosleep(&ms, NULL);
+	wait_blocked(main_tid);
 	send(*(int *)arg, "late!", 5, 0);
 	return NULL;
 }
@@ -571,7 +588,6 @@ static void *late_sender(void *arg)
 static void t_signals(void)
 {
 	struct sigaction sa = { .sa_handler = on_alarm, .sa_flags = SA_RESTART };
-	struct itimerval it = { .it_value = { 0, 100000 } };
 	struct timeval tv = { 0, 200000 };
 	char buf[1 << 16];
 	pthread_t th;
@@ -581,9 +597,11 @@ static void t_signals(void)
 	make_pair(&c, &s);
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGALRM, &sa, NULL);
+	main_tid = self_tid();
+	main_thread = pthread_self();
 	pthread_create(&th, NULL, late_sender, &c);
-	setitimer(ITIMER_REAL, &it, NULL);
 	SAY("sa_restart.recv: %s", res(recv(s, buf, sizeof(buf), 0)));
+	SAY("sa_restart.signals: %d", (int)alarms);
 	pthread_join(th, NULL);
 	signal(SIGALRM, SIG_DFL);
 
@@ -601,11 +619,14 @@ static void t_signals(void)
 }
 
 /* close() of the fd while another thread is blocked in recv on it */
+static pid_t reader_tid;
+
 static void *blocked_reader(void *arg)
 {
 	static ssize_t r;
 	char buf[8];
 
+	__atomic_store_n(&reader_tid, self_tid(), __ATOMIC_RELEASE);
 	r = recv(*(int *)arg, buf, sizeof(buf), 0);
 	return &r;
 }
@@ -617,8 +638,11 @@ static void t_close_blocked(void)
 	int c, s;
 
 	make_pair(&c, &s);
+	reader_tid = 0;
 	pthread_create(&th, NULL, blocked_reader, &s);
-	usleep(100000);
+	while (!__atomic_load_n(&reader_tid, __ATOMIC_ACQUIRE))
+		sched_yield();
+	wait_blocked(reader_tid);
 	SAY("close-blocked.close: %s", res(close(s)));
 	send(c, "x", 1, 0); /* Linux: the blocked recv still owns the socket and gets this */
 	pthread_join(th, &ret);
@@ -809,6 +833,40 @@ static void t_peer_end(void)
 	kill(pid, SIGKILL);
 	waitpid(pid, &st, 0);
 	after_end("killed-unread", s);
+	close2(s, go);
+
+	/* both directions shut, by shutdown or close: each end then reads POLLHUP too */
+	const short all = POLLIN | POLLOUT | POLLRDHUP;
+
+	make_pair(&c, &s);
+	shutdown(c, SHUT_WR);
+	poll1(s, POLLIN | POLLRDHUP, 1000);
+	SAY("peer-end.half-shut-poll: %s %s", evs(poll1(c, all, 0)), evs(poll1(s, all, 0)));
+	shutdown(s, SHUT_WR);
+	poll1(c, POLLIN | POLLRDHUP, 1000);
+	SAY("peer-end.both-shut-poll: %s %s", evs(poll1(c, all, 0)), evs(poll1(s, all, 0)));
+	SAY("peer-end.both-shut-recv: %s %s", res(recv(c, buf, sizeof(buf), 0)),
+	    res(recv(s, buf, sizeof(buf), 0)));
+	close(s);
+	SAY("peer-end.both-shut-peer-closed: %s", evs(poll1(c, all, 100)));
+	close(c);
+
+	make_pair(&c, &s);
+	shutdown(c, SHUT_WR);
+	poll1(s, POLLIN | POLLRDHUP, 1000);
+	close(s);
+	poll1(c, POLLIN | POLLRDHUP, 1000);
+	SAY("peer-end.shut-then-peer-closed: %s", evs(poll1(c, all, 0)));
+	close(c);
+
+	make_pair(&c, &s);
+	shutdown(s, SHUT_WR);
+	poll1(c, POLLIN | POLLRDHUP, 1000);
+	pid = hold_in_child(c, s, &go);
+	kill(pid, SIGKILL);
+	waitpid(pid, &st, 0);
+	poll1(s, POLLIN | POLLRDHUP, 1000);
+	SAY("peer-end.shut-then-peer-killed: %s", evs(poll1(s, all, 0)));
 	close2(s, go);
 
 	/* a fork's copy outlives the parent's close; the child's clean close ends it */

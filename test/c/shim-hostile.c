@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vtoe_abi.h"
@@ -100,7 +101,14 @@ int main(int argc, char **argv)
 	atomic_store(&tx->head, 6);
 	if (atomic_exchange(&tx->rx_armed, 0) == 1) /* by the book, this once */
 		send(fds[VTOE_FD_PEER_BELL], "w", 1, MSG_NOSIGNAL);
-	usleep(200000);
+	/* The lie comes once the victim has read the good data and armed for more. */
+	for (int i = 0; i < 10000; i++) {
+		struct timespec ms = { 0, 1000000 };
+
+		if (atomic_load(&tx->tail) == 6 && atomic_load(&tx->rx_armed) == 1)
+			break;
+		nanosleep(&ms, NULL);
+	}
 	if (!strcmp(argv[3], "head")) {
 		atomic_store(&tx->head, atomic_load(&tx->tail) + 3ull * rep.ring_size);
 	} else if (!strcmp(argv[3], "finat")) {

@@ -16,6 +16,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,11 +137,24 @@ static void t_shutdown(void)
 	close(c);
 }
 
+/* The thread a test waits on with wait_blocked(), published once it runs. */
+static pid_t other_tid;
+
+static pid_t other_thread_tid(void)
+{
+	pid_t tid;
+
+	while (!(tid = __atomic_load_n(&other_tid, __ATOMIC_ACQUIRE)))
+		sched_yield();
+	return tid;
+}
+
 static void *t_shutrd_thread(void *arg)
 {
 	char buf[16];
 	static ssize_t r;
 
+	__atomic_store_n(&other_tid, self_tid(), __ATOMIC_RELEASE);
 	r = recv(*(int *)arg, buf, sizeof(buf), 0);
 	return &r;
 }
@@ -152,8 +166,9 @@ static void t_shutrd(void)
 	int c, s;
 
 	make_pair(&c, &s);
+	other_tid = 0;
 	pthread_create(&th, NULL, t_shutrd_thread, &s);
-	usleep(100000); /* let it block (ordering only matters for the shape of the test) */
+	wait_blocked(other_thread_tid());
 	SAY("shutrd.shutdown: %s", res(shutdown(s, SHUT_RD)));
 	pthread_join(th, &ret);
 	SAY("shutrd.blocked-recv: %zd", *(ssize_t *)ret);
@@ -214,7 +229,7 @@ static void t_closed_peer(void)
 	signal(SIGPIPE, on_sigpipe);
 	/* the kernel accepts one send and answers it with RST; the ring knows at once */
 	ssize_t r1 = send(c, "a", 1, 0);
-	usleep(20000);
+	poll1(c, POLLERR, 1000); /* the reset that answers it */
 	ssize_t r2 = send(c, "b", 1, 0);
 	SAY("fin.send-eventually-fails: %d sigpipe=%d", r1 < 0 || r2 < 0, sigpipes > 0);
 	signal(SIGPIPE, SIG_DFL);
@@ -332,12 +347,15 @@ static void t_fill(void)
 	close(s);
 }
 
+static pid_t main_tid;
+
+/* The second half goes once the reader waits for it. */
 static void *t_waitall_thread(void *arg)
 {
 	int fd = *(int *)arg;
 
 	send(fd, "12345", 5, 0);
-	usleep(50000);
+	wait_blocked(main_tid);
 	send(fd, "67890", 5, 0);
 	return NULL;
 }
@@ -349,6 +367,7 @@ static void t_waitall(void)
 	int c, s;
 
 	make_pair(&c, &s);
+	main_tid = self_tid();
 	pthread_create(&th, NULL, t_waitall_thread, &c);
 	SAY("waitall.recv: %s %.10s", res(recv(s, buf, 10, MSG_WAITALL)), buf);
 	pthread_join(th, NULL);
@@ -478,18 +497,32 @@ static void on_alarm(int sig)
 	(void)sig;
 }
 
+/* Signals the main thread once it is blocked. */
+static pthread_t main_thread;
+
+static void *t_eintr_thread(void *arg)
+{
+	(void)arg;
+	wait_blocked(main_tid);
+	pthread_kill(main_thread, SIGALRM);
+	return NULL;
+}
+
 /* A signal in a blocking wait: EINTR (no SA_RESTART here; the shim does not restart). */
 static void t_eintr(void)
 {
 	struct sigaction sa = { .sa_handler = on_alarm }; /* no SA_RESTART */
-	struct itimerval it = { .it_value = { 0, 100000 } };
+	pthread_t th;
 	char buf[8];
 	int c, s;
 
 	make_pair(&c, &s);
 	sigaction(SIGALRM, &sa, NULL);
-	setitimer(ITIMER_REAL, &it, NULL);
+	main_tid = self_tid();
+	main_thread = pthread_self();
+	pthread_create(&th, NULL, t_eintr_thread, NULL);
 	SAY("eintr.recv: %s", res(recv(s, buf, sizeof(buf), 0)));
+	pthread_join(th, NULL);
 	signal(SIGALRM, SIG_DFL);
 	close(c);
 	close(s);
