@@ -211,11 +211,12 @@ struct vtoe_conn_region {
 
 /*
  * Doorbell socketpairs.  Each app fd (the application's socket) is one end; its other end, the
- * bell, is held by whoever rings it (and, on the shm fabric, by the agent).  The agent writes one "reset fuse" byte into every app fd
- * at creation, so the bell's receive queue is never empty: closing a bell with the fuse still
- * queued makes the kernel set ECONNRESET on the app fd (POLLERR, as after a TCP RST).  A clean
- * close reads the fuse first.  Whoever drains filler drains the fuse with it (the queue is
- * FIFO); the app fd's owner then puts it back before its next write to the ring.
+ * bell, is held by whoever rings it (and, on the shm fabric, by the agent).  The agent writes
+ * one "reset fuse" byte into every app fd at creation, so the bell's receive queue is never
+ * empty: closing a bell with the fuse still queued makes the kernel set ECONNRESET on the app
+ * fd (POLLERR, as after a TCP RST).  A clean close reads the fuse first.  Whoever drains
+ * filler drains the fuse with it (the queue is FIFO); the app fd's owner then puts it back
+ * before its next write to the ring.
  *
  * The app fd's send buffer is small, so that filler makes it unwritable quickly, yet large
  * enough that the fuse alone never does (the kernel doubles the value set).

@@ -212,6 +212,7 @@ struct vtoe_conn {
 	int memfd; /* the region, kept (internal, close-on-exec) so that an exec can hand it on */
 	uint32_t sid;
 	uint64_t cid;
+	uint32_t fabric;     /* enum vtoe_fabric; VTOE_FABRIC_NONE when inherited (not recorded) */
 	uint32_t spin_us;
 	unsigned int gen;    /* vtoe_fork_gen at attach: differs once shared with a fork */
 	atomic_uint flags;   /* VTOE_CF_* */

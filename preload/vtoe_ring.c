@@ -659,13 +659,15 @@ ssize_t vtoe_conn_recv(struct vtoe_conn *c, const struct iovec *iov, int iovcnt,
  * TCP takes the first write after the peer's socket is gone, and the peer's kernel answers it
  * with a reset: our fd then reads POLLHUP|POLLERR and SO_ERROR says EPIPE.  So the first such
  * write succeeds here too (its bytes have nowhere to go), and the agent, which holds the last
- * copy of our doorbell's other end, closes it with a fuse queued.  tx_lock held.
+ * copy of our doorbell's other end, closes it with a fuse queued.  On the shm fabric only:
+ * elsewhere the agent holds no such copy, and the write fails with EPIPE.  tx_lock held.
  */
 static bool vtoe_tx_write_to_closed_peer(struct vtoe_conn *c)
 {
 	unsigned int fl = atomic_load(&c->flags);
 
-	if (!atomic_load_explicit(&c->tx->rd_shut, ACQ) || vtoe_conn_reset_seen(c) ||
+	if (c->fabric != VTOE_FABRIC_SHM || !atomic_load_explicit(&c->tx->rd_shut, ACQ) ||
+	    vtoe_conn_reset_seen(c) ||
 	    (fl & (VTOE_CF_WR_SHUT | VTOE_CF_PEER_GONE | VTOE_CF_RST_ASKED)))
 		return false;
 	atomic_fetch_or(&c->flags, VTOE_CF_RST_ASKED);
@@ -904,11 +906,15 @@ ssize_t vtoe_conn_splice_out(struct vtoe_conn *c, int pipe_fd, size_t count, boo
  * and TCP reports POLLHUP on both ends: shutting the bell for reading too gives the peer's fd
  * POLLHUP, and shutting our own fd for writing gives ours (own_fd false when it is about to
  * close).  Both ends check after publishing their own FIN, so at least one sees the other's.
+ * Only on the shm fabric, whose agent reads the shut fds as such: the verbs agent would take
+ * our own fd's shut write side for its close.
  */
 static void vtoe_fin_shut_fds(struct vtoe_conn *c, bool peer_fin, bool own_fd)
 {
-	REAL(shutdown)(c->bell, peer_fin ? SHUT_RDWR : SHUT_WR);
-	if (peer_fin && own_fd)
+	bool both = peer_fin && c->fabric == VTOE_FABRIC_SHM;
+
+	REAL(shutdown)(c->bell, both ? SHUT_RDWR : SHUT_WR);
+	if (both && own_fd)
 		REAL(shutdown)(c->fd, SHUT_WR);
 }
 

@@ -109,6 +109,7 @@ static int vtoe_conn_prepare(struct vtoe_sock *conn, const struct vtoe_ctl_rep *
 	vtoe_fd_set_internal(conn->c.memfd, true);
 	fds[VTOE_FD_REGION] = -1;
 	conn->c.sid = rep->sid;
+	conn->c.fabric = rep->fabric;
 	return 0;
 }
 
