@@ -196,7 +196,6 @@ export class CoreCA {
       this.log.warn('cannot create a shared ring; falling back to kernel TCP', { error: String(err) });
       return this.fallback(proc.client, req, ABI.fb.RESOURCES);
     }
-    const shadow = new ShadowConnection(cid, 'shm', sock.sid, this.eventLog);
     try {
       link.watchEnds((side, how) => this.sideEnded(cid, side, how));
     } catch (err) {
@@ -204,6 +203,7 @@ export class CoreCA {
       this.log.warn('cannot watch a shared ring; falling back to kernel TCP', { error: String(err) });
       return this.fallback(proc.client, req, ABI.fb.RESOURCES);
     }
+    const shadow = new ShadowConnection(cid, 'shm', sock.sid, this.eventLog);
     shadow.requestAndReply();
     this.counters.event(ABI.ev.CONNECT_REQUEST);
     const listenerProc = this.processes.get(this.sockets.get(listener.sid)?.client ?? -1);
@@ -382,9 +382,10 @@ export class CoreCA {
   private peerReset(proc: ProcessRecord, req: CtlRequest): void {
     const sock = this.sockets.get(req.sid);
     if (!sock || sock.client !== proc.client) return this.violation(proc, req, 'PEER_RESET of a socket it does not own');
-    if (sock.kind !== 'connection' || sock.conn.shadow.cid !== req.cid) return;
-    const peer = sock.conn.link.counters().rings[sock.side];
-    if (!peer.rdShut) return this.violation(proc, req, 'PEER_RESET while its peer still reads');
+    // Not ours to answer on another fabric, or once the connection was freed (its fds hung up).
+    if (sock.kind !== 'connection' || sock.conn.shadow.cid !== req.cid || !this.connections.has(req.cid)) return;
+    const ring = sock.conn.link.counters().rings[sock.side];
+    if (!ring.rdShut) return this.violation(proc, req, 'PEER_RESET while its peer still reads');
     sock.conn.link.hangUp(sock.side);
   }
 
