@@ -15,6 +15,7 @@ import { offloadEnv } from '../src/agent/preload-env.js';
 import { have, killAll, startProc } from './helpers/proc.js';
 
 const exec = promisify(execFile);
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 let dir: string;
 let agent: Agent;
 
@@ -92,8 +93,7 @@ describe('curl against python3 -m http.server through offload', () => {
     await agent.until(listening(port));
     const out = join(dir, 'download.bin');
     await exec('curl', ['-sS', '--fail', '-o', out, `http://127.0.0.1:${port}/blob.bin`], { env: offloadEnv(agent.socketPath) });
-    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-    expect(sha(readFileSync(out))).toBe(sha(body));
+    expect(sha256(readFileSync(out))).toBe(sha256(body));
     server.kill('SIGTERM');
     await server.exited;
     const after = agent.stats();
@@ -123,9 +123,8 @@ describe('socat through offload, half-close in both directions', () => {
         : [`TCP:127.0.0.1:${port}`, `SYSTEM:${answer}`];
       const { stdout } = await exec('socat', clientArgs, { env: offloadEnv(agent.socketPath) });
       const srv = await server.exited;
-      const sha = createHash('sha256').update(request).digest('hex');
       const replied = direction === 'client to server' ? stdout : server.stdout();
-      expect(replied.trim()).toBe(sha);
+      expect(replied.trim()).toBe(sha256(request));
       expect(srv.code).toBe(0);
       const after = agent.stats();
       expect(after.offloaded - before.offloaded).toBe(1);
@@ -147,45 +146,45 @@ function inetd(port: number, program: string) {
   return startProc('python3', ['-c', script], offloadEnv(agent.socketPath));
 }
 
+/**
+ * 1 MiB from socat to an inetd-style server running `program` on the connection, through
+ * offload: `reply` is socat's second address for what comes back. Checks that the server exited
+ * 0 and that exactly one connection was offloaded, none fell back.
+ */
+async function throughInetd(program: string, reply: (name: string) => string): Promise<{ request: Buffer; stdout: string }> {
+  const port = await freePort();
+  const before = agent.stats();
+  const server = inetd(port, program);
+  await agent.until(listening(port));
+  const request = randomBytes(1 << 20);
+  const file = join(dir, `${program}-request.bin`);
+  writeFileSync(file, request);
+  const { stdout } = await exec('socat', ['-t', '30', `OPEN:${file}!!${reply(program)}`, `TCP:127.0.0.1:${port}`],
+    { env: offloadEnv(agent.socketPath) });
+  expect((await server.exited).code).toBe(0);
+  const after = agent.stats();
+  expect(after.offloaded - before.offloaded).toBe(1);
+  expect(after.fallback.total - before.fallback.total).toBe(0);
+  return { request, stdout };
+}
+
+
 describe('exec with an inherited offloaded socket (inetd style)', () => {
   it('python accepts, puts the connection on stdin and stdout, and execs cat', async () => {
-    const port = await freePort();
-    const before = agent.stats();
     // The accepted socket survives exec as fds 0 and 1 of cat (the shim hands it on); cat uses
     // read(2)/write(2).
-    const server = inetd(port, 'cat');
-    await agent.until(listening(port));
-    const request = randomBytes(1 << 20);
-    writeFileSync(join(dir, 'exec-request.bin'), request);
     const echoed = join(dir, 'exec-echoed.bin');
-    await exec('socat', ['-t', '30', `OPEN:${join(dir, 'exec-request.bin')}!!CREATE:${echoed}`, `TCP:127.0.0.1:${port}`],
-      { env: offloadEnv(agent.socketPath) });
-    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-    expect(sha(readFileSync(echoed))).toBe(sha(request));
-    expect((await server.exited).code).toBe(0);
-    const after = agent.stats();
-    expect(after.offloaded - before.offloaded).toBe(1);
-    expect(after.fallback.total - before.fallback.total).toBe(0);
+    const { request } = await throughInetd('cat', () => `CREATE:${echoed}`);
+    expect(sha256(readFileSync(echoed))).toBe(sha256(request));
   });
 });
 
 describe('a stdio filter on an inherited offloaded socket', () => {
   it('python accepts and execs sha256sum, which reads stdin with fread and answers with printf', async () => {
-    const port = await freePort();
-    const before = agent.stats();
     // glibc's stdio reads and writes with internal calls no preload sees: the shim gives the new
     // image stdin and stdout streams that go through the rings.
-    const server = inetd(port, 'sha256sum');
-    await agent.until(listening(port));
-    const request = randomBytes(1 << 20);
-    writeFileSync(join(dir, 'stdio-request.bin'), request);
-    const { stdout } = await exec('socat', ['-t', '30', `OPEN:${join(dir, 'stdio-request.bin')}!!STDOUT`, `TCP:127.0.0.1:${port}`],
-      { env: offloadEnv(agent.socketPath) });
-    expect(stdout).toBe(`${createHash('sha256').update(request).digest('hex')}  -\n`);
-    expect((await server.exited).code).toBe(0);
-    const after = agent.stats();
-    expect(after.offloaded - before.offloaded).toBe(1);
-    expect(after.fallback.total - before.fallback.total).toBe(0);
+    const { request, stdout } = await throughInetd('sha256sum', () => 'STDOUT');
+    expect(stdout).toBe(`${sha256(request)}  -\n`);
   });
 });
 
@@ -210,8 +209,7 @@ describe('servers a new user tries first', () => {
       const out = join(dir, 'nginx-got.bin');
       await exec('curl', ['-sS', '--fail', '--max-time', '20', '-o', out, `http://127.0.0.1:${port}/blob.bin`],
         { env: offloadEnv(agent.socketPath) });
-      const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-      expect(sha(readFileSync(out))).toBe(sha(blob));
+      expect(sha256(readFileSync(out))).toBe(sha256(blob));
       const after = agent.stats();
       expect(after.programs.nginx!.offloaded - (before.programs.nginx?.offloaded ?? 0)).toBe(1);
       expect(after.fallback.total - before.fallback.total).toBe(0);

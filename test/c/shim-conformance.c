@@ -302,11 +302,27 @@ static void t_scm_rights(void)
 	close(c);
 }
 
+/* The peer's side of one hand-over: ping the child, read its pong (`pong` bytes), then its
+ * exit and the end of the connection. */
+static void handover_check(const char *what, int c, pid_t pid, const char *ping, size_t pong)
+{
+	char buf[32];
+	int st = -1;
+
+	send(c, ping, strlen(ping), 0);
+	SAY("%s.peer-recv: %s %.*s", what, res(recv(c, buf, pong, MSG_WAITALL)), (int)pong, buf);
+	if (pid > 0)
+		waitpid(pid, &st, 0);
+	SAY("%s.child-exit: %d", what, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	SAY("%s.eof: %s", what, res(recv(c, buf, sizeof(buf), 0)));
+	close(c);
+}
+
 /* exec with an inherited (not close-on-exec) socket: the new image must be able to use it */
 static void t_exec(void)
 {
-	char buf[32], fdtext[16];
-	int c, s, st;
+	char fdtext[16];
+	int c, s;
 	pid_t pid;
 
 	make_pair(&c, &s);
@@ -318,28 +334,14 @@ static void t_exec(void)
 		_exit(127);
 	}
 	close(s);
-	send(c, "ping", 4, 0);
-	SAY("exec.peer-recv: %s %.9s", res(recv(c, buf, 9, MSG_WAITALL)), buf);
-	waitpid(pid, &st, 0);
-	SAY("exec.child-exit: %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-	SAY("exec.eof: %s", res(recv(c, buf, sizeof(buf), 0)));
-	close(c);
+	handover_check("exec", c, pid, "ping", 9);
 }
 
-/* The peer's side of one hand-over: ping the child, read its pong, then its end. */
+/* The same after posix_spawn and friends, which also say whether the child started. */
 static void spawn_check(const char *what, int c, pid_t pid, int spawned)
 {
-	char buf[32];
-	int st = -1;
-
-	send(c, "ping", 4, 0);
 	SAY("%s.spawned: %s", what, res(spawned));
-	SAY("%s.peer-recv: %s %.9s", what, res(recv(c, buf, 9, MSG_WAITALL)), buf);
-	if (pid > 0)
-		waitpid(pid, &st, 0);
-	SAY("%s.child-exit: %d", what, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-	SAY("%s.eof: %s", what, res(recv(c, buf, sizeof(buf), 0)));
-	close(c);
+	handover_check(what, c, pid, "ping", 9);
 }
 
 /* posix_spawn, posix_spawnp, system and popen start the child inside libc. */
@@ -405,7 +407,7 @@ static void t_spawn(void)
 static void t_stdio(void)
 {
 	char line[64] = "", buf[64];
-	int c, s, st;
+	int c, s;
 
 	/* the socket idiom: one stream for reading, one on a dup for writing */
 	make_pair(&c, &s);
@@ -438,12 +440,7 @@ static void t_stdio(void)
 		_exit(127);
 	}
 	close(s);
-	send(c, "ping\n", 5, 0);
-	SAY("stdio-child.peer-recv: %s %.10s", res(recv(c, buf, 10, MSG_WAITALL)), buf);
-	waitpid(pid, &st, 0);
-	SAY("stdio-child.exit: %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-	SAY("stdio-child.eof: %s", res(recv(c, buf, sizeof(buf), 0)));
-	close(c);
+	handover_check("stdio-child", c, pid, "ping\n", 10);
 }
 
 /* stdin and stdout are the socket: a line in, a line out, through stdio alone */
