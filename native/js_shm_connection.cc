@@ -119,6 +119,7 @@ private:
 		handlers_ = std::make_unique<JsHandlers>(info[0], std::initializer_list<const char *>{"onEnd"},
 							 "vtoe:ShmConnection", info.This().As<Napi::Object>());
 		at_js_boundary(env, [&] {
+			connection_->keep_bells();
 			for (int side = 0; side < ShmConnection::kSides; side++) {
 				int fd = connection_->bell_fd(side);
 				if (fd < 0)

@@ -135,6 +135,8 @@ void ShmConnection::release_side(int side)
 		return;
 	released_[side] = true;
 	app_[side].reset();
+	if (!keep_bells_)
+		bell_[1 - side].reset();
 	if (released_[0] && released_[1])
 		memfd_.reset();
 }

@@ -44,10 +44,13 @@ public:
 	// Throws EBADF once that side was released or the connection closed.
 	std::array<int, VTOE_FD__COUNT> fds_for(int side) const;
 
-	// Closes the agent's copy of `side`'s app fd (after it was sent).  The agent keeps the
-	// bells, so that no process's exit hangs up its peer's fd: end_side() decides what the
-	// peer sees.  Once both sides are released the memfd closes; the mapping stays.
+	// Closes the agent's copies of `side`'s app fd and, unless keep_bells(), of its peer bell
+	// (after they were sent).  Once both sides are released the memfd closes; the mapping stays.
 	void release_side(int side);
+
+	// The agent keeps both bells from now on, so that no process's exit hangs up its peer's
+	// fd: end_side() decides what the peer sees (the shm fabric, whose ends the agent watches).
+	void keep_bells() { keep_bells_ = true; }
 
 	// The agent's copy of bell_[side], the other end of side's app fd: it hangs up (RDHUP)
 	// once side's socket is closed in every process.  -1 once closed.
@@ -97,6 +100,7 @@ private:
 	std::array<unique_fd, kSides> app_;
 	std::array<unique_fd, kSides> bell_;
 	std::array<bool, kSides> released_ = {false, false};
+	bool keep_bells_ = false;
 };
 
 } // namespace vtoe
