@@ -1,12 +1,15 @@
-// The CI's short `vtoe bench` run: the MPI ping-pong with Open MPI in all three modes, one
-// repetition, and its report. Needs Debian's openmpi-bin (and chromium for the PNGs).
+// The CI's short `vtoe bench` runs: the MPI ping-pong with Open MPI in all three modes, one
+// repetition, and its report; the socket workloads; the real IMB-MPI1 with Open MPI and MPICH.
+// Needs Debian's openmpi-bin (and chromium for the PNGs), mpich, and tools/build-imb.sh's IMB.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { benchCommand } from '../src/bench/bench-command.js';
+import { IMB_BENCHMARKS } from '../src/bench/imb.js';
 import { findChromium } from '../src/bench/report.js';
+import { toolPath } from '../src/paths.js';
 import { repoRoot } from './helpers/cc.js';
 import { have } from './helpers/proc.js';
 
@@ -59,21 +62,35 @@ describe('vtoe bench smoke run', () => {
     expect(ip!.modes[0]!.offloaded).toBe(5); // the control connection and four streams
   }, 180_000);
 
-  // IMB-MPI1 is not packaged by Debian, so this runs the imb workload's plumbing (mpirun, the
-  // arguments, the parser) with a stand-in that replays a real IMB output from rank 0.
-  it.skipIf(!ompi)(`imb: the runner with a stand-in for IMB-MPI1${ompi ? '' : ' [needs openmpi-bin]'}`, async () => {
-    const fixture = join(repoRoot, 'test', 'fixtures', 'imb', 'openmpi-tcp-lo-np2.txt');
-    const argsFile = join(dir, 'imb-args.txt');
-    const standIn = join(dir, 'IMB-MPI1');
-    writeFileSync(standIn, `#!/bin/sh\n[ "\${OMPI_COMM_WORLD_RANK:-0}" = 0 ] || exit 0\necho "$*" > '${argsFile}'\ncat '${fixture}'\n`, { mode: 0o755 });
-    const r = await benchCommand({
-      workloads: ['imb'], modes: ['ipoib'], mpi: 'openmpi', reps: 1, ranks: 2, tcpInterface: 'lo', maxBytes: 65536,
-      iters: 200, hpccMaxN: 400, imb: standIn, timeoutMs: 60_000,
-    });
-    expect(readFileSync(argsFile, 'utf8').trim()).toBe('PingPong PingPing Sendrecv Exchange Allreduce -msglog 0:16 -npmin 2');
-    const ipoib = r.results[0]!.modes[0]!;
-    expect(ipoib.problems).toEqual([]);
-    expect(Object.keys(ipoib.series)).toEqual(['PingPong', 'PingPing', 'Sendrecv', 'Exchange', 'Allreduce']);
-    expect(ipoib.series.PingPong![4]).toEqual({ bytes: 1048576, usec: 118, mbPerSec: 8886.27 });
-  }, 60_000);
+  // The real IMB-MPI1, built per MPI by tools/build-imb.sh (CI builds it from ../shared/third_party),
+  // through offload and on kernel TCP: small messages and 200 repetitions, so each run takes a second.
+  const imbSizes = [0, ...Array.from({ length: 13 }, (_, i) => 2 ** i)]; // -msglog 0:12
+  for (const flavour of ['openmpi', 'mpich'] as const) {
+    const mpi = flavour === 'openmpi' ? ompi : have('mpirun.mpich');
+    const imb = toolPath(`IMB-MPI1.${flavour}`);
+    const built = existsSync(imb);
+    const needs = !mpi ? ` [needs ${flavour === 'openmpi' ? 'openmpi-bin' : 'mpich'}]` : !built ? ' [needs tools/build-imb.sh]' : '';
+    it.skipIf(!mpi || !built)(`imb: the real IMB-MPI1 with ${flavour}, offload and ipoib${needs}`, async () => {
+      const r = await benchCommand({
+        workloads: ['imb'], modes: ['offload', 'ipoib'], mpi: flavour, reps: 1, ranks: 2, tcpInterface: 'lo', maxBytes: 4096,
+        iters: 200, hpccMaxN: 400, timeoutMs: 60_000,
+      });
+      const w = r.results[0]!;
+      expect(w.modes.map((m) => m.mode)).toEqual(['offload', 'ipoib']);
+      for (const m of w.modes) {
+        expect(m.problems, m.mode).toEqual([]);
+        expect(Object.keys(m.series), m.mode).toEqual([...IMB_BENCHMARKS]);
+        for (const name of IMB_BENCHMARKS) {
+          // Allreduce sums floats: IMB skips the sizes below one (4 B) after 0
+          const sizes = name === 'Allreduce' ? imbSizes.filter((b) => b === 0 || b >= 4) : imbSizes;
+          expect(m.series[name]!.map((p) => p.bytes), `${m.mode} ${name}`).toEqual(sizes);
+          for (const p of m.series[name]!.filter((q) => q.bytes > 0)) expect(p.usec, `${m.mode} ${name} ${p.bytes} B`).toBeGreaterThan(0);
+        }
+      }
+      const off = w.modes[0]!;
+      expect(off.offloaded, `fallbacks ${JSON.stringify(off.fallbacks)}`).toBeGreaterThan(0);
+      // offload against ipoib: better, worse, or "1.00× (same)"
+      expect(r.markdown).toMatch(/\| PingPong \| latency at 1 B \(µs\) \| [\d.]+ \| [\d.]+× (better|worse|\(same\))/);
+    }, 120_000);
+  }
 });

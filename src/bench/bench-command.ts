@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { hostname, cpus, release } from 'node:os';
 import { VtoeError } from '../errors.js';
+import { toolPath } from '../paths.js';
 import { runBench, type BenchWorkload, type WorkloadResult } from './harness.js';
 import { BENCH_MODES, MPI_FLAVOURS, mpiLaunch, modeLabel, type BenchMode, type MpiFlavour } from './mpi-modes.js';
 import { summaryMarkdown, writeReport, type ReportInput, type WrittenReport } from './report.js';
@@ -43,9 +44,14 @@ export function parseFlavour(s: string): MpiFlavour {
   return listOf(s, MPI_FLAVOURS, 'MPI')[0]!;
 }
 
-/** IMB-MPI1 from --imb PATH, else from PATH. */
-function findImb(given?: string): string | null {
+/**
+ * The IMB-MPI1 to run for an MPI: --imb PATH, else tools/build-imb.sh's build for that MPI
+ * (tools/bin/IMB-MPI1.FLAVOUR), else IMB-MPI1 on PATH; null when there is none.
+ */
+export function findImb(flavour: MpiFlavour, given?: string): string | null {
   if (given) return given;
+  const built = toolPath(`IMB-MPI1.${flavour}`);
+  if (existsSync(built)) return built;
   return onPath('IMB-MPI1') ? 'IMB-MPI1' : null;
 }
 
@@ -75,9 +81,12 @@ export async function buildWorkloads(o: BenchCommandOptions): Promise<BenchWorkl
         return mpiPingPongWorkload({ ...mpi, maxBytes: o.maxBytes, iters: o.iters });
       case 'imb': {
         requireMpi();
-        const imb = findImb(o.imb);
-        if (!imb) throw new VtoeError('ENOENT', 'IMB-MPI1 is not packaged by Debian: build it from Intel MPI Benchmarks and give --imb PATH, or put it on PATH');
-        return imbWorkload({ ...mpi, imb, maxLog2: Math.round(Math.log2(Math.max(1, o.maxBytes))) });
+        const imb = findImb(o.mpi, o.imb);
+        if (!imb) {
+          throw new VtoeError('ENOENT', `IMB-MPI1 is not packaged by Debian: run tools/build-imb.sh [mpi-benchmarks.tar.gz|DIR] to build ${toolPath(`IMB-MPI1.${o.mpi}`)}, or give --imb PATH`);
+        }
+        if (o.imb && !existsSync(o.imb) && !onPath(o.imb)) throw new VtoeError('ENOENT', `--imb ${o.imb}: no such program`);
+        return imbWorkload({ ...mpi, imb, maxLog2: Math.round(Math.log2(Math.max(1, o.maxBytes))), iters: o.iters });
       }
       case 'hpcc':
         requireMpi();

@@ -38,13 +38,21 @@ export function mpiPingPongWorkload(o: MpiWorkloadOptions & { maxBytes: number; 
   };
 }
 
-/** IMB-MPI1 (not packaged by Debian: --imb PATH). */
-export function imbWorkload(o: MpiWorkloadOptions & { imb: string; maxLog2: number }): BenchWorkload {
+/** The arguments of IMB-MPI1 for `vtoe bench`'s benchmarks: message sizes 0 and 1 .. 2^maxLog2,
+ * at most `iters` repetitions per size (IMB's -iter; it has fewer for large messages, as its
+ * default of 1000 does) and `seconds` per size (IMB's -time; default 10). */
+export function imbArgs(o: { ranks: number; maxLog2: number; iters?: number; seconds?: number }): string[] {
+  return [...IMB_BENCHMARKS, '-msglog', `0:${o.maxLog2}`, '-npmin', String(o.ranks),
+    ...(o.iters ? ['-iter', String(o.iters)] : []), ...(o.seconds ? ['-time', String(o.seconds)] : [])];
+}
+
+/** IMB-MPI1: tools/build-imb.sh builds it per MPI (not packaged by Debian), or --imb PATH. */
+export function imbWorkload(o: MpiWorkloadOptions & { imb: string; maxLog2: number; iters?: number; seconds?: number }): BenchWorkload {
   return {
     name: 'imb',
     modes: BENCH_MODES,
     async run(ctx): Promise<TrialResult> {
-      const { launch, run } = mpiTrial(o, ctx, [o.imb, ...IMB_BENCHMARKS, '-msglog', `0:${o.maxLog2}`, '-npmin', String(o.ranks)]);
+      const { launch, run } = mpiTrial(o, ctx, [o.imb, ...imbArgs(o)]);
       const r = await run();
       const parsed = parseImbOutput(r.stdout);
       const problems = failed('IMB-MPI1', r);
