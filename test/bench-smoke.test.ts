@@ -7,8 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { benchCommand } from '../src/bench/bench-command.js';
+import { runBench } from '../src/bench/harness.js';
 import { IMB_BENCHMARKS } from '../src/bench/imb.js';
 import { findChromium } from '../src/bench/report.js';
+import { kernelCallsWorkload } from '../src/bench/workloads.js';
 import { toolPath } from '../src/paths.js';
 import { repoRoot } from './helpers/cc.js';
 import { have } from './helpers/proc.js';
@@ -93,4 +95,44 @@ describe('vtoe bench smoke run', () => {
       expect(r.markdown).toMatch(/\| PingPong \| latency at 1 B \(µs\) \| [\d.]+ \| [\d.]+× (better|worse|\(same\))/);
     }, 120_000);
   }
+
+  // Kernel calls per round trip of a 0-byte ping-pong, counted on the ranks. On kernel TCP each rank
+  // makes one send and one receive call per round trip (and polls while it waits). The offload
+  // figure is printed, not judged here: it is the shim's to bring to 0.
+  const counters = have('strace') || have('perf');
+  it.skipIf(!ompi || !counters)(`syscalls: kernel calls per round trip with Open MPI, offload and ipoib${!ompi ? ' [needs openmpi-bin]' : !counters ? ' [needs linux-perf or strace]' : ''}`, async () => {
+    execFileSync('make', ['-s', '-C', join(repoRoot, 'tools')]);
+    const r = await benchCommand({
+      workloads: ['syscalls'], modes: ['offload', 'ipoib'], mpi: 'openmpi', reps: 1, ranks: 2, tcpInterface: 'lo', maxBytes: 1,
+      iters: 200, hpccMaxN: 400, timeoutMs: 120_000, report: join(dir, 'syscalls'),
+    });
+    const [off, ipoib] = r.results[0]!.modes;
+    for (const m of [off!, ipoib!]) expect(m.problems, m.mode).toEqual([]);
+    expect(off!.offloaded, `fallbacks ${JSON.stringify(off!.fallbacks)}`).toBeGreaterThan(0);
+    for (const rank of [0, 1]) {
+      expect(ipoib!.figures[`kcalls_rt_rank${rank}`], `rank ${rank}`).toBeGreaterThanOrEqual(2);
+      for (const call of ['readv', 'writev']) expect(Math.abs(ipoib!.figures[`kcalls_rt_rank${rank}:${call}`]! - 1), `rank ${rank} ${call}`).toBeLessThan(0.05);
+    }
+    expect(Number.isFinite(off!.figures.kcalls_rt)).toBe(true);
+    expect(r.markdown).toContain('### kernel calls per round trip');
+    expect(r.markdown).toMatch(/^\| ipoib \| [\d.]+ \| [\d.]+ \(poll [\d.]+, .*readv 1\.00/m);
+    expect(existsSync(join(dir, 'syscalls', 'summary.md'))).toBe(true);
+    console.log(r.markdown.split('\n').filter((l) => /^\| (offload|ipoib) \| [-\d.]+ \|/.test(l)).join('\n'));
+  }, 180_000);
+
+  const mpich = have('mpirun.mpich') && have('mpicc.mpich');
+  it.skipIf(!mpich || !have('strace'))(`syscalls: strace counts MPICH's ranks${!mpich ? ' [needs mpich libmpich-dev]' : !have('strace') ? ' [needs strace]' : ''}`, async () => {
+    execFileSync('make', ['-s', '-C', join(repoRoot, 'tools')]);
+    const w = kernelCallsWorkload({ flavour: 'mpich', ranks: 2, tcpInterface: 'lo', timeoutMs: 120_000, counter: 'strace', roundTrips: [200, 5200] });
+    const [res] = await runBench({ workloads: [w], modes: ['offload', 'ipoib'], reps: 1 });
+    const [off, ipoib] = res!.modes;
+    for (const m of [off!, ipoib!]) expect(m.problems, m.mode).toEqual([]);
+    expect(off!.offloaded, `fallbacks ${JSON.stringify(off!.fallbacks)}`).toBeGreaterThan(0);
+    expect(ipoib!.transport).toContain('strace -f -c, 200 and 5200 round trips');
+    // UCX's tcp transport: one sendto and one recvfrom per message
+    for (const rank of [0, 1]) {
+      for (const call of ['sendto', 'recvfrom']) expect(Math.abs(ipoib!.figures[`kcalls_rt_rank${rank}:${call}`]! - 1), `rank ${rank} ${call}`).toBeLessThan(0.05);
+    }
+    expect(Number.isFinite(off!.figures.kcalls_rt)).toBe(true);
+  }, 180_000);
 });

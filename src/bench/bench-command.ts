@@ -10,9 +10,10 @@ import { BENCH_MODES, MPI_FLAVOURS, mpiLaunch, modeLabel, type BenchMode, type M
 import { summaryMarkdown, writeReport, type ReportInput, type WrittenReport } from './report.js';
 import { onPath } from './process.js';
 import { iperf3Workload, netpipeMpiWorkload, netpipeTcpWorkload, sockperfWorkload } from './socket-workloads.js';
-import { hpccBinary, hpccWorkload, imbWorkload, mpiPingPongWorkload } from './workloads.js';
+import type { SyscallCounter } from './kernel-calls.js';
+import { hpccBinary, hpccWorkload, imbWorkload, kernelCallsWorkload, mpiPingPongWorkload, pickSyscallCounter } from './workloads.js';
 
-export const BENCH_WORKLOADS = ['pingpong', 'imb', 'hpcc', 'netpipe', 'nptcp', 'sockperf', 'iperf3'] as const;
+export const BENCH_WORKLOADS = ['pingpong', 'imb', 'hpcc', 'netpipe', 'nptcp', 'sockperf', 'iperf3', 'syscalls'] as const;
 export type BenchWorkloadName = (typeof BENCH_WORKLOADS)[number];
 
 export interface BenchCommandOptions {
@@ -26,6 +27,8 @@ export interface BenchCommandOptions {
   iters: number;
   hpccMaxN: number;
   imb?: string;
+  /** syscalls: perf stat or strace; default perf where it can count system calls, else strace. */
+  syscallCounter?: SyscallCounter;
   report?: string;
   timeoutMs: number;
   onProgress?: (line: string) => void;
@@ -110,6 +113,10 @@ export async function buildWorkloads(o: BenchCommandOptions): Promise<BenchWorkl
       case 'iperf3':
         if (!onPath('iperf3')) throw new VtoeError('ENOENT', 'iperf3 is not installed: apt-get install iperf3');
         return iperf3Workload({ ...socket, port: await freePort() });
+      case 'syscalls':
+        // kernel calls per round trip of a 0-byte ping-pong, per rank (workloads.ts, kernel-calls.ts)
+        requireMpi();
+        return kernelCallsWorkload({ ...mpi, counter: await pickSyscallCounter(o.syscallCounter) });
     }
   })());
   return built;

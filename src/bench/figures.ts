@@ -12,4 +12,5 @@ export const FIGURES: Readonly<Record<string, FigureInfo>> = {
   ...HPCC_FIGURES,
   iperf3_Gbits: { label: 'iperf3 bandwidth', unit: 'Gbit/s', higherIsBetter: true },
   sockperf_tp_MBs: { label: 'sockperf throughput', unit: 'MB/s', higherIsBetter: true },
+  kcalls_rt: { label: 'kernel calls per round trip, both ranks', unit: 'calls', higherIsBetter: false },
 };

@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ModeResult, WorkloadResult } from './harness.js';
 import { FIGURES } from './figures.js';
+import { kernelCallsTable } from './kernel-calls.js';
 import type { BenchMode } from './mpi-modes.js';
 import { runProcess } from './process.js';
 import { bandwidthOf } from './series.js';
@@ -152,6 +153,12 @@ export function summaryMarkdown(input: ReportInput): string {
         out.push(`| ${f.label} (${f.unit}) | ${w.modes.map((m) => cell(m, k)).join(' | ')} | ${ratioText(off?.figures[k], ipoib?.figures[k], f.higherIsBetter)} | ${ratioText(off?.figures[k], native?.figures[k], f.higherIsBetter)} |`);
       }
       out.push('');
+    }
+    const calls = kernelCallsTable(w.modes);
+    if (calls.length) {
+      out.push('### kernel calls per round trip', '',
+        "System calls of each rank (not of mpirun, its daemons or the agent) per round trip of a 0-byte MPI ping-pong: (calls in N2 round trips − calls in N1) / (N2 − N1), which removes start-up and teardown; a rank sends and receives one message per round trip. Top calls: the names of at least 0.01 per round trip ('none': no name reaches it; 'other': calls outside the names perf counts one by one).", '',
+        ...calls, '');
     }
   }
   return out.join('\n');
