@@ -12,7 +12,9 @@
 #endif
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdarg.h>
@@ -21,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/epoll.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -85,6 +88,13 @@ struct vtoe_real_fns {
 	ssize_t (*read_chk)(int, void *, size_t, size_t);
 	ssize_t (*recv_chk)(int, void *, size_t, size_t, int);
 	ssize_t (*recvfrom_chk)(int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *);
+	int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+	int (*epoll_create1)(int);
+	int (*select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+	int (*pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *);
+	int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+	int (*epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *,
+			    const sigset_t *);
 };
 
 extern struct vtoe_real_fns vtoe_real_tab;
@@ -100,6 +110,14 @@ static inline const struct vtoe_real_fns *vtoe_real(void)
 }
 #define REAL(fn) (vtoe_real()->fn)
 
+/* poll(2) for the library's own waits: never our own wrapper. */
+static inline int vtoe_kpoll(struct pollfd *p, nfds_t n, int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	return REAL(ppoll)(p, n, ms < 0 ? NULL : &ts, NULL);
+}
+
 /* fcntl's third argument depends on the command. */
 enum vtoe_fcntl_arg { VTOE_FCNTL_NONE, VTOE_FCNTL_INT, VTOE_FCNTL_PTR };
 enum vtoe_fcntl_arg vtoe_fcntl_arg_kind(int cmd);
@@ -110,6 +128,7 @@ struct vtoe_config {
 	int agent_timeout_ms;    /* VTOE_AGENT_TIMEOUT_MS */
 	char agent_path[108];    /* VTOE_AGENT_SOCKET */
 	int internal_fd_base;    /* where internal fds are moved to */
+	uint32_t poll_kernel_us; /* VTOE_POLL_KERNEL_US: how stale a kernel fd's readiness may be */
 };
 extern struct vtoe_config vtoe_cfg;
 
@@ -144,6 +163,7 @@ enum vtoe_kind {
 	VTOE_KIND_CANDIDATE, /* AF_INET/AF_INET6 stream socket, not yet connected or listening */
 	VTOE_KIND_LISTENER,  /* kernel listener registered with the agent */
 	VTOE_KIND_CONN,      /* offloaded connection: the fd is the agent's socketpair end */
+	VTOE_KIND_EPOLL,     /* an epoll instance this process created (vtoe_epoll.c) */
 };
 
 /* Per-connection flags (struct vtoe_conn.flags). */
@@ -155,6 +175,8 @@ enum vtoe_kind {
 #define VTOE_CF_CONNECT_PENDING (1u << 5) /* connect returned EINPROGRESS, not yet re-called */
 #define VTOE_CF_EDGE (1u << 6)   /* registered with EPOLLET: wants an edge for every arrival */
 #define VTOE_CF_RST_ASKED (1u << 7) /* wrote after the peer's socket was gone; reset requested */
+#define VTOE_CF_KWATCH (1u << 8) /* watched by a kernel epoll the shim cannot answer (inherited):
+				  * keep the fd's kernel readiness exact after every read */
 
 /* Socket options answered on behalf of the kernel socket that was replaced. */
 enum vtoe_opt_id {
@@ -223,6 +245,7 @@ struct vtoe_conn {
 	bool fuse_spent;           /* tx_lock: filler went out; the fuse goes with it */
 	uint64_t rx_tail;          /* rx_lock */
 	uint32_t owed;             /* rx_lock: doorbell bytes sent for our arms, not yet read */
+	uint64_t hup_checked_ns;   /* last time a nonblocking read asked the kernel for a hang-up */
 	uint64_t bytes_tx, bytes_rx;
 	struct vtoe_opts opts;
 };
@@ -238,6 +261,8 @@ struct vtoe_sock {
 	struct sockaddr_storage local, peer;
 	socklen_t local_len, peer_len;
 	struct vtoe_conn c;
+	struct vtoe_ep *ep;          /* VTOE_KIND_EPOLL: the interest list (vtoe_epoll.c) */
+	atomic_uint incarnation;     /* bumped at each release: weak references compare it */
 	struct vtoe_sock *pool_next; /* free list */
 	struct vtoe_sock *all_next;  /* every object ever allocated (for fork) */
 };
@@ -326,6 +351,34 @@ uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared);
 uint32_t vtoe_conn_rx_bytes(struct vtoe_conn *c);
 uint32_t vtoe_conn_tx_bytes(struct vtoe_conn *c);
 int vtoe_conn_take_error(struct vtoe_conn *c);
+/* Readiness from the rings (vtoe_ready.c); the kernel is asked only in rare states. */
+short vtoe_conn_poll(struct vtoe_conn *c, short events, int krev);
+/* About to sleep in the kernel on c's fd for `events`: ask for a doorbell, drop stale ones.
+ * The caller checks readiness again afterwards. */
+void vtoe_conn_sleep_prepare(struct vtoe_conn *c, short events);
+bool vtoe_conn_rx_ready(struct vtoe_conn *c);
+
+/* ------------------------------------------------------------------------------------------ */
+/* vtoe_poll.c / vtoe_epoll.c: readiness answered from the rings                               */
+/* ------------------------------------------------------------------------------------------ */
+uint64_t vtoe_now_ns(void);
+/* A tracked object poll answers from user space: a connection or one of our epoll instances. */
+static inline bool vtoe_obj_polled(struct vtoe_sock *s)
+{
+	int k = atomic_load(&s->kind);
+
+	return k == VTOE_KIND_CONN || (k == VTOE_KIND_EPOLL && s->ep);
+}
+/* Readiness of such an object; krev is the kernel's answer for its fd if known, else -1. */
+short vtoe_obj_poll(struct vtoe_sock *s, short events, int krev);
+/* About to sleep in the kernel on the object's fd. */
+void vtoe_obj_sleep_prepare(struct vtoe_sock *s, short events);
+uint32_t vtoe_spin_budget_us(void);
+void vtoe_ep_release(struct vtoe_sock *s);
+void vtoe_ep_atfork_prepare(void);
+/* An epoll instance: any event to report (nested epoll, poll on an epoll fd)? */
+bool vtoe_ep_ready(struct vtoe_sock *s, bool kernel_says, int depth);
+void vtoe_ep_sleep_prepare(struct vtoe_sock *s, int depth);
 
 /* ------------------------------------------------------------------------------------------ */
 /* vtoe_socket.c / vtoe_sockopt.c                                                              */

@@ -91,7 +91,7 @@ static int vtoe_ctl_wait(int fd, short events, long long deadline)
 		long long left = deadline - vtoe_now_ms();
 		int r;
 
-		r = poll(&p, 1, left < 0 ? 0 : (int)left);
+		r = vtoe_kpoll(&p, 1, left < 0 ? 0 : (int)left);
 		if (r > 0)
 			return 0; /* readiness or an error: the next call tells which */
 		if (r == 0) {

@@ -487,6 +487,8 @@ void vtoe_adopt_record(char *rec, bool scan_low)
 	atomic_store(&s->c.nonblock, (REAL(fcntl)((int)fds[0], F_GETFL) & O_NONBLOCK) != 0);
 	/* Shared, as after fork: the image that exec'd may not have been the only holder. */
 	s->gen = s->c.gen = ~0u;
+	/* It may sit in epoll sets inherited along with it, which only the kernel answers. */
+	atomic_fetch_or(&s->c.flags, VTOE_CF_KWATCH);
 	atomic_store(&s->kind, VTOE_KIND_CONN);
 	for (unsigned int i = 0; i < nfds; i++)
 		vtoe_fd_install((int)fds[i], s);

@@ -111,9 +111,12 @@ struct vtoe_sock *vtoe_sock_new(int kind, int family)
 		pthread_mutex_unlock(&vtoe_pool_lock);
 	} else {
 		/* ref stays 0 until published, so stale readers keep failing their increment */
+		unsigned int inc = atomic_load(&s->incarnation);
+
 		all = s->all_next;
 		memset((char *)s + sizeof(s->ref), 0, sizeof(*s) - sizeof(s->ref));
 		s->all_next = all;
+		atomic_store(&s->incarnation, inc); /* weak references (epoll items) must not match */
 	}
 	vtoe_sock_init_locks(s);
 	s->c.fd = -1;
@@ -135,6 +138,7 @@ void vtoe_sock_put(struct vtoe_sock *s)
 	if (atomic_fetch_sub_explicit(&s->ref, 1, memory_order_acq_rel) != 1)
 		return;
 	saved = errno; /* the caller's result must survive the teardown */
+	atomic_fetch_add(&s->incarnation, 1);
 	vtoe_sock_release(s);
 	errno = saved;
 	atomic_store(&s->kind, VTOE_KIND_FREE);

@@ -342,21 +342,6 @@ VTOE_EXPORT ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count)
 }
 
 /*
- * epoll_ctl only watches: an offloaded socket registered edge-triggered is marked, so that a
- * partial read keeps it armed and every arrival of data gives a new edge, as TCP does.  Others
- * skip that doorbell per write (it halves stream bandwidth when the reader lags).
- */
-VTOE_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
-{
-	struct vtoe_sock *s = vtoe_fd_peek(fd);
-
-	if (vtoe_unlikely(s != NULL) && s != &vtoe_internal_sock && event &&
-	    (op == EPOLL_CTL_ADD || op == EPOLL_CTL_MOD) && (event->events & EPOLLET))
-		atomic_fetch_or(&s->c.flags, VTOE_CF_EDGE);
-	return REAL(epoll_ctl)(epfd, op, fd, event);
-}
-
-/*
  * splice(2): one side must be a pipe.  Into an offloaded socket it is sendfile from the pipe;
  * out of one, a recv of at most what the pipe can take now, then a write that cannot block.
  */

@@ -37,7 +37,7 @@ static bool vtoe_fin_seen(int fd)
 {
 	struct pollfd p = { .fd = fd, .events = POLLRDHUP };
 
-	return poll(&p, 1, 0) != 0; /* RDHUP, HUP, ERR, or a bad fd: nothing left to wait for */
+	return vtoe_kpoll(&p, 1, 0) != 0; /* RDHUP, HUP, ERR, or a bad fd: nothing left to wait for */
 }
 
 static void vtoe_unpark_locked(int i)

@@ -19,7 +19,8 @@
 
 struct vtoe_real_fns vtoe_real_tab;
 atomic_int vtoe_real_ready;
-struct vtoe_config vtoe_cfg = { .offload = true, .agent_timeout_ms = 5000, .internal_fd_base = 100 };
+struct vtoe_config vtoe_cfg = { .offload = true, .agent_timeout_ms = 5000, .internal_fd_base = 100,
+				 .poll_kernel_us = 1000 };
 atomic_uint vtoe_fork_gen;
 
 static pthread_once_t vtoe_once = PTHREAD_ONCE_INIT;
@@ -167,6 +168,46 @@ static int raw_fileno(FILE *f)
 	return -1;
 }
 static int raw_epoll_ctl(int e, int op, int fd, struct epoll_event *ev) { return syscall(SYS_epoll_ctl, e, op, fd, ev); }
+static int raw_ppoll(struct pollfd *f, nfds_t n, const struct timespec *t, const sigset_t *m)
+{
+	return syscall(SYS_ppoll, f, n, t, m, _NSIG / 8);
+}
+static int raw_pselect(int n, fd_set *r, fd_set *w, fd_set *e, const struct timespec *t,
+		       const sigset_t *m)
+{
+	struct { const sigset_t *ss; size_t len; } data = { m, _NSIG / 8 };
+	struct timespec copy, *tp = NULL;
+
+	if (t) {
+		copy = *t;
+		tp = &copy;
+	}
+	return syscall(SYS_pselect6, n, r, w, e, tp, &data);
+}
+static int raw_select(int n, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
+{
+	struct timespec ts;
+	int res;
+
+	if (!tv)
+		return raw_pselect(n, r, w, e, NULL, NULL);
+	ts.tv_sec = tv->tv_sec;
+	ts.tv_nsec = tv->tv_usec * 1000;
+	res = syscall(SYS_pselect6, n, r, w, e, &ts, NULL);
+	tv->tv_sec = ts.tv_sec;
+	tv->tv_usec = ts.tv_nsec / 1000;
+	return res;
+}
+static int raw_epoll_create1(int fl) { return syscall(SYS_epoll_create1, fl); }
+static int raw_epoll_pwait(int e, struct epoll_event *ev, int n, int ms, const sigset_t *m)
+{
+	return syscall(SYS_epoll_pwait, e, ev, n, ms, m, _NSIG / 8);
+}
+static int raw_epoll_pwait2(int e, struct epoll_event *ev, int n, const struct timespec *t,
+			    const sigset_t *m)
+{
+	return syscall(SYS_epoll_pwait2, e, ev, n, t, m, _NSIG / 8);
+}
 static ssize_t raw_splice(int i, off64_t *oi, int o, off64_t *oo, size_t n, unsigned int f)
 {
 	return syscall(SYS_splice, i, oi, o, oo, n, f);
@@ -206,7 +247,9 @@ static const struct vtoe_real_fns vtoe_raw_tab = {
 	.fexecve = raw_fexecve, .posix_spawn = raw_posix_spawn, .posix_spawnp = raw_posix_spawn,
 	.system = raw_system, .popen = raw_popen, .fdopen = raw_fdopen, .fileno = raw_fileno,
 	.fileno_unlocked = raw_fileno, .epoll_ctl = raw_epoll_ctl, .read_chk = raw_read_chk,
-	.recv_chk = raw_recv_chk, .recvfrom_chk = raw_recvfrom_chk,
+	.recv_chk = raw_recv_chk, .recvfrom_chk = raw_recvfrom_chk, .ppoll = raw_ppoll,
+	.epoll_create1 = raw_epoll_create1, .epoll_pwait = raw_epoll_pwait,
+	.epoll_pwait2 = raw_epoll_pwait2, .select = raw_select, .pselect = raw_pselect,
 };
 
 static void *vtoe_sym(const char *name, bool required)
@@ -238,6 +281,12 @@ static void vtoe_config_read(void)
 		long ms = strtol(v, NULL, 10);
 		if (ms > 0 && ms < 3600 * 1000)
 			vtoe_cfg.agent_timeout_ms = (int)ms;
+	}
+	v = getenv("VTOE_POLL_KERNEL_US");
+	if (v && *v) {
+		long us = strtol(v, NULL, 10);
+		if (us >= 0 && us <= 1000000)
+			vtoe_cfg.poll_kernel_us = (uint32_t)us;
 	}
 	v = getenv("VTOE_AGENT_SOCKET");
 	if (v && *v && strlen(v) < sizeof(vtoe_cfg.agent_path))
@@ -321,7 +370,15 @@ static void vtoe_resolve(void)
 	SYM(read_chk, "__read_chk");
 	SYM(recv_chk, "__recv_chk");
 	SYM(recvfrom_chk, "__recvfrom_chk");
+	SYM(ppoll, "ppoll");
+	SYM(epoll_create1, "epoll_create1");
+	SYM(epoll_pwait, "epoll_pwait");
+	SYM(select, "select");
+	SYM(pselect, "pselect");
 #undef SYM
+	r->epoll_pwait2 = vtoe_sym("epoll_pwait2", false); /* glibc 2.35 */
+	if (!r->epoll_pwait2)
+		r->epoll_pwait2 = raw_epoll_pwait2;
 	/* Older C libraries have no separate 64-bit names; on LP64 they are the same calls. */
 	r->fcntl64 = vtoe_sym("fcntl64", false);
 	if (!r->fcntl64)
@@ -333,7 +390,7 @@ static void vtoe_resolve(void)
 	vtoe_config_read();
 	vtoe_fdtab_init();
 	vtoe_log_init();
-	pthread_atfork(NULL, vtoe_atfork_parent, vtoe_atfork_child);
+	pthread_atfork(vtoe_ep_atfork_prepare, vtoe_atfork_parent, vtoe_atfork_child);
 	vtoe_resolving = 0;
 	atomic_store_explicit(&vtoe_real_ready, 1, memory_order_release);
 	vtoe_dbg("loaded: offload=%d agent=%s timeout=%dms", vtoe_cfg.offload,

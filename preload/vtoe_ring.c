@@ -40,6 +40,7 @@
 
 #define VTOE_BELL_MAX_PENDING (1u << 20) /* more unread doorbells than this is a lie */
 #define VTOE_SENDFILE_CHUNK (64u * 1024u)
+#define VTOE_COPY_STEP (64u * 1024u) /* bytes copied between index updates */
 
 #define ACQ memory_order_acquire
 #define REL memory_order_release
@@ -54,7 +55,7 @@ static inline void vtoe_cpu_relax(void)
 #endif
 }
 
-static uint64_t vtoe_now_ns(void)
+uint64_t vtoe_now_ns(void)
 {
 	struct timespec ts;
 
@@ -256,7 +257,8 @@ static bool vtoe_peer_hup(struct vtoe_conn *c)
 {
 	struct pollfd p = { .fd = c->fd, .events = POLLIN };
 
-	if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) {
+	c->hup_checked_ns = vtoe_now_ns();
+	if (vtoe_kpoll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) {
 		atomic_fetch_or(&c->flags, VTOE_CF_PEER_GONE);
 		return true;
 	}
@@ -308,7 +310,7 @@ static int vtoe_drain_doorbell(struct vtoe_conn *c)
 			return 0;
 		}
 		struct pollfd p = { .fd = c->fd, .events = POLLIN };
-		if (poll(&p, 1, 10) == 0 && (waited_ms += 10) > vtoe_cfg.agent_timeout_ms) {
+		if (vtoe_kpoll(&p, 1, 10) == 0 && (waited_ms += 10) > vtoe_cfg.agent_timeout_ms) {
 			vtoe_conn_corrupt(c, "doorbell (consumed arm, no byte)");
 			return 1;
 		}
@@ -398,6 +400,16 @@ static bool vtoe_tx_block(struct vtoe_conn *c)
 	return true;
 }
 
+/*
+ * The ring is full.  poll, select and epoll see that in the ring itself, and a sender that
+ * waits blocks the fd before it sleeps; only a kernel watcher needs the fd unwritable now.
+ */
+static void vtoe_tx_full(struct vtoe_conn *c)
+{
+	if (atomic_load(&c->flags) & VTOE_CF_KWATCH)
+		vtoe_tx_block(c);
+}
+
 /* Sleep on our fd with the caller's lock dropped.  >0: revents, 0: timed out, -1: errno. */
 static int vtoe_conn_sleep(struct vtoe_conn *c, pthread_mutex_t *lock, short events,
 			   const struct timespec *deadline)
@@ -419,7 +431,7 @@ static int vtoe_conn_sleep(struct vtoe_conn *c, pthread_mutex_t *lock, short eve
 		tp = &left;
 	}
 	pthread_mutex_unlock(lock);
-	r = ppoll(&p, 1, tp, NULL);
+	r = REAL(ppoll)(&p, 1, tp, NULL);
 	saved = errno;
 	pthread_mutex_lock(lock);
 	errno = saved;
@@ -491,6 +503,10 @@ static int vtoe_rx_fin(struct vtoe_conn *c)
  */
 static void vtoe_rx_settle(struct vtoe_conn *c)
 {
+	/* Only a kernel watcher needs the fd's readiness exact after every read; poll, select,
+	 * epoll and our own waits look at the ring and drain stale bytes before they sleep. */
+	if (!(atomic_load(&c->flags) & VTOE_CF_KWATCH))
+		return;
 	if (vtoe_rx_pending(c)) {
 		/* Data is left (a partial read).  An EPOLLET waiter needs a new edge for new data,
 		 * as TCP gives one: stay armed so that the next publish rings again.  Keep one byte
@@ -556,6 +572,9 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 		} else if (used > 0) {
 			size_t n = VTOE_MIN((size_t)used, len - copied);
 
+			/* Large reads free the ring in steps, so the writer refills behind us. */
+			if (!(flags & MSG_PEEK))
+				n = VTOE_MIN(n, VTOE_COPY_STEP);
 			if (!(flags & MSG_TRUNC))
 				vtoe_copy_out(c, c->rx_tail, n, &cur);
 			if (flags & MSG_PEEK)
@@ -568,6 +587,8 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 			if (atomic_load_explicit(&rx->tx_waiting, RLX) &&
 			    atomic_exchange(&rx->tx_waiting, 0) == 1)
 				vtoe_drain_bell(c);
+			if (copied < len && (size_t)used > n)
+				continue; /* more is in the ring already */
 			if (copied == len || !(flags & MSG_WAITALL)) {
 				vtoe_rx_settle(c);
 				return (ssize_t)copied;
@@ -604,6 +625,18 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 			return 0;
 		}
 
+		if (nonblock && !(fl & VTOE_CF_KWATCH)) {
+			/* Nothing to wait for, so no doorbell to ask for: the producer stays silent.
+			 * A peer that vanished with its agent is noticed at most every
+			 * VTOE_POLL_KERNEL_US (the one kernel call here). */
+			if (vtoe_now_ns() - c->hup_checked_ns >= vtoe_cfg.poll_kernel_us * 1000ull &&
+			    vtoe_peer_hup(c))
+				continue;
+			return copied ? (ssize_t)copied : vtoe_fail(EAGAIN);
+		}
+		/* A spinning consumer costs its producer nothing: spin unarmed first. */
+		if (!nonblock && vtoe_spin(c, true))
+			continue;
 		/* Ring empty: arm, then re-check (Dekker with vtoe_wake_peer). */
 		vtoe_rx_arm(c);
 		if (vtoe_rx_pending(c))
@@ -615,8 +648,6 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 				continue;
 			return copied ? (ssize_t)copied : vtoe_fail(EAGAIN);
 		}
-		if (vtoe_spin(c, true))
-			continue;
 		if (!timed && atomic_load(&c->opts.rcvtimeo_us)) {
 			vtoe_deadline(&deadline, atomic_load(&c->opts.rcvtimeo_us));
 			timed = true;
@@ -721,7 +752,8 @@ static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, in
 		}
 		space = c->size - (size_t)used;
 		if (space) {
-			size_t n = VTOE_MIN(space, len - sent);
+			/* published in steps, so the reader copies out while we copy in */
+			size_t n = VTOE_MIN(VTOE_MIN(space, len - sent), VTOE_COPY_STEP);
 
 			if (vtoe_unlikely(c->fuse_spent))
 				vtoe_fuse_rearm(c);
@@ -737,15 +769,15 @@ static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, in
 			/* Ring now full: unwritable from now on, like a TCP socket with a full
 			 * send buffer (select() must not promise a write that would block). */
 			if (n == space)
-				vtoe_tx_block(c);
+				vtoe_tx_full(c);
 			return (ssize_t)sent;
 		}
 		/* Ring full. */
 		if (nonblock) {
-			vtoe_tx_block(c);
+			vtoe_tx_full(c);
 			return sent ? (ssize_t)sent : vtoe_fail(EAGAIN);
 		}
-		if (vtoe_tx_block(c) || vtoe_spin(c, false))
+		if (vtoe_spin(c, false) || vtoe_tx_block(c))
 			continue;
 		if (!timed && atomic_load(&c->opts.sndtimeo_us)) {
 			vtoe_deadline(&deadline, atomic_load(&c->opts.sndtimeo_us));
@@ -807,7 +839,7 @@ ssize_t vtoe_conn_sendfile(struct vtoe_conn *c, int in_fd, off64_t *offset, size
 			size_t space = used < 0 ? 1 : c->size - (size_t)used;
 			if (space == 0) {
 				if (!total) {
-					vtoe_tx_block(c);
+					vtoe_tx_full(c);
 					ret = vtoe_fail(EAGAIN);
 				}
 				break;
@@ -873,7 +905,7 @@ ssize_t vtoe_conn_splice_out(struct vtoe_conn *c, int pipe_fd, size_t count, boo
 		if (nonblock)
 			return vtoe_fail(EAGAIN);
 		struct pollfd p = { .fd = pipe_fd, .events = POLLOUT };
-		if (poll(&p, 1, -1) < 0)
+		if (vtoe_kpoll(&p, 1, -1) < 0)
 			return -1;
 	}
 	iov.iov_len = VTOE_MIN(VTOE_MIN(count, room), VTOE_SENDFILE_CHUNK);
@@ -1053,4 +1085,86 @@ int vtoe_conn_take_error(struct vtoe_conn *c)
 		}
 	}
 	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Readiness for poll, select and epoll (vtoe_poll.c, vtoe_epoll.c)                            */
+/* ------------------------------------------------------------------------------------------ */
+#define VTOE_CF_UNUSUAL                                                                      \
+	(VTOE_CF_WR_SHUT | VTOE_CF_RD_SHUT | VTOE_CF_PEER_GONE | VTOE_CF_RESET_REPORTED |     \
+	 VTOE_CF_BROKEN | VTOE_CF_RST_ASKED)
+
+bool vtoe_conn_rx_ready(struct vtoe_conn *c)
+{
+	return atomic_load_explicit(&c->rx->head, ACQ) != atomic_load_explicit(&c->rx->tail, RLX);
+}
+
+/*
+ * What poll would say of our fd, from the rings.  An established connection with nothing
+ * unusual is answered from the indices alone: data to read, room to write.  After a FIN, a
+ * reset, a shutdown or a hang-up the kernel's answer for the socketpair is the one that matches
+ * TCP (the conformance suites check it); only its POLLIN is corrected, since a stale doorbell
+ * byte can make it readable with nothing to read.  krev is the kernel's answer if the caller
+ * has one, else -1.
+ */
+short vtoe_conn_poll(struct vtoe_conn *c, short events, int krev)
+{
+	const short always = POLLHUP | POLLERR | POLLNVAL;
+	unsigned int fl = atomic_load(&c->flags);
+	int64_t used = 0;
+	short rev = 0;
+
+	/* The tx ring's consumer-written line is read only for POLLOUT: a reader that polls for
+	 * input alone does not pull it from the peer's cache on every call. */
+	if (events & POLLOUT)
+		used = atomic_load_explicit(&c->tx->rd_shut, ACQ)
+			       ? -1
+			       : vtoe_ring_used(atomic_load_explicit(&c->tx->head, RLX),
+						atomic_load_explicit(&c->tx->tail, ACQ), c->size);
+	if (!(fl & VTOE_CF_UNUSUAL) && used >= 0 && !atomic_load_explicit(&c->rx->fin, ACQ) &&
+	    !atomic_load_explicit(&c->rx->reset, ACQ) &&
+	    (krev < 0 || !(krev & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL)))) {
+		if (vtoe_conn_rx_ready(c))
+			rev |= POLLIN;
+		if (used < (int64_t)c->size)
+			rev |= POLLOUT;
+		return rev & (events | always);
+	}
+	if (krev < 0) {
+		struct pollfd p = { .fd = c->fd, .events = POLLIN | POLLOUT | POLLRDHUP | POLLPRI };
+
+		krev = vtoe_kpoll(&p, 1, 0) == 1 ? p.revents : 0;
+	}
+	if (krev & (POLLHUP | POLLERR))
+		atomic_fetch_or(&c->flags, VTOE_CF_PEER_GONE); /* as vtoe_peer_hup */
+	rev = (short)(krev & ~POLLIN);
+	/* Readable: data in the ring, or the end of the stream as the kernel shows it (the FIN
+	 * or reset reaches the fd together with RDHUP, HUP and ERR, as TCP's do). */
+	if (vtoe_conn_rx_ready(c) || ((krev & POLLIN) && (krev & (POLLRDHUP | POLLHUP | POLLERR))))
+		rev |= POLLIN;
+	return rev & (events | always);
+}
+
+/* About to sleep in the kernel on our fd: a doorbell for new data (nothing is needed for room
+ * to write: a full ring has already made the fd unwritable), and no stale byte that would
+ * wake the sleeper at once. */
+void vtoe_conn_sleep_prepare(struct vtoe_conn *c, short events)
+{
+	if (events & POLLOUT) {
+		/* a full ring makes the fd unwritable until the reader frees room */
+		pthread_mutex_lock(&c->tx_lock);
+		c->tx_head = atomic_load_explicit(&c->tx->head, RLX);
+		if (vtoe_ring_used(c->tx_head, atomic_load_explicit(&c->tx->tail, ACQ), c->size) ==
+		    (int64_t)c->size)
+			vtoe_tx_block(c);
+		pthread_mutex_unlock(&c->tx_lock);
+	}
+	if (!(events & (POLLIN | POLLRDHUP | POLLPRI)))
+		return;
+	pthread_mutex_lock(&c->rx_lock);
+	c->rx_tail = atomic_load_explicit(&c->rx->tail, RLX);
+	vtoe_rx_arm(c);
+	if (!vtoe_rx_pending(c))
+		vtoe_drain_doorbell(c);
+	pthread_mutex_unlock(&c->rx_lock);
 }

@@ -60,6 +60,9 @@ void vtoe_sock_release(struct vtoe_sock *s)
 		if (!shared)
 			vtoe_ctl_note(VTOE_OP_CLOSE, s->c.sid, s->c.cid, res);
 		break;
+	case VTOE_KIND_EPOLL:
+		vtoe_ep_release(s);
+		break;
 	default:
 		break;
 	}
@@ -171,7 +174,7 @@ static int vtoe_rendezvous(int fd, const struct sockaddr *addr, socklen_t len)
 			clock_gettime(CLOCK_MONOTONIC, &now);
 			ms = VTOE_RENDEZVOUS_MS - ((now.tv_sec - start.tv_sec) * 1000 +
 						   (now.tv_nsec - start.tv_nsec) / 1000000);
-			r = poll(&p, 1, ms < 0 ? 0 : (int)ms);
+			r = vtoe_kpoll(&p, 1, ms < 0 ? 0 : (int)ms);
 			if (r < 0 && errno == EINTR)
 				continue; /* the handshake goes on; finish it */
 			if (r <= 0) {

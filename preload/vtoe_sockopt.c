@@ -394,8 +394,11 @@ static int vtoe_fcntl(int (*fn)(int, int, ...), int fd, int cmd, va_list ap)
 	if (r >= 0 && s) {
 		if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
 			vtoe_fd_install(r, s); /* like dup: same socket object */
-		else if (cmd == F_SETFL && atomic_load(&s->kind) == VTOE_KIND_CONN)
+		else if (cmd == F_SETFL && atomic_load(&s->kind) == VTOE_KIND_CONN) {
 			atomic_store(&s->c.nonblock, !!(iarg & O_NONBLOCK));
+			if (iarg & O_ASYNC) /* SIGIO comes from the kernel's view of the fd */
+				atomic_fetch_or(&s->c.flags, VTOE_CF_KWATCH);
+		}
 	}
 	vtoe_sock_put(s);
 	return r;

@@ -220,6 +220,38 @@ describe('servers a new user tries first', () => {
     }
   });
 
+  // wrk counts a read() that fails with EAGAIN right after epoll_wait reported EPOLLIN as a
+  // read error: readiness that is not there.  Kernel TCP gives none.
+  const wrkOk = have('nginx') && have('wrk');
+  it.skipIf(!wrkOk)(`nginx (2 workers, sendfile) under wrk -t2 -c50: no read errors${wrkOk ? '' : ' [needs nginx-light, wrk]'}`, async () => {
+    const port = await freePort();
+    const root = mkdtempSync(join(tmpdir(), 'vtoe-nginx-wrk-'));
+    chmodSync(root, 0o755);
+    writeFileSync(join(root, 'index.html'), randomBytes(2048).toString('hex'), { mode: 0o644 });
+    writeFileSync(join(root, 'nginx.conf'), [
+      `daemon off; worker_processes 2; pid ${root}/nginx.pid; error_log ${root}/error.log;`,
+      'events { worker_connections 256; }',
+      `http { access_log off; sendfile on; server { listen 127.0.0.1:${port}; root ${root}; } }`,
+    ].join('\n'));
+    const before = agent.stats();
+    const server = startProc('nginx', ['-c', join(root, 'nginx.conf')], offloadEnv(agent.socketPath));
+    try {
+      await agent.until(listening(port));
+      const { stdout } = await exec('wrk', ['-t2', '-c50', '-d3s', `http://127.0.0.1:${port}/index.html`],
+        { env: offloadEnv(agent.socketPath) });
+      const requests = Number(/(\d+) requests in/.exec(stdout)?.[1] ?? 0);
+      expect(requests, stdout).toBeGreaterThan(1000);
+      expect(stdout).not.toMatch(/Socket errors|Non-2xx/);
+      const after = agent.stats();
+      expect(after.programs.wrk!.offloaded - (before.programs.wrk?.offloaded ?? 0)).toBeGreaterThanOrEqual(50); // and reconnects after keepalive_requests
+      expect(after.fallback.total - before.fallback.total).toBe(0);
+    } finally {
+      server.kill('SIGQUIT');
+      await server.exited;
+      rmSync(root, { recursive: true, force: true });
+    }
+  }, 30_000);
+
   it.skipIf(!have('redis-server'))(`redis-server with redis-benchmark, 8 clients${have('redis-server') ? '' : ' [needs redis-server, redis-tools]'}`, async () => {
     const port = await freePort();
     const before = agent.stats();

@@ -191,6 +191,133 @@ static void t_epoll_reset(void)
 	close(ep);
 }
 
+/* ---- edge-triggered epoll: every arrival an edge, read or not; epoll fds as readiness ------ */
+static void t_epoll_edge(void)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLET };
+	char buf[16];
+	uint32_t e = 0;
+	int c, s, n, ep = epoll_create1(0);
+
+	make_pair(&c, &s);
+	ev.data.fd = s;
+	epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+	SAY("et.idle: %d", ep_wait(ep, 0, &e));
+	send(c, "a", 1, 0);
+	n = ep_wait(ep, 1000, &e);
+	SAY("et.first: %d %s", n, epevs(e));
+	SAY("et.no-new-edge: %d", ep_wait(ep, 0, &e));
+	send(c, "b", 1, 0); /* nothing read yet: TCP gives a new edge */
+	n = ep_wait(ep, 1000, &e);
+	SAY("et.unread-arrival: %d %s", n, epevs(e));
+	SAY("et.unread-quiet: %d", ep_wait(ep, 0, &e));
+	SAY("et.partial-read: %s", res(recv(s, buf, 1, 0)));
+	SAY("et.after-partial: %d", ep_wait(ep, 0, &e));
+	send(c, "c", 1, 0);
+	n = ep_wait(ep, 1000, &e);
+	SAY("et.after-partial-arrival: %d %s", n, epevs(e));
+	SAY("et.fionread: %s", res(recv(s, buf, sizeof(buf), MSG_PEEK)));
+	shutdown(c, SHUT_WR); /* a FIN after unread data, RDHUP not asked for */
+	n = ep_wait(ep, 1000, &e);
+	SAY("et.fin-unread: %d %s", n, epevs(e));
+	SAY("et.fin-quiet: %d", ep_wait(ep, 0, &e));
+	close2(c, s);
+
+	/* RDHUP asked for, after unread data */
+	make_pair(&c, &s);
+	ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+	ev.data.fd = s;
+	epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+	send(c, "x", 1, 0);
+	n = ep_wait(ep, 1000, &e);
+	SAY("et.rdhup-data: %d %s", n, epevs(e));
+	shutdown(c, SHUT_WR);
+	n = ep_wait(ep, 1000, &e);
+	SAY("et.rdhup-after-unread: %d %s", n, epevs(e));
+	SAY("et.rdhup-read: %s", res(recv(s, buf, sizeof(buf), 0)));
+	SAY("et.rdhup-eof: %s", res(recv(s, buf, sizeof(buf), 0)));
+	close2(c, s);
+
+	/* OUT edges, and IN|OUT together on an arrival */
+	make_pair(&c, &s);
+	ev.events = EPOLLOUT | EPOLLET;
+	ev.data.fd = c;
+	epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev);
+	n = ep_wait(ep, 1000, &e);
+	SAY("et.out-first: %d %s", n, epevs(e));
+	SAY("et.out-quiet: %d", ep_wait(ep, 0, &e));
+	send(s, "z", 1, 0); /* IN is not asked for */
+	SAY("et.out-peer-data: %d", ep_wait(ep, 0, &e));
+	ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+	SAY("et.mod: %s", res(epoll_ctl(ep, EPOLL_CTL_MOD, c, &ev)));
+	n = ep_wait(ep, 1000, &e);
+	SAY("et.mod-reports: %d %s", n, epevs(e));
+	SAY("et.mod-quiet: %d", ep_wait(ep, 0, &e));
+	send(s, "w", 1, 0);
+	n = ep_wait(ep, 1000, &e);
+	SAY("et.inout-arrival: %d %s", n, epevs(e));
+	ev.events = EPOLLIN | EPOLLET | EPOLLONESHOT;
+	epoll_ctl(ep, EPOLL_CTL_MOD, c, &ev);
+	n = ep_wait(ep, 1000, &e);
+	SAY("et.oneshot: %d %s", n, epevs(e));
+	send(s, "v", 1, 0);
+	SAY("et.oneshot-disabled: %d", ep_wait(ep, 0, &e));
+
+	/* registration lives with the socket, not the number: dup, then close the original */
+	int d = dup(c);
+	ev.events = EPOLLIN;
+	ev.data.fd = 77;
+	epoll_ctl(ep, EPOLL_CTL_MOD, c, &ev);
+	close(c);
+	struct epoll_event out[4];
+	n = epoll_wait(ep, out, 4, 1000);
+	SAY("et.dup-survives: %d data=%d %s", n, n > 0 ? out[0].data.fd : -1,
+	    epevs(n > 0 ? out[0].events : 0));
+	SAY("et.del-closed: %s", res(epoll_ctl(ep, EPOLL_CTL_DEL, c, NULL)));
+	close(d); /* the last one: the registration goes with the socket */
+	SAY("et.closed-gone: %d", epoll_wait(ep, out, 4, 0));
+	close(s);
+
+	/* an epoll fd as a readiness source for poll and select */
+	make_pair(&c, &s);
+	ev.events = EPOLLIN;
+	ev.data.fd = s;
+	epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+	struct pollfd p = { .fd = ep, .events = POLLIN };
+	SAY("ep-poll.idle: %d", poll(&p, 1, 0));
+	send(c, "q", 1, 0);
+	n = poll(&p, 1, 1000);
+	SAY("ep-poll.data: %d %s", n, evs(p.revents));
+	fd_set r;
+	struct timeval tv = { 1, 0 };
+	FD_ZERO(&r);
+	FD_SET(ep, &r);
+	n = select(ep + 1, &r, NULL, NULL, &tv);
+	SAY("ep-select.data: %d %d", n, FD_ISSET(ep, &r));
+	recv(s, buf, sizeof(buf), 0);
+	p.revents = 0;
+	SAY("ep-poll.drained: %d", poll(&p, 1, 0));
+
+	/* an epoll fd shared with a child after fork */
+	send(c, "f", 1, 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		int k = epoll_wait(ep, out, 4, 1000);
+		char got = 0;
+		if (k == 1)
+			recv(out[0].data.fd, &got, 1, 0);
+		_exit(k == 1 && got == 'f' ? 42 : 1);
+	}
+	int st = 0;
+	waitpid(pid, &st, 0);
+	SAY("ep-fork.child: %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	send(c, "g", 1, 0);
+	n = epoll_wait(ep, out, 4, 1000);
+	SAY("ep-fork.parent: %d %s", n, epevs(n > 0 ? out[0].events : 0));
+	close2(c, s);
+	close(ep);
+}
+
 /* ---- descriptor life ---------------------------------------------------------------------- */
 static void t_fdlife(void)
 {
@@ -883,7 +1010,8 @@ static const struct {
 	void (*run)(void);
 } groups[] = {
 	{ "select", t_select },	      { "epoll-flags", t_epoll_flags },
-	{ "epoll-reset", t_epoll_reset }, { "fdlife", t_fdlife },
+	{ "epoll-reset", t_epoll_reset }, { "epoll-edge", t_epoll_edge },
+	{ "fdlife", t_fdlife },
 	{ "fork-both", t_fork_both },     { "scm-rights", t_scm_rights },
 	{ "exec", t_exec },		      { "flags", t_flags },
 	{ "signals", t_signals },	      { "close-blocked", t_close_blocked },
