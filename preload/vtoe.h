@@ -376,6 +376,7 @@ void vtoe_obj_sleep_prepare(struct vtoe_sock *s, short events);
 uint32_t vtoe_spin_budget_us(void);
 void vtoe_ep_release(struct vtoe_sock *s);
 void vtoe_ep_atfork_prepare(void);
+void vtoe_ep_follow(int fd, struct vtoe_sock *candidate, struct vtoe_sock *conn);
 /* An epoll instance: any event to report (nested epoll, poll on an epoll fd)? */
 bool vtoe_ep_ready(struct vtoe_sock *s, bool kernel_says, int depth);
 void vtoe_ep_sleep_prepare(struct vtoe_sock *s, int depth);

@@ -31,7 +31,8 @@ struct vtoe_ep_item {
 	int fd;
 	uint32_t events;    /* the application's */
 	epoll_data_t data;  /* the application's */
-	struct vtoe_sock *s; /* weak: checked against inc before use */
+	struct vtoe_sock *s; /* weak: checked against inc before use; for a kernel item, the
+			      * unconnected socket it was (vtoe_ep_follow) */
 	unsigned int inc;
 	uint64_t seen_head; /* ET: rx head at the last report */
 	uint32_t seen_bits; /* ET: end-of-stream and error bits at the last report */
@@ -52,6 +53,9 @@ struct vtoe_ep {
 	int npend;
 	struct vtoe_ep *next;
 };
+
+static struct vtoe_ep_item *vtoe_ep_find(struct vtoe_ep *ep, int fd);
+static void vtoe_ep_item_reset(struct vtoe_ep_item *it, const struct epoll_event *ev);
 
 static pthread_mutex_t vtoe_ep_all_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct vtoe_ep *vtoe_ep_all;
@@ -198,6 +202,43 @@ void vtoe_ep_atfork_prepare(void)
 	pthread_mutex_unlock(&vtoe_ep_all_lock);
 }
 
+/*
+ * connect() put an offloaded socket at fd in place of the kernel socket the program had
+ * registered: the kernel dropped that registration with the old socket, so it follows the
+ * new one here, as the program expects of the socket it registered.
+ */
+void vtoe_ep_follow(int fd, struct vtoe_sock *candidate, struct vtoe_sock *conn)
+{
+	pthread_mutex_lock(&vtoe_ep_all_lock);
+	for (struct vtoe_ep *ep = vtoe_ep_all; ep; ep = ep->next) {
+		struct vtoe_sock *eps = vtoe_fd_peek(ep->fd);
+		struct vtoe_ep_item *it;
+
+		pthread_mutex_lock(&ep->lock);
+		it = ep->legacy || eps == &vtoe_internal_sock || !eps || eps->ep != ep
+			     ? NULL
+			     : vtoe_ep_find(ep, fd);
+		if (it && !it->user && it->s == candidate &&
+		    it->inc == atomic_load(&candidate->incarnation)) {
+			struct epoll_event ev = { .events = it->events, .data = it->data };
+			struct epoll_event kev;
+
+			it->user = true;
+			it->s = conn;
+			it->inc = atomic_load(&conn->incarnation);
+			vtoe_ep_item_reset(it, &ev);
+			kev.events = vtoe_ep_kernel_events(it);
+			kev.data.u64 = vtoe_ep_token(ep, (int)(it - ep->items));
+			if (REAL(epoll_ctl)(ep->fd, EPOLL_CTL_ADD, fd, &kev) == 0 || errno == EEXIST)
+				ep->nuser++;
+			else
+				vtoe_ep_item_drop(ep, it);
+		}
+		pthread_mutex_unlock(&ep->lock);
+	}
+	pthread_mutex_unlock(&vtoe_ep_all_lock);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* epoll_ctl                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
@@ -282,8 +323,9 @@ static int vtoe_ep_ctl(struct vtoe_sock *eps, int epfd, int op, int fd, struct e
 	tmp = ep->items[idx];
 	tmp.fd = fd;
 	tmp.user = user;
-	tmp.s = user ? target : NULL;
-	tmp.inc = user ? atomic_load(&target->incarnation) : 0;
+	tmp.s = user || (target && atomic_load(&target->kind) == VTOE_KIND_CANDIDATE) ? target
+										    : NULL;
+	tmp.inc = tmp.s ? atomic_load(&target->incarnation) : 0;
 	vtoe_ep_item_reset(&tmp, ev);
 	kev.events = vtoe_ep_kernel_events(&tmp);
 	kev.data.u64 = vtoe_ep_token(ep, idx);

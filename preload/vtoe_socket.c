@@ -318,6 +318,7 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 		vtoe_untrack(fd, s);
 		return 0;
 	}
+	vtoe_ep_follow(fd, s, conn); /* epoll registrations made before connect() */
 	vtoe_ctl_note(VTOE_OP_ESTABLISH, sid, rep.cid, 0);
 	vtoe_info("fd %d: offloaded connect, cid %llu, ring %u", fd, (unsigned long long)rep.cid,
 		  rep.ring_size);

@@ -278,6 +278,28 @@ static void t_epoll_edge(void)
 	SAY("et.closed-gone: %d", epoll_wait(ep, out, 4, 0));
 	close(s);
 
+	/* registered before connect(): the registration follows the socket through it */
+	uint16_t port;
+	int l = make_listener(&port);
+	struct sockaddr_storage ss;
+	socklen_t sl = addr_any(&ss, port, 1);
+	c = socket(family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	ev.events = EPOLLIN | EPOLLOUT;
+	ev.data.fd = c;
+	epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev);
+	SAY("pre-connect.connect: %s", res(connect(c, (struct sockaddr *)&ss, sl)));
+	n = ep_wait(ep, 1000, &e);
+	SAY("pre-connect.writable: %d %s", n, epevs(e));
+	s = accept(l, NULL, NULL);
+	send(s, "p", 1, 0);
+	for (int i = 0; i < 100 && (n = ep_wait(ep, 1000, &e)) == 1 && !(e & EPOLLIN); i++)
+		;
+	SAY("pre-connect.readable: %d %s", n, epevs(e));
+	SAY("pre-connect.read: %s", res(recv(c, buf, sizeof(buf), 0)));
+	epoll_ctl(ep, EPOLL_CTL_DEL, c, NULL);
+	close2(c, s);
+	close(l);
+
 	/* an epoll fd as a readiness source for poll and select */
 	make_pair(&c, &s);
 	ev.events = EPOLLIN;
