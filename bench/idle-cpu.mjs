@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Idle costs nothing: a standing agent plus one idle offloaded connection (a reader blocked in
-// recv, its peer waiting) must use no CPU. Reads utime+stime from /proc over a window.
+// Idle costs nothing: a standing agent plus idle offloaded connections (readers asleep in recv,
+// poll and epoll_wait, their peers waiting) must use no CPU. Reads utime+stime from /proc over a window.
 //   node bench/idle-cpu.mjs [--seconds 10] [--windows 3]
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -47,14 +47,20 @@ function cpuTicks(pid) {
 try {
   const agent = start(process.execPath, [join(root, 'bin/vtoe.js'), 'agent', '--socket', socket], process.env);
   await line(agent, 'stderr', /listening on/);
-  const holder = start(peer, ['hold'], offloadEnv(socket));
-  const [, port] = await line(holder, 'stdout', /READY (\d+)/);
-  const reader = start(peer, ['reader', port], offloadEnv(socket));
-  await line(reader, 'stdout', /CONNECTED/);
-  await line(holder, 'stdout', /ACCEPTED/);
+  const procs = { agent: agent.pid };
+  // one idle connection per way of waiting: a blocking recv, poll and epoll_wait (both answered
+  // from the rings until they sleep)
+  for (const wait of ['recv', 'poll', 'epoll']) {
+    const holder = start(peer, ['hold'], offloadEnv(socket));
+    const [, port] = await line(holder, 'stdout', /READY (\d+)/);
+    const reader = start(peer, ['reader', port, wait], offloadEnv(socket));
+    await line(reader, 'stdout', /CONNECTED/);
+    await line(holder, 'stdout', /ACCEPTED/);
+    procs[`reader (asleep in ${wait})`] = reader.pid;
+    procs[`peer of the ${wait} reader`] = holder.pid;
+  }
   const rows = await adminRequest(`${socket}.admin`, 'ss');
   const offloaded = rows.filter((r) => r.fabric === 'shm' && r.cm === 'ESTABLISHED').length;
-  const procs = { agent: agent.pid, 'reader (blocked in recv)': reader.pid, 'peer (idle)': holder.pid };
   console.log(`${offloaded} offloaded connection ends ESTABLISHED (vtoe ss); CPU from /proc/PID/stat:`);
   // Consecutive windows: the first can include V8 finishing its work from the set-up (a
   // collection some seconds after the last allocation); the later ones are the steady state.

@@ -362,12 +362,13 @@ bool vtoe_conn_rx_ready(struct vtoe_conn *c);
 /* vtoe_poll.c / vtoe_epoll.c: readiness answered from the rings                               */
 /* ------------------------------------------------------------------------------------------ */
 uint64_t vtoe_now_ns(void);
+bool vtoe_ep_legacy(const struct vtoe_ep *ep); /* shared over fork: the kernel answers it */
 /* A tracked object poll answers from user space: a connection or one of our epoll instances. */
 static inline bool vtoe_obj_polled(struct vtoe_sock *s)
 {
 	int k = atomic_load(&s->kind);
 
-	return k == VTOE_KIND_CONN || (k == VTOE_KIND_EPOLL && s->ep);
+	return k == VTOE_KIND_CONN || (k == VTOE_KIND_EPOLL && s->ep && !vtoe_ep_legacy(s->ep));
 }
 /* Readiness of such an object; krev is the kernel's answer for its fd if known, else -1. */
 short vtoe_obj_poll(struct vtoe_sock *s, short events, int krev);
@@ -376,6 +377,8 @@ void vtoe_obj_sleep_prepare(struct vtoe_sock *s, short events);
 uint32_t vtoe_spin_budget_us(void);
 void vtoe_ep_release(struct vtoe_sock *s);
 void vtoe_ep_atfork_prepare(void);
+void vtoe_ep_atfork_parent(void);
+void vtoe_ep_atfork_child(void);
 void vtoe_ep_follow(int fd, struct vtoe_sock *candidate, struct vtoe_sock *conn);
 /* An epoll instance: any event to report (nested epoll, poll on an epoll fd)? */
 bool vtoe_ep_ready(struct vtoe_sock *s, bool kernel_says, int depth);

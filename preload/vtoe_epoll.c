@@ -174,7 +174,7 @@ static uint32_t vtoe_ep_kernel_events(const struct vtoe_ep_item *it)
  * done with it). */
 void vtoe_ep_atfork_prepare(void)
 {
-	pthread_mutex_lock(&vtoe_ep_all_lock);
+	pthread_mutex_lock(&vtoe_ep_all_lock); /* held through fork(): see vtoe_ep_atfork_*() */
 	for (struct vtoe_ep *ep = vtoe_ep_all; ep; ep = ep->next) {
 		pthread_mutex_lock(&ep->lock);
 		for (int i = 0; i < ep->n && !ep->legacy; i++) {
@@ -199,7 +199,24 @@ void vtoe_ep_atfork_prepare(void)
 		ep->npend = 0; /* (a harvested event would be lost; the kernel re-reports LT ones) */
 		pthread_mutex_unlock(&ep->lock);
 	}
+}
+
+bool vtoe_ep_legacy(const struct vtoe_ep *ep)
+{
+	return ep->legacy;
+}
+
+void vtoe_ep_atfork_parent(void)
+{
 	pthread_mutex_unlock(&vtoe_ep_all_lock);
+}
+
+/* Another thread of the parent may have held any instance's lock at the fork. */
+void vtoe_ep_atfork_child(void)
+{
+	pthread_mutex_init(&vtoe_ep_all_lock, NULL);
+	for (struct vtoe_ep *ep = vtoe_ep_all; ep; ep = ep->next)
+		pthread_mutex_init(&ep->lock, NULL);
 }
 
 /*
@@ -285,7 +302,7 @@ static int vtoe_ep_ctl(struct vtoe_sock *eps, int epfd, int op, int fd, struct e
 	struct vtoe_ep_item *it, tmp;
 	struct epoll_event kev;
 	bool user = target && vtoe_obj_polled(target) && target != eps;
-	int idx = -1, r;
+	int idx = -1, it_idx, r;
 
 	if ((op == EPOLL_CTL_ADD || op == EPOLL_CTL_MOD) && !ev) {
 		errno = EFAULT;
@@ -299,6 +316,7 @@ static int vtoe_ep_ctl(struct vtoe_sock *eps, int epfd, int op, int fd, struct e
 	pthread_mutex_lock(&ep->lock);
 	ep->fd = epfd;
 	it = vtoe_ep_find(ep, fd);
+	it_idx = it ? (int)(it - ep->items) : -1; /* vtoe_ep_slot may move the array */
 	if (op == EPOLL_CTL_DEL) {
 		r = REAL(epoll_ctl)(epfd, op, fd, ev);
 		if (r == 0 && it)
@@ -317,8 +335,9 @@ static int vtoe_ep_ctl(struct vtoe_sock *eps, int epfd, int op, int fd, struct e
 			errno = ENOMEM;
 			return -1;
 		}
+		it = it_idx >= 0 ? &ep->items[it_idx] : NULL;
 	} else {
-		idx = (int)(it - ep->items);
+		idx = it_idx;
 	}
 	tmp = ep->items[idx];
 	tmp.fd = fd;

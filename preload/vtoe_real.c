@@ -310,11 +310,13 @@ static void vtoe_config_read(void)
 static void vtoe_atfork_parent(void)
 {
 	atomic_fetch_add(&vtoe_fork_gen, 1);
+	vtoe_ep_atfork_parent();
 }
 
 static void vtoe_atfork_child(void)
 {
 	atomic_fetch_add(&vtoe_fork_gen, 1);
+	vtoe_ep_atfork_child();
 	vtoe_fdtab_atfork_child();
 	vtoe_ctl_atfork_child();
 	vtoe_park_atfork_child();

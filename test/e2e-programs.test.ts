@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
+import { SOCKPERF_MAX_MPS } from '../src/bench/socket-workloads.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
 import { have, killAll, startProc } from './helpers/proc.js';
 
@@ -286,7 +287,7 @@ describe('sockperf through offload', () => {
         throw new Error(`${err.message}; sockperf said: ${server.stdout()} ${server.stderr()}`);
       });
       const common = ['-f', feed, '-F', mux, '-t', '1', '-m', '64'];
-      const pp = await exec('sockperf', ['pp', ...common], { env: offloadEnv(agent.socketPath) });
+      const pp = await exec('sockperf', ['pp', ...common, '--mps', String(SOCKPERF_MAX_MPS)], { env: offloadEnv(agent.socketPath) });
       expect(pp.stdout).toMatch(/avg-latency=\d/);
       const tp = await exec('sockperf', ['tp', ...common], { env: offloadEnv(agent.socketPath) });
       expect(tp.stdout).toMatch(/BandWidth is \d/);

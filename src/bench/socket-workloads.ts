@@ -75,6 +75,9 @@ export function netpipeTcpWorkload(o: SocketWorkloadOptions & { maxBytes: number
   };
 }
 
+/** Messages a second a sockperf ping-pong may reach (its default table holds 600 000 a second). */
+export const SOCKPERF_MAX_MPS = 4_000_000;
+
 /** sockperf ping-pong at several message sizes (latency: half the round trip), then throughput. */
 export function sockperfWorkload(o: SocketWorkloadOptions & { sizes: number[] }): BenchWorkload {
   return {
@@ -88,7 +91,9 @@ export function sockperfWorkload(o: SocketWorkloadOptions & { sizes: number[] })
       const figures: Record<string, number> = {};
       try {
         for (const size of o.sizes) {
-          const r = await runProcess(['sockperf', 'pp', ...common, '-m', String(size), '-t', String(o.seconds)], { env: ctx.env, timeoutMs: o.timeoutMs });
+          // sockperf sizes its table of send times for 600 000 messages a second unless told
+          // more, and stops with "_seqN > m_maxSequenceNo" when a ping-pong goes faster
+          const r = await runProcess(['sockperf', 'pp', ...common, '--mps', String(SOCKPERF_MAX_MPS), '-m', String(size), '-t', String(o.seconds)], { env: ctx.env, timeoutMs: o.timeoutMs });
           problems.push(...failed(`sockperf pp -m ${size}`, r));
           const p50 = /percentile 50\.000 =\s*([\d.]+)/.exec(r.stdout + r.stderr);
           if (p50) points.push({ bytes: size, usec: Number(p50[1]) });

@@ -16,9 +16,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -174,6 +176,16 @@ int main(int argc, char **argv)
 		printf("CONNECTED\n");
 		char buf[256];
 		double t0 = now_ms();
+		/* optionally asleep in poll or epoll_wait first, as event loops are */
+		if (argc >= 4 && strcmp(argv[3], "poll") == 0) {
+			struct pollfd p = { .fd = fd, .events = POLLIN };
+			poll(&p, 1, -1);
+		} else if (argc >= 4 && strcmp(argv[3], "epoll") == 0) {
+			struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+			int ep = epoll_create1(0);
+			epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+			epoll_wait(ep, &ev, 1, -1);
+		}
 		ssize_t n = recv(fd, buf, sizeof(buf), 0);
 		printf("RESULT %zd %s %.0f\n", n, n < 0 ? errno_name(errno) : "OK", now_ms() - t0);
 		return 0;
@@ -192,6 +204,6 @@ int main(int argc, char **argv)
 		return late_listen();
 	if (argc >= 3 && strcmp(argv[1], "eager") == 0)
 		return eager_connect(atoi(argv[2]));
-	fprintf(stderr, "usage: e2e-peer hold | reader PORT | connect PORT | self | late-listen | eager PORT\n");
+	fprintf(stderr, "usage: e2e-peer hold | reader PORT [recv|poll|epoll] | connect PORT | self | late-listen | eager PORT\n");
 	return 2;
 }
