@@ -110,6 +110,16 @@ static inline const struct vtoe_real_fns *vtoe_real(void)
 }
 #define REAL(fn) (vtoe_real()->fn)
 
+/* One step of a spin: tells the other hyper-thread, and the hypervisor, that we wait. */
+static inline void vtoe_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield" ::: "memory");
+#endif
+}
+
 /* poll(2) for the library's own waits: never our own wrapper. */
 static inline int vtoe_kpoll(struct pollfd *p, nfds_t n, int ms)
 {
@@ -362,6 +372,9 @@ bool vtoe_conn_rx_ready(struct vtoe_conn *c);
 /* vtoe_poll.c / vtoe_epoll.c: readiness answered from the rings                               */
 /* ------------------------------------------------------------------------------------------ */
 uint64_t vtoe_now_ns(void);
+uint64_t vtoe_coarse_ns(void);
+/* VTOE_POLL_KERNEL_US passed since *at_ns?  Then *at_ns is now. */
+bool vtoe_kernel_due_at(uint64_t *at_ns);
 bool vtoe_ep_legacy(const struct vtoe_ep *ep); /* shared over fork: the kernel answers it */
 /* A tracked object poll answers from user space: a connection or one of our epoll instances. */
 static inline bool vtoe_obj_polled(struct vtoe_sock *s)

@@ -16,6 +16,7 @@
  */
 #include "vtoe.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,7 +49,7 @@ struct vtoe_ep {
 	int n, cap, nuser;
 	unsigned int rr;    /* where the next scan starts: fairness among ready items */
 	uint64_t calls;
-	uint64_t kernel_ns; /* when the kernel was last asked */
+	uint64_t kernel_ns; /* when the kernel was last asked (coarse clock) */
 	struct epoll_event pend[VTOE_EP_PENDING]; /* harvested one-time events, data translated */
 	int npend;
 	struct vtoe_ep *next;
@@ -605,7 +606,6 @@ static int vtoe_ep_collect(struct vtoe_ep_call *call, bool ask_kernel)
 
 		r = REAL(epoll_pwait)(call->epfd, kb, want < VTOE_EP_BATCH ? want : VTOE_EP_BATCH, 0,
 				      NULL);
-		ep->kernel_ns = vtoe_now_ns();
 		if (r > 0)
 			vtoe_ep_translate(call, kb, r);
 	}
@@ -613,11 +613,9 @@ static int vtoe_ep_collect(struct vtoe_ep_call *call, bool ask_kernel)
 	return call->n;
 }
 
-/* As for poll (vtoe_poll.c): the clock is read on every 8th call only. */
 static bool vtoe_ep_kernel_due(struct vtoe_ep *ep)
 {
-	return (__atomic_load_n(&ep->calls, __ATOMIC_RELAXED) & 7) == 0 &&
-	       vtoe_now_ns() - ep->kernel_ns >= vtoe_cfg.poll_kernel_us * 1000ull;
+	return vtoe_kernel_due_at(&ep->kernel_ns);
 }
 
 static int vtoe_ep_wait(struct vtoe_sock *s, int epfd, struct epoll_event *out, int max,
@@ -647,7 +645,7 @@ static int vtoe_ep_wait(struct vtoe_sock *s, int epfd, struct epoll_event *out, 
 		if (vtoe_ep_collect(&call, vtoe_ep_kernel_due(ep)))
 			return call.n;
 		for (int i = 0; i < 32; i++)
-			__builtin_ia32_pause();
+			vtoe_cpu_relax();
 	}
 	for (;;) {
 		int64_t ns = 0;
@@ -673,7 +671,6 @@ static int vtoe_ep_wait(struct vtoe_sock *s, int epfd, struct epoll_event *out, 
 			return r;
 		pthread_mutex_lock(&ep->lock);
 		call.seq = ++ep->calls;
-		ep->kernel_ns = vtoe_now_ns();
 		vtoe_ep_translate(&call, kb, r);
 		pthread_mutex_unlock(&ep->lock);
 		if (call.n)
@@ -699,7 +696,8 @@ static int vtoe_ep_wait_common(int epfd, struct epoll_event *out, int max,
 		return -1;
 	}
 	if (!s || atomic_load(&s->kind) != VTOE_KIND_EPOLL || !s->ep || s->ep->legacy ||
-	    s->gen != atomic_load(&vtoe_fork_gen) || max <= 0 || !out) {
+	    s->gen != atomic_load(&vtoe_fork_gen) || max <= 0 || !out ||
+	    (size_t)max > INT_MAX / sizeof(*out)) { /* the kernel's errors for these */
 		vtoe_sock_put(s);
 		return -2;
 	}

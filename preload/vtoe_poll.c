@@ -26,34 +26,37 @@ void __chk_fail(void) __attribute__((noreturn));
 #define VTOE_POLL_MEMO 4
 static __thread struct {
 	uint64_t key, at_ns;
-	unsigned int calls;
 } vtoe_poll_memo[VTOE_POLL_MEMO];
-
-/* The clock is read on every 8th call only: in a VM it costs as much as the rest of a poll
- * that finds data.  A call that sleeps asks the kernel anyway. */
-#define VTOE_POLL_CLOCK_EVERY 8
 
 uint32_t vtoe_spin_budget_us(void)
 {
 	return vtoe_ctl_spin_us();
 }
 
-/* Is the kernel due to be asked about the set `key`?  Marks it asked if so. */
+/*
+ * Is the kernel due to be asked about the set `key`?  Marks it asked if so.  Timed with the
+ * coarse clock: a precise one costs, in a VM, as much as the rest of a poll that finds data;
+ * so the bound is VTOE_POLL_KERNEL_US or the kernel's tick, whichever is longer.
+ */
+bool vtoe_kernel_due_at(uint64_t *at_ns)
+{
+	uint64_t now = vtoe_coarse_ns();
+
+	if (vtoe_cfg.poll_kernel_us && now - *at_ns < vtoe_cfg.poll_kernel_us * 1000ull)
+		return false;
+	*at_ns = now;
+	return true;
+}
+
 static bool vtoe_kernel_due(uint64_t key)
 {
 	unsigned int i = (unsigned int)(key ^ (key >> 17)) % VTOE_POLL_MEMO;
-	uint64_t now;
 
-	if (vtoe_poll_memo[i].key == key && ++vtoe_poll_memo[i].calls % VTOE_POLL_CLOCK_EVERY)
-		return false;
-	now = vtoe_now_ns();
-	if (vtoe_poll_memo[i].key == key &&
-	    now - vtoe_poll_memo[i].at_ns < vtoe_cfg.poll_kernel_us * 1000ull)
-		return false;
-	vtoe_poll_memo[i].key = key;
-	vtoe_poll_memo[i].at_ns = now;
-	vtoe_poll_memo[i].calls = 0;
-	return true;
+	if (vtoe_poll_memo[i].key != key) {
+		vtoe_poll_memo[i].key = key;
+		vtoe_poll_memo[i].at_ns = 0;
+	}
+	return vtoe_kernel_due_at(&vtoe_poll_memo[i].at_ns);
 }
 
 short vtoe_obj_poll(struct vtoe_sock *s, short events, int krev)
@@ -153,7 +156,7 @@ static int vtoe_pollset_wait(struct vtoe_pollset *ps, const struct timespec *tim
 		if (r != 0)
 			return r;
 		for (int i = 0; i < 32; i++)
-			__builtin_ia32_pause();
+			vtoe_cpu_relax();
 	}
 
 	for (;;) {

@@ -46,13 +46,12 @@
 #define REL memory_order_release
 #define RLX memory_order_relaxed
 
-static inline void vtoe_cpu_relax(void)
+uint64_t vtoe_coarse_ns(void)
 {
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ volatile("yield" ::: "memory");
-#endif
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 uint64_t vtoe_now_ns(void)
@@ -257,7 +256,6 @@ static bool vtoe_peer_hup(struct vtoe_conn *c)
 {
 	struct pollfd p = { .fd = c->fd, .events = POLLIN };
 
-	c->hup_checked_ns = vtoe_now_ns();
 	if (vtoe_kpoll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR))) {
 		atomic_fetch_or(&c->flags, VTOE_CF_PEER_GONE);
 		return true;
@@ -629,8 +627,7 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 			/* Nothing to wait for, so no doorbell to ask for: the producer stays silent.
 			 * A peer that vanished with its agent is noticed at most every
 			 * VTOE_POLL_KERNEL_US (the one kernel call here). */
-			if (vtoe_now_ns() - c->hup_checked_ns >= vtoe_cfg.poll_kernel_us * 1000ull &&
-			    vtoe_peer_hup(c))
+			if (vtoe_kernel_due_at(&c->hup_checked_ns) && vtoe_peer_hup(c))
 				continue;
 			return copied ? (ssize_t)copied : vtoe_fail(EAGAIN);
 		}

@@ -160,7 +160,7 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
     doc: 'microseconds a blocked call polls its ring before it sleeps; 0 never polls', readBy: 'agent',
     ...intIn(0, 10_000, 'microseconds') }),
   entry({ key: 'pollKernelUs', env: 'VTOE_POLL_KERNEL_US', default: 1000,
-    doc: 'poll, select and epoll answer offloaded fds from the rings; kernel fds in the same set are asked at most this often (microseconds) by a call that does not sleep', readBy: 'shim',
+    doc: 'poll, select and epoll answer offloaded fds from the rings; kernel fds in the same set are asked at most this often (microseconds; at least a kernel clock tick; 0: every call) by a call that does not sleep', readBy: 'shim',
     ...intIn(0, 1_000_000, 'microseconds') }),
   entry({ key: 'logLevel', env: 'VTOE_LOG_LEVEL', default: 'warn' as LogLevel,
     doc: `log level: ${LOG_LEVELS.join('|')}`, readBy: 'both',

@@ -59,6 +59,7 @@ describe('vtoe bench smoke run', () => {
     for (const m of [...np!.modes, ...sp!.modes, ...ip!.modes]) expect(m.problems, `${m.mode}`).toEqual([]);
     expect(sp!.modes[0]!.series['sockperf ping-pong (p50)']!.map((p) => p.bytes)).toEqual([16, 256, 4096, 65000]);
     expect(sp!.modes[0]!.figures.sockperf_tp_MBs).toBeGreaterThan(0);
+    for (const mux of ['select', 'poll', 'epoll']) expect(sp!.modes[0]!.figures[`sockperf_pp64_${mux}_us`], mux).toBeGreaterThan(0);
     expect(ip!.modes[1]!.figures.iperf3_Gbits).toBeGreaterThan(0);
     expect(sp!.modes[0]!.offloaded, `fallbacks ${JSON.stringify(sp!.modes[0]!.fallbacks)}`).toBeGreaterThan(0);
     expect(ip!.modes[0]!.offloaded).toBe(5); // the control connection and four streams

@@ -12,5 +12,8 @@ export const FIGURES: Readonly<Record<string, FigureInfo>> = {
   ...HPCC_FIGURES,
   iperf3_Gbits: { label: 'iperf3 bandwidth', unit: 'Gbit/s', higherIsBetter: true },
   sockperf_tp_MBs: { label: 'sockperf throughput', unit: 'MB/s', higherIsBetter: true },
+  sockperf_pp64_select_us: { label: 'sockperf ping-pong p50, 64 B, select', unit: 'µs', higherIsBetter: false },
+  sockperf_pp64_poll_us: { label: 'sockperf ping-pong p50, 64 B, poll', unit: 'µs', higherIsBetter: false },
+  sockperf_pp64_epoll_us: { label: 'sockperf ping-pong p50, 64 B, epoll', unit: 'µs', higherIsBetter: false },
   kcalls_rt: { label: 'kernel calls per round trip, both ranks', unit: 'calls', higherIsBetter: false },
 };

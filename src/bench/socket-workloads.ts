@@ -1,6 +1,6 @@
 // Workloads below MPI: NetPIPE (NPopenmpi/NPmpich2 over MPI; NPtcp on sockets), sockperf and
 // iperf3. The socket ones have no native mode: there is no faster transport for a plain socket.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BenchWorkload, TrialContext, TrialResult } from './harness.js';
 import { BENCH_MODES, mpiLaunch, type BenchMode } from './mpi-modes.js';
@@ -78,7 +78,11 @@ export function netpipeTcpWorkload(o: SocketWorkloadOptions & { maxBytes: number
 /** Messages a second a sockperf ping-pong may reach (its default table holds 600 000 a second). */
 export const SOCKPERF_MAX_MPS = 4_000_000;
 
-/** sockperf ping-pong at several message sizes (latency: half the round trip), then throughput. */
+/** The multiplexers the 64 B ping-pong is run through (sockperf -F). */
+export const SOCKPERF_MUXES = ['select', 'poll', 'epoll'] as const;
+
+/** sockperf ping-pong at several message sizes (latency: half the round trip), at 64 B through
+ * select, poll and epoll, then throughput. */
 export function sockperfWorkload(o: SocketWorkloadOptions & { sizes: number[] }): BenchWorkload {
   return {
     name: 'sockperf',
@@ -98,6 +102,16 @@ export function sockperfWorkload(o: SocketWorkloadOptions & { sizes: number[] })
           const p50 = /percentile 50\.000 =\s*([\d.]+)/.exec(r.stdout + r.stderr);
           if (p50) points.push({ bytes: size, usec: Number(p50[1]) });
           else problems.push(`sockperf pp -m ${size} printed no median`);
+        }
+        // 64 B through each multiplexer a client may wait in (sockperf takes -F only with a feed file)
+        const feed = join(ctx.dir, 'sockperf-feed.txt');
+        writeFileSync(feed, `T:127.0.0.1:${o.port}\n`);
+        for (const mux of SOCKPERF_MUXES) {
+          const r = await runProcess(['sockperf', 'pp', '-f', feed, '-F', mux, '--mps', String(SOCKPERF_MAX_MPS), '-m', '64', '-t', String(o.seconds)], { env: ctx.env, timeoutMs: o.timeoutMs });
+          problems.push(...failed(`sockperf pp -F ${mux}`, r));
+          const p50 = /percentile 50\.000 =\s*([\d.]+)/.exec(r.stdout + r.stderr);
+          if (p50) figures[`sockperf_pp64_${mux}_us`] = Number(p50[1]);
+          else problems.push(`sockperf pp -F ${mux} printed no median`);
         }
         const tp = await runProcess(['sockperf', 'tp', ...common, '-m', '65000', '-t', String(o.seconds)], { env: ctx.env, timeoutMs: o.timeoutMs });
         problems.push(...failed('sockperf tp', tp));
