@@ -166,10 +166,11 @@ struct vtoe_ctl_rep {
 /* Doorbells.  Each side's application fd is one end of an AF_UNIX stream socketpair whose     */
 /* other end (its "bell") is held by the peer, which rings it, and by the agent.  So:          */
 /*  - readable: the peer writes one byte into the bell when it publishes data, a FIN or a      */
-/*    reset, and the consumer had armed rx_armed (event suppression: no byte otherwise);       */
-/*  - writable: when its ring is full the producer fills its own fd's tiny send buffer, which  */
-/*    makes the fd unwritable, and sets tx_waiting; the consumer drains the bell after it      */
-/*    frees space, which makes the producer writable again;                                     */
+/*    reset, and the consumer had armed rx_armed, which it does only before it sleeps (event   */
+/*    suppression: no byte otherwise);                                                          */
+/*  - writable: before it sleeps on a full ring the producer fills its own fd's tiny send      */
+/*    buffer, which makes the fd unwritable, and sets tx_waiting; the consumer drains the bell */
+/*    after it frees space, which makes the producer writable again;                            */
 /*  - the peer's FIN shuts the bell for writing: the fd reads POLLIN|POLLRDHUP, as after TCP's; */
 /*  - when a side's app fd is closed in every process, or they died, the agent's copy of its  */
 /*    bell reads RDHUP and the agent ends that side as TCP would: a FIN into the ring and a    */

@@ -373,6 +373,8 @@ bool vtoe_conn_rx_ready(struct vtoe_conn *c);
 /* ------------------------------------------------------------------------------------------ */
 uint64_t vtoe_now_ns(void);
 uint64_t vtoe_coarse_ns(void);
+void vtoe_deadline_in(struct timespec *deadline, const struct timespec *rel); /* MONOTONIC */
+int64_t vtoe_left_ns(const struct timespec *deadline);
 /* VTOE_POLL_KERNEL_US passed since *at_ns?  Then *at_ns is now. */
 bool vtoe_kernel_due_at(uint64_t *at_ns);
 bool vtoe_ep_legacy(const struct vtoe_ep *ep); /* shared over fork: the kernel answers it */

@@ -596,6 +596,11 @@ static int vtoe_ep_collect(struct vtoe_ep_call *call, bool ask_kernel)
 
 			if (!it->live || !it->user)
 				continue;
+			if (atomic_load(&it->s->incarnation) != it->inc) {
+				/* its socket is closed everywhere: the kernel dropped it too */
+				vtoe_ep_item_drop(ep, it);
+				continue;
+			}
 			rev = vtoe_ep_item_eval(it, -1, true, 0);
 			if (rev)
 				vtoe_ep_emit(call, it, rev);
@@ -624,19 +629,12 @@ static int vtoe_ep_wait(struct vtoe_sock *s, int epfd, struct epoll_event *out, 
 	struct vtoe_ep_call call = { .s = s, .epfd = epfd, .out = out, .max = max };
 	struct vtoe_ep *ep = s->ep;
 	struct epoll_event kb[VTOE_EP_BATCH];
-	struct timespec now, deadline, left;
+	struct timespec deadline, left;
 	uint64_t spin_end;
 	int r;
 
-	if (timeout) {
-		clock_gettime(CLOCK_MONOTONIC, &deadline);
-		deadline.tv_sec += timeout->tv_sec;
-		deadline.tv_nsec += timeout->tv_nsec;
-		if (deadline.tv_nsec >= 1000000000) {
-			deadline.tv_sec++;
-			deadline.tv_nsec -= 1000000000;
-		}
-	}
+	if (timeout)
+		vtoe_deadline_in(&deadline, timeout);
 	if (vtoe_ep_collect(&call, vtoe_ep_kernel_due(ep)) ||
 	    (timeout && !timeout->tv_sec && !timeout->tv_nsec))
 		return call.n;
@@ -654,9 +652,7 @@ static int vtoe_ep_wait(struct vtoe_sock *s, int epfd, struct epoll_event *out, 
 		if (vtoe_ep_collect(&call, false)) /* after arming: nothing published is missed */
 			return call.n;
 		if (timeout) {
-			clock_gettime(CLOCK_MONOTONIC, &now);
-			ns = (int64_t)(deadline.tv_sec - now.tv_sec) * 1000000000 +
-			     (deadline.tv_nsec - now.tv_nsec);
+			ns = vtoe_left_ns(&deadline);
 			if (ns < 0)
 				ns = 0;
 			left.tv_sec = ns / 1000000000;

@@ -114,7 +114,18 @@ static int vtoe_pollset_ask_kernel(struct vtoe_pollset *ps)
 	return r < 0 ? -1 : vtoe_pollset_scan(ps, true);
 }
 
-static int64_t vtoe_left_ns(const struct timespec *deadline)
+void vtoe_deadline_in(struct timespec *deadline, const struct timespec *rel)
+{
+	clock_gettime(CLOCK_MONOTONIC, deadline);
+	deadline->tv_sec += rel->tv_sec;
+	deadline->tv_nsec += rel->tv_nsec;
+	if (deadline->tv_nsec >= 1000000000) {
+		deadline->tv_sec++;
+		deadline->tv_nsec -= 1000000000;
+	}
+}
+
+int64_t vtoe_left_ns(const struct timespec *deadline)
 {
 	struct timespec now;
 
@@ -131,15 +142,8 @@ static int vtoe_pollset_wait(struct vtoe_pollset *ps, const struct timespec *tim
 	uint64_t spin_end;
 	int r;
 
-	if (timeout) {
-		clock_gettime(CLOCK_MONOTONIC, &deadline);
-		deadline.tv_sec += timeout->tv_sec;
-		deadline.tv_nsec += timeout->tv_nsec;
-		if (deadline.tv_nsec >= 1000000000) {
-			deadline.tv_sec++;
-			deadline.tv_nsec -= 1000000000;
-		}
-	}
+	if (timeout)
+		vtoe_deadline_in(&deadline, timeout);
 	if (ps->has_kernel && vtoe_kernel_due(ps->key))
 		r = vtoe_pollset_ask_kernel(ps);
 	else

@@ -3,23 +3,24 @@
  * socketpair so that the application's fd has the readiness of a TCP socket.
  *
  * Side s produces into ring[s] (tx) and consumes ring[1-s] (rx).  Invariant: a doorbell byte
- * is pending on our fd whenever our rx ring holds data (or FIN/reset) and rx_armed is 0.  Stale
- * bytes are drained only while armed with the ring seen empty, so level-triggered poll/epoll
- * never misses data.
+ * is pending on our fd whenever our rx ring holds data (or FIN/reset) and rx_armed is 0, so the
+ * kernel never misses data.  A consumer arms only before it sleeps in the kernel (a blocking
+ * call, or poll/select/epoll, vtoe_poll.c, which answer from the rings until then): a spinning
+ * or busy consumer costs its producer no doorbell.  Stale bytes are drained before a sleep, or
+ * after every read for a connection that a kernel-only watcher may poll (VTOE_CF_KWATCH).
  *
  * Beyond the base protocol:
  *  - The consumer counts the bytes it is owed from its own arms: when it re-arms with an
  *    exchange and finds the previous arm consumed (0), the producer has sent, or is about to
  *    send, exactly one byte.  (Counting with the producer's `wakes` races with a producer that
  *    has consumed the arm but not yet incremented `wakes`.)
- *  - When a recv empties the ring it takes back the doorbells of the data it consumed, so
- *    the fd does not stay readable with nothing to read: a select()-then-blocking-read
- *    program would otherwise block where TCP would not have reported the fd readable.
+ *  - For a kernel-watched connection, a recv that empties the ring takes back the doorbells of
+ *    the data it consumed, so the fd does not stay readable with nothing to read.
  *  - The peer's FIN shuts the bell for writing, so our fd shows POLLIN|POLLRDHUP as after a
  *    TCP FIN.  Our fd hangs up (POLLHUP) only when the last copy of the bell closes, which the
  *    agent does for a reset (or when the peer was gone before we wrote, TCP's answering RST);
  *    a peer that died is ended by the agent, with a FIN or a reset as its kernel would.
- *  - A send that fills the ring makes the fd unwritable at once (POLLOUT as TCP reports it).
+ *  - A full ring makes the fd unwritable before its writer sleeps (at once if kernel-watched).
  *
  * Every index written by the peer is checked with vtoe_ring_used(); an impossible value marks
  * the connection BROKEN (ECONNRESET), it never leads to an access outside the region.
