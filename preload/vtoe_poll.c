@@ -114,26 +114,6 @@ static int vtoe_pollset_ask_kernel(struct vtoe_pollset *ps)
 	return r < 0 ? -1 : vtoe_pollset_scan(ps, true);
 }
 
-void vtoe_deadline_in(struct timespec *deadline, const struct timespec *rel)
-{
-	clock_gettime(CLOCK_MONOTONIC, deadline);
-	deadline->tv_sec += rel->tv_sec;
-	deadline->tv_nsec += rel->tv_nsec;
-	if (deadline->tv_nsec >= 1000000000) {
-		deadline->tv_sec++;
-		deadline->tv_nsec -= 1000000000;
-	}
-}
-
-int64_t vtoe_left_ns(const struct timespec *deadline)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (int64_t)(deadline->tv_sec - now.tv_sec) * 1000000000 +
-	       (deadline->tv_nsec - now.tv_nsec);
-}
-
 /* The engine: timeout NULL waits forever. */
 static int vtoe_pollset_wait(struct vtoe_pollset *ps, const struct timespec *timeout,
 			     const sigset_t *sigmask)

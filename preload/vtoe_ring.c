@@ -63,6 +63,26 @@ uint64_t vtoe_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+void vtoe_deadline_in(struct timespec *deadline, const struct timespec *rel)
+{
+	clock_gettime(CLOCK_MONOTONIC, deadline);
+	deadline->tv_sec += rel->tv_sec;
+	deadline->tv_nsec += rel->tv_nsec;
+	if (deadline->tv_nsec >= 1000000000) {
+		deadline->tv_sec++;
+		deadline->tv_nsec -= 1000000000;
+	}
+}
+
+int64_t vtoe_left_ns(const struct timespec *deadline)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (int64_t)(deadline->tv_sec - now.tv_sec) * 1000000000 +
+	       (deadline->tv_nsec - now.tv_nsec);
+}
+
 static void vtoe_conn_corrupt(struct vtoe_conn *c, const char *what)
 {
 	if (!(atomic_fetch_or(&c->flags, VTOE_CF_BROKEN) & VTOE_CF_BROKEN))
@@ -414,19 +434,16 @@ static int vtoe_conn_sleep(struct vtoe_conn *c, pthread_mutex_t *lock, short eve
 			   const struct timespec *deadline)
 {
 	struct pollfd p = { .fd = c->fd, .events = events };
-	struct timespec left, now, *tp = NULL;
+	struct timespec left, *tp = NULL;
 	int r, saved;
 
 	if (deadline) {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		left.tv_sec = deadline->tv_sec - now.tv_sec;
-		left.tv_nsec = deadline->tv_nsec - now.tv_nsec;
-		if (left.tv_nsec < 0) {
-			left.tv_sec--;
-			left.tv_nsec += 1000000000;
-		}
-		if (left.tv_sec < 0)
+		int64_t ns = vtoe_left_ns(deadline);
+
+		if (ns < 0)
 			return 0;
+		left.tv_sec = ns / 1000000000;
+		left.tv_nsec = ns % 1000000000;
 		tp = &left;
 	}
 	pthread_mutex_unlock(lock);
@@ -461,13 +478,9 @@ static bool vtoe_signals_restart(void)
 
 static void vtoe_deadline(struct timespec *d, long long us)
 {
-	clock_gettime(CLOCK_MONOTONIC, d);
-	d->tv_sec += us / 1000000;
-	d->tv_nsec += (us % 1000000) * 1000;
-	if (d->tv_nsec >= 1000000000) {
-		d->tv_sec++;
-		d->tv_nsec -= 1000000000;
-	}
+	struct timespec rel = { us / 1000000, (us % 1000000) * 1000 };
+
+	vtoe_deadline_in(d, &rel);
 }
 
 /* ------------------------------------------------------------------------------------------ */
