@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change to anything in this file. */
-#define VTOE_ABI_VERSION 1u
+#define VTOE_ABI_VERSION 2u
 
 #define VTOE_CTL_MAGIC 0x56544f45u    /* "VTOE" */
 #define VTOE_REGION_MAGIC 0x56524730u /* "VRG0" */
@@ -176,8 +176,13 @@ struct vtoe_ctl_rep {
 /*    bell reads RDHUP and the agent ends that side as TCP would: a FIN into the ring and a    */
 /*    shut bell, or a reset and the bell's last copy closed (POLLHUP|POLLERR, the fuse).       */
 /* ------------------------------------------------------------------------------------------ */
+/*                                                                                              */
+/* Layout: each line has one writer, and the two lines written on every transfer (head, tail)  */
+/* sit in different 128-byte pairs (adjacent-line prefetch).  A producer reads tail only when  */
+/* its cached copy says the ring is too full, and rx_armed/rd_shut, written rarely, on a line  */
+/* of their own: a small message costs two cache-line transfers each way, not four.           */
 struct vtoe_ring_ctl {
-	/* written by the producer */
+	/* written by the producer, on every transfer */
 	VTOE_ATOMIC(uint64_t) head;
 	VTOE_ATOMIC(uint64_t) wakes;   /* doorbells rung (statistics; consumers count their own arms) */
 	VTOE_ATOMIC(uint64_t) fin_at;  /* head when the producer shut down writing */
@@ -185,11 +190,13 @@ struct vtoe_ring_ctl {
 	VTOE_ATOMIC(uint32_t) reset;   /* producer aborted: the consumer sees ECONNRESET */
 	VTOE_ATOMIC(uint32_t) tx_waiting; /* producer found the ring full and filled its fd */
 	uint32_t pad0[(VTOE_CACHELINE - 36) / 4];
-	/* written by the consumer */
-	VTOE_ATOMIC(uint64_t) tail;
+	/* written by the consumer, rarely: before it sleeps, and when it closes */
 	VTOE_ATOMIC(uint32_t) rx_armed; /* consumer found the ring empty and wants a doorbell */
 	VTOE_ATOMIC(uint32_t) rd_shut;  /* consumer closed: it reads no more (writers get EPIPE) */
-	uint32_t pad1[(VTOE_CACHELINE - 16) / 4];
+	uint32_t pad1[(VTOE_CACHELINE - 8) / 4];
+	/* written by the consumer, on every transfer */
+	VTOE_ATOMIC(uint64_t) tail;
+	uint32_t pad2[(2 * VTOE_CACHELINE - 8) / 4];
 };
 
 struct vtoe_conn_region {
@@ -245,13 +252,13 @@ static inline int64_t vtoe_ring_used(uint64_t head, uint64_t tail, uint32_t ring
 #ifdef __cplusplus
 static_assert(sizeof(struct vtoe_ctl_req) == 96, "vtoe_ctl_req layout");
 static_assert(sizeof(struct vtoe_ctl_rep) == 56, "vtoe_ctl_rep layout");
-static_assert(sizeof(struct vtoe_ring_ctl) == 2 * VTOE_CACHELINE, "vtoe_ring_ctl layout");
+static_assert(sizeof(struct vtoe_ring_ctl) == 4 * VTOE_CACHELINE, "vtoe_ring_ctl layout");
 static_assert(sizeof(struct vtoe_conn_region) <= VTOE_REGION_DATA_OFFSET, "region header fits");
 }
 #else
 _Static_assert(sizeof(struct vtoe_ctl_req) == 96, "vtoe_ctl_req layout");
 _Static_assert(sizeof(struct vtoe_ctl_rep) == 56, "vtoe_ctl_rep layout");
-_Static_assert(sizeof(struct vtoe_ring_ctl) == 2 * VTOE_CACHELINE, "vtoe_ring_ctl layout");
+_Static_assert(sizeof(struct vtoe_ring_ctl) == 4 * VTOE_CACHELINE, "vtoe_ring_ctl layout");
 _Static_assert(sizeof(struct vtoe_conn_region) <= VTOE_REGION_DATA_OFFSET, "region header fits");
 #endif
 

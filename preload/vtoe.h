@@ -251,6 +251,7 @@ struct vtoe_conn {
 	atomic_int nonblock; /* cached O_NONBLOCK of the application's fd */
 	pthread_mutex_t rx_lock, tx_lock;
 	uint64_t tx_head;          /* tx_lock */
+	_Atomic uint64_t tx_tail_seen; /* the consumer's tail as last read: never ahead of it */
 	bool sndbuf_raised;        /* tx_lock */
 	bool fuse_spent;           /* tx_lock: filler went out; the fuse goes with it */
 	uint64_t rx_tail;          /* rx_lock */
@@ -375,6 +376,10 @@ uint64_t vtoe_now_ns(void);
 uint64_t vtoe_coarse_ns(void);
 void vtoe_deadline_in(struct timespec *deadline, const struct timespec *rel); /* MONOTONIC */
 int64_t vtoe_left_ns(const struct timespec *deadline);
+static inline bool vtoe_timeout_zero(const struct timespec *t)
+{
+	return t && !t->tv_sec && !t->tv_nsec;
+}
 /* VTOE_POLL_KERNEL_US passed since *at_ns?  Then *at_ns is now. */
 bool vtoe_kernel_due_at(uint64_t *at_ns);
 bool vtoe_ep_legacy(const struct vtoe_ep *ep); /* shared over fork: the kernel answers it */

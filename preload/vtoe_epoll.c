@@ -633,10 +633,11 @@ static int vtoe_ep_wait(struct vtoe_sock *s, int epfd, struct epoll_event *out, 
 	uint64_t spin_end;
 	int r;
 
+	if (vtoe_timeout_zero(timeout))
+		return vtoe_ep_collect(&call, vtoe_ep_kernel_due(ep));
 	if (timeout)
 		vtoe_deadline_in(&deadline, timeout);
-	if (vtoe_ep_collect(&call, vtoe_ep_kernel_due(ep)) ||
-	    (timeout && !timeout->tv_sec && !timeout->tv_nsec))
+	if (vtoe_ep_collect(&call, vtoe_ep_kernel_due(ep)))
 		return call.n;
 	spin_end = vtoe_now_ns() + (uint64_t)vtoe_spin_budget_us() * 1000u;
 	while (ep->nuser && vtoe_now_ns() < spin_end) {

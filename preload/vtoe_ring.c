@@ -159,6 +159,7 @@ int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep
 	c->tx_data = (unsigned char *)reg + VTOE_REGION_DATA_OFFSET + (size_t)c->side * c->size;
 	c->rx_data = (unsigned char *)reg + VTOE_REGION_DATA_OFFSET + (size_t)(1 - c->side) * c->size;
 	c->tx_head = atomic_load(&c->tx->head);
+	atomic_store(&c->tx_tail_seen, atomic_load(&c->tx->tail));
 	c->rx_tail = atomic_load(&c->rx->tail);
 	c->owed = 0;
 	c->spin_us = vtoe_ctl_spin_us();
@@ -244,6 +245,24 @@ static int vtoe_iov_total(const struct iovec *iov, int iovcnt, size_t *total)
 	}
 	*total = t;
 	return 0;
+}
+
+/*
+ * The fill of our tx ring, with at least `want` bytes of room if there are: the consumer's
+ * tail is read only when the copy we last read says there are not, so its cache line stays
+ * with the consumer while the ring has room.  A stale copy only underestimates the room (the
+ * tail never goes back), and an impossible fill (a copy from before a fork) is read again.
+ */
+static int64_t vtoe_tx_used(struct vtoe_conn *c, uint64_t head, size_t want)
+{
+	uint64_t seen = atomic_load_explicit(&c->tx_tail_seen, RLX);
+	int64_t used = vtoe_ring_used(head, seen, c->size);
+
+	if (used >= 0 && c->size - (uint64_t)used >= want)
+		return used;
+	seen = atomic_load_explicit(&c->tx->tail, ACQ);
+	atomic_store_explicit(&c->tx_tail_seen, seen, RLX);
+	return vtoe_ring_used(head, seen, c->size);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -751,8 +770,7 @@ static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, in
 		return 0;
 	c->tx_head = atomic_load_explicit(&tx->head, RLX); /* see vtoe_recv_locked */
 	for (;;) {
-		int64_t used = vtoe_ring_used(c->tx_head, atomic_load_explicit(&tx->tail, ACQ),
-					      c->size);
+		int64_t used = vtoe_tx_used(c, c->tx_head, VTOE_MIN(len - sent, VTOE_COPY_STEP));
 		size_t space;
 		int r;
 
@@ -779,7 +797,7 @@ static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, in
 				continue;
 			/* Ring now full: unwritable from now on, like a TCP socket with a full
 			 * send buffer (select() must not promise a write that would block). */
-			if (n == space)
+			if (n == space && vtoe_tx_used(c, c->tx_head, 1) == (int64_t)c->size)
 				vtoe_tx_full(c);
 			return (ssize_t)sent;
 		}
@@ -1130,8 +1148,7 @@ short vtoe_conn_poll(struct vtoe_conn *c, short events, int krev)
 	if (events & POLLOUT)
 		used = atomic_load_explicit(&c->tx->rd_shut, ACQ)
 			       ? -1
-			       : vtoe_ring_used(atomic_load_explicit(&c->tx->head, RLX),
-						atomic_load_explicit(&c->tx->tail, ACQ), c->size);
+			       : vtoe_tx_used(c, atomic_load_explicit(&c->tx->head, RLX), 1);
 	if (!(fl & VTOE_CF_UNUSUAL) && used >= 0 && !atomic_load_explicit(&c->rx->fin, ACQ) &&
 	    !atomic_load_explicit(&c->rx->reset, ACQ) &&
 	    (krev < 0 || !(krev & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL)))) {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ABI, abiConstantTable, eventName, fabricName, opName, reasonName, reasonValue, ringSizeValid } from '../src/abi.js';
+import { ABI, VTOE_ABI_VERSION, abiConstantTable, eventName, fabricName, opName, reasonName, reasonValue, ringSizeValid } from '../src/abi.js';
 import { VtoeSystemError } from '../src/errors.js';
 import {
   ControlServer,
@@ -323,7 +323,7 @@ describe('ControlServer', () => {
     await client.line('reply event=0 seq=1 err=0 nfds=0 magic=ok');
     await client.line(`reply event=${ABI.ev.CONNECT_RESPONSE} seq=2 err=0 nfds=3 magic=ok`);
     await client.line('fd 0 regular');
-    await client.line('region size=20480 magic=0x56524730 abi=1 ring=8192 data=4096 cid=0x1122334455667788 armed=1,1');
+    await client.line(`region size=20480 magic=0x56524730 abi=${VTOE_ABI_VERSION} ring=8192 data=4096 cid=0x1122334455667788 armed=1,1`);
     await client.line('shrink=EPERM');
     await client.line('fd 1 socket');
     await client.line('fd 2 socket');
