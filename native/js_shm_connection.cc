@@ -139,10 +139,10 @@ private:
 		} catch (const SystemError &) {
 			return; // closed meanwhile: nothing left to end
 		}
-		if (how == SideEnd::both_done)
-			return; // the bells stay until the connection is freed
 		ended_[side] = true;
-		if (how == SideEnd::reset || ended_[1 - side]) {
+		// After both FINs the bells stay until the connection is freed; the agent is still
+		// told, since the side's owner may never send its CLOSE (a forked child closed it).
+		if (how == SideEnd::reset || (how == SideEnd::fin && ended_[1 - side])) {
 			// A reset, or both sides gone: the peer's bell is the one its own watch polls,
 			// stop that before closing it.  Nobody needs the bells after both ends.
 			ends_[1 - side].stop();

@@ -256,7 +256,10 @@ export class CoreCA {
       this.verbs?.rendezvousDone(sock.end);
       return;
     }
-    if (!sock || sock.client !== proc.client || sock.kind !== 'connection' || sock.side !== 0
+    // Gone already: its socket was closed everywhere, and the watch on its fd can be read
+    // before notes the process sent earlier.
+    if (!sock) return;
+    if (sock.client !== proc.client || sock.kind !== 'connection' || sock.side !== 0
       || sock.conn.shadow.cid !== req.cid) {
       return this.violation(proc, req, 'ESTABLISH for a connection it does not own');
     }
@@ -325,7 +328,8 @@ export class CoreCA {
 
   private shutdown(proc: ProcessRecord, req: CtlRequest): void {
     const sock = this.sockets.get(req.sid);
-    if (!sock || sock.client !== proc.client) return this.violation(proc, req, 'SHUTDOWN of a socket it does not own');
+    if (!sock) return; // closed everywhere meanwhile (see establish)
+    if (sock.client !== proc.client) return this.violation(proc, req, 'SHUTDOWN of a socket it does not own');
     if (sock.kind !== 'connection') return;
     const how = req.arg; // SHUT_RD = 0, SHUT_WR = 1, SHUT_RDWR = 2
     if (how === 1 || how === 2) {
@@ -366,22 +370,31 @@ export class CoreCA {
 
   /**
    * A side's socket is gone from every process and the rings say how it ended (the native
-   * side already made the peer's fd read so).  A reset is a reset for the CM too, whether its
-   * CLOSE note or its process's end reached us first (those record a FIN).
+   * side already made the peer's fd read so).  That closes the socket, whichever process held
+   * it last: a forking server's child closes the accepted socket its parent owns, and no
+   * CLOSE note of the owner ever comes.  A reset is a reset for the CM too, whether its CLOSE
+   * note or its process's end reached us first (those record a FIN).
    */
   private sideEnded(cid: bigint, side: Side, how: SideEnd): void {
     const conn = this.connections.get(cid);
     this.log.debug('a side of a connection is gone from every process', { cid: String(cid), side, how });
-    if (!conn || how !== 'reset') return;
-    conn.shadow.reset(side);
-    this.afterClose(conn);
+    if (!conn) return;
+    const sid = conn.shadow.ends[side].sid;
+    const sock = sid === null ? undefined : this.sockets.get(sid);
+    if (sid !== null && sock?.kind === 'connection' && sock.conn === conn && sock.side === side) {
+      this.closeSocket(sid, how === 'reset' ? ABI.close.RESET : 0);
+    } else if (how === 'reset') {
+      conn.shadow.reset(side);
+      this.afterClose(conn);
+    }
     this.changed();
   }
 
   /** The process wrote after its peer's socket was gone: answer as the peer's kernel would. */
   private peerReset(proc: ProcessRecord, req: CtlRequest): void {
     const sock = this.sockets.get(req.sid);
-    if (!sock || sock.client !== proc.client) return this.violation(proc, req, 'PEER_RESET of a socket it does not own');
+    if (!sock) return; // closed everywhere meanwhile (see establish)
+    if (sock.client !== proc.client) return this.violation(proc, req, 'PEER_RESET of a socket it does not own');
     // Not ours to answer on another fabric, or once the connection was freed (its fds hung up).
     if (sock.kind !== 'connection' || sock.conn.shadow.cid !== req.cid || !this.connections.has(req.cid)) return;
     const ring = sock.conn.link.counters().rings[sock.side];

@@ -1,0 +1,79 @@
+// Servers as they are really written, through offload: a server that forks a child per
+// connection and closes its own copy (inetd, PostgreSQL's postmaster, Python's
+// ForkingTCPServer) must leave nothing behind in the agent once its clients are gone.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Agent } from '../src/agent/agent.js';
+import { offloadEnv } from '../src/agent/preload-env.js';
+import { killAll, startProc } from './helpers/proc.js';
+
+let dir: string;
+let agent: Agent;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'vtoe-servers-'));
+  // A short TIMEWAIT, so that "nothing left" is reached within the test's time.
+  agent = await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { timewaitMs: 200 } });
+});
+afterEach(() => killAll());
+afterAll(async () => {
+  await agent?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const FORKING_ECHO = `
+import socketserver
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        while True:
+            d = self.request.recv(65536)
+            if not d:
+                break
+            self.request.sendall(d)
+class Server(socketserver.ForkingTCPServer):
+    allow_reuse_address = True
+s = Server(('127.0.0.1', 0), Echo)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+`;
+
+// Connects n times in a row; each time 64 bytes each way, then the client closes first.
+const CLIENT = `
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+for i in range(n):
+    c = socket.create_connection(('127.0.0.1', port))
+    c.sendall(bytes([i % 256]) * 64)
+    got = b''
+    while len(got) < 64:
+        d = c.recv(64 - len(got))
+        if not d:
+            sys.exit('early end of stream')
+        got += d
+    if got != bytes([i % 256]) * 64:
+        sys.exit('wrong echo')
+    c.close()
+print('done', n, flush=True)
+`;
+
+describe('a forking server (accept, fork a child per connection, close the parent copy)', () => {
+  it('leaves no connection in the agent once the clients have closed', async () => {
+    writeFileSync(join(dir, 'forking-echo.py'), FORKING_ECHO);
+    writeFileSync(join(dir, 'client.py'), CLIENT);
+    const env = offloadEnv(agent.socketPath);
+    const server = startProc('python3', [join(dir, 'forking-echo.py')], env);
+    const port = Number((await server.waitLine(/^(\d+)$/))[1]);
+    const before = agent.stats();
+    const n = 40;
+    const client = startProc('python3', [join(dir, 'client.py'), String(port), String(n)], env);
+    await client.waitLine(/^done 40$/, 60_000);
+    expect((await client.exited).code).toBe(0);
+    expect(agent.stats().offloaded - before.offloaded).toBe(n);
+    // Each child closed the accepted socket its parent owned: the agent must end that side
+    // (it never gets a CLOSE from the owner), then free the entry after TIMEWAIT.
+    await agent.until((a) => a.sockets().filter((r) => r.tcp !== 'LISTEN').length === 0, 10_000);
+    expect(agent.sockets().filter((r) => r.tcp === 'LISTEN')).toHaveLength(1);
+  });
+});
