@@ -22,7 +22,8 @@ const USAGE = `usage: vtoe <command> [options]
                       run CMD with its TCP offloaded (embedded agent unless one is running;
                       --profile sets VTOE_PROFILE for an embedded agent, e.g. mpi)
   agent [--profile NAME]
-                      run the standing per-host agent (stop with SIGINT/SIGTERM)
+                      run the standing per-host agent (stop with SIGINT/SIGTERM: it drains its
+                      connections for at most VTOE_DRAIN_MS, then exits)
   profiles            the built-in policy profiles and their rules
   ss [--json]         one line per offloaded socket: SID, CID, fabric, TCP/CM/QP states, bytes
   stats [--json]      the agent's counters: offloaded, fallbacks by reason, bytes
@@ -95,7 +96,7 @@ async function main(argv: string[]): Promise<number> {
         process.once('SIGINT', resolve);
         process.once('SIGTERM', resolve);
       });
-      await agent.stop();
+      await agent.stop(agent.config.drainMs);
       return 0;
     }
     case 'ss': {

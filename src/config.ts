@@ -17,6 +17,7 @@ export interface ResolvedConfig {
   policy: string;
   profile: string;
   timewaitMs: number;
+  drainMs: number;
   maxConnections: number;
   agentTimeoutMs: number;
   offload: boolean;
@@ -177,6 +178,9 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
   entry({ key: 'timewaitMs', env: 'VTOE_TIMEWAIT_MS', default: 2000,
     doc: "how long a closed connection's CM entry stays in TIMEWAIT", readBy: 'agent',
     ...intIn(0, 600_000, 'milliseconds') }),
+  entry({ key: 'drainMs', env: 'VTOE_DRAIN_MS', default: 5000,
+    doc: 'on SIGTERM/SIGINT the agent takes no new connections and waits at most this long for the open ones to close; those left keep working between their processes, without the agent', readBy: 'agent',
+    ...intIn(0, 3_600_000, 'milliseconds') }),
   entry({ key: 'maxConnections', env: 'VTOE_MAX_CONNECTIONS', default: 4096,
     doc: 'offloaded connections the agent holds at once; beyond it new ones fall back to kernel TCP', readBy: 'agent',
     ...intIn(1, 1_048_576, 'connections') }),

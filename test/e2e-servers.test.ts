@@ -77,3 +77,69 @@ describe('a forking server (accept, fork a child per connection, close the paren
     expect(agent.sockets().filter((r) => r.tcp === 'LISTEN')).toHaveLength(1);
   });
 });
+
+const ECHO_SERVER = `
+import socket
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(('127.0.0.1', 0))
+l.listen(16)
+print(l.getsockname()[1], flush=True)
+while True:
+    c, _ = l.accept()
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        c.sendall(d)
+    c.close()
+`;
+
+// One echo, then (on a line from stdin) 100000 more bytes through the same connection.
+const HOLDING_CLIENT = `
+import socket, sys
+c = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+c.sendall(b'a' * 64)
+got = 0
+while got < 64:
+    got += len(c.recv(64))
+print('first echo', flush=True)
+sys.stdin.readline()
+c.sendall(b'b' * 100000)
+got = 0
+while got < 100000:
+    d = c.recv(65536)
+    if not d:
+        sys.exit('early end of stream')
+    got += len(d)
+print('second echo', got, flush=True)
+`;
+
+describe('the agent stopped with SIGTERM while a connection is open', () => {
+  it('exits after its drain time, and the connection goes on working without it', async () => {
+    writeFileSync(join(dir, 'echo-server.py'), ECHO_SERVER);
+    writeFileSync(join(dir, 'holding-client.py'), HOLDING_CLIENT);
+    const socketPath = join(dir, 'stopping.sock');
+    const agentProc = startProc(process.execPath, [join(__dirname, '..', 'bin', 'vtoe.js'), 'agent'],
+      { ...process.env, VTOE_AGENT_SOCKET: socketPath, VTOE_DRAIN_MS: '300' });
+    // The agent says where it listens on stderr once it is ready.
+    await new Promise<void>((resolve, reject) => {
+      const check = () => (agentProc.stderr().includes('listening on') ? resolve() : undefined);
+      agentProc.child.stderr!.on('data', check);
+      agentProc.exited.then(() => reject(new Error(`agent exited: ${agentProc.stderr()}`)));
+      check();
+    });
+    const env = offloadEnv(socketPath);
+    const server = startProc('python3', [join(dir, 'echo-server.py')], env);
+    const port = Number((await server.waitLine(/^(\d+)$/))[1]);
+    const client = startProc('python3', [join(dir, 'holding-client.py'), String(port)], env);
+    await client.waitLine(/^first echo$/);
+    agentProc.kill('SIGTERM');
+    // Before: the agent stayed until the last offloaded connection closed, without bound.
+    const exit = await Promise.race([agentProc.exited, new Promise((r) => setTimeout(() => r('still running'), 20_000))]);
+    expect(exit).toEqual({ code: 0, signal: null });
+    client.child.stdin!.write('go\n');
+    await client.waitLine(/^second echo 100000$/);
+    expect((await client.exited).code).toBe(0);
+  });
+});

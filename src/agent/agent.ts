@@ -189,10 +189,23 @@ export class Agent {
     for (const w of waiters) w();
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Stops: new connections fall back at once, the open ones get up to drainMs to close (their
+   * CLOSE notes still arrive), then the agent lets go of what is left and closes its sockets.
+   * Bounded, so a service manager's stop never waits on a program's idle connection.
+   */
+  async stop(drainMs = 0): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.core.draining = true;
+    if (drainMs > 0 && this.core.connectionCount > 0) {
+      this.log.info('draining', { connections: this.core.connectionCount, drainMs });
+      await this.until((a) => a.core.connectionCount === 0, drainMs).catch(() => undefined);
+    }
+    const left = this.core.connectionCount;
+    if (left > 0) this.log.info('letting go of the connections still open', { connections: left });
     this.control.close();
+    this.core.releaseAll();
     this.core.verbs?.close();
     await new Promise<void>((resolve) => (this.admin ? this.admin.close(() => resolve()) : resolve()));
     this.log.info('agent stopped');

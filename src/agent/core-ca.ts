@@ -59,6 +59,8 @@ export class CoreCA {
   private readonly pending = new Map<string, LiveConnection>();
   private nextSid = 1;
   private nextCid = 1n;
+  /** Stopping: new connections and listeners are answered FALLBACK (kernel TCP). */
+  draining = false;
   /** The verbs fabric's host CA, once the agent has opened it (null: no RDMA here). */
   verbs: VerbsHostCA | null = null;
 
@@ -160,6 +162,7 @@ export class CoreCA {
     if (!local) return this.fail(proc.client, req, errno.EINVAL, 'LISTEN without a local address');
     const verdict = decide(this.policy, { program: proc.program, role: 'listen', address: local.address, port: local.port });
     if (verdict.action === 'tcp') return this.fallback(proc.client, req, ABI.fb.POLICY);
+    if (this.draining) return this.fallback(proc.client, req, ABI.fb.RESOURCES);
     const listener: ListenerEntry = {
       sid: sock.sid, family: local.family, address: local.address, port: local.port, backlog: req.arg,
       program: proc.program,
@@ -176,6 +179,7 @@ export class CoreCA {
     if (!local || !remote) return this.fail(proc.client, req, errno.EINVAL, 'CONNECT needs both addresses');
     const verdict = decide(this.policy, { program: proc.program, role: 'connect', address: remote.address, port: remote.port });
     if (verdict.action === 'tcp') return this.fallback(proc.client, req, ABI.fb.POLICY);
+    if (this.draining) return this.fallback(proc.client, req, ABI.fb.RESOURCES);
     const onThisHost = isLocalAddress(remote.address);
     const fabric = this.config.fabric;
     // Forced verbs goes through rdma_cm even here, so one host exercises the remote path
@@ -445,6 +449,15 @@ export class CoreCA {
       const sock = this.sockets.get(end.sid);
       if (sock?.kind === 'connection' && sock.conn === conn && end.closed) this.sockets.delete(end.sid);
     }
+  }
+
+  /**
+   * The agent is going: it lets go of every shm connection.  Their rings and doorbells live on
+   * in the processes that hold them; only the agent's watch ends (a process that dies later is
+   * seen by its peer as a hang-up, not as a FIN or a reset chosen by the agent).
+   */
+  releaseAll(): void {
+    for (const conn of [...this.connections.values()]) this.discard(conn);
   }
 
   private noteFallback(proc: ProcessRecord, req: CtlRequest): void {
