@@ -268,7 +268,10 @@ struct vtoe_sock {
 	int family;
 	unsigned gen; /* vtoe_fork_gen when created */
 	pthread_mutex_t lock; /* connect/listen/close-time state */
-	uint32_t sid;         /* listener: its SID */
+	uint32_t sid;         /* listener: its SID; 0 while the agent has not registered it */
+	int backlog;          /* listener: as given to listen(), for registering it again */
+	unsigned ctl_losses;  /* listener: vtoe_ctl_losses() when it was registered */
+	bool listen_declined; /* listener: the agent's policy keeps it on kernel TCP */
 	struct sockaddr_storage local, peer;
 	socklen_t local_len, peer_len;
 	struct vtoe_conn c;
@@ -307,6 +310,7 @@ static inline struct vtoe_sock *vtoe_fd_peek(int fd)
 struct vtoe_sock *vtoe_fd_get(int fd);
 void vtoe_sock_put(struct vtoe_sock *s);
 struct vtoe_sock *vtoe_sock_new(int kind, int family);
+struct vtoe_sock *vtoe_sock_first(void);
 void vtoe_fd_install(int fd, struct vtoe_sock *s);
 struct vtoe_sock *vtoe_fd_remove(int fd);
 void vtoe_fd_set_internal(int fd, bool internal);
@@ -343,6 +347,10 @@ void vtoe_ctl_note(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg);
 uint32_t vtoe_ctl_spin_us(void);
 void vtoe_ctl_atfork_child(void);
 void vtoe_ctl_serving(void);
+/* Channels to an agent lost so far (the agent went away or stopped answering). */
+unsigned vtoe_ctl_losses(void);
+/* vtoe_socket.c: register again the listeners a new agent does not know. */
+void vtoe_listen_reregister(void);
 void vtoe_ctl_req_init(struct vtoe_ctl_req *req, uint16_t op);
 int vtoe_addr_to_wire(const struct sockaddr *sa, socklen_t len, struct vtoe_sockaddr *w);
 const char *vtoe_ev_name(unsigned int ev);

@@ -3,7 +3,8 @@
  * connected lazily, with strictly alternating request/reply under a mutex.
  *
  * Whenever the agent cannot be reached or misbehaves the channel is dropped and the agent
- * counts as unavailable for a second; every socket meanwhile stays on kernel TCP.
+ * counts as unavailable for a while (vtoe_ctl_drop_locked); every socket meanwhile stays on
+ * kernel TCP.  Each new channel registers the listeners the agent at its end does not know.
  */
 #include "vtoe.h"
 
@@ -15,6 +16,8 @@
 #include <unistd.h>
 
 #define VTOE_CTL_RETRY_MS 1000
+#define VTOE_CTL_RETRY_MAX_MS 8000
+#define VTOE_CTL_HELLO_MS 1000 /* a live agent answers HELLO at once; a stopped one never */
 #define VTOE_SPIN_US_MAX 100000u
 
 static pthread_mutex_t vtoe_ctl_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -23,6 +26,9 @@ static uint32_t vtoe_ctl_seq;
 static atomic_uint vtoe_ctl_spin;
 static bool vtoe_ctl_down;
 static long long vtoe_ctl_retry_at;
+static long long vtoe_ctl_retry_ms = VTOE_CTL_RETRY_MS; /* doubles while attempts fail */
+static atomic_uint vtoe_ctl_lost;
+static atomic_bool vtoe_ctl_relisten; /* connected: listeners may need registering */
 
 static long long vtoe_now_ms(void)
 {
@@ -72,16 +78,34 @@ int vtoe_addr_to_wire(const struct sockaddr *sa, socklen_t len, struct vtoe_sock
 	return -1;
 }
 
-static void vtoe_ctl_drop_locked(const char *why)
+/*
+ * Drop the channel.  One that was up and broke (the agent went away, or was restarted) may be
+ * replaced at once: a new agent may already be there.  Otherwise the agent counts as
+ * unavailable for a while that doubles with each failed attempt (up to 8 s), so that an agent
+ * that is stopped (SIGSTOP) or hung costs one timeout now and then, not one per connect.
+ */
+static void vtoe_ctl_drop_locked(const char *why, bool lost)
 {
+	long long wait_ms = 0;
+
 	if (vtoe_ctl_fd >= 0) {
 		vtoe_fd_set_internal(vtoe_ctl_fd, false);
 		REAL(close)(vtoe_ctl_fd);
 		vtoe_ctl_fd = -1;
+		atomic_fetch_add(&vtoe_ctl_lost, 1);
+	}
+	if (!lost) {
+		wait_ms = vtoe_ctl_retry_ms;
+		vtoe_ctl_retry_ms = VTOE_MIN(vtoe_ctl_retry_ms * 2, VTOE_CTL_RETRY_MAX_MS);
 	}
 	vtoe_ctl_down = true;
-	vtoe_ctl_retry_at = vtoe_now_ms() + VTOE_CTL_RETRY_MS;
-	vtoe_dbg("agent unavailable (%s): kernel TCP for %d ms", why, VTOE_CTL_RETRY_MS);
+	vtoe_ctl_retry_at = vtoe_now_ms() + wait_ms;
+	vtoe_dbg("agent unavailable (%s): kernel TCP for %lld ms", why, wait_ms);
+}
+
+unsigned vtoe_ctl_losses(void)
+{
+	return atomic_load(&vtoe_ctl_lost);
 }
 
 static int vtoe_ctl_wait(int fd, short events, long long deadline)
@@ -187,15 +211,19 @@ static int vtoe_ctl_recv_locked(uint32_t seq, struct vtoe_ctl_rep *rep, int fds[
 }
 
 static int vtoe_ctl_rpc_locked(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep,
-			       int fds[VTOE_FD__COUNT])
+			       int fds[VTOE_FD__COUNT], long long timeout_ms)
 {
-	long long deadline = vtoe_now_ms() + vtoe_cfg.agent_timeout_ms;
+	long long deadline = vtoe_now_ms() + timeout_ms;
 	int dummy[VTOE_FD__COUNT];
 
 	req->seq = ++vtoe_ctl_seq;
 	if (vtoe_ctl_send_locked(req, deadline) < 0 ||
 	    vtoe_ctl_recv_locked(req->seq, rep, fds ? fds : dummy, deadline) < 0) {
-		vtoe_ctl_drop_locked(errno == ETIMEDOUT ? "timeout" : strerror(errno));
+		/* EOF or EPIPE: the agent closed the channel (it went away); else it is stuck */
+		bool lost = errno == ECONNRESET || errno == EPIPE;
+
+		vtoe_ctl_drop_locked(errno == ETIMEDOUT ? "timeout" : strerror(errno),
+				     lost && req->op != VTOE_OP_HELLO);
 		return -1;
 	}
 	if (!fds)
@@ -217,7 +245,7 @@ static int vtoe_ctl_connect_locked(void)
 		return -1;
 	fd = REAL(socket)(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
-		vtoe_ctl_drop_locked("socket");
+		vtoe_ctl_drop_locked("socket", false);
 		return -1;
 	}
 	memcpy(sun.sun_path, vtoe_cfg.agent_path, sizeof(sun.sun_path)); /* NUL-terminated: checked at start-up */
@@ -228,7 +256,7 @@ static int vtoe_ctl_connect_locked(void)
 
 		if ((errno != EAGAIN && errno != EINTR) || vtoe_now_ms() >= deadline) {
 			REAL(close)(fd);
-			vtoe_ctl_drop_locked(strerror(errno));
+			vtoe_ctl_drop_locked(strerror(errno), false);
 			return -1;
 		}
 		if (errno == EAGAIN)
@@ -240,17 +268,29 @@ static int vtoe_ctl_connect_locked(void)
 	vtoe_ctl_req_init(&req, VTOE_OP_HELLO);
 	req.arg = (uint32_t)getpid();
 	strncpy(req.name, program_invocation_short_name, sizeof(req.name) - 1);
-	if (vtoe_ctl_rpc_locked(&req, &rep, NULL) < 0)
+	if (vtoe_ctl_rpc_locked(&req, &rep, NULL,
+				VTOE_MIN(vtoe_cfg.agent_timeout_ms, VTOE_CTL_HELLO_MS)) < 0)
 		return -1;
 	if (rep.event != VTOE_EV_ACK) {
-		vtoe_ctl_drop_locked("HELLO refused");
+		vtoe_ctl_drop_locked("HELLO refused", false);
 		return -1;
 	}
 	atomic_store(&vtoe_ctl_spin, VTOE_MIN(rep.spin_us, VTOE_SPIN_US_MAX));
 	vtoe_ctl_down = false;
+	vtoe_ctl_retry_ms = VTOE_CTL_RETRY_MS;
+	atomic_store(&vtoe_ctl_relisten, true);
 	vtoe_dbg("agent connected at %s (fd %d, spin %u us)", vtoe_cfg.agent_path, vtoe_ctl_fd,
 		 rep.spin_us);
 	return 0;
+}
+
+/* A new channel: listeners this process holds that the agent does not know (registered with
+ * an agent that went away, or opened while none was there) are registered now.  Outside the
+ * channel's lock, since that takes RPCs of its own. */
+static void vtoe_ctl_after_connect(void)
+{
+	if (atomic_load(&vtoe_ctl_relisten) && atomic_exchange(&vtoe_ctl_relisten, false))
+		vtoe_listen_reregister();
 }
 
 int vtoe_ctl_up(void)
@@ -260,6 +300,7 @@ int vtoe_ctl_up(void)
 	pthread_mutex_lock(&vtoe_ctl_lock);
 	r = vtoe_ctl_connect_locked();
 	pthread_mutex_unlock(&vtoe_ctl_lock);
+	vtoe_ctl_after_connect();
 	return r;
 }
 
@@ -277,8 +318,9 @@ int vtoe_ctl_rpc(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep, int fds[VTO
 		fds[0] = fds[1] = fds[2] = -1;
 	pthread_mutex_lock(&vtoe_ctl_lock);
 	if (vtoe_ctl_connect_locked() == 0)
-		r = vtoe_ctl_rpc_locked(req, rep, fds);
+		r = vtoe_ctl_rpc_locked(req, rep, fds, vtoe_cfg.agent_timeout_ms);
 	pthread_mutex_unlock(&vtoe_ctl_lock);
+	vtoe_ctl_after_connect();
 	if (r == 0)
 		vtoe_dbg("rpc op %u sid %u -> %s (err %d reason %u nfds %u)", req->op, req->sid,
 			 vtoe_ev_name(rep->event), rep->err, rep->reason, rep->nfds);
@@ -299,7 +341,7 @@ void vtoe_ctl_note(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg)
 	if (vtoe_ctl_fd >= 0) {
 		req.seq = ++vtoe_ctl_seq;
 		if (vtoe_ctl_send_locked(&req, vtoe_now_ms() + vtoe_cfg.agent_timeout_ms) < 0)
-			vtoe_ctl_drop_locked("note");
+			vtoe_ctl_drop_locked("note", errno == EPIPE || errno == ECONNRESET);
 	}
 	pthread_mutex_unlock(&vtoe_ctl_lock);
 	vtoe_dbg("note op %u sid %u cid %llu arg %u", op, sid, (unsigned long long)cid, arg);
@@ -325,6 +367,7 @@ void vtoe_ctl_atfork_child(void)
 	}
 	vtoe_ctl_down = false;
 	vtoe_ctl_seq = 0;
+	vtoe_ctl_retry_ms = VTOE_CTL_RETRY_MS;
 	/* A server's worker connects now, while it has its parent's credentials: nginx, apache
 	 * and postgres workers drop privileges before they accept, and a user they switch to
 	 * may not reach the agent's socket (owner-only).  Without a channel the worker could not

@@ -91,6 +91,12 @@ static void vtoe_sock_init_locks(struct vtoe_sock *s)
 	pthread_mutex_init(&s->c.tx_lock, NULL);
 }
 
+/* The newest of every object ever allocated; the list only grows (s->all_next). */
+struct vtoe_sock *vtoe_sock_first(void)
+{
+	return __atomic_load_n(&vtoe_pool_all, __ATOMIC_ACQUIRE);
+}
+
 struct vtoe_sock *vtoe_sock_new(int kind, int family)
 {
 	struct vtoe_sock *s, *all;
@@ -107,7 +113,7 @@ struct vtoe_sock *vtoe_sock_new(int kind, int family)
 			return NULL;
 		pthread_mutex_lock(&vtoe_pool_lock);
 		s->all_next = vtoe_pool_all;
-		vtoe_pool_all = s;
+		__atomic_store_n(&vtoe_pool_all, s, __ATOMIC_RELEASE); /* lock-free readers */
 		pthread_mutex_unlock(&vtoe_pool_lock);
 	} else {
 		/* ref stays 0 until published, so stale readers keep failing their increment */

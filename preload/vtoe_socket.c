@@ -51,7 +51,7 @@ void vtoe_sock_release(struct vtoe_sock *s)
 
 	switch (atomic_load(&s->kind)) {
 	case VTOE_KIND_LISTENER:
-		if (!shared)
+		if (!shared && s->sid)
 			vtoe_ctl_note(VTOE_OP_CLOSE, s->sid, 0, 0);
 		break;
 	case VTOE_KIND_CONN:
@@ -400,15 +400,43 @@ int vtoe_w_connect(int fd, const struct sockaddr *addr, socklen_t len)
 
 enum vtoe_listen_outcome {
 	VTOE_LISTEN_REGISTERED,
-	VTOE_LISTEN_DECLINED,	/* agent unreachable, or policy: a plain kernel listener */
+	VTOE_LISTEN_DECLINED,	/* policy: a plain kernel listener */
+	VTOE_LISTEN_NO_AGENT,	/* no agent now: registered when one answers (vtoe_ctl.c) */
 	VTOE_LISTEN_UNBOUND,	/* no port yet: listen() picks it, register afterwards */
 };
+
+/* OPEN and LISTEN for s's bound address; s->lock held. */
+static enum vtoe_listen_outcome vtoe_listen_announce(struct vtoe_sock *s)
+{
+	struct vtoe_ctl_req req;
+	struct vtoe_ctl_rep rep;
+
+	vtoe_ctl_req_init(&req, VTOE_OP_OPEN);
+	if (vtoe_ctl_rpc(&req, &rep, NULL) < 0)
+		return VTOE_LISTEN_NO_AGENT;
+	if (rep.event != VTOE_EV_ACK)
+		return VTOE_LISTEN_DECLINED;
+	s->sid = rep.sid;
+	vtoe_ctl_req_init(&req, VTOE_OP_LISTEN);
+	req.sid = s->sid;
+	req.arg = s->backlog < 0 ? 0 : (uint32_t)s->backlog;
+	vtoe_addr_to_wire((struct sockaddr *)&s->local, s->local_len, &req.local);
+	s->ctl_losses = vtoe_ctl_losses();
+	if (vtoe_ctl_rpc(&req, &rep, NULL) < 0) {
+		s->sid = 0;
+		return VTOE_LISTEN_NO_AGENT;
+	}
+	if (rep.event != VTOE_EV_ACK) {
+		s->sid = 0;
+		return VTOE_LISTEN_DECLINED;
+	}
+	vtoe_info("listener registered, sid %u port %u", s->sid, req.local.port);
+	return VTOE_LISTEN_REGISTERED;
+}
 
 static enum vtoe_listen_outcome vtoe_listen_register(int fd, struct vtoe_sock *s, int backlog)
 {
 	enum vtoe_listen_outcome outcome = VTOE_LISTEN_DECLINED;
-	struct vtoe_ctl_req req;
-	struct vtoe_ctl_rep rep;
 
 	pthread_mutex_lock(&s->lock);
 	if (atomic_load(&s->kind) != VTOE_KIND_CANDIDATE)
@@ -420,22 +448,42 @@ static enum vtoe_listen_outcome vtoe_listen_register(int fd, struct vtoe_sock *s
 		outcome = VTOE_LISTEN_UNBOUND;
 		goto out;
 	}
-	vtoe_ctl_req_init(&req, VTOE_OP_OPEN);
-	if (vtoe_ctl_rpc(&req, &rep, NULL) < 0 || rep.event != VTOE_EV_ACK)
-		goto out;
-	s->sid = rep.sid;
-	vtoe_ctl_req_init(&req, VTOE_OP_LISTEN);
-	req.sid = s->sid;
-	req.arg = backlog < 0 ? 0 : (uint32_t)backlog;
-	vtoe_addr_to_wire((struct sockaddr *)&s->local, s->local_len, &req.local);
-	if (vtoe_ctl_rpc(&req, &rep, NULL) < 0 || rep.event != VTOE_EV_ACK)
-		goto out;
-	atomic_store(&s->kind, VTOE_KIND_LISTENER);
-	outcome = VTOE_LISTEN_REGISTERED;
-	vtoe_info("fd %d: listener registered, sid %u port %u", fd, s->sid, req.local.port);
+	s->backlog = backlog;
+	outcome = vtoe_listen_announce(s);
+	if (outcome == VTOE_LISTEN_REGISTERED || outcome == VTOE_LISTEN_NO_AGENT)
+		atomic_store(&s->kind, VTOE_KIND_LISTENER); /* NO_AGENT: sid 0 for now */
 out:
 	pthread_mutex_unlock(&s->lock);
 	return outcome;
+}
+
+/*
+ * The channel to an agent is new: register each listener this process holds that the agent
+ * does not know, so its clients are offloaded again after an agent restart (or once an agent
+ * comes up at all).  Listeners registered on the channel still in use are left alone, as are
+ * those a fork inherited registered (the parent's registration stands for them).
+ */
+void vtoe_listen_reregister(void)
+{
+	unsigned losses = vtoe_ctl_losses();
+
+	for (struct vtoe_sock *s = vtoe_sock_first(); s; s = s->all_next) {
+		int r = atomic_load(&s->ref);
+
+		if (atomic_load(&s->kind) != VTOE_KIND_LISTENER)
+			continue;
+		while (r > 0 && !atomic_compare_exchange_weak(&s->ref, &r, r + 1))
+			;
+		if (r <= 0)
+			continue;
+		pthread_mutex_lock(&s->lock);
+		if (atomic_load(&s->kind) == VTOE_KIND_LISTENER && atomic_load(&s->nfds) > 0 &&
+		    !s->listen_declined && (s->sid == 0 || s->ctl_losses != losses) &&
+		    vtoe_listen_announce(s) == VTOE_LISTEN_DECLINED)
+			s->listen_declined = true;
+		pthread_mutex_unlock(&s->lock);
+		vtoe_sock_put(s);
+	}
 }
 
 /* The kernel refused the listen the agent was told of: take it back. */
@@ -445,7 +493,8 @@ static void vtoe_listen_withdraw(struct vtoe_sock *s)
 
 	pthread_mutex_lock(&s->lock);
 	if (atomic_load(&s->kind) == VTOE_KIND_LISTENER) {
-		vtoe_ctl_note(VTOE_OP_CLOSE, s->sid, 0, 0);
+		if (s->sid)
+			vtoe_ctl_note(VTOE_OP_CLOSE, s->sid, 0, 0);
 		s->sid = 0;
 		atomic_store(&s->kind, VTOE_KIND_CANDIDATE);
 	}
@@ -475,12 +524,12 @@ VTOE_EXPORT int listen(int fd, int backlog)
 	if (ours)
 		outcome = vtoe_listen_register(fd, s, backlog);
 	r = REAL(listen)(fd, backlog);
-	if (r < 0 && outcome == VTOE_LISTEN_REGISTERED) {
+	if (r < 0 && (outcome == VTOE_LISTEN_REGISTERED || outcome == VTOE_LISTEN_NO_AGENT)) {
 		vtoe_listen_withdraw(s);
 	} else if (r == 0 && ours) {
 		if (outcome == VTOE_LISTEN_UNBOUND)
 			outcome = vtoe_listen_register(fd, s, backlog);
-		if (outcome == VTOE_LISTEN_REGISTERED)
+		if (outcome == VTOE_LISTEN_REGISTERED || outcome == VTOE_LISTEN_NO_AGENT)
 			vtoe_ctl_serving();
 		else if (atomic_load(&s->kind) == VTOE_KIND_CANDIDATE)
 			vtoe_untrack(fd, s); /* a plain kernel listener: nothing more for us to do */
@@ -499,6 +548,12 @@ static void vtoe_accept_offload(struct vtoe_sock *ls, int cfd, const struct sock
 	struct vtoe_sock *conn;
 	int fds[VTOE_FD__COUNT];
 
+	if (!ls->sid) {
+		/* Unknown to the agent, so this client came over the kernel; an agent that is
+		 * up now gets the listener for the next ones (vtoe_listen_reregister). */
+		(void)vtoe_ctl_up();
+		return;
+	}
 	vtoe_ctl_req_init(&req, VTOE_OP_ACCEPT);
 	req.sid = ls->sid;
 	vtoe_addr_to_wire((struct sockaddr *)&ls->local, ls->local_len, &req.local);

@@ -143,3 +143,45 @@ describe('the agent stopped with SIGTERM while a connection is open', () => {
     expect((await client.exited).code).toBe(0);
   });
 });
+
+const ONE_ECHO = `
+import socket, sys
+c = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+c.sendall(b'q' * 64)
+got = 0
+while got < 64:
+    d = c.recv(64)
+    if not d:
+        sys.exit('early end of stream')
+    got += len(d)
+c.close()
+print('echoed', flush=True)
+`;
+
+describe('a server whose agent is replaced (restart, upgrade)', () => {
+  it('registers its listener with the new agent, whose clients are offloaded again', async () => {
+    writeFileSync(join(dir, 'echo-server.py'), ECHO_SERVER);
+    writeFileSync(join(dir, 'one-echo.py'), ONE_ECHO);
+    const socketPath = join(dir, 'replaced.sock');
+    const first = await Agent.start({ socketPath });
+    const env = offloadEnv(socketPath);
+    const server = startProc('python3', [join(dir, 'echo-server.py')], env);
+    const port = Number((await server.waitLine(/^(\d+)$/))[1]);
+    await first.until((a) => a.sockets().some((r) => r.tcp === 'LISTEN' && r.local.endsWith(`:${port}`)));
+    await first.stop();
+    const second = await Agent.start({ socketPath });
+    try {
+      // The first clients meet a listener the new agent does not know yet and use kernel
+      // TCP; the server's next call to the agent finds the new one and registers again.
+      for (let i = 0; i < 10 && second.stats().offloaded === 0; i++) {
+        const client = startProc('python3', [join(dir, 'one-echo.py'), String(port)], env);
+        await client.waitLine(/^echoed$/);
+        expect((await client.exited).code).toBe(0);
+      }
+      expect(second.stats().offloaded).toBeGreaterThan(0);
+      expect(second.sockets().some((r) => r.tcp === 'LISTEN' && r.local.endsWith(`:${port}`))).toBe(true);
+    } finally {
+      await second.stop();
+    }
+  });
+});
