@@ -252,6 +252,7 @@ struct vtoe_conn {
 	pthread_mutex_t rx_lock, tx_lock;
 	uint64_t tx_head;          /* tx_lock */
 	_Atomic uint64_t tx_tail_seen; /* the consumer's tail as last read: never ahead of it */
+	atomic_uint tx_nospace;    /* nonblocking writes that found the ring full (EPOLLET OUT) */
 	bool sndbuf_raised;        /* tx_lock */
 	bool fuse_spent;           /* tx_lock: filler went out; the fuse goes with it */
 	uint64_t rx_tail;          /* rx_lock */

@@ -29,6 +29,7 @@ struct vtoe_ep_item {
 	bool user;          /* answered from user space (s) */
 	bool disabled;      /* EPOLLONESHOT reported, until EPOLL_CTL_MOD */
 	bool out_seen;      /* ET: EPOLLOUT reported, and the ring not seen full since */
+	unsigned nospace;   /* ET: the connection's tx_nospace at the last EPOLLOUT report */
 	int fd;
 	uint32_t events;    /* the application's */
 	epoll_data_t data;  /* the application's */
@@ -418,11 +419,13 @@ static uint32_t vtoe_ep_item_eval(struct vtoe_ep_item *it, int krev, bool commit
 	struct vtoe_sock *s;
 	uint32_t rev = 0, bits;
 	uint64_t head = 0;
+	unsigned nospace = it->nospace;
 
 	if (it->disabled || !(s = vtoe_ep_item_get(it)))
 		return 0;
 	if (atomic_load(&s->kind) == VTOE_KIND_CONN) {
 		/* the whole state, asked for or not: a FIN is an edge even without RDHUP */
+		nospace = atomic_load(&s->c.tx_nospace); /* before the ring is looked at */
 		rev = (uint16_t)vtoe_conn_poll(&s->c, POLLIN | POLLOUT | POLLRDHUP | POLLPRI, krev);
 		head = atomic_load_explicit(&s->c.rx->head, memory_order_acquire);
 	} else if (depth < VTOE_EP_MAX_DEPTH && vtoe_ep_ready(s, krev > 0 && (krev & EPOLLIN),
@@ -441,9 +444,9 @@ static uint32_t vtoe_ep_item_eval(struct vtoe_ep_item *it, int krev, bool commit
 	}
 	if (it->events & EPOLLET) {
 		/* Every arrival is an edge, as with TCP, read or not; room to write is an edge
-		 * once, and again after the ring was seen full. */
+		 * once, and again after the ring was seen full or a write found it full. */
 		bool edge_in = (rev & ~EPOLLOUT) && (head != it->seen_head || bits != it->seen_bits);
-		bool edge_out = (rev & EPOLLOUT) && !it->out_seen;
+		bool edge_out = (rev & EPOLLOUT) && (!it->out_seen || nospace != it->nospace);
 
 		if (commit && !(rev & EPOLLOUT))
 			it->out_seen = false;
@@ -453,6 +456,8 @@ static uint32_t vtoe_ep_item_eval(struct vtoe_ep_item *it, int krev, bool commit
 			it->seen_head = head;
 			it->seen_bits = bits;
 			it->out_seen = (rev & EPOLLOUT) != 0;
+			if (rev & EPOLLOUT)
+				it->nospace = nospace;
 		}
 	}
 	if (commit && (it->events & EPOLLONESHOT))

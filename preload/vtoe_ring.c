@@ -448,6 +448,15 @@ static void vtoe_tx_full(struct vtoe_conn *c)
 		vtoe_tx_block(c);
 }
 
+/* A nonblocking write found the ring full (EAGAIN, or a short count).  Like the kernel's
+ * SOCK_NOSPACE, this makes the next room to write an EPOLLOUT edge for EPOLLET watchers, even
+ * if no epoll call saw the ring full in between (the reader may free room first). */
+static void vtoe_tx_nospace(struct vtoe_conn *c)
+{
+	atomic_fetch_add(&c->tx_nospace, 1);
+	vtoe_tx_full(c);
+}
+
 /* Sleep on our fd with the caller's lock dropped.  >0: revents, 0: timed out, -1: errno. */
 static int vtoe_conn_sleep(struct vtoe_conn *c, pthread_mutex_t *lock, short events,
 			   const struct timespec *deadline)
@@ -803,7 +812,7 @@ static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, in
 		}
 		/* Ring full. */
 		if (nonblock) {
-			vtoe_tx_full(c);
+			vtoe_tx_nospace(c);
 			return sent ? (ssize_t)sent : vtoe_fail(EAGAIN);
 		}
 		if (vtoe_spin(c, false) || vtoe_tx_block(c))
@@ -867,10 +876,9 @@ ssize_t vtoe_conn_sendfile(struct vtoe_conn *c, int in_fd, off64_t *offset, size
 			int64_t used = vtoe_ring_used(c->tx_head, atomic_load(&c->tx->tail), c->size);
 			size_t space = used < 0 ? 1 : c->size - (size_t)used;
 			if (space == 0) {
-				if (!total) {
-					vtoe_tx_full(c);
+				vtoe_tx_nospace(c);
+				if (!total)
 					ret = vtoe_fail(EAGAIN);
-				}
 				break;
 			}
 			want = VTOE_MIN(want, space);

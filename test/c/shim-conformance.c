@@ -263,6 +263,33 @@ static void t_epoll_edge(void)
 	send(s, "v", 1, 0);
 	SAY("et.oneshot-disabled: %d", ep_wait(ep, 0, &e));
 
+	/* Room after a write found the buffer full is an OUT edge, even when the reader made the
+	 * room before any epoll call saw the buffer full (the kernel's SOCK_NOSPACE). */
+	{
+		static char chunk[65536], sink[65536];
+		int wc, ws, eag = 0;
+
+		make_pair(&wc, &ws);
+		ev.events = EPOLLOUT | EPOLLET;
+		ev.data.fd = wc;
+		epoll_ctl(ep, EPOLL_CTL_ADD, wc, &ev);
+		n = ep_wait(ep, 1000, &e);
+		SAY("et.out-full-first: %d %s", n, epevs(e));
+		while (send(wc, chunk, sizeof(chunk), MSG_DONTWAIT) > 0)
+			;
+		eag = errno;
+		SAY("et.out-full-write: %s", strerrorname_np(eag));
+		for (int i = 0; i < 50; i++) {
+			while (recv(ws, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+				;
+			if ((n = ep_wait(ep, 100, &e)) != 0)
+				break;
+		}
+		SAY("et.out-after-full: %d %s", n, epevs(e));
+		epoll_ctl(ep, EPOLL_CTL_DEL, wc, NULL);
+		close2(wc, ws);
+	}
+
 	/* registration lives with the socket, not the number: dup, then close the original */
 	int d = dup(c);
 	ev.events = EPOLLIN;
