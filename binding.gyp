@@ -13,6 +13,7 @@
         "native/js_handlers.cc",
         "native/js_shm_connection.cc",
         "native/shm_connection.cc",
+        "native/shm_relay.cc",
         "native/socket_path.cc",
         "native/system_error.cc",
         "native/verbs_probe.cc",

@@ -35,10 +35,10 @@ bool peer_hung_up(int fd)
 	return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
-// Closes every descriptor a client attached; returns how many there were.
-size_t close_passed_fds(msghdr &msg)
+// Every descriptor a client attached, in order.
+std::vector<unique_fd> passed_fds(msghdr &msg)
 {
-	size_t count = 0;
+	std::vector<unique_fd> fds;
 	for (cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
@@ -46,11 +46,20 @@ size_t close_passed_fds(msghdr &msg)
 		for (size_t i = 0; i < n; i++) {
 			int fd;
 			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-			::close(fd);
+			fds.emplace_back(fd);
 		}
-		count += n;
 	}
-	return count;
+	return fds;
+}
+
+// A connected TCP socket: what an ESTABLISH may carry.
+bool is_tcp_socket(int fd)
+{
+	int type = 0, domain = 0;
+	socklen_t l = sizeof(int);
+	return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) == 0 && type == SOCK_STREAM &&
+	       getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l) == 0 &&
+	       (domain == AF_INET || domain == AF_INET6);
 }
 
 } // namespace
@@ -258,10 +267,16 @@ bool ControlServer::receive_one(uint64_t client, int fd)
 	}
 	size_t length = static_cast<size_t>(n);
 
-	size_t passed = msg.msg_controllen > 0 ? close_passed_fds(msg) : 0;
-	if (msg.msg_controllen > 0 || (msg.msg_flags & MSG_CTRUNC)) {
+	std::vector<unique_fd> passed;
+	if (msg.msg_controllen > 0)
+		passed = passed_fds(msg);
+	// Only an ESTABLISH may carry a descriptor: one TCP socket.
+	const bool carries_socket = passed.size() == 1 && !(msg.msg_flags & MSG_CTRUNC) &&
+				    length == sizeof(vtoe_ctl_req) && buffer.req.op == VTOE_OP_ESTABLISH &&
+				    is_tcp_socket(passed[0].get());
+	if ((msg.msg_controllen > 0 || (msg.msg_flags & MSG_CTRUNC)) && !carries_socket) {
 		violation(client, fd, buffer.req, length,
-			  "ancillary data is not allowed (" + std::to_string(passed) +
+			  "ancillary data is not allowed (" + std::to_string(passed.size()) +
 				  " descriptors attached)");
 		return false;
 	}
@@ -277,7 +292,7 @@ bool ControlServer::receive_one(uint64_t client, int fd)
 		violation(client, fd, buffer.req, length, what);
 		return false;
 	}
-	listener_.on_message(client, buffer.req);
+	listener_.on_message(client, buffer.req, carries_socket ? passed[0].release() : -1);
 	return true;
 }
 

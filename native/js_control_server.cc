@@ -157,12 +157,14 @@ private:
 		handlers_->call("onOpen", {Napi::Number::New(env, static_cast<double>(client)), js});
 	}
 
-	void on_message(uint64_t client, const vtoe_ctl_req &req) override
+	void on_message(uint64_t client, const vtoe_ctl_req &req, int fd) override
 	{
 		Napi::Env env = Env();
 		Napi::HandleScope scope(env);
-		handlers_->call("onMessage",
-				{Napi::Number::New(env, static_cast<double>(client)), request_to_js(env, req)});
+		Napi::Object js = request_to_js(env, req);
+		if (fd >= 0)
+			js.Set("fd", Napi::Number::New(env, fd)); // the handler owns it now
+		handlers_->call("onMessage", {Napi::Number::New(env, static_cast<double>(client)), js});
 	}
 
 	void on_close(uint64_t client, const std::string &reason) override

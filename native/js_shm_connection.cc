@@ -9,6 +9,7 @@
 #include "js_boundary.h"
 #include "js_handlers.h"
 #include "shm_connection.h"
+#include "shm_relay.h"
 
 namespace vtoe {
 
@@ -24,6 +25,7 @@ public:
 					   InstanceMethod<&JsShmConnection::release_side>("releaseSide"),
 					   InstanceMethod<&JsShmConnection::watch_ends>("watchEnds"),
 					   InstanceMethod<&JsShmConnection::hang_up>("hangUp"),
+					   InstanceMethod<&JsShmConnection::relay>("relay"),
 					   InstanceMethod<&JsShmConnection::counters>("counters"),
 					   InstanceMethod<&JsShmConnection::set_cm_state>("setCmState"),
 					   InstanceMethod<&JsShmConnection::close>("close"),
@@ -166,8 +168,39 @@ private:
 		connection_->hang_up(side);
 	}
 
+	// relay(fd, { onRelayEnd(how) }): the agent takes side 1's place, carrying the stream
+	// between the rings and the kernel socket fd (which it owns from now on), until both
+	// directions ended ('fin') or one was reset ('reset').
+	void relay(const Napi::CallbackInfo &info)
+	{
+		Napi::Env env = info.Env();
+		int fd = static_cast<int>(js_integer(info[0], "fd", 0, INT32_MAX));
+		unique_fd owned(fd);
+		uv_loop_t *loop = nullptr;
+		if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop)
+			throw Napi::Error::New(env, "no libuv loop for this Node environment");
+		if (relay_)
+			throw Napi::Error::New(env, "this connection is relayed already");
+		relay_handlers_ = std::make_unique<JsHandlers>(
+			info[1], std::initializer_list<const char *>{"onRelayEnd"}, "vtoe:ShmRelay",
+			info.This().As<Napi::Object>());
+		at_js_boundary(env, [&] {
+			relay_ = std::make_unique<ShmRelay>(loop, *connection_, std::move(owned),
+							    [this](ShmRelay::Outcome how) { on_relay_end(how); });
+		});
+	}
+
+	void on_relay_end(ShmRelay::Outcome how)
+	{
+		Napi::Env env = Env();
+		Napi::HandleScope scope(env);
+		relay_handlers_->call("onRelayEnd",
+				      {Napi::String::New(env, how == ShmRelay::Outcome::reset ? "reset" : "fin")});
+	}
+
 	void close(const Napi::CallbackInfo &)
 	{
+		relay_.reset();
 		for (auto &w : ends_)
 			w.stop();
 		connection_->close();
@@ -194,6 +227,9 @@ private:
 	std::array<FdWatch, ShmConnection::kSides> ends_;
 	std::array<bool, ShmConnection::kSides> ended_ = {false, false};
 	std::unique_ptr<JsHandlers> handlers_;
+	// After connection_ and the watches: it goes first, before the bells it borrows.
+	std::unique_ptr<ShmRelay> relay_;
+	std::unique_ptr<JsHandlers> relay_handlers_;
 };
 
 } // namespace

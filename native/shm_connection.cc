@@ -141,6 +141,19 @@ void ShmConnection::release_side(int side)
 		memfd_.reset();
 }
 
+unique_fd ShmConnection::take_app(int side)
+{
+	check_side(side);
+	region();
+	if (released_[side])
+		throw_system_error(EBADF, "side " + std::to_string(side) + " was already released");
+	released_[side] = true;
+	unique_fd app = std::move(app_[side]);
+	if (released_[0] && released_[1])
+		memfd_.reset();
+	return app;
+}
+
 SideEnd ShmConnection::end_side(int side)
 {
 	check_side(side);

@@ -74,6 +74,9 @@ public:
 	// out the descriptors side 1-app_side would have had, {its app fd, side app_side's bell},
 	// and marks that side released.  Throws EBADF if it was released already.
 	std::array<unique_fd, 2> take_agent_end(int app_side);
+	// Moves out side's app fd, for the agent to play that side itself (ShmRelay), and marks
+	// it released.  Throws EBADF if it was released already.
+	unique_fd take_app(int side);
 	// The mapping, for a fabric that moves the bytes itself.  Throws EBADF after close().
 	vtoe_conn_region &mapping() { return region(); }
 	uint8_t *ring_data(int ring)

@@ -345,6 +345,7 @@ bool vtoe_scm_recvmsg(int fd, struct msghdr *msg, int flags, ssize_t *result);
 int vtoe_ctl_up(void);
 int vtoe_ctl_rpc(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep, int fds[VTOE_FD__COUNT]);
 void vtoe_ctl_note(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg);
+void vtoe_ctl_note_fd(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg, int fd);
 uint32_t vtoe_ctl_spin_us(void);
 void vtoe_ctl_atfork_child(void);
 void vtoe_ctl_serving(void);

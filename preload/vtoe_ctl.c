@@ -127,10 +127,30 @@ static int vtoe_ctl_wait(int fd, short events, long long deadline)
 	}
 }
 
-static int vtoe_ctl_send_locked(const struct vtoe_ctl_req *req, long long deadline)
+/* One request, with one descriptor attached if fd >= 0. */
+static int vtoe_ctl_send_locked(const struct vtoe_ctl_req *req, long long deadline, int fd)
 {
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} cbuf;
+	struct iovec iov = { .iov_base = (void *)req, .iov_len = sizeof(*req) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+
+	if (fd >= 0) {
+		struct cmsghdr *cm;
+
+		memset(&cbuf, 0, sizeof(cbuf));
+		msg.msg_control = cbuf.buf;
+		msg.msg_controllen = sizeof(cbuf.buf);
+		cm = CMSG_FIRSTHDR(&msg);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	}
 	for (;;) {
-		ssize_t n = REAL(send)(vtoe_ctl_fd, req, sizeof(*req), MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n = REAL(sendmsg)(vtoe_ctl_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 
 		if (n == (ssize_t)sizeof(*req))
 			return 0;
@@ -217,7 +237,7 @@ static int vtoe_ctl_rpc_locked(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *re
 	int dummy[VTOE_FD__COUNT];
 
 	req->seq = ++vtoe_ctl_seq;
-	if (vtoe_ctl_send_locked(req, deadline) < 0 ||
+	if (vtoe_ctl_send_locked(req, deadline, -1) < 0 ||
 	    vtoe_ctl_recv_locked(req->seq, rep, fds ? fds : dummy, deadline) < 0) {
 		/* EOF or EPIPE: the agent closed the channel (it went away); else it is stuck */
 		bool lost = errno == ECONNRESET || errno == EPIPE;
@@ -327,8 +347,9 @@ int vtoe_ctl_rpc(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep, int fds[VTO
 	return r;
 }
 
-/* A note gets no reply.  With no channel there is nobody to tell, so it is dropped. */
-void vtoe_ctl_note(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg)
+/* A note gets no reply.  With no channel there is nobody to tell, so it is dropped.  fd (if
+ * >= 0) goes with it (the agent gets its own copy; ours stays the caller's). */
+void vtoe_ctl_note_fd(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg, int fd)
 {
 	struct vtoe_ctl_req req;
 	int saved = errno;
@@ -340,12 +361,17 @@ void vtoe_ctl_note(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg)
 	pthread_mutex_lock(&vtoe_ctl_lock);
 	if (vtoe_ctl_fd >= 0) {
 		req.seq = ++vtoe_ctl_seq;
-		if (vtoe_ctl_send_locked(&req, vtoe_now_ms() + vtoe_cfg.agent_timeout_ms) < 0)
+		if (vtoe_ctl_send_locked(&req, vtoe_now_ms() + vtoe_cfg.agent_timeout_ms, fd) < 0)
 			vtoe_ctl_drop_locked("note", errno == EPIPE || errno == ECONNRESET);
 	}
 	pthread_mutex_unlock(&vtoe_ctl_lock);
 	vtoe_dbg("note op %u sid %u cid %llu arg %u", op, sid, (unsigned long long)cid, arg);
 	errno = saved;
+}
+
+void vtoe_ctl_note(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg)
+{
+	vtoe_ctl_note_fd(op, sid, cid, arg, -1);
 }
 
 /* This process registered a listener: its forks are likely workers that accept on it. */

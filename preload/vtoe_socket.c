@@ -246,7 +246,7 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	int fds[VTOE_FD__COUNT] = { -1, -1, -1 };
 	uint32_t sid;
 	bool nonblock;
-	int fl, fdfl, e;
+	int fl, fdfl, e, ksock;
 
 	if (vtoe_ctl_up() < 0)
 		return vtoe_connect_kernel(fd, s, addr, len);
@@ -307,6 +307,12 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	fl = REAL(fcntl)(fd, F_GETFL);
 	fdfl = REAL(fcntl)(fd, F_GETFD);
 	nonblock = fl >= 0 && (fl & O_NONBLOCK);
+	/* The kernel rendezvous socket goes to the agent, which keeps it until the server's shim
+	 * claims the connection: if the server takes it on kernel TCP instead (a process without
+	 * the shim or the agent accepted it), the agent carries our stream over it. */
+	ksock = rep.fabric == VTOE_FABRIC_SHM ? REAL(fcntl)(fd, F_DUPFD_CLOEXEC,
+							    vtoe_cfg.internal_fd_base)
+					      : -1;
 	if (vtoe_conn_attach(fd, conn, fds, nonblock, fdfl >= 0 && (fdfl & FD_CLOEXEC)) < 0) {
 		/* The kernel connection exists: keep it rather than fail the call. */
 		vtoe_warn("fd %d: cannot attach the offloaded socket (%s): kernel TCP", fd,
@@ -316,10 +322,14 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 		vtoe_close_fds(fds);
 		vtoe_sock_put(conn);
 		vtoe_untrack(fd, s);
+		if (ksock >= 0)
+			REAL(close)(ksock);
 		return 0;
 	}
 	vtoe_ep_follow(fd, s, conn); /* epoll registrations made before connect() */
-	vtoe_ctl_note(VTOE_OP_ESTABLISH, sid, rep.cid, 0);
+	vtoe_ctl_note_fd(VTOE_OP_ESTABLISH, sid, rep.cid, 0, ksock);
+	if (ksock >= 0)
+		REAL(close)(ksock);
 	vtoe_info("fd %d: offloaded connect, cid %llu, ring %u", fd, (unsigned long long)rep.cid,
 		  rep.ring_size);
 	if (nonblock)

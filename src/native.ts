@@ -25,6 +25,11 @@ export interface CtlRequest {
   remote: SockAddr | null;
   /** HELLO: the program name; otherwise '' */
   name: string;
+  /**
+   * ESTABLISH only: the client's kernel rendezvous socket, passed with the request.  The
+   * handler owns it and must close it (or hand it to ShmConnection.relay).
+   */
+  fd?: number;
 }
 
 /** struct vtoe_ctl_rep; magic, abi and nfds are filled in by the addon, the rest defaults to 0. */
@@ -104,6 +109,7 @@ interface NativeShmConnection {
   releaseSide(side: Side): void;
   watchEnds(handlers: { onEnd(side: Side, how: SideEnd): void }): void;
   hangUp(side: Side): void;
+  relay(fd: number, handlers: { onRelayEnd(how: SideEnd): void }): void;
   counters(): RingCounters;
   setCmState(side: Side, code: number): void;
   close(): void;
@@ -291,6 +297,15 @@ export class ShmConnection {
    */
   hangUp(side: Side): void {
     native(() => this.#native.hangUp(side));
+  }
+
+  /**
+   * The server took this connection on kernel TCP: the agent plays its passive side from now
+   * on, carrying the stream between the rings and `fd` (the client's kernel rendezvous
+   * socket, owned by the connection from now on).  onEnd: both directions ended, or a reset.
+   */
+  relay(fd: number, onEnd: (how: SideEnd) => void): void {
+    native(() => this.#native.relay(fd, { onRelayEnd: onEnd }));
   }
 
   counters(): RingCounters {

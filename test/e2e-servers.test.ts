@@ -185,3 +185,99 @@ describe('a server whose agent is replaced (restart, upgrade)', () => {
     }
   });
 });
+
+// A listener registered with the agent, then passed to a child that cannot take offloaded
+// connections (argv[1]: how), which accepts and echoes.  With "wait", the child starts only
+// on a line from stdin (so a client can connect, write and close before anyone accepts).
+const HANDING_PARENT = `
+import os, socket, subprocess, sys
+how = sys.argv[1]
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(('127.0.0.1', 0))
+l.listen(16)
+env = dict(os.environ)
+if how == 'no-preload':
+    env.pop('LD_PRELOAD', None)
+elif how == 'offload-off':
+    env['VTOE_OFFLOAD'] = '0'
+elif how == 'other-agent':
+    env['VTOE_AGENT_SOCKET'] = env['VTOE_AGENT_SOCKET'] + '.elsewhere'
+print(l.getsockname()[1], flush=True)
+if len(sys.argv) > 2 and sys.argv[2] == 'wait':
+    sys.stdin.readline()
+child = subprocess.Popen([sys.executable, '-c', '''
+import socket, sys
+l = socket.socket(fileno=int(sys.argv[1]))
+c, _ = l.accept()
+total = 0
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    c.sendall(d)
+    total += len(d)
+c.close()
+print('echoed', total, flush=True)
+''', str(l.fileno())], pass_fds=[l.fileno()], env=env, stdout=sys.stdout)
+sys.exit(child.wait())
+`;
+
+// Writes n random bytes, shuts down writing, reads the echo to the end; says whether it matched.
+const STREAM_CLIENT = `
+import os, socket, sys
+data = os.urandom(int(sys.argv[2]))
+c = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+c.sendall(data)
+c.shutdown(socket.SHUT_WR)
+got = bytearray()
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    got += d
+print('got', len(got), 'same' if bytes(got) == data else 'different', flush=True)
+`;
+
+// Connects, writes n bytes and closes at once, before any server accepts.
+const FIRE_AND_FORGET = `
+import socket, sys
+c = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+c.sendall(b'z' * int(sys.argv[2]))
+c.close()
+print('sent', flush=True)
+`;
+
+describe('late fallback: a listener handed to a process that takes connections on kernel TCP', () => {
+  for (const how of ['no-preload', 'offload-off', 'other-agent']) {
+    it(`echoes every byte when the accepting child has ${how}`, async () => {
+      writeFileSync(join(dir, 'handing-parent.py'), HANDING_PARENT);
+      writeFileSync(join(dir, 'stream-client.py'), STREAM_CLIENT);
+      const env = offloadEnv(agent.socketPath);
+      const before = agent.stats();
+      const server = startProc('python3', [join(dir, 'handing-parent.py'), how], env);
+      const port = Number((await server.waitLine(/^(\d+)$/))[1]);
+      // The client is offloaded (the listener is registered); the child accepts the kernel
+      // rendezvous without the shim: before, its recv blocked and the child read nothing.
+      const client = startProc('python3', [join(dir, 'stream-client.py'), String(port), '100000'], env);
+      await client.waitLine(/^got 100000 same$/, 20_000);
+      await server.waitLine(/^echoed 100000$/);
+      const after = agent.stats();
+      expect(after.offloaded - before.offloaded).toBe(1);
+      expect((after.fallback.reasons['late-accept'] ?? 0) - (before.fallback.reasons['late-accept'] ?? 0)).toBe(1);
+    });
+  }
+
+  it('delivers what a client wrote and closed before the kernel-TCP child accepted', async () => {
+    writeFileSync(join(dir, 'handing-parent.py'), HANDING_PARENT);
+    writeFileSync(join(dir, 'fire-and-forget.py'), FIRE_AND_FORGET);
+    const env = offloadEnv(agent.socketPath);
+    const server = startProc('python3', [join(dir, 'handing-parent.py'), 'no-preload', 'wait'], env);
+    const port = Number((await server.waitLine(/^(\d+)$/))[1]);
+    const client = startProc('python3', [join(dir, 'fire-and-forget.py'), String(port), '65536'], env);
+    await client.waitLine(/^sent$/);
+    expect((await client.exited).code).toBe(0);
+    server.child.stdin!.write('go\n');
+    await server.waitLine(/^echoed 65536$/, 20_000);
+  });
+});

@@ -2,6 +2,7 @@
 // connections, keeps the listening-port registry and answers each process's control requests.
 // Every request comes from a process the agent does not trust: it is checked against what that
 // process owns before anything happens, and a bad one gets an error reply.
+import { closeSync, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { ABI, reasonName } from '../abi.js';
 import type { CtlReply, CtlRequest, SideEnd, SockAddr } from '../native.js';
@@ -43,7 +44,23 @@ export interface LiveConnection {
   listenerSid: number;
   pendingKey: string | null;
   timer?: NodeJS.Timeout;
+  /** The client's kernel rendezvous socket, held until the server's shim claims the connection. */
+  ksock?: number;
+  /** When the kernel showed the server's end accepted with no claim yet (late fallback). */
+  acceptedUnclaimedAt?: number;
+  /** Late fallback: the agent plays the passive side, over the server's kernel socket. */
+  relayed?: boolean;
+  createdAt: number;
 }
+
+/** How often pending connections are looked for in the kernel's table of TCP sockets. */
+const LATE_ACCEPT_SCAN_MS = 50;
+/**
+ * How long the server's end may stay accepted without a claim before the agent takes the
+ * passive side.  A server's shim claims right after its accept; this covers a busy machine.
+ * Taking it too early is still correct (the connection then runs on kernel TCP), only slower.
+ */
+const LATE_ACCEPT_GRACE_MS = 200;
 
 /** Where replies go; the control server in production, a fake in tests. */
 export interface ReplySink {
@@ -57,6 +74,7 @@ export class CoreCA {
   readonly connections = new Map<bigint, LiveConnection>();
   readonly listeners = new ListenerRegistry();
   private readonly pending = new Map<string, LiveConnection>();
+  private lateAcceptScan?: NodeJS.Timeout;
   private nextSid = 1;
   private nextCid = 1n;
   /** Stopping: new connections and listeners are answered FALLBACK (kernel TCP). */
@@ -115,6 +133,7 @@ export class CoreCA {
     try {
       this.dispatch(client, req);
     } finally {
+      if (req.fd !== undefined) closeFd(req.fd); // a descriptor nobody took
       this.changed();
     }
   }
@@ -214,7 +233,7 @@ export class CoreCA {
     const conn: LiveConnection = {
       shadow, link, local, remote, listenerSid: listener.sid,
       programs: [proc.program, listenerProc?.program ?? '?'], pids: [proc.pid, 0],
-      pendingKey: pendingKey(listener.port, local.port),
+      pendingKey: pendingKey(listener.port, local.port), createdAt: Date.now(),
     };
     this.connections.set(cid, conn);
     this.pending.set(conn.pendingKey!, conn);
@@ -270,6 +289,13 @@ export class CoreCA {
     // The passive end's ACCEPT may have been read first (channels are read in event-loop
     // order, not send order); it already stood for the RTU.
     if (sock.conn.shadow.ends[0].cm === 'REP_RCVD') this.readyToUse(sock.conn);
+    // Not claimed yet: keep the client's kernel socket, in case the server takes the
+    // connection on kernel TCP after all (see lateFallback).
+    if (req.fd !== undefined && sock.conn.pendingKey !== null && sock.conn.ksock === undefined) {
+      sock.conn.ksock = req.fd;
+      req.fd = undefined;
+      this.watchLateAccepts();
+    }
   }
 
   /** RTU: the kernel rendezvous connected, the connection carries data from now on. */
@@ -294,6 +320,7 @@ export class CoreCA {
     }
     this.pending.delete(conn.pendingKey!);
     conn.pendingKey = null;
+    releaseKsock(conn); // claimed: the server's shim parks its end until this FIN
     // Only a process holding the listener could accept the rendezvous, and only after the
     // active end's kernel connect succeeded: that is the RTU, even if its note is still queued.
     if (conn.shadow.ends[0].cm === 'REP_RCVD') this.readyToUse(conn);
@@ -360,6 +387,11 @@ export class CoreCA {
     // Already disconnected (the peer reset it, and its TIMEWAIT may even be over): nothing to
     // send, only to free the entry once both ends are closed.
     if (conn.shadow.finished || conn.shadow.inTimewait) return this.afterClose(conn);
+    // Closed before any server took it: what it wrote must still reach the server, which
+    // may yet accept it on kernel TCP (kernel TCP would deliver it, then the FIN).
+    if (!(flags & ABI.close.ABORTED) && side === 0 && conn.ksock !== undefined) {
+      this.lateFallback(conn, 'the client closed before the server accepted');
+    }
     if (flags & ABI.close.ABORTED || !conn.shadow.established) {
       conn.shadow.reject();
       this.counters.rejected++;
@@ -382,7 +414,7 @@ export class CoreCA {
   private sideEnded(cid: bigint, side: Side, how: SideEnd): void {
     const conn = this.connections.get(cid);
     this.log.debug('a side of a connection is gone from every process', { cid: String(cid), side, how });
-    if (!conn) return;
+    if (!conn || (conn.relayed && side === 1)) return; // the relay's end: relayEnded
     const sid = conn.shadow.ends[side].sid;
     const sock = sid === null ? undefined : this.sockets.get(sid);
     if (sid !== null && sock?.kind === 'connection' && sock.conn === conn && sock.side === side) {
@@ -412,6 +444,13 @@ export class CoreCA {
     // Connections nobody accepted are reset, as the kernel resets a closed listener's queue.
     for (const conn of [...this.pending.values()]) {
       if (conn.listenerSid !== listener.sid) continue;
+      // With the client's kernel socket held, the kernel decides, as for any TCP client: the
+      // socket is reset if the listener is really gone, or accepted by whoever holds it still
+      // (a program it was passed to without the shim).
+      if (conn.ksock !== undefined) {
+        this.lateFallback(conn, 'its listener left the agent');
+        continue;
+      }
       conn.shadow.reset(1);
       this.discard(conn);
     }
@@ -438,6 +477,7 @@ export class CoreCA {
   private discard(conn: LiveConnection): void {
     if (conn.timer) clearTimeout(conn.timer);
     if (conn.pendingKey) this.pending.delete(conn.pendingKey);
+    releaseKsock(conn);
     const c = conn.link.counters();
     this.counters.closedBytesSent += c.rings[0].head + c.rings[1].head;
     this.counters.closedBytesReceived += c.rings[0].tail + c.rings[1].tail;
@@ -452,11 +492,87 @@ export class CoreCA {
   }
 
   /**
+   * Late fallback: the server took (or may yet take) the connection on kernel TCP, over the
+   * client's rendezvous socket, while the client already writes into its ring.  The agent
+   * becomes the passive side and carries both directions between the ring and that socket,
+   * so nothing the client wrote is stranded.  A later ACCEPT for it gets FALLBACK.
+   */
+  private lateFallback(conn: LiveConnection, why: string): void {
+    const fd = conn.ksock;
+    if (fd === undefined) return;
+    conn.ksock = undefined;
+    if (conn.pendingKey) this.pending.delete(conn.pendingKey);
+    conn.pendingKey = null;
+    if (conn.shadow.ends[0].cm === 'REP_RCVD') this.readyToUse(conn);
+    conn.relayed = true;
+    this.log.info('late fallback: the agent carries the connection over kernel TCP', { cid: String(conn.shadow.cid), why });
+    const cid = conn.shadow.cid;
+    try {
+      conn.link.relay(fd, (how) => this.relayEnded(cid, how)); // owns fd from here on
+    } catch (err) {
+      this.log.error('cannot relay a late-fallback connection; resetting it', { cid: String(cid), error: String(err) });
+      this.relayEnded(cid, 'reset');
+    }
+  }
+
+  /** The relay (the passive side of a late fallback) is done: that side closed. */
+  private relayEnded(cid: bigint, how: SideEnd): void {
+    const conn = this.connections.get(cid);
+    if (!conn || conn.shadow.ends[1].closed) return;
+    conn.shadow.ends[1].closed = true;
+    if (how === 'reset') conn.shadow.reset(1);
+    else conn.shadow.fin(1);
+    this.afterClose(conn);
+    this.changed();
+  }
+
+  /**
+   * While a connection waits for its server's claim with the client's kernel socket held,
+   * look in the kernel's socket table for the server's end: accepted (it has an inode) and
+   * still unclaimed for LATE_ACCEPT_GRACE_MS means a process without the shim or the agent
+   * took it.  Only connections older than one period are looked for: most are claimed at once.
+   */
+  private watchLateAccepts(): void {
+    if (this.lateAcceptScan) return;
+    this.lateAcceptScan = setInterval(() => {
+      const now = Date.now();
+      const waiting = [...this.pending.values()].filter((c) => c.ksock !== undefined);
+      if (waiting.length === 0) {
+        clearInterval(this.lateAcceptScan);
+        this.lateAcceptScan = undefined;
+        return;
+      }
+      const due = waiting.filter((c) => now - c.createdAt >= LATE_ACCEPT_SCAN_MS);
+      if (due.length === 0) return;
+      const accepted = acceptedPortPairs();
+      for (const conn of due) {
+        if (!accepted.has(conn.pendingKey!)) {
+          conn.acceptedUnclaimedAt = undefined;
+        } else if (conn.acceptedUnclaimedAt === undefined) {
+          conn.acceptedUnclaimedAt = now;
+        } else if (now - conn.acceptedUnclaimedAt >= LATE_ACCEPT_GRACE_MS) {
+          this.counters.fallback('late-accept', conn.programs[1]);
+          this.lateFallback(conn, 'a process without the shim accepted it');
+        }
+      }
+      this.changed();
+    }, LATE_ACCEPT_SCAN_MS);
+    this.lateAcceptScan.unref();
+  }
+
+  /** Stops the periodic look for late accepts (the agent is stopping). */
+  private stopLateAcceptScan(): void {
+    if (this.lateAcceptScan) clearInterval(this.lateAcceptScan);
+    this.lateAcceptScan = undefined;
+  }
+
+  /**
    * The agent is going: it lets go of every shm connection.  Their rings and doorbells live on
    * in the processes that hold them; only the agent's watch ends (a process that dies later is
    * seen by its peer as a hang-up, not as a FIN or a reset chosen by the agent).
    */
   releaseAll(): void {
+    this.stopLateAcceptScan();
     for (const conn of [...this.connections.values()]) this.discard(conn);
   }
 
@@ -515,4 +631,41 @@ export class CoreCA {
 
 function pendingKey(listenerPort: number, clientPort: number): string {
   return `${listenerPort}:${clientPort}`;
+}
+
+function closeFd(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // already gone: nothing to release
+  }
+}
+
+function releaseKsock(conn: LiveConnection): void {
+  if (conn.ksock !== undefined) closeFd(conn.ksock);
+  conn.ksock = undefined;
+}
+
+/**
+ * "localPort:remotePort" of every TCP socket of this network namespace that a process has
+ * accepted (it has an inode; one still in an accept queue has none), from /proc/net/tcp{,6}.
+ */
+export function acceptedPortPairs(tables: string[] = ['/proc/net/tcp', '/proc/net/tcp6']): Set<string> {
+  const pairs = new Set<string>();
+  for (const table of tables) {
+    let text: string;
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue; // no IPv6, say
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10 || f[9] === '0') continue;
+      const local = parseInt(f[1]!.split(':')[1]!, 16);
+      const remote = parseInt(f[2]!.split(':')[1]!, 16);
+      if (local && remote) pairs.add(pendingKey(local, remote));
+    }
+  }
+  return pairs;
 }

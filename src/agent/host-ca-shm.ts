@@ -5,7 +5,7 @@
 import { ShmConnection } from '../native.js';
 
 /** What the core CA uses of a connection's region (tests substitute a fake). */
-export type ShmLink = Pick<ShmConnection, 'ringSize' | 'mappedBytes' | 'fdsFor' | 'releaseSide' | 'watchEnds' | 'hangUp' | 'counters' | 'close'>;
+export type ShmLink = Pick<ShmConnection, 'ringSize' | 'mappedBytes' | 'fdsFor' | 'releaseSide' | 'watchEnds' | 'hangUp' | 'relay' | 'counters' | 'close'>;
 
 export class ShmHostCA {
   constructor(private readonly ringSize: number) {}
