@@ -404,7 +404,11 @@ static inline bool vtoe_obj_polled(struct vtoe_sock *s)
 short vtoe_obj_poll(struct vtoe_sock *s, short events, int krev);
 /* About to sleep in the kernel on the object's fd. */
 void vtoe_obj_sleep_prepare(struct vtoe_sock *s, short events);
-uint32_t vtoe_spin_budget_us(void);
+uint32_t vtoe_spin_budget_us(void); /* for this wait: 0 when spinning does not pay */
+/* Adaptive spinning (vtoe_poll.c): the budget for a wait that could spin budget_us, and
+ * whether the spin found what it waited for. */
+uint32_t vtoe_spin_begin(uint32_t budget_us);
+void vtoe_spin_end(bool found);
 void vtoe_ep_release(struct vtoe_sock *s);
 void vtoe_ep_atfork_prepare(void);
 void vtoe_ep_atfork_parent(void);

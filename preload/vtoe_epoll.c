@@ -636,6 +636,7 @@ static int vtoe_ep_wait(struct vtoe_sock *s, int epfd, struct epoll_event *out, 
 	struct epoll_event kb[VTOE_EP_BATCH];
 	struct timespec deadline, left;
 	uint64_t spin_end;
+	uint32_t spin_us;
 	int r;
 
 	if (vtoe_timeout_zero(timeout))
@@ -644,13 +645,18 @@ static int vtoe_ep_wait(struct vtoe_sock *s, int epfd, struct epoll_event *out, 
 		vtoe_deadline_in(&deadline, timeout);
 	if (vtoe_ep_collect(&call, vtoe_ep_kernel_due(ep)))
 		return call.n;
-	spin_end = vtoe_now_ns() + (uint64_t)vtoe_spin_budget_us() * 1000u;
-	while (ep->nuser && vtoe_now_ns() < spin_end) {
-		if (vtoe_ep_collect(&call, vtoe_ep_kernel_due(ep)))
+	spin_us = ep->nuser ? vtoe_spin_budget_us() : 0;
+	spin_end = vtoe_now_ns() + (uint64_t)spin_us * 1000u;
+	while (spin_us && vtoe_now_ns() < spin_end && (!timeout || vtoe_left_ns(&deadline) > 0)) {
+		if (vtoe_ep_collect(&call, vtoe_ep_kernel_due(ep))) {
+			vtoe_spin_end(true);
 			return call.n;
+		}
 		for (int i = 0; i < 32; i++)
 			vtoe_cpu_relax();
 	}
+	if (spin_us)
+		vtoe_spin_end(false);
 	for (;;) {
 		int64_t ns = 0;
 

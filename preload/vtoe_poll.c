@@ -28,9 +28,34 @@ static __thread struct {
 	uint64_t key, at_ns;
 } vtoe_poll_memo[VTOE_POLL_MEMO];
 
+/*
+ * Adaptive spinning, per thread.  A wait spins before it sleeps only while spinning pays: a
+ * thread whose recent spins mostly ran out with nothing found (a server waiting on its clients,
+ * or more runnable processes than cores, where the spin takes the core from the very process
+ * it waits for) sleeps at once.  Every 16th such wait spins anyway, to notice when spinning
+ * pays again.  vtoe_spin_hits is a moving average of spins that found something (256: all).
+ */
+#define VTOE_SPIN_HIT_ALL 256u
+#define VTOE_SPIN_HIT_MIN 64u /* spin while at least one spin in four pays */
+#define VTOE_SPIN_PROBE_EVERY 16u
+static __thread uint32_t vtoe_spin_hits = VTOE_SPIN_HIT_ALL;
+static __thread uint32_t vtoe_spin_skipped;
+
+uint32_t vtoe_spin_begin(uint32_t budget_us)
+{
+	if (!budget_us || vtoe_spin_hits >= VTOE_SPIN_HIT_MIN)
+		return budget_us;
+	return ++vtoe_spin_skipped % VTOE_SPIN_PROBE_EVERY ? 0 : budget_us;
+}
+
+void vtoe_spin_end(bool found)
+{
+	vtoe_spin_hits = vtoe_spin_hits - vtoe_spin_hits / 8 + (found ? VTOE_SPIN_HIT_ALL / 8 : 0);
+}
+
 uint32_t vtoe_spin_budget_us(void)
 {
-	return vtoe_ctl_spin_us();
+	return vtoe_spin_begin(vtoe_ctl_spin_us());
 }
 
 /*
@@ -120,6 +145,7 @@ static int vtoe_pollset_wait(struct vtoe_pollset *ps, const struct timespec *tim
 {
 	struct timespec deadline, left;
 	uint64_t spin_end;
+	uint32_t spin_us;
 	int r;
 
 	/* No clock for a call that must not wait: MPI progress engines make millions. */
@@ -135,17 +161,22 @@ static int vtoe_pollset_wait(struct vtoe_pollset *ps, const struct timespec *tim
 	if (r != 0)
 		return r;
 
-	spin_end = vtoe_now_ns() + (uint64_t)vtoe_spin_budget_us() * 1000u;
-	while (vtoe_now_ns() < spin_end && (!timeout || vtoe_left_ns(&deadline) > 0)) {
+	spin_us = vtoe_spin_budget_us();
+	spin_end = vtoe_now_ns() + (uint64_t)spin_us * 1000u;
+	while (spin_us && vtoe_now_ns() < spin_end && (!timeout || vtoe_left_ns(&deadline) > 0)) {
 		if (ps->has_kernel && vtoe_kernel_due(ps->key))
 			r = vtoe_pollset_ask_kernel(ps);
 		else
 			r = vtoe_pollset_scan(ps, false);
-		if (r != 0)
+		if (r != 0) {
+			vtoe_spin_end(true);
 			return r;
+		}
 		for (int i = 0; i < 32; i++)
 			vtoe_cpu_relax();
 	}
+	if (spin_us)
+		vtoe_spin_end(false);
 
 	for (;;) {
 		for (nfds_t i = 0; i < ps->n; i++)

@@ -565,21 +565,26 @@ static void vtoe_rx_settle(struct vtoe_conn *c)
 		vtoe_drain_doorbell(c);
 }
 
+/* Spin for data (rx) or room (tx) before sleeping, while spinning pays (vtoe_spin_begin). */
 static bool vtoe_spin(struct vtoe_conn *c, bool rx)
 {
+	uint32_t us = vtoe_spin_begin(c->spin_us);
 	uint64_t end;
 
-	if (!c->spin_us)
+	if (!us)
 		return false;
-	end = vtoe_now_ns() + (uint64_t)c->spin_us * 1000u;
+	end = vtoe_now_ns() + (uint64_t)us * 1000u;
 	do {
 		for (int i = 0; i < 64; i++) {
 			if (rx ? vtoe_rx_pending(c)
-			       : atomic_load_explicit(&c->tx->tail, ACQ) + c->size != c->tx_head)
+			       : atomic_load_explicit(&c->tx->tail, ACQ) + c->size != c->tx_head) {
+				vtoe_spin_end(true);
 				return true;
+			}
 			vtoe_cpu_relax();
 		}
 	} while (vtoe_now_ns() < end);
+	vtoe_spin_end(false);
 	return false;
 }
 

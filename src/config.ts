@@ -158,7 +158,7 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
     doc: "bytes per direction of each connection's shared ring; power of two, 4 KiB..64 MiB", readBy: 'agent',
     parse: parseRingSize, check: (v, name) => checkRingSize(v, name) }),
   entry({ key: 'spinUs', env: 'VTOE_SPIN_US', default: 50,
-    doc: 'microseconds a blocked call polls its ring before it sleeps; 0 never polls', readBy: 'agent',
+    doc: 'microseconds a blocked call polls its ring before it sleeps, while that pays (a thread whose spins mostly find nothing sleeps at once); 0 never polls', readBy: 'agent',
     ...intIn(0, 10_000, 'microseconds') }),
   entry({ key: 'pollKernelUs', env: 'VTOE_POLL_KERNEL_US', default: 1000,
     doc: 'poll, select and epoll answer offloaded fds from the rings; kernel fds in the same set are asked at most this often (microseconds; at least a kernel clock tick; 0: every call) by a call that does not sleep', readBy: 'shim',
