@@ -1,4 +1,5 @@
-// vtoe_native: the agent's native half.  Exports ControlServer, ShmConnection, abiConstants, probeVerbs.
+// vtoe_native: the agent's native half.  Exports ControlServer, ShmConnection, abiConstants, probeVerbs,
+// tcpPeerAccepted.
 #include <napi.h>
 
 #include "bindings.h"
@@ -11,6 +12,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports)
 	exports.Set("ShmConnection", vtoe::define_shm_connection(env));
 	exports.Set("abiConstants", Napi::Function::New(env, vtoe::abi_constants, "abiConstants"));
 	exports.Set("probeVerbs", Napi::Function::New(env, vtoe::probe_verbs_js, "probeVerbs"));
+	exports.Set("tcpPeerAccepted", Napi::Function::New(env, vtoe::tcp_peer_accepted_js, "tcpPeerAccepted"));
 	return exports;
 }
 

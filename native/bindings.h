@@ -14,6 +14,9 @@ Napi::Function define_shm_connection(Napi::Env env);
 Napi::Value abi_constants(const Napi::CallbackInfo &info);
 // probeVerbs(): RDMA devices via a dlopen()ed libibverbs, for `vtoe doctor` (js_verbs_probe.cc)
 Napi::Value probe_verbs_js(const Napi::CallbackInfo &info);
+// tcpPeerAccepted(fd): 1 if a process accepted the other end of TCP socket fd, 0 if it waits
+// in an accept queue, -1 if it is gone (tcp_diag.cc)
+Napi::Value tcp_peer_accepted_js(const Napi::CallbackInfo &info);
 
 } // namespace vtoe
 

@@ -251,23 +251,21 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	if (vtoe_ctl_up() < 0)
 		return vtoe_connect_kernel(fd, s, addr, len);
 
-	vtoe_ctl_req_init(&req, VTOE_OP_OPEN);
-	if (vtoe_ctl_rpc(&req, &rep, NULL) < 0 || rep.event != VTOE_EV_ACK)
-		return vtoe_connect_kernel(fd, s, addr, len);
-	sid = rep.sid;
 	if (vtoe_bind_local(fd, s->family, &local, &local_len) < 0) {
 		vtoe_dbg("fd %d: cannot bind a local port (%s): kernel TCP", fd, strerror(errno));
-		vtoe_ctl_note(VTOE_OP_FALLBACK, sid, 0, VTOE_FB_ADDRESS_FAMILY);
+		vtoe_ctl_note(VTOE_OP_FALLBACK, 0, 0, VTOE_FB_ADDRESS_FAMILY);
 		return vtoe_connect_kernel(fd, s, addr, len);
 	}
 
+	/* SID 0: the agent opens the socket with the CONNECT, one round trip instead of two. */
 	vtoe_ctl_req_init(&req, VTOE_OP_CONNECT);
-	req.sid = sid;
+	req.sid = 0;
 	vtoe_addr_to_wire((struct sockaddr *)&local, local_len, &req.local);
 	vtoe_addr_to_wire(addr, len, &req.remote);
 	if (vtoe_ctl_rpc(&req, &rep, fds) < 0)
 		return vtoe_connect_kernel(fd, s, addr, len);
 
+	sid = rep.sid;
 	switch (rep.event) {
 	case VTOE_EV_CONNECT_RESPONSE:
 		break;

@@ -123,6 +123,7 @@ interface NativeAddon {
   ShmConnection: new (ringSize: number, cid: bigint) => NativeShmConnection;
   abiConstants(): Record<string, number>;
   probeVerbs(): VerbsProbe;
+  tcpPeerAccepted(fd: number): number;
 }
 
 let addon: NativeAddon | undefined;
@@ -148,6 +149,15 @@ export function native<T>(body: () => T): T {
     }
     throw error;
   }
+}
+
+/**
+ * Has a process accepted the other end of the connected TCP socket fd?  'accepted', 'queued'
+ * (still in its listener's accept queue) or 'gone'.  One sock_diag lookup by four-tuple.
+ */
+export function tcpPeerAccepted(fd: number): 'accepted' | 'queued' | 'gone' {
+  const r = native(() => loadAddon().tcpPeerAccepted(fd));
+  return r > 0 ? 'accepted' : r === 0 ? 'queued' : 'gone';
 }
 
 /** The header's constants under their C names, with the values compiled into the addon. */

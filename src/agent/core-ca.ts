@@ -2,10 +2,10 @@
 // connections, keeps the listening-port registry and answers each process's control requests.
 // Every request comes from a process the agent does not trust: it is checked against what that
 // process owns before anything happens, and a bad one gets an error reply.
-import { closeSync, readFileSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { ABI, reasonName } from '../abi.js';
-import type { CtlReply, CtlRequest, SideEnd, SockAddr } from '../native.js';
+import { tcpPeerAccepted, type CtlReply, type CtlRequest, type SideEnd, type SockAddr } from '../native.js';
 import type { ResolvedConfig } from '../config.js';
 import { decide, type PolicyRule } from '../policy.js';
 import type { Logger } from '../log.js';
@@ -168,10 +168,14 @@ export class CoreCA {
   }
 
   private open(proc: ProcessRecord, req: CtlRequest): void {
+    this.reply(proc.client, req, { event: ABI.ev.ACK, sid: this.openSocket(proc) });
+  }
+
+  private openSocket(proc: ProcessRecord): number {
     const sid = this.allocateSid();
     this.sockets.set(sid, { sid, client: proc.client, kind: 'open' });
     proc.sids.add(sid);
-    this.reply(proc.client, req, { event: ABI.ev.ACK, sid });
+    return sid;
   }
 
   private listen(proc: ProcessRecord, req: CtlRequest): void {
@@ -191,11 +195,13 @@ export class CoreCA {
     this.reply(proc.client, req, { event: ABI.ev.ACK, sid: sock.sid });
   }
 
-  private connect(proc: ProcessRecord, req: CtlRequest): void {
+  private connect(proc: ProcessRecord, given: CtlRequest): void {
+    const { local, remote } = given;
+    if (!local || !remote) return this.fail(proc.client, given, errno.EINVAL, 'CONNECT needs both addresses');
+    // SID 0: the socket is opened here, saving the client an OPEN round trip per connection.
+    const req = given.sid === 0 ? { ...given, sid: this.openSocket(proc) } : given;
     const sock = this.ownedOpenSocket(proc, req);
     if (!sock) return;
-    const { local, remote } = req;
-    if (!local || !remote) return this.fail(proc.client, req, errno.EINVAL, 'CONNECT needs both addresses');
     const verdict = decide(this.policy, { program: proc.program, role: 'connect', address: remote.address, port: remote.port });
     if (verdict.action === 'tcp') return this.fallback(proc.client, req, ABI.fb.POLICY);
     if (this.draining) return this.fallback(proc.client, req, ABI.fb.RESOURCES);
@@ -528,9 +534,10 @@ export class CoreCA {
 
   /**
    * While a connection waits for its server's claim with the client's kernel socket held,
-   * look in the kernel's socket table for the server's end: accepted (it has an inode) and
-   * still unclaimed for LATE_ACCEPT_GRACE_MS means a process without the shim or the agent
-   * took it.  Only connections older than one period are looked for: most are claimed at once.
+   * ask the kernel about the server's end of that socket (one sock_diag lookup): accepted
+   * (it has an inode) and still unclaimed for LATE_ACCEPT_GRACE_MS means a process without
+   * the shim or the agent took it.  Only connections older than one period are looked at:
+   * most are claimed at once.
    */
   private watchLateAccepts(): void {
     if (this.lateAcceptScan) return;
@@ -542,11 +549,16 @@ export class CoreCA {
         this.lateAcceptScan = undefined;
         return;
       }
-      const due = waiting.filter((c) => now - c.createdAt >= LATE_ACCEPT_SCAN_MS);
-      if (due.length === 0) return;
-      const accepted = acceptedPortPairs();
-      for (const conn of due) {
-        if (!accepted.has(conn.pendingKey!)) {
+      for (const conn of waiting) {
+        if (now - conn.createdAt < LATE_ACCEPT_SCAN_MS) continue;
+        let state: ReturnType<typeof tcpPeerAccepted>;
+        try {
+          state = tcpPeerAccepted(conn.ksock!);
+        } catch (err) {
+          this.log.debug('cannot look up a rendezvous socket', { cid: String(conn.shadow.cid), error: String(err) });
+          continue;
+        }
+        if (state !== 'accepted') {
           conn.acceptedUnclaimedAt = undefined;
         } else if (conn.acceptedUnclaimedAt === undefined) {
           conn.acceptedUnclaimedAt = now;
@@ -646,26 +658,3 @@ function releaseKsock(conn: LiveConnection): void {
   conn.ksock = undefined;
 }
 
-/**
- * "localPort:remotePort" of every TCP socket of this network namespace that a process has
- * accepted (it has an inode; one still in an accept queue has none), from /proc/net/tcp{,6}.
- */
-export function acceptedPortPairs(tables: string[] = ['/proc/net/tcp', '/proc/net/tcp6']): Set<string> {
-  const pairs = new Set<string>();
-  for (const table of tables) {
-    let text: string;
-    try {
-      text = readFileSync(table, 'utf8');
-    } catch {
-      continue; // no IPv6, say
-    }
-    for (const line of text.split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length < 10 || f[9] === '0') continue;
-      const local = parseInt(f[1]!.split(':')[1]!, 16);
-      const remote = parseInt(f[2]!.split(':')[1]!, 16);
-      if (local && remote) pairs.add(pendingKey(local, remote));
-    }
-  }
-  return pairs;
-}
