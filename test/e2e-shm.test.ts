@@ -109,20 +109,27 @@ describe('offload through the shm fabric', () => {
   it('offloads a client that connects the instant the listener appears', async () => {
     // The kernel listen() must not open the port before the agent knows the listener: a client
     // already knocking would reach it first and fall back (seen on CI as NPtcp not offloaded).
-    const before = agent.stats();
-    const server = startProc(peer, ['late-listen'], offload());
-    const [, port] = await server.waitLine(/^BOUND (\d+)$/);
-    const client = startProc(peer, ['eager', port!], offload());
-    await client.waitLine(/^REFUSED$/);
-    server.child.stdin!.write('listen\n');
-    const [, refusals] = await client.waitLine(/^CONNECTED (\d+)$/);
-    await server.waitLine(/^ACCEPTED$/);
-    const after = agent.stats();
-    expect(after.offloaded - before.offloaded).toBe(1);
-    // A refused attempt that asked the agent before the listener was known was handed to the
-    // kernel (a counted fallback); one that came after was refused by the rendezvous. The
-    // connection itself was no fallback.
-    expect(after.fallback.total - before.fallback.total).toBeLessThanOrEqual(Number(refusals));
+    // With that order, a knock whose agent answer came just before the registration can still
+    // reach the new kernel listener, if its process is descheduled between the two (seen once
+    // in a few full-suite runs on 2 loaded cores).  So up to 3 trials: the old order falls back
+    // in nearly every trial, since its window is the whole registration round trip.
+    let offloaded = 0;
+    for (let trial = 0; trial < 3 && offloaded === 0; trial++) {
+      const before = agent.stats();
+      const server = startProc(peer, ['late-listen'], offload());
+      const [, port] = await server.waitLine(/^BOUND (\d+)$/);
+      const client = startProc(peer, ['eager', port!], offload());
+      await client.waitLine(/^REFUSED$/);
+      server.child.stdin!.write('listen\n');
+      const [, refusals] = await client.waitLine(/^CONNECTED (\d+)$/);
+      await server.waitLine(/^ACCEPTED$/);
+      const after = agent.stats();
+      offloaded = after.offloaded - before.offloaded;
+      // A refused attempt that asked the agent before the listener was known was handed to the
+      // kernel (a counted fallback); one that came after was refused by the rendezvous.
+      expect(after.fallback.total - before.fallback.total).toBeLessThanOrEqual(Number(refusals) + 1 - offloaded);
+    }
+    expect(offloaded).toBe(1);
   });
 
   it('serves kernel and offloaded clients on one listener (both-mode listen)', async () => {
