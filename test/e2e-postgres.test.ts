@@ -11,7 +11,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { StatsSnapshot } from '../src/agent/stats.js';
-import { have, startProc } from './helpers/proc.js';
+import { have, startProc, waitStderr } from './helpers/proc.js';
 
 const exec = promisify(execFile);
 const repo = resolve(__dirname, '..');
@@ -60,12 +60,7 @@ describe('PostgreSQL and pgbench through offload', () => {
 
     const agent = startProc('runuser', ['-u', 'postgres', '--', 'env', `VTOE_AGENT_SOCKET=${socket}`, 'VTOE_TIMEWAIT_MS=200',
       process.execPath, cli, 'agent'], process.env);
-    await new Promise<void>((ok, fail) => {
-      const check = () => (agent.stderr().includes('listening on') ? ok() : undefined);
-      agent.child.stderr!.on('data', check);
-      agent.exited.then(() => fail(new Error(`agent exited: ${agent.stderr()}`)));
-      check();
-    });
+    await waitStderr(agent, 'listening on'); // the agent's ready line
     try {
       await asPostgres(join(bin!, 'initdb'), ['-D', data, '-A', 'trust']);
       await asPostgres(join(bin!, 'pg_ctl'), ['-D', data, '-l', join(dir, 'server.log'), '-w', 'start',

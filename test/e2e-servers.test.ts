@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
-import { killAll, startProc } from './helpers/proc.js';
+import { killAll, startProc, waitStderr } from './helpers/proc.js';
 
 let dir: string;
 let agent: Agent;
@@ -122,13 +122,7 @@ describe('the agent stopped with SIGTERM while a connection is open', () => {
     const socketPath = join(dir, 'stopping.sock');
     const agentProc = startProc(process.execPath, [join(__dirname, '..', 'bin', 'vtoe.js'), 'agent'],
       { ...process.env, VTOE_AGENT_SOCKET: socketPath, VTOE_DRAIN_MS: '300' });
-    // The agent says where it listens on stderr once it is ready.
-    await new Promise<void>((resolve, reject) => {
-      const check = () => (agentProc.stderr().includes('listening on') ? resolve() : undefined);
-      agentProc.child.stderr!.on('data', check);
-      agentProc.exited.then(() => reject(new Error(`agent exited: ${agentProc.stderr()}`)));
-      check();
-    });
+    await waitStderr(agentProc, 'listening on'); // the agent's ready line
     const env = offloadEnv(socketPath);
     const server = startProc('python3', [join(dir, 'echo-server.py')], env);
     const port = Number((await server.waitLine(/^(\d+)$/))[1]);

@@ -74,5 +74,15 @@ export function killAll(): void {
   live.clear();
 }
 
+/** Resolves once the child's stderr contains text (a ready line); rejects if it exits first. */
+export function waitStderr(proc: Proc, text: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const check = () => (proc.stderr().includes(text) ? resolve() : undefined);
+    proc.child.stderr!.on('data', check);
+    proc.exited.then(() => reject(new Error(`exited before printing "${text}": ${proc.stderr()}`)));
+    check();
+  });
+}
+
 /** Is cmd on PATH? For tests that need an installed program and say so when it is missing. */
 export { onPath as have } from '../../src/bench/process.js';
