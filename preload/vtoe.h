@@ -316,6 +316,7 @@ void vtoe_fd_install(int fd, struct vtoe_sock *s);
 struct vtoe_sock *vtoe_fd_remove(int fd);
 void vtoe_fd_set_internal(int fd, bool internal);
 int vtoe_fd_move_high(int fd);
+bool vtoe_fds_free(int n);
 bool vtoe_fd_swap(int *holder, int from, int to);
 int vtoe_fd_rehome_internal(int fd);
 /* close, read and write as the application sees them, for callers inside the library. */

@@ -216,6 +216,17 @@ static int vtoe_ctl_recv_locked(uint32_t seq, struct vtoe_ctl_rep *rep, int fds[
 		for (int i = 0; i < k && ngot < (int)(sizeof(got) / sizeof(got[0])); i++)
 			memcpy(&got[ngot++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
 	}
+	/* A whole, well-formed reply whose descriptors did not fit (EMFILE: the kernel dropped
+	 * them): our shortage, not the agent's fault.  The channel stays in step; the caller falls
+	 * back and tells the agent so. */
+	if (n == (ssize_t)sizeof(*rep) && (msg.msg_flags & MSG_CTRUNC) &&
+	    !(msg.msg_flags & MSG_TRUNC) && rep->magic == VTOE_CTL_MAGIC &&
+	    rep->abi == VTOE_ABI_VERSION && rep->seq == seq && rep->nfds == VTOE_FD__COUNT) {
+		vtoe_close_fds(got, ngot);
+		vtoe_dbg("agent reply's descriptors did not fit (%d of %u): kernel TCP", ngot, rep->nfds);
+		errno = EMFILE;
+		return -1;
+	}
 	if (n != (ssize_t)sizeof(*rep) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
 	    rep->magic != VTOE_CTL_MAGIC || rep->abi != VTOE_ABI_VERSION || rep->seq != seq ||
 	    rep->nfds != (uint32_t)ngot || (ngot != 0 && ngot != VTOE_FD__COUNT)) {
@@ -242,6 +253,8 @@ static int vtoe_ctl_rpc_locked(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *re
 		/* EOF or EPIPE: the agent closed the channel (it went away); else it is stuck */
 		bool lost = errno == ECONNRESET || errno == EPIPE;
 
+		if (errno == EMFILE)
+			return -1; /* the reply came, its descriptors did not: rep is valid */
 		vtoe_ctl_drop_locked(errno == ETIMEDOUT ? "timeout" : strerror(errno),
 				     lost && req->op != VTOE_OP_HELLO);
 		return -1;
@@ -329,7 +342,8 @@ uint32_t vtoe_ctl_spin_us(void)
 	return atomic_load(&vtoe_ctl_spin);
 }
 
-/* One RPC; fds (if given) receives the reply's descriptors or -1s.  -1: agent unavailable. */
+/* One RPC; fds (if given) receives the reply's descriptors or -1s.  -1: agent unavailable,
+ * or EMFILE: the reply (in rep) came but its descriptors did not fit in this process. */
 int vtoe_ctl_rpc(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep, int fds[VTOE_FD__COUNT])
 {
 	int r = -1;

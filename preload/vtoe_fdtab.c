@@ -213,6 +213,27 @@ int vtoe_fd_move_high(int fd)
 	return nfd;
 }
 
+/* Are n descriptors free in this process?  Tried for real (the limit and the table decide),
+ * with copies of stdin's slot taken and given back at once. */
+bool vtoe_fds_free(int n)
+{
+	int got[8], k = 0;
+	bool ok = true;
+
+	for (; k < n && k < 8; k++) {
+		got[k] = REAL(fcntl)(0, F_DUPFD_CLOEXEC, 0);
+		if (got[k] < 0 && errno == EBADF) /* no fd 0 to copy: a spare socket will do */
+			got[k] = REAL(socket)(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		if (got[k] < 0) {
+			ok = false;
+			break;
+		}
+	}
+	while (k > 0)
+		REAL(close)(got[--k]);
+	return ok;
+}
+
 /* Replace `from` by `to` in one holder of an internal fd; true if it held it. */
 bool vtoe_fd_swap(int *holder, int from, int to)
 {

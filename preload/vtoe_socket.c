@@ -262,8 +262,14 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	req.sid = 0;
 	vtoe_addr_to_wire((struct sockaddr *)&local, local_len, &req.local);
 	vtoe_addr_to_wire(addr, len, &req.remote);
-	if (vtoe_ctl_rpc(&req, &rep, fds) < 0)
+	if (vtoe_ctl_rpc(&req, &rep, fds) < 0) {
+		/* Out of descriptors: the agent's offer is withdrawn, kernel TCP carries it. */
+		if (errno == EMFILE && rep.event == VTOE_EV_CONNECT_RESPONSE) {
+			vtoe_ctl_note(VTOE_OP_CLOSE, rep.sid, rep.cid, VTOE_CLOSE_ABORTED);
+			vtoe_ctl_note(VTOE_OP_FALLBACK, rep.sid, rep.cid, VTOE_FB_RESOURCES);
+		}
 		return vtoe_connect_kernel(fd, s, addr, len);
+	}
 
 	sid = rep.sid;
 	switch (rep.event) {
@@ -562,13 +568,24 @@ static void vtoe_accept_offload(struct vtoe_sock *ls, int cfd, const struct sock
 		(void)vtoe_ctl_up();
 		return;
 	}
+	/* A claim this process could not take would strand the client: without room for the
+	 * offloaded socket's descriptors, do not claim; the agent then carries the connection
+	 * over this kernel socket (its late-fallback relay).  Tried only once the process uses
+	 * much of its descriptor space (cfd, the lowest free number, says how much). */
+	if (cfd >= vtoe_cfg.internal_fd_base / 2 && !vtoe_fds_free(VTOE_FD__COUNT + 1))
+		return;
 	vtoe_ctl_req_init(&req, VTOE_OP_ACCEPT);
 	req.sid = ls->sid;
 	vtoe_addr_to_wire((struct sockaddr *)&ls->local, ls->local_len, &req.local);
 	if (vtoe_addr_to_wire((const struct sockaddr *)peer, peer_len, &req.remote) < 0)
 		return;
-	if (vtoe_ctl_rpc(&req, &rep, fds) < 0)
+	if (vtoe_ctl_rpc(&req, &rep, fds) < 0) {
+		/* Claimed, but its descriptors did not fit after all: a reset, which the client
+		 * sees, rather than a connection nobody reads. */
+		if (errno == EMFILE && rep.event == VTOE_EV_CONNECT_ESTABLISHED)
+			vtoe_ctl_note(VTOE_OP_CLOSE, rep.sid, rep.cid, VTOE_CLOSE_RESET);
 		return;
+	}
 	if (rep.event != VTOE_EV_CONNECT_ESTABLISHED) {
 		vtoe_close_fds(fds);
 		return;

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
-import { killAll, startProc, waitStderr } from './helpers/proc.js';
+import { have, killAll, startProc, waitStderr } from './helpers/proc.js';
 
 let dir: string;
 let agent: Agent;
@@ -273,5 +273,48 @@ describe('late fallback: a listener handed to a process that takes connections o
     expect((await client.exited).code).toBe(0);
     server.child.stdin!.write('go\n');
     await server.waitLine(/^echoed 65536$/, 20_000);
+  });
+});
+
+// A server at its descriptor limit: the listener is registered, then every free descriptor is
+// taken but one, so accept() gets its socket and nothing more.
+const FULL_SERVER = `
+import os, socket, sys
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(('127.0.0.1', 0))
+l.listen(4)
+held = []
+try:
+    while True:
+        held.append(os.open('/dev/null', os.O_RDONLY))
+except OSError:
+    pass
+os.close(held.pop())
+print(l.getsockname()[1], flush=True)
+c, _ = l.accept()
+total = 0
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    c.sendall(d)
+    total += len(d)
+print('echoed', total, flush=True)
+`;
+
+describe('a server out of descriptors', () => {
+  it.skipIf(!have('prlimit'))(`falls back instead of stranding an offloaded client${have('prlimit') ? '' : ' [needs prlimit (util-linux)]'}`, async () => {
+    writeFileSync(join(dir, 'full-server.py'), FULL_SERVER);
+    writeFileSync(join(dir, 'stream-client.py'), STREAM_CLIENT);
+    const env = offloadEnv(agent.socketPath);
+    // The limit is set before the program starts, as `ulimit -n` would, so the shim sees it.
+    const server = startProc('prlimit', ['--nofile=64:64', '--', 'python3', join(dir, 'full-server.py')], env);
+    const port = Number((await server.waitLine(/^(\d+)$/))[1]);
+    const client = startProc('python3', [join(dir, 'stream-client.py'), String(port), '100000'], env);
+    // Before: the server claimed the connection, its reply's descriptors did not fit, and the
+    // client's reads blocked while the server read its kernel socket: nothing either way.
+    await client.waitLine(/^got 100000 same$/, 20_000);
+    await server.waitLine(/^echoed 100000$/);
   });
 });
