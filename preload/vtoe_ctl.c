@@ -348,6 +348,7 @@ int vtoe_ctl_rpc(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep, int fds[VTO
 {
 	int r = -1;
 
+	memset(rep, 0, sizeof(*rep)); /* callers read it after EMFILE; never stale */
 	if (fds)
 		fds[0] = fds[1] = fds[2] = -1;
 	pthread_mutex_lock(&vtoe_ctl_lock);
