@@ -9,6 +9,7 @@
 #include <new>
 #include <string>
 
+#include "fd_drain.h"
 #include "system_error.h"
 
 namespace vtoe {
@@ -180,13 +181,7 @@ SideEnd ShmConnection::end_side(int side)
 	if (peer_bell >= 0 && !closed_itself) {
 		// The fuse and any filler go, so the peer's fd does not read ECONNRESET.  Before
 		// rd_shut: the peer's first write after it puts a fuse back for its own reset.
-		char buf[4096];
-		for (;;) {
-			ssize_t n = recv(peer_bell, buf, sizeof(buf), MSG_DONTWAIT);
-			if (n > 0 || (n < 0 && errno == EINTR))
-				continue;
-			break;
-		}
+		discard_pending(peer_bell);
 	}
 	// From now on the peer's writes find EPIPE, after the first (vtoe_ring.c).
 	rx.rd_shut.store(1, std::memory_order_release);

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cerrno>
 
+#include "fd_drain.h"
 #include "system_error.h"
 
 namespace vtoe {
@@ -19,17 +20,6 @@ constexpr auto RLX = std::memory_order_relaxed;
 
 // Turns of pump() per event: one busy connection must not hold the agent's loop.
 constexpr int kTurns = 32;
-
-void read_all(int fd)
-{
-	char buf[4096];
-	for (;;) {
-		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-		if (n > 0 || (n < 0 && errno == EINTR))
-			continue;
-		break;
-	}
-}
 
 } // namespace
 
@@ -79,15 +69,8 @@ void ShmRelay::pump()
 // The client's doorbells (and, once it shut its bell, end of file) arrive on side 1's fd.
 void ShmRelay::drain_app()
 {
-	char buf[256];
-	for (;;) {
-		ssize_t n = recv(app_.get(), buf, sizeof(buf), MSG_DONTWAIT);
-		if (n > 0 || (n < 0 && errno == EINTR))
-			continue;
-		if (n == 0)
-			app_eof_ = true;
-		break;
-	}
+	if (!discard_pending(app_.get()))
+		app_eof_ = true;
 }
 
 // The client's tx_block filled its own fd; what it wrote waits in its bell.
@@ -95,7 +78,7 @@ void ShmRelay::drain_client_filler()
 {
 	int bell = conn_.bell_fd(0);
 	if (bell >= 0)
-		read_all(bell);
+		discard_pending(bell);
 }
 
 bool ShmRelay::pump_out()
@@ -260,14 +243,20 @@ void ShmRelay::update_watches()
 	app_watch_.set_events(a);
 }
 
-void ShmRelay::schedule_more()
+// The relay's one timer, made on first use: a later turn of pump(), or the done report.
+void ShmRelay::run_soon(uv_timer_cb cb)
 {
 	if (!more_) {
 		more_ = new uv_timer_t;
 		uv_timer_init(loop_, more_);
 		more_->data = this;
 	}
-	uv_timer_start(more_, [](uv_timer_t *t) { static_cast<ShmRelay *>(t->data)->pump(); }, 0, 0);
+	uv_timer_start(more_, cb, 0, 0);
+}
+
+void ShmRelay::schedule_more()
+{
+	run_soon([](uv_timer_t *t) { static_cast<ShmRelay *>(t->data)->pump(); });
 }
 
 void ShmRelay::finish(Outcome how)
@@ -288,20 +277,12 @@ void ShmRelay::finish(Outcome how)
 	// Told from a timer callback of its own, never from inside pump(): the one told may
 	// destroy the relay.
 	outcome_ = how;
-	if (!more_) {
-		more_ = new uv_timer_t;
-		uv_timer_init(loop_, more_);
-		more_->data = this;
-	}
-	uv_timer_start(
-		more_,
-		[](uv_timer_t *t) {
-			auto *self = static_cast<ShmRelay *>(t->data);
-			Done done = std::move(self->done_);
-			if (done)
-				done(self->outcome_); // may destroy the relay: nothing after it
-		},
-		0, 0);
+	run_soon([](uv_timer_t *t) {
+		auto *self = static_cast<ShmRelay *>(t->data);
+		Done done = std::move(self->done_);
+		if (done)
+			done(self->outcome_); // may destroy the relay: nothing after it
+	});
 }
 
 } // namespace vtoe

@@ -44,6 +44,7 @@ private:
 	void reset_client();
 	void finish(Outcome how);
 	void schedule_more();
+	void run_soon(uv_timer_cb cb);
 
 	uv_loop_t *loop_;
 	ShmConnection &conn_;

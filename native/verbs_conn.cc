@@ -1,4 +1,5 @@
 #include "verbs_conn.h"
+#include "fd_drain.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -417,13 +418,7 @@ void VerbsConn::wake_app()
 // Reads the filler and the reset fuse the process put in its fd (it re-arms the fuse).
 void VerbsConn::drain_app_filler()
 {
-	char buf[4096];
-	for (;;) {
-		ssize_t n = recv(app_bell_.get(), buf, sizeof(buf), MSG_DONTWAIT);
-		if (n > 0 || (n < 0 && errno == EINTR))
-			continue;
-		break;
-	}
+	discard_pending(app_bell_.get());
 }
 
 // Ask the process to tell us when it consumes: fill our fd so that it is unwritable, and set

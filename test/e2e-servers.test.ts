@@ -180,6 +180,17 @@ describe('a server whose agent is replaced (restart, upgrade)', () => {
   });
 });
 
+// Python: accept one connection on listener l and echo it to its end, counting the bytes.
+const ECHO_ONE = `c, _ = l.accept()
+total = 0
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    c.sendall(d)
+    total += len(d)
+`;
+
 // A listener registered with the agent, then passed to a child that cannot take offloaded
 // connections (argv[1]: how), which accepts and echoes.  With "wait", the child starts only
 // on a line from stdin (so a client can connect, write and close before anyone accepts).
@@ -203,15 +214,7 @@ if len(sys.argv) > 2 and sys.argv[2] == 'wait':
 child = subprocess.Popen([sys.executable, '-c', '''
 import socket, sys
 l = socket.socket(fileno=int(sys.argv[1]))
-c, _ = l.accept()
-total = 0
-while True:
-    d = c.recv(65536)
-    if not d:
-        break
-    c.sendall(d)
-    total += len(d)
-c.close()
+${ECHO_ONE}c.close()
 print('echoed', total, flush=True)
 ''', str(l.fileno())], pass_fds=[l.fileno()], env=env, stdout=sys.stdout)
 sys.exit(child.wait())
@@ -292,15 +295,7 @@ except OSError:
     pass
 os.close(held.pop())
 print(l.getsockname()[1], flush=True)
-c, _ = l.accept()
-total = 0
-while True:
-    d = c.recv(65536)
-    if not d:
-        break
-    c.sendall(d)
-    total += len(d)
-print('echoed', total, flush=True)
+${ECHO_ONE}print('echoed', total, flush=True)
 `;
 
 describe('a server out of descriptors', () => {

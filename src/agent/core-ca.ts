@@ -549,6 +549,7 @@ export class CoreCA {
         this.lateAcceptScan = undefined;
         return;
       }
+      let relayed = false;
       for (const conn of waiting) {
         if (now - conn.createdAt < LATE_ACCEPT_SCAN_MS) continue;
         let state: ReturnType<typeof tcpPeerAccepted>;
@@ -565,9 +566,10 @@ export class CoreCA {
         } else if (now - conn.acceptedUnclaimedAt >= LATE_ACCEPT_GRACE_MS) {
           this.counters.fallback('late-accept', conn.programs[1]);
           this.lateFallback(conn, 'a process without the shim accepted it');
+          relayed = true;
         }
       }
-      this.changed();
+      if (relayed) this.changed();
     }, LATE_ACCEPT_SCAN_MS);
     this.lateAcceptScan.unref();
   }
