@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change to anything in this file. */
-#define VTOE_ABI_VERSION 2u
+#define VTOE_ABI_VERSION 3u
 
 #define VTOE_CTL_MAGIC 0x56544f45u    /* "VTOE" */
 #define VTOE_REGION_MAGIC 0x56524730u /* "VRG0" */
@@ -160,8 +160,16 @@ struct vtoe_ctl_rep {
 /* Connection region: two byte rings, one per direction.                                       */
 /*                                                                                              */
 /* Ring d is produced by side d and consumed by side 1-d (side 0 = active, 1 = passive).       */
-/* head and tail count bytes since the connection began; (head - tail) is the fill, never more */
-/* than ring_size.  Data byte i lives at data[i & (ring_size - 1)].                            */
+/* head and tail count bytes since the connection began; (head - tail) is the fill.            */
+/*                                                                                              */
+/* Elastic rings.  Each ring has a small area (ring_size bytes, kept hot in cache) and, when   */
+/* the region has one, a large area (ring_large bytes, sparse: its pages exist once touched).  */
+/* The producer moves to the large area when the small one is full, as the kernel's buffers   */
+/* grow for a reader that lags, and back to the small one when the ring is empty.  geo says   */
+/* where: bytes from position geo >> 1 on live in area geo & 1 (0 small, 1 large), bytes      */
+/* before it in the other one.  The producer moves only when the consumer has read every byte */
+/* before the previous move, so the unread bytes span at most the two areas, in that order.   */
+/* Byte i of an area of size S lives at area[i & (S - 1)].                                     */
 /*                                                                                              */
 /* Doorbells.  Each side's application fd is one end of an AF_UNIX stream socketpair whose     */
 /* other end (its "bell") is held by the peer, which rings it, and by the agent.  So:          */
@@ -186,10 +194,12 @@ struct vtoe_ring_ctl {
 	VTOE_ATOMIC(uint64_t) head;
 	VTOE_ATOMIC(uint64_t) wakes;   /* doorbells rung (statistics; consumers count their own arms) */
 	VTOE_ATOMIC(uint64_t) fin_at;  /* head when the producer shut down writing */
+	VTOE_ATOMIC(uint64_t) geo;     /* (position << 1) | area: see "Elastic rings" */
 	VTOE_ATOMIC(uint32_t) fin;     /* 1 once fin_at is valid */
 	VTOE_ATOMIC(uint32_t) reset;   /* producer aborted: the consumer sees ECONNRESET */
 	VTOE_ATOMIC(uint32_t) tx_waiting; /* producer found the ring full and filled its fd */
-	uint32_t pad0[(VTOE_CACHELINE - 36) / 4];
+	VTOE_ATOMIC(uint32_t) grows;   /* moves to the large area (statistics) */
+	uint32_t pad0[(VTOE_CACHELINE - 48) / 4];
 	/* written by the consumer, rarely: before it sleeps, and when it closes */
 	VTOE_ATOMIC(uint32_t) rx_armed; /* consumer found the ring empty and wants a doorbell */
 	VTOE_ATOMIC(uint32_t) rd_shut;  /* consumer closed: it reads no more (writers get EPIPE) */
@@ -207,7 +217,8 @@ struct vtoe_conn_region {
 	uint64_t cid;
 	/* Written by the agent: CM state for ss, informational only. */
 	VTOE_ATOMIC(uint32_t) cm_state[2];
-	uint32_t pad[(VTOE_CACHELINE - 32) / 4];
+	uint32_t ring_large; /* 0 (rings never grow), or a power of two above ring_size */
+	uint32_t pad[(VTOE_CACHELINE - 36) / 4];
 	struct vtoe_ring_ctl ring[2];
 };
 
@@ -232,9 +243,17 @@ struct vtoe_conn_region {
 #define VTOE_BELL_SNDBUF 8192
 #define VTOE_BELL_FUSE 1
 
-static inline uint64_t vtoe_region_bytes(uint32_t ring_size)
+/* Layout: both small areas (ring 0's, ring 1's), then both large areas. */
+static inline uint64_t vtoe_region_bytes(uint32_t ring_size, uint32_t ring_large)
 {
-	return (uint64_t)VTOE_REGION_DATA_OFFSET + 2u * (uint64_t)ring_size;
+	return (uint64_t)VTOE_REGION_DATA_OFFSET + 2u * ((uint64_t)ring_size + ring_large);
+}
+
+static inline uint64_t vtoe_area_offset(uint32_t ring_size, uint32_t ring_large, int ring, int area)
+{
+	return (uint64_t)VTOE_REGION_DATA_OFFSET +
+	       (area ? 2u * (uint64_t)ring_size + (uint64_t)ring * ring_large
+		     : (uint64_t)ring * ring_size);
 }
 
 static inline int vtoe_ring_size_valid(uint32_t size)
@@ -242,11 +261,47 @@ static inline int vtoe_ring_size_valid(uint32_t size)
 	return size >= VTOE_RING_MIN && size <= VTOE_RING_MAX && (size & (size - 1)) == 0;
 }
 
-/* Fill of a ring from indices that another process wrote; -1 if they are impossible. */
-static inline int64_t vtoe_ring_used(uint64_t head, uint64_t tail, uint32_t ring_size)
+static inline int vtoe_ring_large_valid(uint32_t large, uint32_t ring_size)
+{
+	return large == 0 || (vtoe_ring_size_valid(large) && large > ring_size);
+}
+
+/* Fill of a ring from indices that another process wrote; -1 if they are impossible.
+ * capacity: ring_size + ring_large. */
+static inline int64_t vtoe_ring_used(uint64_t head, uint64_t tail, uint64_t capacity)
 {
 	uint64_t used = head - tail;
-	return used > ring_size ? -1 : (int64_t)used;
+	return used > capacity ? -1 : (int64_t)used;
+}
+
+/* The area that holds stream byte pos, for a consumer that has read up to at least the
+ * position of the move before geo's. */
+static inline int vtoe_geo_area(uint64_t geo, uint64_t pos)
+{
+	return pos >= (geo >> 1) ? (int)(geo & 1) : (int)!(geo & 1);
+}
+
+/* Bytes from pos that are contiguous in their area, before the area's end or a move. */
+static inline uint64_t vtoe_geo_run(uint64_t geo, uint64_t pos, uint32_t area_size)
+{
+	uint64_t run = area_size - (pos & (area_size - 1));
+	if (pos < (geo >> 1) && (geo >> 1) - pos < run)
+		run = (geo >> 1) - pos;
+	return run;
+}
+
+/* The producer's room: its current area's size less the unread bytes in it (those before the
+ * move are in the other area).  -1 if the indices are impossible. */
+static inline int64_t vtoe_ring_room(uint64_t geo, uint64_t head, uint64_t tail,
+				     uint32_t ring_size, uint32_t ring_large)
+{
+	uint64_t at = geo >> 1, from = tail > at ? tail : at;
+	uint32_t area = (geo & 1) ? ring_large : ring_size;
+
+	if (area == 0 || head - tail > (uint64_t)ring_size + ring_large || head < at ||
+	    head - from > area)
+		return -1;
+	return (int64_t)(area - (head - from));
 }
 
 #ifdef __cplusplus

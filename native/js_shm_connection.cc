@@ -30,12 +30,13 @@ public:
 					   InstanceMethod<&JsShmConnection::set_cm_state>("setCmState"),
 					   InstanceMethod<&JsShmConnection::close>("close"),
 					   InstanceAccessor<&JsShmConnection::mapped_bytes>("mappedBytes"),
+					   InstanceAccessor<&JsShmConnection::resident_bytes>("residentBytes"),
 					   InstanceAccessor<&JsShmConnection::ring_size>("ringSize"),
 					   InstanceAccessor<&JsShmConnection::closed>("closed"),
 				   });
 	}
 
-	// new ShmConnection(ringSize: number, cid: bigint)
+	// new ShmConnection(ringSize: number, cid: bigint, ringLarge = 0)
 	explicit JsShmConnection(const Napi::CallbackInfo &info) : ObjectWrap(info)
 	{
 		Napi::Env env = info.Env();
@@ -48,8 +49,11 @@ public:
 					     ? static_cast<uint32_t>(requested)
 					     : 0;
 		uint64_t cid = js_u64_bigint(info[1], "cid");
+		uint32_t ring_large = info[2].IsUndefined()
+					      ? 0
+					      : static_cast<uint32_t>(js_integer(info[2], "ringLarge", 0, UINT32_MAX));
 		connection_ = at_js_boundary(env, [&] {
-			return std::make_unique<ShmConnection>(ring_size, cid);
+			return std::make_unique<ShmConnection>(ring_size, ring_large, cid);
 		});
 	}
 
@@ -88,6 +92,7 @@ private:
 				ring.Set("head", Napi::Number::New(env, static_cast<double>(c.head)));
 				ring.Set("tail", Napi::Number::New(env, static_cast<double>(c.tail)));
 				ring.Set("wakes", Napi::Number::New(env, static_cast<double>(c.wakes)));
+				ring.Set("grows", Napi::Number::New(env, c.grows));
 				ring.Set("fin", Napi::Boolean::New(env, c.fin));
 				ring.Set("reset", Napi::Boolean::New(env, c.reset));
 				ring.Set("rdShut", Napi::Boolean::New(env, c.rd_shut));
@@ -204,6 +209,11 @@ private:
 		for (auto &w : ends_)
 			w.stop();
 		connection_->close();
+	}
+
+	Napi::Value resident_bytes(const Napi::CallbackInfo &info)
+	{
+		return Napi::Number::New(info.Env(), static_cast<double>(connection_->resident_bytes()));
 	}
 
 	Napi::Value mapped_bytes(const Napi::CallbackInfo &info)

@@ -340,6 +340,7 @@ private:
 				o.Set("head", static_cast<double>(d.head));
 				o.Set("tail", static_cast<double>(d.tail));
 				o.Set("wakes", static_cast<double>(d.wakes));
+				o.Set("grows", d.grows);
 				o.Set("fin", d.fin);
 				o.Set("reset", d.reset);
 				o.Set("rdShut", d.rd_shut);

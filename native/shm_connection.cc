@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <vector>
 #include <new>
 #include <string>
 
@@ -25,19 +26,25 @@ void check_side(int side)
 
 } // namespace
 
-ShmConnection::ShmConnection(uint32_t ring_size, uint64_t cid) : ring_size_(ring_size)
+ShmConnection::ShmConnection(uint32_t ring_size, uint32_t ring_large, uint64_t cid)
+	: ring_size_(ring_size), ring_large_(ring_large)
 {
 	if (!vtoe_ring_size_valid(ring_size))
 		throw_system_error(EINVAL, "ring size " + std::to_string(ring_size) + " is invalid",
 				   "use a power of two from " + std::to_string(VTOE_RING_MIN) +
 					   " (4 KiB) to " + std::to_string(VTOE_RING_MAX) + " (64 MiB)");
+	if (!vtoe_ring_large_valid(ring_large, ring_size))
+		throw_system_error(EINVAL, "largest ring size " + std::to_string(ring_large) + " is invalid",
+				   "use 0 (rings never grow) or a power of two above the ring size, up to " +
+					   std::to_string(VTOE_RING_MAX) + " (64 MiB)");
 
 	// Sealed against resizing: a process that receives the memfd must not be able to shrink
 	// it under the other mappings, which would turn their next access into SIGBUS.
 	memfd_.reset(memfd_create("vtoe-conn", MFD_CLOEXEC | MFD_ALLOW_SEALING));
 	if (!memfd_)
 		throw_errno("memfd_create for a connection region failed", "raise the fd limit");
-	const uint64_t bytes = vtoe_region_bytes(ring_size);
+	// The large areas are sparse: a ring that never grows costs no memory for them.
+	const uint64_t bytes = vtoe_region_bytes(ring_size, ring_large);
 	if (ftruncate(memfd_.get(), static_cast<off_t>(bytes)) != 0)
 		throw_errno("cannot size the connection region to " + std::to_string(bytes) + " bytes");
 	if (fcntl(memfd_.get(), F_ADD_SEALS, VTOE_REGION_SEALS) != 0)
@@ -51,6 +58,7 @@ ShmConnection::ShmConnection(uint32_t ring_size, uint64_t cid) : ring_size_(ring
 	region_->magic = VTOE_REGION_MAGIC;
 	region_->abi = VTOE_ABI_VERSION;
 	region_->ring_size = ring_size;
+	region_->ring_large = ring_large;
 	region_->data_offset = VTOE_REGION_DATA_OFFSET;
 	region_->cid = cid;
 	for (auto &ring : region_->ring) {
@@ -87,6 +95,23 @@ ShmConnection::ShmConnection(uint32_t ring_size, uint64_t cid) : ring_size_(ring
 ShmConnection::~ShmConnection()
 {
 	close();
+}
+
+uint64_t ShmConnection::resident_bytes() const
+{
+	uint64_t bytes = vtoe_region_bytes(ring_size_, 0);
+	if (!ring_large_ || !region_)
+		return bytes;
+	const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+	const size_t len = 2u * static_cast<size_t>(ring_large_);
+	std::vector<unsigned char> present((len + page - 1) / page);
+	// The large areas start page-aligned: the header page, then two power-of-two small areas.
+	void *large = reinterpret_cast<uint8_t *>(region_) + vtoe_area_offset(ring_size_, ring_large_, 0, 1);
+	if (mincore(large, len, present.data()) != 0)
+		return bytes + len;
+	for (unsigned char p : present)
+		bytes += (p & 1) ? page : 0;
+	return bytes;
 }
 
 const vtoe_conn_region &ShmConnection::region() const
@@ -199,6 +224,7 @@ DirCounters ShmConnection::counters(int ring_index) const
 	DirCounters c;
 	c.head = ring.head.load(std::memory_order_acquire);
 	c.wakes = ring.wakes.load(std::memory_order_relaxed);
+	c.grows = ring.grows.load(std::memory_order_relaxed);
 	c.tail = ring.tail.load(std::memory_order_acquire);
 	c.fin = ring.fin.load(std::memory_order_acquire) != 0;
 	c.reset = ring.reset.load(std::memory_order_acquire) != 0;

@@ -17,6 +17,7 @@ namespace vtoe {
 struct DirCounters {
 	uint64_t head;
 	uint64_t wakes; /* doorbells the producer rang */
+	uint32_t grows; /* times the producer moved to the large area */
 	uint64_t tail;
 	bool fin;
 	bool reset;
@@ -33,9 +34,10 @@ class ShmConnection {
 public:
 	static constexpr int kSides = 2;
 
-	// Throws SystemError: EINVAL for a ring size vtoe_ring_size_valid() refuses, or the
-	// errno of the failing memfd/mmap/socketpair call.
-	ShmConnection(uint32_t ring_size, uint64_t cid);
+	// ring_large: the size each ring may grow to (0: never grows; vtoe_abi.h, "Elastic
+	// rings").  Throws SystemError: EINVAL for sizes vtoe_ring_size_valid() or
+	// vtoe_ring_large_valid() refuse, or the errno of the failing memfd/mmap/socketpair call.
+	ShmConnection(uint32_t ring_size, uint32_t ring_large, uint64_t cid);
 	~ShmConnection();
 	ShmConnection(const ShmConnection &) = delete;
 	ShmConnection &operator=(const ShmConnection &) = delete;
@@ -79,14 +81,21 @@ public:
 	unique_fd take_app(int side);
 	// The mapping, for a fabric that moves the bytes itself.  Throws EBADF after close().
 	vtoe_conn_region &mapping() { return region(); }
-	uint8_t *ring_data(int ring)
+	// Ring `ring`'s small (area 0) or large (area 1) data area.
+	uint8_t *area_data(int ring, int area)
 	{
-		return reinterpret_cast<uint8_t *>(&region()) + VTOE_REGION_DATA_OFFSET +
-		       static_cast<size_t>(ring) * ring_size_;
+		return reinterpret_cast<uint8_t *>(&region()) +
+		       vtoe_area_offset(ring_size_, ring_large_, ring, area);
 	}
+	uint8_t *ring_data(int ring) { return area_data(ring, 0); }
 
 	uint32_t ring_size() const { return ring_size_; }
-	uint64_t mapped_bytes() const { return vtoe_region_bytes(ring_size_); }
+	uint32_t ring_large() const { return ring_large_; }
+	uint64_t ring_capacity() const { return static_cast<uint64_t>(ring_size_) + ring_large_; }
+	uint64_t mapped_bytes() const { return vtoe_region_bytes(ring_size_, ring_large_); }
+	// Memory the region uses: the header and small areas, and the pages of the sparse large
+	// areas that a ring has written.
+	uint64_t resident_bytes() const;
 	bool closed() const { return region_ == nullptr; }
 
 	// Closes every descriptor and unmaps the region.  Idempotent.
@@ -97,6 +106,7 @@ private:
 	vtoe_conn_region &region();
 
 	uint32_t ring_size_;
+	uint32_t ring_large_;
 	vtoe_conn_region *region_ = nullptr;
 	unique_fd memfd_;
 	// app_[s] becomes side s's socket; bell_[s] is its other end, given to side 1-s.

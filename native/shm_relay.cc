@@ -84,7 +84,6 @@ void ShmRelay::drain_client_filler()
 bool ShmRelay::pump_out()
 {
 	vtoe_ring_ctl &r = conn_.mapping().ring[0];
-	const uint32_t size = conn_.ring_size();
 	if (out_done_)
 		return false;
 	if (r.reset.load(ACQ)) {
@@ -92,16 +91,19 @@ bool ShmRelay::pump_out()
 		return false;
 	}
 	const uint64_t tail = r.tail.load(RLX);
-	const int64_t used = vtoe_ring_used(r.head.load(ACQ), tail, size);
-	if (used < 0) { // an impossible index from the client: its connection is broken
+	const int64_t used = vtoe_ring_used(r.head.load(ACQ), tail, conn_.ring_capacity());
+	const uint64_t geo = r.geo.load(RLX); // after head: it covers every byte published
+	const int area = vtoe_geo_area(geo, tail);
+	const uint32_t area_size = area ? conn_.ring_large() : conn_.ring_size();
+	if (used < 0 || area_size == 0) { // an impossible index from the client: it is broken
 		reset_client();
 		finish(Outcome::reset);
 		return false;
 	}
 	if (used > 0) {
-		const size_t off = tail & (size - 1);
-		const size_t n = std::min<size_t>(static_cast<size_t>(used), size - off);
-		ssize_t w = send(ksock_.get(), conn_.ring_data(0) + off, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+		const size_t off = tail & (area_size - 1);
+		const size_t n = std::min<uint64_t>(static_cast<uint64_t>(used), vtoe_geo_run(geo, tail, area_size));
+		ssize_t w = send(ksock_.get(), conn_.area_data(0, area) + off, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 		if (w < 0 && errno == EINTR)
 			return true;
 		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {

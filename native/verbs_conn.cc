@@ -55,7 +55,7 @@ const char *conn_event_name(ConnEvent event)
 VerbsConn::VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_pd *pd, uint32_t ring_size,
 		     uint64_t cid, int app_side, VerbsConnSink &sink)
 	: loop_(loop), handle_(handle), sink_(sink), app_side_(app_side), size_(ring_size),
-	  shm_(ring_size, cid)
+	  shm_(ring_size, 0, cid)
 {
 	vtoe_conn_region &reg = shm_.mapping();
 	tx_ = &reg.ring[app_side];

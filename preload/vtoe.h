@@ -235,10 +235,11 @@ struct vtoe_opts {
 struct vtoe_conn {
 	struct vtoe_conn_region *reg;
 	size_t map_len;
-	uint32_t size;
+	uint32_t size;  /* each ring's small area */
+	uint32_t large; /* each ring's large area, 0 if none (vtoe_abi.h, "Elastic rings") */
 	uint32_t side;
 	struct vtoe_ring_ctl *tx, *rx;
-	unsigned char *tx_data, *rx_data;
+	unsigned char *tx_area[2], *rx_area[2]; /* small, large */
 	int fd;   /* our private reference to the application's socket (a high internal fd) */
 	int bell; /* the peer's doorbell */
 	int memfd; /* the region, kept (internal, close-on-exec) so that an exec can hand it on */
@@ -251,6 +252,9 @@ struct vtoe_conn {
 	atomic_int nonblock; /* cached O_NONBLOCK of the application's fd */
 	pthread_mutex_t rx_lock, tx_lock;
 	uint64_t tx_head;          /* tx_lock */
+	uint64_t tx_geo;           /* tx_lock: our tx ring's geo, as we last wrote it */
+	uint64_t stall_tail, stall_since; /* tx_lock: the reader's tail when a writer first
+					   * waited on it, and when (vtoe_tx_grow) */
 	_Atomic uint64_t tx_tail_seen; /* the consumer's tail as last read: never ahead of it */
 	atomic_uint tx_nospace;    /* nonblocking writes that found the ring full (EPOLLET OUT) */
 	bool sndbuf_raised;        /* tx_lock */
@@ -375,9 +379,11 @@ uint32_t vtoe_conn_tx_bytes(struct vtoe_conn *c);
 int vtoe_conn_take_error(struct vtoe_conn *c);
 /* Readiness from the rings (vtoe_ready.c); the kernel is asked only in rare states. */
 short vtoe_conn_poll(struct vtoe_conn *c, short events, int krev);
-/* About to sleep in the kernel on c's fd for `events`: ask for a doorbell, drop stale ones.
- * The caller checks readiness again afterwards. */
-void vtoe_conn_sleep_prepare(struct vtoe_conn *c, short events);
+/* About to sleep in the kernel on c's fd for `events`: ask for a doorbell, drop stale ones,
+ * and for POLLOUT on a full ring grow it or make the fd unwritable.  The caller checks
+ * readiness again afterwards, and wakes by *wake_ns (CLOCK_MONOTONIC; lowered here, 0 = no
+ * need) to look again: the ring grows once its reader has stalled long enough. */
+void vtoe_conn_sleep_prepare(struct vtoe_conn *c, short events, uint64_t *wake_ns);
 bool vtoe_conn_rx_ready(struct vtoe_conn *c);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -403,9 +409,12 @@ static inline bool vtoe_obj_polled(struct vtoe_sock *s)
 }
 /* Readiness of such an object; krev is the kernel's answer for its fd if known, else -1. */
 short vtoe_obj_poll(struct vtoe_sock *s, short events, int krev);
-/* About to sleep in the kernel on the object's fd. */
-void vtoe_obj_sleep_prepare(struct vtoe_sock *s, short events);
+/* About to sleep in the kernel on the object's fd (see vtoe_conn_sleep_prepare). */
+void vtoe_obj_sleep_prepare(struct vtoe_sock *s, short events, uint64_t *wake_ns);
 uint32_t vtoe_spin_budget_us(void); /* for this wait: 0 when spinning does not pay */
+/* A sleep of *ns (-1: unbounded) shortened to end at wake_ns (0: none) if that comes first;
+ * true if it did: waking then is for the sleep's preparation, not a timeout to report. */
+bool vtoe_wake_sooner(uint64_t wake_ns, int64_t *ns);
 /* Adaptive spinning (vtoe_poll.c): the budget for a wait that could spin budget_us, and
  * whether the spin found what it waited for. */
 uint32_t vtoe_spin_begin(uint32_t budget_us);
@@ -417,7 +426,7 @@ void vtoe_ep_atfork_child(void);
 void vtoe_ep_follow(int fd, struct vtoe_sock *candidate, struct vtoe_sock *conn);
 /* An epoll instance: any event to report (nested epoll, poll on an epoll fd)? */
 bool vtoe_ep_ready(struct vtoe_sock *s, bool kernel_says, int depth);
-void vtoe_ep_sleep_prepare(struct vtoe_sock *s, int depth);
+void vtoe_ep_sleep_prepare(struct vtoe_sock *s, int depth, uint64_t *wake_ns);
 
 /* ------------------------------------------------------------------------------------------ */
 /* vtoe_socket.c / vtoe_sockopt.c                                                              */

@@ -516,7 +516,7 @@ bool vtoe_ep_ready(struct vtoe_sock *s, bool kernel_says, int depth)
 	return ready;
 }
 
-void vtoe_ep_sleep_prepare(struct vtoe_sock *s, int depth)
+void vtoe_ep_sleep_prepare(struct vtoe_sock *s, int depth, uint64_t *wake_ns)
 {
 	struct vtoe_ep *ep = s->ep;
 
@@ -528,9 +528,9 @@ void vtoe_ep_sleep_prepare(struct vtoe_sock *s, int depth)
 		if (!it->live || !it->user || it->disabled || !(t = vtoe_ep_item_get(it)))
 			continue;
 		if (atomic_load(&t->kind) == VTOE_KIND_CONN)
-			vtoe_conn_sleep_prepare(&t->c, (short)(it->events & 0xffff));
+			vtoe_conn_sleep_prepare(&t->c, (short)(it->events & 0xffff), wake_ns);
 		else if (depth < VTOE_EP_MAX_DEPTH)
-			vtoe_ep_sleep_prepare(t, depth + 1);
+			vtoe_ep_sleep_prepare(t, depth + 1, wake_ns);
 		vtoe_sock_put(t);
 	}
 	pthread_mutex_unlock(&ep->lock);
@@ -658,23 +658,27 @@ static int vtoe_ep_wait(struct vtoe_sock *s, int epfd, struct epoll_event *out, 
 	if (spin_us)
 		vtoe_spin_end(false);
 	for (;;) {
-		int64_t ns = 0;
+		uint64_t wake_ns = 0;
+		int64_t ns = -1; /* no limit */
+		bool regrow;
 
-		vtoe_ep_sleep_prepare(s, 0);
+		vtoe_ep_sleep_prepare(s, 0, &wake_ns);
 		if (vtoe_ep_collect(&call, false)) /* after arming: nothing published is missed */
 			return call.n;
-		if (timeout) {
-			ns = vtoe_left_ns(&deadline);
-			if (ns < 0)
-				ns = 0;
+		if (timeout && (ns = vtoe_left_ns(&deadline)) < 0)
+			ns = 0;
+		regrow = vtoe_wake_sooner(wake_ns, &ns);
+		if (ns >= 0) {
 			left.tv_sec = ns / 1000000000;
 			left.tv_nsec = ns % 1000000000;
 		}
 		r = REAL(epoll_pwait2)(epfd, kb, max < VTOE_EP_BATCH ? max : VTOE_EP_BATCH,
-				       timeout ? &left : NULL, sigmask);
+				       ns >= 0 ? &left : NULL, sigmask);
 		if (r < 0 && errno == ENOSYS) /* a kernel before 5.11 */
 			r = REAL(epoll_pwait)(epfd, kb, max < VTOE_EP_BATCH ? max : VTOE_EP_BATCH,
-					      timeout ? (int)((ns + 999999) / 1000000) : -1, sigmask);
+					      ns >= 0 ? (int)((ns + 999999) / 1000000) : -1, sigmask);
+		if (r == 0 && regrow)
+			continue; /* a full ring may grow now (vtoe_conn_sleep_prepare) */
 		if (r <= 0)
 			return r;
 		pthread_mutex_lock(&ep->lock);
@@ -683,7 +687,7 @@ static int vtoe_ep_wait(struct vtoe_sock *s, int epfd, struct epoll_event *out, 
 		pthread_mutex_unlock(&ep->lock);
 		if (call.n)
 			return call.n;
-		if (timeout && ns == 0)
+		if (timeout && ns == 0 && !regrow)
 			return 0;
 		/* Only our own wake-up edges, with nothing to report: sleep again. */
 	}

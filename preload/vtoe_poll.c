@@ -58,6 +58,21 @@ uint32_t vtoe_spin_budget_us(void)
 	return vtoe_spin_begin(vtoe_ctl_spin_us());
 }
 
+bool vtoe_wake_sooner(uint64_t wake_ns, int64_t *ns)
+{
+	int64_t until;
+
+	if (!wake_ns)
+		return false;
+	until = (int64_t)(wake_ns - vtoe_now_ns());
+	if (until < 0)
+		until = 0;
+	if (*ns >= 0 && *ns <= until)
+		return false;
+	*ns = until;
+	return true;
+}
+
 /*
  * Is the kernel due to be asked about the set `key`?  Marks it asked if so.  Timed with the
  * coarse clock: a precise one costs, in a VM, as much as the rest of a poll that finds data;
@@ -92,12 +107,12 @@ short vtoe_obj_poll(struct vtoe_sock *s, short events, int krev)
 	return vtoe_ep_ready(s, krev > 0 && (krev & POLLIN), 0) ? (events & POLLIN) : 0;
 }
 
-void vtoe_obj_sleep_prepare(struct vtoe_sock *s, short events)
+void vtoe_obj_sleep_prepare(struct vtoe_sock *s, short events, uint64_t *wake_ns)
 {
 	if (atomic_load(&s->kind) == VTOE_KIND_CONN)
-		vtoe_conn_sleep_prepare(&s->c, events);
+		vtoe_conn_sleep_prepare(&s->c, events, wake_ns);
 	else if (events & POLLIN)
-		vtoe_ep_sleep_prepare(s, 0);
+		vtoe_ep_sleep_prepare(s, 0, wake_ns);
 }
 
 struct vtoe_pollset {
@@ -179,20 +194,26 @@ static int vtoe_pollset_wait(struct vtoe_pollset *ps, const struct timespec *tim
 		vtoe_spin_end(false);
 
 	for (;;) {
+		uint64_t wake_ns = 0;
+		int64_t ns = -1; /* no limit */
+		bool regrow;
+
 		for (nfds_t i = 0; i < ps->n; i++)
 			if (ps->obj[i] && ps->fds[i].fd >= 0)
-				vtoe_obj_sleep_prepare(ps->obj[i], ps->fds[i].events);
+				vtoe_obj_sleep_prepare(ps->obj[i], ps->fds[i].events, &wake_ns);
 		r = vtoe_pollset_scan(ps, false); /* after arming: nothing published is missed */
 		if (r != 0)
 			return r;
-		if (timeout) {
-			int64_t ns = vtoe_left_ns(&deadline);
-			if (ns <= 0)
-				return 0;
+		if (timeout && (ns = vtoe_left_ns(&deadline)) <= 0)
+			return 0;
+		regrow = vtoe_wake_sooner(wake_ns, &ns);
+		if (ns >= 0) {
 			left.tv_sec = ns / 1000000000;
 			left.tv_nsec = ns % 1000000000;
 		}
-		r = REAL(ppoll)(ps->fds, ps->n, timeout ? &left : NULL, sigmask);
+		r = REAL(ppoll)(ps->fds, ps->n, ns >= 0 ? &left : NULL, sigmask);
+		if (r == 0 && regrow)
+			continue; /* a full ring may grow now (vtoe_conn_sleep_prepare) */
 		if (r <= 0)
 			return r; /* timed out, or an error such as EINTR */
 		r = vtoe_pollset_scan(ps, true);

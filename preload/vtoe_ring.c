@@ -42,6 +42,9 @@
 #define VTOE_BELL_MAX_PENDING (1u << 20) /* more unread doorbells than this is a lie */
 #define VTOE_SENDFILE_CHUNK (64u * 1024u)
 #define VTOE_COPY_STEP (64u * 1024u) /* bytes copied between index updates */
+/* A writer waiting for room grows its ring once the reader has read nothing for this long:
+ * a reader that only lags keeps the small ring, whose lines stay in cache. */
+#define VTOE_GROW_STALL_NS 1000000u
 
 #define ACQ memory_order_acquire
 #define REL memory_order_release
@@ -114,11 +117,17 @@ static bool vtoe_conn_reset_seen(struct vtoe_conn *c)
 	return (atomic_load(&c->flags) & VTOE_CF_BROKEN) || atomic_load_explicit(&c->rx->reset, ACQ);
 }
 
+/* The most a ring can hold: both areas. */
+static uint64_t vtoe_cap(const struct vtoe_conn *c)
+{
+	return (uint64_t)c->size + c->large;
+}
+
 /* Our tx ring still holds bytes the peer never read (for a vanished peer: a reset). */
 static bool vtoe_conn_tx_unread(struct vtoe_conn *c)
 {
 	return vtoe_ring_used(atomic_load_explicit(&c->tx->head, RLX),
-			      atomic_load_explicit(&c->tx->tail, ACQ), c->size) != 0;
+			      atomic_load_explicit(&c->tx->tail, ACQ), vtoe_cap(c)) != 0;
 }
 
 int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep)
@@ -126,13 +135,17 @@ int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep
 	struct vtoe_conn_region *reg;
 	struct stat st;
 	uint64_t len;
+	uint32_t large;
 	int seals;
 
 	if (rep->side > 1 || !vtoe_ring_size_valid(rep->ring_size))
 		return -1;
-	len = vtoe_region_bytes(rep->ring_size);
-	if (fstat(memfd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size < len)
+	/* The file's size is sealed, so mapping all of it maps what the header will describe. */
+	if (fstat(memfd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size < vtoe_region_bytes(rep->ring_size, 0) ||
+	    (uint64_t)st.st_size > vtoe_region_bytes(VTOE_RING_MAX, VTOE_RING_MAX))
 		return -1;
+	len = (uint64_t)st.st_size;
 	/* Unsealed, the peer could shrink the file under our mapping: SIGBUS, not ECONNRESET. */
 	seals = REAL(fcntl)(memfd, F_GET_SEALS);
 	if (seals < 0 || (seals & VTOE_REGION_SEALS) != VTOE_REGION_SEALS) {
@@ -143,28 +156,34 @@ int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep
 	reg = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	if (reg == MAP_FAILED)
 		return -1;
+	large = reg->ring_large; /* read once: the peer can write the header too */
 	if (reg->magic != VTOE_REGION_MAGIC || reg->abi != VTOE_ABI_VERSION ||
 	    reg->ring_size != rep->ring_size || reg->data_offset != VTOE_REGION_DATA_OFFSET ||
-	    reg->cid != rep->cid) {
+	    reg->cid != rep->cid || !vtoe_ring_large_valid(large, rep->ring_size) ||
+	    vtoe_region_bytes(rep->ring_size, large) > len) {
 		munmap(reg, len);
 		return -1;
 	}
 	c->reg = reg;
 	c->map_len = len;
 	c->size = rep->ring_size;
+	c->large = large;
 	c->side = rep->side;
 	c->cid = rep->cid;
 	c->tx = &reg->ring[c->side];
 	c->rx = &reg->ring[1 - c->side];
-	c->tx_data = (unsigned char *)reg + VTOE_REGION_DATA_OFFSET + (size_t)c->side * c->size;
-	c->rx_data = (unsigned char *)reg + VTOE_REGION_DATA_OFFSET + (size_t)(1 - c->side) * c->size;
+	for (int area = 0; area < 2; area++) {
+		c->tx_area[area] = (unsigned char *)reg + vtoe_area_offset(c->size, large, (int)c->side, area);
+		c->rx_area[area] = (unsigned char *)reg + vtoe_area_offset(c->size, large, 1 - (int)c->side, area);
+	}
 	c->tx_head = atomic_load(&c->tx->head);
+	c->tx_geo = atomic_load(&c->tx->geo);
 	atomic_store(&c->tx_tail_seen, atomic_load(&c->tx->tail));
 	c->rx_tail = atomic_load(&c->rx->tail);
 	c->owed = 0;
 	c->spin_us = vtoe_ctl_spin_us();
-	if (vtoe_ring_used(c->tx_head, atomic_load(&c->tx->tail), c->size) < 0 ||
-	    vtoe_ring_used(atomic_load(&c->rx->head), c->rx_tail, c->size) < 0) {
+	if (vtoe_ring_room(c->tx_geo, c->tx_head, atomic_load(&c->tx->tail), c->size, large) < 0 ||
+	    vtoe_ring_used(atomic_load(&c->rx->head), c->rx_tail, vtoe_cap(c)) < 0) {
 		vtoe_conn_unmap(c);
 		return -1;
 	}
@@ -202,26 +221,41 @@ static size_t vtoe_iov_chunk(struct vtoe_iov_cur *cur)
 	return cur->i < cur->cnt ? cur->iov[cur->i].iov_len - cur->off : 0;
 }
 
-static void vtoe_copy_out(struct vtoe_conn *c, uint64_t pos, size_t n, struct vtoe_iov_cur *cur)
+/* geo: the rx ring's, read after its head (it covers every byte published), and checked by
+ * vtoe_rx_geo_valid(). */
+static void vtoe_copy_out(struct vtoe_conn *c, uint64_t geo, uint64_t pos, size_t n,
+			  struct vtoe_iov_cur *cur)
 {
 	while (n) {
-		size_t ro = pos & (c->size - 1);
-		size_t k = VTOE_MIN(VTOE_MIN(n, c->size - ro), vtoe_iov_chunk(cur));
+		int area = vtoe_geo_area(geo, pos);
+		uint32_t size = area ? c->large : c->size;
+		size_t k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, size)), vtoe_iov_chunk(cur));
 
-		memcpy((char *)cur->iov[cur->i].iov_base + cur->off, c->rx_data + ro, k);
+		memcpy((char *)cur->iov[cur->i].iov_base + cur->off,
+		       c->rx_area[area] + (pos & (size - 1)), k);
 		cur->off += k;
 		pos += k;
 		n -= k;
 	}
 }
 
+/* Without a large area every byte is in the small one; a peer that says otherwise is broken. */
+static bool vtoe_rx_geo_valid(const struct vtoe_conn *c, uint64_t geo)
+{
+	return c->large || geo == 0;
+}
+
+/* Into our current area: the producer writes only at or after its last move. */
 static void vtoe_copy_in(struct vtoe_conn *c, uint64_t pos, size_t n, struct vtoe_iov_cur *cur)
 {
-	while (n) {
-		size_t ro = pos & (c->size - 1);
-		size_t k = VTOE_MIN(VTOE_MIN(n, c->size - ro), vtoe_iov_chunk(cur));
+	int area = (int)(c->tx_geo & 1);
+	uint32_t size = area ? c->large : c->size;
 
-		memcpy(c->tx_data + ro, (const char *)cur->iov[cur->i].iov_base + cur->off, k);
+	while (n) {
+		size_t ro = pos & (size - 1);
+		size_t k = VTOE_MIN(VTOE_MIN(n, size - ro), vtoe_iov_chunk(cur));
+
+		memcpy(c->tx_area[area] + ro, (const char *)cur->iov[cur->i].iov_base + cur->off, k);
 		cur->off += k;
 		pos += k;
 		n -= k;
@@ -248,21 +282,115 @@ static int vtoe_iov_total(const struct iovec *iov, int iovcnt, size_t *total)
 }
 
 /*
- * The fill of our tx ring, with at least `want` bytes of room if there are: the consumer's
- * tail is read only when the copy we last read says there are not, so its cache line stays
- * with the consumer while the ring has room.  A stale copy only underestimates the room (the
- * tail never goes back), and an impossible fill (a copy from before a fork) is read again.
+ * The room in our tx ring, at least `want` bytes if there are (-1: impossible indices): the
+ * consumer's tail is read only when the copy we last read says there is not, so its cache
+ * line stays with the consumer while the ring has room.  A stale copy only underestimates the
+ * room (the tail never goes back), and an impossible fill (a copy from before a fork) is read
+ * again.  geo and head: ours, from tx_lock's cache or, without it, from the ring.
  */
-static int64_t vtoe_tx_used(struct vtoe_conn *c, uint64_t head, size_t want)
+static int64_t vtoe_tx_room(struct vtoe_conn *c, uint64_t geo, uint64_t head, size_t want)
 {
 	uint64_t seen = atomic_load_explicit(&c->tx_tail_seen, RLX);
-	int64_t used = vtoe_ring_used(head, seen, c->size);
+	int64_t room = vtoe_ring_room(geo, head, seen, c->size, c->large);
 
-	if (used >= 0 && c->size - (uint64_t)used >= want)
-		return used;
+	if (room >= 0 && (uint64_t)room >= want)
+		return room;
 	seen = atomic_load_explicit(&c->tx->tail, ACQ);
 	atomic_store_explicit(&c->tx_tail_seen, seen, RLX);
-	return vtoe_ring_used(head, seen, c->size);
+	return vtoe_ring_room(geo, head, seen, c->size, c->large);
+}
+
+/* The room in our tx ring without tx_lock (poll): our geo and head read as one. */
+static int64_t vtoe_tx_room_unlocked(struct vtoe_conn *c)
+{
+	uint64_t geo, head;
+
+	do {
+		geo = atomic_load_explicit(&c->tx->geo, ACQ);
+		head = atomic_load_explicit(&c->tx->head, ACQ);
+	} while (geo != atomic_load_explicit(&c->tx->geo, RLX));
+	return vtoe_tx_room(c, geo, head, 1);
+}
+
+/* Our own indices, which another process sharing the socket may have moved; tx_lock held. */
+static void vtoe_tx_sync(struct vtoe_conn *c)
+{
+	c->tx_head = atomic_load_explicit(&c->tx->head, RLX);
+	c->tx_geo = atomic_load_explicit(&c->tx->geo, RLX);
+}
+
+/* Room now, from the consumer's current tail; tx_lock held. */
+static int64_t vtoe_tx_room_now(struct vtoe_conn *c)
+{
+	return vtoe_ring_room(c->tx_geo, c->tx_head, atomic_load_explicit(&c->tx->tail, ACQ),
+			      c->size, c->large);
+}
+
+/*
+ * Move our tx ring to `area` from head on (vtoe_abi.h, "Elastic rings"): to the large one
+ * when a writer would otherwise wait for a reader that lags, back to the small one once the
+ * reader has caught up.  Only when the reader has read past the previous move, so that the
+ * unread bytes never span more than two areas.  tx_lock held.
+ */
+static bool vtoe_tx_move(struct vtoe_conn *c, int area)
+{
+	uint64_t tail;
+
+	if (!c->large || (int)(c->tx_geo & 1) == area)
+		return false;
+	/* An application that sized its send buffer to fit the small ring keeps it. */
+	if (area == 1 && c->opts.sndbuf && 2 * (uint64_t)c->opts.sndbuf <= c->size)
+		return false;
+	tail = atomic_load_explicit(&c->tx->tail, ACQ);
+	if (tail < (c->tx_geo >> 1) || tail > c->tx_head || (area == 0 && tail != c->tx_head))
+		return false;
+	c->tx_geo = (c->tx_head << 1) | (uint64_t)area;
+	/* Before any head that covers a byte in the new area. */
+	atomic_store_explicit(&c->tx->geo, c->tx_geo, REL);
+	if (area)
+		atomic_fetch_add_explicit(&c->tx->grows, 1, RLX);
+	atomic_store_explicit(&c->tx_tail_seen, tail, RLX);
+	return true;
+}
+
+/* A write begins: our indices as the ring has them, and back to the cache-hot small area if
+ * the reader has caught up.  tx_lock held. */
+static void vtoe_tx_begin(struct vtoe_conn *c)
+{
+	vtoe_tx_sync(c);
+	if (c->tx_geo & 1)
+		vtoe_tx_move(c, 0);
+}
+
+/* Grow now, if the ring can; true if that made room.  tx_lock held. */
+static bool vtoe_tx_grow_now(struct vtoe_conn *c)
+{
+	return vtoe_tx_move(c, 1) && vtoe_tx_room_now(c) > 0;
+}
+
+/*
+ * About to wait for room: grow instead once the reader has read nothing for
+ * VTOE_GROW_STALL_NS, as the kernel's buffers take more from a writer whose reader is not
+ * reading.  Until then *wake_ns (if the ring can still grow) says when to look again; the
+ * caller sleeps no longer than that.  tx_lock held.
+ */
+static bool vtoe_tx_grow(struct vtoe_conn *c, uint64_t *wake_ns)
+{
+	uint64_t tail, now;
+
+	if (!c->large || (c->tx_geo & 1))
+		return false;
+	tail = atomic_load_explicit(&c->tx->tail, ACQ);
+	now = vtoe_now_ns();
+	if (tail != c->stall_tail || !c->stall_since) {
+		c->stall_tail = tail;
+		c->stall_since = now;
+	}
+	if (now - c->stall_since >= VTOE_GROW_STALL_NS && vtoe_tx_grow_now(c))
+		return true;
+	if (!(c->tx_geo & 1) && (!*wake_ns || *wake_ns > c->stall_since + VTOE_GROW_STALL_NS))
+		*wake_ns = c->stall_since + VTOE_GROW_STALL_NS;
+	return false;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -426,8 +554,7 @@ static bool vtoe_tx_block(struct vtoe_conn *c)
 	}
 	atomic_store(&tx->tx_waiting, 1);
 	atomic_thread_fence(memory_order_seq_cst);
-	if (vtoe_ring_used(c->tx_head, atomic_load_explicit(&tx->tail, ACQ), c->size) ==
-	    (int64_t)c->size)
+	if (vtoe_tx_room_now(c) == 0)
 		return false;
 	if (atomic_exchange(&tx->tx_waiting, 0) == 1) {
 		/* Nobody will drain our filler: raise the limit so the fd is writable (this also
@@ -440,21 +567,27 @@ static bool vtoe_tx_block(struct vtoe_conn *c)
 
 /*
  * The ring is full.  poll, select and epoll see that in the ring itself, and a sender that
- * waits blocks the fd before it sleeps; only a kernel watcher needs the fd unwritable now.
+ * waits grows the ring or blocks the fd before it sleeps; only a kernel watcher needs either
+ * now: more room, or else an unwritable fd.  Returns true if the ring grew.
  */
-static void vtoe_tx_full(struct vtoe_conn *c)
+static bool vtoe_tx_full(struct vtoe_conn *c)
 {
-	if (atomic_load(&c->flags) & VTOE_CF_KWATCH)
-		vtoe_tx_block(c);
+	if (!(atomic_load(&c->flags) & VTOE_CF_KWATCH))
+		return false;
+	if (vtoe_tx_grow_now(c)) /* the kernel sleeper has no timer of ours to wait for a stall */
+		return true;
+	vtoe_tx_block(c);
+	return false;
 }
 
 /* A nonblocking write found the ring full (EAGAIN, or a short count).  Like the kernel's
  * SOCK_NOSPACE, this makes the next room to write an EPOLLOUT edge for EPOLLET watchers, even
- * if no epoll call saw the ring full in between (the reader may free room first). */
-static void vtoe_tx_nospace(struct vtoe_conn *c)
+ * if no epoll call saw the ring full in between (the reader may free room first).  Returns
+ * true if the ring grew (vtoe_tx_full): the write can go on. */
+static bool vtoe_tx_nospace(struct vtoe_conn *c)
 {
 	atomic_fetch_add(&c->tx_nospace, 1);
-	vtoe_tx_full(c);
+	return vtoe_tx_full(c);
 }
 
 /* Sleep on our fd with the caller's lock dropped.  >0: revents, 0: timed out, -1: errno. */
@@ -531,7 +664,7 @@ static int vtoe_rx_fin(struct vtoe_conn *c)
 		return 0;
 	fa = atomic_load_explicit(&c->rx->fin_at, RLX);
 	head = atomic_load_explicit(&c->rx->head, ACQ);
-	if (head != fa || vtoe_ring_used(fa, c->rx_tail, c->size) < 0)
+	if (head != fa || vtoe_ring_used(fa, c->rx_tail, vtoe_cap(c)) < 0)
 		return -1; /* the producer publishes nothing after its FIN */
 	return fa == c->rx_tail;
 }
@@ -576,8 +709,7 @@ static bool vtoe_spin(struct vtoe_conn *c, bool rx)
 	end = vtoe_now_ns() + (uint64_t)us * 1000u;
 	do {
 		for (int i = 0; i < 64; i++) {
-			if (rx ? vtoe_rx_pending(c)
-			       : atomic_load_explicit(&c->tx->tail, ACQ) + c->size != c->tx_head) {
+			if (rx ? vtoe_rx_pending(c) : vtoe_tx_room_now(c) != 0) {
 				vtoe_spin_end(true);
 				return true;
 			}
@@ -608,11 +740,12 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 	c->rx_tail = atomic_load_explicit(&rx->tail, RLX);
 	for (;;) {
 		uint64_t head = atomic_load_explicit(&rx->head, ACQ);
-		int64_t used = vtoe_ring_used(head, c->rx_tail, c->size);
+		uint64_t geo = atomic_load_explicit(&rx->geo, RLX); /* after head: covers it */
+		int64_t used = vtoe_ring_used(head, c->rx_tail, vtoe_cap(c));
 		unsigned int fl;
 		int r;
 
-		if (used < 0) {
+		if (used < 0 || !vtoe_rx_geo_valid(c, geo)) {
 			vtoe_conn_corrupt(c, "rx head");
 		} else if (used > 0) {
 			size_t n = VTOE_MIN((size_t)used, len - copied);
@@ -621,7 +754,7 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 			if (!(flags & MSG_PEEK))
 				n = VTOE_MIN(n, VTOE_COPY_STEP);
 			if (!(flags & MSG_TRUNC))
-				vtoe_copy_out(c, c->rx_tail, n, &cur);
+				vtoe_copy_out(c, geo, c->rx_tail, n, &cur);
 			if (flags & MSG_PEEK)
 				return (ssize_t)n;
 			c->rx_tail += n;
@@ -770,8 +903,9 @@ static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, in
 	struct vtoe_ring_ctl *tx = c->tx;
 	struct vtoe_iov_cur cur = { .iov = iov, .cnt = iovcnt };
 	bool nonblock = (flags & MSG_DONTWAIT) || atomic_load(&c->nonblock);
-	struct timespec deadline;
-	bool timed = false;
+	struct timespec deadline, wake;
+	uint64_t wake_ns;
+	bool timed = false, regrow;
 	size_t sent = 0;
 	int e;
 
@@ -782,18 +916,19 @@ static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, in
 		return vtoe_fail(e);
 	if (len == 0)
 		return 0;
-	c->tx_head = atomic_load_explicit(&tx->head, RLX); /* see vtoe_recv_locked */
+	vtoe_tx_begin(c); /* see vtoe_recv_locked */
 	for (;;) {
-		int64_t used = vtoe_tx_used(c, c->tx_head, VTOE_MIN(len - sent, VTOE_COPY_STEP));
+		int64_t room = vtoe_tx_room(c, c->tx_geo, c->tx_head,
+					    VTOE_MIN(len - sent, VTOE_COPY_STEP));
 		size_t space;
 		int r;
 
-		if (used < 0) {
+		if (room < 0) {
 			vtoe_conn_corrupt(c, "tx tail");
 			e = vtoe_tx_error(c);
 			return sent ? (ssize_t)sent : vtoe_fail(e);
 		}
-		space = c->size - (size_t)used;
+		space = (size_t)room;
 		if (space) {
 			/* published in steps, so the reader copies out while we copy in */
 			size_t n = VTOE_MIN(VTOE_MIN(space, len - sent), VTOE_COPY_STEP);
@@ -811,26 +946,37 @@ static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, in
 				continue;
 			/* Ring now full: unwritable from now on, like a TCP socket with a full
 			 * send buffer (select() must not promise a write that would block). */
-			if (n == space && vtoe_tx_used(c, c->tx_head, 1) == (int64_t)c->size)
+			if (n == space && vtoe_tx_room(c, c->tx_geo, c->tx_head, 1) == 0)
 				vtoe_tx_full(c);
 			return (ssize_t)sent;
 		}
 		/* Ring full. */
 		if (nonblock) {
-			vtoe_tx_nospace(c);
+			if (vtoe_tx_nospace(c))
+				continue;
 			return sent ? (ssize_t)sent : vtoe_fail(EAGAIN);
 		}
-		if (vtoe_spin(c, false) || vtoe_tx_block(c))
+		wake_ns = 0;
+		if (vtoe_spin(c, false) || vtoe_tx_grow(c, &wake_ns) || vtoe_tx_block(c))
 			continue;
 		if (!timed && atomic_load(&c->opts.sndtimeo_us)) {
 			vtoe_deadline(&deadline, atomic_load(&c->opts.sndtimeo_us));
 			timed = true;
 		}
-		r = vtoe_conn_sleep(c, &c->tx_lock, POLLOUT, timed ? &deadline : NULL);
+		/* Wake to grow the ring if the reader stays stalled, unless SO_SNDTIMEO ends first. */
+		regrow = wake_ns && (!timed || (uint64_t)deadline.tv_sec * 1000000000u +
+							   (uint64_t)deadline.tv_nsec > wake_ns);
+		if (regrow) {
+			wake.tv_sec = (time_t)(wake_ns / 1000000000u);
+			wake.tv_nsec = (long)(wake_ns % 1000000000u);
+		}
+		r = vtoe_conn_sleep(c, &c->tx_lock, POLLOUT, regrow ? &wake : timed ? &deadline : NULL);
 		if (r < 0 && !sent && !timed && errno == EINTR && vtoe_signals_restart())
 			continue;
 		if (r < 0)
 			return sent ? (ssize_t)sent : -1;
+		if (r == 0 && regrow)
+			continue;
 		if (r == 0)
 			return sent ? (ssize_t)sent : vtoe_fail(EAGAIN);
 		if (r & (POLLHUP | POLLERR))
@@ -878,10 +1024,15 @@ ssize_t vtoe_conn_sendfile(struct vtoe_conn *c, int in_fd, off64_t *offset, size
 
 		if (nonblock) {
 			/* never read more than fits, so nothing read is left unsent */
-			int64_t used = vtoe_ring_used(c->tx_head, atomic_load(&c->tx->tail), c->size);
-			size_t space = used < 0 ? 1 : c->size - (size_t)used;
+			int64_t room;
+			size_t space;
+
+			vtoe_tx_begin(c);
+			room = vtoe_tx_room_now(c);
+			if (room == 0 && vtoe_tx_nospace(c))
+				room = vtoe_tx_room_now(c);
+			space = room < 0 ? 1 : (size_t)room; /* an impossible index fails the send */
 			if (space == 0) {
-				vtoe_tx_nospace(c);
 				if (!total)
 					ret = vtoe_fail(EAGAIN);
 				break;
@@ -1042,7 +1193,7 @@ uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared)
 	bool fin = false, peer_fin = false;
 
 	if (c->reg)
-		unread = vtoe_ring_used(atomic_load(&c->rx->head), atomic_load(&c->rx->tail), c->size);
+		unread = vtoe_ring_used(atomic_load(&c->rx->head), atomic_load(&c->rx->tail), vtoe_cap(c));
 	/* A socket inherited across fork may still be in use by the other process: leave the
 	 * rings and the bell alone.  Whoever holds the socket last, or dies holding it, ends it:
 	 * the agent sees our fd's last close and does what TCP would (FIN or reset). */
@@ -1094,7 +1245,7 @@ uint32_t vtoe_conn_rx_bytes(struct vtoe_conn *c)
 	int64_t used;
 
 	pthread_mutex_lock(&c->rx_lock);
-	used = vtoe_ring_used(atomic_load_explicit(&c->rx->head, ACQ), c->rx_tail, c->size);
+	used = vtoe_ring_used(atomic_load_explicit(&c->rx->head, ACQ), c->rx_tail, vtoe_cap(c));
 	pthread_mutex_unlock(&c->rx_lock);
 	return used < 0 ? 0 : (uint32_t)used;
 }
@@ -1104,7 +1255,8 @@ uint32_t vtoe_conn_tx_bytes(struct vtoe_conn *c)
 	int64_t used;
 
 	pthread_mutex_lock(&c->tx_lock);
-	used = vtoe_ring_used(c->tx_head, atomic_load_explicit(&c->tx->tail, ACQ), c->size);
+	used = vtoe_ring_used(atomic_load_explicit(&c->tx->head, RLX),
+			      atomic_load_explicit(&c->tx->tail, ACQ), vtoe_cap(c));
 	pthread_mutex_unlock(&c->tx_lock);
 	return used < 0 ? 0 : (uint32_t)used;
 }
@@ -1153,21 +1305,19 @@ short vtoe_conn_poll(struct vtoe_conn *c, short events, int krev)
 {
 	const short always = POLLHUP | POLLERR | POLLNVAL;
 	unsigned int fl = atomic_load(&c->flags);
-	int64_t used = 0;
+	int64_t room = 0;
 	short rev = 0;
 
 	/* The tx ring's consumer-written line is read only for POLLOUT: a reader that polls for
 	 * input alone does not pull it from the peer's cache on every call. */
 	if (events & POLLOUT)
-		used = atomic_load_explicit(&c->tx->rd_shut, ACQ)
-			       ? -1
-			       : vtoe_tx_used(c, atomic_load_explicit(&c->tx->head, RLX), 1);
-	if (!(fl & VTOE_CF_UNUSUAL) && used >= 0 && !atomic_load_explicit(&c->rx->fin, ACQ) &&
+		room = atomic_load_explicit(&c->tx->rd_shut, ACQ) ? -1 : vtoe_tx_room_unlocked(c);
+	if (!(fl & VTOE_CF_UNUSUAL) && room >= 0 && !atomic_load_explicit(&c->rx->fin, ACQ) &&
 	    !atomic_load_explicit(&c->rx->reset, ACQ) &&
 	    (krev < 0 || !(krev & (POLLHUP | POLLERR | POLLRDHUP | POLLNVAL)))) {
 		if (vtoe_conn_rx_ready(c))
 			rev |= POLLIN;
-		if (used < (int64_t)c->size)
+		if (room > 0)
 			rev |= POLLOUT;
 		return rev & (events | always);
 	}
@@ -1186,17 +1336,15 @@ short vtoe_conn_poll(struct vtoe_conn *c, short events, int krev)
 	return rev & (events | always);
 }
 
-/* About to sleep in the kernel on our fd: a doorbell for new data (nothing is needed for room
- * to write: a full ring has already made the fd unwritable), and no stale byte that would
- * wake the sleeper at once. */
-void vtoe_conn_sleep_prepare(struct vtoe_conn *c, short events)
+/* About to sleep in the kernel on our fd: a doorbell for new data; for room to write, a ring
+ * that grows or else an unwritable fd (and a time to look again); and no stale byte that would
+ * wake the sleeper at once.  The caller looks at the rings again after this. */
+void vtoe_conn_sleep_prepare(struct vtoe_conn *c, short events, uint64_t *wake_ns)
 {
 	if (events & POLLOUT) {
-		/* a full ring makes the fd unwritable until the reader frees room */
 		pthread_mutex_lock(&c->tx_lock);
-		c->tx_head = atomic_load_explicit(&c->tx->head, RLX);
-		if (vtoe_ring_used(c->tx_head, atomic_load_explicit(&c->tx->tail, ACQ), c->size) ==
-		    (int64_t)c->size)
+		vtoe_tx_sync(c);
+		if (vtoe_tx_room_now(c) == 0 && !vtoe_tx_grow(c, wake_ns))
 			vtoe_tx_block(c);
 		pthread_mutex_unlock(&c->tx_lock);
 	}

@@ -10,6 +10,7 @@ import { formatTable } from './text-table.js';
 export interface ResolvedConfig {
   agentSocket: string;
   ringSize: number;
+  ringMaxSize: number;
   spinUs: number;
   pollKernelUs: number;
   logLevel: LogLevel;
@@ -91,6 +92,14 @@ function parseRingSize(raw: string, name: string): number {
   return checkRingSize(Number(m[1]) * scale, name, `'${raw}'`);
 }
 
+function parseRingMaxSize(raw: string, name: string): number {
+  return raw.trim() === '0' ? 0 : parseRingSize(raw, name);
+}
+
+function checkRingMaxSize(v: number, name: string): number {
+  return v === 0 ? 0 : checkRingSize(v, name);
+}
+
 const TRUE_WORDS = ['1', 'true', 'yes', 'on'];
 const FALSE_WORDS = ['0', 'false', 'no', 'off'];
 
@@ -157,6 +166,9 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
   entry({ key: 'ringSize', env: 'VTOE_RING_SIZE', default: 262144,
     doc: "bytes per direction of each connection's shared ring; power of two, 4 KiB..64 MiB", readBy: 'agent',
     parse: parseRingSize, check: (v, name) => checkRingSize(v, name) }),
+  entry({ key: 'ringMaxSize', env: 'VTOE_RING_MAX_SIZE', default: 4194304,
+    doc: "bytes a connection's ring grows to while its reader lags, as the kernel's socket buffers grow (pages are used only once written; the ring returns to VTOE_RING_SIZE when empty); 0 or at most VTOE_RING_SIZE: never grows", readBy: 'agent',
+    parse: parseRingMaxSize, check: checkRingMaxSize }),
   entry({ key: 'spinUs', env: 'VTOE_SPIN_US', default: 50,
     doc: 'microseconds a blocked call polls its ring before it sleeps, while that pays (a thread whose spins mostly find nothing sleeps at once); 0 never polls', readBy: 'agent',
     ...intIn(0, 10_000, 'microseconds') }),

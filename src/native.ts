@@ -74,6 +74,8 @@ export interface DirCounters {
   tail: number;
   /** doorbells the producer rang: fewer than its sends when the reader was busy */
   wakes: number;
+  /** times the producer moved to the ring's large area for a reader that lagged */
+  grows: number;
   fin: boolean;
   reset: boolean;
   rdShut: boolean;
@@ -114,13 +116,14 @@ interface NativeShmConnection {
   setCmState(side: Side, code: number): void;
   close(): void;
   readonly mappedBytes: number;
+  readonly residentBytes: number;
   readonly ringSize: number;
   readonly closed: boolean;
 }
 
 interface NativeAddon {
   ControlServer: new (path: string, handlers: ControlHandlers) => NativeControlServer;
-  ShmConnection: new (ringSize: number, cid: bigint) => NativeShmConnection;
+  ShmConnection: new (ringSize: number, cid: bigint, ringLarge?: number) => NativeShmConnection;
   abiConstants(): Record<string, number>;
   probeVerbs(): VerbsProbe;
   tcpPeerAccepted(fd: number): number;
@@ -276,10 +279,14 @@ export class ControlServer {
 export class ShmConnection {
   readonly #native: NativeShmConnection;
 
-  /** Throws VtoeSystemError EINVAL unless ringSize is a power of two in 4 KiB..64 MiB. */
-  constructor(ringSize: number, cid: bigint) {
+  /**
+   * ringSize: each ring's small area; ringLarge: the large area a ring moves to when its
+   * reader lags (0: none).  Throws VtoeSystemError EINVAL unless ringSize is a power of two in
+   * 4 KiB..64 MiB and ringLarge is 0 or a larger power of two within the same bound.
+   */
+  constructor(ringSize: number, cid: bigint, ringLarge = 0) {
     const { ShmConnection: Native } = loadAddon();
-    this.#native = native(() => new Native(ringSize, cid));
+    this.#native = native(() => new Native(ringSize, cid, ringLarge));
   }
 
   /** [memfd, app fd of `side`, bell of the other side]: what a reply for `side` carries. */
@@ -333,6 +340,11 @@ export class ShmConnection {
 
   get mappedBytes(): number {
     return this.#native.mappedBytes;
+  }
+
+  /** Bytes of the region in use: the sparse large areas count only the pages written. */
+  get residentBytes(): number {
+    return this.#native.residentBytes;
   }
   get ringSize(): number {
     return this.#native.ringSize;

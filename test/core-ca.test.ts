@@ -22,16 +22,20 @@ function setup() {
     drop: (client) => { dropped.push(client); },
   };
   // What the agent did to each link, and a way to play the native side's end-of-side report.
-  const links: Array<{ rdShut: [boolean, boolean]; hungUp: Side[]; end?: (side: Side, how: SideEnd) => void }> = [];
+  const links: Array<{
+    rdShut: [boolean, boolean]; hungUp: Side[]; end?: (side: Side, how: SideEnd) => void;
+    /** each ring's indices, as its producer and consumer left them */
+    index: [{ head: number; tail: number }, { head: number; tail: number }];
+  }> = [];
   const fakeLink = (): ShmLink => {
-    const l: (typeof links)[number] = { rdShut: [false, false], hungUp: [] };
+    const l: (typeof links)[number] = { rdShut: [false, false], hungUp: [], index: [{ head: 0, tail: 0 }, { head: 0, tail: 0 }] };
     links.push(l);
     return {
-      ringSize: 4096, mappedBytes: 4096 * 3, fdsFor: () => [10, 11, 12], releaseSide: () => {}, close: () => {},
+      ringSize: 4096, mappedBytes: 4096 * 3, residentBytes: 4096 * 3, fdsFor: () => [10, 11, 12], releaseSide: () => {}, close: () => {},
       watchEnds: (onEnd) => { l.end = onEnd; },
       hangUp: (side) => { l.hungUp.push(side); },
       counters: () => ({
-        rings: l.rdShut.map((rdShut) => ({ head: 0, tail: 0, wakes: 0, fin: false, reset: false, rdShut, txWaiting: false })),
+        rings: l.rdShut.map((rdShut, d) => ({ ...l.index[d], wakes: 0, grows: 0, fin: false, reset: false, rdShut, txWaiting: false })),
         cmState: [0, 0],
       } as never),
     };
@@ -90,6 +94,50 @@ describe('core CA', () => {
       t.core.processClosed(CLIENT, 'closed');
       expect(t.core.processes.has(CLIENT)).toBe(false);
       expect(t.core.connections.size).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('keeps a connection whose directions both ended until its reader has read what its ring holds', () => {
+    vi.useFakeTimers();
+    try {
+      const t = setup();
+      const { sid, cid } = t.connect(40051);
+      t.send(CLIENT, ABI.op.ESTABLISH, { sid, cid });
+      const acc = t.accept(40051);
+      t.links[0]!.index[0] = { head: 3_000_000, tail: 1_000_000 }; // 2 MB the server has not read yet
+      t.send(CLIENT, ABI.op.CLOSE, { sid, cid });
+      t.send(SERVER, ABI.op.CLOSE, { sid: acc.sid!, cid });
+      vi.advanceTimersByTime(1000); // TIMEWAIT (0 ms here) is long over
+      expect(t.core.connections.size).toBe(1);
+      t.links[0]!.index[0].tail = 3_000_000;
+      vi.advanceTimersByTime(100);
+      expect(t.core.connections.size).toBe(0);
+      expect(t.counters.closedBytesReceived).toBe(3_000_000);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('frees such a connection once its reader has closed, or after a bound', () => {
+    vi.useFakeTimers();
+    try {
+      const t = setup();
+      for (const [port, how] of [[40052, 'closed'], [40053, 'never reads']] as const) {
+        const { sid, cid } = t.connect(port);
+        t.send(CLIENT, ABI.op.ESTABLISH, { sid, cid });
+        const acc = t.accept(port);
+        const link = t.links.at(-1)!;
+        link.index[0] = { head: 5000, tail: 0 };
+        t.send(CLIENT, ABI.op.CLOSE, { sid, cid });
+        t.send(SERVER, ABI.op.CLOSE, { sid: acc.sid!, cid });
+        vi.advanceTimersByTime(1000);
+        expect(t.core.connections.size, how).toBe(1);
+        if (how === 'closed') link.rdShut[0] = true; // the server's close: it reads no more
+        vi.advanceTimersByTime(how === 'closed' ? 100 : 30_000);
+        expect(t.core.connections.size, how).toBe(0);
+      }
     } finally {
       vi.useRealTimers();
     }

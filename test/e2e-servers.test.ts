@@ -246,8 +246,11 @@ print('sent', flush=True)
 `;
 
 describe('late fallback: a listener handed to a process that takes connections on kernel TCP', () => {
-  for (const how of ['no-preload', 'offload-off', 'other-agent']) {
-    it(`echoes every byte when the accepting child has ${how}`, async () => {
+  // 2 MiB is more than the small ring holds: the client's ring grows before anyone accepts,
+  // and the relay reads the large area too.
+  const cases = [['no-preload', 100000], ['offload-off', 100000], ['other-agent', 100000], ['no-preload', 2 << 20]] as const;
+  for (const [how, size] of cases) {
+    it(`echoes ${size} bytes when the accepting child has ${how}`, async () => {
       writeFileSync(join(dir, 'handing-parent.py'), HANDING_PARENT);
       writeFileSync(join(dir, 'stream-client.py'), STREAM_CLIENT);
       const env = offloadEnv(agent.socketPath);
@@ -256,12 +259,13 @@ describe('late fallback: a listener handed to a process that takes connections o
       const port = Number((await server.waitLine(/^(\d+)$/))[1]);
       // The client is offloaded (the listener is registered); the child accepts the kernel
       // rendezvous without the shim: before, its recv blocked and the child read nothing.
-      const client = startProc('python3', [join(dir, 'stream-client.py'), String(port), '100000'], env);
-      await client.waitLine(/^got 100000 same$/, 20_000);
-      await server.waitLine(/^echoed 100000$/);
+      const client = startProc('python3', [join(dir, 'stream-client.py'), String(port), String(size)], env);
+      await client.waitLine(new RegExp(`^got ${size} same$`), 20_000);
+      await server.waitLine(new RegExp(`^echoed ${size}$`));
       const after = agent.stats();
       expect(after.offloaded - before.offloaded).toBe(1);
       expect((after.fallback.reasons['late-accept'] ?? 0) - (before.fallback.reasons['late-accept'] ?? 0)).toBe(1);
+      expect(after.ringGrowths - before.ringGrowths).toBe(size > 256 * 1024 ? 1 : 0);
     });
   }
 

@@ -182,6 +182,16 @@ describe('soak', () => {
     const moved = Number(/SOAK OK 64 conns (\d+) bytes/.exec(out)![1]);
     expect(after.bytes.received - before.bytes.received).toBeGreaterThanOrEqual(moved);
   }, 60_000);
+
+  it('writes up to 1 MiB to readers that lag: rings grow and shrink, and every byte arrives', async () => {
+    const before = agent.stats();
+    const out = await run(soak, ['8', '3', '7', String(1 << 20), '2'], offload());
+    expect(out).toMatch(/^SOAK OK 8 conns \d+ bytes 3 s$/m);
+    const after = agent.stats();
+    expect(after.offloaded - before.offloaded).toBe(8);
+    expect(after.fallback.total - before.fallback.total).toBe(0);
+    expect(after.ringGrowths - before.ringGrowths).toBeGreaterThan(0);
+  }, 60_000);
 });
 
 /** After ESTABLISHED, one end sent DREQ and the other DREP, then both left TIMEWAIT. */

@@ -234,6 +234,20 @@ describe('ShmConnection', () => {
     expect(open(64 * 1024 * 1024).mappedBytes).toBe(4096 + 2 * 64 * 1024 * 1024);
   });
 
+  it('maps a large area per ring, which uses no memory until a ring grows into it', () => {
+    const conn = new ShmConnection(8192, 3n, 1 << 20);
+    expect(conn.mappedBytes).toBe(4096 + 2 * 8192 + 2 * (1 << 20));
+    expect(fstatSync(conn.fdsFor(0)[ABI.fd.REGION]!).size).toBe(conn.mappedBytes);
+    expect(conn.residentBytes).toBe(4096 + 2 * 8192);
+    conn.close();
+    for (const bad of [4096, 8192, 3 * 8192, 128 * 1024 * 1024]) {
+      const error = thrown(() => new ShmConnection(8192, 1n, bad));
+      expect(error, `large area ${bad}`).toBeInstanceOf(VtoeSystemError);
+      expect((error as VtoeSystemError).code).toBe('EINVAL');
+      expect((error as VtoeSystemError).message).toMatch(/largest ring size .* is invalid/);
+    }
+  });
+
   it('hands each side a memfd of the region size, its app socket and the peer bell', () => {
     const ring = 16384;
     const conn = open(ring, 77n);
@@ -256,7 +270,7 @@ describe('ShmConnection', () => {
 
   it('starts with zero counters and records CM states', () => {
     const conn = open(4096);
-    const zero = { head: 0, tail: 0, wakes: 0, fin: false, reset: false, rdShut: false, txWaiting: false };
+    const zero = { head: 0, tail: 0, wakes: 0, grows: 0, fin: false, reset: false, rdShut: false, txWaiting: false };
     expect(conn.counters()).toEqual({ rings: [zero, zero], cmState: [0, 0] });
     conn.setCmState(0, 5);
     conn.setCmState(1, 9);

@@ -60,7 +60,7 @@ export class Agent {
       onClose: (client, reason) => core?.processClosed(client, reason),
     });
     const agent = new Agent(config, control, log, (self) => {
-      core = new CoreCA(control, new ShmHostCA(config.ringSize), config, policy, self.counters, self.eventLog, log,
+      core = new CoreCA(control, new ShmHostCA(config.ringSize, config.ringMaxSize), config, policy, self.counters, self.eventLog, log,
         () => self.notifyChange());
       return core;
     });
@@ -108,6 +108,7 @@ export class Agent {
     let sent = c.closedBytesSent;
     let received = c.closedBytesReceived;
     let doorbells = c.closedDoorbells;
+    let ringGrowths = c.closedRingGrowths;
     let timewait = 0;
     let ringBytes = 0;
     for (const conn of this.core.connections.values()) {
@@ -115,7 +116,8 @@ export class Agent {
       sent += rings[0].head + rings[1].head;
       received += rings[0].tail + rings[1].tail;
       doorbells += rings[0].wakes + rings[1].wakes;
-      ringBytes += conn.link.mappedBytes;
+      ringGrowths += rings[0].grows + rings[1].grows;
+      ringBytes += conn.link.residentBytes;
       if (conn.shadow.inTimewait) timewait++;
     }
     const verbs = this.core.verbs;
@@ -147,6 +149,7 @@ export class Agent {
       programs: Object.fromEntries([...c.programs].map(([name, p]) => [name, { offloaded: p.offloaded, fallback: { ...p.fallback } }])),
       bytes: { sent, received },
       doorbells,
+      ringGrowths,
       events: Object.fromEntries(c.events),
       memory: { ringBytes, agentStateBytes: this.core.connectionCount * measureAgentStateBytes() },
     };

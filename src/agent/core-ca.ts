@@ -51,6 +51,8 @@ export interface LiveConnection {
   /** Late fallback: the agent plays the passive side, over the server's kernel socket. */
   relayed?: boolean;
   createdAt: number;
+  /** When the connection first waited, both directions ended, for its readers to drain it. */
+  drainingSince?: number;
 }
 
 /** How often pending connections are looked for in the kernel's table of TCP sockets. */
@@ -61,6 +63,13 @@ const LATE_ACCEPT_SCAN_MS = 50;
  * Taking it too early is still correct (the connection then runs on kernel TCP), only slower.
  */
 const LATE_ACCEPT_GRACE_MS = 200;
+/**
+ * Both directions ended (FIN) is not both readers done: the rings may still hold megabytes
+ * (they grow for a lagging reader).  The entry stays, counters and `vtoe ss` row true, until
+ * they are read, the reader closes, or this long has passed (a reader that never reads).
+ */
+const DRAIN_WAIT_MS = 30_000;
+const DRAIN_CHECK_MS = 20;
 
 /** Where replies go; the control server in production, a fake in tests. */
 export interface ReplySink {
@@ -468,7 +477,7 @@ export class CoreCA {
    */
   private afterClose(conn: LiveConnection): void {
     const allClosed = conn.shadow.ends.every((e) => e.closed);
-    if (conn.shadow.finished && allClosed) return this.discard(conn);
+    if (conn.shadow.finished && allClosed && !this.awaitDrain(conn)) return this.discard(conn);
     if (!conn.shadow.inTimewait || conn.timer) return;
     this.counters.event(ABI.ev.DISCONNECTED);
     conn.timer = setTimeout(() => {
@@ -480,6 +489,23 @@ export class CoreCA {
     conn.timer.unref();
   }
 
+  /** True if conn's readers still have bytes to read: afterClose looks again shortly. */
+  private awaitDrain(conn: LiveConnection): boolean {
+    if (conn.timer) return true;
+    const { rings } = conn.link.counters();
+    // Ring d is read by side 1-d: a reader that was reset, or closed, reads nothing more.
+    const unread = !rings[0].reset && !rings[1].reset && rings.some((r) => r.head !== r.tail && !r.rdShut);
+    const now = Date.now();
+    if (!unread || now - (conn.drainingSince ??= now) >= DRAIN_WAIT_MS) return false;
+    conn.timer = setTimeout(() => {
+      conn.timer = undefined;
+      this.afterClose(conn);
+      this.changed();
+    }, DRAIN_CHECK_MS);
+    conn.timer.unref();
+    return true;
+  }
+
   private discard(conn: LiveConnection): void {
     if (conn.timer) clearTimeout(conn.timer);
     if (conn.pendingKey) this.pending.delete(conn.pendingKey);
@@ -488,6 +514,7 @@ export class CoreCA {
     this.counters.closedBytesSent += c.rings[0].head + c.rings[1].head;
     this.counters.closedBytesReceived += c.rings[0].tail + c.rings[1].tail;
     this.counters.closedDoorbells += c.rings[0].wakes + c.rings[1].wakes;
+    this.counters.closedRingGrowths += c.rings[0].grows + c.rings[1].grows;
     conn.link.close();
     this.connections.delete(conn.shadow.cid);
     for (const end of conn.shadow.ends) {

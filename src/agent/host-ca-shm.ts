@@ -5,12 +5,13 @@
 import { ShmConnection } from '../native.js';
 
 /** What the core CA uses of a connection's region (tests substitute a fake). */
-export type ShmLink = Pick<ShmConnection, 'ringSize' | 'mappedBytes' | 'fdsFor' | 'releaseSide' | 'watchEnds' | 'hangUp' | 'relay' | 'counters' | 'close'>;
+export type ShmLink = Pick<ShmConnection, 'ringSize' | 'mappedBytes' | 'residentBytes' | 'fdsFor' | 'releaseSide' | 'watchEnds' | 'hangUp' | 'relay' | 'counters' | 'close'>;
 
 export class ShmHostCA {
-  constructor(private readonly ringSize: number) {}
+  /** ringMaxSize: how far a ring grows for a lagging reader; at most ringSize: never. */
+  constructor(private readonly ringSize: number, private readonly ringMaxSize = 0) {}
 
   createLink(cid: bigint): ShmLink {
-    return new ShmConnection(this.ringSize, cid);
+    return new ShmConnection(this.ringSize, cid, this.ringMaxSize > this.ringSize ? this.ringMaxSize : 0);
   }
 }

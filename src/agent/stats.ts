@@ -16,6 +16,8 @@ export interface StatsSnapshot {
   programs: Record<string, ProgramStats>;
   bytes: { sent: number; received: number };
   doorbells: number; // wake-ups sent to sleeping readers (event suppression keeps it below the writes)
+  ringGrowths: number; // rings that moved to their large area because a reader lagged
+
   events: Record<string, number>;
   memory: { ringBytes: number; agentStateBytes: number };
 }
@@ -35,6 +37,7 @@ export class AgentCounters {
   closedBytesSent = 0;
   closedBytesReceived = 0;
   closedDoorbells = 0;
+  closedRingGrowths = 0;
   readonly fallbackReasons = new Map<string, number>();
   readonly events = new Map<string, number>();
   readonly programs = new Map<string, ProgramStats>();

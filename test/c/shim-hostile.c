@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,6 +55,7 @@ int main(int argc, char **argv)
 	struct vtoe_ring_ctl *tx;
 	unsigned char *data;
 	int fds[VTOE_FD__COUNT], tcp;
+	struct stat st;
 
 	if (argc != 4)
 		return fprintf(stderr, "usage: shim-hostile AGENT_SOCKET PORT head|finat|wakes\n"), 2;
@@ -89,8 +91,9 @@ int main(int argc, char **argv)
 		return fprintf(stderr, "hostile: not offloaded (event %u)\n", rep.event), 1;
 	if (connect(tcp, (struct sockaddr *)&remote, sizeof(remote)) < 0)
 		return perror("rendezvous"), 1;
-	reg = mmap(NULL, vtoe_region_bytes(rep.ring_size), PROT_READ | PROT_WRITE, MAP_SHARED,
-		   fds[VTOE_FD_REGION], 0);
+	if (fstat(fds[VTOE_FD_REGION], &st) < 0)
+		return perror("fstat"), 1;
+	reg = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[VTOE_FD_REGION], 0);
 	if (reg == MAP_FAILED)
 		return perror("mmap"), 1;
 	tx = &reg->ring[0];
@@ -110,7 +113,8 @@ int main(int argc, char **argv)
 		nanosleep(&ms, NULL);
 	}
 	if (!strcmp(argv[3], "head")) {
-		atomic_store(&tx->head, atomic_load(&tx->tail) + 3ull * rep.ring_size);
+		/* more than both areas hold */
+		atomic_store(&tx->head, atomic_load(&tx->tail) + 3ull * rep.ring_size + reg->ring_large);
 	} else if (!strcmp(argv[3], "finat")) {
 		atomic_store(&tx->fin_at, atomic_load(&tx->head) + 12345);
 		atomic_store(&tx->fin, 1);

@@ -3,10 +3,13 @@
  * byte checksummed.  One process holds both ends of every connection (2 threads per
  * connection end), so it runs the same on kernel TCP and through the shim.
  *
- *   soak CONNECTIONS SECONDS [SEED]
+ *   soak CONNECTIONS SECONDS [SEED [MAX_CHUNK [LAG_MS]]]
  *
  * Each direction of each connection carries a seeded pseudo-random stream for SECONDS, then
- * shuts down writing; the reader checks length and FNV-1a hash.  Prints one line:
+ * shuts down writing; the reader checks every byte.  Writes and reads are 1..MAX_CHUNK bytes
+ * (default 65536).  With LAG_MS, a reader stops reading for that long about every 16th read,
+ * so that writers find their buffers full (through offload: rings grow and shrink).  Prints
+ * one line:
  *   "SOAK OK <connections> conns <bytes> bytes <seconds> s"  or  "SOAK FAIL <why>"
  */
 #define _GNU_SOURCE
@@ -24,7 +27,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_CHUNK 65536
+static size_t max_chunk = 65536;
+static unsigned lag_ms;
 
 struct stream {
 	int fd;		   /* this end's socket */
@@ -68,11 +72,11 @@ static unsigned char stream_byte(uint64_t seed, uint64_t i)
 static void *writer(void *arg)
 {
 	struct stream *st = arg;
-	static __thread unsigned char buf[MAX_CHUNK];
+	unsigned char *buf = malloc(max_chunk);
 	uint64_t rng = st->seed | 1;
 
-	while (now() < deadline) {
-		size_t n = 1 + next(&rng) % MAX_CHUNK;
+	while (buf && now() < deadline) {
+		size_t n = 1 + next(&rng) % max_chunk;
 		for (size_t i = 0; i < n; i++)
 			buf[i] = stream_byte(st->seed, st->written + i);
 		for (size_t off = 0; off < n;) {
@@ -81,6 +85,7 @@ static void *writer(void *arg)
 				fprintf(stderr, "send: %s\n", strerror(errno));
 				st->failed = 1;
 				atomic_fetch_add(&failures, 1);
+				free(buf);
 				return NULL;
 			}
 			off += (size_t)w;
@@ -88,24 +93,33 @@ static void *writer(void *arg)
 		st->written += n;
 	}
 	shutdown(st->fd, SHUT_WR);
+	free(buf);
 	return NULL;
 }
 
 static void *reader(void *arg)
 {
 	struct stream *st = arg;
-	static __thread unsigned char buf[MAX_CHUNK];
+	unsigned char *buf = malloc(max_chunk);
 	uint64_t rng = st->peer_seed ^ 0x5555;
 
+	if (!buf) {
+		atomic_fetch_add(&failures, 1);
+		return NULL;
+	}
 	for (;;) {
-		size_t want = 1 + next(&rng) % MAX_CHUNK;
+		size_t want = 1 + next(&rng) % max_chunk;
+		if (lag_ms && next(&rng) % 16 == 0) {
+			struct timespec lag = { 0, (long)lag_ms * 1000000 };
+			nanosleep(&lag, NULL); /* a reader that lags, not an ordering */
+		}
 		ssize_t n = recv(st->fd, buf, want, 0);
 		if (n == 0)
 			break;
 		if (n < 0) {
 			fprintf(stderr, "recv: %s\n", strerror(errno));
 			atomic_fetch_add(&failures, 1);
-			return NULL;
+			break;
 		}
 		for (ssize_t i = 0; i < n; i++) {
 			if (buf[i] != stream_byte(st->peer_seed, st->read_bytes + (uint64_t)i)) {
@@ -113,12 +127,14 @@ static void *reader(void *arg)
 					(unsigned long long)(st->read_bytes + (uint64_t)i),
 					(unsigned long long)st->peer_seed);
 				atomic_fetch_add(&failures, 1);
+				free(buf);
 				return NULL;
 			}
 		}
 		st->read_bytes += (uint64_t)n;
 		atomic_fetch_add(&total_bytes, (unsigned long long)n);
 	}
+	free(buf);
 	return NULL;
 }
 
@@ -129,6 +145,12 @@ int main(int argc, char **argv)
 	int conns = atoi(argv[1]);
 	double seconds = atof(argv[2]);
 	uint64_t seed = argc > 3 ? strtoull(argv[3], NULL, 0) : 12345;
+	if (argc > 4)
+		max_chunk = strtoull(argv[4], NULL, 0);
+	if (argc > 5)
+		lag_ms = (unsigned)atoi(argv[5]);
+	if (max_chunk < 1)
+		return fprintf(stderr, "MAX_CHUNK must be at least 1\n"), 2;
 	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t l = sizeof(sin);
 	int lfd = socket(AF_INET, SOCK_STREAM, 0);

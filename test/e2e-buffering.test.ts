@@ -1,0 +1,128 @@
+// Socket buffering as programs rely on it: kernel TCP takes about 4 MiB from a writer whose
+// reader is not reading (tcp_wmem's autotuning), and so does offload, whose rings grow into
+// their large area while a reader lags (vtoe_abi.h, "Elastic rings").  Before, a client that
+// wrote more than the two 256 KiB rings before reading its echo hung for good.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Agent } from '../src/agent/agent.js';
+import { offloadEnv } from '../src/agent/preload-env.js';
+import { killAll, startProc } from './helpers/proc.js';
+
+let dir: string;
+let agent: Agent;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'vtoe-buffering-'));
+  agent = await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { timewaitMs: 200 } });
+  writeFileSync(join(dir, 'server.py'), SERVER);
+  writeFileSync(join(dir, 'client.py'), CLIENT);
+});
+afterEach(() => killAll());
+afterAll(async () => {
+  await agent?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+// Echoes one connection.  With 'wait' it reads nothing until a line arrives on stdin.
+const SERVER = `
+import socket, sys
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(('127.0.0.1', 0))
+l.listen(1)
+print(l.getsockname()[1], flush=True)
+c, _ = l.accept()
+print('accepted', flush=True)
+if sys.argv[1] == 'wait':
+    sys.stdin.readline()
+total = 0
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    c.sendall(d)
+    total += len(d)
+c.close()
+print('echoed', total, flush=True)
+`;
+
+// Writes all n bytes, reading nothing meanwhile, then reads the echo.  The mode says how it
+// waits for room: in a blocking send, or in poll, select or epoll (level or edge triggered).
+const CLIENT = `
+import os, select, selectors, socket, sys
+port, n, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+data = memoryview(os.urandom(n))
+c = socket.create_connection(('127.0.0.1', port))
+if mode == 'blocking':
+    c.sendall(data)
+elif mode == 'epoll-et':
+    c.setblocking(False)
+    ep = select.epoll()
+    ep.register(c.fileno(), select.EPOLLOUT | select.EPOLLET)
+    off = 0
+    while off < n:
+        try:
+            off += c.send(data[off:off + (1 << 20)])
+        except BlockingIOError:
+            ep.poll()
+    ep.close()
+else:
+    sel = {'poll': selectors.PollSelector, 'select': selectors.SelectSelector,
+           'epoll': selectors.EpollSelector}[mode]()
+    c.setblocking(False)
+    sel.register(c, selectors.EVENT_WRITE)
+    off = 0
+    while off < n:
+        sel.select()
+        try:
+            off += c.send(data[off:off + (1 << 20)])
+        except BlockingIOError:
+            pass
+    sel.close()
+print('written', n, flush=True)
+c.setblocking(True)
+c.shutdown(socket.SHUT_WR)
+got = bytearray()
+while True:
+    d = c.recv(1 << 20)
+    if not d:
+        break
+    got += d
+print('got', len(got), 'same' if bytes(got) == data else 'different', flush=True)
+`;
+
+const MiB = 1 << 20;
+
+async function exchange(n: number, mode: string, serverWaits: boolean): Promise<void> {
+  const env = offloadEnv(agent.socketPath);
+  const before = agent.stats();
+  const server = startProc('python3', [join(dir, 'server.py'), serverWaits ? 'wait' : 'echo'], env);
+  const port = Number((await server.waitLine(/^(\d+)$/))[1]);
+  const client = startProc('python3', [join(dir, 'client.py'), String(port), String(n), mode], env);
+  await server.waitLine(/^accepted$/);
+  if (serverWaits) {
+    // The write completes only if the connection buffers it all, as TCP's does.
+    await client.waitLine(new RegExp(`^written ${n}$`), 20_000);
+    server.child.stdin!.write('go\n');
+  }
+  await client.waitLine(new RegExp(`^got ${n} same$`), 20_000);
+  await server.waitLine(new RegExp(`^echoed ${n}$`));
+  const after = agent.stats();
+  expect(after.offloaded - before.offloaded).toBe(1);
+  expect(after.fallback.total - before.fallback.total).toBe(0);
+  expect(after.ringGrowths - before.ringGrowths).toBeGreaterThan(0);
+}
+
+describe('a writer whose reader is not reading', () => {
+  it('writes 6 MiB before reading its echo (both directions buffer)', async () => {
+    await exchange(6 * MiB, 'blocking', false);
+  });
+
+  for (const mode of ['blocking', 'poll', 'select', 'epoll', 'epoll-et']) {
+    it(`writes 4 MiB into a server that has not read yet, waiting for room in ${mode}`, async () => {
+      await exchange(4 * MiB, mode, true);
+    });
+  }
+});
