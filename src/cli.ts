@@ -30,7 +30,7 @@ const USAGE = `usage: vtoe <command> [options]
   events [--cid N] [--json]
                       the agent's log of state transitions
   demo [--reps N]     offload vs kernel TCP, ping-pong latency and stream bandwidth
-  bench [--workloads pingpong,imb,hpcc,netpipe,nptcp,sockperf,iperf3,syscalls] [--modes offload,ipoib,native] [--mpi openmpi|mpich]
+  bench [--workloads pingpong,imb,hpcc,netpipe,nptcp,sockperf,iperf3,connect,syscalls] [--modes offload,ipoib,native] [--mpi openmpi|mpich]
         [--reps N] [--ranks N] [--max-bytes N] [--hpcc-n N] [--imb PATH] [--iface IF] [--report DIR]
                       MPI workloads in each mode (fresh processes, modes alternated, medians);
                       --report writes report.html, a PNG per chart, results.json, summary.md

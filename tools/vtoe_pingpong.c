@@ -7,9 +7,11 @@
  *
  *   vtoe-pingpong server [--bind 127.0.0.1] [--port 0] [--count N]
  *       Prints "READY <port>" once listening, serves N connections one after another, exits 0.
- *   vtoe-pingpong client --port P [--host 127.0.0.1] --mode pp|stream --size N
+ *   vtoe-pingpong client --port P [--host 127.0.0.1] --mode pp|stream|connect --size N
  *                        [--iters N] [--warmup N] [--seconds S]
- *       Prints one JSON line with the result.
+ *       Prints one JSON line with the result.  connect: warmup + iters short connections one
+ *       after another (connect, one ping-pong round trip, close), timed from socket() to
+ *       close(); the server must serve that many (--count).
  *
  * Wire protocol: the client's first 16 bytes are a header, all fields big-endian:
  *   u32 mode (1 = ping-pong, 2 = stream), u32 message size, u64 round trips (pp; 0 for stream).
@@ -422,6 +424,43 @@ static void client_pp(int fd, uint32_t size, uint64_t iters, uint64_t warmup)
     free(buf);
 }
 
+/* Short connections, as HTTP without keep-alive or a connection per job makes them. */
+static void client_connect(const char *host, uint64_t port, uint32_t size, uint64_t iters,
+                           uint64_t warmup)
+{
+    unsigned char *buf = xmalloc(size);
+    double *took = xmalloc((size_t)iters * sizeof *took);
+    memset(buf, 0x5a, size);
+
+    for (uint64_t i = 0; i < warmup + iters; i++) {
+        unsigned char stamp[8];
+        size_t sl = size < 8 ? size : 8;
+        put_be64(stamp, i);
+        memcpy(buf, stamp, sl);
+        double t0 = now_us();
+        int fd = connect_to(host, port);
+        send_header(fd, MODE_PP, size, 1);
+        if (write_full(fd, buf, size) != 0) die_errno(EXIT_SYSCALL, "write(connect)");
+        ssize_t r = read_full(fd, buf, size);
+        if (r < 0) die_errno(EXIT_SYSCALL, "read(connect)");
+        if (r != (ssize_t)size || memcmp(buf, stamp, sl) != 0)
+            die(EXIT_MISMATCH, "connection %" PRIu64 ": echo does not match what was sent", i);
+        if (close(fd) != 0 && errno != EINTR) die_errno(EXIT_SYSCALL, "close");
+        if (i >= warmup) took[i - warmup] = now_us() - t0;
+    }
+
+    double sum = 0;
+    for (uint64_t i = 0; i < iters; i++) sum += took[i];
+    qsort(took, (size_t)iters, sizeof *took, cmp_double);
+    printf("{\"mode\":\"connect\",\"size\":%" PRIu32 ",\"iters\":%" PRIu64 ",\"warmup\":%" PRIu64
+           ",\"conn_us\":{\"min\":%.3f,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"mean\":%.3f}}\n",
+           size, iters, warmup, took[0], percentile_sorted(took, (size_t)iters, 50),
+           percentile_sorted(took, (size_t)iters, 90), percentile_sorted(took, (size_t)iters, 99),
+           sum / (double)iters);
+    free(took);
+    free(buf);
+}
+
 static void client_stream(int fd, uint32_t size, double seconds)
 {
     unsigned char *buf = xmalloc(size);
@@ -473,12 +512,18 @@ static int run_client(int argc, char **argv)
         else die(EXIT_USAGE, "client: unknown option %s", a);
     }
     if (!have_port) die(EXIT_USAGE, "client: --port is required");
-    if (mode == NULL) die(EXIT_USAGE, "client: --mode pp|stream is required");
+    if (mode == NULL) die(EXIT_USAGE, "client: --mode pp|stream|connect is required");
     if (size == 0) die(EXIT_USAGE, "client: --size is required");
-    int is_pp = strcmp(mode, "pp") == 0;
-    if (!is_pp && strcmp(mode, "stream") != 0) die(EXIT_USAGE, "client: unknown mode '%s'", mode);
-    if (is_pp && iters > SIZE_MAX / sizeof(double)) die(EXIT_USAGE, "client: --iters too large");
+    int is_pp = strcmp(mode, "pp") == 0, is_connect = strcmp(mode, "connect") == 0;
+    if (!is_pp && !is_connect && strcmp(mode, "stream") != 0)
+        die(EXIT_USAGE, "client: unknown mode '%s'", mode);
+    if ((is_pp || is_connect) && iters > SIZE_MAX / sizeof(double)) die(EXIT_USAGE, "client: --iters too large");
 
+    if (is_connect) {
+        client_connect(host, port, (uint32_t)size, iters, warmup);
+        if (fflush(stdout) != 0) die_errno(EXIT_SYSCALL, "fflush(stdout)");
+        return 0;
+    }
     int fd = connect_to(host, port);
     if (is_pp) client_pp(fd, (uint32_t)size, iters, warmup);
     else client_stream(fd, (uint32_t)size, seconds);
@@ -490,7 +535,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: %s server [--bind 127.0.0.1] [--port 0] [--count N]\n"
-            "       %s client --port P [--host 127.0.0.1] --mode pp|stream --size N\n"
+            "       %s client --port P [--host 127.0.0.1] --mode pp|stream|connect --size N\n"
             "                 [--iters N] [--warmup N] [--seconds S]\n",
             prog, prog);
 }

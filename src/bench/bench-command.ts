@@ -9,11 +9,11 @@ import { runBench, type BenchWorkload, type WorkloadResult } from './harness.js'
 import { BENCH_MODES, MPI_FLAVOURS, mpiLaunch, modeLabel, type BenchMode, type MpiFlavour } from './mpi-modes.js';
 import { summaryMarkdown, writeReport, type ReportInput, type WrittenReport } from './report.js';
 import { onPath } from './process.js';
-import { iperf3Workload, netpipeMpiWorkload, netpipeTcpWorkload, sockperfWorkload } from './socket-workloads.js';
+import { connectWorkload, iperf3Workload, netpipeMpiWorkload, netpipeTcpWorkload, sockperfWorkload } from './socket-workloads.js';
 import type { SyscallCounter } from './kernel-calls.js';
 import { hpccBinary, hpccWorkload, imbWorkload, kernelCallsWorkload, mpiPingPongWorkload, pickSyscallCounter } from './workloads.js';
 
-export const BENCH_WORKLOADS = ['pingpong', 'imb', 'hpcc', 'netpipe', 'nptcp', 'sockperf', 'iperf3', 'syscalls'] as const;
+export const BENCH_WORKLOADS = ['pingpong', 'imb', 'hpcc', 'netpipe', 'nptcp', 'sockperf', 'iperf3', 'connect', 'syscalls'] as const;
 export type BenchWorkloadName = (typeof BENCH_WORKLOADS)[number];
 
 export interface BenchCommandOptions {
@@ -110,6 +110,8 @@ export async function buildWorkloads(o: BenchCommandOptions): Promise<BenchWorkl
       case 'sockperf':
         if (!onPath('sockperf')) throw new VtoeError('ENOENT', 'sockperf is not installed: apt-get install sockperf');
         return sockperfWorkload({ ...socket, port: await freePort(), sizes: [16, 256, 4096, 65000] });
+      case 'connect':
+        return connectWorkload({ ...socket, port: await freePort(), connections: 2000 });
       case 'iperf3':
         if (!onPath('iperf3')) throw new VtoeError('ENOENT', 'iperf3 is not installed: apt-get install iperf3');
         return iperf3Workload({ ...socket, port: await freePort() });

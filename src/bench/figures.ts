@@ -15,5 +15,8 @@ export const FIGURES: Readonly<Record<string, FigureInfo>> = {
   sockperf_pp64_select_us: { label: 'sockperf ping-pong p50, 64 B, select', unit: 'µs', higherIsBetter: false },
   sockperf_pp64_poll_us: { label: 'sockperf ping-pong p50, 64 B, poll', unit: 'µs', higherIsBetter: false },
   sockperf_pp64_epoll_us: { label: 'sockperf ping-pong p50, 64 B, epoll', unit: 'µs', higherIsBetter: false },
+  connect_p50_us: { label: 'short connection (connect, 64 B round trip, close) p50', unit: 'µs', higherIsBetter: false },
+  connect_p99_us: { label: 'short connection p99', unit: 'µs', higherIsBetter: false },
+  connect_mean_us: { label: 'short connection mean', unit: 'µs', higherIsBetter: false },
   kcalls_rt: { label: 'kernel calls per round trip, both ranks', unit: 'calls', higherIsBetter: false },
 };

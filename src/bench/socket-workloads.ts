@@ -2,6 +2,7 @@
 // iperf3. The socket ones have no native mode: there is no faster transport for a plain socket.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { toolPath } from '../paths.js';
 import type { BenchWorkload, TrialContext, TrialResult } from './harness.js';
 import { BENCH_MODES, mpiLaunch, type BenchMode } from './mpi-modes.js';
 import type { SizePoint } from './series.js';
@@ -144,6 +145,39 @@ export function iperf3Workload(o: SocketWorkloadOptions): BenchWorkload {
           figures.iperf3_Gbits = j.end.sum_received.bits_per_second / 1e9;
         } catch {
           problems.push('iperf3 printed no JSON result');
+        }
+      } finally {
+        await server.stop();
+      }
+      return { series: {}, figures, problems, transport: SOCKET_TRANSPORT };
+    },
+  };
+}
+
+/** Short connections one after another — connect, one 64 B round trip, close — as HTTP
+ * without keep-alive, a connection per job or MPI wire-up make them; each timed from
+ * socket() to close() by vtoe-pingpong. */
+export function connectWorkload(o: SocketWorkloadOptions & { connections: number }): BenchWorkload {
+  return {
+    name: 'connect',
+    modes: SOCKET_MODES,
+    async run(ctx: TrialContext): Promise<TrialResult> {
+      const warmup = Math.min(200, Math.ceil(o.connections / 10));
+      const tool = toolPath('vtoe-pingpong');
+      const server = await startServer([tool, 'server', '--port', String(o.port), '--count', String(warmup + o.connections)], ctx.env, o.port);
+      const problems: string[] = [];
+      const figures: Record<string, number> = {};
+      try {
+        const r = await runProcess([tool, 'client', '--port', String(o.port), '--mode', 'connect', '--size', '64',
+          '--iters', String(o.connections), '--warmup', String(warmup)], { env: ctx.env, timeoutMs: o.timeoutMs });
+        problems.push(...failed('vtoe-pingpong client --mode connect', r));
+        const m = /"conn_us":\{"min":[\d.]+,"p50":([\d.]+),"p90":[\d.]+,"p99":([\d.]+),"mean":([\d.]+)\}/.exec(r.stdout);
+        if (m) {
+          figures.connect_p50_us = Number(m[1]);
+          figures.connect_p99_us = Number(m[2]);
+          figures.connect_mean_us = Number(m[3]);
+        } else {
+          problems.push('vtoe-pingpong --mode connect printed no result');
         }
       } finally {
         await server.stop();
