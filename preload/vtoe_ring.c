@@ -221,18 +221,27 @@ static size_t vtoe_iov_chunk(struct vtoe_iov_cur *cur)
 	return cur->i < cur->cnt ? cur->iov[cur->i].iov_len - cur->off : 0;
 }
 
-/* geo: the rx ring's, read after its head (it covers every byte published), and checked by
- * vtoe_rx_geo_valid(). */
+/*
+ * geo: the rx ring's, read after its head (it covers every byte published), and checked by
+ * vtoe_rx_geo_valid().  The area is a predicted branch, not an index: the data's address must
+ * not wait for geo's cache line, which comes from the producer's core, or the two transfers
+ * happen one after the other instead of at once (+70 ns a small message).
+ */
 static void vtoe_copy_out(struct vtoe_conn *c, uint64_t geo, uint64_t pos, size_t n,
 			  struct vtoe_iov_cur *cur)
 {
 	while (n) {
-		int area = vtoe_geo_area(geo, pos);
-		uint32_t size = area ? c->large : c->size;
-		size_t k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, size)), vtoe_iov_chunk(cur));
+		size_t room = vtoe_iov_chunk(cur); /* first: it moves on to the next iovec */
+		char *to = (char *)cur->iov[cur->i].iov_base + cur->off;
+		size_t k;
 
-		memcpy((char *)cur->iov[cur->i].iov_base + cur->off,
-		       c->rx_area[area] + (pos & (size - 1)), k);
+		if (vtoe_likely(vtoe_geo_area(geo, pos) == 0)) {
+			k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, c->size)), room);
+			memcpy(to, c->rx_area[0] + (pos & (c->size - 1)), k);
+		} else {
+			k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, c->large)), room);
+			memcpy(to, c->rx_area[1] + (pos & (c->large - 1)), k);
+		}
 		cur->off += k;
 		pos += k;
 		n -= k;
@@ -332,14 +341,19 @@ static int64_t vtoe_tx_room_now(struct vtoe_conn *c)
  * reader has caught up.  Only when the reader has read past the previous move, so that the
  * unread bytes never span more than two areas.  tx_lock held.
  */
+/* In the small area, with a large one to go to.  An application that sized its send buffer
+ * to fit the small ring keeps it. */
+static bool vtoe_tx_may_grow(const struct vtoe_conn *c)
+{
+	return c->large && !(c->tx_geo & 1) &&
+	       !(c->opts.sndbuf && 2 * (uint64_t)c->opts.sndbuf <= c->size);
+}
+
 static bool vtoe_tx_move(struct vtoe_conn *c, int area)
 {
 	uint64_t tail;
 
-	if (!c->large || (int)(c->tx_geo & 1) == area)
-		return false;
-	/* An application that sized its send buffer to fit the small ring keeps it. */
-	if (area == 1 && c->opts.sndbuf && 2 * (uint64_t)c->opts.sndbuf <= c->size)
+	if (area == 1 ? !vtoe_tx_may_grow(c) : !(c->tx_geo & 1))
 		return false;
 	tail = atomic_load_explicit(&c->tx->tail, ACQ);
 	if (tail < (c->tx_geo >> 1) || tail > c->tx_head || (area == 0 && tail != c->tx_head))
@@ -371,25 +385,29 @@ static bool vtoe_tx_grow_now(struct vtoe_conn *c)
 /*
  * About to wait for room: grow instead once the reader has read nothing for
  * VTOE_GROW_STALL_NS, as the kernel's buffers take more from a writer whose reader is not
- * reading.  Until then *wake_ns (if the ring can still grow) says when to look again; the
- * caller sleeps no longer than that.  tx_lock held.
+ * reading.  Until then *wake_ns says when to look again, and the caller sleeps no longer than
+ * that; only time stands in the way then (a move the reader must first read past is woken by
+ * the reader, as any wait for room is).  tx_lock held.
  */
 static bool vtoe_tx_grow(struct vtoe_conn *c, uint64_t *wake_ns)
 {
-	uint64_t tail, now;
+	uint64_t tail, now, due;
 
-	if (!c->large || (c->tx_geo & 1))
+	if (!vtoe_tx_may_grow(c))
 		return false;
 	tail = atomic_load_explicit(&c->tx->tail, ACQ);
+	if (tail < (c->tx_geo >> 1))
+		return false;
 	now = vtoe_now_ns();
 	if (tail != c->stall_tail || !c->stall_since) {
 		c->stall_tail = tail;
 		c->stall_since = now;
 	}
-	if (now - c->stall_since >= VTOE_GROW_STALL_NS && vtoe_tx_grow_now(c))
-		return true;
-	if (!(c->tx_geo & 1) && (!*wake_ns || *wake_ns > c->stall_since + VTOE_GROW_STALL_NS))
-		*wake_ns = c->stall_since + VTOE_GROW_STALL_NS;
+	due = c->stall_since + VTOE_GROW_STALL_NS;
+	if (now >= due)
+		return vtoe_tx_grow_now(c);
+	if (!*wake_ns || *wake_ns > due)
+		*wake_ns = due;
 	return false;
 }
 
@@ -739,8 +757,12 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 	/* Re-read our own index: after a fork another process may have consumed. */
 	c->rx_tail = atomic_load_explicit(&rx->tail, RLX);
 	for (;;) {
-		uint64_t head = atomic_load_explicit(&rx->head, ACQ);
-		uint64_t geo = atomic_load_explicit(&rx->geo, RLX); /* after head: covers it */
+		uint64_t head, geo;
+
+		/* The next bytes' line, fetched while head's is (see vtoe_copy_out). */
+		__builtin_prefetch(c->rx_area[0] + (c->rx_tail & (c->size - 1)));
+		head = atomic_load_explicit(&rx->head, ACQ);
+		geo = atomic_load_explicit(&rx->geo, RLX); /* after head: covers it */
 		int64_t used = vtoe_ring_used(head, c->rx_tail, vtoe_cap(c));
 		unsigned int fl;
 		int r;

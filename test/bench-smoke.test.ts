@@ -6,16 +6,18 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { benchCommand } from '../src/bench/bench-command.js';
+import { benchCommand, freePort } from '../src/bench/bench-command.js';
 import { runBench } from '../src/bench/harness.js';
 import { IMB_BENCHMARKS } from '../src/bench/imb.js';
 import { findChromium } from '../src/bench/report.js';
+import { connectWorkload } from '../src/bench/socket-workloads.js';
 import { kernelCallsWorkload } from '../src/bench/workloads.js';
 import { toolPath } from '../src/paths.js';
 import { repoRoot } from './helpers/cc.js';
 import { have } from './helpers/proc.js';
 
 const ompi = have('mpirun.openmpi') && have('mpicc.openmpi');
+
 const dir = mkdtempSync(join(tmpdir(), 'vtoe-bench-smoke-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -64,6 +66,21 @@ describe('vtoe bench smoke run', () => {
     expect(sp!.modes[0]!.offloaded, `fallbacks ${JSON.stringify(sp!.modes[0]!.fallbacks)}`).toBeGreaterThan(0);
     expect(ip!.modes[0]!.offloaded).toBe(5); // the control connection and four streams
   }, 180_000);
+
+  it('connect: short connections in offload and ipoib, each offloaded', async () => {
+    execFileSync('make', ['-s', '-C', join(repoRoot, 'tools')]);
+    const w = connectWorkload({ port: await freePort(), seconds: 1, timeoutMs: 60_000, connections: 100 });
+    const [res] = await runBench({ workloads: [w], modes: ['offload', 'ipoib'], reps: 1 });
+    const [off, ipoib] = res!.modes;
+    for (const m of [off!, ipoib!]) {
+      expect(m.problems, m.mode).toEqual([]);
+      expect(m.figures.connect_p50_us, m.mode).toBeGreaterThan(0);
+      expect(m.figures.connect_p99_us, m.mode).toBeGreaterThanOrEqual(m.figures.connect_p50_us!);
+    }
+    // 100 timed and 10 warm-up connections, every one offloaded
+    expect(off!.offloaded, `fallbacks ${JSON.stringify(off!.fallbacks)}`).toBe(110);
+    expect(ipoib!.offloaded ?? 0).toBe(0);
+  }, 120_000);
 
   // The real IMB-MPI1, built per MPI by tools/build-imb.sh (CI builds it from ../shared/third_party),
   // through offload and on kernel TCP: small messages and 200 repetitions, so each run takes a second.

@@ -59,7 +59,7 @@ export function findImb(flavour: MpiFlavour, given?: string): string | null {
 }
 
 /** A TCP port nobody listens on now (the kernel's pick). */
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer().once('error', reject).listen(0, '127.0.0.1', () => {
       const { port } = s.address() as { port: number };
