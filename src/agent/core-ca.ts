@@ -65,7 +65,7 @@ const LATE_ACCEPT_SCAN_MS = 50;
 const LATE_ACCEPT_GRACE_MS = 200;
 /**
  * Both directions ended (FIN) is not both readers done: the rings may still hold megabytes
- * (they grow for a lagging reader).  The entry stays, counters and `vtoe ss` row true, until
+ * (they grow for a reader that stalled).  The entry stays, counters and `vtoe ss` row true, until
  * they are read, the reader closes, or this long has passed (a reader that never reads).
  */
 const DRAIN_WAIT_MS = 30_000;

@@ -8,7 +8,7 @@ import { ShmConnection } from '../native.js';
 export type ShmLink = Pick<ShmConnection, 'ringSize' | 'mappedBytes' | 'residentBytes' | 'fdsFor' | 'releaseSide' | 'watchEnds' | 'hangUp' | 'relay' | 'counters' | 'close'>;
 
 export class ShmHostCA {
-  /** ringMaxSize: how far a ring grows for a lagging reader; at most ringSize: never. */
+  /** ringMaxSize: how far a ring grows for a reader that stalled; at most ringSize: never. */
   constructor(private readonly ringSize: number, private readonly ringMaxSize = 0) {}
 
   createLink(cid: bigint): ShmLink {
