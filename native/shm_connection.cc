@@ -6,9 +6,9 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <vector>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "fd_drain.h"
 #include "system_error.h"
