@@ -166,10 +166,10 @@ struct vtoe_ctl_rep {
 /* the region has one, a large area (ring_large bytes, sparse: its pages exist once touched).  */
 /* The producer moves to the large area when the small one is full and its reader has        */
 /* stalled (the kernel's buffers take more from a writer whose reader is not reading), and    */
-/* back to the small one when the ring is empty.  geo says                                    */
-/* where: bytes from position geo >> 1 on live in area geo & 1 (0 small, 1 large), bytes      */
-/* before it in the other one.  The producer moves only when the consumer has read every byte */
-/* before the previous move, so the unread bytes span at most the two areas, in that order.   */
+/* back to the small one when the ring is empty.  geo says where: bytes from position         */
+/* geo >> 1 on live in area geo & 1 (0 small, 1 large), bytes before it in the other one.     */
+/* The producer moves only when the consumer has read every byte before the previous move,    */
+/* so the unread bytes span at most the two areas, in that order.                              */
 /* Byte i of an area of size S lives at area[i & (S - 1)].                                     */
 /*                                                                                              */
 /* Doorbells.  Each side's application fd is one end of an AF_UNIX stream socketpair whose     */
