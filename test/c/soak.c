@@ -75,7 +75,12 @@ static void *writer(void *arg)
 	unsigned char *buf = malloc(max_chunk);
 	uint64_t rng = st->seed | 1;
 
-	while (buf && now() < deadline) {
+	if (!buf) {
+		st->failed = 1;
+		atomic_fetch_add(&failures, 1);
+		return NULL;
+	}
+	while (now() < deadline) {
 		size_t n = 1 + next(&rng) % max_chunk;
 		for (size_t i = 0; i < n; i++)
 			buf[i] = stream_byte(st->seed, st->written + i);
