@@ -78,6 +78,7 @@ static void *writer(void *arg)
 	if (!buf) {
 		st->failed = 1;
 		atomic_fetch_add(&failures, 1);
+		shutdown(st->fd, SHUT_WR); /* its reader still ends */
 		return NULL;
 	}
 	while (now() < deadline) {
