@@ -335,12 +335,6 @@ static int64_t vtoe_tx_room_now(struct vtoe_conn *c)
 			      c->size, c->large);
 }
 
-/*
- * Move our tx ring to `area` from head on (vtoe_abi.h, "Elastic rings"): to the large one
- * when a writer would otherwise wait for a reader that lags, back to the small one once the
- * reader has caught up.  Only when the reader has read past the previous move, so that the
- * unread bytes never span more than two areas.  tx_lock held.
- */
 /* In the small area, with a large one to go to.  An application that sized its send buffer
  * to fit the small ring keeps it. */
 static bool vtoe_tx_may_grow(const struct vtoe_conn *c)
@@ -349,6 +343,12 @@ static bool vtoe_tx_may_grow(const struct vtoe_conn *c)
 	       !(c->opts.sndbuf && 2 * (uint64_t)c->opts.sndbuf <= c->size);
 }
 
+/*
+ * Move our tx ring to `area` from head on (vtoe_abi.h, "Elastic rings"): to the large one
+ * when a writer would otherwise wait for a reader that stalled, back to the small one once the
+ * reader has caught up.  Only when the reader has read past the previous move, so that the
+ * unread bytes never span more than two areas.  tx_lock held.
+ */
 static bool vtoe_tx_move(struct vtoe_conn *c, int area)
 {
 	uint64_t tail;
