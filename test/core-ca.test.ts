@@ -65,7 +65,23 @@ function setup() {
     return { sid, cid: rep.cid! };
   };
   const accept = (clientPort: number) => send(SERVER, ABI.op.ACCEPT, { sid: listenSid, local: addr(5000), remote: addr(clientPort) })!;
-  return { core, send, connect, accept, counters, log, dropped, replies, links };
+  /** REQ, RTU, then the server's claim: an established connection and the server's reply. */
+  const establish = (clientPort: number) => {
+    const { sid, cid } = connect(clientPort);
+    send(CLIENT, ABI.op.ESTABLISH, { sid, cid });
+    return { sid, cid, acc: accept(clientPort) };
+  };
+  return { core, send, connect, accept, establish, counters, log, dropped, replies, links };
+}
+
+/** Runs fn with vitest's fake timers, which are put back whatever happens. */
+function withFakeTimers(fn: () => void): void {
+  vi.useFakeTimers();
+  try {
+    fn();
+  } finally {
+    vi.useRealTimers();
+  }
 }
 
 describe('core CA', () => {
@@ -83,29 +99,21 @@ describe('core CA', () => {
   });
 
   it('frees a connection whose client goes away only after its TIMEWAIT ended (the peer reset it)', () => {
-    vi.useFakeTimers();
-    try {
+    withFakeTimers(() => {
       const t = setup();
-      const { sid, cid } = t.connect(40050);
-      t.send(CLIENT, ABI.op.ESTABLISH, { sid, cid });
-      const acc = t.accept(40050);
+      const { cid, acc } = t.establish(40050);
       t.send(SERVER, ABI.op.CLOSE, { sid: acc.sid!, cid, arg: ABI.close.RESET });
       vi.runAllTimers(); // TIMEWAIT over: both ends IDLE before the client's channel closes
       t.core.processClosed(CLIENT, 'closed');
       expect(t.core.processes.has(CLIENT)).toBe(false);
       expect(t.core.connections.size).toBe(0);
-    } finally {
-      vi.useRealTimers();
-    }
+    });
   });
 
   it('keeps a connection whose directions both ended until its reader has read what its ring holds', () => {
-    vi.useFakeTimers();
-    try {
+    withFakeTimers(() => {
       const t = setup();
-      const { sid, cid } = t.connect(40051);
-      t.send(CLIENT, ABI.op.ESTABLISH, { sid, cid });
-      const acc = t.accept(40051);
+      const { sid, cid, acc } = t.establish(40051);
       t.links[0]!.index[0] = { head: 3_000_000, tail: 1_000_000 }; // 2 MB the server has not read yet
       t.send(CLIENT, ABI.op.CLOSE, { sid, cid });
       t.send(SERVER, ABI.op.CLOSE, { sid: acc.sid!, cid });
@@ -115,19 +123,14 @@ describe('core CA', () => {
       vi.advanceTimersByTime(100);
       expect(t.core.connections.size).toBe(0);
       expect(t.counters.closedBytesReceived).toBe(3_000_000);
-    } finally {
-      vi.useRealTimers();
-    }
+    });
   });
 
   it('frees such a connection once its reader has closed, or after a bound', () => {
-    vi.useFakeTimers();
-    try {
+    withFakeTimers(() => {
       const t = setup();
       for (const [port, how] of [[40052, 'closed'], [40053, 'never reads']] as const) {
-        const { sid, cid } = t.connect(port);
-        t.send(CLIENT, ABI.op.ESTABLISH, { sid, cid });
-        const acc = t.accept(port);
+        const { sid, cid, acc } = t.establish(port);
         const link = t.links.at(-1)!;
         link.index[0] = { head: 5000, tail: 0 };
         t.send(CLIENT, ABI.op.CLOSE, { sid, cid });
@@ -138,9 +141,7 @@ describe('core CA', () => {
         vi.advanceTimersByTime(how === 'closed' ? 100 : 30_000);
         expect(t.core.connections.size, how).toBe(0);
       }
-    } finally {
-      vi.useRealTimers();
-    }
+    });
   });
 
   it('answers a kernel client on a both-mode listener with FALLBACK', () => {
@@ -194,9 +195,7 @@ describe('core CA', () => {
 
   it('records a reset when a side that died left data unread, though its death was noted as a FIN', () => {
     const t = setup();
-    const { sid, cid } = t.connect(40007);
-    t.send(CLIENT, ABI.op.ESTABLISH, { sid, cid });
-    t.accept(40007);
+    const { cid } = t.establish(40007);
     t.core.processClosed(CLIENT, 'closed'); // the CM hears of the death first: a FIN
     t.links[0]!.end!(0, 'reset'); // then the native side finds the client's rx ring unread
     const server = t.log.list(cid.toString()).filter((e) => e.side === 1 && e.machine === 'tcp').map((e) => e.event);
@@ -207,9 +206,7 @@ describe('core CA', () => {
 
   it('hangs up a writer whose peer is gone (PEER_RESET), and drops one that lies about it', () => {
     const t = setup();
-    const { sid, cid } = t.connect(40008);
-    t.send(CLIENT, ABI.op.ESTABLISH, { sid, cid });
-    const acc = t.accept(40008);
+    const { sid, cid, acc } = t.establish(40008);
     t.send(SERVER, ABI.op.PEER_RESET, { sid: acc.sid!, cid }); // the client still reads
     expect(t.dropped).toEqual([SERVER]);
     expect(t.links[0]!.hungUp).toEqual([]);

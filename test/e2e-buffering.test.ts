@@ -9,6 +9,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
 import { killAll, startProc } from './helpers/proc.js';
+import { PY_ECHO_TO_EOF, pyListener } from './helpers/py-snippets.js';
 
 let dir: string;
 let agent: Agent;
@@ -28,23 +29,11 @@ afterAll(async () => {
 // Echoes one connection.  With 'wait' it reads nothing until a line arrives on stdin.
 const SERVER = `
 import socket, sys
-l = socket.socket()
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind(('127.0.0.1', 0))
-l.listen(1)
-print(l.getsockname()[1], flush=True)
-c, _ = l.accept()
+${pyListener(1)}c, _ = l.accept()
 print('accepted', flush=True)
 if sys.argv[1] == 'wait':
     sys.stdin.readline()
-total = 0
-while True:
-    d = c.recv(65536)
-    if not d:
-        break
-    c.sendall(d)
-    total += len(d)
-c.close()
+${PY_ECHO_TO_EOF}c.close()
 print('echoed', total, flush=True)
 `;
 

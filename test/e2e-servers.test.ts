@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
 import { have, killAll, startProc, waitStderr } from './helpers/proc.js';
+import { PY_ECHO_TO_EOF, pyListener } from './helpers/py-snippets.js';
 
 let dir: string;
 let agent: Agent;
@@ -80,12 +81,7 @@ describe('a forking server (accept, fork a child per connection, close the paren
 
 const ECHO_SERVER = `
 import socket
-l = socket.socket()
-l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind(('127.0.0.1', 0))
-l.listen(16)
-print(l.getsockname()[1], flush=True)
-while True:
+${pyListener(16)}while True:
     c, _ = l.accept()
     while True:
         d = c.recv(65536)
@@ -182,14 +178,7 @@ describe('a server whose agent is replaced (restart, upgrade)', () => {
 
 // Python: accept one connection on listener l and echo it to its end, counting the bytes.
 const ECHO_ONE = `c, _ = l.accept()
-total = 0
-while True:
-    d = c.recv(65536)
-    if not d:
-        break
-    c.sendall(d)
-    total += len(d)
-`;
+${PY_ECHO_TO_EOF}`;
 
 // A listener registered with the agent, then passed to a child that cannot take offloaded
 // connections (argv[1]: how), which accepts and echoes.  With "wait", the child starts only
