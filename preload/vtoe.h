@@ -240,7 +240,9 @@ struct vtoe_conn {
 	uint32_t side;
 	struct vtoe_ring_ctl *tx, *rx;
 	unsigned char *tx_area[2], *rx_area[2]; /* small, large */
-	int fd;   /* our private reference to the application's socket (a high internal fd) */
+	int fd;   /* one of the application's numbers for the socket, or, once the application
+		   * closed that one, a number of ours (vtoe_socket.c, vtoe_conn_fd_leaving) */
+	int fd_retired; /* a number the application closed while a call may still use it */
 	int bell; /* the peer's doorbell */
 	int memfd; /* the region, kept (internal, close-on-exec) so that an exec can hand it on */
 	uint32_t sid;

@@ -479,11 +479,9 @@ void vtoe_adopt_record(char *rec, bool scan_low)
 	s->c.spin_us = spin;
 	s->c.memfd = vtoe_fd_move_high(memfd);
 	s->c.bell = vtoe_fd_move_high(bell);
-	s->c.fd = REAL(fcntl)((int)fds[0], F_DUPFD_CLOEXEC, vtoe_cfg.internal_fd_base);
+	s->c.fd = (int)fds[0];
 	vtoe_fd_set_internal(s->c.memfd, true);
 	vtoe_fd_set_internal(s->c.bell, true);
-	if (s->c.fd >= 0)
-		vtoe_fd_set_internal(s->c.fd, true);
 	atomic_store(&s->c.nonblock, (REAL(fcntl)((int)fds[0], F_GETFL) & O_NONBLOCK) != 0);
 	/* Shared, as after fork: the image that exec'd may not have been the only holder. */
 	s->gen = s->c.gen = ~0u;

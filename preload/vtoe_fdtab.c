@@ -126,6 +126,7 @@ struct vtoe_sock *vtoe_sock_new(int kind, int family)
 	}
 	vtoe_sock_init_locks(s);
 	s->c.fd = -1;
+	s->c.fd_retired = -1;
 	s->c.bell = -1;
 	s->c.memfd = -1;
 	s->family = family;
@@ -259,7 +260,8 @@ int vtoe_fd_rehome_internal(int fd)
 		vtoe_park_fd_rehome(fd, nfd);
 	for (s = __atomic_load_n(&vtoe_pool_all, __ATOMIC_ACQUIRE); s && !found; s = s->all_next)
 		found = atomic_load(&s->kind) == VTOE_KIND_CONN &&
-			(vtoe_fd_swap(&s->c.fd, fd, nfd) || vtoe_fd_swap(&s->c.bell, fd, nfd) ||
+			(vtoe_fd_swap(&s->c.fd, fd, nfd) || vtoe_fd_swap(&s->c.fd_retired, fd, nfd) ||
+			 vtoe_fd_swap(&s->c.bell, fd, nfd) ||
 			 vtoe_fd_swap(&s->c.memfd, fd, nfd));
 	if (!found) { /* nobody holds it any more: the number is simply free */
 		vtoe_fd_set_internal(nfd, false);

@@ -1259,6 +1259,11 @@ uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared)
 		REAL(close)(c->fd);
 		c->fd = -1;
 	}
+	if (c->fd_retired >= 0) {
+		vtoe_fd_set_internal(c->fd_retired, false);
+		REAL(close)(c->fd_retired);
+		c->fd_retired = -1;
+	}
 	return res;
 }
 

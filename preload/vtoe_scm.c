@@ -222,7 +222,7 @@ bool vtoe_scm_recvmsg(int fd, struct msghdr *msg, int flags, ssize_t *result)
 			msg->msg_flags |= MSG_CTRUNC;
 			fit = rights && room > CMSG_LEN(0) ? (int)((room - CMSG_LEN(0)) / sizeof(int)) : 0;
 			for (int i = fit; i < cn; i++)
-				REAL(close)(cfds[i]);
+				vtoe_fd_close(cfds[i]);
 			if (!fit)
 				continue;
 			payload = sizeof(int) * (size_t)fit;

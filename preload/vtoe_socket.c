@@ -27,11 +27,20 @@ static bool vtoe_sock_shared(struct vtoe_sock *s)
 	return atomic_load(&s->nfds) > 1 || s->gen != atomic_load(&vtoe_fork_gen);
 }
 
-/* Drop a table entry left by a close we did not see (fclose, close_range...). */
+/* Drop a table entry left by a close we did not see (close_range, a libc-internal close...).
+ * A connection that worked on that number has lost it: it must not touch the new file. */
 static void vtoe_fd_forget_stale(int fd)
 {
-	if (fd >= 0 && vtoe_fd_peek(fd))
-		vtoe_fd_install(fd, NULL);
+	struct vtoe_sock *s;
+
+	if (fd < 0 || !vtoe_fd_peek(fd))
+		return;
+	s = vtoe_fd_remove(fd);
+	if (s && s != &vtoe_internal_sock && atomic_load(&s->kind) == VTOE_KIND_CONN) {
+		if (vtoe_fd_swap(&s->c.fd, fd, -1))
+			atomic_fetch_or(&s->c.flags, VTOE_CF_PEER_GONE | VTOE_CF_BROKEN);
+	}
+	vtoe_sock_put(s);
 }
 
 static void vtoe_close_fds(int *fds)
@@ -139,10 +148,12 @@ static int vtoe_conn_attach(int fd, struct vtoe_sock *conn, int *fds, bool nonbl
 	/* From here on the number the application holds is the offloaded socket. */
 	if (REAL(dup3)(fds[VTOE_FD_APP], fd, cloexec ? O_CLOEXEC : 0) < 0)
 		return -1;
-	c->fd = vtoe_fd_move_high(fds[VTOE_FD_APP]);
+	/* The shim works on the application's own number: no private copy (an fd per
+	 * connection); vtoe_fd_close() keeps it valid for as long as the shim may use it. */
+	REAL(close)(fds[VTOE_FD_APP]);
+	c->fd = fd;
 	c->bell = vtoe_fd_move_high(fds[VTOE_FD_PEER_BELL]);
 	fds[VTOE_FD_APP] = fds[VTOE_FD_PEER_BELL] = -1;
-	vtoe_fd_set_internal(c->fd, true);
 	vtoe_fd_set_internal(c->bell, true);
 	atomic_store(&conn->kind, VTOE_KIND_CONN); /* from now on its release closes it */
 	vtoe_fd_install(fd, conn);
@@ -684,10 +695,48 @@ VTOE_EXPORT int close(int fd)
 	return vtoe_fd_close(fd);
 }
 
+/*
+ * A connection works on one of the application's numbers for its socket (c->fd), and the
+ * application is closing (after clearing its slot) or replacing (dup2 onto it) that number.  Returns 1 if
+ * the number stays open for the connection (the caller must not close it: the release does),
+ * 0 if the caller may go on, -1 (EMFILE) if no number was left to move to.
+ */
+static int vtoe_conn_fd_leaving(struct vtoe_sock *s, int fd, bool replacing)
+{
+	int nfd;
+
+	if (atomic_load(&s->kind) != VTOE_KIND_CONN ||
+	    __atomic_load_n(&s->c.fd, __ATOMIC_SEQ_CST) != fd)
+		return 0;
+	if (!replacing && atomic_load(&s->nfds) == 0) {
+		/* The last number: the release (FIN or reset) runs on it and closes it, now or,
+		 * if a call in progress (a blocked reader) holds the socket, when that returns. */
+		vtoe_fd_set_internal(fd, true);
+		return 1;
+	}
+	/* Other numbers keep the socket: move to a copy of our own.  Then look for calls in
+	 * progress, which may have read the old number before the move (they take their
+	 * reference first): while there may be, the old number stays open too. */
+	nfd = REAL(fcntl)(fd, F_DUPFD_CLOEXEC, vtoe_cfg.internal_fd_base);
+	if (nfd < 0) {
+		if (replacing)
+			return -1; /* the caller fails with EMFILE, as the kernel's dup would */
+		vtoe_fd_set_internal(fd, true); /* out of numbers: keep this one */
+		return 1;
+	}
+	vtoe_fd_set_internal(nfd, true);
+	__atomic_store_n(&s->c.fd, nfd, __ATOMIC_SEQ_CST);
+	if (replacing || atomic_load(&s->ref) == atomic_load(&s->nfds) + 1)
+		return 0;
+	vtoe_fd_set_internal(fd, true);
+	__atomic_store_n(&s->c.fd_retired, fd, __ATOMIC_SEQ_CST);
+	return 1;
+}
+
 int vtoe_fd_close(int fd)
 {
 	struct vtoe_sock *s = vtoe_fd_peek(fd);
-	int r;
+	int r = 0;
 
 	if (vtoe_likely(!s))
 		return REAL(close)(fd);
@@ -695,7 +744,8 @@ int vtoe_fd_close(int fd)
 		return vtoe_ebadf();
 	/* Untrack first: once the number is closed another thread may get it back. */
 	s = vtoe_fd_remove(fd);
-	r = REAL(close)(fd);
+	if (!s || vtoe_conn_fd_leaving(s, fd, false) == 0)
+		r = REAL(close)(fd);
 	vtoe_sock_put(s);
 	return r;
 }
@@ -759,6 +809,13 @@ static int vtoe_dup_to(int oldfd, int newfd, int flags, bool is3)
 		return vtoe_ebadf();
 	if (sn == &vtoe_internal_sock && vtoe_fd_rehome_internal(newfd) < 0)
 		return -1; /* no number left for ours: EMFILE, as the kernel would say for a dup */
+	if (sn && sn != &vtoe_internal_sock && oldfd != newfd && so != sn) {
+		sn = vtoe_fd_get(newfd);
+		r = sn && sn != &vtoe_internal_sock ? vtoe_conn_fd_leaving(sn, newfd, true) : 0;
+		vtoe_sock_put(sn == &vtoe_internal_sock ? NULL : sn);
+		if (r < 0)
+			return -1;
+	}
 	so = vtoe_fd_get(oldfd);
 	r = is3 ? REAL(dup3)(oldfd, newfd, flags) : REAL(dup2)(oldfd, newfd);
 	if (r >= 0 && oldfd != newfd)
