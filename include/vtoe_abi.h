@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change to anything in this file. */
-#define VTOE_ABI_VERSION 3u
+#define VTOE_ABI_VERSION 4u
 
 #define VTOE_CTL_MAGIC 0x56544f45u    /* "VTOE" */
 #define VTOE_REGION_MAGIC 0x56524730u /* "VRG0" */
@@ -103,6 +103,9 @@ enum vtoe_ctl_op {
 	VTOE_OP_FALLBACK = 9,  /* note: the shim carried a socket on kernel TCP; arg = reason */
 	VTOE_OP_PEER_RESET = 10, /* note: sid wrote after its peer's socket was gone; the agent
 				  * hangs up sid's fd, as TCP's answering reset would */
+	VTOE_OP_ATTACH = 11,   /* RPC: the request carries a socket of connection cid (SCM_RIGHTS)
+				* whose region this process lacks (inherited over exec, received
+				* with SCM_RIGHTS); the ACK carries the region memfd and its side */
 	VTOE_OP__COUNT
 };
 
@@ -131,7 +134,9 @@ struct vtoe_ctl_req {
 	char name[16]; /* HELLO: NUL-padded program name; otherwise all 0 */
 };
 
-/* File descriptors a CONNECT or ACCEPT reply carries, in this order. */
+/* File descriptors a CONNECT or ACCEPT reply carries, in this order (an ATTACH reply carries
+ * the region alone).  On the shm fabric a process maps the region and closes the memfd: an
+ * offloaded socket costs it two descriptors, its socket and the peer's doorbell. */
 enum vtoe_rep_fd {
 	VTOE_FD_REGION = 0, /* the connection's memfd */
 	VTOE_FD_APP = 1,    /* becomes the application's socket fd */

@@ -52,14 +52,21 @@ std::vector<unique_fd> passed_fds(msghdr &msg)
 	return fds;
 }
 
-// A connected TCP socket: what an ESTABLISH may carry.
-bool is_tcp_socket(int fd)
+bool is_stream_socket(int fd, bool unix_domain)
 {
 	int type = 0, domain = 0;
 	socklen_t l = sizeof(int);
 	return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) == 0 && type == SOCK_STREAM &&
 	       getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l) == 0 &&
-	       (domain == AF_INET || domain == AF_INET6);
+	       (unix_domain ? domain == AF_UNIX : (domain == AF_INET || domain == AF_INET6));
+}
+
+// What a request may carry: ESTABLISH its kernel TCP rendezvous socket, ATTACH an offloaded
+// socket (a Unix socketpair end).  Nothing else carries a descriptor.
+bool may_carry(uint16_t op, int fd)
+{
+	return (op == VTOE_OP_ESTABLISH && is_stream_socket(fd, false)) ||
+	       (op == VTOE_OP_ATTACH && is_stream_socket(fd, true));
 }
 
 } // namespace
@@ -270,10 +277,8 @@ bool ControlServer::receive_one(uint64_t client, int fd)
 	std::vector<unique_fd> passed;
 	if (msg.msg_controllen > 0)
 		passed = passed_fds(msg);
-	// Only an ESTABLISH may carry a descriptor: one TCP socket.
 	const bool carries_socket = passed.size() == 1 && !(msg.msg_flags & MSG_CTRUNC) &&
-				    length == sizeof(vtoe_ctl_req) && buffer.req.op == VTOE_OP_ESTABLISH &&
-				    is_tcp_socket(passed[0].get());
+				    length == sizeof(vtoe_ctl_req) && may_carry(buffer.req.op, passed[0].get());
 	if ((msg.msg_controllen > 0 || (msg.msg_flags & MSG_CTRUNC)) && !carries_socket) {
 		violation(client, fd, buffer.req, length,
 			  "ancillary data is not allowed (" + std::to_string(passed.size()) +

@@ -83,11 +83,10 @@ std::vector<int> fds_from_js(const Napi::Value &value)
 	if (!value.IsArray())
 		throw Napi::TypeError::New(value.Env(), "fds must be an array of file descriptors");
 	Napi::Array array = value.As<Napi::Array>();
-	if (array.Length() != 0 && array.Length() != VTOE_FD__COUNT)
+	if (array.Length() > VTOE_FD__COUNT)
 		throw Napi::RangeError::New(value.Env(),
-					    "a reply carries no descriptors or exactly " +
-						    std::to_string(VTOE_FD__COUNT) +
-						    " (region, app, peer bell: enum vtoe_rep_fd)");
+					    "a reply carries at most " + std::to_string(VTOE_FD__COUNT) +
+						    " descriptors (region, app, peer bell: enum vtoe_rep_fd)");
 	for (uint32_t i = 0; i < array.Length(); i++)
 		fds.push_back(static_cast<int>(js_integer(array.Get(i), "fds[i]", 0, INT32_MAX)));
 	return fds;

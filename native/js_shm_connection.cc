@@ -23,6 +23,8 @@ public:
 				   {
 					   InstanceMethod<&JsShmConnection::fds_for>("fdsFor"),
 					   InstanceMethod<&JsShmConnection::release_side>("releaseSide"),
+					   InstanceMethod<&JsShmConnection::side_of_socket>("sideOfSocket"),
+					   InstanceMethod<&JsShmConnection::region_fd>("regionFd"),
 					   InstanceMethod<&JsShmConnection::watch_ends>("watchEnds"),
 					   InstanceMethod<&JsShmConnection::hang_up>("hangUp"),
 					   InstanceMethod<&JsShmConnection::relay>("relay"),
@@ -77,6 +79,18 @@ private:
 	{
 		int side = side_argument(info[0], "side");
 		at_js_boundary(info.Env(), [&] { connection_->release_side(side); });
+	}
+
+	Napi::Value side_of_socket(const Napi::CallbackInfo &info)
+	{
+		int fd = static_cast<int>(js_integer(info[0], "fd", 0, INT32_MAX));
+		return Napi::Number::New(info.Env(), connection_->side_of_socket(fd));
+	}
+
+	Napi::Value region_fd(const Napi::CallbackInfo &info)
+	{
+		return Napi::Number::New(info.Env(),
+					 at_js_boundary(info.Env(), [&] { return connection_->region_fd(); }));
 	}
 
 	Napi::Value counters(const Napi::CallbackInfo &info)

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -75,6 +76,13 @@ ShmConnection::ShmConnection(uint32_t ring_size, uint32_t ring_large, uint64_t c
 		}
 		app_[side].reset(pair[0]);
 		bell_[side].reset(pair[1]);
+		struct stat st;
+		if (fstat(pair[0], &st) != 0) {
+			int err = errno;
+			close();
+			throw_system_error(err, "cannot identify a doorbell socketpair");
+		}
+		app_id_[side] = {st.st_dev, st.st_ino};
 		// The app fd carries only the reset fuse and the filler that makes it unwritable
 		// while its ring is full (VTOE_BELL_SNDBUF, vtoe_abi.h).
 		int sndbuf = VTOE_BELL_SNDBUF;
@@ -148,10 +156,7 @@ std::array<unique_fd, 2> ShmConnection::take_agent_end(int app_side)
 	if (released_[agent_side])
 		throw_system_error(EBADF, "side " + std::to_string(agent_side) + " was already released");
 	released_[agent_side] = true;
-	std::array<unique_fd, 2> end = {std::move(app_[agent_side]), std::move(bell_[app_side])};
-	if (released_[0] && released_[1])
-		memfd_.reset();
-	return end;
+	return {std::move(app_[agent_side]), std::move(bell_[app_side])};
 }
 
 void ShmConnection::release_side(int side)
@@ -163,8 +168,25 @@ void ShmConnection::release_side(int side)
 	app_[side].reset();
 	if (!keep_bells_)
 		bell_[1 - side].reset();
-	if (released_[0] && released_[1])
-		memfd_.reset();
+}
+
+int ShmConnection::side_of_socket(int fd) const
+{
+	struct stat st;
+	if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
+		return -1;
+	for (int side = 0; side < kSides; side++)
+		if (app_id_[side].first == st.st_dev && app_id_[side].second == st.st_ino)
+			return side;
+	return -1;
+}
+
+int ShmConnection::region_fd() const
+{
+	region();
+	if (!memfd_)
+		throw_system_error(EBADF, "the connection's region descriptor is closed");
+	return memfd_.get();
 }
 
 unique_fd ShmConnection::take_app(int side)
@@ -174,10 +196,7 @@ unique_fd ShmConnection::take_app(int side)
 	if (released_[side])
 		throw_system_error(EBADF, "side " + std::to_string(side) + " was already released");
 	released_[side] = true;
-	unique_fd app = std::move(app_[side]);
-	if (released_[0] && released_[1])
-		memfd_.reset();
-	return app;
+	return std::move(app_[side]);
 }
 
 SideEnd ShmConnection::end_side(int side)

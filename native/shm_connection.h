@@ -8,6 +8,9 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <utility>
+
+#include <sys/types.h>
 
 #include "unique_fd.h"
 #include "vtoe_abi.h"
@@ -47,8 +50,15 @@ public:
 	std::array<int, VTOE_FD__COUNT> fds_for(int side) const;
 
 	// Closes the agent's copies of `side`'s app fd and, unless keep_bells(), of its peer bell
-	// (after they were sent).  Once both sides are released the memfd closes; the mapping stays.
+	// (after they were sent).  The memfd stays until close(): a process that inherits or is
+	// passed the socket asks for it (ATTACH), since processes do not keep it.
 	void release_side(int side);
+
+	// The side whose socket `fd` is (the same socket, in any process), or -1: the proof an
+	// ATTACH must bring.  fd is only looked at.
+	int side_of_socket(int fd) const;
+	// The region's memfd, for ATTACH.  Throws EBADF after close().
+	int region_fd() const;
 
 	// The agent keeps both bells from now on, so that no process's exit hangs up its peer's
 	// fd: end_side() decides what the peer sees (the shm fabric, whose ends the agent watches).
@@ -112,6 +122,8 @@ private:
 	// app_[s] becomes side s's socket; bell_[s] is its other end, given to side 1-s.
 	std::array<unique_fd, kSides> app_;
 	std::array<unique_fd, kSides> bell_;
+	// Identity of app_[s]'s socket (st_dev, st_ino), kept after app_[s] is handed out.
+	std::array<std::pair<dev_t, ino_t>, kSides> app_id_{};
 	std::array<bool, kSides> released_ = {false, false};
 	bool keep_bells_ = false;
 };

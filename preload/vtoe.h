@@ -244,7 +244,8 @@ struct vtoe_conn {
 		   * closed that one, a number of ours (vtoe_socket.c, vtoe_conn_fd_leaving) */
 	int fd_retired; /* a number the application closed while a call may still use it */
 	int bell; /* the peer's doorbell */
-	int memfd; /* the region, kept (internal, close-on-exec) so that an exec can hand it on */
+	int memfd; /* the region on the verbs fabric, kept (internal, close-on-exec) for an exec to
+		    * hand on; -1 on the shm fabric, whose agent gives it again (ATTACH) */
 	uint32_t sid;
 	uint64_t cid;
 	uint32_t fabric;     /* enum vtoe_fabric; VTOE_FABRIC_NONE when inherited (not recorded) */
@@ -351,6 +352,8 @@ bool vtoe_scm_recvmsg(int fd, struct msghdr *msg, int flags, ssize_t *result);
 /* ------------------------------------------------------------------------------------------ */
 int vtoe_ctl_up(void);
 int vtoe_ctl_rpc(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep, int fds[VTOE_FD__COUNT]);
+int vtoe_ctl_rpc_fd(struct vtoe_ctl_req *req, int send_fd, struct vtoe_ctl_rep *rep,
+		    int fds[VTOE_FD__COUNT]);
 void vtoe_ctl_note(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg);
 void vtoe_ctl_note_fd(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg, int fd);
 uint32_t vtoe_ctl_spin_us(void);

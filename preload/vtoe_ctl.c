@@ -221,7 +221,8 @@ static int vtoe_ctl_recv_locked(uint32_t seq, struct vtoe_ctl_rep *rep, int fds[
 	 * back and tells the agent so. */
 	if (n == (ssize_t)sizeof(*rep) && (msg.msg_flags & MSG_CTRUNC) &&
 	    !(msg.msg_flags & MSG_TRUNC) && rep->magic == VTOE_CTL_MAGIC &&
-	    rep->abi == VTOE_ABI_VERSION && rep->seq == seq && rep->nfds == VTOE_FD__COUNT) {
+	    rep->abi == VTOE_ABI_VERSION && rep->seq == seq && rep->nfds >= 1 &&
+	    rep->nfds <= VTOE_FD__COUNT) {
 		vtoe_close_fds(got, ngot);
 		vtoe_dbg("agent reply's descriptors did not fit (%d of %u): kernel TCP", ngot, rep->nfds);
 		errno = EMFILE;
@@ -229,7 +230,7 @@ static int vtoe_ctl_recv_locked(uint32_t seq, struct vtoe_ctl_rep *rep, int fds[
 	}
 	if (n != (ssize_t)sizeof(*rep) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
 	    rep->magic != VTOE_CTL_MAGIC || rep->abi != VTOE_ABI_VERSION || rep->seq != seq ||
-	    rep->nfds != (uint32_t)ngot || (ngot != 0 && ngot != VTOE_FD__COUNT)) {
+	    rep->nfds != (uint32_t)ngot || ngot > VTOE_FD__COUNT) {
 		vtoe_warn("malformed agent reply (len %zd flags %#x magic %#x seq %u/%u nfds %u/%d)",
 			  n, msg.msg_flags, rep->magic, rep->seq, seq, rep->nfds, ngot);
 		vtoe_close_fds(got, ngot);
@@ -241,14 +242,14 @@ static int vtoe_ctl_recv_locked(uint32_t seq, struct vtoe_ctl_rep *rep, int fds[
 	return 0;
 }
 
-static int vtoe_ctl_rpc_locked(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep,
+static int vtoe_ctl_rpc_locked(struct vtoe_ctl_req *req, int send_fd, struct vtoe_ctl_rep *rep,
 			       int fds[VTOE_FD__COUNT], long long timeout_ms)
 {
 	long long deadline = vtoe_now_ms() + timeout_ms;
 	int dummy[VTOE_FD__COUNT];
 
 	req->seq = ++vtoe_ctl_seq;
-	if (vtoe_ctl_send_locked(req, deadline, -1) < 0 ||
+	if (vtoe_ctl_send_locked(req, deadline, send_fd) < 0 ||
 	    vtoe_ctl_recv_locked(req->seq, rep, fds ? fds : dummy, deadline) < 0) {
 		/* EOF or EPIPE: the agent closed the channel (it went away); else it is stuck */
 		bool lost = errno == ECONNRESET || errno == EPIPE;
@@ -301,7 +302,7 @@ static int vtoe_ctl_connect_locked(void)
 	vtoe_ctl_req_init(&req, VTOE_OP_HELLO);
 	req.arg = (uint32_t)getpid();
 	strncpy(req.name, program_invocation_short_name, sizeof(req.name) - 1);
-	if (vtoe_ctl_rpc_locked(&req, &rep, NULL,
+	if (vtoe_ctl_rpc_locked(&req, -1, &rep, NULL,
 				VTOE_MIN(vtoe_cfg.agent_timeout_ms, VTOE_CTL_HELLO_MS)) < 0)
 		return -1;
 	if (rep.event != VTOE_EV_ACK) {
@@ -346,6 +347,13 @@ uint32_t vtoe_ctl_spin_us(void)
  * or EMFILE: the reply (in rep) came but its descriptors did not fit in this process. */
 int vtoe_ctl_rpc(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep, int fds[VTOE_FD__COUNT])
 {
+	return vtoe_ctl_rpc_fd(req, -1, rep, fds);
+}
+
+/* The same, with send_fd (if >= 0) passed along with the request; ours stays the caller's. */
+int vtoe_ctl_rpc_fd(struct vtoe_ctl_req *req, int send_fd, struct vtoe_ctl_rep *rep,
+		    int fds[VTOE_FD__COUNT])
+{
 	int r = -1;
 
 	memset(rep, 0, sizeof(*rep)); /* callers read it after EMFILE; never stale */
@@ -353,7 +361,7 @@ int vtoe_ctl_rpc(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep, int fds[VTO
 		fds[0] = fds[1] = fds[2] = -1;
 	pthread_mutex_lock(&vtoe_ctl_lock);
 	if (vtoe_ctl_connect_locked() == 0)
-		r = vtoe_ctl_rpc_locked(req, rep, fds, vtoe_cfg.agent_timeout_ms);
+		r = vtoe_ctl_rpc_locked(req, send_fd, rep, fds, vtoe_cfg.agent_timeout_ms);
 	pthread_mutex_unlock(&vtoe_ctl_lock);
 	vtoe_ctl_after_connect();
 	if (r == 0)

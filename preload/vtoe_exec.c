@@ -3,9 +3,12 @@
  *
  * An exec keeps the application's fd (unless it is close-on-exec) but closes the shim's own
  * descriptors and drops its mappings, which would leave a dead fd in the new image.  So the
- * exec wrappers hand every inheritable connection on: its region memfd and the peer's doorbell
- * lose close-on-exec for the exec, and the environment variable VTOE_INHERIT describes them.
- * The new image's shim adopts them when it loads (vtoe_exec_adopt) and removes the variable.
+ * exec wrappers hand every inheritable connection on: the peer's doorbell (and on the verbs
+ * fabric the region's memfd) lose close-on-exec for the exec, and the environment variable
+ * VTOE_INHERIT describes them.  The new image's shim adopts them when it loads
+ * (vtoe_exec_adopt), asking the agent for the region of a shm connection (ATTACH, with the
+ * socket as the proof that it holds it), and removes the variable.  Without an agent then, a
+ * shm connection cannot be adopted: its fd stays a bare socketpair end.
  *
  * An adopted connection counts as shared (as after fork): closing it in the new image does not
  * write a FIN into the ring; the peer sees the end when the last holder of the doorbell closes.
@@ -71,8 +74,8 @@ static size_t vtoe_unhex(void *p, size_t max, const char *in)
 }
 
 /* One connection as a VTOE_INHERIT record: its fds (e.g. "0+1"), the socket's inode, then the
- * descriptors that carry its region and doorbell, then what the new holder needs to know.
- * -1 if it is too long. */
+ * descriptors that carry its region (-1: the new holder asks the agent, ATTACH) and doorbell,
+ * then what the new holder needs to know.  -1 if it is too long. */
 int vtoe_handover_describe(struct vtoe_sock *s, const char *fds, int memfd, int bell, char *out,
 			   size_t cap)
 {
@@ -140,7 +143,7 @@ static void vtoe_handover_prepare(struct vtoe_handover *h, char *const envp[], b
 		int fl, n;
 
 		if (!s || s == &vtoe_internal_sock || atomic_load(&s->kind) != VTOE_KIND_CONN ||
-		    s->c.memfd < 0 || s->c.bell < 0)
+		    s->c.bell < 0)
 			continue;
 		fl = REAL(fcntl)((int)fd, F_GETFD);
 		if (fl < 0 || ((fl & FD_CLOEXEC) && !with_cloexec))
@@ -174,7 +177,8 @@ static void vtoe_handover_prepare(struct vtoe_handover *h, char *const envp[], b
 		}
 		memcpy(var + len, rec, (size_t)n + 1);
 		len += (size_t)n;
-		vtoe_keep_open(h, s->c.memfd);
+		if (s->c.memfd >= 0)
+			vtoe_keep_open(h, s->c.memfd);
 		vtoe_keep_open(h, s->c.bell);
 		vtoe_keep_sock(h, s);
 	}
@@ -418,6 +422,25 @@ static bool vtoe_fd_is_socket(int fd, unsigned long long ino)
 	return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && (unsigned long long)st.st_ino == ino;
 }
 
+/* The region of a connection whose previous holder kept no descriptor for it (the shm fabric):
+ * the agent gives it to a process that sends the socket.  Returns the memfd, or -1. */
+static int vtoe_attach_region(int fd, uint64_t cid, struct vtoe_ctl_rep *rep)
+{
+	struct vtoe_ctl_req req;
+	int fds[VTOE_FD__COUNT];
+
+	vtoe_ctl_req_init(&req, VTOE_OP_ATTACH);
+	req.cid = cid;
+	if (vtoe_ctl_rpc_fd(&req, fd, rep, fds) < 0)
+		return -1;
+	if (rep->event == VTOE_EV_ACK && rep->nfds == 1 && rep->cid == cid)
+		return fds[0];
+	for (int i = 0; i < VTOE_FD__COUNT; i++)
+		if (fds[i] >= 0)
+			REAL(close)(fds[i]);
+	return -1;
+}
+
 /* Adopt one record's connection.  scan_low: also look for the socket among the low fds,
  * where a spawn's file actions may have put it. */
 void vtoe_adopt_record(char *rec, bool scan_low)
@@ -425,6 +448,7 @@ void vtoe_adopt_record(char *rec, bool scan_low)
 	unsigned int sid, side, size, spin, fds[64], nfds = 0;
 	unsigned long long cid, ino;
 	int memfd, bell, family, consumed = 0;
+	bool attached = false;
 	char fdlist[256] = "", local[300] = "", peer[300] = "";
 	struct vtoe_ctl_rep rep;
 	struct vtoe_sock *s;
@@ -450,7 +474,8 @@ void vtoe_adopt_record(char *rec, bool scan_low)
 		if (!named && (int)fd != memfd && (int)fd != bell && vtoe_fd_is_socket((int)fd, ino))
 			fds[nfds++] = fd;
 	}
-	if (!nfds || REAL(fcntl)(memfd, F_GETFD) < 0 || REAL(fcntl)(bell, F_GETFD) < 0) {
+	if (!nfds || (memfd >= 0 && REAL(fcntl)(memfd, F_GETFD) < 0) ||
+	    REAL(fcntl)(bell, F_GETFD) < 0) {
 		/* Its socket did not come along: the region and doorbell are no use here. */
 		vtoe_dbg("VTOE_INHERIT: connection cid %llu not inherited here", cid);
 		if (memfd >= 0 && memfd != bell && REAL(fcntl)(memfd, F_GETFD) >= 0)
@@ -459,14 +484,29 @@ void vtoe_adopt_record(char *rec, bool scan_low)
 			REAL(close)(bell);
 		return;
 	}
-	s = vtoe_sock_new(VTOE_KIND_CANDIDATE, family);
-	if (!s)
-		return;
 	memset(&rep, 0, sizeof(rep));
 	rep.side = side;
 	rep.ring_size = size;
 	rep.cid = cid;
-	if (vtoe_conn_map(&s->c, memfd, &rep) < 0) {
+	if (memfd < 0) {
+		struct vtoe_ctl_rep got;
+
+		memfd = vtoe_attach_region((int)fds[0], cid, &got);
+		if (memfd >= 0 && (got.side != side || got.ring_size != size)) {
+			REAL(close)(memfd);
+			memfd = -1;
+		}
+		if (memfd < 0) {
+			vtoe_warn("cid %llu: no region from the agent for an inherited connection (is "
+				  "the agent running?): fds %s are not offloaded here", cid, fdlist);
+			REAL(close)(bell);
+			return;
+		}
+		attached = true;
+		rep.fabric = got.fabric;
+	}
+	s = vtoe_sock_new(VTOE_KIND_CANDIDATE, family);
+	if (!s || vtoe_conn_map(&s->c, memfd, &rep) < 0) {
 		vtoe_warn("VTOE_INHERIT: the region of cid %llu cannot be mapped", cid);
 		vtoe_sock_put(s);
 		REAL(close)(memfd); /* ours, not the application's */
@@ -477,10 +517,15 @@ void vtoe_adopt_record(char *rec, bool scan_low)
 	s->peer_len = (socklen_t)vtoe_unhex(&s->peer, sizeof(s->peer), peer);
 	s->c.sid = sid;
 	s->c.spin_us = spin;
-	s->c.memfd = vtoe_fd_move_high(memfd);
+	s->c.fabric = rep.fabric;
+	if (attached) {
+		REAL(close)(memfd);
+	} else {
+		s->c.memfd = vtoe_fd_move_high(memfd);
+		vtoe_fd_set_internal(s->c.memfd, true);
+	}
 	s->c.bell = vtoe_fd_move_high(bell);
 	s->c.fd = (int)fds[0];
-	vtoe_fd_set_internal(s->c.memfd, true);
 	vtoe_fd_set_internal(s->c.bell, true);
 	atomic_store(&s->c.nonblock, (REAL(fcntl)((int)fds[0], F_GETFL) & O_NONBLOCK) != 0);
 	/* Shared, as after fork: the image that exec'd may not have been the only holder. */

@@ -3,11 +3,12 @@
  *
  * The fd of an offloaded connection is one end of a socketpair; on its own it is useless to a
  * process that did not set the connection up.  So a sendmsg() that passes one appends, after
- * the application's descriptors, the connection's region memfd and doorbell, and last a small
- * memfd named "vtoe-adopt" holding one record per connection (the VTOE_INHERIT format of
- * vtoe_exec.c, with positions in the descriptor array instead of fd numbers).  The receiving
- * shim takes the appended descriptors out, adopts the connections, and hands the application
- * exactly what was sent.  The passed connection counts as shared from then on (as after fork),
+ * the application's descriptors, the connection's doorbell (and on the verbs fabric its region
+ * memfd), and last a small memfd named "vtoe-adopt" holding one record per connection (the
+ * VTOE_INHERIT format of vtoe_exec.c, with positions in the descriptor array instead of fd
+ * numbers).  The receiving shim takes the appended descriptors out, adopts the connections
+ * (asking the agent for a shm connection's region, with the socket it received as the proof),
+ * and hands the application exactly what was sent.  The passed connection counts as shared from then on (as after fork),
  * so the sender's close does not end the stream under the receiver.
  */
 #include "vtoe.h"
@@ -29,7 +30,7 @@ static bool vtoe_is_conn(int fd)
 	struct vtoe_sock *s = vtoe_fd_peek(fd);
 
 	return s && s != &vtoe_internal_sock && atomic_load(&s->kind) == VTOE_KIND_CONN &&
-	       s->c.memfd >= 0 && s->c.bell >= 0;
+	       s->c.bell >= 0;
 }
 
 static struct cmsghdr *vtoe_rights(const struct msghdr *msg)
@@ -81,12 +82,16 @@ bool vtoe_scm_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *resu
 
 		if (!vtoe_is_conn(fds[i]))
 			continue;
+		const bool memfd = s->c.memfd >= 0;
+
 		snprintf(idx, sizeof(idx), "%d", i);
-		n = vtoe_handover_describe(s, idx, nfds + nextra, nfds + nextra + 1, rec, sizeof(rec));
+		n = vtoe_handover_describe(s, idx, memfd ? nfds + nextra : -1, nfds + nextra + memfd,
+					   rec, sizeof(rec));
 		if (n < 0 || tlen + (size_t)n + 2 > sizeof(text))
 			continue;
 		tlen += (size_t)snprintf(text + tlen, sizeof(text) - tlen, "%s%s", tlen ? ";" : "", rec);
-		all[nfds + nextra++] = s->c.memfd;
+		if (memfd)
+			all[nfds + nextra++] = s->c.memfd;
 		all[nfds + nextra++] = s->c.bell;
 		passed[npassed++] = s;
 	}
@@ -144,12 +149,12 @@ static bool vtoe_is_adopt_memfd(int fd)
 	return strncmp(target, "/memfd:" VTOE_ADOPT_NAME, strlen("/memfd:" VTOE_ADOPT_NAME)) == 0;
 }
 
-/* Adopt what the records describe; returns how many appended descriptors they used (2 each). */
+/* Adopt what the records describe; returns how many appended descriptors they used. */
 static int vtoe_scm_adopt(int *fds, int nfds, int recfd)
 {
 	char text[4096], *save = NULL;
 	ssize_t n = pread(recfd, text, sizeof(text) - 1, 0);
-	int records = 0;
+	int appended = 0;
 
 	if (n <= 0)
 		return 0;
@@ -159,16 +164,17 @@ static int vtoe_scm_adopt(int *fds, int nfds, int recfd)
 		unsigned long long ino;
 		char real[1200];
 
-		if (sscanf(rec, "%d,%llu,%d,%d,%n", &i, &ino, &m, &b, &off) < 4 || i < 0 || m < 0 ||
+		if (sscanf(rec, "%d,%llu,%d,%d,%n", &i, &ino, &m, &b, &off) < 4 || i < 0 || m < -1 ||
 		    b < 0 || i >= nfds || m >= nfds || b >= nfds) {
 			vtoe_warn("SCM_RIGHTS: malformed vtoe-adopt record ignored");
 			continue;
 		}
-		snprintf(real, sizeof(real), "%d,%llu,%d,%d,%s", fds[i], ino, fds[m], fds[b], rec + off);
+		snprintf(real, sizeof(real), "%d,%llu,%d,%d,%s", fds[i], ino, m < 0 ? -1 : fds[m],
+			 fds[b], rec + off);
 		vtoe_adopt_record(real, false);
-		records++;
+		appended += 1 + (m >= 0);
 	}
-	return records;
+	return appended;
 }
 
 bool vtoe_scm_recvmsg(int fd, struct msghdr *msg, int flags, ssize_t *result)
@@ -210,7 +216,7 @@ bool vtoe_scm_recvmsg(int fd, struct msghdr *msg, int flags, ssize_t *result)
 		if (rights) {
 			cn = (int)(payload / sizeof(int));
 			if (cn > 0 && vtoe_is_adopt_memfd(cfds[cn - 1])) {
-				int appended = 2 * vtoe_scm_adopt(cfds, cn, cfds[cn - 1]);
+				int appended = vtoe_scm_adopt(cfds, cn, cfds[cn - 1]);
 				REAL(close)(cfds[cn - 1]);
 				cn -= 1 + appended; /* the appended ones were taken by the adoption */
 			}

@@ -117,8 +117,14 @@ static int vtoe_conn_prepare(struct vtoe_sock *conn, const struct vtoe_ctl_rep *
 		return -1;
 	if (vtoe_conn_map(&conn->c, fds[VTOE_FD_REGION], rep) < 0)
 		return -1;
-	conn->c.memfd = vtoe_fd_move_high(fds[VTOE_FD_REGION]); /* kept for exec (vtoe_exec.c) */
-	vtoe_fd_set_internal(conn->c.memfd, true);
+	if (rep->fabric == VTOE_FABRIC_SHM) {
+		/* The mapping is all we need; an exec or SCM_RIGHTS asks the agent (ATTACH). */
+		REAL(close)(fds[VTOE_FD_REGION]);
+	} else {
+		/* The verbs agent keeps no copy to give again: kept for exec (vtoe_exec.c). */
+		conn->c.memfd = vtoe_fd_move_high(fds[VTOE_FD_REGION]);
+		vtoe_fd_set_internal(conn->c.memfd, true);
+	}
 	fds[VTOE_FD_REGION] = -1;
 	conn->c.sid = rep->sid;
 	conn->c.fabric = rep->fabric;

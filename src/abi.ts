@@ -2,7 +2,7 @@
 // names, plus readable names for logs and statistics.  test/native.test.ts checks this file
 // against the values compiled into the addon, so header drift fails a test.
 
-export const VTOE_ABI_VERSION = 3;
+export const VTOE_ABI_VERSION = 4;
 export const VTOE_CTL_MAGIC = 0x56544f45; // "VTOE"
 export const VTOE_REGION_MAGIC = 0x56524730; // "VRG0"
 export const VTOE_CACHELINE = 64;
@@ -26,9 +26,10 @@ export const Op = {
   CLOSE: 8,
   FALLBACK: 9,
   PEER_RESET: 10,
+  ATTACH: 11,
 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
-export const OP_COUNT = 11;
+export const OP_COUNT = 12;
 
 /** enum vtoe_event */
 export const Event = {

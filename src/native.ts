@@ -109,6 +109,8 @@ export type SideEnd = 'fin' | 'reset';
 interface NativeShmConnection {
   fdsFor(side: Side): number[];
   releaseSide(side: Side): void;
+  sideOfSocket(fd: number): number;
+  regionFd(): number;
   watchEnds(handlers: { onEnd(side: Side, how: SideEnd): void }): void;
   hangUp(side: Side): void;
   relay(fd: number, handlers: { onRelayEnd(how: SideEnd): void }): void;
@@ -297,6 +299,16 @@ export class ShmConnection {
   /** Closes the agent's copy of `side`'s socket once it was sent.  Idempotent. */
   releaseSide(side: Side): void {
     native(() => this.#native.releaseSide(side));
+  }
+
+  /** The side whose socket `fd` is (in whichever process it was received), or -1. */
+  sideOfSocket(fd: number): Side | -1 {
+    return native(() => this.#native.sideOfSocket(fd)) as Side | -1;
+  }
+
+  /** The region's memfd (the agent's own, for a reply to carry; not to be closed). */
+  regionFd(): number {
+    return native(() => this.#native.regionFd());
   }
 
   /**

@@ -32,6 +32,12 @@ function setup() {
     links.push(l);
     return {
       ringSize: 4096, mappedBytes: 4096 * 3, residentBytes: 4096 * 3, fdsFor: () => [10, 11, 12], releaseSide: () => {}, close: () => {},
+      // Sockets 110 and 111 are this link's sides 0 and 1; 666 makes the native side throw.
+      sideOfSocket: (fd) => {
+        if (fd === 666) throw new Error('native failure');
+        return fd === 110 ? 0 : fd === 111 ? 1 : -1;
+      },
+      regionFd: () => 10,
       watchEnds: (onEnd) => { l.end = onEnd; },
       hangUp: (side) => { l.hungUp.push(side); },
       counters: () => ({
@@ -85,6 +91,33 @@ function withFakeTimers(fn: () => void): void {
 }
 
 describe('core CA', () => {
+  it('gives a connection\'s region to a process that sends one of its sockets (ATTACH), and to no other', () => {
+    const t = setup();
+    const { cid, acc } = t.establish(40002);
+    const HEIR = 3; // e.g. a program exec'd by the server, or handed the socket with SCM_RIGHTS
+    t.core.processOpened(HEIR, { pid: 300, uid: 0 });
+    t.send(HEIR, ABI.op.HELLO, { name: 'heir' });
+    const rep = t.send(HEIR, ABI.op.ATTACH, { cid, fd: 111 })!;
+    expect(rep).toMatchObject({ event: ABI.ev.ACK, cid, side: 1, sid: acc.sid, fabric: ABI.fabric.SHM, ringSize: 4096 });
+    expect(t.replies.at(-1)!.fds).toEqual([10]);
+    for (const fields of [{ cid, fd: 999 }, { cid }, { cid: cid + 1n, fd: 111 }]) {
+      const refused = t.send(HEIR, ABI.op.ATTACH, fields)!;
+      expect(refused.event).toBe(ABI.ev.ERROR);
+      expect(t.replies.at(-1)!.fds).toBeUndefined();
+    }
+    expect(t.dropped).toEqual([]);
+  });
+
+  it('answers a request that fails inside the agent with EIO, once, instead of leaving the process waiting', () => {
+    const t = setup();
+    const { cid } = t.establish(40003);
+    const before = t.replies.length;
+    const rep = t.send(CLIENT, ABI.op.ATTACH, { cid, fd: 666 })!;
+    expect(rep.event).toBe(ABI.ev.ERROR);
+    expect(rep.err).toBe(5); // EIO
+    expect(t.replies.length).toBe(before + 1);
+  });
+
   it('counts a connection offloaded when the RTU note arrives after the server accepted and closed', () => {
     const t = setup();
     const { sid, cid } = t.connect(40001);

@@ -278,7 +278,7 @@ describe('ShmConnection', () => {
     expect(() => conn.setCmState(2 as 0, 1)).toThrow(RangeError);
   });
 
-  it('releases each side once, closes the memfd after both, and keeps counters readable', () => {
+  it('releases each side once, keeps the memfd for ATTACH until closed, and keeps counters readable', () => {
     const before = memfdCount();
     const conn = open(4096);
     expect(memfdCount()).toBe(before + 1);
@@ -286,10 +286,30 @@ describe('ShmConnection', () => {
     conn.releaseSide(0);
     expect((thrown(() => conn.fdsFor(0)) as VtoeSystemError).code).toBe('EBADF');
     expect(conn.fdsFor(1)).toHaveLength(3);
-    expect(memfdCount()).toBe(before + 1);
     conn.releaseSide(1);
-    expect(memfdCount()).toBe(before);
+    expect(memfdCount()).toBe(before + 1);
+    expect(fstatSync(conn.regionFd()).size).toBe(conn.mappedBytes);
     expect(conn.counters().rings[0].head).toBe(0);
+    conn.close();
+    expect(memfdCount()).toBe(before);
+    expect((thrown(() => conn.regionFd()) as VtoeSystemError).code).toBe('EBADF');
+  });
+
+  it('names the side of a socket by its identity, and no other', () => {
+    const conn = open(4096);
+    const [region, app0, bell1] = conn.fdsFor(0);
+    const app1 = conn.fdsFor(1)[1];
+    try {
+      expect(conn.sideOfSocket(app0)).toBe(0);
+      expect(conn.sideOfSocket(app1)).toBe(1);
+      expect(conn.sideOfSocket(bell1)).toBe(-1); // the other end of side 0's socket
+      expect(conn.sideOfSocket(region)).toBe(-1);
+      const other = open(4096);
+      expect(other.sideOfSocket(app0)).toBe(-1);
+      other.close();
+    } finally {
+      conn.close();
+    }
   });
 
   it('closes idempotently and refuses use afterwards', () => {
@@ -450,7 +470,7 @@ describe('ControlServer', () => {
     expect(() => server.reply(id, { event: 99, seq: 1 })).toThrow(RangeError);
     expect(() => server.reply(id, { event: 0, seq: -1 })).toThrow(RangeError);
     expect(() => server.reply(id, { event: 0, seq: 1, cid: 1 as unknown as bigint })).toThrow(TypeError);
-    expect(() => server.reply(id, { event: 0, seq: 1 }, [0, 1])).toThrow(RangeError);
+    expect(() => server.reply(id, { event: 0, seq: 1 }, [0, 1, 2, 0])).toThrow(RangeError); // more than a reply ever carries
     const badFd = thrown(() => server.reply(id, { event: 0, seq: 1 }, [999_999, 999_998, 999_997]));
     expect((badFd as VtoeSystemError).code).toBe('EBADF');
     expect(server.clientCount).toBe(1); // the agent's mistake does not cost the client

@@ -71,6 +71,9 @@ const LATE_ACCEPT_GRACE_MS = 200;
 const DRAIN_WAIT_MS = 30_000;
 const DRAIN_CHECK_MS = 20;
 
+/** The requests that get a reply (the others are notes). */
+const RPC_OPS: ReadonlySet<number> = new Set([ABI.op.HELLO, ABI.op.OPEN, ABI.op.LISTEN, ABI.op.CONNECT, ABI.op.ACCEPT, ABI.op.ATTACH]);
+
 /** Where replies go; the control server in production, a fake in tests. */
 export interface ReplySink {
   reply(client: number, rep: CtlReply, fds?: number[]): boolean;
@@ -85,6 +88,8 @@ export class CoreCA {
   private readonly pending = new Map<string, LiveConnection>();
   private lateAcceptScan?: NodeJS.Timeout;
   private nextSid = 1;
+  /** The request being handled once it has its reply. */
+  private repliedTo?: CtlRequest;
   private nextCid = 1n;
   /** Stopping: new connections and listeners are answered FALLBACK (kernel TCP). */
   draining = false;
@@ -139,8 +144,13 @@ export class CoreCA {
   }
 
   handle(client: number, req: CtlRequest): void {
+    this.repliedTo = undefined;
     try {
       this.dispatch(client, req);
+    } catch (err) {
+      // A bug here must not leave the process waiting out its timeout for a reply.
+      this.log.error('a request failed inside the agent', { op: req.op, error: String(err) });
+      if (RPC_OPS.has(req.op) && this.repliedTo !== req) this.reply(client, req, { event: ABI.ev.ERROR, err: errno.EIO });
     } finally {
       if (req.fd !== undefined) closeFd(req.fd); // a descriptor nobody took
       this.changed();
@@ -166,6 +176,7 @@ export class CoreCA {
       case ABI.op.CLOSE: return this.closeSocket(req.sid, req.arg, proc);
       case ABI.op.FALLBACK: return this.noteFallback(proc, req);
       case ABI.op.PEER_RESET: return this.peerReset(proc, req);
+      case ABI.op.ATTACH: return this.attach(proc, req);
       default: this.fail(client, req, errno.EPROTO, `unknown op ${op}`);
     }
   }
@@ -311,6 +322,23 @@ export class CoreCA {
       req.fd = undefined;
       this.watchLateAccepts();
     }
+  }
+
+  /**
+   * A process holds a connection's socket without its region: it inherited the socket over
+   * exec or was passed it with SCM_RIGHTS (processes keep no region descriptor).  The socket
+   * itself, passed with the request, is the proof: only a holder of that socket can send it.
+   */
+  private attach(proc: ProcessRecord, req: CtlRequest): void {
+    const conn = this.connections.get(req.cid);
+    const side = conn && req.fd !== undefined ? conn.link.sideOfSocket(req.fd) : -1;
+    if (!conn || side === -1) {
+      return this.fail(proc.client, req, errno.ENOENT, 'ATTACH without a socket of that connection');
+    }
+    this.reply(proc.client, req, {
+      event: ABI.ev.ACK, sid: conn.shadow.ends[side].sid ?? 0, cid: conn.shadow.cid, fabric: ABI.fabric.SHM,
+      side, ringSize: conn.link.ringSize, spinUs: this.config.spinUs,
+    }, [conn.link.regionFd()]);
   }
 
   /** RTU: the kernel rendezvous connected, the connection carries data from now on. */
@@ -665,6 +693,7 @@ export class CoreCA {
   }
 
   private reply(client: number, req: CtlRequest, rep: Omit<CtlReply, 'seq'>, fds?: number[]): boolean {
+    this.repliedTo = req;
     this.counters.event(rep.event);
     return this.sink.reply(client, { ...rep, seq: req.seq }, fds);
   }
