@@ -106,8 +106,22 @@ enum vtoe_ctl_op {
 	VTOE_OP_ATTACH = 11,   /* RPC: the request carries a socket of connection cid (SCM_RIGHTS)
 				* whose region this process lacks (inherited over exec, received
 				* with SCM_RIGHTS); the ACK carries the region memfd and its side */
+	VTOE_OP_BELL = 12,     /* note: ring, drain or shut the peer's doorbell for a process that
+				* holds none (arg = VTOE_BELL_*); carries the sender's socket of
+				* connection cid, which says its side.  An RPC (ACK once done)
+				* with VTOE_BELL_REPLY in arg */
 	VTOE_OP__COUNT
 };
+
+/* What a BELL note asks the agent to do to the sender's peer's doorbell: what a process that
+ * holds it does itself (see "Doorbells"). */
+enum vtoe_bell_op {
+	VTOE_BELL_RING = 1,      /* one byte: the peer's fd becomes readable */
+	VTOE_BELL_DRAIN = 2,     /* take the peer's filler and fuse: its fd becomes writable */
+	VTOE_BELL_SHUT_WR = 3,   /* the peer's fd reads POLLIN|POLLRDHUP, as after a FIN */
+	VTOE_BELL_SHUT_RDWR = 4, /* ... and POLLHUP: both directions are done */
+};
+#define VTOE_BELL_REPLY 0x100u /* BELL flag: answer once done (the order matters, e.g. a FIN) */
 
 #define VTOE_CLOSE_RESET 1u   /* linger-0 close or abort: the peer sees ECONNRESET */
 #define VTOE_CLOSE_ABORTED 2u /* the connect did not complete (rendezvous failed) */
@@ -188,7 +202,9 @@ struct vtoe_ctl_rep {
 /*  - the peer's FIN shuts the bell for writing: the fd reads POLLIN|POLLRDHUP, as after TCP's; */
 /*  - when a side's app fd is closed in every process, or they died, the agent's copy of its  */
 /*    bell reads RDHUP and the agent ends that side as TCP would: a FIN into the ring and a    */
-/*    shut bell, or a reset and the bell's last copy closed (POLLHUP|POLLERR, the fuse).       */
+/*    shut bell, or a reset and the bell's last copy closed (POLLHUP|POLLERR, the fuse);       */
+/*  - a process short of descriptors may hold no bell: it asks the agent, which keeps a copy  */
+/*    of each, to ring, drain or shut it (VTOE_OP_BELL), one agent hop per wake-up.            */
 /* ------------------------------------------------------------------------------------------ */
 /*                                                                                              */
 /* Layout: each line has one writer, and the two lines written on every transfer (head, tail)  */

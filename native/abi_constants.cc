@@ -8,7 +8,7 @@
 // A new enumerator changes its __COUNT and fails here: add it to the table and to src/abi.ts.
 static_assert(VTOE_EV__COUNT == 15, "vtoe_event changed: update abi_constants.cc and src/abi.ts");
 static_assert(VTOE_FB__COUNT == 7, "vtoe_fallback_reason changed: update abi_constants.cc, src/abi.ts");
-static_assert(VTOE_OP__COUNT == 12, "vtoe_ctl_op changed: update abi_constants.cc and src/abi.ts");
+static_assert(VTOE_OP__COUNT == 13, "vtoe_ctl_op changed: update abi_constants.cc and src/abi.ts");
 static_assert(VTOE_FD__COUNT == 3, "vtoe_rep_fd changed: update abi_constants.cc and src/abi.ts");
 static_assert(VTOE_FABRIC_VERBS == 3, "vtoe_fabric changed: update abi_constants.cc and src/abi.ts");
 
@@ -33,6 +33,11 @@ const NamedConstant kConstants[] = {
 	VTOE_CONSTANT(VTOE_REGION_DATA_OFFSET),
 	VTOE_CONSTANT(VTOE_CLOSE_RESET),
 	VTOE_CONSTANT(VTOE_CLOSE_ABORTED),
+	VTOE_CONSTANT(VTOE_BELL_RING),
+	VTOE_CONSTANT(VTOE_BELL_DRAIN),
+	VTOE_CONSTANT(VTOE_BELL_SHUT_WR),
+	VTOE_CONSTANT(VTOE_BELL_SHUT_RDWR),
+	VTOE_CONSTANT(VTOE_BELL_REPLY),
 
 	VTOE_CONSTANT(VTOE_EV_ACK),
 	VTOE_CONSTANT(VTOE_EV_ADDRESS_RESOLVED),
@@ -76,6 +81,7 @@ const NamedConstant kConstants[] = {
 	VTOE_CONSTANT(VTOE_OP_FALLBACK),
 	VTOE_CONSTANT(VTOE_OP_PEER_RESET),
 	VTOE_CONSTANT(VTOE_OP_ATTACH),
+	VTOE_CONSTANT(VTOE_OP_BELL),
 	VTOE_CONSTANT(VTOE_OP__COUNT),
 
 	VTOE_CONSTANT(VTOE_FD_REGION),

@@ -25,6 +25,7 @@ public:
 					   InstanceMethod<&JsShmConnection::release_side>("releaseSide"),
 					   InstanceMethod<&JsShmConnection::side_of_socket>("sideOfSocket"),
 					   InstanceMethod<&JsShmConnection::region_fd>("regionFd"),
+					   InstanceMethod<&JsShmConnection::bell_op>("bellOp"),
 					   InstanceMethod<&JsShmConnection::watch_ends>("watchEnds"),
 					   InstanceMethod<&JsShmConnection::hang_up>("hangUp"),
 					   InstanceMethod<&JsShmConnection::relay>("relay"),
@@ -91,6 +92,13 @@ private:
 	{
 		return Napi::Number::New(info.Env(),
 					 at_js_boundary(info.Env(), [&] { return connection_->region_fd(); }));
+	}
+
+	void bell_op(const Napi::CallbackInfo &info)
+	{
+		int side = side_argument(info[0], "side");
+		uint32_t op = js_u32(info[1], "op");
+		at_js_boundary(info.Env(), [&] { connection_->bell_op(side, op); });
 	}
 
 	Napi::Value counters(const Napi::CallbackInfo &info)

@@ -181,6 +181,29 @@ int ShmConnection::side_of_socket(int fd) const
 	return -1;
 }
 
+void ShmConnection::bell_op(int side, uint32_t op)
+{
+	check_side(side);
+	const int bell = bell_[1 - side].get();
+	if (bell < 0)
+		throw_system_error(EBADF, "the agent holds no doorbell for side " + std::to_string(side));
+	switch (op) {
+	case VTOE_BELL_RING:
+		// EAGAIN: bytes are queued already, so the fd is readable anyway.
+		(void)send(bell, "w", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+		break;
+	case VTOE_BELL_DRAIN:
+		discard_pending(bell);
+		break;
+	case VTOE_BELL_SHUT_WR:
+	case VTOE_BELL_SHUT_RDWR:
+		shutdown(bell, op == VTOE_BELL_SHUT_WR ? SHUT_WR : SHUT_RDWR);
+		break;
+	default:
+		throw_system_error(EINVAL, "unknown doorbell operation " + std::to_string(op));
+	}
+}
+
 int ShmConnection::region_fd() const
 {
 	region();

@@ -59,6 +59,9 @@ public:
 	int side_of_socket(int fd) const;
 	// The region's memfd, for ATTACH.  Throws EBADF after close().
 	int region_fd() const;
+	// For side `side`, which holds no bell of its own: ring, drain or shut its peer's bell
+	// (enum vtoe_bell_op) with the agent's copy.  Throws EBADF without one, EINVAL for another op.
+	void bell_op(int side, uint32_t op);
 
 	// The agent keeps both bells from now on, so that no process's exit hangs up its peer's
 	// fd: end_side() decides what the peer sees (the shm fabric, whose ends the agent watches).

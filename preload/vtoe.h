@@ -139,7 +139,21 @@ struct vtoe_config {
 	char agent_path[108];    /* VTOE_AGENT_SOCKET */
 	int internal_fd_base;    /* where internal fds are moved to */
 	uint32_t poll_kernel_us; /* VTOE_POLL_KERNEL_US: how stale a kernel fd's readiness may be */
+	bool peer_bells;         /* VTOE_PEER_BELLS != 0: a shm connection keeps its peer's bell */
 };
+
+/* The process ran out of descriptors once: new shm connections hold no bell of their own
+ * (the agent rings it for them, VTOE_OP_BELL), so an offloaded socket costs one fd. */
+extern atomic_bool vtoe_fds_short;
+/* Out of descriptors (EMFILE): give up the bells of up to VTOE_SHED_BATCH connections, so the
+ * call can be tried again; false if there was none to give. */
+#define VTOE_SHED_BATCH 64
+bool vtoe_fds_shed(void);
+/* The call failed with EMFILE and bells were given up: try it again. */
+static inline bool vtoe_retry_emfile(int r)
+{
+	return r < 0 && errno == EMFILE && vtoe_fds_shed();
+}
 extern struct vtoe_config vtoe_cfg;
 
 /* Fork generation: bumped in both processes at fork; sockets of an older one are shared. */
@@ -243,7 +257,7 @@ struct vtoe_conn {
 	int fd;   /* one of the application's numbers for the socket, or, once the application
 		   * closed that one, a number of ours (vtoe_socket.c, vtoe_conn_fd_leaving) */
 	int fd_retired; /* a number the application closed while a call may still use it */
-	int bell; /* the peer's doorbell */
+	int bell; /* the peer's doorbell; -1 on the shm fabric: the agent rings it (VTOE_OP_BELL) */
 	int memfd; /* the region on the verbs fabric, kept (internal, close-on-exec) for an exec to
 		    * hand on; -1 on the shm fabric, whose agent gives it again (ATTACH) */
 	uint32_t sid;
@@ -379,6 +393,9 @@ ssize_t vtoe_conn_splice_out(struct vtoe_conn *c, int pipe_fd, size_t count, boo
 int vtoe_conn_shutdown(struct vtoe_conn *c, int how);
 /* Last reference dropped: FIN or reset, then unmap; returns VTOE_CLOSE_* for the note. */
 uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared);
+/* Close our copy of the peer's bell, from now on rung through the agent; false if the
+ * connection is busy or has none to give. */
+bool vtoe_conn_drop_bell(struct vtoe_conn *c);
 uint32_t vtoe_conn_rx_bytes(struct vtoe_conn *c);
 uint32_t vtoe_conn_tx_bytes(struct vtoe_conn *c);
 int vtoe_conn_take_error(struct vtoe_conn *c);

@@ -133,9 +133,18 @@ static int vtoe_ep_track(int fd)
 	return fd;
 }
 
+static int vtoe_ep_create(int flags)
+{
+	int fd = REAL(epoll_create1)(flags);
+
+	if (vtoe_retry_emfile(fd))
+		fd = REAL(epoll_create1)(flags);
+	return vtoe_ep_track(fd);
+}
+
 VTOE_EXPORT int epoll_create1(int flags)
 {
-	return vtoe_ep_track(REAL(epoll_create1)(flags));
+	return vtoe_ep_create(flags);
 }
 
 VTOE_EXPORT int epoll_create(int size)
@@ -144,7 +153,7 @@ VTOE_EXPORT int epoll_create(int size)
 		errno = EINVAL;
 		return -1;
 	}
-	return vtoe_ep_track(REAL(epoll_create1)(0));
+	return vtoe_ep_create(0);
 }
 
 void vtoe_ep_release(struct vtoe_sock *s)

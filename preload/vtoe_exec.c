@@ -142,8 +142,7 @@ static void vtoe_handover_prepare(struct vtoe_handover *h, char *const envp[], b
 		bool seen = false;
 		int fl, n;
 
-		if (!s || s == &vtoe_internal_sock || atomic_load(&s->kind) != VTOE_KIND_CONN ||
-		    s->c.bell < 0)
+		if (!s || s == &vtoe_internal_sock || atomic_load(&s->kind) != VTOE_KIND_CONN)
 			continue;
 		fl = REAL(fcntl)((int)fd, F_GETFD);
 		if (fl < 0 || ((fl & FD_CLOEXEC) && !with_cloexec))
@@ -179,10 +178,11 @@ static void vtoe_handover_prepare(struct vtoe_handover *h, char *const envp[], b
 		len += (size_t)n;
 		if (s->c.memfd >= 0)
 			vtoe_keep_open(h, s->c.memfd);
-		vtoe_keep_open(h, s->c.bell);
+		if (s->c.bell >= 0)
+			vtoe_keep_open(h, s->c.bell);
 		vtoe_keep_sock(h, s);
 	}
-	if (!h->nopened) {
+	if (!h->nhanded) {
 		free(var);
 		return;
 	}
@@ -474,8 +474,10 @@ void vtoe_adopt_record(char *rec, bool scan_low)
 		if (!named && (int)fd != memfd && (int)fd != bell && vtoe_fd_is_socket((int)fd, ino))
 			fds[nfds++] = fd;
 	}
+	/* A connection without a bell (rung through the agent) is a shm one: its region comes
+	 * from the agent too. */
 	if (!nfds || (memfd >= 0 && REAL(fcntl)(memfd, F_GETFD) < 0) ||
-	    REAL(fcntl)(bell, F_GETFD) < 0) {
+	    (bell >= 0 ? REAL(fcntl)(bell, F_GETFD) < 0 : memfd >= 0)) {
 		/* Its socket did not come along: the region and doorbell are no use here. */
 		vtoe_dbg("VTOE_INHERIT: connection cid %llu not inherited here", cid);
 		if (memfd >= 0 && memfd != bell && REAL(fcntl)(memfd, F_GETFD) >= 0)
@@ -499,7 +501,8 @@ void vtoe_adopt_record(char *rec, bool scan_low)
 		if (memfd < 0) {
 			vtoe_warn("cid %llu: no region from the agent for an inherited connection (is "
 				  "the agent running?): fds %s are not offloaded here", cid, fdlist);
-			REAL(close)(bell);
+			if (bell >= 0)
+				REAL(close)(bell);
 			return;
 		}
 		attached = true;
@@ -510,7 +513,8 @@ void vtoe_adopt_record(char *rec, bool scan_low)
 		vtoe_warn("VTOE_INHERIT: the region of cid %llu cannot be mapped", cid);
 		vtoe_sock_put(s);
 		REAL(close)(memfd); /* ours, not the application's */
-		REAL(close)(bell);
+		if (bell >= 0)
+			REAL(close)(bell);
 		return;
 	}
 	s->local_len = (socklen_t)vtoe_unhex(&s->local, sizeof(s->local), local);
@@ -524,9 +528,11 @@ void vtoe_adopt_record(char *rec, bool scan_low)
 		s->c.memfd = vtoe_fd_move_high(memfd);
 		vtoe_fd_set_internal(s->c.memfd, true);
 	}
-	s->c.bell = vtoe_fd_move_high(bell);
 	s->c.fd = (int)fds[0];
-	vtoe_fd_set_internal(s->c.bell, true);
+	if (bell >= 0) {
+		s->c.bell = vtoe_fd_move_high(bell);
+		vtoe_fd_set_internal(s->c.bell, true);
+	}
 	atomic_store(&s->c.nonblock, (REAL(fcntl)((int)fds[0], F_GETFL) & O_NONBLOCK) != 0);
 	/* Shared, as after fork: the image that exec'd may not have been the only holder. */
 	s->gen = s->c.gen = ~0u;

@@ -214,6 +214,31 @@ int vtoe_fd_move_high(int fd)
 	return nfd;
 }
 
+atomic_bool vtoe_fds_short;
+
+bool vtoe_fds_shed(void)
+{
+	int shed = 0;
+
+	atomic_store(&vtoe_fds_short, true);
+	for (struct vtoe_sock *s = __atomic_load_n(&vtoe_pool_all, __ATOMIC_ACQUIRE);
+	     s && shed < VTOE_SHED_BATCH; s = s->all_next) {
+		int r = atomic_load(&s->ref);
+
+		/* a live connection, pinned while we look at it */
+		while (r > 0 && !atomic_compare_exchange_weak(&s->ref, &r, r + 1))
+			;
+		if (r <= 0)
+			continue;
+		if (atomic_load(&s->kind) == VTOE_KIND_CONN && vtoe_conn_drop_bell(&s->c))
+			shed++;
+		vtoe_sock_put(s);
+	}
+	if (shed)
+		vtoe_info("out of descriptors: %d connections give up their peer's doorbell", shed);
+	return shed > 0;
+}
+
 /* Are n descriptors free in this process?  Tried for real (the limit and the table decide),
  * with copies of stdin's slot taken and given back at once. */
 bool vtoe_fds_free(int n)

@@ -67,7 +67,9 @@ void vtoe_park_rendezvous(int cfd)
 {
 	int fd;
 
-	if (vtoe_fin_seen(cfd))
+	/* Short of descriptors, the program's need comes first: TIME_WAIT may land on the
+	 * listening port then (SO_REUSEADDR servers do not mind). */
+	if (vtoe_fin_seen(cfd) || atomic_load(&vtoe_fds_short))
 		return;
 	fd = REAL(fcntl)(cfd, F_DUPFD_CLOEXEC, vtoe_cfg.internal_fd_base);
 	if (fd < 0)

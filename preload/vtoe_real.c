@@ -20,7 +20,7 @@
 struct vtoe_real_fns vtoe_real_tab;
 atomic_int vtoe_real_ready;
 struct vtoe_config vtoe_cfg = { .offload = true, .agent_timeout_ms = 5000, .internal_fd_base = 100,
-				 .poll_kernel_us = 1000 };
+				 .poll_kernel_us = 1000, .peer_bells = true };
 atomic_uint vtoe_fork_gen;
 
 static pthread_once_t vtoe_once = PTHREAD_ONCE_INIT;
@@ -266,16 +266,24 @@ static void *vtoe_sym(const char *name, bool required)
 	return p;
 }
 
+/* Set to one of the words the agent's config table accepts for false? */
+static bool vtoe_env_false(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && (strcmp(v, "0") == 0 || strcasecmp(v, "false") == 0 ||
+		     strcasecmp(v, "no") == 0 || strcasecmp(v, "off") == 0);
+}
+
 static void vtoe_config_read(void)
 {
 	const char *v;
 	struct rlimit rl;
 
-	/* The same words the agent's config table accepts for false. */
-	v = getenv("VTOE_OFFLOAD");
-	if (v && (strcmp(v, "0") == 0 || strcasecmp(v, "false") == 0 || strcasecmp(v, "no") == 0 ||
-		  strcasecmp(v, "off") == 0))
+	if (vtoe_env_false("VTOE_OFFLOAD"))
 		vtoe_cfg.offload = false;
+	if (vtoe_env_false("VTOE_PEER_BELLS"))
+		vtoe_cfg.peer_bells = false;
 	v = getenv("VTOE_AGENT_TIMEOUT_MS");
 	if (v && *v) {
 		long ms = strtol(v, NULL, 10);

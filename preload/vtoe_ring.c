@@ -415,6 +415,48 @@ static bool vtoe_tx_grow(struct vtoe_conn *c, uint64_t *wake_ns)
 /* Doorbells                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
+/* Without a bell of our own, the agent rings, drains or shuts the peer's for us; our socket,
+ * which goes with the request, tells it which side we are.  wait: done before we return (a
+ * FIN, which the peer's poll must see at once, as TCP's; the drain before a close). */
+static void vtoe_bell_by_agent(struct vtoe_conn *c, uint32_t op, bool wait)
+{
+	struct vtoe_ctl_req req;
+	struct vtoe_ctl_rep rep;
+
+	if (c->fd < 0)
+		return;
+	if (!wait) {
+		vtoe_ctl_note_fd(VTOE_OP_BELL, c->sid, c->cid, op, c->fd);
+		return;
+	}
+	vtoe_ctl_req_init(&req, VTOE_OP_BELL);
+	req.sid = c->sid;
+	req.cid = c->cid;
+	req.arg = op | VTOE_BELL_REPLY;
+	(void)vtoe_ctl_rpc_fd(&req, c->fd, &rep, NULL);
+}
+
+bool vtoe_conn_drop_bell(struct vtoe_conn *c)
+{
+	bool dropped = false;
+	int bell;
+
+	if (c->fabric != VTOE_FABRIC_SHM || c->bell < 0 || pthread_mutex_trylock(&c->tx_lock) != 0)
+		return false;
+	if (pthread_mutex_trylock(&c->rx_lock) == 0) {
+		bell = c->bell;
+		if (bell >= 0) { /* every other use of c->bell holds one of the two locks */
+			c->bell = -1;
+			vtoe_fd_set_internal(bell, false);
+			REAL(close)(bell);
+			dropped = true;
+		}
+		pthread_mutex_unlock(&c->rx_lock);
+	}
+	pthread_mutex_unlock(&c->tx_lock);
+	return dropped;
+}
+
 /* After publishing data, FIN or reset into our tx ring: ring the peer if it asked for it. */
 static void vtoe_wake_peer(struct vtoe_conn *c)
 {
@@ -424,6 +466,10 @@ static void vtoe_wake_peer(struct vtoe_conn *c)
 	if (!atomic_load_explicit(&tx->rx_armed, RLX) || atomic_exchange(&tx->rx_armed, 0) != 1)
 		return;
 	atomic_fetch_add(&tx->wakes, 1);
+	if (c->bell < 0) {
+		vtoe_bell_by_agent(c, VTOE_BELL_RING, false);
+		return;
+	}
 	for (;;) {
 		if (REAL(send)(c->bell, "w", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
 			return;
@@ -520,10 +566,14 @@ static void vtoe_drain_excess(struct vtoe_conn *c)
 /* Take everything the peer put in its own fd, filler and reset fuse: that makes the peer's
  * fd writable again (the peer re-arms its fuse, vtoe_fuse_rearm).  A close that is not a
  * reset takes the fuse too, so that the peer's fd never reads an error. */
-static void vtoe_drain_bell(struct vtoe_conn *c)
+static void vtoe_drain_bell(struct vtoe_conn *c, bool closing)
 {
 	char buf[4096];
 
+	if (c->bell < 0) {
+		vtoe_bell_by_agent(c, VTOE_BELL_DRAIN, closing);
+		return;
+	}
 	for (;;) {
 		ssize_t n = REAL(recv)(c->bell, buf, sizeof(buf), MSG_DONTWAIT);
 
@@ -786,7 +836,7 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 			atomic_thread_fence(memory_order_seq_cst);
 			if (atomic_load_explicit(&rx->tx_waiting, RLX) &&
 			    atomic_exchange(&rx->tx_waiting, 0) == 1)
-				vtoe_drain_bell(c);
+				vtoe_drain_bell(c, false);
 			if (copied < len && (size_t)used > n)
 				continue; /* more is in the ring already */
 			if (copied == len || !(flags & MSG_WAITALL)) {
@@ -1160,7 +1210,10 @@ static void vtoe_fin_shut_fds(struct vtoe_conn *c, bool peer_fin, bool own_fd)
 {
 	bool both = peer_fin && c->fabric == VTOE_FABRIC_SHM;
 
-	REAL(shutdown)(c->bell, both ? SHUT_RDWR : SHUT_WR);
+	if (c->bell >= 0)
+		REAL(shutdown)(c->bell, both ? SHUT_RDWR : SHUT_WR);
+	else
+		vtoe_bell_by_agent(c, both ? VTOE_BELL_SHUT_RDWR : VTOE_BELL_SHUT_WR, true);
 	if (both && own_fd)
 		REAL(shutdown)(c->fd, SHUT_WR);
 }
@@ -1232,8 +1285,7 @@ uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared)
 			}
 			/* The fuse too: the peer's fd must not read ECONNRESET.  Before rd_shut, after
 			 * which the peer's first write puts a fuse back for the reset that answers it. */
-			if (c->bell >= 0)
-				vtoe_drain_bell(c);
+			vtoe_drain_bell(c, true);
 			fin = true;
 			peer_fin = vtoe_peer_fin_seen(c);
 		}
@@ -1247,9 +1299,9 @@ uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared)
 		 (unsigned long long)c->cid, (unsigned long long)c->bytes_tx,
 		 (unsigned long long)c->bytes_rx, res ? " (reset)" : "");
 	vtoe_conn_unmap(c);
+	if (fin)
+		vtoe_fin_shut_fds(c, peer_fin, false);
 	if (c->bell >= 0) {
-		if (fin)
-			vtoe_fin_shut_fds(c, peer_fin, false);
 		vtoe_fd_set_internal(c->bell, false);
 		REAL(close)(c->bell);
 		c->bell = -1;

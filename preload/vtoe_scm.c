@@ -29,8 +29,7 @@ static bool vtoe_is_conn(int fd)
 {
 	struct vtoe_sock *s = vtoe_fd_peek(fd);
 
-	return s && s != &vtoe_internal_sock && atomic_load(&s->kind) == VTOE_KIND_CONN &&
-	       s->c.bell >= 0;
+	return s && s != &vtoe_internal_sock && atomic_load(&s->kind) == VTOE_KIND_CONN;
 }
 
 static struct cmsghdr *vtoe_rights(const struct msghdr *msg)
@@ -82,17 +81,18 @@ bool vtoe_scm_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *resu
 
 		if (!vtoe_is_conn(fds[i]))
 			continue;
-		const bool memfd = s->c.memfd >= 0;
+		const bool memfd = s->c.memfd >= 0, bell = s->c.bell >= 0;
 
 		snprintf(idx, sizeof(idx), "%d", i);
-		n = vtoe_handover_describe(s, idx, memfd ? nfds + nextra : -1, nfds + nextra + memfd,
-					   rec, sizeof(rec));
+		n = vtoe_handover_describe(s, idx, memfd ? nfds + nextra : -1,
+					   bell ? nfds + nextra + memfd : -1, rec, sizeof(rec));
 		if (n < 0 || tlen + (size_t)n + 2 > sizeof(text))
 			continue;
 		tlen += (size_t)snprintf(text + tlen, sizeof(text) - tlen, "%s%s", tlen ? ";" : "", rec);
 		if (memfd)
 			all[nfds + nextra++] = s->c.memfd;
-		all[nfds + nextra++] = s->c.bell;
+		if (bell)
+			all[nfds + nextra++] = s->c.bell;
 		passed[npassed++] = s;
 	}
 	recfd = memfd_create(VTOE_ADOPT_NAME, MFD_CLOEXEC);
@@ -165,14 +165,14 @@ static int vtoe_scm_adopt(int *fds, int nfds, int recfd)
 		char real[1200];
 
 		if (sscanf(rec, "%d,%llu,%d,%d,%n", &i, &ino, &m, &b, &off) < 4 || i < 0 || m < -1 ||
-		    b < 0 || i >= nfds || m >= nfds || b >= nfds) {
+		    b < -1 || i >= nfds || m >= nfds || b >= nfds) {
 			vtoe_warn("SCM_RIGHTS: malformed vtoe-adopt record ignored");
 			continue;
 		}
 		snprintf(real, sizeof(real), "%d,%llu,%d,%d,%s", fds[i], ino, m < 0 ? -1 : fds[m],
-			 fds[b], rec + off);
+			 b < 0 ? -1 : fds[b], rec + off);
 		vtoe_adopt_record(real, false);
-		appended += 1 + (m >= 0);
+		appended += (m >= 0) + (b >= 0);
 	}
 	return appended;
 }

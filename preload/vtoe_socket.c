@@ -83,6 +83,8 @@ VTOE_EXPORT int socket(int domain, int type, int protocol)
 	int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
 	struct vtoe_sock *s;
 
+	if (vtoe_retry_emfile(fd))
+		fd = REAL(socket)(domain, type, protocol);
 	if (fd < 0)
 		return fd;
 	vtoe_fd_forget_stale(fd);
@@ -131,6 +133,31 @@ static int vtoe_conn_prepare(struct vtoe_sock *conn, const struct vtoe_ctl_rep *
 	return 0;
 }
 
+/*
+ * Where the peer's bell lives: among our internal descriptors, at the top of the fd space.
+ * On the shm fabric, whose agent keeps a copy, none when the process is short of descriptors
+ * (or VTOE_PEER_BELLS=0): the agent rings it for us, and the socket costs one fd, as TCP's.
+ * Consumes bell; returns the fd to use or -1.
+ */
+static int vtoe_bell_keep(struct vtoe_conn *c, int bell)
+{
+	int high = -1;
+
+	if (c->fabric != VTOE_FABRIC_SHM) {
+		high = vtoe_fd_move_high(bell);
+	} else if (vtoe_cfg.peer_bells && !atomic_load(&vtoe_fds_short)) {
+		high = REAL(fcntl)(bell, F_DUPFD_CLOEXEC, vtoe_cfg.internal_fd_base);
+		if (high < 0) /* the top of the fd space is full: stop taking from the program's */
+			atomic_store(&vtoe_fds_short, true);
+		REAL(close)(bell);
+	} else {
+		REAL(close)(bell);
+	}
+	if (high >= 0)
+		vtoe_fd_set_internal(high, true);
+	return high;
+}
+
 /* Put conn's socketpair end at fd (replacing the kernel socket there) and track it. */
 static int vtoe_conn_attach(int fd, struct vtoe_sock *conn, int *fds, bool nonblock, bool cloexec)
 {
@@ -158,9 +185,8 @@ static int vtoe_conn_attach(int fd, struct vtoe_sock *conn, int *fds, bool nonbl
 	 * connection); vtoe_fd_close() keeps it valid for as long as the shim may use it. */
 	REAL(close)(fds[VTOE_FD_APP]);
 	c->fd = fd;
-	c->bell = vtoe_fd_move_high(fds[VTOE_FD_PEER_BELL]);
+	c->bell = vtoe_bell_keep(c, fds[VTOE_FD_PEER_BELL]);
 	fds[VTOE_FD_APP] = fds[VTOE_FD_PEER_BELL] = -1;
-	vtoe_fd_set_internal(c->bell, true);
 	atomic_store(&conn->kind, VTOE_KIND_CONN); /* from now on its release closes it */
 	vtoe_fd_install(fd, conn);
 	return 0;
@@ -652,10 +678,14 @@ static int vtoe_accept_common(int fd, struct sockaddr *addr, socklen_t *alen, in
 	    (alen && (int)*alen < 0)) {
 		vtoe_sock_put(s);
 		cfd = REAL(accept4)(fd, addr, alen, flags);
+		if (vtoe_retry_emfile(cfd))
+			cfd = REAL(accept4)(fd, addr, alen, flags);
 		vtoe_fd_forget_stale(cfd);
 		return cfd;
 	}
 	cfd = REAL(accept4)(fd, (struct sockaddr *)&ss, &sl, flags);
+	if (vtoe_retry_emfile(cfd))
+		cfd = REAL(accept4)(fd, (struct sockaddr *)&ss, &sl, flags);
 	if (cfd >= 0) {
 		vtoe_fd_forget_stale(cfd);
 		vtoe_accept_offload(s, cfd, &ss, sl, flags);
@@ -672,6 +702,8 @@ int vtoe_w_accept(int fd, struct sockaddr *addr, socklen_t *alen)
 
 	if (vtoe_likely(!vtoe_fd_peek(fd))) {
 		cfd = REAL(accept)(fd, addr, alen);
+		if (vtoe_retry_emfile(cfd))
+			cfd = REAL(accept)(fd, addr, alen);
 		vtoe_fd_forget_stale(cfd);
 		return cfd;
 	}
@@ -686,6 +718,8 @@ int vtoe_w_accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 
 	if (vtoe_likely(!vtoe_fd_peek(fd))) {
 		cfd = REAL(accept4)(fd, addr, alen, flags);
+		if (vtoe_retry_emfile(cfd))
+			cfd = REAL(accept4)(fd, addr, alen, flags);
 		vtoe_fd_forget_stale(cfd);
 		return cfd;
 	}
@@ -790,6 +824,8 @@ VTOE_EXPORT int dup(int fd)
 
 	if (vtoe_likely(!vtoe_fd_peek(fd))) {
 		r = REAL(dup)(fd);
+		if (vtoe_retry_emfile(r))
+			r = REAL(dup)(fd);
 		vtoe_fd_forget_stale(r);
 		return r;
 	}
@@ -797,6 +833,8 @@ VTOE_EXPORT int dup(int fd)
 	if (s == &vtoe_internal_sock)
 		return vtoe_ebadf();
 	r = REAL(dup)(fd);
+	if (vtoe_retry_emfile(r))
+		r = REAL(dup)(fd);
 	if (r >= 0)
 		vtoe_fd_install(r, s); /* the new number shares the socket object */
 	vtoe_sock_put(s);

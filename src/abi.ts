@@ -27,9 +27,10 @@ export const Op = {
   FALLBACK: 9,
   PEER_RESET: 10,
   ATTACH: 11,
+  BELL: 12,
 } as const;
 export type Op = (typeof Op)[keyof typeof Op];
-export const OP_COUNT = 12;
+export const OP_COUNT = 13;
 
 /** enum vtoe_event */
 export const Event = {
@@ -77,6 +78,12 @@ export const REP_FD_COUNT = 3;
 /** VTOE_CLOSE_* flags of a CLOSE note's arg. */
 export const CloseFlag = { RESET: 1, ABORTED: 2 } as const;
 
+/** enum vtoe_bell_op: a BELL note's arg. */
+export const BellOp = { RING: 1, DRAIN: 2, SHUT_WR: 3, SHUT_RDWR: 4 } as const;
+export type BellOp = (typeof BellOp)[keyof typeof BellOp];
+/** VTOE_BELL_REPLY: a BELL note with this flag in its arg is an RPC, answered once done. */
+export const BELL_REPLY = 0x100;
+
 /** Everything above in one place, the way the agent reads it: ABI.ev.ACK, ABI.fb.POLICY, ... */
 export const ABI = {
   version: VTOE_ABI_VERSION,
@@ -90,6 +97,7 @@ export const ABI = {
   fabric: Fabric,
   fd: RepFd,
   close: CloseFlag,
+  bell: BellOp,
 } as const;
 
 // 'PEER_NOT_OFFLOADED' -> 'peer-not-offloaded'
@@ -147,6 +155,11 @@ export function abiConstantTable(): Record<string, number> {
     VTOE_REGION_DATA_OFFSET,
     VTOE_CLOSE_RESET: CloseFlag.RESET,
     VTOE_CLOSE_ABORTED: CloseFlag.ABORTED,
+    VTOE_BELL_RING: BellOp.RING,
+    VTOE_BELL_DRAIN: BellOp.DRAIN,
+    VTOE_BELL_SHUT_WR: BellOp.SHUT_WR,
+    VTOE_BELL_SHUT_RDWR: BellOp.SHUT_RDWR,
+    VTOE_BELL_REPLY: BELL_REPLY,
     VTOE_EV__COUNT: EVENT_COUNT,
     VTOE_FB__COUNT: FALLBACK_REASON_COUNT,
     VTOE_OP__COUNT: OP_COUNT,

@@ -22,6 +22,7 @@ export interface ResolvedConfig {
   maxConnections: number;
   agentTimeoutMs: number;
   offload: boolean;
+  peerBells: boolean;
   fabric: FabricChoice;
   rdmaPort: number;
   rdmaAddress: string;
@@ -102,6 +103,11 @@ function checkRingMaxSize(v: number, name: string): number {
 
 const TRUE_WORDS = ['1', 'true', 'yes', 'on'];
 const FALSE_WORDS = ['0', 'false', 'no', 'off'];
+
+function checkBool(v: unknown, name: string): boolean {
+  if (typeof v !== 'boolean') throw new ConfigError(`${name} must be true or false`);
+  return v;
+}
 
 function parseBool(raw: string, name: string): boolean {
   const w = raw.trim().toLowerCase();
@@ -201,10 +207,10 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
     ...intIn(1, 3_600_000, 'milliseconds') }),
   entry({ key: 'offload', env: 'VTOE_OFFLOAD', default: true,
     doc: '0 makes the shim pass every call to the kernel', readBy: 'shim',
-    parse: parseBool, check: (v, name) => {
-      if (typeof v !== 'boolean') throw new ConfigError(`${name} must be true or false`);
-      return v;
-    } }),
+    parse: parseBool, check: checkBool }),
+  entry({ key: 'peerBells', env: 'VTOE_PEER_BELLS', default: true,
+    doc: "1: an offloaded socket also holds its peer's doorbell (2 fds; a wake-up is one write), until the process runs out of fds, when sockets give theirs up rather than fail; 0: never (1 fd per socket, as kernel TCP; each wake-up of a sleeping peer goes through the agent)",
+    readBy: 'shim', parse: parseBool, check: checkBool }),
   entry({ key: 'fabric', env: 'VTOE_FABRIC', default: 'auto' as FabricChoice,
     doc: 'auto: shm on this host, verbs (rdma_cm) to other hosts; verbs: verbs even on this host; shm: never verbs',
     readBy: 'agent',

@@ -111,6 +111,7 @@ interface NativeShmConnection {
   releaseSide(side: Side): void;
   sideOfSocket(fd: number): number;
   regionFd(): number;
+  bellOp(side: Side, op: number): void;
   watchEnds(handlers: { onEnd(side: Side, how: SideEnd): void }): void;
   hangUp(side: Side): void;
   relay(fd: number, handlers: { onRelayEnd(how: SideEnd): void }): void;
@@ -309,6 +310,14 @@ export class ShmConnection {
   /** The region's memfd (the agent's own, for a reply to carry; not to be closed). */
   regionFd(): number {
     return native(() => this.#native.regionFd());
+  }
+
+  /**
+   * For `side`, which holds no doorbell of its own (VTOE_PEER_BELLS=0, or it ran short of
+   * descriptors): ring, drain or shut its peer's doorbell (ABI.bell) with the agent's copy.
+   */
+  bellOp(side: Side, op: number): void {
+    native(() => this.#native.bellOp(side, op));
   }
 
   /**

@@ -1,7 +1,7 @@
 // The core CA on its own: requests in the orders processes can produce them, with a fake
 // reply sink and fake shared links, so every case is deterministic.
 import { describe, expect, it, vi } from 'vitest';
-import { ABI } from '../src/abi.js';
+import { ABI, BELL_REPLY } from '../src/abi.js';
 import { resolveConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
 import { CoreCA, type ReplySink } from '../src/agent/core-ca.js';
@@ -23,12 +23,12 @@ function setup() {
   };
   // What the agent did to each link, and a way to play the native side's end-of-side report.
   const links: Array<{
-    rdShut: [boolean, boolean]; hungUp: Side[]; end?: (side: Side, how: SideEnd) => void;
+    rdShut: [boolean, boolean]; hungUp: Side[]; bells: Array<[Side, number]>; end?: (side: Side, how: SideEnd) => void;
     /** each ring's indices, as its producer and consumer left them */
     index: [{ head: number; tail: number }, { head: number; tail: number }];
   }> = [];
   const fakeLink = (): ShmLink => {
-    const l: (typeof links)[number] = { rdShut: [false, false], hungUp: [], index: [{ head: 0, tail: 0 }, { head: 0, tail: 0 }] };
+    const l: (typeof links)[number] = { rdShut: [false, false], hungUp: [], bells: [], index: [{ head: 0, tail: 0 }, { head: 0, tail: 0 }] };
     links.push(l);
     return {
       ringSize: 4096, mappedBytes: 4096 * 3, residentBytes: 4096 * 3, fdsFor: () => [10, 11, 12], releaseSide: () => {}, close: () => {},
@@ -38,6 +38,7 @@ function setup() {
         return fd === 110 ? 0 : fd === 111 ? 1 : -1;
       },
       regionFd: () => 10,
+      bellOp: (side, op) => { l.bells.push([side, op]); },
       watchEnds: (onEnd) => { l.end = onEnd; },
       hangUp: (side) => { l.hungUp.push(side); },
       counters: () => ({
@@ -106,6 +107,35 @@ describe('core CA', () => {
       expect(t.replies.at(-1)!.fds).toBeUndefined();
     }
     expect(t.dropped).toEqual([]);
+  });
+
+  it('rings, drains and shuts a doorbell for the side whose socket comes with the request, and for no other', () => {
+    const t = setup();
+    const { cid } = t.establish(40004);
+    const replies = t.replies.length;
+    t.send(SERVER, ABI.op.BELL, { cid, fd: 111, arg: ABI.bell.RING });
+    t.send(CLIENT, ABI.op.BELL, { cid, fd: 110, arg: ABI.bell.DRAIN });
+    expect(t.replies.length).toBe(replies); // notes
+    const ack = t.send(CLIENT, ABI.op.BELL, { cid, fd: 110, arg: ABI.bell.SHUT_WR | BELL_REPLY })!;
+    expect(ack.event).toBe(ABI.ev.ACK);
+    expect(t.links[0]!.bells).toEqual([[1, ABI.bell.RING], [0, ABI.bell.DRAIN], [0, ABI.bell.SHUT_WR]]);
+    // A connection freed meanwhile: nothing to do, but a waiting sender still gets its answer.
+    expect(t.send(CLIENT, ABI.op.BELL, { cid: cid + 7n, fd: 110, arg: ABI.bell.SHUT_RDWR | BELL_REPLY })!.event).toBe(ABI.ev.ACK);
+    expect(t.dropped).toEqual([]);
+    // Someone else's socket, no socket, or an op that does not exist: the channel goes.
+    t.send(SERVER, ABI.op.BELL, { cid, fd: 999, arg: ABI.bell.RING });
+    expect(t.dropped).toEqual([SERVER]);
+    t.send(CLIENT, ABI.op.BELL, { cid, arg: ABI.bell.RING });
+    expect(t.dropped).toEqual([SERVER, CLIENT]);
+    expect(t.links[0]!.bells).toHaveLength(3);
+  });
+
+  it('drops a channel that asks for a doorbell operation that does not exist', () => {
+    const t = setup();
+    const { cid } = t.establish(40005);
+    t.send(CLIENT, ABI.op.BELL, { cid, fd: 110, arg: 9 });
+    expect(t.dropped).toEqual([CLIENT]);
+    expect(t.links[0]!.bells).toEqual([]);
   });
 
   it('answers a request that fails inside the agent with EIO, once, instead of leaving the process waiting', () => {

@@ -153,19 +153,21 @@ describe('shim-semantics: offloaded TCP against kernel TCP', () => {
       .toEqual(["reset.poll now matches the kernel ('IN ERR HUP'): remove reset.poll from KNOWN_DEVIATIONS"]);
   });
 
-  for (const v6 of [false, true]) {
-    it(`prints the kernel's facts, every one (${v6 ? 'IPv6' : 'IPv4'})`, async () => {
+  // Also with every wake-up through the agent (no doorbells of their own, VTOE_PEER_BELLS=0).
+  for (const [v6, bells] of [[false, true], [true, true], [false, false]] as const) {
+    const mode = `${v6 ? 'IPv6' : 'IPv4'}${bells ? '' : ', VTOE_PEER_BELLS=0'}`;
+    it(`prints the kernel's facts, every one (${mode})`, async () => {
       const args = v6 ? ['v6'] : [];
       const s0 = agent.stats();
       const kernel = await runProg(bin['shim-semantics']!, args, kernelEnv());
       const s1 = agent.stats();
-      const offl = await runProg(bin['shim-semantics']!, args, offload());
+      const offl = await runProg(bin['shim-semantics']!, args, { ...offload(), ...(bells ? {} : { VTOE_PEER_BELLS: '0' }) });
       const s2 = agent.stats();
 
       expect({ code: kernel.code, signal: kernel.signal, stderr: kernel.stderr }).toEqual({ code: 0, signal: null, stderr: '' });
       expect({ code: offl.code, signal: offl.signal }).toEqual({ code: 0, signal: null });
       expect(parseFacts(kernel.stdout)).toHaveLength(SEMANTICS_LINES);
-      console.log(`shim-semantics coverage (${v6 ? 'IPv6' : 'IPv4'}; kernel TCP is the oracle):\n${
+      console.log(`shim-semantics coverage (${mode}; kernel TCP is the oracle):\n${
         formatCoverage(coverageRows(kernel.stdout, offl.stdout, (l) => KNOWN_DEVIATIONS.has(l)))}`);
       expect(semanticsProblems(kernel.stdout, offl.stdout)).toEqual([]);
 

@@ -4,7 +4,7 @@
 // process owns before anything happens, and a bad one gets an error reply.
 import { closeSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { ABI, reasonName } from '../abi.js';
+import { ABI, BELL_REPLY, reasonName } from '../abi.js';
 import { tcpPeerAccepted, type CtlReply, type CtlRequest, type SideEnd, type SockAddr } from '../native.js';
 import type { ResolvedConfig } from '../config.js';
 import { decide, type PolicyRule } from '../policy.js';
@@ -73,6 +73,10 @@ const DRAIN_CHECK_MS = 20;
 
 /** The requests that get a reply (the others are notes). */
 const RPC_OPS: ReadonlySet<number> = new Set([ABI.op.HELLO, ABI.op.OPEN, ABI.op.LISTEN, ABI.op.CONNECT, ABI.op.ACCEPT, ABI.op.ATTACH]);
+
+function wantsReply(req: CtlRequest): boolean {
+  return RPC_OPS.has(req.op) || (req.op === ABI.op.BELL && (req.arg & BELL_REPLY) !== 0);
+}
 
 /** Where replies go; the control server in production, a fake in tests. */
 export interface ReplySink {
@@ -150,7 +154,7 @@ export class CoreCA {
     } catch (err) {
       // A bug here must not leave the process waiting out its timeout for a reply.
       this.log.error('a request failed inside the agent', { op: req.op, error: String(err) });
-      if (RPC_OPS.has(req.op) && this.repliedTo !== req) this.reply(client, req, { event: ABI.ev.ERROR, err: errno.EIO });
+      if (wantsReply(req) && this.repliedTo !== req) this.reply(client, req, { event: ABI.ev.ERROR, err: errno.EIO });
     } finally {
       if (req.fd !== undefined) closeFd(req.fd); // a descriptor nobody took
       this.changed();
@@ -177,6 +181,7 @@ export class CoreCA {
       case ABI.op.FALLBACK: return this.noteFallback(proc, req);
       case ABI.op.PEER_RESET: return this.peerReset(proc, req);
       case ABI.op.ATTACH: return this.attach(proc, req);
+      case ABI.op.BELL: return this.bell(proc, req);
       default: this.fail(client, req, errno.EPROTO, `unknown op ${op}`);
     }
   }
@@ -339,6 +344,23 @@ export class CoreCA {
       event: ABI.ev.ACK, sid: conn.shadow.ends[side].sid ?? 0, cid: conn.shadow.cid, fabric: ABI.fabric.SHM,
       side, ringSize: conn.link.ringSize, spinUs: this.config.spinUs,
     }, [conn.link.regionFd()]);
+  }
+
+  /**
+   * A process without its peer's doorbell asks the agent to use the agent's copy.  Its socket,
+   * passed with the note, says which side it is: nobody else can ring, drain or shut a bell.
+   */
+  private bell(proc: ProcessRecord, req: CtlRequest): void {
+    const op = req.arg & ~BELL_REPLY;
+    if (!(Object.values(ABI.bell) as number[]).includes(op) || (req.arg & ~(BELL_REPLY | 0xff)) !== 0) {
+      return this.violation(proc, req, `BELL op ${req.arg}`);
+    }
+    const conn = this.connections.get(req.cid);
+    const side = conn && req.fd !== undefined ? conn.link.sideOfSocket(req.fd) : -1;
+    // Freed meanwhile, its sockets gone: nothing left to wake.  A live one: only its own socket.
+    if (conn && side === -1) return this.violation(proc, req, 'BELL without a socket of that connection');
+    if (conn && side !== -1) conn.link.bellOp(side, op);
+    if (wantsReply(req)) this.reply(proc.client, req, { event: ABI.ev.ACK, cid: req.cid });
   }
 
   /** RTU: the kernel rendezvous connected, the connection carries data from now on. */

@@ -5,7 +5,7 @@
 import { ShmConnection } from '../native.js';
 
 /** What the core CA uses of a connection's region (tests substitute a fake). */
-export type ShmLink = Pick<ShmConnection, 'ringSize' | 'mappedBytes' | 'residentBytes' | 'fdsFor' | 'releaseSide' | 'sideOfSocket' | 'regionFd' | 'watchEnds' | 'hangUp' | 'relay' | 'counters' | 'close'>;
+export type ShmLink = Pick<ShmConnection, 'ringSize' | 'mappedBytes' | 'residentBytes' | 'fdsFor' | 'releaseSide' | 'sideOfSocket' | 'regionFd' | 'bellOp' | 'watchEnds' | 'hangUp' | 'relay' | 'counters' | 'close'>;
 
 export class ShmHostCA {
   /** ringMaxSize: how far a ring grows for a reader that stalled; at most ringSize: never. */
