@@ -142,8 +142,9 @@ struct vtoe_config {
 	bool peer_bells;         /* VTOE_PEER_BELLS != 0: a shm connection keeps its peer's bell */
 };
 
-/* The process ran out of descriptors once: new shm connections hold no bell of their own
- * (the agent rings it for them, VTOE_OP_BELL), so an offloaded socket costs one fd. */
+/* The process ran out of descriptors: new shm connections hold no bell of their own (the
+ * agent rings it for them, VTOE_OP_BELL), so an offloaded socket costs one fd, until a new
+ * socket gets a low number again (vtoe_socket.c). */
 extern atomic_bool vtoe_fds_short;
 /* Out of descriptors (EMFILE): give up the bells of up to VTOE_SHED_BATCH connections, so the
  * call can be tried again; false if there was none to give. */

@@ -135,7 +135,7 @@ static int vtoe_conn_prepare(struct vtoe_sock *conn, const struct vtoe_ctl_rep *
 
 /*
  * Where the peer's bell lives: among our internal descriptors, at the top of the fd space.
- * On the shm fabric, whose agent keeps a copy, none when the process is short of descriptors
+ * On the shm fabric, whose agent keeps a copy, none while the process is short of descriptors
  * (or VTOE_PEER_BELLS=0): the agent rings it for us, and the socket costs one fd, as TCP's.
  * Consumes bell; returns the fd to use or -1.
  */
@@ -143,6 +143,9 @@ static int vtoe_bell_keep(struct vtoe_conn *c, int bell)
 {
 	int high = -1;
 
+	/* The program's new socket got a low number: it has plenty free again. */
+	if (c->fd >= 0 && c->fd < vtoe_cfg.internal_fd_base / 2)
+		atomic_store(&vtoe_fds_short, false);
 	if (c->fabric != VTOE_FABRIC_SHM) {
 		high = vtoe_fd_move_high(bell);
 	} else if (vtoe_cfg.peer_bells && !atomic_load(&vtoe_fds_short)) {
@@ -737,9 +740,9 @@ VTOE_EXPORT int close(int fd)
 
 /*
  * A connection works on one of the application's numbers for its socket (c->fd), and the
- * application is closing (after clearing its slot) or replacing (dup2 onto it) that number.  Returns 1 if
- * the number stays open for the connection (the caller must not close it: the release does),
- * 0 if the caller may go on, -1 (EMFILE) if no number was left to move to.
+ * application is closing (after clearing its slot) or replacing (dup2 onto it) that number.
+ * Returns 1 if the number stays open for the connection (the caller must not close it: the
+ * release does), 0 if the caller may go on, -1 (EMFILE) if no number was left to move to.
  */
 static int vtoe_conn_fd_leaving(struct vtoe_sock *s, int fd, bool replacing)
 {
