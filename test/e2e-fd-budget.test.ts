@@ -55,6 +55,17 @@ describe('descriptor budgets', () => {
     expect(client.fds).toBeLessThanOrEqual(2 * 2000 + 8);
   }, 180_000);
 
+  it.skipIf(NEEDS)(`a server in ulimit -n 1024 serves 1000 offloaded clients, as on kernel TCP${NEEDS}`, async () => {
+    const env = offloadEnv(agent.socketPath);
+    const server = limited(1024, ['serve', '1000'], env);
+    const port = (await server.waitLine(/^port (\d+)$/))[1]!;
+    const client = await outcome(startProc(bin, ['client', port, '1000'], env), 'connected');
+    const served = await outcome(server, 'accepted');
+    // Before: the server's accept() failed with EMFILE after about 250 (four fds each).
+    expect(client).toMatchObject({ count: 1000, err: 'none' });
+    expect(served).toMatchObject({ count: 1000, err: 'none' });
+  }, 180_000);
+
   it.skipIf(NEEDS)(`a process holding both ends in ulimit -n 1024 holds as many as on kernel TCP${NEEDS}`, async () => {
     const kernel = await outcome(limited(1024, ['both', '600'], kernelEnv()), 'pairs');
     const before = agent.stats();
