@@ -95,6 +95,18 @@ struct vtoe_real_fns {
 	int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
 	int (*epoll_pwait2)(int, struct epoll_event *, int, const struct timespec *,
 			    const sigset_t *);
+	/* calls that create descriptors, for vtoe_fdnew.c */
+	int (*open)(const char *, int, ...);
+	int (*open64)(const char *, int, ...);
+	int (*openat)(int, const char *, int, ...);
+	int (*openat64)(int, const char *, int, ...);
+	int (*open_2)(const char *, int);
+	int (*open64_2)(const char *, int);
+	int (*openat_2)(int, const char *, int);
+	int (*openat64_2)(int, const char *, int);
+	int (*pipe)(int[2]);
+	int (*pipe2)(int[2], int);
+	int (*socketpair)(int, int, int, int[2]);
 };
 
 extern struct vtoe_real_fns vtoe_real_tab;
@@ -150,6 +162,8 @@ extern atomic_bool vtoe_fds_short;
  * call can be tried again; false if there was none to give. */
 #define VTOE_SHED_BATCH 64
 bool vtoe_fds_shed(void);
+/* A new descriptor at fd: drop what the table still says of a number closed behind our back. */
+void vtoe_fd_forget_stale(int fd);
 /* The call failed with EMFILE and bells were given up: try it again. */
 static inline bool vtoe_retry_emfile(int r)
 {

@@ -29,7 +29,7 @@ void vtoe_log_init(void)
 			vtoe_log_level = VTOE_LOG_DEBUG;
 	}
 	if (path && *path) {
-		int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+		int fd = REAL(openat)(AT_FDCWD, path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
 		if (fd >= 0) {
 			/* Keep it away from the fds the application manages, and out of its reach. */
 			fd = vtoe_fd_move_high(fd);

@@ -232,7 +232,37 @@ static ssize_t raw_recvfrom_chk(int fd, void *b, size_t n, size_t bl, int f, str
 	return raw_recvfrom(fd, b, n, f, a, l);
 }
 
+static int raw_openat(int dir, const char *path, int flags, ...)
+{
+	va_list ap;
+	mode_t mode;
+
+	va_start(ap, flags);
+	mode = (flags & (O_CREAT | __O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
+	va_end(ap);
+	return syscall(SYS_openat, dir, path, flags, mode);
+}
+static int raw_open(const char *path, int flags, ...)
+{
+	va_list ap;
+	mode_t mode;
+
+	va_start(ap, flags);
+	mode = (flags & (O_CREAT | __O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
+	va_end(ap);
+	return syscall(SYS_openat, AT_FDCWD, path, flags, mode);
+}
+static int raw_open_2(const char *path, int flags) { return raw_open(path, flags); }
+static int raw_openat_2(int dir, const char *path, int flags) { return raw_openat(dir, path, flags); }
+static int raw_pipe2(int fds[2], int flags) { return syscall(SYS_pipe2, fds, flags); }
+static int raw_pipe(int fds[2]) { return raw_pipe2(fds, 0); }
+static int raw_socketpair(int d, int t, int p, int fds[2]) { return syscall(SYS_socketpair, d, t, p, fds); }
+
 static const struct vtoe_real_fns vtoe_raw_tab = {
+	.open = raw_open, .open64 = raw_open, .openat = raw_openat, .openat64 = raw_openat,
+	.open_2 = raw_open_2, .open64_2 = raw_open_2, .openat_2 = raw_openat_2,
+	.openat64_2 = raw_openat_2, .pipe = raw_pipe, .pipe2 = raw_pipe2,
+	.socketpair = raw_socketpair,
 	.socket = raw_socket, .connect = raw_connect, .listen = raw_listen,
 	.accept = raw_accept, .accept4 = raw_accept4, .close = raw_close,
 	.shutdown = raw_shutdown, .read = raw_read, .write = raw_write,
@@ -385,6 +415,17 @@ static void vtoe_resolve(void)
 	SYM(epoll_pwait, "epoll_pwait");
 	SYM(select, "select");
 	SYM(pselect, "pselect");
+	SYM(open, "open");
+	SYM(open64, "open64");
+	SYM(openat, "openat");
+	SYM(openat64, "openat64");
+	SYM(open_2, "__open_2");
+	SYM(open64_2, "__open64_2");
+	SYM(openat_2, "__openat_2");
+	SYM(openat64_2, "__openat64_2");
+	SYM(pipe, "pipe");
+	SYM(pipe2, "pipe2");
+	SYM(socketpair, "socketpair");
 #undef SYM
 	r->epoll_pwait2 = vtoe_sym("epoll_pwait2", false); /* glibc 2.35 */
 	if (!r->epoll_pwait2)

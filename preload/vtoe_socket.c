@@ -29,7 +29,7 @@ static bool vtoe_sock_shared(struct vtoe_sock *s)
 
 /* Drop a table entry left by a close we did not see (close_range, a libc-internal close...).
  * A connection that worked on that number has lost it: it must not touch the new file. */
-static void vtoe_fd_forget_stale(int fd)
+void vtoe_fd_forget_stale(int fd)
 {
 	struct vtoe_sock *s;
 

@@ -79,6 +79,19 @@ describe('descriptor budgets', () => {
     expect(after.offloaded - before.offloaded).toBeGreaterThan(kernel.count / 2);
   }, 180_000);
 
+  it.skipIf(NEEDS)(`a process holding offloaded sockets opens as many files as on kernel TCP${NEEDS}`, async () => {
+    const opened = async (env: NodeJS.ProcessEnv) => {
+      const p = limited(1024, ['both', '200', 'open'], env);
+      expect(await outcome(p, 'pairs')).toMatchObject({ count: 200, err: 'none' });
+      const m = await p.waitLine(/^opened (\d+) err (\S+)$/);
+      expect(m[2]).toBe('EMFILE');
+      return Number(m[1]);
+    };
+    const kernel = await opened(kernelEnv());
+    // Before: 400 doorbells held the difference, and open() failed 400 files earlier.
+    expect(await opened(offloadEnv(agent.socketPath))).toBeGreaterThanOrEqual(kernel - 1);
+  }, 120_000);
+
   it('with VTOE_PEER_BELLS=0 an offloaded socket costs one descriptor, as a kernel socket does', async () => {
     const env = { ...offloadEnv(agent.socketPath), VTOE_PEER_BELLS: '0' };
     const before = agent.stats();

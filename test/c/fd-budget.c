@@ -6,7 +6,8 @@
  *                              after N (or the first failure), then hold them until stdin ends
  *   fd-budget client PORT N    connect N times, each one a byte there and back, holding all;
  *                              print "connected K err E fds F"
- *   fd-budget both N           both ends in this process; print "pairs K err E fds F"
+ *   fd-budget both N [open]    both ends in this process; print "pairs K err E fds F"; with
+ *                              open, then open /dev/null until that fails: "opened M err E"
  *
  * E is the errno name of the first failure ("none"); F counts /proc/self/fd.  Every step is
  * checked, so a connection that exists but carries nothing counts as a failure too.
@@ -15,6 +16,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,7 +145,7 @@ int main(int argc, char **argv)
 		printf("connected %d err %s fds %d\n", k, err_name(err), count_fds());
 		return 0;
 	}
-	if (argc == 3 && !strcmp(argv[1], "both")) {
+	if ((argc == 3 || (argc == 4 && !strcmp(argv[3], "open"))) && !strcmp(argv[1], "both")) {
 		n = atoi(argv[2]);
 		lfd = listen_any(&port);
 		for (; k < n; k++) {
@@ -164,6 +166,13 @@ int main(int argc, char **argv)
 			}
 		}
 		printf("pairs %d err %s fds %d\n", k, err_name(err), count_fds());
+		if (argc == 4) { /* the rest of the limit, for files */
+			int m = 0;
+
+			while (open("/dev/null", O_RDONLY) >= 0)
+				m++;
+			printf("opened %d err %s\n", m, err_name(errno));
+		}
 		return 0;
 	}
 	fprintf(stderr, "usage: fd-budget serve N | client PORT N | both N\n");
