@@ -253,10 +253,16 @@ static int raw_open(const char *path, int flags, ...)
 	return syscall(SYS_openat, AT_FDCWD, path, flags, mode);
 }
 static int raw_open_2(const char *path, int flags) { return raw_open(path, flags); }
-static int raw_openat_2(int dir, const char *path, int flags) { return raw_openat(dir, path, flags); }
+static int raw_openat_2(int dir, const char *path, int flags)
+{
+	return raw_openat(dir, path, flags);
+}
 static int raw_pipe2(int fds[2], int flags) { return syscall(SYS_pipe2, fds, flags); }
 static int raw_pipe(int fds[2]) { return raw_pipe2(fds, 0); }
-static int raw_socketpair(int d, int t, int p, int fds[2]) { return syscall(SYS_socketpair, d, t, p, fds); }
+static int raw_socketpair(int d, int t, int p, int fds[2])
+{
+	return syscall(SYS_socketpair, d, t, p, fds);
+}
 
 static const struct vtoe_real_fns vtoe_raw_tab = {
 	.open = raw_open, .open64 = raw_open, .openat = raw_openat, .openat64 = raw_openat,

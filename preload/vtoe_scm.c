@@ -8,8 +8,9 @@
  * VTOE_INHERIT format of vtoe_exec.c, with positions in the descriptor array instead of fd
  * numbers).  The receiving shim takes the appended descriptors out, adopts the connections
  * (asking the agent for a shm connection's region, with the socket it received as the proof),
- * and hands the application exactly what was sent.  The passed connection counts as shared from then on (as after fork),
- * so the sender's close does not end the stream under the receiver.
+ * and hands the application exactly what was sent.  The passed connection counts as shared
+ * from then on (as after fork), so the sender's close does not end the stream under the
+ * receiver.
  */
 #include "vtoe.h"
 

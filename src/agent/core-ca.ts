@@ -72,7 +72,9 @@ const DRAIN_WAIT_MS = 30_000;
 const DRAIN_CHECK_MS = 20;
 
 /** The requests that get a reply (the others are notes). */
-const RPC_OPS: ReadonlySet<number> = new Set([ABI.op.HELLO, ABI.op.OPEN, ABI.op.LISTEN, ABI.op.CONNECT, ABI.op.ACCEPT, ABI.op.ATTACH]);
+const RPC_OPS: ReadonlySet<number> = new Set([
+  ABI.op.HELLO, ABI.op.OPEN, ABI.op.LISTEN, ABI.op.CONNECT, ABI.op.ACCEPT, ABI.op.ATTACH,
+]);
 
 function wantsReply(req: CtlRequest): boolean {
   return RPC_OPS.has(req.op) || (req.op === ABI.op.BELL && (req.arg & BELL_REPLY) !== 0);
