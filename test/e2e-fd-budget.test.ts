@@ -104,6 +104,8 @@ describe('descriptor budgets', () => {
     expect(agent.stats().offloaded - before.offloaded).toBe(300);
     // stdin, stdout, stderr, the agent's channel and the directory being counted: no more
     expect(client.fds).toBeLessThanOrEqual(300 + 5);
-    expect(served.fds).toBeLessThanOrEqual(300 + 6); // and the listener
+    // The server also has its listener, and for a moment the kernel ends of the last
+    // rendezvous connections, parked until their client's FIN (at most 64, vtoe_park.c).
+    expect(served.fds).toBeLessThanOrEqual(300 + 6 + 64);
   }, 120_000);
 });
