@@ -140,6 +140,15 @@ static inline int vtoe_kpoll(struct pollfd *p, nfds_t n, int ms)
 	return REAL(ppoll)(p, n, ms < 0 ? NULL : &ts, NULL);
 }
 
+/* open's mode argument: there only with O_CREAT or O_TMPFILE (flags is the last named one). */
+#define VTOE_OPEN_MODE(flags, mode)                                                          \
+	do {                                                                                 \
+		va_list ap_;                                                                 \
+		va_start(ap_, flags);                                                        \
+		mode = ((flags) & (O_CREAT | __O_TMPFILE)) ? va_arg(ap_, mode_t) : 0;        \
+		va_end(ap_);                                                                 \
+	} while (0)
+
 /* fcntl's third argument depends on the command. */
 enum vtoe_fcntl_arg { VTOE_FCNTL_NONE, VTOE_FCNTL_INT, VTOE_FCNTL_PTR };
 enum vtoe_fcntl_arg vtoe_fcntl_arg_kind(int cmd);
@@ -342,6 +351,16 @@ static inline struct vtoe_sock *vtoe_fd_peek(int fd)
 		return NULL;
 	return atomic_load_explicit(&chunk[(unsigned int)fd & (VTOE_FDTAB_CHUNK - 1)],
 				    memory_order_acquire);
+}
+
+/* A reference to s unless it is being released (increment if not zero). */
+static inline bool vtoe_sock_tryget(struct vtoe_sock *s)
+{
+	int r = atomic_load(&s->ref);
+
+	while (r > 0 && !atomic_compare_exchange_weak(&s->ref, &r, r + 1))
+		;
+	return r > 0;
 }
 
 struct vtoe_sock *vtoe_fd_get(int fd);

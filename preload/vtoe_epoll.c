@@ -81,11 +81,8 @@ static struct vtoe_ep_item *vtoe_ep_untoken(struct vtoe_ep *ep, uint64_t token)
 static struct vtoe_sock *vtoe_ep_item_get(struct vtoe_ep_item *it)
 {
 	struct vtoe_sock *s = it->s;
-	int r = atomic_load(&s->ref);
 
-	while (r > 0 && !atomic_compare_exchange_weak(&s->ref, &r, r + 1))
-		;
-	if (r <= 0)
+	if (!vtoe_sock_tryget(s))
 		return NULL;
 	if (atomic_load(&s->incarnation) != it->inc) {
 		vtoe_sock_put(s);

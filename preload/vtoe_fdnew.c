@@ -12,7 +12,6 @@
 #include "vtoe.h"
 
 #include <fcntl.h>
-#include <stdarg.h>
 
 static int vtoe_fdnew_done(int fd)
 {
@@ -29,15 +28,6 @@ static int vtoe_pair_done(int r, const int fds[2])
 	}
 	return r;
 }
-
-/* open's mode argument is there only with O_CREAT or O_TMPFILE. */
-#define VTOE_OPEN_MODE(flags, mode)                                                          \
-	do {                                                                                 \
-		va_list ap;                                                                  \
-		va_start(ap, flags);                                                         \
-		mode = ((flags) & (O_CREAT | __O_TMPFILE)) ? va_arg(ap, mode_t) : 0;         \
-		va_end(ap);                                                                  \
-	} while (0)
 
 #define VTOE_RETRY(call)                                                                     \
 	({                                                                                   \

@@ -69,14 +69,10 @@ struct vtoe_sock *vtoe_fd_get(int fd)
 {
 	for (;;) {
 		struct vtoe_sock *s = vtoe_fd_peek(fd);
-		int r;
 
 		if (!s || s == &vtoe_internal_sock)
 			return s;
-		r = atomic_load(&s->ref);
-		while (r > 0 && !atomic_compare_exchange_weak(&s->ref, &r, r + 1))
-			;
-		if (r <= 0)
+		if (!vtoe_sock_tryget(s))
 			continue; /* being released: its slot has already been cleared */
 		if (vtoe_fd_peek(fd) == s)
 			return s;
@@ -223,12 +219,7 @@ bool vtoe_fds_shed(void)
 	atomic_store(&vtoe_fds_short, true);
 	for (struct vtoe_sock *s = __atomic_load_n(&vtoe_pool_all, __ATOMIC_ACQUIRE);
 	     s && shed < VTOE_SHED_BATCH; s = s->all_next) {
-		int r = atomic_load(&s->ref);
-
-		/* a live connection, pinned while we look at it */
-		while (r > 0 && !atomic_compare_exchange_weak(&s->ref, &r, r + 1))
-			;
-		if (r <= 0)
+		if (!vtoe_sock_tryget(s)) /* a live one, pinned while we look at it */
 			continue;
 		if (atomic_load(&s->kind) == VTOE_KIND_CONN && vtoe_conn_drop_bell(&s->c))
 			shed++;

@@ -234,22 +234,16 @@ static ssize_t raw_recvfrom_chk(int fd, void *b, size_t n, size_t bl, int f, str
 
 static int raw_openat(int dir, const char *path, int flags, ...)
 {
-	va_list ap;
 	mode_t mode;
 
-	va_start(ap, flags);
-	mode = (flags & (O_CREAT | __O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
-	va_end(ap);
+	VTOE_OPEN_MODE(flags, mode);
 	return syscall(SYS_openat, dir, path, flags, mode);
 }
 static int raw_open(const char *path, int flags, ...)
 {
-	va_list ap;
 	mode_t mode;
 
-	va_start(ap, flags);
-	mode = (flags & (O_CREAT | __O_TMPFILE)) ? va_arg(ap, mode_t) : 0;
-	va_end(ap);
+	VTOE_OPEN_MODE(flags, mode);
 	return syscall(SYS_openat, AT_FDCWD, path, flags, mode);
 }
 static int raw_open_2(const char *path, int flags) { return raw_open(path, flags); }

@@ -528,13 +528,7 @@ void vtoe_listen_reregister(void)
 	unsigned losses = vtoe_ctl_losses();
 
 	for (struct vtoe_sock *s = vtoe_sock_first(); s; s = s->all_next) {
-		int r = atomic_load(&s->ref);
-
-		if (atomic_load(&s->kind) != VTOE_KIND_LISTENER)
-			continue;
-		while (r > 0 && !atomic_compare_exchange_weak(&s->ref, &r, r + 1))
-			;
-		if (r <= 0)
+		if (atomic_load(&s->kind) != VTOE_KIND_LISTENER || !vtoe_sock_tryget(s))
 			continue;
 		pthread_mutex_lock(&s->lock);
 		if (atomic_load(&s->kind) == VTOE_KIND_LISTENER && atomic_load(&s->nfds) > 0 &&

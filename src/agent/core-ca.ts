@@ -360,8 +360,10 @@ export class CoreCA {
     const conn = this.connections.get(req.cid);
     const side = conn && req.fd !== undefined ? conn.link.sideOfSocket(req.fd) : -1;
     // Freed meanwhile, its sockets gone: nothing left to wake.  A live one: only its own socket.
-    if (conn && side === -1) return this.violation(proc, req, 'BELL without a socket of that connection');
-    if (conn && side !== -1) conn.link.bellOp(side, op);
+    if (conn) {
+      if (side === -1) return this.violation(proc, req, 'BELL without a socket of that connection');
+      conn.link.bellOp(side, op);
+    }
     if (wantsReply(req)) this.reply(proc.client, req, { event: ABI.ev.ACK, cid: req.cid });
   }
 
