@@ -182,6 +182,9 @@ extern struct vtoe_config vtoe_cfg;
 
 /* Fork generation: bumped in both processes at fork; sockets of an older one are shared. */
 extern atomic_uint vtoe_fork_gen;
+/* Our process ID, as of the last fork we saw: a vfork child (which runs on its parent's
+ * memory, with no fork handler) differs from getpid(). */
+extern atomic_int vtoe_pid;
 
 /* ------------------------------------------------------------------------------------------ */
 /* vtoe_log.c                                                                                  */

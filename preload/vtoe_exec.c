@@ -17,7 +17,7 @@
  * wrappers of their own; a spawned child's file actions may move a socket to another number
  * (dup2 onto 0 and 1, the inetd way), so every record carries the socket's inode and the new
  * image adopts whichever of its low fds is that socket.  After a spawn the parent's copy is
- * shared too.
+ * shared too, and so after an exec from a vfork child (vtoe_handover_vfork).
  */
 #include "vtoe.h"
 
@@ -204,6 +204,27 @@ static void vtoe_handover_prepare(struct vtoe_handover *h, char *const envp[], b
 	h->var = var;
 }
 
+/*
+ * In a vfork child the exec wrapper runs on the parent's memory, no fork handler has run,
+ * and after a successful exec nothing of ours runs again.  So the parent, once it resumes,
+ * must find the connections shared, and no reference may outlive the exec (the parent's
+ * close would never release them, and its peer would wait for a FIN).  Only the new
+ * environment stays behind in the parent's heap, for the exec to read.
+ */
+static void vtoe_handover_vfork(struct vtoe_handover *h)
+{
+	for (int i = 0; i < h->nhanded; i++) {
+		h->handed[i]->gen = h->handed[i]->c.gen = ~0u;
+		vtoe_sock_put(h->handed[i]);
+	}
+	h->nhanded = 0;
+	h->nopened = 0; /* a child whose exec failed only exits */
+	free(h->handed);
+	free(h->opened);
+	h->handed = NULL;
+	h->opened = NULL;
+}
+
 /* After the exec failed, or the spawn returned: our fds close-on-exec again.  A child that
  * was started shares the connections it was given, as after fork. */
 static void vtoe_handover_finish(struct vtoe_handover *h, bool child_started)
@@ -237,6 +258,8 @@ static int vtoe_exec(enum vtoe_exec_how how, const char *file, int fd, char *con
 	int r;
 
 	vtoe_handover_prepare(&h, envp, false);
+	if (getpid() != atomic_load(&vtoe_pid))
+		vtoe_handover_vfork(&h);
 	switch (how) {
 	case VTOE_EXEC_PATH:
 		r = REAL(execve)(file, argv, h.envp);

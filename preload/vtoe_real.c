@@ -22,6 +22,7 @@ atomic_int vtoe_real_ready;
 struct vtoe_config vtoe_cfg = { .offload = true, .agent_timeout_ms = 5000, .internal_fd_base = 100,
 				 .poll_kernel_us = 1000, .peer_bells = true };
 atomic_uint vtoe_fork_gen;
+atomic_int vtoe_pid;
 
 static pthread_once_t vtoe_once = PTHREAD_ONCE_INIT;
 static __thread int vtoe_resolving;
@@ -354,6 +355,7 @@ static void vtoe_atfork_parent(void)
 static void vtoe_atfork_child(void)
 {
 	atomic_fetch_add(&vtoe_fork_gen, 1);
+	atomic_store(&vtoe_pid, (int)getpid());
 	vtoe_ep_atfork_child();
 	vtoe_fdtab_atfork_child();
 	vtoe_ctl_atfork_child();
@@ -438,6 +440,7 @@ static void vtoe_resolve(void)
 	if (!r->sendfile64)
 		r->sendfile64 = (ssize_t(*)(int, int, off64_t *, size_t))r->sendfile;
 
+	atomic_store(&vtoe_pid, (int)getpid());
 	vtoe_config_read();
 	vtoe_fdtab_init();
 	vtoe_log_init();

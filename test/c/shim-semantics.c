@@ -492,6 +492,38 @@ static void t_fork(void)
 	close(s);
 }
 
+/* A vfork child execs a writer on the socket; the parent, resumed, writes after it.  The
+ * exec runs on the parent's memory with no fork handler: the parent must still see that
+ * another process wrote (a writer that trusted its own copy of the ring's head would publish
+ * its bytes over the child's, and the reader would wait for them forever). */
+static const char *self_path; /* this program, for the exec */
+
+static void t_vfork_exec(void)
+{
+	char buf[8], fdarg[16];
+	int c, s, st;
+	pid_t p;
+
+	make_pair(&c, &s);
+	snprintf(fdarg, sizeof(fdarg), "%d", c);
+	p = vfork();
+	if (p == 0) {
+		char *const argv[] = { (char *)self_path, "write-kid", fdarg, NULL };
+
+		execv(self_path, argv);
+		_exit(127);
+	}
+	waitpid(p, &st, 0);
+	SAY("vfork.child-exit: %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	SAY("vfork.child-sent: %s", res(recv(s, buf, sizeof(buf), 0)));
+	SAY("vfork.parent-send: %s", res(send(c, "dad", 3, 0)));
+	SAY("vfork.parent-readable: %d", poll(&(struct pollfd){ .fd = s, .events = POLLIN }, 1, 5000));
+	SAY("vfork.parent-sent: %s", res(recv(s, buf, sizeof(buf), MSG_DONTWAIT)));
+	close(c);
+	SAY("vfork.eof: %s", res(recv(s, buf, sizeof(buf), 0)));
+	close(s);
+}
+
 static void on_alarm(int sig)
 {
 	(void)sig;
@@ -563,6 +595,10 @@ static void t_badfd(void)
 
 int main(int argc, char **argv)
 {
+	/* t_vfork_exec's child: write to the inherited socket and go */
+	if (argc > 2 && !strcmp(argv[1], "write-kid"))
+		return send(atoi(argv[2]), "kid", 3, 0) == 3 ? 0 : 1;
+	self_path = "/proc/self/exe";
 	if (argc > 1 && !strcmp(argv[1], "v6"))
 		family = AF_INET6;
 	t_basic();
@@ -579,6 +615,7 @@ int main(int argc, char **argv)
 	t_dup();
 	t_vectors();
 	t_fork();
+	t_vfork_exec();
 	t_badfd();
 	t_eintr();
 	t_closeall();
