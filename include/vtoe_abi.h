@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change to anything in this file. */
-#define VTOE_ABI_VERSION 4u
+#define VTOE_ABI_VERSION 5u
 
 #define VTOE_CTL_MAGIC 0x56544f45u    /* "VTOE" */
 #define VTOE_REGION_MAGIC 0x56524730u /* "VRG0" */
@@ -78,6 +78,7 @@ enum vtoe_fallback_reason {
 	VTOE_FB_RESOURCES = 4,         /* the agent ran out of memory, fds or queue pairs */
 	VTOE_FB_RENDEZVOUS = 5,        /* the kernel rendezvous connection failed */
 	VTOE_FB_ADDRESS_FAMILY = 6,    /* an address vtoe does not offload (e.g. a bound device) */
+	VTOE_FB_SHORT_LIVED = 7,       /* the listener's recent connections were too short to gain */
 	VTOE_FB__COUNT
 };
 
@@ -100,7 +101,8 @@ enum vtoe_ctl_op {
 	VTOE_OP_ACCEPT = 6,    /* RPC: claim the connection whose client is remote on listener local */
 	VTOE_OP_SHUTDOWN = 7,  /* note: arg = SHUT_RD/SHUT_WR/SHUT_RDWR, after the in-band FIN */
 	VTOE_OP_CLOSE = 8,     /* note: the last fd of sid closed; arg = VTOE_CLOSE_* flags */
-	VTOE_OP_FALLBACK = 9,  /* note: the shim carried a socket on kernel TCP; arg = reason */
+	VTOE_OP_FALLBACK = 9,  /* note: the shim carried sockets on kernel TCP; arg = reason,
+				* cid = how many (0 counts as 1) */
 	VTOE_OP_PEER_RESET = 10, /* note: sid wrote after its peer's socket was gone; the agent
 				  * hangs up sid's fd, as TCP's answering reset would */
 	VTOE_OP_ATTACH = 11,   /* RPC: the request carries a socket of connection cid (SCM_RIGHTS)
@@ -172,7 +174,11 @@ struct vtoe_ctl_rep {
 	uint32_t nfds;      /* VTOE_FD__COUNT with fds, else 0 */
 	uint32_t reason;    /* enum vtoe_fallback_reason with VTOE_EV_FALLBACK */
 	uint32_t spin_us;   /* how long a waiter may poll its ring before it sleeps */
-	uint32_t reserved;
+	/* With VTOE_FB_SHORT_LIVED (CONNECT) or a FALLBACK to an ACCEPT: until this time, the low
+	 * 32 bits of CLOCK_MONOTONIC in milliseconds, the agent offloads no connection to this
+	 * listener, so the shim need not ask (connect: for this destination; accept: on this
+	 * listener).  0: ask every time. */
+	uint32_t skip_until_ms;
 };
 
 /* ------------------------------------------------------------------------------------------ */

@@ -72,6 +72,7 @@ vtoe_ctl_rep reply_from_js(const Napi::Value &value)
 	rep.ring_size = js_u32_property(js, "ringSize", "reply.ringSize", 0);
 	rep.reason = js_u32_property(js, "reason", "reply.reason", VTOE_FB_NONE);
 	rep.spin_us = js_u32_property(js, "spinUs", "reply.spinUs", 0);
+	rep.skip_until_ms = js_u32_property(js, "skipUntilMs", "reply.skipUntilMs", 0);
 	return rep;
 }
 

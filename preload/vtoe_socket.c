@@ -287,6 +287,7 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	struct vtoe_ctl_req req;
 	struct vtoe_ctl_rep rep;
 	struct sockaddr_storage local;
+	struct vtoe_sockaddr to;
 	socklen_t local_len;
 	struct vtoe_sock *conn;
 	int fds[VTOE_FD__COUNT] = { -1, -1, -1 };
@@ -294,7 +295,8 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	bool nonblock;
 	int fl, fdfl, e, ksock;
 
-	if (vtoe_ctl_up() < 0)
+	vtoe_addr_to_wire(addr, len, &to);
+	if (vtoe_short_skip(&to) || vtoe_ctl_up() < 0)
 		return vtoe_connect_kernel(fd, s, addr, len);
 
 	if (vtoe_bind_local(fd, s->family, &local, &local_len) < 0) {
@@ -307,7 +309,8 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	vtoe_ctl_req_init(&req, VTOE_OP_CONNECT);
 	req.sid = 0;
 	vtoe_addr_to_wire((struct sockaddr *)&local, local_len, &req.local);
-	vtoe_addr_to_wire(addr, len, &req.remote);
+	req.remote = to;
+	vtoe_short_flush(&to);
 	if (vtoe_ctl_rpc(&req, &rep, fds) < 0) {
 		/* Out of descriptors: the agent's offer is withdrawn, kernel TCP carries it. */
 		if (errno == EMFILE && rep.event == VTOE_EV_CONNECT_RESPONSE) {
@@ -330,6 +333,8 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	case VTOE_EV_FALLBACK:
 		vtoe_close_fds(fds);
 		vtoe_dbg("fd %d: agent says kernel TCP (reason %u)", fd, rep.reason);
+		if (rep.reason == VTOE_FB_SHORT_LIVED)
+			vtoe_short_learn(&to, rep.skip_until_ms);
 		return vtoe_connect_kernel(fd, s, addr, len);
 	default:
 		vtoe_close_fds(fds);
@@ -477,6 +482,7 @@ static enum vtoe_listen_outcome vtoe_listen_announce(struct vtoe_sock *s)
 	if (rep.event != VTOE_EV_ACK)
 		return VTOE_LISTEN_DECLINED;
 	s->sid = rep.sid;
+	atomic_store(&s->accept_quiet_until, 0); /* a promise of another registration */
 	vtoe_ctl_req_init(&req, VTOE_OP_LISTEN);
 	req.sid = s->sid;
 	req.arg = s->backlog < 0 ? 0 : (uint32_t)s->backlog;
@@ -614,6 +620,10 @@ static void vtoe_accept_offload(struct vtoe_sock *ls, int cfd, const struct sock
 	 * much of its descriptor space (cfd, the lowest free number, says how much). */
 	if (cfd >= vtoe_cfg.internal_fd_base / 2 && !vtoe_fds_free(VTOE_FD__COUNT + 1))
 		return;
+	/* The agent said it offloads nothing to this listener for now: nothing to claim. */
+	if (vtoe_ms_before(vtoe_ms32_now(), atomic_load_explicit(&ls->accept_quiet_until,
+							      memory_order_relaxed)))
+		return;
 	vtoe_ctl_req_init(&req, VTOE_OP_ACCEPT);
 	req.sid = ls->sid;
 	vtoe_addr_to_wire((struct sockaddr *)&ls->local, ls->local_len, &req.local);
@@ -627,6 +637,9 @@ static void vtoe_accept_offload(struct vtoe_sock *ls, int cfd, const struct sock
 		return;
 	}
 	if (rep.event != VTOE_EV_CONNECT_ESTABLISHED) {
+		if (rep.event == VTOE_EV_FALLBACK)
+			atomic_store_explicit(&ls->accept_quiet_until, rep.skip_until_ms,
+					      memory_order_relaxed);
 		vtoe_close_fds(fds);
 		return;
 	}

@@ -20,6 +20,9 @@ export interface ResolvedConfig {
   timewaitMs: number;
   drainMs: number;
   maxConnections: number;
+  shortBytes: number;
+  shortMs: number;
+  shortHoldMs: number;
   agentTimeoutMs: number;
   offload: boolean;
   peerBells: boolean;
@@ -202,6 +205,15 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
   entry({ key: 'maxConnections', env: 'VTOE_MAX_CONNECTIONS', default: 4096,
     doc: 'offloaded connections the agent holds at once; beyond it new ones fall back to kernel TCP', readBy: 'agent',
     ...intIn(1, 1_048_576, 'connections') }),
+  entry({ key: 'shortBytes', env: 'VTOE_SHORT_BYTES', default: 16384,
+    doc: 'a connection that moved at most this many bytes (both ways) and closed within VTOE_SHORT_MS is short: setting up its offload cost more than it saved; after 8 in a row to one listener, its new connections stay on kernel TCP for VTOE_SHORT_HOLD_MS (the shims do not even ask the agent), then one is offloaded again to look; 0: offload every connection', readBy: 'agent',
+    ...intIn(0, 1 << 30, 'bytes') }),
+  entry({ key: 'shortMs', env: 'VTOE_SHORT_MS', default: 10,
+    doc: 'see VTOE_SHORT_BYTES: milliseconds from the connect to the first close', readBy: 'agent',
+    ...intIn(0, 60_000, 'milliseconds') }),
+  entry({ key: 'shortHoldMs', env: 'VTOE_SHORT_HOLD_MS', default: 1000,
+    doc: "see VTOE_SHORT_BYTES: how long a short listener's connections stay on kernel TCP before the next is offloaded to look again", readBy: 'agent',
+    ...intIn(1, 3_600_000, 'milliseconds') }),
   entry({ key: 'agentTimeoutMs', env: 'VTOE_AGENT_TIMEOUT_MS', default: 5000,
     doc: 'how long the shim waits for an agent reply before it falls back to kernel TCP', readBy: 'shim',
     ...intIn(1, 3_600_000, 'milliseconds') }),

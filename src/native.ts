@@ -44,6 +44,8 @@ export interface CtlReply {
   ringSize?: number;
   reason?: number;
   spinUs?: number;
+  /** Until then (low 32 bits of CLOCK_MONOTONIC in ms) the shim need not ask: vtoe_abi.h. */
+  skipUntilMs?: number;
 }
 
 /** SO_PEERCRED of a control client. */

@@ -8,13 +8,15 @@ import { CoreCA, type ReplySink } from '../src/agent/core-ca.js';
 import { EventLog } from '../src/agent/event-log.js';
 import type { ShmHostCA, ShmLink } from '../src/agent/host-ca-shm.js';
 import { AgentCounters } from '../src/agent/stats.js';
+import { wireMs } from '../src/agent/short-connections.js';
+import type { ResolvedConfig } from '../src/config.js';
 import type { CtlReply, CtlRequest, Side, SideEnd, SockAddr } from '../src/native.js';
 
 const SERVER = 1;
 const CLIENT = 2;
 const addr = (port: number): SockAddr => ({ family: 4, address: '127.0.0.1', port, scopeId: 0 });
 
-function setup() {
+function setup(config: Partial<ResolvedConfig> = {}) {
   const replies: Array<{ client: number; rep: CtlReply; fds?: number[] }> = [];
   const dropped: number[] = [];
   const sink: ReplySink = {
@@ -50,7 +52,7 @@ function setup() {
   const shm = { createLink: fakeLink } as unknown as ShmHostCA;
   const counters = new AgentCounters();
   const log = new EventLog();
-  const core = new CoreCA(sink, shm, resolveConfig({}, { timewaitMs: 0 }), [], counters, log,
+  const core = new CoreCA(sink, shm, resolveConfig({}, { timewaitMs: 0, ...config }), [], counters, log,
     createLogger({ level: 'error', component: 'test' }));
   let seq = 0;
   const send = (client: number, op: number, fields: Partial<CtlRequest> = {}): CtlReply | undefined => {
@@ -277,5 +279,86 @@ describe('core CA', () => {
     t.send(CLIENT, ABI.op.PEER_RESET, { sid, cid });
     expect(t.links[0]!.hungUp).toEqual([0]);
     expect(t.dropped).toEqual([SERVER]);
+  });
+});
+
+describe('core CA: listeners whose connections are short', () => {
+  /** 8 short connections (64 B each way, closed at once) to the listener, at agent time t. */
+  const shortRun = (t: ReturnType<typeof setup>, firstPort: number) => {
+    for (let i = 0; i < 8; i++) {
+      const { sid, acc } = t.establish(firstPort + i);
+      t.links.at(-1)!.index = [{ head: 64, tail: 64 }, { head: 64, tail: 64 }];
+      t.send(CLIENT, ABI.op.CLOSE, { sid });
+      t.send(SERVER, ABI.op.CLOSE, { sid: acc.sid! });
+    }
+  };
+
+  it('sends a short listener\'s clients to kernel TCP and says until when none need ask', () => {
+    const t = setup({ shortHoldMs: 1000 });
+    let now = 50_000;
+    t.core.now = () => now;
+    shortRun(t, 41000);
+    const open = t.send(CLIENT, ABI.op.OPEN)!.sid!;
+    const rep = t.send(CLIENT, ABI.op.CONNECT, { sid: open, local: addr(41100), remote: addr(5000) })!;
+    expect(rep).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.SHORT_LIVED, skipUntilMs: wireMs(51_000) });
+    expect(t.counters.fallbackReasons.get('short-lived')).toBe(1);
+    // The listener's process, told too on its next ACCEPT of a kernel client.
+    expect(t.accept(41100)).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED, skipUntilMs: wireMs(51_000) });
+    // After the hold one connection is offloaded again, as a probe.
+    now = 51_000;
+    t.connect(41101);
+    expect(t.accept(41101).event).toBe(ABI.ev.CONNECT_ESTABLISHED);
+  });
+
+  it('promises the listener nothing while a connection to it is still unclaimed, nor to another process', () => {
+    const t = setup({ shortHoldMs: 1000 });
+    t.core.now = () => 50_000;
+    shortRun(t, 42000);
+    expect(t.accept(42100).skipUntilMs).toBe(wireMs(51_000));
+    const OTHER = 3; // e.g. a forked worker that accepts on the server's listener
+    t.core.processOpened(OTHER, { pid: 300, uid: 0 });
+    t.send(OTHER, ABI.op.HELLO, { name: 'worker' });
+    const listenSid = t.core.listeners.find(4, '127.0.0.1', 5000)!.sid;
+    const other = t.send(OTHER, ABI.op.ACCEPT, { sid: listenSid, local: addr(5000), remote: addr(42101) })!;
+    expect(other).toMatchObject({ event: ABI.ev.FALLBACK, skipUntilMs: 0 });
+
+    // A connection made before the listener turned short, not yet accepted: no promise.
+    const u = setup({ shortHoldMs: 1000 });
+    u.core.now = () => 50_000;
+    for (let i = 0; i < 7; i++) {
+      const { sid, acc } = u.establish(43000 + i);
+      u.send(CLIENT, ABI.op.CLOSE, { sid });
+      u.send(SERVER, ABI.op.CLOSE, { sid: acc.sid! });
+    }
+    u.connect(43050); // pending
+    const { sid, acc } = u.establish(43007); // the eighth short one
+    u.send(CLIENT, ABI.op.CLOSE, { sid });
+    u.send(SERVER, ABI.op.CLOSE, { sid: acc.sid! });
+    expect(u.accept(43100).skipUntilMs).toBe(0);
+    expect(u.accept(43050).event).toBe(ABI.ev.CONNECT_ESTABLISHED);
+    expect(u.accept(43101).skipUntilMs).toBe(wireMs(51_000));
+  });
+
+  it('keeps offloading a listener whose connections move more, and does nothing when switched off', () => {
+    for (const [config, head] of [[{}, 20_000], [{ shortBytes: 0 }, 64]] as const) {
+      const t = setup(config);
+      for (let i = 0; i < 10; i++) {
+        const { sid, acc } = t.establish(44000 + i);
+        t.links.at(-1)!.index = [{ head, tail: head }, { head: 64, tail: 64 }];
+        t.send(CLIENT, ABI.op.CLOSE, { sid });
+        t.send(SERVER, ABI.op.CLOSE, { sid: acc.sid! });
+      }
+      t.connect(44100);
+      expect(t.counters.fallbackReasons.get('short-lived')).toBeUndefined();
+    }
+  });
+
+  it('counts what a FALLBACK note says it carried, within reason', () => {
+    const t = setup();
+    t.send(CLIENT, ABI.op.FALLBACK, { arg: ABI.fb.SHORT_LIVED, cid: 500n });
+    t.send(CLIENT, ABI.op.FALLBACK, { arg: ABI.fb.SHORT_LIVED });
+    expect(t.counters.fallbackReasons.get('short-lived')).toBe(501);
+    t.send(CLIENT, ABI.op.FALLBACK, { arg: ABI.fb.POLICY, cid: 1n << 60n });
+    expect(t.counters.fallbackReasons.get('policy')).toBe(1 << 20);
   });
 });

@@ -16,7 +16,9 @@ let agent: Agent;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'vtoe-servers-'));
   // A short TIMEWAIT, so that "nothing left" is reached within the test's time.
-  agent = await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { timewaitMs: 200 } });
+  // Every connection offloaded (shortBytes 0): these tests are about what becomes of offloaded
+  // ones; sending short ones to kernel TCP is e2e-short-connections.test.ts's subject.
+  agent = await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { timewaitMs: 200, shortBytes: 0 } });
 });
 afterEach(() => killAll());
 afterAll(async () => {

@@ -83,7 +83,7 @@ export class Agent {
     }
     const core = this.core;
     const verbs = VerbsHostCA.open(this.config, {
-      findListener: (family, address, port) => core.listeners.find(family, address, port),
+      findListener: (family, address, port) => core.offloadableListener(family, address, port),
       allocateCid: () => core.allocateCid(),
       hasCapacity: () => core.connectionCount < this.config.maxConnections,
       changed: () => this.notifyChange(),

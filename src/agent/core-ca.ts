@@ -12,6 +12,7 @@ import type { Logger } from '../log.js';
 import { ListenerRegistry, type ListenerEntry } from './listener-registry.js';
 import { isLocalAddress } from './local-addresses.js';
 import { ShadowConnection, type Side } from './shadow-connection.js';
+import { monotonicMs, ShortConnections, wireMs } from './short-connections.js';
 import type { EventLog } from './event-log.js';
 import type { AgentCounters } from './stats.js';
 import type { ShmHostCA, ShmLink } from './host-ca-shm.js';
@@ -51,6 +52,8 @@ export interface LiveConnection {
   /** Late fallback: the agent plays the passive side, over the server's kernel socket. */
   relayed?: boolean;
   createdAt: number;
+  /** Its first close was counted for the short-connection rule. */
+  outcomeSeen?: boolean;
   /** When the connection first waited, both directions ended, for its readers to drain it. */
   drainingSince?: number;
 }
@@ -70,6 +73,10 @@ const LATE_ACCEPT_GRACE_MS = 200;
  */
 const DRAIN_WAIT_MS = 30_000;
 const DRAIN_CHECK_MS = 20;
+/** Short connections in a row that make a listener short (see short-connections.ts). */
+const SHORT_WINDOW = 8;
+/** A FALLBACK note's count beyond which it is not believed. */
+const FALLBACK_NOTE_MAX = 1n << 20n;
 
 /** The requests that get a reply (the others are notes). */
 const RPC_OPS: ReadonlySet<number> = new Set([
@@ -101,6 +108,10 @@ export class CoreCA {
   draining = false;
   /** The verbs fabric's host CA, once the agent has opened it (null: no RDMA here). */
   verbs: VerbsHostCA | null = null;
+  /** Listeners whose connections are too short to offload. */
+  readonly short: ShortConnections;
+  /** CLOCK_MONOTONIC in ms, the shims' clock for skip_until_ms (tests replace it). */
+  now: () => number = monotonicMs;
 
   constructor(
     private readonly sink: ReplySink,
@@ -112,7 +123,11 @@ export class CoreCA {
     private readonly log: Logger,
     /** Called after every state change, so waiters can re-check without polling. */
     private readonly changed: () => void = () => {},
-  ) {}
+  ) {
+    this.short = new ShortConnections({
+      maxBytes: config.shortBytes, maxLifetimeMs: config.shortMs, window: SHORT_WINDOW, holdMs: config.shortHoldMs,
+    });
+  }
 
   get pendingCount(): number {
     return this.pending.size + (this.verbs?.pendingCount ?? 0);
@@ -242,6 +257,8 @@ export class CoreCA {
     if (!onThisHost) return this.fallback(proc.client, req, ABI.fb.NO_FABRIC);
     const listener = this.listeners.find(remote.family, remote.address, remote.port);
     if (!listener) return this.fallback(proc.client, req, ABI.fb.PEER_NOT_OFFLOADED);
+    const short = this.short.decide(listener.sid, this.now());
+    if (!short.offload) return this.fallback(proc.client, req, ABI.fb.SHORT_LIVED, short.skipUntil);
     if (this.connectionCount >= this.config.maxConnections) return this.fallback(proc.client, req, ABI.fb.RESOURCES);
 
     const cid = this.nextCid++;
@@ -384,7 +401,9 @@ export class CoreCA {
       const claimed = this.verbs?.claimPassive(local.port, remote);
       if (claimed) return this.acceptVerbs(proc, req, claimed);
       this.counters.kernelAccepted++;
-      this.reply(proc.client, req, { event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED });
+      this.reply(proc.client, req, {
+        event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED, skipUntilMs: wireMs(this.acceptQuietUntil(proc, req.sid)),
+      });
       return;
     }
     this.pending.delete(conn.pendingKey!);
@@ -453,6 +472,7 @@ export class CoreCA {
     if (sock.kind !== 'connection') return;
     const { conn, side } = sock;
     conn.shadow.ends[side].closed = true;
+    this.noteOutcome(conn);
     // Already disconnected (the peer reset it, and its TIMEWAIT may even be over): nothing to
     // send, only to free the entry once both ends are closed.
     if (conn.shadow.finished || conn.shadow.inTimewait) return this.afterClose(conn);
@@ -507,8 +527,35 @@ export class CoreCA {
     sock.conn.link.hangUp(sock.side);
   }
 
+  /**
+   * Until when the process accepting on listener `sid` need not ask about its new connections:
+   * none will be offloaded (short.decide refuses them) and none is pending from before.
+   */
+  private acceptQuietUntil(proc: ProcessRecord, sid: number): number {
+    const sock = this.sockets.get(sid);
+    if (sock?.kind !== 'listener' || sock.client !== proc.client) return 0;
+    for (const conn of this.pending.values()) if (conn.listenerSid === sid) return 0;
+    if (this.verbs?.hasPassiveFor(sid)) return 0;
+    return this.short.quietUntil(sid, this.now());
+  }
+
+  /** What a listener's offloaded connection did, once one end closes. */
+  private noteOutcome(conn: LiveConnection): void {
+    if (conn.outcomeSeen || !conn.shadow.established) return;
+    conn.outcomeSeen = true;
+    const { rings } = conn.link.counters();
+    this.short.ended(conn.listenerSid, rings[0].head + rings[1].head, Date.now() - conn.createdAt, this.now());
+  }
+
+  /** The listener as the verbs fabric may offload to it: not while it is short. */
+  offloadableListener(family: 4 | 6, address: string, port: number): ListenerEntry | undefined {
+    const listener = this.listeners.find(family, address, port);
+    return listener && !this.short.quietUntil(listener.sid, this.now()) ? listener : undefined;
+  }
+
   private closeListener(listener: ListenerEntry): void {
     this.listeners.remove(listener.sid);
+    this.short.forget(listener.sid);
     this.verbs?.listenerClosed(listener.sid);
     // Connections nobody accepted are reset, as the kernel resets a closed listener's queue.
     for (const conn of [...this.pending.values()]) {
@@ -672,7 +719,8 @@ export class CoreCA {
   }
 
   private noteFallback(proc: ProcessRecord, req: CtlRequest): void {
-    this.counters.fallback(reasonName(req.arg), proc.program);
+    const count = req.cid > 0n ? Number(req.cid < FALLBACK_NOTE_MAX ? req.cid : FALLBACK_NOTE_MAX) : 1;
+    this.counters.fallback(reasonName(req.arg), proc.program, count);
   }
 
   private ownedOpenSocket(proc: ProcessRecord, req: CtlRequest): SocketRecord | undefined {
@@ -694,7 +742,7 @@ export class CoreCA {
     return sid;
   }
 
-  private fallback(client: number, req: CtlRequest, reason: number): void {
+  private fallback(client: number, req: CtlRequest, reason: number, skipUntil = 0): void {
     this.counters.fallback(reasonName(reason), this.processes.get(client)?.program);
     // The socket is kernel TCP from now on: the agent forgets its SID.
     const sock = this.sockets.get(req.sid);
@@ -702,7 +750,7 @@ export class CoreCA {
       this.sockets.delete(req.sid);
       this.processes.get(client)?.sids.delete(req.sid);
     }
-    this.reply(client, req, { event: ABI.ev.FALLBACK, reason });
+    this.reply(client, req, { event: ABI.ev.FALLBACK, reason, skipUntilMs: wireMs(skipUntil) });
   }
 
   private fail(client: number, req: CtlRequest, err: number, why: string): void {

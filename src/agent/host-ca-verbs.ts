@@ -315,6 +315,12 @@ export class VerbsHostCA {
     return { end, fds: this.fabric.fdsForApp(end.handle), ringSize: info.peer.ringSize };
   }
 
+  /** A remote connection to the listener waits for its process's ACCEPT. */
+  hasPassiveFor(listenerSid: number): boolean {
+    for (const [end, info] of this.passive) if (info.listenerSid === listenerSid && !end.handedOut) return true;
+    return false;
+  }
+
   /** The listener closed: connections nobody accepted are reset, as the kernel resets them. */
   listenerClosed(listenerSid: number): void {
     for (const [end, info] of this.passive) {

@@ -54,10 +54,10 @@ export class AgentCounters {
     for (const name of new Set(programs)) this.program(name).offloaded++;
   }
 
-  fallback(reason: string, program = '?'): void {
-    this.fallbackReasons.set(reason, (this.fallbackReasons.get(reason) ?? 0) + 1);
+  fallback(reason: string, program = '?', count = 1): void {
+    this.fallbackReasons.set(reason, (this.fallbackReasons.get(reason) ?? 0) + count);
     const p = this.program(program);
-    p.fallback[reason] = (p.fallback[reason] ?? 0) + 1;
+    p.fallback[reason] = (p.fallback[reason] ?? 0) + count;
   }
 
   /** An event (enum vtoe_event) the agent raised or replied with. */

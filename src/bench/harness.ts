@@ -136,6 +136,9 @@ export async function runBench(opts: BenchOptions): Promise<WorkloadResult[]> {
           const before = agent?.stats();
           try {
             const r = await w.run({ mode, env, dir: trialDir });
+            // What a process tells at exit (e.g. its count of short connections) comes before
+            // its channel's end: with every channel closed, the counts are complete.
+            if (mode === 'offload' && agent) await agent.until((a) => a.stats().processes.connected === 0, 2000).catch(() => {});
             const d = mode === 'offload' && agent && before ? diff(before, agent.stats()) : undefined;
             if (d && d.offloaded === 0) r.problems.push('no connection was offloaded: the offload mode did not offload');
             (trials.get(mode) ?? trials.set(mode, []).get(mode)!).push({ r, ...d });

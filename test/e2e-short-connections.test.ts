@@ -1,0 +1,83 @@
+// Short connections through the shim and a real agent: a listener whose connections each move a
+// few bytes and close is learnt, and its later clients connect on kernel TCP without a round
+// trip to the agent on either side; connections that carry more stay offloaded.  The workload
+// is tools/vtoe-pingpong's connect mode, which checks every byte it gets back.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Agent } from '../src/agent/agent.js';
+import { offloadEnv } from '../src/agent/preload-env.js';
+import type { ResolvedConfig } from '../src/config.js';
+import { packageRoot, toolPath } from '../src/paths.js';
+import { killAll, startProc } from './helpers/proc.js';
+
+let agent: Agent | undefined;
+let dir: string | undefined;
+
+afterEach(async () => {
+  killAll();
+  await agent?.stop();
+  agent = undefined;
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  dir = undefined;
+});
+
+async function startAgent(config: Partial<ResolvedConfig>): Promise<Agent> {
+  if (!existsSync(toolPath('vtoe-pingpong'))) execFileSync('make', ['-C', 'tools'], { cwd: packageRoot, stdio: 'inherit' });
+  dir = mkdtempSync(join(tmpdir(), 'vtoe-short-'));
+  agent = await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { timewaitMs: 20, ...config } });
+  return agent;
+}
+
+/** warmup + iters connections in a row, each one round trip of `size` bytes each way. */
+async function connections(a: Agent, iters: number, warmup: number, size: number) {
+  const env = offloadEnv(a.socketPath);
+  const tool = toolPath('vtoe-pingpong');
+  const server = startProc(tool, ['server', '--port', '0', '--count', String(iters + warmup)], env);
+  const port = (await server.waitLine(/^READY (\d+)$/))[1]!;
+  const client = startProc(tool, ['client', '--port', port, '--mode', 'connect', '--size', String(size),
+    '--iters', String(iters), '--warmup', String(warmup)], env);
+  const line = await client.waitLine(/^\{.*"mode":"connect".*\}$/, 120_000);
+  expect(await client.exited).toEqual({ code: 0, signal: null }); // 3 would be a byte wrong
+  expect(await server.exited).toEqual({ code: 0, signal: null });
+  return JSON.parse(line[0]) as { conn_us: { p50: number } };
+}
+
+describe('short connections', () => {
+  it('after 8 short ones to a listener, its clients and the listener use kernel TCP without asking the agent', async () => {
+    const a = await startAgent({ shortHoldMs: 600_000 });
+    const before = a.stats();
+    await connections(a, 292, 8, 64);
+    // the client told what it carried without asking when it exited
+    await a.until((x) => (x.stats().fallback.reasons['short-lived'] ?? 0) >= 292);
+    const s = a.stats();
+    expect(s.offloaded - before.offloaded).toBe(8);
+    expect(s.fallback.reasons['short-lived']).toBe(292);
+    // The server asked about one kernel client, was told the listener is short, asked no more.
+    expect(s.kernelAccepted - before.kernelAccepted).toBe(1);
+    await a.until((x) => x.core.connectionCount === 0);
+    expect(s.fallback.total - before.fallback.total).toBe(292);
+  }, 120_000);
+
+  it('keeps offloading a listener whose connections carry more', async () => {
+    const a = await startAgent({ shortHoldMs: 600_000 });
+    const before = a.stats();
+    await connections(a, 20, 2, 16384);
+    expect(a.stats().offloaded - before.offloaded).toBe(22);
+    expect(a.stats().fallback.total).toBe(before.fallback.total);
+  }, 120_000);
+
+  it('offloads one connection again after each hold, to see whether the listener is still short', async () => {
+    const a = await startAgent({ shortHoldMs: 1 });
+    const before = a.stats();
+    await connections(a, 292, 8, 64);
+    await a.until((x) => x.stats().offloaded + (x.stats().fallback.reasons['short-lived'] ?? 0) - before.offloaded >= 300);
+    const s = a.stats();
+    // 300 connections take far longer than 1 ms: probes were offloaded, the rest were not.
+    expect(s.offloaded - before.offloaded).toBeGreaterThan(8);
+    expect(s.fallback.reasons['short-lived'] ?? 0).toBeGreaterThan(0);
+    expect(s.offloaded - before.offloaded + (s.fallback.reasons['short-lived'] ?? 0)).toBe(300);
+  }, 120_000);
+});
