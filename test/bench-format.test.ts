@@ -17,6 +17,7 @@ import {
 import { mean, median, percentile, percentileSorted } from '../src/bench/stats-math.js';
 import { parsePingPongOutput, type PingPongPpResult, type PingPongStreamResult } from '../src/bench/pingpong.js';
 import { formatTable } from '../src/text-table.js';
+import { modeLabels, type BenchCommandOptions } from '../src/bench/bench-command.js';
 
 describe('stats-math', () => {
   it('median of odd and even counts, any order', () => {
@@ -234,5 +235,23 @@ describe('parsePingPongOutput', () => {
     expect(() => parsePingPongOutput('{"mode":"pp","size":64}')).toThrow(/rtt_us/);
     expect(() => parsePingPongOutput('{"mode":"stream","size":1,"bytes":"x"}')).toThrow(/bytes/);
     expect(() => parsePingPongOutput('{"mode":"udp"}')).toThrow(/unknown mode/);
+  });
+});
+
+describe('what each mode ran over, as the report says', () => {
+  const base: BenchCommandOptions = {
+    workloads: ['connect'], modes: ['offload', 'ipoib', 'native'], mpi: 'openmpi', reps: 1, ranks: 2, tcpInterface: 'lo',
+    maxBytes: 4096, iters: 100, hpccMaxN: 1000, timeoutMs: 1000,
+  };
+  it('names TCP sockets, not an MPI, for socket workloads alone', () => {
+    expect(modeLabels(base)).toEqual({
+      offload: 'offload: TCP sockets over lo through vtoe (shm rings between the processes)',
+      ipoib: 'ipoib: TCP sockets over lo, kernel TCP',
+    });
+  });
+  it("names the MPI's transports as soon as an MPI workload is in the run", () => {
+    const labels = modeLabels({ ...base, workloads: ['connect', 'imb'] });
+    expect(labels.offload).toBe('offload: Open MPI TCP BTL over lo through vtoe (shm rings between the ranks)');
+    expect(labels.native).toBe("native: Open MPI's vader shared-memory BTL");
   });
 });

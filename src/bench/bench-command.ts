@@ -124,11 +124,19 @@ export async function buildWorkloads(o: BenchCommandOptions): Promise<BenchWorkl
   return built;
 }
 
+/** Workloads that are plain TCP programs, with no MPI in them. */
+const SOCKET_WORKLOADS: ReadonlySet<string> = new Set(['nptcp', 'sockperf', 'connect', 'iperf3']);
+
+const runsMpi = (o: BenchCommandOptions) => o.workloads.some((w) => !SOCKET_WORKLOADS.has(w));
+
 export function modeLabels(o: BenchCommandOptions): Partial<Record<BenchMode, string>> {
   const labels: Partial<Record<BenchMode, string>> = {};
+  const mpi = runsMpi(o);
   for (const mode of o.modes) {
-    const { transport } = mpiLaunch({ flavour: o.mpi, mode, ranks: o.ranks, tcpInterface: o.tcpInterface });
-    labels[mode] = modeLabel(mode, transport, o.tcpInterface === 'lo' ? 'shm rings between the ranks' : 'its fabric');
+    if (!mpi && mode === 'native') continue; // sockets have no native mode
+    const { transport } = mpi ? mpiLaunch({ flavour: o.mpi, mode, ranks: o.ranks, tcpInterface: o.tcpInterface })
+      : { transport: `TCP sockets over ${o.tcpInterface}` };
+    labels[mode] = modeLabel(mode, transport, o.tcpInterface === 'lo' ? `shm rings between the ${mpi ? 'ranks' : 'processes'}` : 'its fabric');
   }
   return labels;
 }
@@ -144,7 +152,7 @@ export async function benchCommand(o: BenchCommandOptions): Promise<{ markdown: 
   const workloads = await buildWorkloads(o);
   const results = await runBench({ workloads, modes: o.modes, reps: o.reps, onProgress: o.onProgress, agentProfile: 'mpi' });
   const input: ReportInput = {
-    title: `vtoe bench: ${o.workloads.join(', ')} with ${o.mpi === 'openmpi' ? 'Open MPI' : 'MPICH'}, ${o.ranks} ranks`,
+    title: `vtoe bench: ${o.workloads.join(', ')} ${runsMpi(o) ? `with ${o.mpi === 'openmpi' ? 'Open MPI' : 'MPICH'}, ${o.ranks} ranks` : 'over TCP sockets'}`,
     host: `${hostname()}: ${cpus().length} cores, Linux ${release()}`,
     generatedAt: new Date().toISOString(),
     reps: o.reps,
