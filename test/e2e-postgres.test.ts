@@ -5,7 +5,8 @@
 // PostgreSQL refuses to run as root, so the server, pgbench and the agent all run as the
 // `postgres` user that Debian's postgresql package creates.
 import { execFile } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -34,6 +35,21 @@ async function userExists(name: string): Promise<boolean> {
   }
 }
 
+/**
+ * A port below the kernel's ephemeral range (32768-60999) that is free now: one inside it may be
+ * taken meanwhile by any test's outgoing connection, and the postmaster would fail to start.
+ */
+async function freeLowPort(): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const port = 20000 + ((process.pid + i * 7919) % 12000);
+    const free = await new Promise<boolean>((done) => {
+      const s = createServer().once('error', () => done(false)).listen(port, '127.0.0.1', () => s.close(() => done(true)));
+    });
+    if (free) return port;
+  }
+  throw new Error('no free port in 20000-31999');
+}
+
 const bin = pgBin();
 const ready = Boolean(bin) && have('pgbench') && have('runuser') && process.getuid?.() === 0;
 const why = !bin || !have('pgbench') ? ' [needs postgresql (Debian: postgresql)]'
@@ -51,7 +67,7 @@ describe('PostgreSQL and pgbench through offload', () => {
     chownSync(dir, Number((await exec('id', ['-u', 'postgres'])).stdout), Number((await exec('id', ['-g', 'postgres'])).stdout));
     const socket = join(dir, 'agent.sock');
     const data = join(dir, 'data');
-    const port = String(20000 + (process.pid % 20000));
+    const port = String(await freeLowPort());
     const asPostgres = (cmd: string, args: string[], env: Record<string, string> = {}) =>
       exec('runuser', ['-u', 'postgres', '--', 'env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), cmd, ...args],
         { maxBuffer: 16 << 20 });
@@ -63,8 +79,11 @@ describe('PostgreSQL and pgbench through offload', () => {
     await waitStderr(agent, 'listening on'); // the agent's ready line
     try {
       await asPostgres(join(bin!, 'initdb'), ['-D', data, '-A', 'trust']);
-      await asPostgres(join(bin!, 'pg_ctl'), ['-D', data, '-l', join(dir, 'server.log'), '-w', 'start',
-        '-o', `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`], offload);
+      const log = join(dir, 'server.log');
+      await asPostgres(join(bin!, 'pg_ctl'), ['-D', data, '-l', log, '-w', 'start',
+        '-o', `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1`], offload).catch((err: Error) => {
+        throw new Error(`${err.message}\nserver.log:\n${existsSync(log) ? readFileSync(log, 'utf8').slice(-2000) : '(none)'}`);
+      });
       try {
         await asPostgres('pgbench', ['-h', '127.0.0.1', '-p', port, '-i', '-s', '1', 'postgres'], offload);
         const before = await stats();
