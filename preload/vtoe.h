@@ -451,14 +451,6 @@ bool vtoe_conn_rx_ready(struct vtoe_conn *c);
 /* vtoe_poll.c / vtoe_epoll.c: readiness answered from the rings                               */
 /* ------------------------------------------------------------------------------------------ */
 uint64_t vtoe_now_ns(void);
-
-/* vtoe_short.c: destinations the agent keeps on kernel TCP for a while */
-uint32_t vtoe_ms32_now(void); /* CLOCK_MONOTONIC's low 32 bits in ms: the agent's skip_until_ms */
-bool vtoe_ms_before(uint32_t now, uint32_t until); /* until is set and still ahead */
-bool vtoe_short_skip(const struct vtoe_sockaddr *to); /* connect to `to` without asking? */
-void vtoe_short_flush(const struct vtoe_sockaddr *to); /* tell the agent what skip counted */
-void vtoe_short_learn(const struct vtoe_sockaddr *to, uint32_t until_ms);
-void vtoe_short_atfork_child(void);
 uint64_t vtoe_coarse_ns(void);
 void vtoe_deadline_in(struct timespec *deadline, const struct timespec *rel); /* MONOTONIC */
 int64_t vtoe_left_ns(const struct timespec *deadline);
@@ -507,5 +499,15 @@ void vtoe_park_atfork_child(void);
 void vtoe_opts_capture(struct vtoe_conn *c, int kfd, int family);
 void vtoe_addr_copy_out(const struct sockaddr_storage *ss, socklen_t len, struct sockaddr *addr,
 			socklen_t *alen);
+
+/* ------------------------------------------------------------------------------------------ */
+/* vtoe_short.c: destinations the agent keeps on kernel TCP for a while                        */
+/* ------------------------------------------------------------------------------------------ */
+uint32_t vtoe_ms32_now(void); /* CLOCK_MONOTONIC's low 32 bits in ms: the agent's skip_until_ms */
+bool vtoe_ms_before(uint32_t now, uint32_t until); /* until is set and still ahead */
+bool vtoe_short_skip(const struct vtoe_sockaddr *to); /* connect to `to` without asking? */
+void vtoe_short_flush(const struct vtoe_sockaddr *to); /* tell the agent what skip counted */
+void vtoe_short_learn(const struct vtoe_sockaddr *to, uint32_t until_ms);
+void vtoe_short_atfork_child(void);
 
 #endif /* VTOE_H */

@@ -75,7 +75,7 @@ const DRAIN_WAIT_MS = 30_000;
 const DRAIN_CHECK_MS = 20;
 /** Short connections in a row that make a listener short (see short-connections.ts). */
 const SHORT_WINDOW = 8;
-/** A FALLBACK note's count beyond which it is not believed. */
+/** The most one FALLBACK note counts, whatever it says. */
 const FALLBACK_NOTE_MAX = 1n << 20n;
 
 /** The requests that get a reply (the others are notes). */
