@@ -44,6 +44,15 @@ static struct vtoe_short_dest *vtoe_short_slot(const struct vtoe_sockaddr *to)
 	return &vtoe_short_dests[h % VTOE_SHORT_SLOTS];
 }
 
+/* A slot's count, taken; vtoe_short_lock held. */
+static uint32_t vtoe_short_take(struct vtoe_short_dest *d)
+{
+	uint32_t n = d->skipped;
+
+	d->skipped = 0;
+	return n;
+}
+
 static void vtoe_short_tell(uint32_t n)
 {
 	if (n)
@@ -59,10 +68,8 @@ bool vtoe_short_skip(const struct vtoe_sockaddr *to)
 	pthread_mutex_lock(&vtoe_short_lock);
 	skip = d->until_ms && !memcmp(&d->to, to, sizeof(*to)) &&
 	       vtoe_ms_before(vtoe_ms32_now(), d->until_ms);
-	if (skip && ++d->skipped == VTOE_SHORT_NOTE_EVERY) {
-		tell = d->skipped;
-		d->skipped = 0;
-	}
+	if (skip && ++d->skipped == VTOE_SHORT_NOTE_EVERY)
+		tell = vtoe_short_take(d);
 	pthread_mutex_unlock(&vtoe_short_lock);
 	vtoe_short_tell(tell);
 	return skip;
@@ -74,10 +81,8 @@ void vtoe_short_flush(const struct vtoe_sockaddr *to)
 	uint32_t tell = 0;
 
 	pthread_mutex_lock(&vtoe_short_lock);
-	if (!memcmp(&d->to, to, sizeof(*to))) {
-		tell = d->skipped;
-		d->skipped = 0;
-	}
+	if (!memcmp(&d->to, to, sizeof(*to)))
+		tell = vtoe_short_take(d);
 	pthread_mutex_unlock(&vtoe_short_lock);
 	vtoe_short_tell(tell);
 }
@@ -88,10 +93,8 @@ __attribute__((destructor)) static void vtoe_short_flush_all(void)
 	uint32_t tell = 0;
 
 	pthread_mutex_lock(&vtoe_short_lock);
-	for (int i = 0; i < VTOE_SHORT_SLOTS; i++) {
-		tell += vtoe_short_dests[i].skipped;
-		vtoe_short_dests[i].skipped = 0;
-	}
+	for (int i = 0; i < VTOE_SHORT_SLOTS; i++)
+		tell += vtoe_short_take(&vtoe_short_dests[i]);
 	pthread_mutex_unlock(&vtoe_short_lock);
 	vtoe_short_tell(tell);
 }
@@ -101,7 +104,7 @@ void vtoe_short_atfork_child(void)
 {
 	pthread_mutex_init(&vtoe_short_lock, NULL);
 	for (int i = 0; i < VTOE_SHORT_SLOTS; i++)
-		vtoe_short_dests[i].skipped = 0;
+		(void)vtoe_short_take(&vtoe_short_dests[i]);
 }
 
 void vtoe_short_learn(const struct vtoe_sockaddr *to, uint32_t until_ms)
@@ -113,9 +116,8 @@ void vtoe_short_learn(const struct vtoe_sockaddr *to, uint32_t until_ms)
 	if (memcmp(&d->to, to, sizeof(*to))) {
 		if (!until_ms)
 			goto out;
-		tell = d->skipped; /* another destination had the slot: tell its count now */
+		tell = vtoe_short_take(d); /* another destination had the slot: tell its count now */
 		d->to = *to;
-		d->skipped = 0;
 	}
 	d->until_ms = until_ms;
 out:

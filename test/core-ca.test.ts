@@ -283,9 +283,9 @@ describe('core CA', () => {
 });
 
 describe('core CA: listeners whose connections are short', () => {
-  /** 8 short connections (64 B each way, closed at once) to the listener, at agent time t. */
-  const shortRun = (t: ReturnType<typeof setup>, firstPort: number) => {
-    for (let i = 0; i < 8; i++) {
+  /** n short connections (64 B each way, closed at once) to the listener, in a row. */
+  const shortRun = (t: ReturnType<typeof setup>, firstPort: number, n = 8) => {
+    for (let i = 0; i < n; i++) {
       const { sid, acc } = t.establish(firstPort + i);
       t.links.at(-1)!.index = [{ head: 64, tail: 64 }, { head: 64, tail: 64 }];
       t.send(CLIENT, ABI.op.CLOSE, { sid });
@@ -325,15 +325,9 @@ describe('core CA: listeners whose connections are short', () => {
     // A connection made before the listener turned short, not yet accepted: no promise.
     const u = setup({ shortHoldMs: 1000 });
     u.core.now = () => 50_000;
-    for (let i = 0; i < 7; i++) {
-      const { sid, acc } = u.establish(43000 + i);
-      u.send(CLIENT, ABI.op.CLOSE, { sid });
-      u.send(SERVER, ABI.op.CLOSE, { sid: acc.sid! });
-    }
+    shortRun(u, 43000, 7);
     u.connect(43050); // pending
-    const { sid, acc } = u.establish(43007); // the eighth short one
-    u.send(CLIENT, ABI.op.CLOSE, { sid });
-    u.send(SERVER, ABI.op.CLOSE, { sid: acc.sid! });
+    shortRun(u, 43007, 1); // the eighth short one
     expect(u.accept(43100).skipUntilMs).toBe(0);
     expect(u.accept(43050).event).toBe(ABI.ev.CONNECT_ESTABLISHED);
     expect(u.accept(43101).skipUntilMs).toBe(wireMs(51_000));

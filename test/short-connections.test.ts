@@ -9,7 +9,7 @@ const L = 7; // a listener's SID
 /** n connections to L, each offloaded, moving `bytes` and living `lifetime` ms, ending at t. */
 function run(s: ShortConnections, n: number, t: number, bytes = 100, lifetime = 1): void {
   for (let i = 0; i < n; i++) {
-    expect(s.decide(L, t)).toEqual({ offload: true, probe: false });
+    expect(s.decide(L, t)).toEqual({ offload: true });
     s.ended(L, bytes, lifetime, t);
   }
 }
@@ -23,7 +23,7 @@ describe('short connections', () => {
     expect(s.decide(L, 1001)).toEqual({ offload: false, skipUntil: 1100 });
     expect(s.quietUntil(L, 1001)).toBe(1100);
     expect(s.decide(L, 1099)).toEqual({ offload: false, skipUntil: 1100 });
-    expect(s.decide(8, 1001)).toEqual({ offload: true, probe: false }); // other listeners are not touched
+    expect(s.decide(8, 1001)).toEqual({ offload: true }); // other listeners are not touched
   });
 
   it('a connection that moved more, or lived longer, breaks the run', () => {
@@ -45,7 +45,7 @@ describe('short connections', () => {
   it('after the hold offloads one probe at a time; a short probe starts the hold again', () => {
     const s = new ShortConnections(RULES);
     run(s, 3, 0);
-    expect(s.decide(L, 100)).toEqual({ offload: true, probe: true });
+    expect(s.decide(L, 100)).toEqual({ offload: true }); // the probe
     // while the probe lives, others stay on kernel TCP but get no promise (the probe may end it)
     expect(s.decide(L, 105)).toEqual({ offload: false, skipUntil: 0 });
     expect(s.quietUntil(L, 105)).toBe(0);
@@ -58,15 +58,16 @@ describe('short connections', () => {
     run(ended, 3, 0);
     expect(ended.decide(L, 100).offload).toBe(true);
     ended.ended(L, 5000, 5, 105);
-    expect(ended.decide(L, 106)).toEqual({ offload: true, probe: false });
+    expect(ended.decide(L, 106)).toEqual({ offload: true });
+    expect(ended.decide(L, 107)).toEqual({ offload: true }); // no probe: offloaded as before
     expect(ended.quietUntil(L, 106)).toBe(0);
 
     const silent = new ShortConnections(RULES);
     run(silent, 3, 0);
     expect(silent.decide(L, 100).offload).toBe(true);
     expect(silent.decide(L, 110)).toEqual({ offload: false, skipUntil: 0 });
-    expect(silent.decide(L, 111)).toEqual({ offload: true, probe: false });
-    expect(silent.decide(L, 112)).toEqual({ offload: true, probe: false });
+    expect(silent.decide(L, 111)).toEqual({ offload: true });
+    expect(silent.decide(L, 112)).toEqual({ offload: true });
   });
 
   it('keeps a promise made, even when a long connection from before the hold ends during it', () => {
@@ -75,7 +76,8 @@ describe('short connections', () => {
     s.ended(L, 1 << 20, 500, 50); // began before the hold, ends inside it
     expect(s.decide(L, 60)).toEqual({ offload: false, skipUntil: 100 });
     expect(s.quietUntil(L, 60)).toBe(100);
-    expect(s.decide(L, 100)).toEqual({ offload: true, probe: false }); // and no longer short after it
+    expect(s.decide(L, 100)).toEqual({ offload: true }); // and no longer short after it:
+    expect(s.decide(L, 101)).toEqual({ offload: true }); // that was no probe
   });
 
   it('forgets a closed listener, and does nothing when switched off', () => {
@@ -83,7 +85,7 @@ describe('short connections', () => {
     run(s, 3, 0);
     s.forget(L);
     expect(s.size).toBe(0);
-    expect(s.decide(L, 1)).toEqual({ offload: true, probe: false });
+    expect(s.decide(L, 1)).toEqual({ offload: true });
     for (const off of [{ ...RULES, maxBytes: 0 }, { ...RULES, window: 0 }]) {
       const none = new ShortConnections(off);
       expect(none.enabled).toBe(false);

@@ -19,7 +19,7 @@ export interface ShortConnectionRules {
 }
 
 export type ShortVerdict =
-  | { offload: true; probe: boolean }
+  | { offload: true }
   /** skipUntil: until then no connection to the listener is offloaded (0: only this one). */
   | { offload: false; skipUntil: number };
 
@@ -41,19 +41,19 @@ export class ShortConnections {
   /** A client asks for a connection to listener `sid`. */
   decide(sid: number, now: number): ShortVerdict {
     const h = this.listeners.get(sid);
-    if (!this.enabled || !h) return { offload: true, probe: false };
+    if (!this.enabled || !h) return { offload: true };
     // A promise given (quietUntil) is kept, even if a long connection ended meanwhile.
     if (now < h.holdUntil) return { offload: false, skipUntil: h.holdUntil };
-    if (h.shortInARow < this.rules.window) return { offload: true, probe: false };
+    if (h.shortInARow < this.rules.window) return { offload: true };
     if (h.probeSince === null) {
-      h.probeSince = now;
-      return { offload: true, probe: true };
+      h.probeSince = now; // this one is the probe
+      return { offload: true };
     }
     // A probe lives: not short once it outlives the rule (a rejected one ends the same way).
     if (now - h.probeSince <= this.rules.maxLifetimeMs) return { offload: false, skipUntil: 0 };
     h.shortInARow = 0;
     h.probeSince = null;
-    return { offload: true, probe: false };
+    return { offload: true };
   }
 
   /** An offloaded connection to listener `sid` closed (its first end): what it did. */
