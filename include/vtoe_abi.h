@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change to anything in this file. */
-#define VTOE_ABI_VERSION 5u
+#define VTOE_ABI_VERSION 6u
 
 #define VTOE_CTL_MAGIC 0x56544f45u    /* "VTOE" */
 #define VTOE_REGION_MAGIC 0x56524730u /* "VRG0" */
@@ -79,6 +79,7 @@ enum vtoe_fallback_reason {
 	VTOE_FB_RENDEZVOUS = 5,        /* the kernel rendezvous connection failed */
 	VTOE_FB_ADDRESS_FAMILY = 6,    /* an address vtoe does not offload (e.g. a bound device) */
 	VTOE_FB_SHORT_LIVED = 7,       /* the listener's recent connections were too short to gain */
+	VTOE_FB_UNVERIFIED = 8,        /* the socket passed did not prove what the request claimed */
 	VTOE_FB__COUNT
 };
 
@@ -95,10 +96,16 @@ enum vtoe_fabric {
 enum vtoe_ctl_op {
 	VTOE_OP_HELLO = 1,     /* RPC: first message; name = program name, arg = pid */
 	VTOE_OP_OPEN = 2,      /* RPC: allocate a socket ID (SID) */
-	VTOE_OP_LISTEN = 3,    /* RPC: sid listens at local (the bind address); arg = backlog */
-	VTOE_OP_CONNECT = 4,   /* RPC: REQ from sid, bound at local, to remote; reply carries fds */
-	VTOE_OP_ESTABLISH = 5, /* note: RTU for cid, the kernel rendezvous succeeded */
-	VTOE_OP_ACCEPT = 6,    /* RPC: claim the connection whose client is remote on listener local */
+	VTOE_OP_LISTEN = 3,    /* RPC: sid listens at local (the bind address); arg = backlog;
+				* carries the listening socket (SCM_RIGHTS) */
+	VTOE_OP_CONNECT = 4,   /* RPC: REQ from sid, bound at local, to remote; reply carries fds;
+				* carries the bound socket, which the agent keeps (the kernel
+				* rendezvous, for the server's proof and a late fallback) */
+	VTOE_OP_ESTABLISH = 5, /* note: RTU for cid, the kernel rendezvous succeeded (its socket
+				* went with the CONNECT) */
+	VTOE_OP_ACCEPT = 6,    /* RPC: claim the connection whose kernel rendezvous this process
+				* accepted; carries that accepted socket, which alone says which
+				* connection (local and remote are not trusted) */
 	VTOE_OP_SHUTDOWN = 7,  /* note: arg = SHUT_RD/SHUT_WR/SHUT_RDWR, after the in-band FIN */
 	VTOE_OP_CLOSE = 8,     /* note: the last fd of sid closed; arg = VTOE_CLOSE_* flags */
 	VTOE_OP_FALLBACK = 9,  /* note: the shim carried sockets on kernel TCP; arg = reason,

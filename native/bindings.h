@@ -17,6 +17,9 @@ Napi::Value probe_verbs_js(const Napi::CallbackInfo &info);
 // tcpPeerAccepted(fd): 1 if a process accepted the other end of TCP socket fd, 0 if it waits
 // in an accept queue, -1 if it is gone (tcp_diag.cc)
 Napi::Value tcp_peer_accepted_js(const Napi::CallbackInfo &info);
+// tcpSocketIdentity(fd): { local, remote (null until connected), listening, inAgentNetns (null
+// until connected) } of TCP socket fd (tcp_diag.cc)
+Napi::Value tcp_socket_identity_js(const Napi::CallbackInfo &info);
 
 } // namespace vtoe
 

@@ -61,11 +61,13 @@ bool is_stream_socket(int fd, bool unix_domain)
 	       (unix_domain ? domain == AF_UNIX : (domain == AF_INET || domain == AF_INET6));
 }
 
-// What a request may carry: ESTABLISH its kernel TCP rendezvous socket, ATTACH and BELL an
-// offloaded socket (a Unix socketpair end).  Nothing else carries a descriptor.
+// What a request may carry: LISTEN, CONNECT and ACCEPT the kernel TCP socket they are about
+// (the proof that the process holds it), ATTACH and BELL an offloaded socket (a Unix socketpair
+// end).  Nothing else carries a descriptor.
 bool may_carry(uint16_t op, int fd)
 {
-	return (op == VTOE_OP_ESTABLISH && is_stream_socket(fd, false)) ||
+	return ((op == VTOE_OP_LISTEN || op == VTOE_OP_CONNECT || op == VTOE_OP_ACCEPT) &&
+		is_stream_socket(fd, false)) ||
 	       ((op == VTOE_OP_ATTACH || op == VTOE_OP_BELL) && is_stream_socket(fd, true));
 }
 

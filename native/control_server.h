@@ -31,9 +31,9 @@ class ControlListener {
 public:
 	virtual ~ControlListener() = default;
 	virtual void on_open(uint64_t client, const PeerCredentials &cred) = 0;
-	// Only requests that passed ctl_request_violation() arrive here.  fd: the one descriptor
-	// an ESTABLISH may carry (the client's kernel rendezvous socket), owned by the listener
-	// from now on; -1 for none.
+	// Only requests that passed ctl_request_violation() arrive here.  fd: the one socket a
+	// request may carry (LISTEN, CONNECT, ACCEPT: the TCP socket it is about; ATTACH, BELL: an
+	// offloaded socket), owned by the listener from now on; -1 for none.
 	virtual void on_message(uint64_t client, const vtoe_ctl_req &req, int fd) = 0;
 	// Exactly once per opened client, unless the whole server is closed first.
 	virtual void on_close(uint64_t client, const std::string &reason) = 0;

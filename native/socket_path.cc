@@ -35,6 +35,27 @@ void make_parent_dirs(const std::string &path)
 		throw_errno("cannot create the directory " + parent);
 }
 
+// The directory that holds the socket decides who can put a socket of their own at its path:
+// another user's directory, or one others may write to without the sticky bit, would let them
+// answer in the agent's place (and take every connection handed out there).
+void check_parent_dir(const std::string &path)
+{
+	size_t slash = path.rfind('/');
+	const std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+	struct stat st;
+	if (stat(parent.c_str(), &st) != 0)
+		throw_errno("cannot reach the directory " + parent);
+	const uid_t self = geteuid();
+	if (st.st_uid != self && st.st_uid != 0)
+		throw_system_error(EACCES, "the agent's directory " + parent + " belongs to uid " +
+						   std::to_string(st.st_uid) + ", not to you",
+				   "someone else made it, maybe to answer in the agent's place: remove it, "
+				   "or give the agent a socket in a directory of your own");
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX))
+		throw_system_error(EACCES, "the agent's directory " + parent + " is writable by others",
+				   "chmod go-w " + parent + ", or give the agent a socket in a directory of your own");
+}
+
 [[noreturn]] void throw_in_use(const std::string &path)
 {
 	throw_system_error(EADDRINUSE, "an agent is already running at " + path,
@@ -85,6 +106,7 @@ void claim_socket_path(const std::string &path)
 {
 	unix_address(path); // reject unusable paths before touching the filesystem
 	make_parent_dirs(path);
+	check_parent_dir(path);
 	struct stat st;
 	if (lstat(path.c_str(), &st) != 0) {
 		if (errno == ENOENT)

@@ -1,12 +1,18 @@
-// tcpPeerAccepted(fd): has a process accepted the other end of this connected TCP socket?
-// Asks the kernel for that one socket by its four-tuple (sock_diag, as ss does): a socket still
-// in its listener's accept queue has no inode yet.  One netlink round trip, however many
-// sockets the host has (reading /proc/net/tcp walks them all).
+// The kernel's view of a TCP socket the agent was handed, asked with sock_diag (as ss asks):
+//  - tcpPeerAccepted(fd): has a process accepted the other end of this connected socket?  A
+//    socket still in its listener's accept queue has no inode yet.
+//  - tcpSocketIdentity(fd): what the socket is (its addresses, listening or not) and whether
+//    it lives in the agent's network namespace (in another one a process can make any tuple).
+// One netlink round trip each, however many sockets the host has.
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -21,17 +27,28 @@ namespace vtoe {
 
 namespace {
 
-// 1: accepted, 0: not yet, -1: no such socket (the peer end is gone).  Throws SystemError.
-int peer_accepted(int fd)
-{
-	sockaddr_storage self{}, peer{};
-	socklen_t sl = sizeof(self), pl = sizeof(peer);
-	if (getsockname(fd, reinterpret_cast<sockaddr *>(&self), &sl) != 0 ||
-	    getpeername(fd, reinterpret_cast<sockaddr *>(&peer), &pl) != 0)
-		throw_errno("not a connected socket");
-	if (self.ss_family != AF_INET && self.ss_family != AF_INET6)
-		throw_system_error(EAFNOSUPPORT, "not a TCP/IP socket");
+struct DiagResult {
+	bool found;
+	uint32_t inode;
+};
 
+void set_diag_endpoint(__be16 *port, __be32 *addr, const sockaddr_storage &ss)
+{
+	if (ss.ss_family == AF_INET) {
+		auto *a = reinterpret_cast<const sockaddr_in *>(&ss);
+		*port = a->sin_port;
+		memcpy(addr, &a->sin_addr, 4);
+	} else {
+		auto *a = reinterpret_cast<const sockaddr_in6 *>(&ss);
+		*port = a->sin6_port;
+		memcpy(addr, &a->sin6_addr, 16);
+	}
+}
+
+// The TCP socket whose source is `src` and destination `dst` in the agent's namespace; with a
+// cookie, only that very socket (another one with the tuple is "not found").
+DiagResult diag_find(const sockaddr_storage &src, const sockaddr_storage &dst, const uint32_t cookie[2])
+{
 	struct {
 		nlmsghdr nlh;
 		inet_diag_req_v2 req;
@@ -39,27 +56,13 @@ int peer_accepted(int fd)
 	msg.nlh.nlmsg_len = sizeof(msg);
 	msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
 	msg.nlh.nlmsg_flags = NLM_F_REQUEST;
-	msg.req.sdiag_family = self.ss_family;
+	msg.req.sdiag_family = src.ss_family;
 	msg.req.sdiag_protocol = IPPROTO_TCP;
 	msg.req.idiag_states = ~0u;
-	msg.req.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
-	msg.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
-	// The other end: its source is our peer, its destination is us.
-	if (self.ss_family == AF_INET) {
-		auto *s = reinterpret_cast<sockaddr_in *>(&self);
-		auto *p = reinterpret_cast<sockaddr_in *>(&peer);
-		msg.req.id.idiag_sport = p->sin_port;
-		msg.req.id.idiag_dport = s->sin_port;
-		memcpy(msg.req.id.idiag_src, &p->sin_addr, 4);
-		memcpy(msg.req.id.idiag_dst, &s->sin_addr, 4);
-	} else {
-		auto *s = reinterpret_cast<sockaddr_in6 *>(&self);
-		auto *p = reinterpret_cast<sockaddr_in6 *>(&peer);
-		msg.req.id.idiag_sport = p->sin6_port;
-		msg.req.id.idiag_dport = s->sin6_port;
-		memcpy(msg.req.id.idiag_src, &p->sin6_addr, 16);
-		memcpy(msg.req.id.idiag_dst, &s->sin6_addr, 16);
-	}
+	msg.req.id.idiag_cookie[0] = cookie[0];
+	msg.req.id.idiag_cookie[1] = cookie[1];
+	set_diag_endpoint(&msg.req.id.idiag_sport, msg.req.id.idiag_src, src);
+	set_diag_endpoint(&msg.req.id.idiag_dport, msg.req.id.idiag_dst, dst);
 
 	unique_fd nl(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
 	if (!nl)
@@ -79,16 +82,93 @@ int peer_accepted(int fd)
 	     h = NLMSG_NEXT(h, n)) {
 		if (h->nlmsg_type == NLMSG_ERROR) {
 			auto *e = static_cast<nlmsgerr *>(NLMSG_DATA(h));
-			if (e->error == -ENOENT)
-				return -1;
+			if (e->error == -ENOENT || e->error == -ESTALE) // none, or not that socket
+				return {false, 0};
 			throw_system_error(-e->error, "sock_diag lookup failed");
 		}
 		if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY) {
 			auto *d = static_cast<inet_diag_msg *>(NLMSG_DATA(h));
-			return d->idiag_inode != 0 ? 1 : 0;
+			return {true, d->idiag_inode};
 		}
 	}
-	return -1;
+	return {false, 0};
+}
+
+void addresses(int fd, sockaddr_storage &self, sockaddr_storage &peer, bool &connected)
+{
+	socklen_t sl = sizeof(self), pl = sizeof(peer);
+	if (getsockname(fd, reinterpret_cast<sockaddr *>(&self), &sl) != 0)
+		throw_errno("not a socket");
+	if (self.ss_family != AF_INET && self.ss_family != AF_INET6)
+		throw_system_error(EAFNOSUPPORT, "not a TCP/IP socket");
+	connected = getpeername(fd, reinterpret_cast<sockaddr *>(&peer), &pl) == 0;
+	if (!connected && errno != ENOTCONN)
+		throw_errno("cannot read the socket's peer");
+}
+
+const uint32_t kNoCookie[2] = {INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE};
+
+// 1: accepted, 0: not yet, -1: no such socket (the peer end is gone).  Throws SystemError.
+int peer_accepted(int fd)
+{
+	sockaddr_storage self{}, peer{};
+	bool connected;
+	addresses(fd, self, peer, connected);
+	if (!connected)
+		throw_system_error(ENOTCONN, "not a connected socket");
+	DiagResult r = diag_find(peer, self, kNoCookie); // the other end: from our peer to us
+	return !r.found ? -1 : r.inode != 0 ? 1 : 0;
+}
+
+int int_option(int fd, int level, int name)
+{
+	int v = 0;
+	socklen_t l = sizeof(v);
+	if (getsockopt(fd, level, name, &v, &l) != 0)
+		throw_errno("cannot read a socket option");
+	return v;
+}
+
+// Is connected socket fd in the agent's network namespace?  1 yes, 0 no, -1 cannot tell.
+// With CAP_NET_ADMIN the kernel names the socket's namespace (SIOCGSKNS).  Otherwise its
+// four-tuple is looked up here: this very socket (its cookie) is a yes; another socket with
+// that tuple is a no (a process can make any tuple in a namespace of its own, never here);
+// none at all means sock_diag cannot see it (no tcp_diag module), and nothing is known.
+int in_own_netns(int fd, const sockaddr_storage &self, const sockaddr_storage &peer)
+{
+	unique_fd ns(ioctl(fd, SIOCGSKNS));
+	struct stat theirs, ours;
+	if (ns && fstat(ns.get(), &theirs) == 0 && stat("/proc/self/ns/net", &ours) == 0)
+		return theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev ? 1 : 0;
+	uint64_t cookie = 0;
+	socklen_t l = sizeof(cookie);
+	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &l) != 0)
+		throw_errno("cannot read the socket's cookie");
+	const uint32_t parts[2] = {static_cast<uint32_t>(cookie), static_cast<uint32_t>(cookie >> 32)};
+	if (diag_find(self, peer, parts).found)
+		return 1;
+	return diag_find(self, peer, kNoCookie).found ? 0 : -1;
+}
+
+Napi::Value endpoint_to_js(Napi::Env env, const sockaddr_storage &ss)
+{
+	char text[INET6_ADDRSTRLEN] = "";
+	Napi::Object js = Napi::Object::New(env);
+	if (ss.ss_family == AF_INET) {
+		auto *a = reinterpret_cast<const sockaddr_in *>(&ss);
+		inet_ntop(AF_INET, &a->sin_addr, text, sizeof(text));
+		js.Set("family", 4);
+		js.Set("port", ntohs(a->sin_port));
+		js.Set("scopeId", 0);
+	} else {
+		auto *a = reinterpret_cast<const sockaddr_in6 *>(&ss);
+		inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof(text));
+		js.Set("family", 6);
+		js.Set("port", ntohs(a->sin6_port));
+		js.Set("scopeId", a->sin6_scope_id);
+	}
+	js.Set("address", text);
+	return js;
 }
 
 } // namespace
@@ -99,6 +179,31 @@ Napi::Value tcp_peer_accepted_js(const Napi::CallbackInfo &info)
 	int fd = static_cast<int>(js_integer(info[0], "fd", 0, INT32_MAX));
 	int r = at_js_boundary(env, [&] { return peer_accepted(fd); });
 	return Napi::Number::New(env, r);
+}
+
+Napi::Value tcp_socket_identity_js(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	int fd = static_cast<int>(js_integer(info[0], "fd", 0, INT32_MAX));
+	sockaddr_storage self{}, peer{};
+	bool connected = false, listening = false;
+	int own_netns = -1; // unknown
+	at_js_boundary(env, [&] {
+		if (int_option(fd, SOL_SOCKET, SO_TYPE) != SOCK_STREAM ||
+		    int_option(fd, SOL_SOCKET, SO_PROTOCOL) != IPPROTO_TCP)
+			throw_system_error(EPROTOTYPE, "not a TCP socket");
+		addresses(fd, self, peer, connected);
+		listening = int_option(fd, SOL_SOCKET, SO_ACCEPTCONN) != 0;
+		if (connected)
+			own_netns = in_own_netns(fd, self, peer);
+		return 0;
+	});
+	Napi::Object js = Napi::Object::New(env);
+	js.Set("local", endpoint_to_js(env, self));
+	js.Set("remote", connected ? endpoint_to_js(env, peer) : env.Null());
+	js.Set("listening", listening);
+	js.Set("inAgentNetns", own_netns < 0 ? env.Null() : Napi::Value(Napi::Boolean::New(env, own_netns == 1)));
+	return js;
 }
 
 } // namespace vtoe

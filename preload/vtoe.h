@@ -341,6 +341,7 @@ extern unsigned int vtoe_fdtab_max;
 extern struct vtoe_sock vtoe_internal_sock;
 
 void vtoe_fdtab_init(void);
+int vtoe_fd_of(const struct vtoe_sock *s);
 void vtoe_fdtab_atfork_child(void);
 
 /* Lock-free look-up without a reference: only to decide the fast path. */

@@ -265,6 +265,23 @@ static int vtoe_ctl_rpc_locked(struct vtoe_ctl_req *req, int send_fd, struct vto
 	return 0;
 }
 
+static bool vtoe_ctl_peer_trusted(int fd)
+{
+	static atomic_bool warned;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (REAL(getsockopt)(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || len != sizeof(cred))
+		return false;
+	if (cred.uid == geteuid() || cred.uid == 0)
+		return true;
+	if (!atomic_exchange(&warned, true))
+		vtoe_warn("the agent at %s runs as uid %u, not as this process's uid %u: not trusted, "
+			  "kernel TCP (start your own agent, or point VTOE_AGENT_SOCKET at it)",
+			  vtoe_cfg.agent_path, (unsigned int)cred.uid, (unsigned int)geteuid());
+	return false;
+}
+
 static int vtoe_ctl_connect_locked(void)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
@@ -295,6 +312,13 @@ static int vtoe_ctl_connect_locked(void)
 		}
 		if (errno == EAGAIN)
 			nanosleep(&ms, NULL);
+	}
+	/* Whoever answers at the path gets our connections: only an agent of our own user (or
+	 * root's) is trusted, never one another user started at a path they could squat. */
+	if (!vtoe_ctl_peer_trusted(fd)) {
+		REAL(close)(fd);
+		vtoe_ctl_drop_locked("the agent runs as another user", false);
+		return -1;
 	}
 	vtoe_ctl_fd = vtoe_fd_move_high(fd);
 	vtoe_fd_set_internal(vtoe_ctl_fd, true);

@@ -151,6 +151,19 @@ void vtoe_sock_put(struct vtoe_sock *s)
 	pthread_mutex_unlock(&vtoe_pool_lock);
 }
 
+/* The lowest fd that points at s, or -1: a walk of the table, for rare paths only. */
+int vtoe_fd_of(const struct vtoe_sock *s)
+{
+	for (unsigned int top = 0; top < vtoe_fdtab_max >> VTOE_FDTAB_SHIFT; top++) {
+		vtoe_slot_t *chunk = atomic_load_explicit(&vtoe_fdtab[top], memory_order_acquire);
+
+		for (unsigned int i = 0; chunk && i < VTOE_FDTAB_CHUNK; i++)
+			if (atomic_load_explicit(&chunk[i], memory_order_acquire) == s)
+				return (int)((top << VTOE_FDTAB_SHIFT) | i);
+	}
+	return -1;
+}
+
 /* Point fd at s (NULL: untrack it), dropping whatever the slot held before. */
 void vtoe_fd_install(int fd, struct vtoe_sock *s)
 {

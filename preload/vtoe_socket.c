@@ -293,7 +293,7 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	int fds[VTOE_FD__COUNT] = { -1, -1, -1 };
 	uint32_t sid;
 	bool nonblock;
-	int fl, fdfl, e, ksock;
+	int fl, fdfl, e;
 
 	vtoe_addr_to_wire(addr, len, &to);
 	if (vtoe_short_skip(&to) || vtoe_ctl_up() < 0)
@@ -311,7 +311,9 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	vtoe_addr_to_wire((struct sockaddr *)&local, local_len, &req.local);
 	req.remote = to;
 	vtoe_short_flush(&to);
-	if (vtoe_ctl_rpc(&req, &rep, fds) < 0) {
+	/* The socket goes with it: the agent checks its port, and keeps it as the proof that the
+	 * server's shim will be checked against (and for a late fallback). */
+	if (vtoe_ctl_rpc_fd(&req, fd, &rep, fds) < 0) {
 		/* Out of descriptors: the agent's offer is withdrawn, kernel TCP carries it. */
 		if (errno == EMFILE && rep.event == VTOE_EV_CONNECT_RESPONSE) {
 			vtoe_ctl_note(VTOE_OP_CLOSE, rep.sid, rep.cid, VTOE_CLOSE_ABORTED);
@@ -362,12 +364,9 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	fl = REAL(fcntl)(fd, F_GETFL);
 	fdfl = REAL(fcntl)(fd, F_GETFD);
 	nonblock = fl >= 0 && (fl & O_NONBLOCK);
-	/* The kernel rendezvous socket goes to the agent, which keeps it until the server's shim
-	 * claims the connection: if the server takes it on kernel TCP instead (a process without
-	 * the shim or the agent accepted it), the agent carries our stream over it. */
-	ksock = rep.fabric == VTOE_FABRIC_SHM ? REAL(fcntl)(fd, F_DUPFD_CLOEXEC,
-							    vtoe_cfg.internal_fd_base)
-					      : -1;
+	/* The agent holds the kernel rendezvous socket since the CONNECT, until the server's
+	 * shim claims the connection: if the server takes it on kernel TCP instead (a process
+	 * without the shim or the agent accepted it), the agent carries our stream over it. */
 	if (vtoe_conn_attach(fd, conn, fds, nonblock, fdfl >= 0 && (fdfl & FD_CLOEXEC)) < 0) {
 		/* The kernel connection exists: keep it rather than fail the call. */
 		vtoe_warn("fd %d: cannot attach the offloaded socket (%s): kernel TCP", fd,
@@ -377,14 +376,10 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 		vtoe_close_fds(fds);
 		vtoe_sock_put(conn);
 		vtoe_untrack(fd, s);
-		if (ksock >= 0)
-			REAL(close)(ksock);
 		return 0;
 	}
 	vtoe_ep_follow(fd, s, conn); /* epoll registrations made before connect() */
-	vtoe_ctl_note_fd(VTOE_OP_ESTABLISH, sid, rep.cid, 0, ksock);
-	if (ksock >= 0)
-		REAL(close)(ksock);
+	vtoe_ctl_note(VTOE_OP_ESTABLISH, sid, rep.cid, 0);
 	vtoe_info("fd %d: offloaded connect, cid %llu, ring %u", fd, (unsigned long long)rep.cid,
 		  rep.ring_size);
 	if (nonblock)
@@ -470,8 +465,8 @@ enum vtoe_listen_outcome {
 	VTOE_LISTEN_UNBOUND,	/* no port yet: listen() picks it, register afterwards */
 };
 
-/* OPEN and LISTEN for s's bound address; s->lock held. */
-static enum vtoe_listen_outcome vtoe_listen_announce(struct vtoe_sock *s)
+/* OPEN and LISTEN for s's bound address, with its socket fd as the proof; s->lock held. */
+static enum vtoe_listen_outcome vtoe_listen_announce(struct vtoe_sock *s, int fd)
 {
 	struct vtoe_ctl_req req;
 	struct vtoe_ctl_rep rep;
@@ -488,7 +483,7 @@ static enum vtoe_listen_outcome vtoe_listen_announce(struct vtoe_sock *s)
 	req.arg = s->backlog < 0 ? 0 : (uint32_t)s->backlog;
 	vtoe_addr_to_wire((struct sockaddr *)&s->local, s->local_len, &req.local);
 	s->ctl_losses = vtoe_ctl_losses();
-	if (vtoe_ctl_rpc(&req, &rep, NULL) < 0) {
+	if (vtoe_ctl_rpc_fd(&req, fd, &rep, NULL) < 0) {
 		s->sid = 0;
 		return VTOE_LISTEN_NO_AGENT;
 	}
@@ -515,7 +510,7 @@ static enum vtoe_listen_outcome vtoe_listen_register(int fd, struct vtoe_sock *s
 		goto out;
 	}
 	s->backlog = backlog;
-	outcome = vtoe_listen_announce(s);
+	outcome = vtoe_listen_announce(s, fd);
 	if (outcome == VTOE_LISTEN_REGISTERED || outcome == VTOE_LISTEN_NO_AGENT)
 		atomic_store(&s->kind, VTOE_KIND_LISTENER); /* NO_AGENT: sid 0 for now */
 out:
@@ -534,12 +529,14 @@ void vtoe_listen_reregister(void)
 	unsigned losses = vtoe_ctl_losses();
 
 	for (struct vtoe_sock *s = vtoe_sock_first(); s; s = s->all_next) {
+		int fd;
+
 		if (atomic_load(&s->kind) != VTOE_KIND_LISTENER || !vtoe_sock_tryget(s))
 			continue;
 		pthread_mutex_lock(&s->lock);
 		if (atomic_load(&s->kind) == VTOE_KIND_LISTENER && atomic_load(&s->nfds) > 0 &&
 		    !s->listen_declined && (s->sid == 0 || s->ctl_losses != losses) &&
-		    vtoe_listen_announce(s) == VTOE_LISTEN_DECLINED)
+		    (fd = vtoe_fd_of(s)) >= 0 && vtoe_listen_announce(s, fd) == VTOE_LISTEN_DECLINED)
 			s->listen_declined = true;
 		pthread_mutex_unlock(&s->lock);
 		vtoe_sock_put(s);
@@ -629,7 +626,8 @@ static void vtoe_accept_offload(struct vtoe_sock *ls, int cfd, const struct sock
 	vtoe_addr_to_wire((struct sockaddr *)&ls->local, ls->local_len, &req.local);
 	if (vtoe_addr_to_wire((const struct sockaddr *)peer, peer_len, &req.remote) < 0)
 		return;
-	if (vtoe_ctl_rpc(&req, &rep, fds) < 0) {
+	/* The accepted socket goes with it: it alone names the connection to claim. */
+	if (vtoe_ctl_rpc_fd(&req, cfd, &rep, fds) < 0) {
 		/* Claimed, but its descriptors did not fit after all: a reset, which the client
 		 * sees, rather than a connection nobody reads. */
 		if (errno == EMFILE && rep.event == VTOE_EV_CONNECT_ESTABLISHED)

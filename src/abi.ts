@@ -2,7 +2,7 @@
 // names, plus readable names for logs and statistics.  test/native.test.ts checks this file
 // against the values compiled into the addon, so header drift fails a test.
 
-export const VTOE_ABI_VERSION = 5;
+export const VTOE_ABI_VERSION = 6;
 export const VTOE_CTL_MAGIC = 0x56544f45; // "VTOE"
 export const VTOE_REGION_MAGIC = 0x56524730; // "VRG0"
 export const VTOE_CACHELINE = 64;
@@ -63,9 +63,10 @@ export const FallbackReason = {
   RENDEZVOUS: 5,
   ADDRESS_FAMILY: 6,
   SHORT_LIVED: 7,
+  UNVERIFIED: 8,
 } as const;
 export type FallbackReason = (typeof FallbackReason)[keyof typeof FallbackReason];
-export const FALLBACK_REASON_COUNT = 8;
+export const FALLBACK_REASON_COUNT = 9;
 
 /** enum vtoe_fabric */
 export const Fabric = { NONE: 0, SHM: 1, TCP: 2, VERBS: 3 } as const;

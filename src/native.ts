@@ -26,8 +26,9 @@ export interface CtlRequest {
   /** HELLO: the program name; otherwise '' */
   name: string;
   /**
-   * ESTABLISH only: the client's kernel rendezvous socket, passed with the request.  The
-   * handler owns it and must close it (or hand it to ShmConnection.relay).
+   * The socket passed with the request: LISTEN's listening socket, CONNECT's bound socket (the
+   * client's kernel rendezvous), ACCEPT's accepted one, ATTACH's and BELL's offloaded socket.
+   * The handler owns it and must close it (or keep it, or hand it to ShmConnection.relay).
    */
   fd?: number;
 }
@@ -132,6 +133,7 @@ interface NativeAddon {
   abiConstants(): Record<string, number>;
   probeVerbs(): VerbsProbe;
   tcpPeerAccepted(fd: number): number;
+  tcpSocketIdentity(fd: number): TcpSocketIdentity;
 }
 
 let addon: NativeAddon | undefined;
@@ -166,6 +168,29 @@ export function native<T>(body: () => T): T {
 export function tcpPeerAccepted(fd: number): 'accepted' | 'queued' | 'gone' {
   const r = native(() => loadAddon().tcpPeerAccepted(fd));
   return r > 0 ? 'accepted' : r === 0 ? 'queued' : 'gone';
+}
+
+/** What the kernel says a TCP socket is (tcpSocketIdentity). */
+export interface TcpSocketIdentity {
+  local: SockAddr;
+  /** null until it is connected */
+  remote: SockAddr | null;
+  listening: boolean;
+  /**
+   * Connected: whether the socket lives in the agent's network namespace (in another one a
+   * process can make any four-tuple).  null until connected, or when the kernel cannot say
+   * (no CAP_NET_ADMIN for SIOCGSKNS, and no tcp_diag module for sock_diag).
+   */
+  inAgentNetns: boolean | null;
+}
+
+/**
+ * The addresses of TCP socket fd and whether it lives in the agent's network namespace.
+ * Throws VtoeSystemError (EPROTOTYPE: not a TCP socket).  Reads, getsockname/getpeername and
+ * one sock_diag lookup.
+ */
+export function tcpSocketIdentity(fd: number): TcpSocketIdentity {
+  return native(() => loadAddon().tcpSocketIdentity(fd));
 }
 
 /** The header's constants under their C names, with the values compiled into the addon. */

@@ -10,11 +10,24 @@ import type { ShmHostCA, ShmLink } from '../src/agent/host-ca-shm.js';
 import { AgentCounters } from '../src/agent/stats.js';
 import { wireMs } from '../src/agent/short-connections.js';
 import type { ResolvedConfig } from '../src/config.js';
-import type { CtlReply, CtlRequest, Side, SideEnd, SockAddr } from '../src/native.js';
+import type { CtlReply, CtlRequest, Side, SideEnd, SockAddr, TcpSocketIdentity } from '../src/native.js';
 
 const SERVER = 1;
 const CLIENT = 2;
 const addr = (port: number): SockAddr => ({ family: 4, address: '127.0.0.1', port, scopeId: 0 });
+
+// Sockets the requests pass, by fake descriptor numbers no process ever has open: the kernel's
+// word on each is what socketOf answers (tests of what the agent refuses change it).
+const LISTEN_FD = 7_000_000;
+const clientFd = (port: number) => 7_100_000 + port;
+const acceptedFd = (port: number) => 7_200_000 + port;
+/** What the kernel says of each fake socket: a listener at 5000, and both ends of each rendezvous. */
+function fakeSocketOf(fd: number): TcpSocketIdentity {
+  if (fd === LISTEN_FD) return { local: addr(5000), remote: null, listening: true, inAgentNetns: null };
+  if (fd >= 7_200_000 && fd < 7_300_000) return { local: addr(5000), remote: addr(fd - 7_200_000), listening: false, inAgentNetns: true };
+  if (fd >= 7_100_000 && fd < 7_200_000) return { local: addr(fd - 7_100_000), remote: addr(5000), listening: false, inAgentNetns: true };
+  throw Object.assign(new Error('EBADF: not a socket'), { code: 'EBADF' });
+}
 
 function setup(config: Partial<ResolvedConfig> = {}) {
   const replies: Array<{ client: number; rep: CtlReply; fds?: number[] }> = [];
@@ -54,6 +67,14 @@ function setup(config: Partial<ResolvedConfig> = {}) {
   const log = new EventLog();
   const core = new CoreCA(sink, shm, resolveConfig({}, { timewaitMs: 0, ...config }), [], counters, log,
     createLogger({ level: 'error', component: 'test' }));
+  // Descriptors the agent closed; using one afterwards is an error, as it would be for real.
+  const closed: number[] = [];
+  const extraSockets = new Map<number, TcpSocketIdentity>();
+  core.closeFd = (fd) => { closed.push(fd); };
+  core.socketOf = (fd) => {
+    if (closed.includes(fd)) throw Object.assign(new Error('EBADF: closed'), { code: 'EBADF' });
+    return extraSockets.get(fd) ?? fakeSocketOf(fd);
+  };
   let seq = 0;
   const send = (client: number, op: number, fields: Partial<CtlRequest> = {}): CtlReply | undefined => {
     const before = replies.length;
@@ -65,22 +86,22 @@ function setup(config: Partial<ResolvedConfig> = {}) {
   send(SERVER, ABI.op.HELLO, { name: 'server' });
   send(CLIENT, ABI.op.HELLO, { name: 'client' });
   const listenSid = send(SERVER, ABI.op.OPEN)!.sid!;
-  expect(send(SERVER, ABI.op.LISTEN, { sid: listenSid, local: addr(5000), arg: 16 })!.event).toBe(ABI.ev.ACK);
+  expect(send(SERVER, ABI.op.LISTEN, { sid: listenSid, local: addr(5000), arg: 16, fd: LISTEN_FD })!.event).toBe(ABI.ev.ACK);
   /** REQ/REP: the client's CONNECT, answered with the active end's descriptors. */
   const connect = (clientPort: number) => {
-    const sid = send(CLIENT, ABI.op.OPEN)!.sid!;
-    const rep = send(CLIENT, ABI.op.CONNECT, { sid, local: addr(clientPort), remote: addr(5000) })!;
+    // SID 0, as the shim sends it: the agent opens the socket with the CONNECT.
+    const rep = send(CLIENT, ABI.op.CONNECT, { sid: 0, local: addr(clientPort), remote: addr(5000), fd: clientFd(clientPort) })!;
     expect(rep.event).toBe(ABI.ev.CONNECT_RESPONSE);
-    return { sid, cid: rep.cid! };
+    return { sid: rep.sid!, cid: rep.cid! };
   };
-  const accept = (clientPort: number) => send(SERVER, ABI.op.ACCEPT, { sid: listenSid, local: addr(5000), remote: addr(clientPort) })!;
+  const accept = (clientPort: number) => send(SERVER, ABI.op.ACCEPT, { sid: listenSid, fd: acceptedFd(clientPort) })!;
   /** REQ, RTU, then the server's claim: an established connection and the server's reply. */
   const establish = (clientPort: number) => {
     const { sid, cid } = connect(clientPort);
     send(CLIENT, ABI.op.ESTABLISH, { sid, cid });
     return { sid, cid, acc: accept(clientPort) };
   };
-  return { core, send, connect, accept, establish, counters, log, dropped, replies, links };
+  return { core, send, connect, accept, establish, counters, log, dropped, replies, links, listenSid, closed, extraSockets };
 }
 
 /** Runs fn with vitest's fake timers, which are put back whatever happens. */
@@ -228,7 +249,7 @@ describe('core CA', () => {
   it('falls back when nothing offload-capable listens, and forgets the SID', () => {
     const t = setup();
     const sid = t.send(CLIENT, ABI.op.OPEN)!.sid!;
-    const rep = t.send(CLIENT, ABI.op.CONNECT, { sid, local: addr(40004), remote: addr(5999) })!;
+    const rep = t.send(CLIENT, ABI.op.CONNECT, { sid, local: addr(40004), remote: addr(5999), fd: clientFd(40004) })!;
     expect(rep).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED });
     expect(t.core.sockets.has(sid)).toBe(false);
     expect(t.counters.fallbackReasons.get('peer-not-offloaded')).toBe(1);
@@ -237,7 +258,7 @@ describe('core CA', () => {
   it('refuses requests about a SID another process owns', () => {
     const t = setup();
     const { sid, cid } = t.connect(40005);
-    const rep = t.send(SERVER, ABI.op.CONNECT, { sid, local: addr(1), remote: addr(5000) })!;
+    const rep = t.send(SERVER, ABI.op.CONNECT, { sid, local: addr(1), remote: addr(5000), fd: clientFd(1) })!;
     expect(rep).toMatchObject({ event: ABI.ev.ERROR });
     t.send(SERVER, ABI.op.ESTABLISH, { sid, cid });
     expect(t.dropped).toEqual([SERVER]);
@@ -299,7 +320,7 @@ describe('core CA: listeners whose connections are short', () => {
     t.core.now = () => now;
     shortRun(t, 41000);
     const open = t.send(CLIENT, ABI.op.OPEN)!.sid!;
-    const rep = t.send(CLIENT, ABI.op.CONNECT, { sid: open, local: addr(41100), remote: addr(5000) })!;
+    const rep = t.send(CLIENT, ABI.op.CONNECT, { sid: open, local: addr(41100), remote: addr(5000), fd: clientFd(41100) })!;
     expect(rep).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.SHORT_LIVED, skipUntilMs: wireMs(51_000) });
     expect(t.counters.fallbackReasons.get('short-lived')).toBe(1);
     // The listener's process, told too on its next ACCEPT of a kernel client.
@@ -319,7 +340,7 @@ describe('core CA: listeners whose connections are short', () => {
     t.core.processOpened(OTHER, { pid: 300, uid: 0 });
     t.send(OTHER, ABI.op.HELLO, { name: 'worker' });
     const listenSid = t.core.listeners.find(4, '127.0.0.1', 5000)!.sid;
-    const other = t.send(OTHER, ABI.op.ACCEPT, { sid: listenSid, local: addr(5000), remote: addr(42101) })!;
+    const other = t.send(OTHER, ABI.op.ACCEPT, { sid: listenSid, fd: acceptedFd(42101) })!;
     expect(other).toMatchObject({ event: ABI.ev.FALLBACK, skipUntilMs: 0 });
 
     // A connection made before the listener turned short, not yet accepted: no promise.
@@ -354,5 +375,102 @@ describe('core CA: listeners whose connections are short', () => {
     expect(t.counters.fallbackReasons.get('short-lived')).toBe(501);
     t.send(CLIENT, ABI.op.FALLBACK, { arg: ABI.fb.POLICY, cid: 1n << 60n });
     expect(t.counters.fallbackReasons.get('policy')).toBe(1 << 20);
+  });
+});
+
+describe('core CA: a claim holds only with the socket it is about', () => {
+  /** Another process of the same user: it holds no listener and accepted nothing. */
+  const bystander = (t: ReturnType<typeof setup>) => {
+    const BYSTANDER = 9;
+    t.core.processOpened(BYSTANDER, { pid: 900, uid: 0 });
+    t.send(BYSTANDER, ABI.op.HELLO, { name: 'bystander' });
+    return BYSTANDER;
+  };
+  /** The kernel's word on fds the test makes up, over the usual fake sockets. */
+  const withSockets = (t: ReturnType<typeof setup>, extra: Record<number, TcpSocketIdentity>) => {
+    for (const [fd, id] of Object.entries(extra)) t.extraSockets.set(Number(fd), id);
+  };
+
+  it('gives a waiting connection to nobody who names its ports without its accepted socket', () => {
+    const t = setup();
+    const { cid } = t.connect(44001);
+    const b = bystander(t);
+    const elsewhere = { family: 4 as const, address: '127.0.0.2', port: 44001, scopeId: 0 };
+    withSockets(t, {
+      8_000_001: { local: addr(5000), remote: elsewhere, listening: false, inAgentNetns: true }, // same ports, other client
+      8_000_002: { local: addr(5000), remote: addr(44001), listening: false, inAgentNetns: false }, // made in its own netns
+      8_000_003: { local: addr(44001), remote: null, listening: false, inAgentNetns: null }, // not connected
+    });
+    const attempts: Array<Partial<CtlRequest>> = [
+      { sid: t.listenSid, local: addr(5000), remote: addr(44001) }, // the attack as it was: ports only
+      { sid: t.listenSid, local: addr(5000), remote: addr(44001), fd: 8_000_001 },
+      { sid: t.listenSid, local: addr(5000), remote: addr(44001), fd: 8_000_002 },
+      { sid: t.listenSid, local: addr(5000), remote: addr(44001), fd: 8_000_003 },
+    ];
+    for (const fields of attempts) {
+      const rep = t.send(b, ABI.op.ACCEPT, fields)!;
+      expect(rep).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.UNVERIFIED });
+      expect(rep.cid ?? 0n).toBe(0n);
+    }
+    // A sweep of client ports, as /proc/net/tcp would feed it: nothing taken, nothing learnt.
+    for (let port = 44000; port < 44100; port++) {
+      expect(t.send(b, ABI.op.ACCEPT, { sid: t.listenSid, local: addr(5000), remote: addr(port) })!.event).toBe(ABI.ev.FALLBACK);
+    }
+    expect(t.replies.filter((r) => r.client === b && r.fds?.length)).toEqual([]);
+    expect(Object.fromEntries(t.counters.refusals)).toEqual({ 'accept-unproven': 102, 'accept-not-party': 1, 'foreign-netns': 1 });
+    // The real server still gets its client; the client's socket, held since its CONNECT, is
+    // let go once (and the sockets the requests passed, each once).
+    expect(t.closed).not.toContain(clientFd(44001));
+    expect(t.accept(44001)).toMatchObject({ event: ABI.ev.CONNECT_ESTABLISHED, cid });
+    expect(t.core.pendingCount).toBe(0);
+    expect(t.closed.filter((fd) => fd === clientFd(44001))).toHaveLength(1);
+    expect(t.closed.filter((fd) => fd === acceptedFd(44001))).toHaveLength(1);
+  });
+
+  it('takes the other end of the rendezvous when the kernel cannot say its namespace', () => {
+    const t = setup();
+    const { cid } = t.connect(44201);
+    // No CAP_NET_ADMIN and no tcp_diag: inAgentNetns null for both ends.
+    withSockets(t, {
+      [clientFd(44201)]: { local: addr(44201), remote: addr(5000), listening: false, inAgentNetns: null },
+      8_000_030: { local: addr(5000), remote: addr(44201), listening: false, inAgentNetns: null },
+    });
+    expect(t.send(SERVER, ABI.op.ACCEPT, { sid: t.listenSid, fd: 8_000_030 })).toMatchObject({ event: ABI.ev.CONNECT_ESTABLISHED, cid });
+    expect(t.counters.refusals.size).toBe(0);
+  });
+
+  it('registers a listener only with a socket bound at that address', () => {
+    const t = setup();
+    const b = bystander(t);
+    // Each request passes its own copy of a socket (the agent closes each once it is done).
+    const at6001 = { local: addr(6001), remote: null, listening: false, inAgentNetns: null };
+    withSockets(t, { 8_000_010: at6001, 8_000_011: at6001 });
+    for (const fields of [{}, { fd: 8_000_010 }, { fd: clientFd(6000) }]) {
+      const sid = t.send(b, ABI.op.OPEN)!.sid!;
+      const rep = t.send(b, ABI.op.LISTEN, { sid, local: addr(6000), arg: 16, ...fields })!;
+      expect(rep).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.UNVERIFIED });
+    }
+    expect(t.core.listeners.find(4, '127.0.0.1', 6000)).toBeUndefined();
+    expect(t.counters.refusals.get('listen-unproven')).toBe(3);
+    const sid = t.send(b, ABI.op.OPEN)!.sid!;
+    expect(t.send(b, ABI.op.LISTEN, { sid, local: addr(6001), arg: 16, fd: 8_000_011 })!.event).toBe(ABI.ev.ACK);
+  });
+
+  it('keys a connection by the port its client\'s socket is bound to, and never swaps a waiting one', () => {
+    const t = setup();
+    const b = bystander(t);
+    for (const fields of [{}, { fd: clientFd(44101) }, { fd: LISTEN_FD }]) {
+      const rep = t.send(b, ABI.op.CONNECT, { local: addr(44100), remote: addr(5000), ...fields })!;
+      expect(rep).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.UNVERIFIED });
+    }
+    expect(t.counters.refusals.get('connect-unproven')).toBe(3);
+    const { cid } = t.connect(44100);
+    // A second CONNECT on the same rendezvous (a socket bound to the same port elsewhere).
+    withSockets(t, { 8_000_020: { local: addr(44100), remote: null, listening: false, inAgentNetns: null } });
+    const dup = t.send(b, ABI.op.CONNECT, { local: addr(44100), remote: addr(5000), fd: 8_000_020 })!;
+    expect(dup).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.UNVERIFIED });
+    expect(t.counters.refusals.get('connect-duplicate')).toBe(1);
+    expect(t.accept(44100)).toMatchObject({ event: ABI.ev.CONNECT_ESTABLISHED, cid });
+    expect(t.counters.fallbackReasons.get('unverified')).toBe(4);
   });
 });

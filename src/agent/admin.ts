@@ -35,7 +35,14 @@ export async function startAdminServer(path: string, handler: AdminHandler): Pro
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(path, () => resolve());
+    // Made 0600 from the start (listen() binds at once): no instant where another user could
+    // connect; the chmod below keeps it so whatever the bind did.
+    const umask = process.umask(0o177);
+    try {
+      server.listen(path, () => resolve());
+    } finally {
+      process.umask(umask);
+    }
   });
   chmodSync(path, 0o600);
   server.unref();

@@ -5,16 +5,18 @@
 import { closeSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { ABI, BELL_REPLY, reasonName } from '../abi.js';
-import { tcpPeerAccepted, type CtlReply, type CtlRequest, type SideEnd, type SockAddr } from '../native.js';
+import {
+  tcpPeerAccepted, tcpSocketIdentity, type CtlReply, type CtlRequest, type SideEnd, type SockAddr, type TcpSocketIdentity,
+} from '../native.js';
 import type { ResolvedConfig } from '../config.js';
 import { decide, type PolicyRule } from '../policy.js';
 import type { Logger } from '../log.js';
 import { ListenerRegistry, type ListenerEntry } from './listener-registry.js';
-import { isLocalAddress } from './local-addresses.js';
+import { canonical, isLocalAddress } from './local-addresses.js';
 import { ShadowConnection, type Side } from './shadow-connection.js';
 import { monotonicMs, ShortConnections, wireMs } from './short-connections.js';
 import type { EventLog } from './event-log.js';
-import type { AgentCounters } from './stats.js';
+import type { AgentCounters, Refusal } from './stats.js';
 import type { ShmHostCA, ShmLink } from './host-ca-shm.js';
 import type { VerbsHostCA } from './host-ca-verbs.js';
 import type { VerbsEndpoint } from './verbs-endpoint.js';
@@ -45,6 +47,11 @@ export interface LiveConnection {
   listenerSid: number;
   pendingKey: string | null;
   timer?: NodeJS.Timeout;
+  /**
+   * The client's socket, passed with its CONNECT: the proof an ACCEPT is checked against, until
+   * the ESTABLISH note says the rendezvous connected and it becomes ksock.
+   */
+  clientSock?: number;
   /** The client's kernel rendezvous socket, held until the server's shim claims the connection. */
   ksock?: number;
   /** When the kernel showed the server's end accepted with no claim yet (late fallback). */
@@ -112,6 +119,11 @@ export class CoreCA {
   readonly short: ShortConnections;
   /** CLOCK_MONOTONIC in ms, the shims' clock for skip_until_ms (tests replace it). */
   now: () => number = monotonicMs;
+  /** The kernel's word on a socket a request passed (tests replace it). */
+  socketOf: (fd: number) => TcpSocketIdentity = tcpSocketIdentity;
+  private netnsBlindWarned = false;
+  /** Closes a descriptor a request passed (tests replace it, to see each closed once). */
+  closeFd: (fd: number) => void = closeFd;
 
   constructor(
     private readonly sink: ReplySink,
@@ -173,7 +185,7 @@ export class CoreCA {
       this.log.error('a request failed inside the agent', { op: req.op, error: String(err) });
       if (wantsReply(req) && this.repliedTo !== req) this.reply(client, req, { event: ABI.ev.ERROR, err: errno.EIO });
     } finally {
-      if (req.fd !== undefined) closeFd(req.fd); // a descriptor nobody took
+      if (req.fd !== undefined) this.closeFd(req.fd); // a descriptor nobody took
       this.changed();
     }
   }
@@ -225,6 +237,13 @@ export class CoreCA {
     if (!sock) return;
     const local = req.local;
     if (!local) return this.fail(proc.client, req, errno.EINVAL, 'LISTEN without a local address');
+    // Its socket, bound there: the shim registers just before the kernel's listen(), so that a
+    // client already knocking is offloaded too; it need not listen yet, but never be connected.
+    const id = this.identify(req.fd);
+    if (!id || id.remote !== null || !sameEndpoint(id.local, local)) {
+      this.refuse(proc, 'listen-unproven', `LISTEN at port ${local.port} without a socket bound there`);
+      return this.fallback(proc.client, req, ABI.fb.UNVERIFIED);
+    }
     const verdict = decide(this.policy, { program: proc.program, role: 'listen', address: local.address, port: local.port });
     if (verdict.action === 'tcp') return this.fallback(proc.client, req, ABI.fb.POLICY);
     if (this.draining) return this.fallback(proc.client, req, ABI.fb.RESOURCES);
@@ -247,6 +266,12 @@ export class CoreCA {
     const verdict = decide(this.policy, { program: proc.program, role: 'connect', address: remote.address, port: remote.port });
     if (verdict.action === 'tcp') return this.fallback(proc.client, req, ABI.fb.POLICY);
     if (this.draining) return this.fallback(proc.client, req, ABI.fb.RESOURCES);
+    // The port it names is the one its socket is bound to: the server's side is keyed by it.
+    const id = this.identify(req.fd);
+    if (!id || id.listening || local.port === 0 || id.local.port !== local.port) {
+      this.refuse(proc, 'connect-unproven', `CONNECT from port ${local.port} without a socket bound there`);
+      return this.fallback(proc.client, req, ABI.fb.UNVERIFIED);
+    }
     const onThisHost = isLocalAddress(remote.address);
     const fabric = this.config.fabric;
     // Forced verbs goes through rdma_cm even here, so one host exercises the remote path
@@ -257,6 +282,11 @@ export class CoreCA {
     if (!onThisHost) return this.fallback(proc.client, req, ABI.fb.NO_FABRIC);
     const listener = this.listeners.find(remote.family, remote.address, remote.port);
     if (!listener) return this.fallback(proc.client, req, ABI.fb.PEER_NOT_OFFLOADED);
+    // One rendezvous, one connection: a second claim on it is refused, never swapped in.
+    if (this.pending.has(pendingKey(listener.port, local.port))) {
+      this.refuse(proc, 'connect-duplicate', `CONNECT from port ${local.port} that another connection waits on`);
+      return this.fallback(proc.client, req, ABI.fb.UNVERIFIED);
+    }
     const short = this.short.decide(listener.sid, this.now());
     if (!short.offload) return this.fallback(proc.client, req, ABI.fb.SHORT_LIVED, short.skipUntil);
     if (this.connectionCount >= this.config.maxConnections) return this.fallback(proc.client, req, ABI.fb.RESOURCES);
@@ -283,8 +313,9 @@ export class CoreCA {
     const conn: LiveConnection = {
       shadow, link, local, remote, listenerSid: listener.sid,
       programs: [proc.program, listenerProc?.program ?? '?'], pids: [proc.pid, 0],
-      pendingKey: pendingKey(listener.port, local.port), createdAt: Date.now(),
+      pendingKey: pendingKey(listener.port, local.port), createdAt: Date.now(), clientSock: given.fd,
     };
+    given.fd = undefined; // the connection owns it now (req may be a copy of given)
     this.connections.set(cid, conn);
     this.pending.set(conn.pendingKey!, conn);
     this.sockets.set(sock.sid, { sid: sock.sid, client: proc.client, kind: 'connection', conn, side: 0 });
@@ -341,9 +372,10 @@ export class CoreCA {
     if (sock.conn.shadow.ends[0].cm === 'REP_RCVD') this.readyToUse(sock.conn);
     // Not claimed yet: keep the client's kernel socket, in case the server takes the
     // connection on kernel TCP after all (see lateFallback).
-    if (req.fd !== undefined && sock.conn.pendingKey !== null && sock.conn.ksock === undefined) {
-      sock.conn.ksock = req.fd;
-      req.fd = undefined;
+    const { conn } = sock;
+    if (conn.clientSock !== undefined && conn.pendingKey !== null && conn.ksock === undefined) {
+      conn.ksock = conn.clientSock;
+      conn.clientSock = undefined;
       this.watchLateAccepts();
     }
   }
@@ -392,14 +424,23 @@ export class CoreCA {
   }
 
   private accept(proc: ProcessRecord, req: CtlRequest): void {
-    const { local, remote } = req;
-    if (!local || !remote) return this.fail(proc.client, req, errno.EINVAL, 'ACCEPT needs both addresses');
-    // Matching on the kernel rendezvous's ports is the capability check: only a process holding
-    // the listening socket could have accepted that connection and learnt its peer port.
+    // The accepted socket is the capability: it alone says which connection, and only the
+    // process that accepted the rendezvous (or one it gave the socket to) holds it.  The
+    // addresses in the request are not trusted.
+    const id = this.identify(req.fd);
+    if (!id?.remote) return this.refuseAccept(proc, req, 'accept-unproven', 'ACCEPT without its accepted socket');
+    if (id.inAgentNetns === false) {
+      return this.refuseAccept(proc, req, 'foreign-netns', 'ACCEPT with a socket of another network namespace');
+    }
+    if (id.inAgentNetns === null) this.warnNetnsBlind();
+    const { local, remote } = id;
     const conn = this.pending.get(pendingKey(local.port, remote.port));
+    if (conn && !this.sameRendezvous(conn, id)) {
+      return this.refuseAccept(proc, req, 'accept-not-party', `ACCEPT of port ${remote.port} with a socket of another connection`);
+    }
     if (!conn) {
       const claimed = this.verbs?.claimPassive(local.port, remote);
-      if (claimed) return this.acceptVerbs(proc, req, claimed);
+      if (claimed) return this.acceptVerbs(proc, req, remote, claimed);
       this.counters.kernelAccepted++;
       this.reply(proc.client, req, {
         event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED, skipUntilMs: wireMs(this.acceptQuietUntil(proc, req.sid)),
@@ -408,7 +449,7 @@ export class CoreCA {
     }
     this.pending.delete(conn.pendingKey!);
     conn.pendingKey = null;
-    releaseKsock(conn); // claimed: the server's shim parks its end until this FIN
+    this.releaseKsock(conn); // claimed: the server's shim parks its end until this FIN
     // Only a process holding the listener could accept the rendezvous, and only after the
     // active end's kernel connect succeeded: that is the RTU, even if its note is still queued.
     if (conn.shadow.ends[0].cm === 'REP_RCVD') this.readyToUse(conn);
@@ -427,14 +468,14 @@ export class CoreCA {
     if (!sent) this.closeSocket(sid, ABI.close.RESET);
   }
 
-  private acceptVerbs(proc: ProcessRecord, req: CtlRequest,
+  private acceptVerbs(proc: ProcessRecord, req: CtlRequest, remote: SockAddr,
     claimed: { end: VerbsEndpoint; fds: number[]; ringSize: number }): void {
     const { end } = claimed;
     const sid = this.allocateSid();
     end.sid = sid;
     end.pid = proc.pid;
     end.program = proc.program;
-    if (req.remote) end.remote = req.remote; // the kernel's view of the client, as accept() saw it
+    end.remote = remote; // the kernel's view of the client, as accept() saw it
     proc.sids.add(sid);
     this.sockets.set(sid, { sid, client: proc.client, kind: 'verbs', end });
     const sent = this.reply(proc.client, req, {
@@ -610,7 +651,7 @@ export class CoreCA {
   private discard(conn: LiveConnection): void {
     if (conn.timer) clearTimeout(conn.timer);
     if (conn.pendingKey) this.pending.delete(conn.pendingKey);
-    releaseKsock(conn);
+    this.releaseKsock(conn);
     const c = conn.link.counters();
     this.counters.closedBytesSent += c.rings[0].head + c.rings[1].head;
     this.counters.closedBytesReceived += c.rings[0].tail + c.rings[1].tail;
@@ -742,6 +783,60 @@ export class CoreCA {
     return sid;
   }
 
+  /** Lets go of the client's sockets: claimed, or gone. */
+  private releaseKsock(conn: LiveConnection): void {
+    if (conn.ksock !== undefined) this.closeFd(conn.ksock);
+    if (conn.clientSock !== undefined) this.closeFd(conn.clientSock);
+    conn.ksock = undefined;
+    conn.clientSock = undefined;
+  }
+
+  /** The kernel's word on the socket a request passed; undefined without one, or not TCP. */
+  private identify(fd: number | undefined): TcpSocketIdentity | undefined {
+    if (fd === undefined) return undefined;
+    try {
+      return this.socketOf(fd);
+    } catch (err) {
+      this.log.debug('the socket passed is not a TCP socket', { error: String(err) });
+      return undefined;
+    }
+  }
+
+  /**
+   * The accepted socket and the client's socket (held since its CONNECT) are the two ends of
+   * one kernel connection, neither in another network namespace as far as the kernel can say:
+   * then, and only then, this process accepted that connection's rendezvous.
+   */
+  private sameRendezvous(conn: LiveConnection, server: TcpSocketIdentity): boolean {
+    const client = this.identify(conn.ksock ?? conn.clientSock);
+    return !!client?.remote && client.inAgentNetns !== false && server.remote !== null
+      && sameEndpoint(client.local, server.remote) && sameEndpoint(client.remote, server.local);
+  }
+
+  /**
+   * Without CAP_NET_ADMIN and without the kernel's tcp_diag, the agent cannot tell a socket of
+   * its namespace from a twin made in another one: said once, with what to do.
+   */
+  private warnNetnsBlind(): void {
+    if (this.netnsBlindWarned) return;
+    this.netnsBlindWarned = true;
+    this.log.warn('cannot tell which network namespace an accepted socket is in: load the tcp_diag module '
+      + '(modprobe tcp_diag), or a process in a namespace of its own could claim connections');
+  }
+
+  /** A claim the request's socket did not prove: counted, logged, and nothing else happens. */
+  private refuse(proc: ProcessRecord, why: Refusal, what: string): void {
+    this.counters.refused(why);
+    this.log.warn(`refused: ${what}`, { pid: proc.pid, program: proc.program, why });
+  }
+
+  /** An ACCEPT refused: the process keeps its socket on kernel TCP; the connection still waits. */
+  private refuseAccept(proc: ProcessRecord, req: CtlRequest, why: Refusal, what: string): void {
+    this.refuse(proc, why, what);
+    this.counters.fallback(reasonName(ABI.fb.UNVERIFIED), proc.program);
+    this.reply(proc.client, req, { event: ABI.ev.FALLBACK, reason: ABI.fb.UNVERIFIED });
+  }
+
   private fallback(client: number, req: CtlRequest, reason: number, skipUntil = 0): void {
     this.counters.fallback(reasonName(reason), this.processes.get(client)?.program);
     // The socket is kernel TCP from now on: the agent forgets its SID.
@@ -785,8 +880,9 @@ function closeFd(fd: number): void {
   }
 }
 
-function releaseKsock(conn: LiveConnection): void {
-  if (conn.ksock !== undefined) closeFd(conn.ksock);
-  conn.ksock = undefined;
+
+/** The same address and port, an IPv4-mapped IPv6 address being its IPv4 one. */
+export function sameEndpoint(a: SockAddr, b: SockAddr): boolean {
+  return a.port === b.port && canonical(a.address) === canonical(b.address);
 }
 

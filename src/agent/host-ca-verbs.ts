@@ -301,7 +301,11 @@ export class VerbsHostCA {
     const key = acceptKey(listenerPort, client.port);
     const list = this.pendingAccept.get(key);
     if (!list?.length || !this.fabric) return null;
-    const i = Math.max(0, list.findIndex((e) => canonical(e.remote!.address) === canonical(client.address)));
+    // Only the client this socket was accepted from, never another one's entry: the same
+    // address, or (rdma_cm names this host by its RDMA address) both on this host.
+    const i = list.findIndex((e) => canonical(e.remote!.address) === canonical(client.address)
+      || (this.passive.get(e)?.fromThisHost === true && isLocalAddress(client.address)));
+    if (i < 0) return null;
     const [end] = list.splice(i, 1) as [VerbsEndpoint];
     if (list.length === 0) this.pendingAccept.delete(key);
     const info = this.passive.get(end)!;

@@ -12,6 +12,8 @@ export interface StatsSnapshot {
   kernelAccepted: number; // kernel TCP clients accepted on both-mode listeners
   rejected: number; // REJ: connections that did not complete (the kernel rendezvous failed)
   fallback: { total: number; reasons: Record<string, number> };
+  /** requests refused as unproven claims, by REFUSALS reason */
+  refused: Record<string, number>;
   /** per program name: connections it took part in that were offloaded, and its fallbacks */
   programs: Record<string, ProgramStats>;
   bytes: { sent: number; received: number };
@@ -21,6 +23,20 @@ export interface StatsSnapshot {
   events: Record<string, number>;
   memory: { ringBytes: number; agentStateBytes: number };
 }
+
+/**
+ * Requests the agent refused because the socket they passed did not prove their claim: a
+ * process trying to take, squat or register what is not its own.
+ */
+export const REFUSALS = [
+  'listen-unproven', // LISTEN without an unconnected socket bound at that address
+  'connect-unproven', // CONNECT without a socket bound at the port it names
+  'connect-duplicate', // CONNECT for a rendezvous another connection already waits on
+  'accept-unproven', // ACCEPT without a connected TCP socket
+  'accept-not-party', // ACCEPT with a socket that is not the server end of that connection
+  'foreign-netns', // a socket of another network namespace, where any address can be made
+] as const;
+export type Refusal = (typeof REFUSALS)[number];
 
 export interface ProgramStats {
   offloaded: number;
@@ -39,6 +55,7 @@ export class AgentCounters {
   closedDoorbells = 0;
   closedRingGrowths = 0;
   readonly fallbackReasons = new Map<string, number>();
+  readonly refusals = new Map<Refusal, number>();
   readonly events = new Map<string, number>();
   readonly programs = new Map<string, ProgramStats>();
 
@@ -58,6 +75,10 @@ export class AgentCounters {
     this.fallbackReasons.set(reason, (this.fallbackReasons.get(reason) ?? 0) + count);
     const p = this.program(program);
     p.fallback[reason] = (p.fallback[reason] ?? 0) + count;
+  }
+
+  refused(why: Refusal): void {
+    this.refusals.set(why, (this.refusals.get(why) ?? 0) + 1);
   }
 
   /** An event (enum vtoe_event) the agent raised or replied with. */

@@ -25,9 +25,13 @@
 static int ctl;
 static uint32_t seq;
 
-static int rpc(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep, int *fds)
+/* One request (with send_fd passed along unless it is -1) and its reply. */
+static int rpc(struct vtoe_ctl_req *req, int send_fd, struct vtoe_ctl_rep *rep, int *fds)
 {
 	char cbuf[CMSG_SPACE(sizeof(int) * VTOE_FD__COUNT)];
+	char sbuf[CMSG_SPACE(sizeof(int))];
+	struct iovec siov = { .iov_base = req, .iov_len = sizeof(*req) };
+	struct msghdr smsg = { .msg_iov = &siov, .msg_iovlen = 1 };
 	struct iovec iov = { .iov_base = rep, .iov_len = sizeof(*rep) };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
 			      .msg_controllen = sizeof(cbuf) };
@@ -36,7 +40,16 @@ static int rpc(struct vtoe_ctl_req *req, struct vtoe_ctl_rep *rep, int *fds)
 	req->magic = VTOE_CTL_MAGIC;
 	req->abi = VTOE_ABI_VERSION;
 	req->seq = ++seq;
-	if (send(ctl, req, sizeof(*req), 0) != sizeof(*req) || recvmsg(ctl, &msg, 0) != sizeof(*rep))
+	if (send_fd >= 0) {
+		smsg.msg_control = sbuf;
+		smsg.msg_controllen = sizeof(sbuf);
+		cm = CMSG_FIRSTHDR(&smsg);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &send_fd, sizeof(int));
+	}
+	if (sendmsg(ctl, &smsg, 0) != sizeof(*req) || recvmsg(ctl, &msg, 0) != sizeof(*rep))
 		return -1;
 	cm = CMSG_FIRSTHDR(&msg);
 	if (fds && cm && cm->cmsg_type == SCM_RIGHTS)
@@ -67,10 +80,10 @@ int main(int argc, char **argv)
 	req.op = VTOE_OP_HELLO;
 	req.arg = (uint32_t)getpid();
 	strcpy(req.name, "hostile");
-	rpc(&req, &rep, NULL);
+	rpc(&req, -1, &rep, NULL);
 	memset(&req, 0, sizeof(req));
 	req.op = VTOE_OP_OPEN;
-	rpc(&req, &rep, NULL);
+	rpc(&req, -1, &rep, NULL);
 
 	tcp = socket(AF_INET, SOCK_STREAM, 0);
 	local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -87,7 +100,8 @@ int main(int argc, char **argv)
 	req.remote.port = ntohs(remote.sin_port);
 	memcpy(req.local.addr, &local.sin_addr, 4);
 	memcpy(req.remote.addr, &remote.sin_addr, 4);
-	if (rpc(&req, &rep, fds) < 0 || rep.event != VTOE_EV_CONNECT_RESPONSE)
+	/* its bound socket is the proof of the port it names */
+	if (rpc(&req, tcp, &rep, fds) < 0 || rep.event != VTOE_EV_CONNECT_RESPONSE)
 		return fprintf(stderr, "hostile: not offloaded (event %u)\n", rep.event), 1;
 	if (connect(tcp, (struct sockaddr *)&remote, sizeof(remote)) < 0)
 		return perror("rendezvous"), 1;

@@ -1,0 +1,99 @@
+// Who may stand at the agent's socket path: the agent refuses a directory someone else can put
+// a socket in, its admin socket is never open to others, and the shim talks only to an agent
+// of its own user (or root's), so a squatter's fake agent gets nothing.
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Agent } from '../src/agent/agent.js';
+import { offloadEnv } from '../src/agent/preload-env.js';
+import { adminSocketPath } from '../src/config.js';
+import { killAll, startProc } from './helpers/proc.js';
+import { pyListener } from './helpers/py-snippets.js';
+
+const isRoot = process.getuid?.() === 0;
+const NOBODY = 65534;
+let dir: string | undefined;
+let agent: Agent | undefined;
+
+afterEach(async () => {
+  killAll();
+  await agent?.stop();
+  agent = undefined;
+  if (dir) rmSync(dir, { recursive: true, force: true });
+  dir = undefined;
+});
+
+if (!isRoot) console.warn('agent-identity: the other-user cases need root (chown, setuid); skipped here');
+
+describe('the agent\'s socket directory', () => {
+  it('is refused when others may write to it without the sticky bit', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'vtoe-ident-'));
+    chmodSync(dir, 0o777);
+    await expect(Agent.start({ socketPath: join(dir, 'agent.sock') })).rejects.toMatchObject({
+      code: 'EACCES', message: expect.stringMatching(/writable by others.*chmod go-w/),
+    });
+    chmodSync(dir, 0o1777); // as /tmp is: nobody can remove or replace what the agent puts there
+    agent = await Agent.start({ socketPath: join(dir, 'agent.sock') });
+    expect(statSync(agent.socketPath).mode & 0o777).toBe(0o600);
+    expect(statSync(adminSocketPath(agent.socketPath)).mode & 0o777).toBe(0o600);
+  });
+
+  it.skipIf(!isRoot)('is refused when another user made it (a squatter at /tmp/vtoe-<uid>)', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'vtoe-ident-'));
+    const squatted = join(dir, 'vtoe-0');
+    mkdirSync(squatted, { mode: 0o700 });
+    chownSync(squatted, NOBODY, NOBODY);
+    await expect(Agent.start({ socketPath: join(squatted, 'agent.sock') })).rejects.toMatchObject({
+      code: 'EACCES', message: expect.stringMatching(/belongs to uid 65534, not to you/),
+    });
+  });
+});
+
+describe('the shim', () => {
+  it.skipIf(!isRoot)('talks to no agent of another user: a fake agent gets no HELLO, the program kernel TCP', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'vtoe-ident-'));
+    chmodSync(dir, 0o755);
+    const squatted = join(dir, 'vtoe-0'); // made by the other user before the victim's agent
+    mkdirSync(squatted, { mode: 0o755 });
+    chownSync(squatted, NOBODY, NOBODY);
+    const path = join(squatted, 'agent.sock');
+    // Another user's "agent": it listens where the victim's shim looks and reports what it hears.
+    writeFileSync(join(dir, 'fake-agent.py'), `import os, socket, sys
+os.setgid(${NOBODY}); os.setuid(${NOBODY})
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.bind(sys.argv[1]); os.chmod(sys.argv[1], 0o777); s.listen(8)
+print('LISTENING', flush=True)
+while True:
+    c, _ = s.accept()
+    c.settimeout(2)
+    try:
+        m = c.recv(200)
+        print('HEARD', len(m), flush=True)
+    except socket.timeout:
+        print('SILENCE', flush=True)
+`);
+    writeFileSync(join(dir, 'echo.py'), `import socket, sys
+${pyListener(1)}c, _ = l.accept()
+c.sendall(c.recv(100))
+c.close()
+`);
+    writeFileSync(join(dir, 'client.py'), `import socket, sys
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+s.sendall(b'hello')
+print('GOT', s.recv(100).decode(), flush=True)
+`);
+    const fake = startProc('python3', [join(dir, 'fake-agent.py'), path], { PATH: process.env.PATH });
+    await fake.waitLine(/^LISTENING$/);
+    const env = { ...offloadEnv(path), VTOE_LOG_LEVEL: 'warn' };
+    const server = startProc('python3', [join(dir, 'echo.py')], env);
+    const port = (await server.waitLine(/^(\d+)$/))[1]!;
+    const client = startProc('python3', [join(dir, 'client.py'), port], env);
+    expect((await client.waitLine(/^GOT (.*)$/))[1]).toBe('hello');
+    expect(await client.exited).toEqual({ code: 0, signal: null });
+    expect(client.stderr()).toMatch(/runs as uid 65534, not as this process's uid 0: not trusted/);
+    // Each process connected and hung up at once: the fake agent heard no message at all.
+    await fake.waitLine(/^(HEARD|SILENCE)/);
+    expect(fake.stdout()).not.toMatch(/HEARD [1-9]/);
+  });
+});
