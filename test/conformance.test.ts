@@ -18,6 +18,11 @@ import { killAll, startProc } from './helpers/proc.js';
 const KNOWN_GAPS: Record<string, string> = {};
 /** Single facts that still differ, and why (none today). */
 const KNOWN_FACT_GAPS: Record<string, string> = {};
+/**
+ * Groups whose connections never get offloaded, and why: every other group must offload at
+ * least one, or a run where everything fell back to kernel TCP would pass unnoticed.
+ */
+const NOT_OFFLOADED: Record<string, string> = {};
 /** A group that hangs is killed after this long (a known gap sooner). */
 const GROUP_TIMEOUT_MS = 20_000;
 const KNOWN_GAP_TIMEOUT_MS = 4_000;
@@ -80,7 +85,13 @@ describe('differential conformance: shim-conformance groups, kernel TCP against 
         const gap = KNOWN_GAPS[group];
         const kernel = await runGroup(args, kernelEnv(), GROUP_TIMEOUT_MS);
         const env = { ...offloadEnv(agent.socketPath), ...(bells ? {} : { VTOE_PEER_BELLS: '0' }) };
+        const offloadedBefore = agent.stats().offloaded;
         const offl = await runGroup(args, env, gap ? KNOWN_GAP_TIMEOUT_MS : GROUP_TIMEOUT_MS);
+        await agent.until((a) => a.stats().processes.connected === 0);
+        const offloaded = agent.stats().offloaded - offloadedBefore;
+        if (offloaded === 0 && !(group in NOT_OFFLOADED)) problems.push(`${group}: no connection was offloaded`);
+        if (offloaded > 0 && group in NOT_OFFLOADED) problems.push(`${group} now offloads: remove it from NOT_OFFLOADED`);
+        if (process.env.VTOE_TEST_VERBOSE) console.log(`${group}${v6 ? ' v6' : ''}: ${offloaded} offloaded`);
         if (kernel.code !== 0 || kernel.stderr !== '') {
           problems.push(`${group}: the kernel run failed (${kernel.code ?? kernel.signal}): ${kernel.stderr}`);
           continue;
