@@ -7,7 +7,7 @@ import { createLogger } from '../src/log.js';
 import { CoreCA, type ReplySink } from '../src/agent/core-ca.js';
 import { EventLog } from '../src/agent/event-log.js';
 import type { ShmHostCA, ShmLink } from '../src/agent/host-ca-shm.js';
-import { AgentCounters } from '../src/agent/stats.js';
+import { AgentCounters, MAX_PROGRAMS, OTHER_PROGRAMS } from '../src/agent/stats.js';
 import { wireMs } from '../src/agent/short-connections.js';
 import type { ResolvedConfig } from '../src/config.js';
 import type { CtlReply, CtlRequest, Side, SideEnd, SockAddr, TcpSocketIdentity } from '../src/native.js';
@@ -472,5 +472,46 @@ describe('core CA: a claim holds only with the socket it is about', () => {
     expect(t.counters.refusals.get('connect-duplicate')).toBe(1);
     expect(t.accept(44100)).toMatchObject({ event: ABI.ev.CONNECT_ESTABLISHED, cid });
     expect(t.counters.fallbackReasons.get('unverified')).toBe(4);
+  });
+});
+
+describe('core CA: what one process can make the agent keep', () => {
+  it('counts FALLBACK notes only under the reasons the ABI defines, and drops a process that makes one up', () => {
+    const t = setup();
+    t.send(CLIENT, ABI.op.FALLBACK, { arg: ABI.fb.SHORT_LIVED, cid: 3n });
+    expect(t.counters.fallbackReasons.get('short-lived')).toBe(3);
+    for (const reason of [0, 99, 0xffffffff]) {
+      const p = 10 + reason % 7;
+      t.core.processOpened(p, { pid: 1000 + p, uid: 0 });
+      t.send(p, ABI.op.HELLO, { name: 'liar' });
+      t.send(p, ABI.op.FALLBACK, { arg: reason });
+      expect(t.dropped).toContain(p);
+    }
+    expect([...t.counters.fallbackReasons.keys()]).toEqual(['short-lived']);
+  });
+
+  it('keeps at most MAX_PROGRAMS names apart, printable', () => {
+    const t = setup();
+    for (let p = 100; p < 100 + MAX_PROGRAMS + 50; p++) {
+      t.core.processOpened(p, { pid: p, uid: 0 });
+      t.send(p, ABI.op.HELLO, { name: `prog-${p}` });
+      t.send(p, ABI.op.FALLBACK, { arg: ABI.fb.RESOURCES });
+    }
+    expect(t.counters.programs.size).toBe(MAX_PROGRAMS + 1);
+    expect(t.counters.programs.get(OTHER_PROGRAMS)!.fallback.resources).toBeGreaterThanOrEqual(50);
+    t.core.processOpened(999, { pid: 999, uid: 0 });
+    t.send(999, ABI.op.HELLO, { name: 'evil\u001b[2J\nname' });
+    expect(t.core.processes.get(999)!.program).toBe('evil?[2J?name');
+  });
+
+  it('never hands out a SID that is still in use after the numbers wrap', () => {
+    const t = setup();
+    const live = t.send(CLIENT, ABI.op.OPEN)!.sid!; // a low SID that stays open
+    (t.core as unknown as { nextSid: number }).nextSid = 0xfffffffe;
+    const sids = [0, 1, 2].map(() => t.send(CLIENT, ABI.op.OPEN)!.sid!);
+    expect(sids[0]).toBe(0xfffffffe);
+    expect(sids).not.toContain(live);
+    expect(sids).not.toContain(t.listenSid);
+    expect(new Set([...sids, live, t.listenSid]).size).toBe(5);
   });
 });

@@ -4,7 +4,7 @@
 // process owns before anything happens, and a bad one gets an error reply.
 import { closeSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { ABI, BELL_REPLY, reasonName } from '../abi.js';
+import { ABI, BELL_REPLY, FALLBACK_REASON_COUNT, reasonName } from '../abi.js';
 import {
   tcpPeerAccepted, tcpSocketIdentity, type CtlReply, type CtlRequest, type SideEnd, type SockAddr, type TcpSocketIdentity,
 } from '../native.js';
@@ -217,7 +217,7 @@ export class CoreCA {
 
   private hello(proc: ProcessRecord, req: CtlRequest): void {
     if (proc.program !== '?') return this.fail(proc.client, req, errno.EPROTO, 'second HELLO');
-    proc.program = req.name || 'unknown';
+    proc.program = printableName(req.name) || 'unknown';
     this.reply(proc.client, req, { event: ABI.ev.ACK, spinUs: this.config.spinUs, ringSize: this.config.ringSize });
   }
 
@@ -760,6 +760,10 @@ export class CoreCA {
   }
 
   private noteFallback(proc: ProcessRecord, req: CtlRequest): void {
+    // Only the reasons the ABI defines: a counter per made-up number would grow without end.
+    if (!Number.isInteger(req.arg) || req.arg <= ABI.fb.NONE || req.arg >= FALLBACK_REASON_COUNT) {
+      return this.violation(proc, req, `FALLBACK with reason ${req.arg}`);
+    }
     const count = req.cid > 0n ? Number(req.cid < FALLBACK_NOTE_MAX ? req.cid : FALLBACK_NOTE_MAX) : 1;
     this.counters.fallback(reasonName(req.arg), proc.program, count);
   }
@@ -777,10 +781,18 @@ export class CoreCA {
     return sock;
   }
 
+  /** The next SID not in use: after the wrap, a live one is never handed out again. */
   private allocateSid(): number {
-    const sid = this.nextSid;
-    this.nextSid = this.nextSid >= 0xfffffffe ? 1 : this.nextSid + 1;
-    return sid;
+    for (;;) {
+      const sid = this.nextSid;
+      this.nextSid = this.nextSid >= 0xfffffffe ? 1 : this.nextSid + 1;
+      if (!this.sockets.has(sid) && !this.liveVerbsSid(sid)) return sid;
+    }
+  }
+
+  private liveVerbsSid(sid: number): boolean {
+    for (const end of this.verbs?.ends.values() ?? []) if (end.sid === sid) return true;
+    return false;
   }
 
   /** Lets go of the client's sockets: claimed, or gone. */
@@ -880,6 +892,11 @@ function closeFd(fd: number): void {
   }
 }
 
+
+/** A program name as a process gave it, with anything but printable ASCII made '?' (for ss). */
+export function printableName(name: string): string {
+  return name.replace(/[^\x21-\x7e]/g, '?');
+}
 
 /** The same address and port, an IPv4-mapped IPv6 address being its IPv4 one. */
 export function sameEndpoint(a: SockAddr, b: SockAddr): boolean {

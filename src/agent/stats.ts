@@ -38,6 +38,10 @@ export const REFUSALS = [
 ] as const;
 export type Refusal = (typeof REFUSALS)[number];
 
+/** How many program names `vtoe stats` keeps apart; any process can make up a name. */
+export const MAX_PROGRAMS = 256;
+export const OTHER_PROGRAMS = '(others)';
+
 export interface ProgramStats {
   offloaded: number;
   fallback: Record<string, number>;
@@ -59,8 +63,10 @@ export class AgentCounters {
   readonly events = new Map<string, number>();
   readonly programs = new Map<string, ProgramStats>();
 
+  /** Programs counted by name, at most MAX_PROGRAMS of them: later names count as OTHER_PROGRAMS. */
   private program(name: string): ProgramStats {
     let p = this.programs.get(name);
+    if (!p && name !== OTHER_PROGRAMS && this.programs.size >= MAX_PROGRAMS) return this.program(OTHER_PROGRAMS);
     if (!p) this.programs.set(name, (p = { offloaded: 0, fallback: {} }));
     return p;
   }
