@@ -80,6 +80,7 @@ enum vtoe_fallback_reason {
 	VTOE_FB_ADDRESS_FAMILY = 6,    /* an address vtoe does not offload (e.g. a bound device) */
 	VTOE_FB_SHORT_LIVED = 7,       /* the listener's recent connections were too short to gain */
 	VTOE_FB_UNVERIFIED = 8,        /* the socket passed did not prove what the request claimed */
+	VTOE_FB_PROCESS_LIMIT = 9,     /* the process holds VTOE_MAX_PROCESS_SOCKETS in the agent */
 	VTOE_FB__COUNT
 };
 

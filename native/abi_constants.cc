@@ -7,7 +7,7 @@
 
 // A new enumerator changes its __COUNT and fails here: add it to the table and to src/abi.ts.
 static_assert(VTOE_EV__COUNT == 15, "vtoe_event changed: update abi_constants.cc and src/abi.ts");
-static_assert(VTOE_FB__COUNT == 9, "vtoe_fallback_reason changed: update abi_constants.cc, src/abi.ts");
+static_assert(VTOE_FB__COUNT == 10, "vtoe_fallback_reason changed: update abi_constants.cc, src/abi.ts");
 static_assert(VTOE_OP__COUNT == 13, "vtoe_ctl_op changed: update abi_constants.cc and src/abi.ts");
 static_assert(VTOE_FD__COUNT == 3, "vtoe_rep_fd changed: update abi_constants.cc and src/abi.ts");
 static_assert(VTOE_FABRIC_VERBS == 3, "vtoe_fabric changed: update abi_constants.cc and src/abi.ts");
@@ -65,6 +65,7 @@ const NamedConstant kConstants[] = {
 	VTOE_CONSTANT(VTOE_FB_ADDRESS_FAMILY),
 	VTOE_CONSTANT(VTOE_FB_SHORT_LIVED),
 	VTOE_CONSTANT(VTOE_FB_UNVERIFIED),
+	VTOE_CONSTANT(VTOE_FB_PROCESS_LIMIT),
 	VTOE_CONSTANT(VTOE_FB__COUNT),
 
 	VTOE_CONSTANT(VTOE_FABRIC_NONE),

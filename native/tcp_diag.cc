@@ -136,9 +136,11 @@ int int_option(int fd, int level, int name)
 // none at all means sock_diag cannot see it (no tcp_diag module), and nothing is known.
 int in_own_netns(int fd, const sockaddr_storage &self, const sockaddr_storage &peer)
 {
-	unique_fd ns(ioctl(fd, SIOCGSKNS));
-	struct stat theirs, ours;
-	if (ns && fstat(ns.get(), &theirs) == 0 && stat("/proc/self/ns/net", &ours) == 0)
+	static struct stat ours; // the agent's namespace never changes
+	static const bool known = stat("/proc/self/ns/net", &ours) == 0;
+	unique_fd ns(known ? ioctl(fd, SIOCGSKNS) : -1);
+	struct stat theirs;
+	if (ns && fstat(ns.get(), &theirs) == 0)
 		return theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev ? 1 : 0;
 	uint64_t cookie = 0;
 	socklen_t l = sizeof(cookie);

@@ -64,9 +64,10 @@ export const FallbackReason = {
   ADDRESS_FAMILY: 6,
   SHORT_LIVED: 7,
   UNVERIFIED: 8,
+  PROCESS_LIMIT: 9,
 } as const;
 export type FallbackReason = (typeof FallbackReason)[keyof typeof FallbackReason];
-export const FALLBACK_REASON_COUNT = 9;
+export const FALLBACK_REASON_COUNT = 10;
 
 /** enum vtoe_fabric */
 export const Fabric = { NONE: 0, SHM: 1, TCP: 2, VERBS: 3 } as const;

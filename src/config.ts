@@ -20,6 +20,7 @@ export interface ResolvedConfig {
   timewaitMs: number;
   drainMs: number;
   maxConnections: number;
+  maxProcessSockets: number;
   shortBytes: number;
   shortMs: number;
   shortHoldMs: number;
@@ -205,6 +206,9 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
   entry({ key: 'maxConnections', env: 'VTOE_MAX_CONNECTIONS', default: 4096,
     doc: 'offloaded connections the agent holds at once; beyond it new ones fall back to kernel TCP', readBy: 'agent',
     ...intIn(1, 1_048_576, 'connections') }),
+  entry({ key: 'maxProcessSockets', env: 'VTOE_MAX_PROCESS_SOCKETS', default: 3072,
+    doc: 'sockets one process holds in the agent at once (listeners and offloaded connection ends, waiting or not); beyond it its new ones fall back to kernel TCP, so that no process takes every connection or the memory of all', readBy: 'agent',
+    ...intIn(1, 1_048_576, 'sockets') }),
   entry({ key: 'shortBytes', env: 'VTOE_SHORT_BYTES', default: 16384,
     doc: 'a connection that moved at most this many bytes (both ways) and closed within VTOE_SHORT_MS is short: setting up its offload cost more than it saved; after 8 in a row to one listener, its new connections stay on kernel TCP for VTOE_SHORT_HOLD_MS (the shims do not even ask the agent), then one is offloaded again to look; 0: offload every connection', readBy: 'agent',
     ...intIn(0, 1 << 30, 'bytes') }),

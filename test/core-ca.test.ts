@@ -39,6 +39,8 @@ function setup(config: Partial<ResolvedConfig> = {}) {
   // What the agent did to each link, and a way to play the native side's end-of-side report.
   const links: Array<{
     rdShut: [boolean, boolean]; hungUp: Side[]; bells: Array<[Side, number]>; end?: (side: Side, how: SideEnd) => void;
+    /** the kernel socket a late fallback relays over */
+    relayedOver?: number;
     /** each ring's indices, as its producer and consumer left them */
     index: [{ head: number; tail: number }, { head: number; tail: number }];
   }> = [];
@@ -56,6 +58,7 @@ function setup(config: Partial<ResolvedConfig> = {}) {
       bellOp: (side, op) => { l.bells.push([side, op]); },
       watchEnds: (onEnd) => { l.end = onEnd; },
       hangUp: (side) => { l.hungUp.push(side); },
+      relay: (fd) => { l.relayedOver = fd; },
       counters: () => ({
         rings: l.rdShut.map((rdShut, d) => ({ ...l.index[d], wakes: 0, grows: 0, fin: false, reset: false, rdShut, txWaiting: false })),
         cmState: [0, 0],
@@ -513,5 +516,37 @@ describe('core CA: what one process can make the agent keep', () => {
     expect(sids).not.toContain(live);
     expect(sids).not.toContain(t.listenSid);
     expect(new Set([...sids, live, t.listenSid]).size).toBe(5);
+  });
+});
+
+describe('core CA: sockets per process', () => {
+  it('lets no process hold more than VTOE_MAX_PROCESS_SOCKETS; the others still get theirs', () => {
+    const t = setup({ maxProcessSockets: 3 });
+    const conns = [45001, 45002, 45003].map((port) => {
+      const c = t.connect(port);
+      t.send(CLIENT, ABI.op.ESTABLISH, { sid: c.sid, cid: c.cid });
+      return c;
+    });
+    const over = t.send(CLIENT, ABI.op.CONNECT, { sid: 0, local: addr(45004), remote: addr(5000), fd: clientFd(45004) })!;
+    expect(over).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.PROCESS_LIMIT });
+    expect(t.send(CLIENT, ABI.op.OPEN)).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.PROCESS_LIMIT });
+    // Another process is not held back by this one.
+    const OTHER = 3;
+    t.core.processOpened(OTHER, { pid: 300, uid: 0 });
+    t.send(OTHER, ABI.op.HELLO, { name: 'other' });
+    expect(t.send(OTHER, ABI.op.CONNECT, { sid: 0, local: addr(45005), remote: addr(5000), fd: clientFd(45005) })!.event)
+      .toBe(ABI.ev.CONNECT_RESPONSE);
+    // The server holds its listener and two accepted ends: the third is carried by the agent
+    // over the server's kernel socket instead (a late fallback), nothing is stranded.
+    expect(t.accept(45001).event).toBe(ABI.ev.CONNECT_ESTABLISHED);
+    expect(t.accept(45002).event).toBe(ABI.ev.CONNECT_ESTABLISHED);
+    expect(t.accept(45003)).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.PROCESS_LIMIT });
+    expect(t.links[2]!.relayedOver).toBe(clientFd(45003));
+    expect(t.core.connections.get(conns[2]!.cid)!.relayed).toBe(true);
+    expect(t.counters.fallbackReasons.get('process-limit')).toBe(3);
+    // Once it closes one, it may have a new one.
+    t.send(CLIENT, ABI.op.CLOSE, { sid: conns[0]!.sid });
+    expect(t.send(CLIENT, ABI.op.CONNECT, { sid: 0, local: addr(45006), remote: addr(5000), fd: clientFd(45006) })!.event)
+      .toBe(ABI.ev.CONNECT_RESPONSE);
   });
 });

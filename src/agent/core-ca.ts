@@ -222,7 +222,13 @@ export class CoreCA {
   }
 
   private open(proc: ProcessRecord, req: CtlRequest): void {
+    if (this.atProcessLimit(proc)) return this.fallback(proc.client, req, ABI.fb.PROCESS_LIMIT);
     this.reply(proc.client, req, { event: ABI.ev.ACK, sid: this.openSocket(proc) });
+  }
+
+  /** The process may not hold more sockets in the agent (VTOE_MAX_PROCESS_SOCKETS). */
+  private atProcessLimit(proc: ProcessRecord): boolean {
+    return proc.sids.size >= this.config.maxProcessSockets;
   }
 
   private openSocket(proc: ProcessRecord): number {
@@ -260,6 +266,7 @@ export class CoreCA {
     const { local, remote } = given;
     if (!local || !remote) return this.fail(proc.client, given, errno.EINVAL, 'CONNECT needs both addresses');
     // SID 0: the socket is opened here, saving the client an OPEN round trip per connection.
+    if (given.sid === 0 && this.atProcessLimit(proc)) return this.fallback(proc.client, given, ABI.fb.PROCESS_LIMIT);
     const req = given.sid === 0 ? { ...given, sid: this.openSocket(proc) } : given;
     const sock = this.ownedOpenSocket(proc, req);
     if (!sock) return;
@@ -445,6 +452,14 @@ export class CoreCA {
       this.reply(proc.client, req, {
         event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED, skipUntilMs: wireMs(this.acceptQuietUntil(proc, req.sid)),
       });
+      return;
+    }
+    if (this.atProcessLimit(proc)) {
+      // The server keeps its kernel socket; the agent carries the client's stream over it (or
+      // its late-accept scan will, once the client's RTU arrived).
+      this.counters.fallback(reasonName(ABI.fb.PROCESS_LIMIT), proc.program);
+      this.lateFallback(conn, 'the server process holds VTOE_MAX_PROCESS_SOCKETS');
+      this.reply(proc.client, req, { event: ABI.ev.FALLBACK, reason: ABI.fb.PROCESS_LIMIT });
       return;
     }
     this.pending.delete(conn.pendingKey!);
