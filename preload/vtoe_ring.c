@@ -40,6 +40,9 @@
 #include <unistd.h>
 
 #define VTOE_BELL_MAX_PENDING (1u << 20) /* more unread doorbells than this is a lie */
+/* A drain takes at most this much: several times the filler the peer's fd can hold (its send
+ * buffer, VTOE_BELL_SNDBUF doubled), so a peer that keeps writing into its fd cannot keep us. */
+#define VTOE_BELL_DRAIN_MAX (16u * VTOE_BELL_SNDBUF)
 #define VTOE_SENDFILE_CHUNK (64u * 1024u)
 #define VTOE_COPY_STEP (64u * 1024u) /* bytes copied between index updates */
 /* A writer waiting for room grows its ring once the reader has read nothing for this long:
@@ -587,12 +590,13 @@ static void vtoe_drain_bell(struct vtoe_conn *c, bool closing)
 		vtoe_bell_by_agent(c, VTOE_BELL_DRAIN, closing);
 		return;
 	}
-	for (;;) {
+	for (size_t drained = 0; drained < VTOE_BELL_DRAIN_MAX;) {
 		ssize_t n = REAL(recv)(c->bell, buf, sizeof(buf), MSG_DONTWAIT);
 
-		if (n > 0 || (n < 0 && errno == EINTR))
-			continue;
-		break;
+		if (n > 0)
+			drained += (size_t)n;
+		else if (n == 0 || errno != EINTR)
+			break;
 	}
 }
 

@@ -304,6 +304,26 @@ describe('shim-hostile: a peer that writes impossible ring state', () => {
       expect(after.fallback.total - before.fallback.total).toBe(0);
     });
   }
+
+  it('a peer that floods the victim\'s doorbell gets a bounded drain per read, not a victim spinning on it', async () => {
+    const victim = startProc(python, ['-c', VICTIM], offload());
+    const [, port] = await victim.waitLine(/^listening (\d+)$/);
+    await agent.until(listening(Number(port)));
+    const hostile = startProc(bin['shim-hostile']!, [agent.socketPath, port!, 'bellflood'], kernelEnv());
+    const filled = Number((await hostile.waitLine(/^hostile: bellflood written (\d+)$/))[1]);
+    await victim.waitLine(/^data /, 15_000);
+    hostile.child.stdin!.write('read\n');
+    const unread = Number((await hostile.waitLine(/^hostile: unread (\d+)$/))[1]);
+    // The shim drains at most 16 * VTOE_BELL_SNDBUF (128 KiB) per read; the filler was far more.
+    expect(filled).toBeGreaterThan(256 * 1024);
+    expect(unread).toBeGreaterThan(0);
+    expect(filled - unread).toBeLessThanOrEqual(128 * 1024 + 4096);
+    expect(victim.stdout()).toBe(`listening ${port}\ndata ${Buffer.from('hello\n').toString('hex')}\n`);
+    hostile.kill('SIGKILL');
+    victim.kill('SIGKILL');
+    await Promise.all([hostile.exited, victim.exited]);
+    await agent.until((a) => a.stats().connections.open === 0 && a.stats().connections.pendingAccept === 0);
+  });
 });
 
 // --- shim-fortify -------------------------------------------------------------------------

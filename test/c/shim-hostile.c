@@ -4,7 +4,12 @@
  * impossible ring indices.  The shim must report ECONNRESET, never crash or read outside
  * the region.
  *
- *   shim-hostile AGENT_SOCKET PORT head|finat|wakes
+ *   shim-hostile AGENT_SOCKET PORT head|finat|wakes|bellflood
+ *
+ * bellflood: no lie in the ring; it fills its own fd, whose far end the victim drains when
+ * asked (tx_waiting), far beyond what a peer ever leaves there.  A victim that drained until
+ * the queue was empty would spin for as long as a peer kept writing; it must take only a
+ * bounded amount per read.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -13,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,6 +31,34 @@
 
 static int ctl;
 static uint32_t seq;
+
+/* Fills the victim's doorbell queue (the far end of our own fd) as far as our send buffer
+ * lets us, asks the victim to drain it and publishes `hello`; once told on stdin that the
+ * victim read it, says how much of the filler the victim left unread. */
+static int bellflood(struct vtoe_ring_ctl *tx, unsigned char *data, int *fds)
+{
+	static char junk[4096];
+	int big = 4 << 20, left = -1;
+	long filled = 0;
+	char line[16];
+
+	setsockopt(fds[VTOE_FD_APP], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+	for (ssize_t n; (n = send(fds[VTOE_FD_APP], junk, sizeof(junk), MSG_DONTWAIT | MSG_NOSIGNAL)) > 0;)
+		filled += n;
+	atomic_store(&tx->tx_waiting, 1);
+	memcpy(data, "hello\n", 6);
+	atomic_store(&tx->head, 6);
+	if (atomic_exchange(&tx->rx_armed, 0) == 1)
+		send(fds[VTOE_FD_PEER_BELL], "w", 1, MSG_NOSIGNAL);
+	printf("hostile: bellflood written %ld\n", filled);
+	fflush(stdout);
+	if (!fgets(line, sizeof(line), stdin))
+		return 1;
+	ioctl(fds[VTOE_FD_APP], SIOCOUTQ, &left);
+	printf("hostile: unread %d\n", left);
+	fflush(stdout);
+	return 0;
+}
 
 /* One request (with send_fd passed along unless it is -1) and its reply. */
 static int rpc(struct vtoe_ctl_req *req, int send_fd, struct vtoe_ctl_rep *rep, int *fds)
@@ -112,6 +147,8 @@ int main(int argc, char **argv)
 		return perror("mmap"), 1;
 	tx = &reg->ring[0];
 	data = (unsigned char *)reg + VTOE_REGION_DATA_OFFSET;
+	if (!strcmp(argv[3], "bellflood"))
+		return bellflood(tx, data, fds);
 
 	/* good data first, so the victim has something to read before the lie */
 	memcpy(data, "hello\n", 6);
