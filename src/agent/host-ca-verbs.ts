@@ -245,6 +245,10 @@ export class VerbsHostCA {
     } catch (err) {
       return reject(ABI.fb.PEER_NOT_OFFLOADED, String(err));
     }
+    // The remote does not choose how much memory this agent registers for it.
+    if (req.ringSize !== this.config.ringSize) {
+      return reject(ABI.fb.RESOURCES, `ring size ${req.ringSize}, not this agent's ${this.config.ringSize}`);
+    }
     const family = req.dstAddress.includes(':') ? 6 : 4;
     const listener = this.host.findListener(family, req.dstAddress, req.dstPort);
     if (!listener) return reject(ABI.fb.PEER_NOT_OFFLOADED, `nothing offloaded listens at ${req.dstAddress}:${req.dstPort}`);
