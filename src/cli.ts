@@ -41,7 +41,8 @@ const USAGE = `usage: vtoe <command> [options]
   doctor [--json]     RDMA devices, ports, GIDs, memlock limit, agent; each problem with its fix
                       (exit status 1 if it found a problem)
 
-Every command takes --socket PATH (default: $VTOE_AGENT_SOCKET or /tmp/vtoe-<uid>/agent.sock).`;
+Every command takes --socket PATH (default: $VTOE_AGENT_SOCKET, else $XDG_RUNTIME_DIR/vtoe/agent.sock
+when that is your directory, else /tmp/vtoe-<uid>/agent.sock).`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;

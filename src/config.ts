@@ -1,6 +1,8 @@
 // The one configuration table. Every setting has one VTOE_* variable, one default, one parser, and
 // says who reads it; `vtoe config` prints this table with where each value came from.
+import { statSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { join } from 'node:path';
 import { ConfigError } from './errors.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
 import { parsePolicy } from './policy.js';
@@ -49,6 +51,8 @@ export interface ConfigEntry<K extends ConfigKey = ConfigKey> {
   parse: (raw: string, name: string) => ResolvedConfig[K];
   /** Checks an already typed value (from an override); returns it or throws ConfigError. */
   check: (value: ResolvedConfig[K], name: string) => ResolvedConfig[K];
+  /** A default that depends on the environment resolved (otherwise `default`). */
+  defaultFor?: (env: NodeJS.ProcessEnv) => ResolvedConfig[K];
 }
 
 // sun_path holds 108 bytes with the NUL; the admin socket adds '.admin' to the agent socket path.
@@ -59,9 +63,22 @@ export function adminSocketPath(agentSocket: string): string {
   return agentSocket + ADMIN_SUFFIX;
 }
 
-function defaultAgentSocket(): string {
-  const uid = typeof process.getuid === 'function' ? process.getuid() : 'user';
-  return `/tmp/vtoe-${uid}/agent.sock`;
+/**
+ * $XDG_RUNTIME_DIR/vtoe/agent.sock when that is a directory of this user (a login session's
+ * private runtime directory), else /tmp/vtoe-<uid>/agent.sock: the shim decides the same way.
+ */
+export function defaultAgentSocket(env: NodeJS.ProcessEnv = process.env): string {
+  const uid = typeof process.getuid === 'function' ? process.getuid() : undefined;
+  const xdg = env.XDG_RUNTIME_DIR;
+  if (xdg?.startsWith('/') && uid !== undefined) {
+    try {
+      const st = statSync(xdg);
+      if (st.isDirectory() && st.uid === uid) return join(xdg, 'vtoe', 'agent.sock');
+    } catch {
+      // gone or unreadable: the fallback below
+    }
+  }
+  return `/tmp/vtoe-${uid ?? 'user'}/agent.sock`;
 }
 
 function intIn(lo: number, hi: number, unit: string) {
@@ -170,8 +187,8 @@ function entry<K extends ConfigKey>(e: ConfigEntry<K>): ConfigEntry<K> {
 }
 
 export const CONFIG_TABLE: readonly ConfigEntry[] = [
-  entry({ key: 'agentSocket', env: 'VTOE_AGENT_SOCKET', default: defaultAgentSocket(),
-    doc: 'control socket of the agent; the shim connects here', readBy: 'both',
+  entry({ key: 'agentSocket', env: 'VTOE_AGENT_SOCKET', default: defaultAgentSocket({}), defaultFor: defaultAgentSocket,
+    doc: "control socket of the agent; the shim connects here (default: $XDG_RUNTIME_DIR/vtoe/agent.sock when XDG_RUNTIME_DIR is this user's directory, else /tmp/vtoe-<uid>/agent.sock)", readBy: 'both',
     parse: checkSocketPath, check: checkSocketPath }),
   entry({ key: 'ringSize', env: 'VTOE_RING_SIZE', default: 262144,
     doc: "bytes per direction of each connection's shared ring; power of two, 4 KiB..64 MiB", readBy: 'agent',
@@ -264,7 +281,7 @@ export function resolveConfigWithSources(
       config[e.key] = e.parse(raw, e.env);
       sources[e.key] = 'env';
     } else {
-      config[e.key] = e.default;
+      config[e.key] = e.defaultFor ? e.defaultFor(env) : e.default;
       sources[e.key] = 'default';
     }
   }

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
-import { adminSocketPath } from '../src/config.js';
+import { adminSocketPath, defaultAgentSocket, resolveConfig } from '../src/config.js';
 import { killAll, startProc } from './helpers/proc.js';
 import { pyListener } from './helpers/py-snippets.js';
 
@@ -95,5 +95,44 @@ print('GOT', s.recv(100).decode(), flush=True)
     // Each process connected and hung up at once: the fake agent heard no message at all.
     await fake.waitLine(/^(HEARD|SILENCE)/);
     expect(fake.stdout()).not.toMatch(/HEARD [1-9]/);
+  });
+});
+
+describe('the default socket path', () => {
+  it('is in $XDG_RUNTIME_DIR when that is this user\'s directory, for the agent and the shim alike', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'vtoe-ident-'));
+    const uid = process.getuid!();
+    expect(defaultAgentSocket({ XDG_RUNTIME_DIR: dir })).toBe(join(dir, 'vtoe', 'agent.sock'));
+    expect(defaultAgentSocket({})).toBe(`/tmp/vtoe-${uid}/agent.sock`);
+    expect(defaultAgentSocket({ XDG_RUNTIME_DIR: 'relative/dir' })).toBe(`/tmp/vtoe-${uid}/agent.sock`);
+    expect(defaultAgentSocket({ XDG_RUNTIME_DIR: join(dir, 'missing') })).toBe(`/tmp/vtoe-${uid}/agent.sock`);
+    expect(resolveConfig({ XDG_RUNTIME_DIR: dir }).agentSocket).toBe(join(dir, 'vtoe', 'agent.sock'));
+
+    // An agent there, and a client and server that were given only XDG_RUNTIME_DIR.
+    agent = await Agent.start({ config: { agentSocket: defaultAgentSocket({ XDG_RUNTIME_DIR: dir }) } });
+    expect(statSync(join(dir, 'vtoe')).mode & 0o777).toBe(0o700);
+    const env = { ...offloadEnv(agent.socketPath), XDG_RUNTIME_DIR: dir };
+    delete env.VTOE_AGENT_SOCKET;
+    writeFileSync(join(dir, 'echo.py'), `import socket, sys
+${pyListener(1)}c, _ = l.accept()
+c.sendall(c.recv(100))
+c.close()
+`);
+    writeFileSync(join(dir, 'client.py'), `import socket, sys
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
+s.sendall(b'hello')
+print('GOT', s.recv(100).decode(), flush=True)
+`);
+    const server = startProc('python3', [join(dir, 'echo.py')], env);
+    const port = (await server.waitLine(/^(\d+)$/))[1]!;
+    const client = startProc('python3', [join(dir, 'client.py'), port], env);
+    expect((await client.waitLine(/^GOT (.*)$/))[1]).toBe('hello');
+    expect(agent.stats().offloaded).toBe(1);
+  });
+
+  it.skipIf(!isRoot)('is not in an $XDG_RUNTIME_DIR of another user (as after sudo)', () => {
+    dir = mkdtempSync(join(tmpdir(), 'vtoe-ident-'));
+    chownSync(dir, NOBODY, NOBODY);
+    expect(defaultAgentSocket({ XDG_RUNTIME_DIR: dir })).toBe('/tmp/vtoe-0/agent.sock');
   });
 });
