@@ -129,12 +129,12 @@ int int_option(int fd, int level, int name)
 	return v;
 }
 
-// Is connected socket fd in the agent's network namespace?  1 yes, 0 no, -1 cannot tell.
-// With CAP_NET_ADMIN the kernel names the socket's namespace (SIOCGSKNS).  Otherwise its
-// four-tuple is looked up here: this very socket (its cookie) is a yes; another socket with
-// that tuple is a no (a process can make any tuple in a namespace of its own, never here);
+// Is socket fd in the agent's network namespace?  1 yes, 0 no, -1 cannot tell.  With
+// CAP_NET_ADMIN the kernel names the socket's namespace (SIOCGSKNS).  Otherwise a connected
+// socket's four-tuple is looked up here: this very socket (its cookie) is a yes; another socket
+// with that tuple is a no (a process can make any tuple in a namespace of its own, never here);
 // none at all means sock_diag cannot see it (no tcp_diag module), and nothing is known.
-int in_own_netns(int fd, const sockaddr_storage &self, const sockaddr_storage &peer)
+int in_own_netns(int fd, const sockaddr_storage &self, const sockaddr_storage &peer, bool connected)
 {
 	static struct stat ours; // the agent's namespace never changes
 	static const bool known = stat("/proc/self/ns/net", &ours) == 0;
@@ -142,6 +142,8 @@ int in_own_netns(int fd, const sockaddr_storage &self, const sockaddr_storage &p
 	struct stat theirs;
 	if (ns && fstat(ns.get(), &theirs) == 0)
 		return theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev ? 1 : 0;
+	if (!connected)
+		return -1;
 	uint64_t cookie = 0;
 	socklen_t l = sizeof(cookie);
 	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &l) != 0)
@@ -196,8 +198,7 @@ Napi::Value tcp_socket_identity_js(const Napi::CallbackInfo &info)
 			throw_system_error(EPROTOTYPE, "not a TCP socket");
 		addresses(fd, self, peer, connected);
 		listening = int_option(fd, SOL_SOCKET, SO_ACCEPTCONN) != 0;
-		if (connected)
-			own_netns = in_own_netns(fd, self, peer);
+		own_netns = in_own_netns(fd, self, peer, connected);
 		return 0;
 	});
 	Napi::Object js = Napi::Object::New(env);

@@ -177,9 +177,9 @@ export interface TcpSocketIdentity {
   remote: SockAddr | null;
   listening: boolean;
   /**
-   * Connected: whether the socket lives in the agent's network namespace (in another one a
-   * process can make any four-tuple).  null until connected, or when the kernel cannot say
-   * (no CAP_NET_ADMIN for SIOCGSKNS, and no tcp_diag module for sock_diag).
+   * Whether the socket lives in the agent's network namespace (in another one a process can
+   * make any four-tuple).  null when the kernel cannot say: without CAP_NET_ADMIN (SIOCGSKNS),
+   * for a socket not yet connected, or without the tcp_diag module (sock_diag).
    */
   inAgentNetns: boolean | null;
 }

@@ -2,110 +2,10 @@
 // reply sink and fake shared links, so every case is deterministic.
 import { describe, expect, it, vi } from 'vitest';
 import { ABI, BELL_REPLY } from '../src/abi.js';
-import { resolveConfig } from '../src/config.js';
-import { createLogger } from '../src/log.js';
-import { CoreCA, type ReplySink } from '../src/agent/core-ca.js';
-import { EventLog } from '../src/agent/event-log.js';
-import type { ShmHostCA, ShmLink } from '../src/agent/host-ca-shm.js';
-import { AgentCounters, MAX_PROGRAMS, OTHER_PROGRAMS } from '../src/agent/stats.js';
+import { MAX_PROGRAMS, OTHER_PROGRAMS } from '../src/agent/stats.js';
 import { wireMs } from '../src/agent/short-connections.js';
-import type { ResolvedConfig } from '../src/config.js';
-import type { CtlReply, CtlRequest, Side, SideEnd, SockAddr, TcpSocketIdentity } from '../src/native.js';
-
-const SERVER = 1;
-const CLIENT = 2;
-const addr = (port: number): SockAddr => ({ family: 4, address: '127.0.0.1', port, scopeId: 0 });
-
-// Sockets the requests pass, by fake descriptor numbers no process ever has open: the kernel's
-// word on each is what socketOf answers (tests of what the agent refuses change it).
-const LISTEN_FD = 7_000_000;
-const clientFd = (port: number) => 7_100_000 + port;
-const acceptedFd = (port: number) => 7_200_000 + port;
-/** What the kernel says of each fake socket: a listener at 5000, and both ends of each rendezvous. */
-function fakeSocketOf(fd: number): TcpSocketIdentity {
-  if (fd === LISTEN_FD) return { local: addr(5000), remote: null, listening: true, inAgentNetns: null };
-  if (fd >= 7_200_000 && fd < 7_300_000) return { local: addr(5000), remote: addr(fd - 7_200_000), listening: false, inAgentNetns: true };
-  if (fd >= 7_100_000 && fd < 7_200_000) return { local: addr(fd - 7_100_000), remote: addr(5000), listening: false, inAgentNetns: true };
-  throw Object.assign(new Error('EBADF: not a socket'), { code: 'EBADF' });
-}
-
-function setup(config: Partial<ResolvedConfig> = {}) {
-  const replies: Array<{ client: number; rep: CtlReply; fds?: number[] }> = [];
-  const dropped: number[] = [];
-  const sink: ReplySink = {
-    reply: (client, rep, fds) => { replies.push({ client, rep, fds }); return true; },
-    drop: (client) => { dropped.push(client); },
-  };
-  // What the agent did to each link, and a way to play the native side's end-of-side report.
-  const links: Array<{
-    rdShut: [boolean, boolean]; hungUp: Side[]; bells: Array<[Side, number]>; end?: (side: Side, how: SideEnd) => void;
-    /** the kernel socket a late fallback relays over */
-    relayedOver?: number;
-    /** each ring's indices, as its producer and consumer left them */
-    index: [{ head: number; tail: number }, { head: number; tail: number }];
-  }> = [];
-  const fakeLink = (): ShmLink => {
-    const l: (typeof links)[number] = { rdShut: [false, false], hungUp: [], bells: [], index: [{ head: 0, tail: 0 }, { head: 0, tail: 0 }] };
-    links.push(l);
-    return {
-      ringSize: 4096, mappedBytes: 4096 * 3, residentBytes: 4096 * 3, fdsFor: () => [10, 11, 12], releaseSide: () => {}, close: () => {},
-      // Sockets 110 and 111 are this link's sides 0 and 1; 666 makes the native side throw.
-      sideOfSocket: (fd) => {
-        if (fd === 666) throw new Error('native failure');
-        return fd === 110 ? 0 : fd === 111 ? 1 : -1;
-      },
-      regionFd: () => 10,
-      bellOp: (side, op) => { l.bells.push([side, op]); },
-      watchEnds: (onEnd) => { l.end = onEnd; },
-      hangUp: (side) => { l.hungUp.push(side); },
-      relay: (fd) => { l.relayedOver = fd; },
-      counters: () => ({
-        rings: l.rdShut.map((rdShut, d) => ({ ...l.index[d], wakes: 0, grows: 0, fin: false, reset: false, rdShut, txWaiting: false })),
-        cmState: [0, 0],
-      } as never),
-    };
-  };
-  const shm = { createLink: fakeLink } as unknown as ShmHostCA;
-  const counters = new AgentCounters();
-  const log = new EventLog();
-  const core = new CoreCA(sink, shm, resolveConfig({}, { timewaitMs: 0, ...config }), [], counters, log,
-    createLogger({ level: 'error', component: 'test' }));
-  // Descriptors the agent closed; using one afterwards is an error, as it would be for real.
-  const closed: number[] = [];
-  const extraSockets = new Map<number, TcpSocketIdentity>();
-  core.closeFd = (fd) => { closed.push(fd); };
-  core.socketOf = (fd) => {
-    if (closed.includes(fd)) throw Object.assign(new Error('EBADF: closed'), { code: 'EBADF' });
-    return extraSockets.get(fd) ?? fakeSocketOf(fd);
-  };
-  let seq = 0;
-  const send = (client: number, op: number, fields: Partial<CtlRequest> = {}): CtlReply | undefined => {
-    const before = replies.length;
-    core.handle(client, { op, seq: ++seq, sid: 0, cid: 0n, arg: 0, local: null, remote: null, name: '', ...fields });
-    return replies.length > before ? replies.at(-1)!.rep : undefined;
-  };
-  core.processOpened(SERVER, { pid: 100, uid: 0 });
-  core.processOpened(CLIENT, { pid: 200, uid: 0 });
-  send(SERVER, ABI.op.HELLO, { name: 'server' });
-  send(CLIENT, ABI.op.HELLO, { name: 'client' });
-  const listenSid = send(SERVER, ABI.op.OPEN)!.sid!;
-  expect(send(SERVER, ABI.op.LISTEN, { sid: listenSid, local: addr(5000), arg: 16, fd: LISTEN_FD })!.event).toBe(ABI.ev.ACK);
-  /** REQ/REP: the client's CONNECT, answered with the active end's descriptors. */
-  const connect = (clientPort: number) => {
-    // SID 0, as the shim sends it: the agent opens the socket with the CONNECT.
-    const rep = send(CLIENT, ABI.op.CONNECT, { sid: 0, local: addr(clientPort), remote: addr(5000), fd: clientFd(clientPort) })!;
-    expect(rep.event).toBe(ABI.ev.CONNECT_RESPONSE);
-    return { sid: rep.sid!, cid: rep.cid! };
-  };
-  const accept = (clientPort: number) => send(SERVER, ABI.op.ACCEPT, { sid: listenSid, fd: acceptedFd(clientPort) })!;
-  /** REQ, RTU, then the server's claim: an established connection and the server's reply. */
-  const establish = (clientPort: number) => {
-    const { sid, cid } = connect(clientPort);
-    send(CLIENT, ABI.op.ESTABLISH, { sid, cid });
-    return { sid, cid, acc: accept(clientPort) };
-  };
-  return { core, send, connect, accept, establish, counters, log, dropped, replies, links, listenSid, closed, extraSockets };
-}
+import type { CtlRequest, TcpSocketIdentity } from '../src/native.js';
+import { acceptedFd, addr, CLIENT, clientFd, fakeSocketOf, LISTEN_FD, SERVER, setup } from './helpers/fake-core.js';
 
 /** Runs fn with vitest's fake timers, which are put back whatever happens. */
 function withFakeTimers(fn: () => void): void {
@@ -467,6 +367,11 @@ describe('core CA: a claim holds only with the socket it is about', () => {
       expect(rep).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.UNVERIFIED });
     }
     expect(t.counters.refusals.get('connect-unproven')).toBe(3);
+    // Bound at that port, but in a network namespace of its own: it would only squat the key.
+    withSockets(t, { 8_000_021: { local: addr(44100), remote: null, listening: false, inAgentNetns: false } });
+    expect(t.send(b, ABI.op.CONNECT, { local: addr(44100), remote: addr(5000), fd: 8_000_021 })!)
+      .toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.UNVERIFIED });
+    expect(t.counters.refusals.get('foreign-netns')).toBe(1);
     const { cid } = t.connect(44100);
     // A second CONNECT on the same rendezvous (a socket bound to the same port elsewhere).
     withSockets(t, { 8_000_020: { local: addr(44100), remote: null, listening: false, inAgentNetns: null } });
@@ -474,7 +379,7 @@ describe('core CA: a claim holds only with the socket it is about', () => {
     expect(dup).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.UNVERIFIED });
     expect(t.counters.refusals.get('connect-duplicate')).toBe(1);
     expect(t.accept(44100)).toMatchObject({ event: ABI.ev.CONNECT_ESTABLISHED, cid });
-    expect(t.counters.fallbackReasons.get('unverified')).toBe(4);
+    expect(t.counters.fallbackReasons.get('unverified')).toBe(5);
   });
 });
 

@@ -279,6 +279,10 @@ export class CoreCA {
       this.refuse(proc, 'connect-unproven', `CONNECT from port ${local.port} without a socket bound there`);
       return this.fallback(proc.client, req, ABI.fb.UNVERIFIED);
     }
+    if (id.inAgentNetns === false) {
+      this.refuse(proc, 'foreign-netns', `CONNECT from port ${local.port} with a socket of another network namespace`);
+      return this.fallback(proc.client, req, ABI.fb.UNVERIFIED);
+    }
     const onThisHost = isLocalAddress(remote.address);
     const fabric = this.config.fabric;
     // Forced verbs goes through rdma_cm even here, so one host exercises the remote path
