@@ -3,6 +3,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { ABI, BELL_REPLY } from '../src/abi.js';
 import { MAX_PROGRAMS, OTHER_PROGRAMS } from '../src/agent/stats.js';
+import { createLogger } from '../src/log.js';
 import { wireMs } from '../src/agent/short-connections.js';
 import type { CtlRequest, TcpSocketIdentity } from '../src/native.js';
 import { acceptedFd, addr, CLIENT, clientFd, fakeSocketOf, LISTEN_FD, SERVER, setup } from './helpers/fake-core.js';
@@ -295,7 +296,9 @@ describe('core CA: a claim holds only with the socket it is about', () => {
   };
 
   it('gives a waiting connection to nobody who names its ports without its accepted socket', () => {
-    const t = setup();
+    const warnings: string[] = [];
+    const logger = { ...createLogger({ level: 'error', component: 'test' }), warn: (msg: string) => { warnings.push(msg); } };
+    const t = setup({}, logger);
     const { cid } = t.connect(44001);
     const b = bystander(t);
     const elsewhere = { family: 4 as const, address: '127.0.0.2', port: 44001, scopeId: 0 };
@@ -321,6 +324,9 @@ describe('core CA: a claim holds only with the socket it is about', () => {
     }
     expect(t.replies.filter((r) => r.client === b && r.fds?.length)).toEqual([]);
     expect(Object.fromEntries(t.counters.refusals)).toEqual({ 'accept-unproven': 102, 'accept-not-party': 1, 'foreign-netns': 1 });
+    // The first refusals are logged, with who; the sweep's rest only counted.
+    expect(warnings.filter((w) => w.startsWith('refused: '))).toHaveLength(20);
+    expect(warnings.filter((w) => w.startsWith('further refusals'))).toHaveLength(1);
     // The real server still gets its client; the client's socket, held since its CONNECT, is
     // let go once (and the sockets the requests passed, each once).
     expect(t.closed).not.toContain(clientFd(44001));

@@ -29,6 +29,8 @@ export interface ProcessRecord {
   uid: number;
   program: string;
   sids: Set<number>;
+  /** Requests of this process refused as unproven claims (the first few are logged). */
+  refusals?: number;
 }
 
 export type SocketRecord =
@@ -82,6 +84,8 @@ const DRAIN_WAIT_MS = 30_000;
 const DRAIN_CHECK_MS = 20;
 /** Short connections in a row that make a listener short (see short-connections.ts). */
 const SHORT_WINDOW = 8;
+/** Refusals logged per process; the rest are only counted. */
+const REFUSALS_LOGGED = 20;
 /** The most one FALLBACK note counts, whatever it says. */
 const FALLBACK_NOTE_MAX = 1n << 20n;
 
@@ -858,7 +862,12 @@ export class CoreCA {
   /** A claim the request's socket did not prove: counted, logged, and nothing else happens. */
   private refuse(proc: ProcessRecord, why: Refusal, what: string): void {
     this.counters.refused(why);
-    this.log.warn(`refused: ${what}`, { pid: proc.pid, program: proc.program, why });
+    // A sweep must not flood the log: the first few lines say who, the counters say how many.
+    proc.refusals = (proc.refusals ?? 0) + 1;
+    if (proc.refusals <= REFUSALS_LOGGED) this.log.warn(`refused: ${what}`, { pid: proc.pid, program: proc.program, why });
+    if (proc.refusals === REFUSALS_LOGGED) {
+      this.log.warn('further refusals of this process are counted (vtoe stats), not logged', { pid: proc.pid, program: proc.program });
+    }
   }
 
   /** An ACCEPT refused: the process keeps its socket on kernel TCP; the connection still waits. */

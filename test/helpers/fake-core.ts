@@ -3,7 +3,7 @@
 import { expect } from 'vitest';
 import { ABI } from '../../src/abi.js';
 import { resolveConfig } from '../../src/config.js';
-import { createLogger } from '../../src/log.js';
+import { createLogger, type Logger } from '../../src/log.js';
 import { CoreCA, type ReplySink } from '../../src/agent/core-ca.js';
 import { EventLog } from '../../src/agent/event-log.js';
 import type { ShmHostCA, ShmLink } from '../../src/agent/host-ca-shm.js';
@@ -28,7 +28,7 @@ export function fakeSocketOf(fd: number): TcpSocketIdentity {
   throw Object.assign(new Error('EBADF: not a socket'), { code: 'EBADF' });
 }
 
-export function setup(config: Partial<ResolvedConfig> = {}) {
+export function setup(config: Partial<ResolvedConfig> = {}, logger: Logger = createLogger({ level: 'error', component: 'test' })) {
   const replies: Array<{ client: number; rep: CtlReply; fds?: number[] }> = [];
   const dropped: number[] = [];
   const sink: ReplySink = {
@@ -68,7 +68,7 @@ export function setup(config: Partial<ResolvedConfig> = {}) {
   const counters = new AgentCounters();
   const log = new EventLog();
   const core = new CoreCA(sink, shm, resolveConfig({}, { timewaitMs: 0, ...config }), [], counters, log,
-    createLogger({ level: 'error', component: 'test' }));
+    logger);
   // Descriptors the agent closed; using one afterwards is an error, as it would be for real.
   const closed: number[] = [];
   const extraSockets = new Map<number, TcpSocketIdentity>();
