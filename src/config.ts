@@ -312,7 +312,7 @@ export function formatConfig(cfg: ResolvedConfig, sources: Partial<ConfigSources
   const rows = CONFIG_TABLE.map((e) => [
     e.env,
     show(cfg[e.key]),
-    sources[e.key] ?? (cfg[e.key] === e.default ? 'default' : 'override'),
+    sources[e.key] ?? (cfg[e.key] === (e.defaultFor ? e.defaultFor(process.env) : e.default) ? 'default' : 'override'),
     `${e.doc} [${e.readBy}]`,
   ]);
   const header = ['VARIABLE', 'VALUE', 'SOURCE', 'MEANING [read by]'];

@@ -4,26 +4,17 @@
 // as /proc/net/tcp shows them, passes sockets of its own, even a socket with the very same
 // four-tuple made in a network namespace of its own.  It must get nothing; the server must still
 // get its client, offloaded, with every byte.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ABI, VTOE_ABI_VERSION } from '../src/abi.js';
 import { Agent } from '../src/agent/agent.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
-import { killAll, startProc } from './helpers/proc.js';
+import { startProc } from './helpers/proc.js';
+import { scratchPerTest } from './helpers/scratch.js';
 import { PY_ECHO_TO_EOF, pyListener } from './helpers/py-snippets.js';
 
-let agent: Agent | undefined;
-let dir: string | undefined;
-
-afterEach(async () => {
-  killAll();
-  await agent?.stop();
-  agent = undefined;
-  if (dir) rmSync(dir, { recursive: true, force: true });
-  dir = undefined;
-});
+const scratch = scratchPerTest();
 
 const isRoot = process.getuid?.() === 0;
 
@@ -114,8 +105,8 @@ print('DONE', flush=True)
 
 describe('attacks on the control protocol', () => {
   it('a bystander gets nothing of a waiting connection, and its server still gets it, offloaded', async () => {
-    dir = mkdtempSync(join(tmpdir(), 'vtoe-attacks-'));
-    agent = await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { timewaitMs: 20 } });
+    const dir = scratch.tempDir('vtoe-attacks-');
+    const agent = scratch.track(await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { timewaitMs: 20 } }));
     for (const [name, text] of [['server.py', SERVER], ['client.py', CLIENT], ['bystander.py', BYSTANDER]]) {
       writeFileSync(join(dir, name!), text!);
     }

@@ -3,32 +3,22 @@
 // trip to the agent on either side; connections that carry more stay offloaded.  The workload
 // is tools/vtoe-pingpong's connect mode, which checks every byte it gets back.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
 import type { ResolvedConfig } from '../src/config.js';
 import { packageRoot, toolPath } from '../src/paths.js';
-import { killAll, startProc } from './helpers/proc.js';
+import { startProc } from './helpers/proc.js';
+import { scratchPerTest } from './helpers/scratch.js';
 
-let agent: Agent | undefined;
-let dir: string | undefined;
-
-afterEach(async () => {
-  killAll();
-  await agent?.stop();
-  agent = undefined;
-  if (dir) rmSync(dir, { recursive: true, force: true });
-  dir = undefined;
-});
+const scratch = scratchPerTest();
 
 async function startAgent(config: Partial<ResolvedConfig>): Promise<Agent> {
   if (!existsSync(toolPath('vtoe-pingpong'))) execFileSync('make', ['-C', 'tools'], { cwd: packageRoot, stdio: 'inherit' });
-  dir = mkdtempSync(join(tmpdir(), 'vtoe-short-'));
-  agent = await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { timewaitMs: 20, ...config } });
-  return agent;
+  const dir = scratch.tempDir('vtoe-short-');
+  return scratch.track(await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { timewaitMs: 20, ...config } }));
 }
 
 /** warmup + iters connections in a row, each one round trip of `size` bytes each way. */

@@ -472,7 +472,7 @@ export class CoreCA {
     }
     this.pending.delete(conn.pendingKey!);
     conn.pendingKey = null;
-    this.releaseKsock(conn); // claimed: the server's shim parks its end until this FIN
+    this.releaseClientSockets(conn); // claimed: the server's shim parks its end until this FIN
     // Only a process holding the listener could accept the rendezvous, and only after the
     // active end's kernel connect succeeded: that is the RTU, even if its note is still queued.
     if (conn.shadow.ends[0].cm === 'REP_RCVD') this.readyToUse(conn);
@@ -674,7 +674,7 @@ export class CoreCA {
   private discard(conn: LiveConnection): void {
     if (conn.timer) clearTimeout(conn.timer);
     if (conn.pendingKey) this.pending.delete(conn.pendingKey);
-    this.releaseKsock(conn);
+    this.releaseClientSockets(conn);
     const c = conn.link.counters();
     this.counters.closedBytesSent += c.rings[0].head + c.rings[1].head;
     this.counters.closedBytesReceived += c.rings[0].tail + c.rings[1].tail;
@@ -809,17 +809,12 @@ export class CoreCA {
     for (;;) {
       const sid = this.nextSid;
       this.nextSid = this.nextSid >= 0xfffffffe ? 1 : this.nextSid + 1;
-      if (!this.sockets.has(sid) && !this.liveVerbsSid(sid)) return sid;
+      if (!this.sockets.has(sid)) return sid; // every live SID has its record, verbs ones too
     }
   }
 
-  private liveVerbsSid(sid: number): boolean {
-    for (const end of this.verbs?.ends.values() ?? []) if (end.sid === sid) return true;
-    return false;
-  }
-
-  /** Lets go of the client's sockets: claimed, or gone. */
-  private releaseKsock(conn: LiveConnection): void {
+  /** Lets go of the client's sockets (clientSock, ksock): claimed, or gone. */
+  private releaseClientSockets(conn: LiveConnection): void {
     if (conn.ksock !== undefined) this.closeFd(conn.ksock);
     if (conn.clientSock !== undefined) this.closeFd(conn.clientSock);
     conn.ksock = undefined;
