@@ -189,15 +189,18 @@ private:
 		return js_u32(v, "handle");
 	}
 
-	static std::pair<const uint8_t *, size_t> bytes_arg(const Napi::Value &v)
+	// rdma_cm's private data limits on RC: REQ 56, REP 196, REJ 148 bytes.
+	static std::pair<const uint8_t *, size_t> bytes_arg(const Napi::Value &v, size_t max,
+							     const char *what)
 	{
 		if (v.IsUndefined())
 			return {nullptr, 0};
 		if (!v.IsBuffer())
 			throw Napi::TypeError::New(v.Env(), "private data must be a Buffer");
 		auto buf = v.As<Napi::Buffer<uint8_t>>();
-		if (buf.Length() > 56)
-			throw Napi::RangeError::New(v.Env(), "private data is at most 56 bytes (REQ)");
+		if (buf.Length() > max)
+			throw Napi::RangeError::New(v.Env(), std::string("private data is at most ") +
+								     std::to_string(max) + " bytes (" + what + ")");
 		return {buf.Data(), buf.Length()};
 	}
 
@@ -257,21 +260,21 @@ private:
 	void connect(const Napi::CallbackInfo &info)
 	{
 		uint32_t h = handle_arg(info[0]);
-		auto b = bytes_arg(info[1]);
+		auto b = bytes_arg(info[1], 56, "REQ");
 		at_js_boundary(info.Env(), [&] { fabric_->connect(h, b.first, b.second); });
 	}
 
 	void accept(const Napi::CallbackInfo &info)
 	{
 		uint32_t h = handle_arg(info[0]);
-		auto b = bytes_arg(info[1]);
+		auto b = bytes_arg(info[1], 196, "REP");
 		at_js_boundary(info.Env(), [&] { fabric_->accept(h, b.first, b.second); });
 	}
 
 	void reject(const Napi::CallbackInfo &info)
 	{
 		uint32_t h = handle_arg(info[0]);
-		auto b = bytes_arg(info[1]);
+		auto b = bytes_arg(info[1], 148, "REJ");
 		at_js_boundary(info.Env(), [&] { fabric_->reject(h, b.first, b.second); });
 	}
 
@@ -281,7 +284,8 @@ private:
 		at_js_boundary(info.Env(), [&] { fabric_->establish(h); });
 	}
 
-	// start(handle, { ringAddr, ringRkey, mailboxAddr, mailboxRkey, recvCredits })
+	// start(handle, { ringAddr, ringRkey, mailboxAddr, mailboxRkey, recvCredits },
+	//       { send?: Buffer(16), expect?: Buffer(16) }?)
 	void start(const Napi::CallbackInfo &info)
 	{
 		uint32_t h = handle_arg(info[0]);
@@ -294,7 +298,25 @@ private:
 		p.mailbox_addr = u64_from_js(js, "mailboxAddr");
 		p.mailbox_rkey = js_u32(js.Get("mailboxRkey"), "mailboxRkey");
 		p.recv_credits = js_u32(js.Get("recvCredits"), "recvCredits");
-		at_js_boundary(info.Env(), [&] { fabric_->start(h, p); });
+		WireAuth auth;
+		if (info.Length() > 2 && !info[2].IsUndefined()) {
+			if (!info[2].IsObject())
+				throw Napi::TypeError::New(info.Env(), "auth must be an object");
+			Napi::Object a = info[2].As<Napi::Object>();
+			for (const char *key : {"send", "expect"}) {
+				Napi::Value v = a.Get(key);
+				if (v.IsUndefined())
+					continue;
+				if (!v.IsBuffer() || v.As<Napi::Buffer<uint8_t>>().Length() != kWireAuthBytes)
+					throw Napi::TypeError::New(info.Env(), std::string("auth.") + key +
+										       " must be a 16-byte Buffer");
+				if (auth.send || auth.expect)
+					throw Napi::TypeError::New(info.Env(), "auth has send or expect, not both");
+				std::memcpy(auth.mac, v.As<Napi::Buffer<uint8_t>>().Data(), kWireAuthBytes);
+				(key[0] == 's' ? auth.send : auth.expect) = true;
+			}
+		}
+		at_js_boundary(info.Env(), [&] { fabric_->start(h, p, auth); });
 	}
 
 	void disconnect(const Napi::CallbackInfo &info)

@@ -196,14 +196,8 @@ bool ShmRelay::pump_in()
 // drains the filler and makes it writable again.
 void ShmRelay::block_on_ring1()
 {
-	static const char filler[8192] = {};
 	vtoe_ring_ctl &r = conn_.mapping().ring[1];
-	for (;;) {
-		ssize_t n = send(app_.get(), filler, sizeof(filler), MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n > 0 || (n < 0 && errno == EINTR))
-			continue;
-		break;
-	}
+	fill_until_full(app_.get());
 	r.tx_waiting.store(1);
 	std::atomic_thread_fence(std::memory_order_seq_cst);
 	ring1_blocked_ = vtoe_ring_used(r.head.load(RLX), r.tail.load(ACQ), conn_.ring_size()) ==

@@ -48,11 +48,12 @@ const char *conn_event_name(ConnEvent event)
 	case ConnEvent::peer_reset: return "peer_reset";
 	case ConnEvent::qp_error: return "qp_error";
 	case ConnEvent::protocol: return "protocol";
+	case ConnEvent::authenticated: return "authenticated";
 	}
 	return "unknown";
 }
 
-VerbsConn::VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_pd *pd, uint32_t ring_size,
+VerbsConn::VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_context *ctx, uint32_t ring_size,
 		     uint64_t cid, int app_side, VerbsConnSink &sink)
 	: loop_(loop), handle_(handle), sink_(sink), app_side_(app_side), size_(ring_size),
 	  shm_(ring_size, 0, cid)
@@ -70,8 +71,10 @@ VerbsConn::VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_pd *pd, uint32_t ring
 	mail_ = std::make_unique<Mailboxes>();
 	std::memset(mail_.get(), 0, sizeof(Mailboxes));
 
-	ibv_context *ctx = pd->context;
 	try {
+		pd_ = ibv_alloc_pd(ctx);
+		if (!pd_)
+			throw_verbs(errno, "ibv_alloc_pd failed");
 		channel_ = ibv_create_comp_channel(ctx);
 		if (!channel_)
 			throw_verbs(errno, "ibv_create_comp_channel failed");
@@ -97,16 +100,20 @@ VerbsConn::VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_pd *pd, uint32_t ring
 		attr.cap.max_send_sge = 1;
 		attr.cap.max_recv_sge = 1;
 		attr.cap.max_inline_data = sizeof(wire_mailbox);
-		qp_ = ibv_create_qp(pd, &attr);
+		qp_ = ibv_create_qp(pd_, &attr);
 		if (!qp_)
 			throw_verbs(errno, "ibv_create_qp (RC) failed");
 
 		// The process's tx ring is only read by our HCA; the rx ring is written by the peer's.
-		ring_mr_ = ibv_reg_mr(pd, shm_.ring_data(0), 2u * static_cast<size_t>(ring_size),
-				      IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
-		if (!ring_mr_)
-			throw_verbs(errno, "ibv_reg_mr of the connection rings failed");
-		mail_mr_ = ibv_reg_mr(pd, &mail_->in, sizeof(mail_->in),
+		tx_mr_ = ibv_reg_mr(pd_, tx_data_, ring_size, 0);
+		if (!tx_mr_)
+			throw_verbs(errno, "ibv_reg_mr of the tx ring failed");
+		rx_mr_ = ibv_reg_mr(pd_, rx_data_, ring_size,
+				    IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+		if (!rx_mr_)
+			throw_verbs(errno, "ibv_reg_mr of the rx ring failed");
+		static_assert(offsetof(Mailboxes, auth_in) == sizeof(wire_mailbox), "slot follows");
+		mail_mr_ = ibv_reg_mr(pd_, &mail_->in, offsetof(Mailboxes, out),
 				      IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
 		if (!mail_mr_)
 			throw_verbs(errno, "ibv_reg_mr of the mailbox failed");
@@ -132,12 +139,11 @@ void VerbsConn::release_verbs()
 	if (qp_)
 		ibv_destroy_qp(qp_);
 	qp_ = nullptr;
-	if (ring_mr_)
-		ibv_dereg_mr(ring_mr_);
-	ring_mr_ = nullptr;
-	if (mail_mr_)
-		ibv_dereg_mr(mail_mr_);
-	mail_mr_ = nullptr;
+	for (ibv_mr **mr : {&tx_mr_, &rx_mr_, &mail_mr_}) {
+		if (*mr)
+			ibv_dereg_mr(*mr);
+		*mr = nullptr;
+	}
 	if (send_cq_)
 		ibv_destroy_cq(send_cq_);
 	send_cq_ = nullptr;
@@ -147,13 +153,16 @@ void VerbsConn::release_verbs()
 	if (channel_)
 		ibv_destroy_comp_channel(channel_);
 	channel_ = nullptr;
+	if (pd_)
+		ibv_dealloc_pd(pd_);
+	pd_ = nullptr;
 }
 
 LocalWindow VerbsConn::local_window() const
 {
 	LocalWindow w;
 	w.ring_addr = reinterpret_cast<uintptr_t>(rx_data_);
-	w.ring_rkey = ring_mr_->rkey;
+	w.ring_rkey = rx_mr_->rkey;
 	w.mailbox_addr = reinterpret_cast<uintptr_t>(&mail_->in);
 	w.mailbox_rkey = mail_mr_->rkey;
 	w.recv_credits = kRecvDepth;
@@ -174,11 +183,14 @@ void VerbsConn::post_receives()
 	}
 }
 
-void VerbsConn::start(const PeerWindow &peer)
+void VerbsConn::start(const PeerWindow &peer, const WireAuth &auth)
 {
 	if (started_)
 		return;
 	peer_ = peer;
+	auth_ = auth;
+	auth_pending_ = auth.send;
+	awaiting_auth_ = auth.expect;
 	peer_recvs_ = peer.recv_credits;
 	started_ = true;
 	channel_watch_.start(loop_, channel_->fd, UV_READABLE,
@@ -298,6 +310,12 @@ void VerbsConn::handle_recv_completion(const ibv_wc &wc)
 		return;
 	}
 	stats_.messages_received++;
+	// The peer may send only as many messages as receives we told it of: this also bounds how
+	// long one poll_completions() can run, however fast the peer sends.
+	if (stats_.messages_received > (reported_recvs_ > kRecvDepth ? reported_recvs_ : kRecvDepth)) {
+		fail(ConnEvent::protocol, "the peer sent more messages than it had receive credits for");
+		return;
+	}
 	if (wc.opcode != IBV_WC_RECV_RDMA_WITH_IMM || !(wc.wc_flags & IBV_WC_WITH_IMM)) {
 		fail(ConnEvent::protocol, "the peer sent something other than WRITE_WITH_IMM");
 		return;
@@ -308,12 +326,36 @@ void VerbsConn::handle_recv_completion(const ibv_wc &wc)
 		fail(ConnEvent::qp_error, "cannot repost a receive");
 		return;
 	}
+	uint32_t imm = ntohl(wc.imm_data);
+	if (awaiting_auth_ || wire_type(imm) == WireMsg::auth) {
+		check_auth(wire_type(imm));
+		return;
+	}
 	if (!read_mailbox()) {
 		fail(ConnEvent::protocol, "the peer's mailbox holds impossible credits");
 		return;
 	}
-	uint32_t imm = ntohl(wc.imm_data);
 	handle_message(wire_type(imm), wire_value(imm));
+}
+
+// The peer's first message must be its proof, and only the first.
+void VerbsConn::check_auth(WireMsg type)
+{
+	if (!awaiting_auth_ || type != WireMsg::auth) {
+		fail(ConnEvent::protocol, awaiting_auth_ ? "the peer sent data before proving the cluster key"
+							  : "an auth message after the first");
+		return;
+	}
+	volatile uint8_t *slot = mail_->auth_in;
+	uint8_t diff = 0; // in constant time
+	for (size_t i = 0; i < kWireAuthBytes; i++)
+		diff |= slot[i] ^ auth_.mac[i];
+	if (diff != 0) {
+		fail(ConnEvent::protocol, "the peer did not prove the cluster key");
+		return;
+	}
+	awaiting_auth_ = false;
+	report(ConnEvent::authenticated, "");
 }
 
 void VerbsConn::fail_completion(const char *queue, const ibv_wc &wc)
@@ -329,7 +371,10 @@ bool VerbsConn::read_mailbox()
 	// The peer's HCA may be writing a newer mailbox while we read: take two equal reads.
 	wire_mailbox a, b;
 	volatile wire_mailbox *in = &mail_->in;
+	int tries = 0;
 	do {
+		if (++tries > kMailboxReadTries)
+			return false; // an honest peer writes it once per message, before the message
 		a.consumed = in->consumed;
 		a.recvs_posted = in->recvs_posted;
 		b.consumed = in->consumed;
@@ -386,6 +431,8 @@ void VerbsConn::handle_message(WireMsg type, uint32_t value)
 			drain_app_filler();
 		report(ConnEvent::peer_closed, "");
 		return;
+	case WireMsg::auth:
+		break; // check_auth() takes it, and only as the first message
 	}
 	fail(ConnEvent::protocol, "unknown message type");
 }
@@ -425,13 +472,7 @@ void VerbsConn::drain_app_filler()
 // tx_waiting on its rx ring; its next recv drains the filler, and our fd becomes writable.
 void VerbsConn::request_consume_notification()
 {
-	static const char filler[4096] = {};
-	for (;;) {
-		ssize_t n = send(agent_fd_.get(), filler, sizeof(filler), MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n > 0 || (n < 0 && errno == EINTR))
-			continue;
-		break;
-	}
+	fill_until_full(agent_fd_.get());
 	rx_->tx_waiting.store(1);
 	std::atomic_thread_fence(std::memory_order_seq_cst);
 	notify_requested_ = true;
@@ -445,7 +486,7 @@ void VerbsConn::on_agent_fd(int status, int events)
 	} else {
 		if (events & UV_READABLE) {
 			char buf[256];
-			for (;;) {
+			for (size_t budget = kBellReadMax; budget >= sizeof(buf); budget -= sizeof(buf)) {
 				ssize_t n = recv(agent_fd_.get(), buf, sizeof(buf), MSG_DONTWAIT);
 				if (n > 0 && static_cast<size_t>(n) < sizeof(buf))
 					break; // a short read of a stream socket emptied it: no EAGAIN call
@@ -556,7 +597,7 @@ bool VerbsConn::post_message(WireMsg type, uint64_t from, uint64_t to)
 		if (chunk) {
 			sge[n].addr = reinterpret_cast<uintptr_t>(tx_data_ + off);
 			sge[n].length = static_cast<uint32_t>(chunk);
-			sge[n].lkey = ring_mr_->lkey;
+			sge[n].lkey = tx_mr_->lkey;
 			w.sg_list = &sge[n];
 			w.num_sge = 1;
 		}
@@ -592,10 +633,46 @@ bool VerbsConn::post_message(WireMsg type, uint64_t from, uint64_t to)
 	return true;
 }
 
+// The active end's proof: the MAC into the peer's auth slot, then an empty auth message.
+bool VerbsConn::post_auth()
+{
+	if (message_credits() == 0 || sq_used_ + 2 > kSendDepth)
+		return false;
+	std::memcpy(mail_->auth_out, auth_.mac, kWireAuthBytes);
+	ibv_sge sge{};
+	sge.addr = reinterpret_cast<uintptr_t>(mail_->auth_out);
+	sge.length = kWireAuthBytes;
+	ibv_send_wr wr[2]{};
+	wr[0].opcode = IBV_WR_RDMA_WRITE;
+	wr[0].send_flags = IBV_SEND_INLINE;
+	wr[0].sg_list = &sge;
+	wr[0].num_sge = 1;
+	wr[0].wr.rdma.remote_addr = peer_.mailbox_addr + sizeof(wire_mailbox);
+	wr[0].wr.rdma.rkey = peer_.mailbox_rkey;
+	wr[0].next = &wr[1];
+	wr[1].opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+	wr[1].imm_data = htonl(wire_imm(WireMsg::auth, 0));
+	wr[1].send_flags = IBV_SEND_SIGNALED;
+	wr[1].wr_id = sent_;
+	ibv_send_wr *bad = nullptr;
+	if (ibv_post_send(qp_, wr, &bad) != 0) {
+		fail(ConnEvent::qp_error, "ibv_post_send failed");
+		return false;
+	}
+	sq_used_ += 2;
+	batches_.push_back({2, sent_});
+	msgs_sent_++;
+	stats_.messages_sent++;
+	auth_pending_ = false;
+	return true;
+}
+
 void VerbsConn::progress()
 {
 	if (!started_ || stopped_ || failed_)
 		return;
+	if (auth_pending_ && !post_auth())
+		return; // nothing may precede it
 	// We always want a doorbell for new data: arm before reading head (Dekker with the shim).
 	tx_->rx_armed.store(1);
 	std::atomic_thread_fence(std::memory_order_seq_cst);

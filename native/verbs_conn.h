@@ -1,9 +1,11 @@
 // VerbsConn: one end of a verbs-fabric connection, in this agent.
 //
 // It owns the connection's region (shared with the local process, as on the shm fabric), an RC
-// queue pair with its own send and receive completion queues and completion channel, and two
-// memory registrations: the region's rings (so RDMA WRITEs go straight from the process's tx
-// ring into the peer's rx ring) and a small agent-private page with the mailboxes.  The rdma_cm
+// queue pair with its own send and receive completion queues and completion channel, and three
+// memory registrations in a protection domain of its own (so a peer's keys reach this
+// connection's memory and no other's): the process's tx ring, which our HCA only reads; the rx
+// ring, which the peer's HCA writes (RDMA WRITEs go straight from one's tx ring into the other's
+// rx ring); and a small agent-private mailbox the peer writes.  The rdma_cm
 // id and the QP state transitions belong to VerbsFabric; this class runs the data path, on the
 // loop thread, from three watched descriptors: the completion channel, and the two doorbell
 // sockets it holds as the process's other party.  Nothing here calls JavaScript: what the agent
@@ -60,6 +62,7 @@ enum class ConnEvent {
 	peer_reset,  // the peer aborted: the process sees ECONNRESET
 	qp_error,    // a work completion failed: the process sees ECONNRESET
 	protocol,    // the peer or the process broke the protocol: reset
+	authenticated, // the peer's auth message matched: the passive end may be handed out
 };
 const char *conn_event_name(ConnEvent event);
 
@@ -75,8 +78,14 @@ public:
 	static constexpr uint32_t kSendDepth = 256;  // send work requests outstanding at most
 	static constexpr uint32_t kCreditReserve = 2; // message credits data never takes
 
-	// Creates the region, CQs, QP (in RESET) and registrations.  Throws SystemError.
-	VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_pd *pd, uint32_t ring_size, uint64_t cid,
+	// Bytes read from the process's doorbell per wake-up at most: a process that keeps writing
+	// into it cannot hold the agent's loop (the watch is level-triggered, so the rest waits).
+	static constexpr size_t kBellReadMax = 64 * 1024;
+	// Reads of a mailbox the peer keeps rewriting before we call it broken.
+	static constexpr int kMailboxReadTries = 1000;
+
+	// Creates the PD, region, CQs, QP (in RESET) and registrations.  Throws SystemError.
+	VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_context *ctx, uint32_t ring_size, uint64_t cid,
 		  int app_side, VerbsConnSink &sink);
 	~VerbsConn();
 	VerbsConn(const VerbsConn &) = delete;
@@ -91,7 +100,9 @@ public:
 	// Fills the receive queue; the QP must be in INIT or later.  Throws SystemError.
 	void post_receives();
 	// Starts moving bytes (the QP is in RTS, the peer's window known).  Throws SystemError.
-	void start(const PeerWindow &peer);
+	// With auth.send the auth message goes first; with auth.expect nothing is delivered (and
+	// ConnEvent::authenticated not reported) until the peer's auth message matches.
+	void start(const PeerWindow &peer, const WireAuth &auth);
 	// Handles the completions already queued (before the QP goes to ERR: a FIN or reset that
 	// arrived just before the DREQ must still reach the process).
 	void drain();
@@ -115,6 +126,8 @@ private:
 	bool read_mailbox();
 	void progress();
 	bool post_message(WireMsg type, uint64_t from, uint64_t to);
+	bool post_auth();
+	void check_auth(WireMsg type);
 	uint32_t message_credits() const;
 	void advance_tx_tail();
 	void deliver(uint64_t bytes);
@@ -146,14 +159,18 @@ private:
 
 	struct Mailboxes {
 		wire_mailbox in; // the peer writes here
+		uint8_t auth_in[kWireAuthBytes]; // and its proof here, once (registered with `in`)
 		wire_mailbox out;
+		uint8_t auth_out[kWireAuthBytes];
 	};
 	std::unique_ptr<Mailboxes> mail_;
 	ibv_comp_channel *channel_ = nullptr;
 	ibv_cq *send_cq_ = nullptr;
 	ibv_cq *recv_cq_ = nullptr;
+	ibv_pd *pd_ = nullptr;
 	ibv_qp *qp_ = nullptr;
-	ibv_mr *ring_mr_ = nullptr;
+	ibv_mr *tx_mr_ = nullptr; // local read only
+	ibv_mr *rx_mr_ = nullptr; // the peer writes
 	ibv_mr *mail_mr_ = nullptr;
 
 	FdWatch channel_watch_, agent_watch_, bell_watch_;
@@ -166,6 +183,9 @@ private:
 	bool agent_fd_eof_ = false;
 	bool notify_requested_ = false;
 	bool send_cq_armed_ = false;
+	WireAuth auth_{};
+	bool auth_pending_ = false; // active: the auth message is not posted yet
+	bool awaiting_auth_ = false; // passive: the peer has not proved the key yet
 
 	// transmit (the process's tx ring)
 	uint64_t sent_ = 0;        // posted to the QP

@@ -83,9 +83,6 @@ void VerbsFabric::close()
 	channel_watch_.stop();
 	while (!ids_.empty())
 		destroy(ids_.begin()->first);
-	for (auto &pd : pds_)
-		ibv_dealloc_pd(pd.second);
-	pds_.clear();
 	rdma_destroy_event_channel(channel_);
 	channel_ = nullptr;
 	queue_.clear();
@@ -122,21 +119,6 @@ uint32_t VerbsFabric::add(rdma_cm_id *id)
 	id->context = reinterpret_cast<void *>(static_cast<uintptr_t>(handle));
 	ids_[handle] = Entry{id, nullptr};
 	return handle;
-}
-
-ibv_pd *VerbsFabric::pd_for(ibv_context *ctx)
-{
-	if (!ctx)
-		throw_system_error(ENODEV, "the rdma_cm id is not bound to a device yet",
-				   "resolve the address (or receive the request) first");
-	auto it = pds_.find(ctx);
-	if (it != pds_.end())
-		return it->second;
-	ibv_pd *pd = ibv_alloc_pd(ctx);
-	if (!pd)
-		throw_errno("ibv_alloc_pd failed");
-	pds_[ctx] = pd;
-	return pd;
 }
 
 uint32_t VerbsFabric::listen(const sockaddr *addr, int backlog)
@@ -176,8 +158,10 @@ LocalWindow VerbsFabric::create_qp(uint32_t handle, uint32_t ring_size, uint64_t
 	Entry &e = entry(handle);
 	if (e.conn)
 		throw_system_error(EEXIST, "verbs handle " + std::to_string(handle) + " has a QP already");
-	ibv_pd *pd = pd_for(e.id->verbs);
-	e.conn = std::make_unique<VerbsConn>(loop_, handle, pd, ring_size, cid, app_side,
+	if (!e.id->verbs)
+		throw_system_error(ENODEV, "the rdma_cm id is not bound to a device yet",
+				   "resolve the address (or receive the request) first");
+	e.conn = std::make_unique<VerbsConn>(loop_, handle, e.id->verbs, ring_size, cid, app_side,
 					     static_cast<VerbsConnSink &>(*this));
 	return e.conn->local_window();
 }
@@ -257,9 +241,9 @@ void VerbsFabric::establish(uint32_t handle)
 	check_cm(rdma_establish(entry(handle).id), "rdma_establish (RTU) failed");
 }
 
-void VerbsFabric::start(uint32_t handle, const PeerWindow &peer)
+void VerbsFabric::start(uint32_t handle, const PeerWindow &peer, const WireAuth &auth)
 {
-	conn(handle).start(peer);
+	conn(handle).start(peer, auth);
 }
 
 void VerbsFabric::reset_app(uint32_t handle)
@@ -300,7 +284,8 @@ void VerbsFabric::destroy(uint32_t handle)
 void VerbsFabric::on_channel()
 {
 	rdma_cm_event *event = nullptr;
-	while (channel_ && rdma_get_cm_event(channel_, &event) == 0) {
+	// Bounded: REQs from the network must not hold the loop; the channel stays readable.
+	for (int i = 0; i < kCmEventsPerWake && channel_ && rdma_get_cm_event(channel_, &event) == 0; i++) {
 		CmEventInfo info;
 		info.type = event->event;
 		info.status = event->status;

@@ -52,6 +52,9 @@ public:
 
 class VerbsFabric : private VerbsConnSink {
 public:
+	// rdma_cm events handled per wake-up at most (REQs come from the network).
+	static constexpr int kCmEventsPerWake = 64;
+
 	// Throws SystemError(ENODEV) when rdma_cm is unusable (no RDMA device, module not loaded).
 	VerbsFabric(uv_loop_t *loop, VerbsFabricListener &listener);
 	~VerbsFabric();
@@ -67,7 +70,7 @@ public:
 	void accept(uint32_t handle, const uint8_t *data, size_t len);
 	void reject(uint32_t handle, const uint8_t *data, size_t len);
 	void establish(uint32_t handle);
-	void start(uint32_t handle, const PeerWindow &peer);
+	void start(uint32_t handle, const PeerWindow &peer, const WireAuth &auth);
 	void disconnect(uint32_t handle);
 	void reset_app(uint32_t handle);
 	std::array<int, VTOE_FD__COUNT> fds_for_app(uint32_t handle);
@@ -91,7 +94,6 @@ private:
 	void flush();
 	Entry &entry(uint32_t handle);
 	uint32_t add(rdma_cm_id *id);
-	ibv_pd *pd_for(ibv_context *ctx);
 	rdma_conn_param conn_param(Entry &e, const uint8_t *data, size_t len);
 
 	uv_loop_t *loop_;
@@ -99,7 +101,6 @@ private:
 	rdma_event_channel *channel_ = nullptr;
 	FdWatch channel_watch_;
 	std::map<uint32_t, Entry> ids_;
-	std::map<ibv_context *, ibv_pd *> pds_;
 	uint32_t next_handle_ = 1;
 	std::deque<std::variant<CmEventInfo, ConnEventInfo>> queue_; // in the order they happened
 	uv_timer_t *flush_timer_ = nullptr;

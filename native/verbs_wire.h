@@ -12,12 +12,18 @@
 // how much of the peer's stream it consumed (byte credits) and how many receives it has posted
 // (message credits).  RC ordering puts the mailbox in place before the completion is seen.
 //
+// Authentication: the passive agent proved the cluster key in its REP (src/agent/cluster-key.ts);
+// the active one proves it with its first message, an `auth` whose 16-byte MAC it RDMA WRITEs
+// into the auth slot right after the peer's mailbox.  Until that message checks out, the
+// passive end carries nothing and no process can claim it.
+//
 // A sender never has more unconsumed bytes outstanding than one ring (its tx ring holds them
 // until the peer reports them consumed), so the peer's rx ring always has room: a slow reader
 // stalls the writer, and no receive is ever missing (no RNR).
 #ifndef VTOE_NATIVE_VERBS_WIRE_H
 #define VTOE_NATIVE_VERBS_WIRE_H
 
+#include <cstddef>
 #include <cstdint>
 
 namespace vtoe {
@@ -28,7 +34,10 @@ enum class WireMsg : uint32_t {
 	fin = 2,    // the sender shut down writing; all its data came before this
 	reset = 3,  // the sender's process aborted (linger 0, unread data at close, death)
 	close = 4,  // the sender's process closed the socket: it reads no more (EPIPE for writers)
+	auth = 5,   // the active end's proof of the cluster key, in the auth slot; first message only
 };
+
+constexpr size_t kWireAuthBytes = 16;
 
 constexpr uint32_t kWireTypeShift = 29;
 constexpr uint32_t kWireValueMask = (1u << kWireTypeShift) - 1;
@@ -50,6 +59,14 @@ constexpr uint32_t wire_value(uint32_t imm)
 struct wire_mailbox {
 	uint64_t consumed;     // bytes of the receiver's stream the sender's process has read
 	uint64_t recvs_posted; // receives the sender has posted since the connection began
+};
+
+// What start() is told about authentication: a MAC to send first (active), or the MAC the
+// peer's first message must carry (passive).  Neither: an unauthenticated (test) connection.
+struct WireAuth {
+	bool send = false;
+	bool expect = false;
+	uint8_t mac[kWireAuthBytes] = {};
 };
 
 } // namespace vtoe

@@ -23,6 +23,7 @@ export interface ResolvedConfig {
   drainMs: number;
   maxConnections: number;
   maxProcessSockets: number;
+  maxPendingAccepts: number;
   shortBytes: number;
   shortMs: number;
   shortHoldMs: number;
@@ -32,6 +33,8 @@ export interface ResolvedConfig {
   fabric: FabricChoice;
   rdmaPort: number;
   rdmaAddress: string;
+  clusterKeyFile: string;
+  fabricTrusted: boolean;
 }
 
 /** Which fabric carries offloaded connections (VTOE_FABRIC). */
@@ -226,6 +229,9 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
   entry({ key: 'maxProcessSockets', env: 'VTOE_MAX_PROCESS_SOCKETS', default: 3072,
     doc: 'sockets one process holds in the agent at once (listeners and offloaded connection ends, waiting or not); beyond it its new ones fall back to kernel TCP, so that no process takes every connection or the memory of all', readBy: 'agent',
     ...intIn(1, 1_048_576, 'sockets') }),
+  entry({ key: 'maxPendingAccepts', env: 'VTOE_MAX_PENDING_ACCEPTS', default: 4096,
+    doc: "remote (verbs) connections one listener holds that its process has not accepted yet, as the kernel's accept queue; beyond it new ones fall back to kernel TCP", readBy: 'agent',
+    ...intIn(1, 1_048_576, 'connections') }),
   entry({ key: 'shortBytes', env: 'VTOE_SHORT_BYTES', default: 16384,
     doc: 'a connection that moved at most this many bytes (both ways) and closed within VTOE_SHORT_MS is short: setting up its offload cost more than it saved; after 8 in a row to one listener, its new connections stay on kernel TCP for VTOE_SHORT_HOLD_MS (the shims do not even ask the agent), then one is offloaded again to look; 0: offload every connection', readBy: 'agent',
     ...intIn(0, 1 << 30, 'bytes') }),
@@ -254,6 +260,12 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
   entry({ key: 'rdmaAddress', env: 'VTOE_RDMA_ADDRESS', default: '',
     doc: "this host's address on its RDMA port, for verbs connections to itself; '' finds it", readBy: 'agent',
     parse: (raw, name) => checkIpAddress(raw.trim(), name), check: checkIpAddress }),
+  entry({ key: 'clusterKeyFile', env: 'VTOE_CLUSTER_KEY_FILE', default: '',
+    doc: "file holding the cluster's shared secret (at least 32 bytes, mode 0600, the same on every host; e.g. head -c 32 /dev/urandom): agents prove it to each other on every verbs connection (HMAC-SHA256 over the CM private data and a fresh nonce); '' allows verbs connections within this host only, unless VTOE_FABRIC_TRUSTED=1",
+    readBy: 'agent', parse: (raw) => raw.trim(), check: asIs }),
+  entry({ key: 'fabricTrusted', env: 'VTOE_FABRIC_TRUSTED', default: false,
+    doc: '1: without VTOE_CLUSTER_KEY_FILE, make and accept verbs connections to and from other hosts unauthenticated; declare it only for a fabric that nobody else can reach',
+    readBy: 'agent', parse: parseBool, check: checkBool }),
 ] as ConfigEntry[];
 
 export type ConfigSources = Record<ConfigKey, ConfigSource>;

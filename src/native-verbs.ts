@@ -33,7 +33,11 @@ export interface CmEvent {
   remote: IpPort | null;
 }
 
-export type ConnEventType = 'app_closed' | 'fin_sent' | 'peer_fin' | 'peer_closed' | 'peer_reset' | 'qp_error' | 'protocol';
+export type ConnEventType = 'app_closed' | 'fin_sent' | 'peer_fin' | 'peer_closed' | 'peer_reset' | 'qp_error' | 'protocol'
+  | 'authenticated';
+
+/** The proof the active end sends first, or the one the passive end waits for (16 bytes). */
+export type WireAuth = { send: Buffer } | { expect: Buffer };
 
 /** Something the data path of one connection could not settle itself. */
 export interface ConnEvent {
@@ -86,7 +90,7 @@ interface NativeVerbsFabric {
   accept(handle: number, privateData: Buffer): void;
   reject(handle: number, privateData: Buffer): void;
   establish(handle: number): void;
-  start(handle: number, peer: PeerWindow): void;
+  start(handle: number, peer: PeerWindow, auth?: WireAuth): void;
   disconnect(handle: number): void;
   resetApp(handle: number): void;
   fdsForApp(handle: number): number[];
@@ -139,7 +143,7 @@ export class VerbsFabric {
   accept(handle: number, privateData: Buffer): void { native(() => this.raw.accept(handle, privateData)); }
   reject(handle: number, privateData: Buffer): void { native(() => this.raw.reject(handle, privateData)); }
   establish(handle: number): void { native(() => this.raw.establish(handle)); }
-  start(handle: number, peer: PeerWindow): void { native(() => this.raw.start(handle, peer)); }
+  start(handle: number, peer: PeerWindow, auth?: WireAuth): void { native(() => this.raw.start(handle, peer, auth)); }
   disconnect(handle: number): void { native(() => this.raw.disconnect(handle)); }
   /** The connection is lost: the process sees ECONNRESET on its next call. */
   resetApp(handle: number): void { native(() => this.raw.resetApp(handle)); }

@@ -3,14 +3,16 @@
 // This machine has none: test/rdma-vm.test.ts runs this file inside the Soft-RoCE guest (QEMU,
 // Debian's kernel, rdma_rxe).  On a host with an RDMA device it runs here directly.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
+import { findRdmaAddress } from '../src/agent/rdma-addresses.js';
 import { probeVerbs } from '../src/native.js';
 import { buildC, repoRoot } from './helpers/cc.js';
+import { ForgedAgent } from './helpers/forged-agent.js';
 import { killAll, startProc, type Proc } from './helpers/proc.js';
 
 function rdmaDevice(): string | null {
@@ -33,6 +35,11 @@ let dir: string;
 let agent: Agent;
 let roles: string;
 let peer: string;
+let keyFile: string;
+const RDMA_PORT = 20000 + (process.pid % 20000);
+const RING = 65536;
+// Short, so that remote connections nobody accepts expire within a test (2 x this, swept each).
+const AGENT_TIMEOUT_MS = 2000;
 // The loopback address: the agent still connects through rdma_cm (to its own RDMA address).
 const HOST = '127.0.0.1';
 
@@ -42,11 +49,14 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     roles = buildC('stream-roles', ['test/c/stream-roles.c']);
     peer = buildC('e2e-peer', ['test/c/e2e-peer.c']);
     dir = mkdtempSync(join(tmpdir(), 'vtoe-verbs-'));
+    keyFile = join(dir, 'cluster.key');
+    writeFileSync(keyFile, Buffer.from('0123456789abcdef0123456789abcdef-test-cluster'), { mode: 0o600 });
     agent = await Agent.start({
       socketPath: join(dir, 'agent.sock'),
-      config: { fabric: 'verbs', rdmaPort: 20000 + (process.pid % 20000), timewaitMs: 200, ringSize: 65536 },
+      config: { fabric: 'verbs', rdmaPort: RDMA_PORT, timewaitMs: 200, ringSize: RING, clusterKeyFile: keyFile,
+        agentTimeoutMs: AGENT_TIMEOUT_MS },
     });
-    expect(agent.stats().fabrics.verbs).toMatch(/^up/);
+    expect(agent.stats().fabrics.verbs).toMatch(/^up .*\(cluster key\)$/);
   }, 120_000);
 
   afterEach(() => killAll());
@@ -154,6 +164,80 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     // Credits bound it by one ring (65536); the two rows are read a moment apart, hence the slack.
     expect(maxInFlight).toBeLessThanOrEqual(2 * 65536);
   }, 180_000);
+
+  it('each connection has a protection domain of its own; only its rx ring and mailbox are remotely writable', async () => {
+    const hold = startProc(roles, ['hold', HOST], env());
+    const port = Number((await hold.waitLine(/^READY (\d+)$/, 60_000))[1]);
+    const flood = startProc(roles, ['flood', HOST, String(port)], env());
+    await hold.waitLine(/^ACCEPTED$/, 60_000);
+    await agent.until((a) => a.sockets().filter((r) => r.fabric === 'verbs' && r.qp === 'RTS').length === 2, 60_000);
+    // rdma_rxe gives an MR without remote access the rkey 0 (`rdma -j` prints keys in hex).
+    type Mr = { mrlen: number; pdn: number; rkey?: string; pid?: number };
+    const remote = (m: Mr) => Number.parseInt(m.rkey ?? '0', 16) !== 0;
+    const mrs = (JSON.parse(execFileSync('rdma', ['-j', 'res', 'show', 'mr'], { encoding: 'utf8' })) as Mr[])
+      .filter((m) => m.pid === process.pid);
+    const byPd = new Map<number, Mr[]>();
+    for (const m of mrs) byPd.set(m.pdn, [...(byPd.get(m.pdn) ?? []), m]);
+    expect(byPd.size, JSON.stringify(mrs)).toBe(2); // the two ends of the one connection
+    for (const list of byPd.values()) {
+      const rings = list.filter((m) => m.mrlen === RING);
+      expect(rings.length, JSON.stringify(list)).toBe(2);
+      expect(rings.filter((m) => !remote(m)).length, JSON.stringify(list)).toBe(1); // the tx ring
+      expect(list.filter((m) => m.mrlen < RING && remote(m)).length, JSON.stringify(list)).toBe(1); // mailbox + auth slot
+      expect(list.length, JSON.stringify(list)).toBe(3);
+    }
+    hold.kill('SIGKILL');
+    flood.kill('SIGKILL');
+  }, 120_000);
+
+  it('an agent without the cluster key is refused, logged and counted; the real client still gets through', async () => {
+    const rdma = findRdmaAddress()!;
+    const { proc: rx, port } = await sink();
+    const wrongKey = Buffer.alloc(32, 0x55);
+    const rightKey = readFileSync(keyFile);
+    const refused = () => agent.stats().refused['peer-unauthenticated'] ?? 0;
+    const before = refused();
+    const forged = new ForgedAgent();
+    try {
+      const rep = await forged.request(rdma, RDMA_PORT, HOST, port, 40001, RING);
+      expect(rep.type).toBe('CONNECT_RESPONSE');
+      // The passive agent proved the real key, which the impostor cannot check.
+      expect(forged.repProvenBy(rep, rightKey)).toBe(true);
+      expect(forged.repProvenBy(rep, wrongKey)).toBe(false);
+      forged.establish(rep, wrongKey);
+      await forged.next(['DISCONNECTED']);
+      await agent.until(() => refused() === before + 1, 30_000);
+      expect(agent.stats().refused['peer-unauthenticated']).toBe(before + 1);
+    } finally {
+      forged.close();
+    }
+    const tx = startProc(roles, ['source', HOST, String(port), '100000'], env());
+    await Promise.all([tx.exited, rx.exited]);
+    const [, n, h] = /^SENT (\d+) ([0-9a-f]+)$/.exec(lastLine(tx))!;
+    expect(lastLine(rx)).toBe(`DONE ${n} ${h}`);
+  }, 120_000);
+
+  it('a proven remote connection that no kernel rendezvous follows is reset after two agent timeouts', async () => {
+    const rdma = findRdmaAddress()!;
+    const { proc: rx, port } = await sink();
+    const unclaimed = () => agent.stats().refused['passive-unclaimed'] ?? 0;
+    const before = unclaimed();
+    const forged = new ForgedAgent();
+    try {
+      const rep = await forged.request(rdma, RDMA_PORT, HOST, port, 40002, RING);
+      expect(rep.type).toBe('CONNECT_RESPONSE');
+      const started = Date.now();
+      forged.establish(rep, readFileSync(keyFile));
+      await agent.until((a) => a.stats().connections.pendingAccept === 1, 30_000);
+      await forged.next(['DISCONNECTED'], 30_000);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(2 * AGENT_TIMEOUT_MS - 100);
+      expect(unclaimed()).toBe(before + 1);
+      expect(agent.stats().connections.pendingAccept).toBe(0);
+    } finally {
+      forged.close();
+      rx.kill('SIGKILL');
+    }
+  }, 120_000);
 
   // Last, and only in the throwaway guest: it deletes the RDMA device.
   it.skipIf(process.env.VTOE_RDMA_GUEST !== '1')('DEVICE_REMOVAL resets live connections; new ones fall back to kernel TCP', async () => {

@@ -2,7 +2,7 @@
 // else is refused.
 import { describe, expect, it } from 'vitest';
 import {
-  decodeRej, decodeRep, decodeReq, encodeRej, encodeRep, encodeReq, REQ_PRIVATE_DATA_MAX, WireError,
+  decodeRej, decodeRep, decodeReq, encodeRej, encodeRep, encodeReq, REP_LENGTH, REP_MAC_AT, REQ_PRIVATE_DATA_MAX, WireError,
   type ReqData,
 } from '../src/agent/verbs-wire.js';
 
@@ -44,8 +44,20 @@ describe('REQ private data', () => {
 });
 
 describe('REP and REJ private data', () => {
-  it('REP round-trips the passive window', () => {
-    expect(decodeRep(encodeRep({ ...window, ringSize: 4096 }))).toEqual({ ...window, ringSize: 4096 });
+  const auth = { nonce: Buffer.alloc(16, 0xab), mac: Buffer.alloc(16, 0xcd) };
+
+  it('REP round-trips the passive window, its nonce and MAC, within rdma_cm\'s 196 bytes', () => {
+    const b = encodeRep({ ...window, ringSize: 4096, ...auth });
+    expect(b.length).toBe(REP_LENGTH);
+    expect(REP_LENGTH).toBeLessThanOrEqual(196);
+    expect(b.subarray(REP_MAC_AT).equals(auth.mac)).toBe(true);
+    expect(decodeRep(b)).toEqual({ ...window, ringSize: 4096, ...auth });
+  });
+
+  it('a REP cut short (an older vtoe, without the proof) is refused', () => {
+    const b = encodeRep({ ...window, ringSize: 4096, ...auth });
+    expect(() => decodeRep(b.subarray(0, REP_MAC_AT))).toThrow(WireError);
+    expect(() => encodeRep({ ...window, ringSize: 4096, nonce: Buffer.alloc(8), mac: auth.mac })).toThrow(WireError);
   });
 
   it('REP from something else is refused', () => {

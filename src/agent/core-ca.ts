@@ -18,7 +18,7 @@ import { monotonicMs, ShortConnections, wireMs } from './short-connections.js';
 import type { EventLog } from './event-log.js';
 import type { AgentCounters, Refusal } from './stats.js';
 import type { ShmHostCA, ShmLink } from './host-ca-shm.js';
-import type { VerbsHostCA } from './host-ca-verbs.js';
+import type { PassiveClaim, VerbsHostCA } from './host-ca-verbs.js';
 import type { VerbsEndpoint } from './verbs-endpoint.js';
 
 const { errno } = osConstants;
@@ -454,12 +454,22 @@ export class CoreCA {
       return this.refuseAccept(proc, req, 'accept-not-party', `ACCEPT of port ${remote.port} with a socket of another connection`);
     }
     if (!conn) {
-      const claimed = this.verbs?.claimPassive(local.port, remote);
-      if (claimed) return this.acceptVerbs(proc, req, remote, claimed);
-      this.counters.kernelAccepted++;
-      this.reply(proc.client, req, {
-        event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED, skipUntilMs: wireMs(this.acceptQuietUntil(proc, req.sid)),
+      const onKernel = (): void => {
+        this.counters.kernelAccepted++;
+        this.reply(proc.client, req, {
+          event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED, skipUntilMs: wireMs(this.acceptQuietUntil(proc, req.sid)),
+        });
+      };
+      // A remote client's connection may still be proving itself: then the answer comes later.
+      const waits = this.verbs?.claimPassive(local.port, remote, (claim) => {
+        if (this.processes.get(proc.client) !== proc) {
+          if (claim) this.verbs!.abandon(claim.end); // the process went meanwhile
+          return;
+        }
+        if (claim) this.acceptVerbs(proc, req, remote, claim);
+        else onKernel();
       });
+      if (!waits) onKernel();
       return;
     }
     if (this.atProcessLimit(proc)) {
@@ -492,7 +502,7 @@ export class CoreCA {
   }
 
   private acceptVerbs(proc: ProcessRecord, req: CtlRequest, remote: SockAddr,
-    claimed: { end: VerbsEndpoint; fds: number[]; ringSize: number }): void {
+    claimed: PassiveClaim): void {
     const { end } = claimed;
     const sid = this.allocateSid();
     end.sid = sid;

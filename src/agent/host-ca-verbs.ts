@@ -4,6 +4,8 @@
 //
 // Active:  resolve address, route → create QP, INIT → REQ → (REP) RTR, RTS → RTU → data.
 // Passive: (REQ) → create QP, INIT, RTR → REP → (RTU, or the process's ACCEPT) RTS → data.
+// Trust:   the REP carries the passive agent's proof of the cluster key, the active agent's
+//          first message its own (cluster-key.ts); a passive end is claimable only once proven.
 // Close:   FINs travel in band; the end that sent its FIN first sends DREQ once it has the
 //          peer's; both QPs go to ERR; TIMEWAIT; the id and QP are destroyed.
 // Any reset, QP error or DREQ without a FIN reaches the process as ECONNRESET.
@@ -12,13 +14,17 @@ import type { ResolvedConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import type { SockAddr } from '../native.js';
 import { VerbsFabric, type CmEvent, type ConnEvent, type VerbsConnCounters } from '../native-verbs.js';
+import { loadClusterAuth, macEqual, newNonce, repMac, rtuMac, type ClusterAuth } from './cluster-key.js';
 import type { EventLog } from './event-log.js';
 import type { ListenerEntry } from './listener-registry.js';
 import { canonical, isLocalAddress, isWildcard } from './local-addresses.js';
 import { findRdmaAddress } from './rdma-addresses.js';
 import type { AgentCounters } from './stats.js';
 import { VerbsEndpoint } from './verbs-endpoint.js';
-import { decodeRej, decodeRep, decodeReq, encodeRej, encodeRep, encodeReq, type ReqData } from './verbs-wire.js';
+import { kernelHasTcpPorts } from './kernel-tcp.js';
+import {
+  decodeRej, decodeRep, decodeReq, encodeRej, encodeRep, encodeReq, REP_MAC_AT, REQ_PRIVATE_DATA_MAX, type ReqData,
+} from './verbs-wire.js';
 
 const RESOLVE_TIMEOUT_MS = 2000;
 
@@ -63,6 +69,7 @@ interface Connecting {
   request: ActiveRequest;
   done: (outcome: ConnectOutcome) => void;
   timer: NodeJS.Timeout;
+  req?: Buffer; // as sent: both proofs cover it
 }
 
 interface PassiveInfo {
@@ -71,6 +78,18 @@ interface PassiveInfo {
   key: string;
   fromThisHost: boolean;
   program: string; // the listener's, for per-program statistics
+  expect: Buffer; // the active agent's proof, which its first message must carry
+  authenticated: boolean;
+  since: number; // Date.now() at the REQ
+}
+
+export type PassiveClaim = { end: VerbsEndpoint; fds: number[]; ringSize: number };
+
+/** An ACCEPT whose remote connection exists but has not proven itself yet. */
+interface ClaimWaiter {
+  client: SockAddr;
+  answer: (claim: PassiveClaim | null) => void;
+  timer: NodeJS.Timeout;
 }
 
 export class VerbsHostCA {
@@ -78,6 +97,10 @@ export class VerbsHostCA {
   private readonly connecting = new Map<number, Connecting>();
   private readonly passive = new Map<VerbsEndpoint, PassiveInfo>();
   private readonly pendingAccept = new Map<string, VerbsEndpoint[]>();
+  private readonly claimWaiters = new Map<string, ClaimWaiter[]>();
+  private readonly auth: ClusterAuth;
+  private readonly sweep: NodeJS.Timeout;
+  private warnedNoKey = false;
   private fabric: VerbsFabric | null;
   private unavailable: string | null = null;
   readonly rdmaAddress: string | null;
@@ -93,6 +116,7 @@ export class VerbsHostCA {
     private readonly counters: AgentCounters,
     private readonly log: Logger,
   ) {
+    this.auth = loadClusterAuth(config); // a key file it must not use: the fabric stays down
     this.fabric = new VerbsFabric({
       onCmEvent: (ev) => this.guard(() => this.onCmEvent(ev)),
       onConnEvent: (ev) => this.guard(() => this.onConnEvent(ev)),
@@ -104,6 +128,9 @@ export class VerbsHostCA {
       this.fabric.close();
       throw err;
     }
+    // Remote connections nobody accepted are checked once per shim timeout (expirePassive).
+    this.sweep = setInterval(() => this.guard(() => this.expirePassive()), Math.max(100, config.agentTimeoutMs));
+    this.sweep.unref();
   }
 
   /** The verbs fabric, or why there is none (no device, no rdma-core, port in use). */
@@ -117,7 +144,9 @@ export class VerbsHostCA {
   }
 
   get status(): string {
-    return this.fabric ? `up on rdma_cm port ${this.config.rdmaPort}` : `down: ${this.unavailable}`;
+    const trust = { 'cluster-key': 'cluster key', 'trusted-fabric': 'trusted fabric, unauthenticated',
+      'this-host': 'this host only: no VTOE_CLUSTER_KEY_FILE' }[this.auth.mode];
+    return this.fabric ? `up on rdma_cm port ${this.config.rdmaPort} (${trust})` : `down: ${this.unavailable}`;
   }
 
   get pendingCount(): number {
@@ -143,6 +172,14 @@ export class VerbsHostCA {
     const target = local ? this.rdmaAddress : request.remote.address;
     if (!fabric || !target) {
       done({ kind: 'fallback', reason: ABI.fb.NO_FABRIC, why: fabric ? 'no RDMA address on this host' : 'verbs fabric down' });
+      return;
+    }
+    if (!local && !this.auth.crossHost) {
+      if (!this.warnedNoKey) {
+        this.warnedNoKey = true;
+        this.log.warn('verbs connections to other hosts stay on kernel TCP: set VTOE_CLUSTER_KEY_FILE on every host (or VTOE_FABRIC_TRUSTED=1 on a closed fabric)');
+      }
+      done({ kind: 'fallback', reason: ABI.fb.NO_FABRIC, why: 'no cluster key to prove to another host' });
       return;
     }
     let handle: number;
@@ -201,6 +238,7 @@ export class VerbsHostCA {
       srcPort: c.request.local.port, ringSize: this.config.ringSize,
     });
     end.cmStep('send_req');
+    c.req = req;
     fabric.connect(end.handle, req);
   }
 
@@ -209,13 +247,19 @@ export class VerbsHostCA {
     end.cmStep('rcv_rep');
     const rep = decodeRep(ev.privateData);
     if (rep.ringSize !== this.config.ringSize) throw new Error(`peer answered ring size ${rep.ringSize}`);
+    if (!macEqual(rep.mac, repMac(this.auth.key, c.req!, ev.privateData.subarray(0, REP_MAC_AT)))) {
+      this.counters.refused('peer-unauthenticated');
+      this.log.warn('a remote agent answered without proving the cluster key; the connection stays on kernel TCP',
+        { remote: ev.remote?.address, why: 'REP MAC mismatch: is VTOE_CLUSTER_KEY_FILE the same on both hosts?' });
+      return this.failConnect(end, ABI.fb.NO_FABRIC, 'the peer agent did not prove the cluster key');
+    }
     fabric.modifyQp(end.handle, 'RTR');
     end.qpStep('to_rtr');
     fabric.modifyQp(end.handle, 'RTS');
     end.qpStep('to_rts');
     fabric.establish(end.handle);
     end.cmStep('send_rtu');
-    fabric.start(end.handle, rep);
+    fabric.start(end.handle, rep, { send: rtuMac(this.auth.key, rep.nonce, c.req!) });
     this.connecting.delete(end.handle);
     clearTimeout(c.timer);
     this.counters.connectionOffloaded([end.program]);
@@ -249,12 +293,22 @@ export class VerbsHostCA {
     if (req.ringSize !== this.config.ringSize) {
       return reject(ABI.fb.RESOURCES, `ring size ${req.ringSize}, not this agent's ${this.config.ringSize}`);
     }
+    const remoteIp = ev.remote?.address ?? '0.0.0.0';
+    const fromThisHost = isLocalAddress(remoteIp);
+    if (!fromThisHost && !this.auth.crossHost) {
+      this.counters.refused('peer-unauthenticated');
+      return reject(ABI.fb.NO_FABRIC, `REQ from ${remoteIp}, and no cluster key to check it with`);
+    }
     const family = req.dstAddress.includes(':') ? 6 : 4;
     const listener = this.host.findListener(family, req.dstAddress, req.dstPort);
     if (!listener) return reject(ABI.fb.PEER_NOT_OFFLOADED, `nothing offloaded listens at ${req.dstAddress}:${req.dstPort}`);
     if (!this.host.hasCapacity()) return reject(ABI.fb.RESOURCES, 'connection limit');
-
-    const remoteIp = ev.remote?.address ?? '0.0.0.0';
+    if (this.unacceptedFor(listener.sid) >= this.config.maxPendingAccepts) {
+      this.counters.refused('passive-backlog');
+      return reject(ABI.fb.RESOURCES, `listener ${req.dstAddress}:${req.dstPort} holds VTOE_MAX_PENDING_ACCEPTS unaccepted connections`);
+    }
+    const reqBytes = ev.privateData.subarray(0, REQ_PRIVATE_DATA_MAX);
+    const nonce = newNonce();
     const local: SockAddr = { family, address: req.dstAddress, port: req.dstPort, scopeId: 0 };
     const remote: SockAddr = { family: remoteIp.includes(':') ? 6 : 4, address: remoteIp, port: req.srcPort, scopeId: 0 };
     const end = new VerbsEndpoint(this.host.allocateCid(), 1, ev.handle, null, local, remote, this.eventLog);
@@ -267,7 +321,9 @@ export class VerbsHostCA {
       end.qpStep('to_init');
       fabric.modifyQp(ev.handle, 'RTR');
       end.qpStep('to_rtr');
-      fabric.accept(ev.handle, encodeRep({ ...window, ringSize: req.ringSize }));
+      const rep = encodeRep({ ...window, ringSize: req.ringSize, nonce, mac: Buffer.alloc(16) });
+      repMac(this.auth.key, reqBytes, rep.subarray(0, REP_MAC_AT)).copy(rep, REP_MAC_AT);
+      fabric.accept(ev.handle, rep);
       end.cmStep('send_rep');
     } catch (err) {
       this.log.warn('cannot answer a verbs REQ; the client falls back to kernel TCP', { error: String(err) });
@@ -278,8 +334,9 @@ export class VerbsHostCA {
       return reject(ABI.fb.RESOURCES, String(err));
     }
     const key = acceptKey(req.dstPort, req.srcPort);
-    this.passive.set(end, { peer: req, listenerSid: listener.sid, key, fromThisHost: isLocalAddress(remoteIp),
-      program: listener.program ?? '?' });
+    this.passive.set(end, { peer: req, listenerSid: listener.sid, key, fromThisHost,
+      program: listener.program ?? '?', expect: rtuMac(this.auth.key, nonce, reqBytes), authenticated: false,
+      since: Date.now() });
     const list = this.pendingAccept.get(key) ?? [];
     list.push(end);
     this.pendingAccept.set(key, list);
@@ -293,34 +350,108 @@ export class VerbsHostCA {
     this.fabric!.modifyQp(end.handle, 'RTS');
     end.qpStep('to_rts');
     end.tcpStep('rcv_ack');
-    this.fabric!.start(end.handle, info.peer);
-    if (!info.fromThisHost) this.counters.connectionOffloaded([info.program]);
+    this.fabric!.start(end.handle, info.peer, { expect: info.expect });
   }
 
   /**
-   * ACCEPT: the process accepted the kernel rendezvous from clientPort on listenerPort.  Only a
-   * holder of the listening socket could have learnt that port, so this is the capability check.
+   * ACCEPT: the process accepted the kernel rendezvous from client on listenerPort (the core CA
+   * checked the accepted socket: this is its capability).  Answers with the proven remote
+   * connection of that client, at once or, while its proof is still on the way (RDMA may lose
+   * the race with the kernel rendezvous), once it arrives.  False: there is none to wait for.
    */
-  claimPassive(listenerPort: number, client: SockAddr): { end: VerbsEndpoint; fds: number[]; ringSize: number } | null {
+  claimPassive(listenerPort: number, client: SockAddr, answer: (claim: PassiveClaim | null) => void): boolean {
     const key = acceptKey(listenerPort, client.port);
-    const list = this.pendingAccept.get(key);
-    if (!list?.length || !this.fabric) return null;
-    // Only the client this socket was accepted from, never another one's entry: the same
-    // address, or (rdma_cm names this host by its RDMA address) both on this host.
-    const i = list.findIndex((e) => canonical(e.remote!.address) === canonical(client.address)
+    if (!this.fabric || this.candidates(key, client).length === 0) return false;
+    const claim = this.tryClaim(key, client);
+    if (claim) {
+      answer(claim);
+      return true;
+    }
+    const waiter: ClaimWaiter = { client, answer, timer: setTimeout(() => this.guard(() => this.claimTimedOut(key, waiter)),
+      Math.max(100, Math.floor(this.config.agentTimeoutMs * 0.8))) };
+    waiter.timer.unref();
+    const list = this.claimWaiters.get(key) ?? [];
+    list.push(waiter);
+    this.claimWaiters.set(key, list);
+    return true;
+  }
+
+  /** This client's remote connections on key: the same address, or (rdma_cm names this host by its RDMA address) both on this host. */
+  private candidates(key: string, client: SockAddr): VerbsEndpoint[] {
+    return (this.pendingAccept.get(key) ?? []).filter((e) => canonical(e.remote!.address) === canonical(client.address)
       || (this.passive.get(e)?.fromThisHost === true && isLocalAddress(client.address)));
-    if (i < 0) return null;
-    const [end] = list.splice(i, 1) as [VerbsEndpoint];
-    if (list.length === 0) this.pendingAccept.delete(key);
+  }
+
+  private tryClaim(key: string, client: SockAddr): PassiveClaim | null {
+    const end = this.candidates(key, client).find((e) => this.passive.get(e)?.authenticated);
+    if (!end || !this.fabric) return null;
     const info = this.passive.get(end)!;
+    this.unlistPending(end, false);
     this.passiveEstablished(end);
     // Both ends in this agent (VTOE_FABRIC=verbs on one host): the active end bound a wildcard;
     // the accept shows its real address.
+    const listenerPort = end.local!.port;
     for (const other of this.ends.values()) {
       if (other.side === 0 && other.local?.port === client.port && other.remote?.port === listenerPort
         && isWildcard(other.local.address)) other.local = client;
     }
     return { end, fds: this.fabric.fdsForApp(end.handle), ringSize: info.peer.ringSize };
+  }
+
+  /** A remote connection on key proved itself, or went: answer the ACCEPTs waiting for one. */
+  private retryClaims(key: string): void {
+    const waiters = this.claimWaiters.get(key);
+    if (!waiters) return;
+    for (const w of [...waiters]) {
+      const claim = this.tryClaim(key, w.client);
+      if (!claim && this.candidates(key, w.client).length > 0) continue;
+      this.dropWaiter(key, w);
+      w.answer(claim);
+    }
+  }
+
+  private claimTimedOut(key: string, waiter: ClaimWaiter): void {
+    this.dropWaiter(key, waiter);
+    // Its client never proved the key in time: what it sent is not a connection to hand out.
+    for (const end of this.candidates(key, waiter.client)) this.expire(end, 'peer-unauthenticated', 'no proof of the cluster key');
+    waiter.answer(null);
+  }
+
+  private dropWaiter(key: string, waiter: ClaimWaiter): void {
+    clearTimeout(waiter.timer);
+    const list = this.claimWaiters.get(key);
+    const i = list?.indexOf(waiter) ?? -1;
+    if (list && i >= 0) list.splice(i, 1);
+    if (list?.length === 0) this.claimWaiters.delete(key);
+  }
+
+  private unacceptedFor(listenerSid: number): number {
+    let n = 0;
+    for (const [end, info] of this.passive) if (info.listenerSid === listenerSid && !end.handedOut) n++;
+    return n;
+  }
+
+  /**
+   * Remote connections that waited two shim timeouts for an ACCEPT: those that never proved
+   * the key, and those no kernel rendezvous followed (the kernel has no socket with their
+   * ports), are reset.  One whose rendezvous waits in the accept queue stays, as on kernel TCP.
+   */
+  private expirePassive(): void {
+    const old = Date.now() - 2 * Math.max(100, this.config.agentTimeoutMs);
+    for (const [end, info] of [...this.passive]) {
+      if (end.handedOut || end.destroyed || info.since > old) continue;
+      if (!info.authenticated) this.expire(end, 'peer-unauthenticated', 'no proof of the cluster key');
+      else if (!kernelHasTcpPorts(end.local!.port, end.remote!.port)) this.expire(end, 'passive-unclaimed', 'no kernel rendezvous');
+    }
+  }
+
+  private expire(end: VerbsEndpoint, why: 'peer-unauthenticated' | 'passive-unclaimed', detail: string): void {
+    this.counters.refused(why);
+    this.log.warn('a remote connection nobody can accept is reset', { cid: end.cid.toString(), remote: end.remote?.address, detail });
+    this.unlistPending(end);
+    end.reset = true;
+    end.tcpStep('app_abort');
+    this.disconnect(end);
   }
 
   /** A remote connection to the listener waits for its process's ACCEPT. */
@@ -368,6 +499,13 @@ export class VerbsHostCA {
         break;
       case 'peer_closed':
         break; // the data path gives the process EPIPE from now on; the CM waits for FINs
+      case 'authenticated': {
+        const info = this.passive.get(end);
+        if (!info) return;
+        info.authenticated = true;
+        if (!info.fromThisHost) this.counters.connectionOffloaded([info.program]);
+        return this.retryClaims(info.key);
+      }
       case 'app_closed':
         if (ev.detail === 'reset') {
           end.reset = true;
@@ -378,7 +516,13 @@ export class VerbsHostCA {
       case 'peer_reset':
       case 'qp_error':
       case 'protocol':
-        if (ev.type !== 'peer_reset') this.log.warn('verbs connection failed', { cid: end.cid.toString(), type: ev.type, detail: ev.detail });
+        if (ev.type === 'protocol' && this.passive.get(end)?.authenticated === false) {
+          this.counters.refused('peer-unauthenticated');
+          this.log.warn('a remote agent did not prove the cluster key: its connection is reset',
+            { remote: end.remote?.address, detail: ev.detail, fix: 'is VTOE_CLUSTER_KEY_FILE the same on both hosts?' });
+        } else if (ev.type !== 'peer_reset') {
+          this.log.warn('verbs connection failed', { cid: end.cid.toString(), type: ev.type, detail: ev.detail });
+        }
         end.reset = true;
         end.tcpStep('rcv_rst');
         return this.disconnect(end);
@@ -461,13 +605,14 @@ export class VerbsHostCA {
     this.destroy(end);
   }
 
-  private unlistPending(end: VerbsEndpoint): void {
+  private unlistPending(end: VerbsEndpoint, answerWaiters = true): void {
     const info = this.passive.get(end);
     if (!info) return;
     const list = this.pendingAccept.get(info.key);
     const i = list?.indexOf(end) ?? -1;
     if (list && i >= 0) list.splice(i, 1);
     if (list?.length === 0) this.pendingAccept.delete(info.key);
+    if (i >= 0 && answerWaiters) this.retryClaims(info.key);
   }
 
   private destroy(end: VerbsEndpoint): void {
@@ -569,6 +714,9 @@ export class VerbsHostCA {
   }
 
   close(): void {
+    clearInterval(this.sweep);
+    for (const list of this.claimWaiters.values()) for (const w of list) clearTimeout(w.timer);
+    this.claimWaiters.clear();
     for (const c of this.connecting.values()) clearTimeout(c.timer);
     for (const end of this.ends.values()) if (end.timer) clearTimeout(end.timer);
     this.fabric?.close();

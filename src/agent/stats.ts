@@ -35,6 +35,9 @@ export const REFUSALS = [
   'accept-unproven', // ACCEPT without a connected TCP socket
   'accept-not-party', // ACCEPT with a socket that is not the server end of that connection
   'foreign-netns', // a socket of another network namespace, where any address can be made
+  'peer-unauthenticated', // a remote agent that did not prove the cluster key (verbs REQ, REP or first message)
+  'passive-unclaimed', // a remote connection that no kernel rendezvous followed: nobody could accept it
+  'passive-backlog', // a listener's remote connections waiting for accept() reached VTOE_MAX_PENDING_ACCEPTS
 ] as const;
 export type Refusal = (typeof REFUSALS)[number];
 

@@ -1,13 +1,14 @@
 // The private data of the verbs fabric's CM messages (agent to agent, over rdma_cm).  REQ
 // carries the SID, the destination port and the receive credits (DESIGN.md section 4), plus
-// where the peer may RDMA WRITE; REP answers with the passive side's window; a consumer REJ
-// says why, as a vtoe fallback reason.  Everything from the wire is checked: a malformed REQ
+// where the peer may RDMA WRITE; REP answers with the passive side's window, a nonce and its
+// proof of the cluster key (cluster-key.ts); a consumer REJ says why, as a vtoe fallback reason.  Everything from the wire is checked: a malformed REQ
 // is rejected, a malformed REP or REJ fails only that connection.
 import { isIPv4, isIPv6 } from 'node:net';
 import type { PeerWindow } from '../native-verbs.js';
+import { MAC_BYTES, NONCE_BYTES } from './cluster-key.js';
 
-const REQ_MAGIC = 0x56545131; // "VTQ1"
-const REP_MAGIC = 0x56545031; // "VTP1"
+const REQ_MAGIC = 0x56545132; // "VTQ2"
+const REP_MAGIC = 0x56545032; // "VTP2"
 const REJ_MAGIC = 0x56544a31; // "VTJ1"
 
 /** rdma_cm's limit for REQ private data on RC (IB CM: 92 bytes less its 36-byte header). */
@@ -25,7 +26,14 @@ export interface ReqData extends PeerWindow {
 
 export interface RepData extends PeerWindow {
   ringSize: number;
+  nonce: Buffer;
+  /** the passive agent's proof: repMac over the REQ and the REP's first REP_MAC_AT bytes */
+  mac: Buffer;
 }
+
+/** Where the REP's MAC starts: it covers everything before. */
+export const REP_MAC_AT = 36 + NONCE_BYTES;
+export const REP_LENGTH = REP_MAC_AT + MAC_BYTES;
 
 export class WireError extends Error {}
 
@@ -106,7 +114,8 @@ export function decodeReq(b: Buffer): ReqData {
 }
 
 export function encodeRep(r: RepData): Buffer {
-  const b = Buffer.alloc(36);
+  if (r.nonce.length !== NONCE_BYTES || r.mac.length !== MAC_BYTES) throw new WireError('REP nonce or MAC of the wrong size');
+  const b = Buffer.alloc(REP_LENGTH);
   b.writeUInt32BE(REP_MAGIC, 0);
   b.writeUInt16BE(r.recvCredits, 4);
   b.writeUInt8(log2(r.ringSize), 6);
@@ -114,11 +123,13 @@ export function encodeRep(r: RepData): Buffer {
   b.writeBigUInt64BE(r.ringAddr, 12);
   b.writeBigUInt64BE(r.mailboxAddr, 20);
   b.writeUInt32BE(r.mailboxRkey >>> 0, 28);
+  r.nonce.copy(b, 36);
+  r.mac.copy(b, REP_MAC_AT);
   return b;
 }
 
 export function decodeRep(b: Buffer): RepData {
-  if (b.length < 32 || b.readUInt32BE(0) !== REP_MAGIC) throw new WireError('not a vtoe REP');
+  if (b.length < REP_LENGTH || b.readUInt32BE(0) !== REP_MAGIC) throw new WireError('not a vtoe REP (or another vtoe version)');
   return {
     recvCredits: b.readUInt16BE(4),
     ringSize: ringFromLog2(b.readUInt8(6)),
@@ -126,6 +137,8 @@ export function decodeRep(b: Buffer): RepData {
     ringAddr: b.readBigUInt64BE(12),
     mailboxAddr: b.readBigUInt64BE(20),
     mailboxRkey: b.readUInt32BE(28),
+    nonce: Buffer.from(b.subarray(36, REP_MAC_AT)),
+    mac: Buffer.from(b.subarray(REP_MAC_AT, REP_LENGTH)),
   };
 }
 
