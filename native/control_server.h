@@ -43,7 +43,7 @@ class ControlServer {
 public:
 	// Most messages or connections handled per readiness callback, so one busy client cannot
 	// starve the others (the poll is level-triggered: the rest come on the next loop turn).
-	static constexpr int kBatch = 64;
+	static constexpr int kBatch = 8;
 
 	// Binds and listens at `path`; throws SystemError (EADDRINUSE if another agent answers).
 	ControlServer(uv_loop_t *loop, const std::string &path, ControlListener &listener);

@@ -4,12 +4,16 @@
 // as /proc/net/tcp shows them, passes sockets of its own, even a socket with the very same
 // four-tuple made in a network namespace of its own.  It must get nothing; the server must still
 // get its client, offloaded, with every byte.
-import { writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ABI, VTOE_ABI_VERSION } from '../src/abi.js';
 import { Agent } from '../src/agent/agent.js';
+import { adminRequest } from '../src/agent/admin.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
+import { packageRoot, toolPath } from '../src/paths.js';
+import { buildC } from './helpers/cc.js';
 import { startProc } from './helpers/proc.js';
 import { scratchPerTest } from './helpers/scratch.js';
 import { PY_ECHO_TO_EOF, pyListener } from './helpers/py-snippets.js';
@@ -140,5 +144,34 @@ describe('attacks on the control protocol', () => {
     expect((await server.waitLine(/^SERVED (\d+)$/))[1]).toBe(String(n));
     expect(agent.stats().offloaded).toBe(1);
     expect(agent.stats().fallback.reasons['late-accept']).toBeUndefined();
+  }, 60_000);
+
+  // Fairness, not speed: no timing is asserted (bench/flood.mjs measures it against CPU load
+  // alone); what must hold is that the flooders are served and so is everyone else.
+  it('two processes flooding the agent with control messages starve nobody: connections are offloaded, stats answers', async () => {
+    if (!existsSync(toolPath('vtoe-pingpong'))) execFileSync('make', ['-C', 'tools'], { cwd: packageRoot, stdio: 'inherit' });
+    const flood = buildC('agent-flood', ['test/c/agent-flood.c']);
+    const dir = scratch.tempDir('vtoe-flood-');
+    const agent = scratch.track(await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { timewaitMs: 20, shortBytes: 0 } }));
+    const flooders = ['notes', 'opens'].map((mode) => startProc(flood, [agent.socketPath, mode], { PATH: process.env.PATH }));
+    for (const f of flooders) await f.waitLine(/^FLOODING$/);
+    const flooded = () => agent.stats().programs['flood-notes']?.fallback.policy ?? 0;
+    const before = { offloaded: agent.stats().offloaded, notes: flooded() };
+
+    const env = offloadEnv(agent.socketPath);
+    const n = 30;
+    const server = startProc(toolPath('vtoe-pingpong'), ['server', '--port', '0', '--count', String(n)], env);
+    const port = (await server.waitLine(/^READY (\d+)$/))[1]!;
+    const client = startProc(toolPath('vtoe-pingpong'), ['client', '--port', port, '--mode', 'connect', '--size', '64',
+      '--iters', String(n), '--warmup', '0'], env);
+    const answers = [];
+    for (let i = 0; i < 5; i++) answers.push(await adminRequest<{ offloaded: number }>(agent.adminPath, 'stats'));
+    expect((await client.exited).code, client.stderr()).toBe(0);
+    expect((await server.exited).code, server.stderr()).toBe(0);
+
+    expect(answers).toHaveLength(5);
+    expect(agent.stats().offloaded - before.offloaded).toBe(n);
+    expect(flooded() - before.notes).toBeGreaterThan(0); // the flood was really being served
+    for (const f of flooders) expect(f.child.exitCode).toBeNull(); // and neither flooder was cut off
   }, 60_000);
 });
