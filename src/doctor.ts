@@ -52,6 +52,9 @@ export const FIX = {
     'raise it: ulimit -l unlimited, or LimitMEMLOCK=infinity in the agent\'s systemd unit, or ' +
     '/etc/security/limits.conf (only the agent registers memory, not the application processes)',
   agent: 'start one with `vtoe agent`',
+  noClusterKey:
+    'give every host the same key: head -c 32 /dev/urandom > /etc/vtoe/cluster.key && chmod 600 /etc/vtoe/cluster.key, ' +
+    'copy it, and start each agent with VTOE_CLUSTER_KEY_FILE=/etc/vtoe/cluster.key (or VTOE_FABRIC_TRUSTED=1 on a fabric nobody else can reach)',
 } as const;
 
 /** The "Max locked memory" line of /proc/<pid>/limits. */
@@ -123,6 +126,9 @@ export function findProblems(probe: VerbsProbe, memlock: MemlockLimit | null, ag
   }
   if (agent.running && agent.verbs && !agent.verbs.startsWith('up') && probe.devices.some((d) => d.canOpen)) {
     problems.push({ what: `the agent's verbs fabric is ${agent.verbs}`, fix: FIX.verbsDown });
+  }
+  if (agent.running && agent.verbs?.startsWith('up') && agent.verbs.includes('this host only')) {
+    problems.push({ what: 'the verbs fabric has no cluster key: connections to other hosts use kernel TCP', fix: FIX.noClusterKey });
   }
   if (!agent.running) {
     problems.push({ what: `no agent answers at ${agent.socket}${agent.error ? ` (${agent.error})` : ''}`, fix: FIX.agent });

@@ -133,6 +133,11 @@ describe('doctor problem rules (synthetic probes)', () => {
     expect(problems).toContainEqual({ what: "the agent's verbs fabric is down: rdma_cm is not available: No such device", fix: FIX.verbsDown });
     const up = { ...agentUp, verbs: 'up on rdma_cm port 7471' };
     expect(findProblems(downPort, { soft: 'unlimited', hard: 'unlimited' }, up).some((p) => p.fix === FIX.verbsDown)).toBe(false);
+    // Up, but without a cluster key: other hosts stay on kernel TCP, and the doctor says how to fix it.
+    const alone = { ...agentUp, verbs: 'up on rdma_cm port 7471 (this host only: no VTOE_CLUSTER_KEY_FILE)' };
+    expect(findProblems(downPort, { soft: 'unlimited', hard: 'unlimited' }, alone).map((p) => p.fix)).toContain(FIX.noClusterKey);
+    const keyed = { ...agentUp, verbs: 'up on rdma_cm port 7471 (cluster key)' };
+    expect(findProblems(downPort, { soft: 'unlimited', hard: 'unlimited' }, keyed).map((p) => p.fix)).not.toContain(FIX.noClusterKey);
   });
 
   it('memlock of 8 MiB', () => {
