@@ -48,7 +48,7 @@ extern "C" {
 #define VTOE_RING_MAX (64u * 1024u * 1024u)
 
 /* ------------------------------------------------------------------------------------------ */
-/* Event codes: the rdma_cm events of DESIGN.md section 4, plus vtoe's own outcomes.          */
+/* Event codes: the rdma_cm events of docs/design.md section 4, plus vtoe's own outcomes.     */
 /* ------------------------------------------------------------------------------------------ */
 enum vtoe_event {
 	VTOE_EV_ACK = 0, /* plain acknowledgement of a command */

@@ -1,5 +1,5 @@
 // Checks of control requests received from a process.  Everything a process sends is hostile
-// (DESIGN.md invariant 6), so a request reaches JavaScript only after every field the agent
+// (docs/design.md invariant 5), so a request reaches JavaScript only after every field the agent
 // relies on has been checked here.
 #ifndef VTOE_NATIVE_CTL_MESSAGE_H
 #define VTOE_NATIVE_CTL_MESSAGE_H

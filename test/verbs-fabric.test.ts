@@ -35,6 +35,7 @@ let dir: string;
 let agent: Agent;
 let roles: string;
 let peer: string;
+let hostile: string;
 let keyFile: string;
 const RDMA_PORT = 20000 + (process.pid % 20000);
 const RING = 65536;
@@ -48,6 +49,7 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     execFileSync('make', ['-s', '-C', join(repoRoot, 'preload')], { stdio: 'inherit' });
     roles = buildC('stream-roles', ['test/c/stream-roles.c']);
     peer = buildC('e2e-peer', ['test/c/e2e-peer.c']);
+    hostile = buildC('shim-hostile', ['test/c/shim-hostile.c']);
     dir = mkdtempSync(join(tmpdir(), 'vtoe-verbs-'));
     keyFile = join(dir, 'cluster.key');
     writeFileSync(keyFile, Buffer.from('0123456789abcdef0123456789abcdef-test-cluster'), { mode: 0o600 });
@@ -94,7 +96,7 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     expect(after.offloaded - before.offloaded).toBe(1);
   }, 120_000);
 
-  it('runs the IB CM and QP sequence of DESIGN.md section 4, read from the agent\'s event log', async () => {
+  it('runs the IB CM and QP sequence of docs/design.md section 4, read from the agent\'s event log', async () => {
     const { proc: rx, port } = await sink();
     const tx = startProc(roles, ['source', HOST, String(port), '100000'], env());
     await Promise.all([tx.exited, rx.exited]);
@@ -237,6 +239,22 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
       forged.close();
       rx.kill('SIGKILL');
     }
+  }, 120_000);
+
+  it('a process that writes into its doorbell without end does not hold the agent: other connections go on', async () => {
+    const { port: victimPort } = await sink();
+    // It speaks the protocol itself (no shim): CONNECT, the rendezvous, then junk into the
+    // doorbell it rings its peer with, which on the verbs fabric the agent reads.
+    const spam = startProc(hostile, [agent.socketPath, String(victimPort), 'bellspam'], { PATH: process.env.PATH });
+    await spam.waitLine(/^hostile: bellspam$/, 60_000);
+    const { proc: rx, port } = await sink();
+    const tx = startProc(roles, ['source', HOST, String(port), String(4 << 20)], env());
+    expect((await tx.exited).code, tx.stdout() + tx.stderr()).toBe(0);
+    expect((await rx.exited).code).toBe(0);
+    const [, n, h] = /^SENT (\d+) ([0-9a-f]+)$/.exec(lastLine(tx))!;
+    expect(lastLine(rx)).toBe(`DONE ${n} ${h}`);
+    expect(spam.child.exitCode, spam.stderr()).toBeNull(); // still writing all along
+    spam.kill('SIGKILL');
   }, 120_000);
 
   // Last, and only in the throwaway guest: it deletes the RDMA device.

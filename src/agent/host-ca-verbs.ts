@@ -1,6 +1,6 @@
 // The host connection agent of the verbs fabric (VNET_Host_CA over InfiniBand): one RC queue
 // pair per shadow connection, connected through rdma_cm and driven step by step here, so the
-// IB CM and QP machines of DESIGN.md section 4 are the ones that run.
+// IB CM and QP machines of docs/design.md section 4 are the ones that run.
 //
 // Active:  resolve address, route → create QP, INIT → REQ → (REP) RTR, RTS → RTU → data.
 // Passive: (REQ) → create QP, INIT, RTR → REP → (RTU, or the process's ACCEPT) RTS → data.
@@ -28,7 +28,7 @@ import {
 
 const RESOLVE_TIMEOUT_MS = 2000;
 
-/** The VTOE event (enum vtoe_event) of each rdma_cm event of DESIGN.md section 4. */
+/** The VTOE event (enum vtoe_event) of each rdma_cm event (docs/design.md section 4). */
 const CM_EVENT_CODES: Partial<Record<CmEvent['type'], number>> = {
   ADDRESS_RESOLVED: ABI.ev.ADDRESS_RESOLVED,
   ADDRESS_ERROR: ABI.ev.ADDRESS_ERROR,

@@ -1,5 +1,5 @@
 // The private data of the verbs fabric's CM messages (agent to agent, over rdma_cm).  REQ
-// carries the SID, the destination port and the receive credits (DESIGN.md section 4), plus
+// carries the SID, the destination port and the receive credits (docs/design.md section 4), plus
 // where the peer may RDMA WRITE; REP answers with the passive side's window, a nonce and its
 // proof of the cluster key (cluster-key.ts); a consumer REJ says why, as a vtoe fallback reason.  Everything from the wire is checked: a malformed REQ
 // is rejected, a malformed REP or REJ fails only that connection.

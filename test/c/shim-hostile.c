@@ -4,12 +4,16 @@
  * impossible ring indices.  The shim must report ECONNRESET, never crash or read outside
  * the region.
  *
- *   shim-hostile AGENT_SOCKET PORT head|finat|wakes|bellflood
+ *   shim-hostile AGENT_SOCKET PORT head|finat|wakes|bellflood|bellspam
  *
  * bellflood: no lie in the ring; it fills its own fd, whose far end the victim drains when
  * asked (tx_waiting), far beyond what a peer ever leaves there.  A victim that drained until
  * the queue was empty would spin for as long as a peer kept writing; it must take only a
  * bounded amount per read.
+ *
+ * bellspam: rings its peer's doorbell without end, as fast as the far end takes it.  On the
+ * verbs fabric the far end is the agent: an agent that read until the queue was empty would
+ * never get back to anyone else.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -106,7 +110,7 @@ int main(int argc, char **argv)
 	struct stat st;
 
 	if (argc != 4)
-		return fprintf(stderr, "usage: shim-hostile AGENT_SOCKET PORT head|finat|wakes\n"), 2;
+		return fprintf(stderr, "usage: shim-hostile AGENT_SOCKET PORT head|finat|wakes|bellflood|bellspam\n"), 2;
 	ctl = socket(AF_UNIX, SOCK_SEQPACKET, 0);
 	strncpy(sun.sun_path, argv[1], sizeof(sun.sun_path) - 1);
 	if (connect(ctl, (struct sockaddr *)&sun, sizeof(sun)) < 0)
@@ -149,6 +153,14 @@ int main(int argc, char **argv)
 	data = (unsigned char *)reg + VTOE_REGION_DATA_OFFSET;
 	if (!strcmp(argv[3], "bellflood"))
 		return bellflood(tx, data, fds);
+	if (!strcmp(argv[3], "bellspam")) {
+		static char junk[4096];
+		printf("hostile: bellspam\n");
+		fflush(stdout);
+		while (send(fds[VTOE_FD_PEER_BELL], junk, sizeof(junk), MSG_NOSIGNAL) > 0) {
+		}
+		return 0;
+	}
 
 	/* good data first, so the victim has something to read before the lie */
 	memcpy(data, "hello\n", 6);
