@@ -174,9 +174,10 @@ static void vtoe_close_fds(int *fds, int n)
 	}
 }
 
-/* Receive exactly one reply with up to VTOE_FD__COUNT fds; anything odd is a protocol error. */
-static int vtoe_ctl_recv_locked(uint32_t seq, struct vtoe_ctl_rep *rep, int fds[VTOE_FD__COUNT],
-				long long deadline)
+/* Receive exactly one reply with up to VTOE_FD__COUNT fds on fd; anything odd is a protocol
+ * error.  Descriptors that came with a reply that is refused are closed. */
+int vtoe_ctl_recv_reply(int fd, uint32_t seq, struct vtoe_ctl_rep *rep, int fds[VTOE_FD__COUNT],
+			long long deadline)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int) * VTOE_FD__COUNT)];
@@ -195,12 +196,12 @@ static int vtoe_ctl_recv_locked(uint32_t seq, struct vtoe_ctl_rep *rep, int fds[
 		msg.msg_iovlen = 1;
 		msg.msg_control = cbuf.buf;
 		msg.msg_controllen = sizeof(cbuf.buf);
-		n = REAL(recvmsg)(vtoe_ctl_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		n = REAL(recvmsg)(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 		if (n >= 0)
 			break;
 		if (errno == EINTR)
 			continue;
-		if (errno != EAGAIN || vtoe_ctl_wait(vtoe_ctl_fd, POLLIN, deadline) < 0)
+		if (errno != EAGAIN || vtoe_ctl_wait(fd, POLLIN, deadline) < 0)
 			return -1;
 	}
 	if (n == 0) {
@@ -250,7 +251,7 @@ static int vtoe_ctl_rpc_locked(struct vtoe_ctl_req *req, int send_fd, struct vto
 
 	req->seq = ++vtoe_ctl_seq;
 	if (vtoe_ctl_send_locked(req, deadline, send_fd) < 0 ||
-	    vtoe_ctl_recv_locked(req->seq, rep, fds ? fds : dummy, deadline) < 0) {
+	    vtoe_ctl_recv_reply(vtoe_ctl_fd, req->seq, rep, fds ? fds : dummy, deadline) < 0) {
 		/* EOF or EPIPE: the agent closed the channel (it went away); else it is stuck */
 		bool lost = errno == ECONNRESET || errno == EPIPE;
 
