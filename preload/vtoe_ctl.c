@@ -204,10 +204,6 @@ int vtoe_ctl_recv_reply(int fd, uint32_t seq, struct vtoe_ctl_rep *rep, int fds[
 		if (errno != EAGAIN || vtoe_ctl_wait(fd, POLLIN, deadline) < 0)
 			return -1;
 	}
-	if (n == 0) {
-		errno = ECONNRESET; /* the agent closed the channel */
-		return -1;
-	}
 	for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
 		int k;
 
@@ -216,6 +212,13 @@ int vtoe_ctl_recv_reply(int fd, uint32_t seq, struct vtoe_ctl_rep *rep, int fds[
 		k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
 		for (int i = 0; i < k && ngot < (int)(sizeof(got) / sizeof(got[0])); i++)
 			memcpy(&got[ngot++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+	}
+	if (n == 0) {
+		/* The agent closed the channel, or sent an empty datagram: either way the channel is
+		 * done, and descriptors that came with it are not ours to keep. */
+		vtoe_close_fds(got, ngot);
+		errno = ECONNRESET;
+		return -1;
 	}
 	/* A whole, well-formed reply whose descriptors did not fit (EMFILE: the kernel dropped
 	 * them): our shortage, not the agent's fault.  The channel stays in step; the caller falls
