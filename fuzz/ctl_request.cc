@@ -25,6 +25,11 @@ bool well_formed(const vtoe_ctl_req &r, size_t length)
 	       memchr(r.name, 0, sizeof(r.name)) != nullptr;
 }
 
+// Features of their own (libFuzzer's extra counters) for what the checks do not branch on, the
+// op and the name's length, so that requests differing only there are kept and a name grows to
+// its end.
+__attribute__((used, section("__libfuzzer_extra_counters"))) uint8_t extra[VTOE_OP__COUNT + 17];
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -36,8 +41,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const size_t nfds = data[1] % 20;
 	const size_t controllen = nfds ? CMSG_SPACE(nfds * sizeof(int)) : (data[0] & 4 ? 24 : 0);
 	const bool socket_ok = data[2] & 1;
-	// The real length may exceed what was read (MSG_TRUNC): the top bits of data[3] add to it.
-	const size_t extra = static_cast<size_t>(data[3]) << 8;
+	// The real length may exceed what was read (MSG_TRUNC): data[3] * 256 bytes more.
+	const size_t beyond = static_cast<size_t>(data[3]) << 8;
 	data += 4;
 	size -= 4;
 
@@ -45,9 +50,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	// message did not have stay 0, as in the agent's zeroed buffer.
 	auto *req = static_cast<vtoe_ctl_req *>(calloc(1, sizeof(vtoe_ctl_req)));
 	memcpy(req, data, size < sizeof(*req) ? size : sizeof(*req));
-	const size_t length = size + extra;
+	const size_t length = size + beyond;
+	extra[req->op % VTOE_OP__COUNT] = 1;
+	extra[VTOE_OP__COUNT + strnlen(req->name, sizeof(req->name))] = 1;
 
 	vtoe::CtlVerdict v = vtoe::ctl_message_verdict(*req, length, flags, controllen, nfds, socket_ok);
+	if (v.violation.empty()) {
+		// What js_control_server.cc does with an accepted request's name.
+		volatile size_t n = strlen(req->name);
+		(void)n;
+	}
 	const bool ancillary_ok = (controllen == 0 && !(flags & MSG_CTRUNC)) ||
 				  (nfds == 1 && socket_ok && !(flags & MSG_CTRUNC));
 	if (v.violation.empty() != (ancillary_ok && well_formed(*req, length)))
@@ -56,11 +68,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (vtoe::ctl_request_violation(*req, length).empty() != well_formed(*req, length))
 		abort();
-	if (v.violation.empty()) {
-		// What js_control_server.cc does with an accepted request's name.
-		volatile size_t n = strlen(req->name);
-		(void)n;
-	}
 	if (vtoe::ctl_seq_readable(length) != (length >= 12))
 		abort();
 	free(req);

@@ -81,7 +81,7 @@ const lo6 = [...Array(15).fill(0), 1];
 // ctl_request: [flags, descriptors, socket ok, length beyond the bytes] + the request.
 const prefix = (nfds) => Buffer.from([0, nfds, nfds ? 1 : 0, 0]);
 write('ctl_request', [
-  Buffer.concat([prefix(0), ctlReq({ op: Op.HELLO, arg: 4242, name: 'nginx' })]),
+  Buffer.concat([prefix(0), ctlReq({ op: Op.HELLO, arg: 4242, name: 'postgres: walwr' })]), // 15 bytes, the most
   Buffer.concat([prefix(1), ctlReq({ op: Op.CONNECT, seq: 2, local: sockaddr(AF_INET, 40000, lo4), remote: sockaddr(AF_INET, 5000, lo4) })]),
   Buffer.concat([prefix(1), ctlReq({ op: Op.LISTEN, seq: 3, sid: 7, arg: 128, local: sockaddr(AF_INET6, 8080, lo6) })]),
   Buffer.concat([prefix(0), ctlReq({ op: Op.ESTABLISH, seq: 4, sid: 8, cid: 99n })]),
