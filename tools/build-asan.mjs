@@ -26,7 +26,8 @@ for (const t of gyp.targets) {
   fix(t);
   t.cflags = [...(t.cflags ?? []), ...flags];
   t.cflags_cc = [...(t.cflags_cc ?? []), ...flags];
-  t.ldflags = [...(t.ldflags ?? []), ...flags];
+  // UBSan linked in: only then does it write its reports where UBSAN_OPTIONS log_path says.
+  t.ldflags = [...(t.ldflags ?? []), ...flags, '-static-libubsan'];
 }
 mkdirSync(out, { recursive: true });
 writeFileSync(join(out, 'binding.gyp'), `${JSON.stringify(gyp, null, 2)}\n`);
