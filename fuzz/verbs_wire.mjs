@@ -21,7 +21,7 @@ import { isDeepStrictEqual } from 'node:util';
 const here = dirname(fileURLToPath(import.meta.url));
 
 function parseArgs(argv) {
-  const opts = { runs: -1, seed: Date.now() % 2 ** 31, max_len: 128, timeout: 10, artifact_prefix: './',
+  const opts = { runs: -1, seed: Date.now() % 2 ** 31, max_len: 128, timeout: 10, artifact_prefix: './', print_final_stats: 1,
     module: join(here, '..', 'dist', 'agent', 'verbs-wire.js'), inputs: [] };
   for (const a of argv) {
     const m = /^-(\w+)=(.*)$/.exec(a);
