@@ -334,6 +334,15 @@ static void op_state(struct in *in, struct vtoe_conn *c)
 	}
 }
 
+/* The large areas a region may have; 8 KiB is below an 8 KiB ring's: invalid there. */
+static const uint32_t larges[] = { 0, 16384, 32768, 8192 };
+
+/*
+ * Input: cfg (16 bits: sealed, ragged file end, raw ring size, 8 KiB rings, raw side, side,
+ * raw large area, large area choice (2), geo at the start index, no bell, verbs fabric, region
+ * fd not a file), the file's pages, then the fields cfg says are raw, cid, the start index,
+ * up to 3 peer writes before the map, and up to MAX_OPS operations.
+ */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct in in = { data, size };
@@ -352,7 +361,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	rep.ring_size = cfg & 4 ? (uint32_t)take(&in, 4) : 4096u << ((cfg >> 3) & 1);
 	rep.side = cfg & 16 ? (uint32_t)take(&in, 4) : (cfg >> 5) & 1;
 	rep.cid = take(&in, 8);
-	static const uint32_t larges[] = { 0, 16384, 32768, 8192 };
 	large = cfg & 64 ? (uint32_t)take(&in, 4) : larges[(cfg >> 7) & 3];
 
 	memset(m->map, 0, PAGE);
