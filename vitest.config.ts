@@ -1,4 +1,19 @@
+import { chmodSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { defineConfig } from 'vitest/config';
+import { sanitizerOptions, sanitizing, withLibasan } from './src/sanitize.js';
+
+// VTOE_SANITIZE=1: the workers (which load the sanitized addon) and every process they start
+// run with libasan first in LD_PRELOAD, and each sanitizer report lands in one directory that
+// test/helpers/sanitizer-reports.ts checks after every test file.  Writable by all: some
+// programs run as another user (PostgreSQL as postgres).
+function sanitizerEnv(): Record<string, string> {
+  const logDir = mkdtempSync(join(tmpdir(), 'vtoe-sanitizer-'));
+  chmodSync(logDir, 0o1777);
+  const preload = (process.env.LD_PRELOAD ?? '').split(/[:\s]+/).filter(Boolean);
+  return { ...sanitizerOptions(logDir), LD_PRELOAD: withLibasan(preload).join(':'), VTOE_SANITIZER_LOG_DIR: logDir };
+}
 
 export default defineConfig({
   test: {
@@ -7,5 +22,10 @@ export default defineConfig({
     fileParallelism: false,
     testTimeout: 60_000,
     hookTimeout: 60_000,
+    ...(sanitizing ? {
+      env: sanitizerEnv(),
+      setupFiles: ['test/helpers/sanitizer-reports.ts'],
+      globalSetup: ['test/helpers/sanitizer-global.ts'],
+    } : {}),
   },
 });

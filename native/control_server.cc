@@ -35,23 +35,6 @@ bool peer_hung_up(int fd)
 	return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
-// Every descriptor a client attached, in order.
-std::vector<unique_fd> passed_fds(msghdr &msg)
-{
-	std::vector<unique_fd> fds;
-	for (cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (size_t i = 0; i < n; i++) {
-			int fd;
-			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-			fds.emplace_back(fd);
-		}
-	}
-	return fds;
-}
-
 bool is_stream_socket(int fd, bool unix_domain)
 {
 	int type = 0, domain = 0;
@@ -278,28 +261,20 @@ bool ControlServer::receive_one(uint64_t client, int fd)
 
 	std::vector<unique_fd> passed;
 	if (msg.msg_controllen > 0)
-		passed = passed_fds(msg);
-	const bool carries_socket = passed.size() == 1 && !(msg.msg_flags & MSG_CTRUNC) &&
-				    length == sizeof(vtoe_ctl_req) && may_carry(buffer.req.op, passed[0].get());
-	if ((msg.msg_controllen > 0 || (msg.msg_flags & MSG_CTRUNC)) && !carries_socket) {
-		violation(client, fd, buffer.req, length,
-			  "ancillary data is not allowed (" + std::to_string(passed.size()) +
-				  " descriptors attached)");
-		return false;
-	}
-	if (length == 0) {
-		if (peer_hung_up(fd))
+		for (int passed_fd : ctl_passed_fds(msg))
+			passed.emplace_back(passed_fd);
+	const bool socket_ok = passed.size() == 1 && may_carry(buffer.req.op, passed[0].get());
+	CtlVerdict verdict = ctl_message_verdict(buffer.req, length, msg.msg_flags,
+						 msg.msg_controllen, passed.size(), socket_ok);
+	if (!verdict.violation.empty()) {
+		const bool ancillary = msg.msg_controllen > 0 || (msg.msg_flags & MSG_CTRUNC);
+		if (length == 0 && !ancillary && peer_hung_up(fd))
 			drop(client, "closed");
 		else
-			violation(client, fd, buffer.req, length, "empty message");
+			violation(client, fd, buffer.req, length, verdict.violation);
 		return false;
 	}
-	std::string what = ctl_request_violation(buffer.req, length);
-	if (!what.empty()) {
-		violation(client, fd, buffer.req, length, what);
-		return false;
-	}
-	listener_.on_message(client, buffer.req, carries_socket ? passed[0].release() : -1);
+	listener_.on_message(client, buffer.req, verdict.with_socket ? passed[0].release() : -1);
 	return true;
 }
 

@@ -1,5 +1,6 @@
 #include "ctl_message.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <sys/socket.h>
@@ -47,6 +48,44 @@ std::string ctl_request_violation(const vtoe_ctl_req &req, size_t length)
 	if (memchr(req.name, '\0', sizeof(req.name)) == nullptr)
 		return "name is not NUL-terminated within its 16 bytes";
 	return {};
+}
+
+std::vector<int> ctl_passed_fds(const msghdr &msg)
+{
+	std::vector<int> fds;
+	const unsigned char *start = static_cast<const unsigned char *>(msg.msg_control);
+	const unsigned char *end = start + msg.msg_controllen;
+
+	for (const cmsghdr *c = CMSG_FIRSTHDR(&msg); c;
+	     c = CMSG_NXTHDR(const_cast<msghdr *>(&msg), const_cast<cmsghdr *>(c))) {
+		if (c->cmsg_len < CMSG_LEN(0))
+			break; // the kernel never writes one; nothing after it can be found
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		const unsigned char *data = CMSG_DATA(c);
+		size_t room = data <= end ? static_cast<size_t>(end - data) : 0;
+		size_t n = std::min(static_cast<size_t>(c->cmsg_len - CMSG_LEN(0)), room) / sizeof(int);
+		for (size_t i = 0; i < n; i++) {
+			int fd;
+			memcpy(&fd, data + i * sizeof(int), sizeof(int));
+			fds.push_back(fd);
+		}
+	}
+	return fds;
+}
+
+CtlVerdict ctl_message_verdict(const vtoe_ctl_req &req, size_t length, int msg_flags,
+			       size_t controllen, size_t nfds, bool socket_ok)
+{
+	const bool truncated = (msg_flags & MSG_CTRUNC) != 0;
+	const bool with_socket = nfds == 1 && socket_ok && !truncated && length == sizeof(vtoe_ctl_req);
+	if ((controllen > 0 || truncated) && !with_socket)
+		return {"ancillary data is not allowed (" + std::to_string(nfds) +
+				" descriptors attached)",
+			false};
+	if (length == 0)
+		return {"empty message", false};
+	return {ctl_request_violation(req, length), with_socket};
 }
 
 vtoe_ctl_rep ctl_reply_template()

@@ -418,6 +418,9 @@ unsigned vtoe_ctl_losses(void);
 /* vtoe_socket.c: register again the listeners a new agent does not know. */
 void vtoe_listen_reregister(void);
 void vtoe_ctl_req_init(struct vtoe_ctl_req *req, uint16_t op);
+/* One reply read from fd (the channel), checked against the request's seq; -1 with errno. */
+int vtoe_ctl_recv_reply(int fd, uint32_t seq, struct vtoe_ctl_rep *rep, int fds[VTOE_FD__COUNT],
+			long long deadline);
 int vtoe_addr_to_wire(const struct sockaddr *sa, socklen_t len, struct vtoe_sockaddr *w);
 const char *vtoe_ev_name(unsigned int ev);
 

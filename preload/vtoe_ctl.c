@@ -174,9 +174,10 @@ static void vtoe_close_fds(int *fds, int n)
 	}
 }
 
-/* Receive exactly one reply with up to VTOE_FD__COUNT fds; anything odd is a protocol error. */
-static int vtoe_ctl_recv_locked(uint32_t seq, struct vtoe_ctl_rep *rep, int fds[VTOE_FD__COUNT],
-				long long deadline)
+/* Receive exactly one reply with up to VTOE_FD__COUNT fds on fd; anything odd is a protocol
+ * error.  Descriptors that came with a reply that is refused are closed. */
+int vtoe_ctl_recv_reply(int fd, uint32_t seq, struct vtoe_ctl_rep *rep, int fds[VTOE_FD__COUNT],
+			long long deadline)
 {
 	union {
 		char buf[CMSG_SPACE(sizeof(int) * VTOE_FD__COUNT)];
@@ -195,17 +196,13 @@ static int vtoe_ctl_recv_locked(uint32_t seq, struct vtoe_ctl_rep *rep, int fds[
 		msg.msg_iovlen = 1;
 		msg.msg_control = cbuf.buf;
 		msg.msg_controllen = sizeof(cbuf.buf);
-		n = REAL(recvmsg)(vtoe_ctl_fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		n = REAL(recvmsg)(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 		if (n >= 0)
 			break;
 		if (errno == EINTR)
 			continue;
-		if (errno != EAGAIN || vtoe_ctl_wait(vtoe_ctl_fd, POLLIN, deadline) < 0)
+		if (errno != EAGAIN || vtoe_ctl_wait(fd, POLLIN, deadline) < 0)
 			return -1;
-	}
-	if (n == 0) {
-		errno = ECONNRESET; /* the agent closed the channel */
-		return -1;
 	}
 	for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
 		int k;
@@ -215,6 +212,13 @@ static int vtoe_ctl_recv_locked(uint32_t seq, struct vtoe_ctl_rep *rep, int fds[
 		k = (int)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
 		for (int i = 0; i < k && ngot < (int)(sizeof(got) / sizeof(got[0])); i++)
 			memcpy(&got[ngot++], CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+	}
+	if (n == 0) {
+		/* The agent closed the channel, or sent an empty datagram: either way the channel is
+		 * done, and descriptors that came with it are not ours to keep. */
+		vtoe_close_fds(got, ngot);
+		errno = ECONNRESET;
+		return -1;
 	}
 	/* A whole, well-formed reply whose descriptors did not fit (EMFILE: the kernel dropped
 	 * them): our shortage, not the agent's fault.  The channel stays in step; the caller falls
@@ -250,7 +254,7 @@ static int vtoe_ctl_rpc_locked(struct vtoe_ctl_req *req, int send_fd, struct vto
 
 	req->seq = ++vtoe_ctl_seq;
 	if (vtoe_ctl_send_locked(req, deadline, send_fd) < 0 ||
-	    vtoe_ctl_recv_locked(req->seq, rep, fds ? fds : dummy, deadline) < 0) {
+	    vtoe_ctl_recv_reply(vtoe_ctl_fd, req->seq, rep, fds ? fds : dummy, deadline) < 0) {
 		/* EOF or EPIPE: the agent closed the channel (it went away); else it is stuck */
 		bool lost = errno == ECONNRESET || errno == EPIPE;
 

@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { VtoeSystemError } from './errors.js';
 import { native, type DirCounters } from './native.js';
 import { verbsAddonPath } from './paths.js';
+import { assertAsanLoaded } from './sanitize.js';
 import { constants as osConstants } from 'node:os';
 
 export type CmEventType =
@@ -114,6 +115,7 @@ function loadVerbsAddon(): VerbsAddon {
     throw new VtoeSystemError(osConstants.errno.ENOENT,
       `the verbs addon ${verbsAddonPath} is missing: install libibverbs-dev and librdmacm-dev, then run 'npm rebuild'`);
   }
+  assertAsanLoaded(verbsAddonPath);
   addon = native(() => createRequire(import.meta.url)(verbsAddonPath) as VerbsAddon);
   return addon;
 }

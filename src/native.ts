@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { VtoeSystemError } from './errors.js';
 import { addonPath } from './paths.js';
+import { assertAsanLoaded } from './sanitize.js';
 
 /** struct vtoe_sockaddr, decoded. */
 export interface SockAddr {
@@ -144,6 +145,7 @@ export function loadAddon(): NativeAddon {
   if (!existsSync(addonPath)) {
     throw new Error(`the vtoe native addon ${addonPath} is missing: run 'npm install' (or 'npx node-gyp rebuild')`);
   }
+  assertAsanLoaded(addonPath);
   addon = createRequire(import.meta.url)(addonPath) as NativeAddon;
   return addon;
 }

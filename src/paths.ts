@@ -2,13 +2,19 @@
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sanitizing } from './sanitize.js';
 
 export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
-export const libvtoePath = join(packageRoot, 'preload', 'libvtoe.so');
-export const addonPath = join(packageRoot, 'build', 'Release', 'vtoe_native.node');
+// VTOE_SANITIZE=1 selects the sanitized builds (src/sanitize.ts), made by `npm run build:asan`.
+const addonDir = sanitizing ? join(packageRoot, 'build-asan', 'build', 'Release') : join(packageRoot, 'build', 'Release');
+const buildHint = sanitizing ? "'npm run build:asan' (VTOE_SANITIZE=1 uses the sanitized builds)"
+  : "'npm install' (or 'npm run build')";
+
+export const libvtoePath = join(packageRoot, 'preload', sanitizing ? 'libvtoe-asan.so' : 'libvtoe.so');
+export const addonPath = join(addonDir, 'vtoe_native.node');
 /** The verbs fabric's addon, linked with librdmacm and libibverbs; loaded only when used. */
-export const verbsAddonPath = join(packageRoot, 'build', 'Release', 'vtoe_verbs.node');
+export const verbsAddonPath = join(addonDir, 'vtoe_verbs.node');
 
 /** A program built from tools/ (e.g. 'vtoe-pingpong'). */
 export function toolPath(name: string): string {
@@ -17,7 +23,7 @@ export function toolPath(name: string): string {
 
 export function assertBuilt(path: string): string {
   if (!existsSync(path)) {
-    throw new Error(`${path} is missing: run 'npm install' (or 'npm run build') in ${packageRoot}`);
+    throw new Error(`${path} is missing: run ${buildHint} in ${packageRoot}`);
   }
   return path;
 }

@@ -11,12 +11,12 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
+import { offloadEnv } from '../src/agent/preload-env.js';
 import type { StatsSnapshot } from '../src/agent/stats.js';
-import { have, startProc, waitStderr } from './helpers/proc.js';
+import { asanBlocks, have, startProc, waitStderr } from './helpers/proc.js';
 
 const exec = promisify(execFile);
 const repo = resolve(__dirname, '..');
-const shim = join(repo, 'preload', 'libvtoe.so');
 const cli = join(repo, 'bin', 'vtoe.js');
 
 function pgBin(): string | undefined {
@@ -51,9 +51,10 @@ async function freeLowPort(): Promise<number> {
 }
 
 const bin = pgBin();
-const ready = Boolean(bin) && have('pgbench') && have('runuser') && process.getuid?.() === 0;
 const why = !bin || !have('pgbench') ? ' [needs postgresql (Debian: postgresql)]'
-  : !have('runuser') || process.getuid?.() !== 0 ? ' [needs root and runuser, to run PostgreSQL as postgres]' : '';
+  : !have('runuser') || process.getuid?.() !== 0 ? ' [needs root and runuser, to run PostgreSQL as postgres]'
+  : asanBlocks(join(bin, 'initdb'), join(bin, 'postgres'), 'pgbench');
+const ready = why === '';
 
 let dir: string | undefined;
 afterAll(() => {
@@ -71,7 +72,8 @@ describe('PostgreSQL and pgbench through offload', () => {
     const asPostgres = (cmd: string, args: string[], env: Record<string, string> = {}) =>
       exec('runuser', ['-u', 'postgres', '--', 'env', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), cmd, ...args],
         { maxBuffer: 16 << 20 });
-    const offload = { LD_PRELOAD: shim, VTOE_AGENT_SOCKET: socket };
+    // The shim's variables alone (runuser's env passes them on): those offloadEnv adds to nothing.
+    const offload = offloadEnv(socket, {}) as Record<string, string>;
     const stats = async () => JSON.parse((await asPostgres(process.execPath, [cli, 'stats', '--json'], { VTOE_AGENT_SOCKET: socket })).stdout) as StatsSnapshot;
 
     const agent = startProc('runuser', ['-u', 'postgres', '--', 'env', `VTOE_AGENT_SOCKET=${socket}`, 'VTOE_TIMEWAIT_MS=200',

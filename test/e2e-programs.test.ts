@@ -13,7 +13,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import { SOCKPERF_MAX_MPS } from '../src/bench/socket-workloads.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
-import { have, killAll, startProc } from './helpers/proc.js';
+import { asanBlocks, have, killAll, startProc } from './helpers/proc.js';
 
 const exec = promisify(execFile);
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -84,7 +84,8 @@ describe('iperf3 -P 4 through offload', () => {
 });
 
 describe('curl against python3 -m http.server through offload', () => {
-  it('downloads a file byte-exact, server and client offloaded', async () => {
+  const blocked = asanBlocks('curl');
+  it.skipIf(blocked !== '')(`downloads a file byte-exact, server and client offloaded${blocked}`, async () => {
     const port = await freePort();
     const body = randomBytes(3 << 20);
     writeFileSync(join(dir, 'blob.bin'), body);
@@ -192,7 +193,8 @@ describe('a stdio filter on an inherited offloaded socket', () => {
 describe('servers a new user tries first', () => {
   // nginx's master registers the listener; its worker is a fork that drops privileges to
   // nobody before it accepts, so it must have its agent channel from the fork on.
-  it.skipIf(!have('nginx'))(`nginx: a worker that runs as nobody serves a file to curl${have('nginx') ? '' : ' [needs nginx (Debian: nginx-light)]'}`, async () => {
+  const blocked = have('nginx') ? asanBlocks('nginx', 'curl') : ' [needs nginx (Debian: nginx-light)]';
+  it.skipIf(blocked !== '')(`nginx: a worker that runs as nobody serves a file to curl${blocked}`, async () => {
     const port = await freePort();
     const root = mkdtempSync(join(tmpdir(), 'vtoe-nginx-'));
     chmodSync(root, 0o755);

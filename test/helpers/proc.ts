@@ -1,5 +1,6 @@
 // Child processes for end-to-end tests, synchronised on the lines they print.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { sanitizing, startsUnderAsan } from '../../src/sanitize.js';
 
 export interface Proc {
   child: ChildProcess;
@@ -86,3 +87,14 @@ export function waitStderr(proc: Proc, text: string): Promise<void> {
 
 /** Is cmd on PATH? For tests that need an installed program and say so when it is missing. */
 export { onPath as have } from '../../src/bench/process.js';
+
+/**
+ * Under VTOE_SANITIZE=1, why a test that runs these programs through the sanitized shim cannot
+ * run here ('' if it can, and always without VTOE_SANITIZE): those that hang as soon as libasan
+ * is preloaded, with or without the shim.
+ */
+export function asanBlocks(...cmds: string[]): string {
+  if (!sanitizing) return '';
+  const stuck = cmds.filter((c) => !startsUnderAsan(c));
+  return stuck.length ? ` [${stuck.join(', ')} hang(s) with libasan preloaded, shim or not: not run with VTOE_SANITIZE=1]` : '';
+}
