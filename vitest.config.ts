@@ -1,4 +1,4 @@
-import { chmodSync, mkdtempSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, rmdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { defineConfig } from 'vitest/config';
@@ -9,8 +9,22 @@ import { sanitizerOptions, sanitizing, withLibasan } from './src/sanitize.js';
 // test/helpers/sanitizer-reports.ts checks after every test file.  Writable by all: some
 // programs run as another user (PostgreSQL as postgres).
 function sanitizerEnv(): Record<string, string> {
-  const logDir = mkdtempSync(join(tmpdir(), 'vtoe-sanitizer-'));
-  chmodSync(logDir, 0o1777);
+  // Once per run: vitest evaluates this file more than once.
+  let logDir = process.env.VTOE_SANITIZER_LOG_DIR;
+  if (!logDir) {
+    // A process that exits after the run ends makes its log directory again (the ASan runtime
+    // does): empty ones of earlier runs go.
+    for (const d of readdirSync(tmpdir()).filter((n) => n.startsWith('vtoe-sanitizer-'))) {
+      try {
+        rmdirSync(join(tmpdir(), d));
+      } catch {
+        // not empty (reports kept), or not ours
+      }
+    }
+    logDir = mkdtempSync(join(tmpdir(), 'vtoe-sanitizer-'));
+    chmodSync(logDir, 0o1777);
+    process.env.VTOE_SANITIZER_LOG_DIR = logDir;
+  }
   const preload = (process.env.LD_PRELOAD ?? '').split(/[:\s]+/).filter(Boolean);
   return { ...sanitizerOptions(logDir), LD_PRELOAD: withLibasan(preload).join(':'), VTOE_SANITIZER_LOG_DIR: logDir };
 }
