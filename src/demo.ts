@@ -1,5 +1,6 @@
 // `vtoe demo`: the same ping-pong and stream programs through offload and through kernel TCP,
 // side by side, with an embedded agent. Nothing needs to be installed or running.
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent } from './agent/agent.js';
@@ -14,7 +15,15 @@ export interface DemoOptions {
 }
 
 export async function runDemo(opts: DemoOptions): Promise<string> {
-  const agent = await Agent.start({ socketPath: join(tmpdir(), `vtoe-demo-${process.pid}`, 'agent.sock') });
+  // A fresh private directory (not a guessable name another user could take first), removed after.
+  const dir = mkdtempSync(join(tmpdir(), 'vtoe-demo-'));
+  let agent: Agent;
+  try {
+    agent = await Agent.start({ socketPath: join(dir, 'agent.sock') });
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   try {
     const comparison = await compareOffloadVsTcp({
       agentSocket: agent.socketPath, reps: opts.reps, ppSize: 64, ppIters: opts.ppIters,
@@ -27,5 +36,6 @@ export async function runDemo(opts: DemoOptions): Promise<string> {
     return `${formatComparison(comparison, agent.memoryPerConnection())}\n${proof}`;
   } finally {
     await agent.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -1,7 +1,7 @@
 // The CLI against a standing agent, as an operator uses it: `vtoe agent`, `vtoe ss`,
 // `vtoe stats --json`, `vtoe run`, and an agent that survives a misbehaving process.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -149,4 +149,18 @@ describe('vtoe cm and config', () => {
       expect(stderr, args.join(' ')).toBe('');
     }
   });
+});
+
+describe('vtoe demo (the quick start)', () => {
+  it('compares offload with kernel TCP through its own agent, every connection offloaded, and leaves nothing behind', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'vtoe-demo-test-'));
+    try {
+      const { stdout } = await exec(process.execPath, [vtoe, 'demo', '--reps', '1'], { env: { ...process.env, TMPDIR: tmp } });
+      expect(stdout).toMatch(/ping-pong/i);
+      expect(stdout).toMatch(/^agent: 2 connections offloaded, 0 fell back/m);
+      expect(readdirSync(tmp)).toEqual([]); // its agent's directory went with it
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
