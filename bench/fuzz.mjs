@@ -3,10 +3,12 @@
 // loop needs dist/), then runs each target in a fresh process, one at a time, from a copy of its
 // seed corpus, and prints one row per target.  Exits non-zero on any crash, hang (an input over
 // --timeout seconds, or a target over --max-seconds) or sanitizer report.
-//   node bench/fuzz.mjs [--runs 1000000] [--timeout 10] [--max-seconds 3600] [--targets a,b]
+//   node bench/fuzz.mjs [--runs 1000000] [--timeout 10] [--max-seconds 3600] [--targets a,b] [--keep]
+// Its scratch directory (outputs, new corpus units) is removed after a clean run unless --keep;
+// after a failure it stays, with the inputs that failed.
 //                       [--seed N] [--no-build]
 import { execFileSync, spawn } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +24,7 @@ const { values } = parseArgs({
     targets: { type: 'string', default: all.join(',') },
     seed: { type: 'string', default: '1' },
     'no-build': { type: 'boolean', default: false },
+    keep: { type: 'boolean', default: false },
   },
 });
 const targets = values.targets.split(',').filter(Boolean);
@@ -99,5 +102,6 @@ for (const name of targets) {
     String(s.hangs), String(s.reports), s.failed ? 'FAIL' : 'ok']);
 }
 console.log(formatTable(rows));
-console.log(`(outputs and new corpus units in ${work})`);
+if (failures || values.keep) console.log(`(outputs and new corpus units in ${work})`);
+else rmSync(work, { recursive: true, force: true });
 process.exit(failures ? 1 : 0);
