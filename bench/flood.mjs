@@ -8,7 +8,8 @@
 // On a machine with fewer cores than busy processes the load alone decides the tail; --nice 19
 // runs the flooders (and spinners) only when a core is free, as on a machine with cores to spare.
 //   node bench/flood.mjs [--conns 300] [--stats 100] [--flooders notes,opens] [--nice 0]
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { killChildren, line, start } from './children.mjs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -33,23 +34,6 @@ const flood = join(dir, 'agent-flood');
 execFileSync('cc', ['-O2', '-I', join(root, 'include'), '-o', flood, join(root, 'test/c/agent-flood.c')]);
 const pingpong = join(root, 'tools/bin/vtoe-pingpong');
 
-const children = [];
-function start(cmd, args, env) {
-  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  return child;
-}
-function line(child, stream, pattern) {
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    child[stream].setEncoding('utf8').on('data', (d) => {
-      buf += d;
-      const m = buf.match(pattern);
-      if (m) resolve(m);
-    });
-    child.once('exit', () => reject(new Error(`${child.spawnfile} exited: ${buf}`)));
-  });
-}
 function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
@@ -118,6 +102,6 @@ try {
   console.log(`goal (flooded: every connection offloaded, p99 connection ≤ 10 ms, every stats call ≤ 100 ms): ${ok ? 'met' : 'NOT met'}`);
   console.log(`ratios flooded/spinners (the agent's share of the slow-down): connection p50 ${fmt(loud.conn.p50 / busy.conn.p50)}×, p99 ${fmt(loud.conn.p99 / busy.conn.p99)}×; stats p50 ${fmt(loud.stats.p50 / busy.stats.p50)}×`);
 } finally {
-  for (const c of children) c.kill('SIGKILL');
+  killChildren();
   rmSync(dir, { recursive: true, force: true });
 }

@@ -2,7 +2,8 @@
 // Idle costs nothing: a standing agent plus idle offloaded connections (readers asleep in recv,
 // poll and epoll_wait, their peers waiting) must use no CPU. Reads utime+stime from /proc over a window.
 //   node bench/idle-cpu.mjs [--seconds 10] [--windows 3]
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { killChildren, line, start } from './children.mjs';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -21,23 +22,6 @@ const peer = join(dir, 'e2e-peer');
 execFileSync('cc', ['-O2', '-o', peer, join(root, 'test/c/e2e-peer.c')]);
 const ticksPerSecond = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 
-const children = [];
-function start(cmd, args, env) {
-  const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  return child;
-}
-function line(child, stream, pattern) {
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    child[stream].setEncoding('utf8').on('data', (d) => {
-      buf += d;
-      const m = buf.match(pattern);
-      if (m) resolve(m);
-    });
-    child.once('exit', () => reject(new Error(`${child.spawnfile} exited: ${buf}`)));
-  });
-}
 function cpuTicks(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -75,6 +59,6 @@ try {
     }
   }
 } finally {
-  for (const c of children) c.kill('SIGKILL');
+  killChildren();
   rmSync(dir, { recursive: true, force: true });
 }
