@@ -39,6 +39,7 @@
             "native/js_verbs_fabric.cc",
             "native/verbs_fabric.cc",
             "native/verbs_conn.cc",
+            "native/verbs_wire_rx.cc",
             "native/fd_watch.cc",
             "native/shm_connection.cc",
             "native/js_boundary.cc",

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const all = ['ctl_request', 'ctl_cmsg', 'shim_reply', 'shim_ring', 'verbs_wire'];
+const all = ['ctl_request', 'ctl_cmsg', 'shim_reply', 'shim_ring', 'verbs_rx', 'verbs_wire'];
 const { values } = parseArgs({
   options: {
     runs: { type: 'string', default: '1000000' },

@@ -150,13 +150,27 @@ write('shim_ring', [
   ring({ cfg: NOBELL | VERBS, pages: 3, ops: [op.send(5000), op.ring(), op.blockingRecv(10), op.sleep(1), op.publish(1), op.recv(1)] }),
 ]);
 
+// verbs_rx: [ring size 2^(12+n), receive depth - 1, initial credits, expect auth, MAC] then
+// steps (fuzz/verbs_rx.cc): 0 our process sends, 1 it reads, 2 the peer keeps the protocol,
+// 3-4 the peer sends whatever it likes.
+const mac = Array.from({ length: 16 }, (_, i) => i * 17);
+const rxHead = (expect) => new Out().u8(6).u8(63).u8(64).u8(expect).bytes(mac);
+const fair = (kind, bytes) => new Out().u8(2).u64(0).u64(1).u8(kind).u64(bytes).get();
+const steps = (o, ...ops) => { for (const x of ops) o.bytes(x); return o.get(); };
+write('verbs_rx', [
+  steps(rxHead(1), Buffer.from([2]), fair(0, 1000), fair(0, 70000), new Out().u8(1).u64(5000).get(), fair(3, 0), fair(1, 0), fair(2, 0)),
+  steps(rxHead(0), new Out().u8(0).u64(4096).get(), fair(3, 0), fair(0, 262144), new Out().u8(1).u64(262144).get(), fair(0, 10)),
+  steps(rxHead(1), new Out().u8(3).u8(8 | 4).u32(5 << 29).u8(0).u8(0).u8(0).get(), fair(0, 1)),
+  steps(rxHead(0), new Out().u8(3).u8(4).u32(0).u8(0).u8(0).u8(1).get(), new Out().u8(4).u8(0).u32(3 << 29).u64(0).u64(1).bytes(mac).get()),
+]);
+
 // verbs_wire: the three kinds of private data, as one agent encodes them for another.
 const window = { ringAddr: 0x7f1234567000n, ringRkey: 0x1234, mailboxAddr: 0x555500001230n, mailboxRkey: 0xfedcba98, recvCredits: 64 };
 write('verbs_wire', [
   encodeReq({ ...window, sid: 42, dstAddress: '192.0.2.1', dstPort: 5001, srcPort: 40000, ringSize: 262144 }),
   encodeReq({ ...window, sid: 7, dstAddress: 'fe80::1:2', dstPort: 80, srcPort: 50000, ringSize: 4096 }),
   encodeReq({ ...window, sid: 9, dstAddress: '::ffff:10.1.2.3', dstPort: 443, srcPort: 1024, ringSize: 1 << 26 }),
-  encodeRep({ ...window, ringSize: 262144 }),
+  encodeRep({ ...window, ringSize: 262144, nonce: Buffer.alloc(16, 0x5a), mac: Buffer.alloc(16, 0xa5) }),
   encodeRej(2),
 ]);
 console.log(`seed corpora written under ${join(here, 'corpus')}`);

@@ -56,7 +56,7 @@ const char *conn_event_name(ConnEvent event)
 VerbsConn::VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_context *ctx, uint32_t ring_size,
 		     uint64_t cid, int app_side, VerbsConnSink &sink)
 	: loop_(loop), handle_(handle), sink_(sink), app_side_(app_side), size_(ring_size),
-	  shm_(ring_size, 0, cid)
+	  shm_(ring_size, 0, cid), wire_(ring_size, kRecvDepth)
 {
 	vtoe_conn_region &reg = shm_.mapping();
 	tx_ = &reg.ring[app_side];
@@ -172,7 +172,7 @@ LocalWindow VerbsConn::local_window() const
 
 void VerbsConn::post_receives()
 {
-	while (recvs_posted_ - (stats_.messages_received) < kRecvDepth) {
+	while (recvs_posted_ - wire_.messages_received() < kRecvDepth) {
 		ibv_recv_wr wr{}, *bad = nullptr;
 		wr.wr_id = recvs_posted_;
 		wr.num_sge = 0; // WRITE_WITH_IMM only: the bytes land in the rings, not here
@@ -190,8 +190,7 @@ void VerbsConn::start(const PeerWindow &peer, const WireAuth &auth)
 	peer_ = peer;
 	auth_ = auth;
 	auth_pending_ = auth.send;
-	awaiting_auth_ = auth.expect;
-	peer_recvs_ = peer.recv_credits;
+	wire_.start(peer.recv_credits, auth);
 	started_ = true;
 	channel_watch_.start(loop_, channel_->fd, UV_READABLE,
 			     [this](int, int) { on_completion_channel(); });
@@ -241,7 +240,7 @@ void VerbsConn::on_completion_channel()
 void VerbsConn::arm_send_cq()
 {
 	while (!stopped_ && !failed_ && !batches_.empty() && !send_cq_armed_ &&
-	       (peer_consumed_ > completed_ || sq_used_ + 3 > kSendDepth)) {
+	       (wire_.peer_consumed() > completed_ || sq_used_ + 3 > kSendDepth)) {
 		if (ibv_req_notify_cq(send_cq_, 0) != 0) {
 			fail(ConnEvent::qp_error, "ibv_req_notify_cq failed");
 			return;
@@ -310,52 +309,56 @@ void VerbsConn::handle_recv_completion(const ibv_wc &wc)
 		return;
 	}
 	stats_.messages_received++;
-	// The peer may send only as many messages as receives we told it of: this also bounds how
-	// long one poll_completions() can run, however fast the peer sends.
-	if (stats_.messages_received > (reported_recvs_ > kRecvDepth ? reported_recvs_ : kRecvDepth)) {
-		fail(ConnEvent::protocol, "the peer sent more messages than it had receive credits for");
+	WireArrival in;
+	in.write_with_imm = wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM && (wc.wc_flags & IBV_WC_WITH_IMM);
+	in.imm = ntohl(wc.imm_data);
+	in.mailbox_stable = read_mailbox(in.mailbox);
+	volatile uint8_t *slot = mail_->auth_in;
+	for (size_t i = 0; i < kWireAuthBytes; i++)
+		in.auth[i] = slot[i];
+	WireVerdict v = wire_.accept(in, {sent_, msgs_sent_});
+	if (v.action == WireAction::violation) {
+		fail(ConnEvent::protocol, v.why);
 		return;
 	}
-	if (wc.opcode != IBV_WC_RECV_RDMA_WITH_IMM || !(wc.wc_flags & IBV_WC_WITH_IMM)) {
-		fail(ConnEvent::protocol, "the peer sent something other than WRITE_WITH_IMM");
-		return;
-	}
+	if (wire_.broken() || failed_)
+		return; // what a broken peer sends after its reset reaches nobody
 	try {
 		post_receives();
 	} catch (const SystemError &) {
 		fail(ConnEvent::qp_error, "cannot repost a receive");
 		return;
 	}
-	uint32_t imm = ntohl(wc.imm_data);
-	if (awaiting_auth_ || wire_type(imm) == WireMsg::auth) {
-		check_auth(wire_type(imm));
+	switch (v.action) {
+	case WireAction::deliver:
+		deliver(v.bytes);
+		return;
+	case WireAction::fin:
+		rx_->fin_at.store(wire_.delivered(), RLX);
+		rx_->fin.store(1, REL);
+		wake_app();
+		// The process's fd now reads POLLIN|POLLRDHUP, as after a TCP FIN.
+		shutdown(app_bell_.get(), SHUT_WR);
+		report(ConnEvent::peer_fin, "");
+		return;
+	case WireAction::peer_reset:
+		fail(ConnEvent::peer_reset, v.why);
+		return;
+	case WireAction::peer_closed:
+		tx_->rd_shut.store(1, REL);
+		// A writer blocked on a full ring must wake up to find EPIPE.
+		std::atomic_thread_fence(std::memory_order_seq_cst);
+		if (tx_->tx_waiting.exchange(0) == 1)
+			drain_app_filler();
+		report(ConnEvent::peer_closed, "");
+		return;
+	case WireAction::authenticated:
+		report(ConnEvent::authenticated, "");
+		return;
+	case WireAction::none:
+	case WireAction::violation:
 		return;
 	}
-	if (!read_mailbox()) {
-		fail(ConnEvent::protocol, "the peer's mailbox holds impossible credits");
-		return;
-	}
-	handle_message(wire_type(imm), wire_value(imm));
-}
-
-// The peer's first message must be its proof, and only the first.
-void VerbsConn::check_auth(WireMsg type)
-{
-	if (!awaiting_auth_ || type != WireMsg::auth) {
-		fail(ConnEvent::protocol, awaiting_auth_ ? "the peer sent data before proving the cluster key"
-							  : "an auth message after the first");
-		return;
-	}
-	volatile uint8_t *slot = mail_->auth_in;
-	uint8_t diff = 0; // in constant time
-	for (size_t i = 0; i < kWireAuthBytes; i++)
-		diff |= slot[i] ^ auth_.mac[i];
-	if (diff != 0) {
-		fail(ConnEvent::protocol, "the peer did not prove the cluster key");
-		return;
-	}
-	awaiting_auth_ = false;
-	report(ConnEvent::authenticated, "");
 }
 
 void VerbsConn::fail_completion(const char *queue, const ibv_wc &wc)
@@ -366,82 +369,29 @@ void VerbsConn::fail_completion(const char *queue, const ibv_wc &wc)
 	fail(ConnEvent::qp_error, detail.c_str());
 }
 
-bool VerbsConn::read_mailbox()
+// The peer's HCA may be writing a newer mailbox while we read: take two equal reads.
+bool VerbsConn::read_mailbox(wire_mailbox &out)
 {
-	// The peer's HCA may be writing a newer mailbox while we read: take two equal reads.
-	wire_mailbox a, b;
 	volatile wire_mailbox *in = &mail_->in;
-	int tries = 0;
-	do {
-		if (++tries > kMailboxReadTries)
-			return false; // an honest peer writes it once per message, before the message
+	for (int tries = 0; tries < kMailboxReadTries; tries++) {
+		wire_mailbox a, b;
 		a.consumed = in->consumed;
 		a.recvs_posted = in->recvs_posted;
 		b.consumed = in->consumed;
 		b.recvs_posted = in->recvs_posted;
-	} while (a.consumed != b.consumed || a.recvs_posted != b.recvs_posted);
-	if (a.recvs_posted != 0) { // 0: no mailbox has arrived yet
-		if (a.consumed < peer_consumed_ || a.consumed > sent_)
-			return false;
-		if (a.recvs_posted > msgs_sent_ + kRecvDepth)
-			return false; // more receives than the peer's queue holds
-		peer_consumed_ = a.consumed;
-		if (a.recvs_posted > peer_recvs_)
-			peer_recvs_ = a.recvs_posted;
-	}
-	return true;
-}
-
-void VerbsConn::handle_message(WireMsg type, uint32_t value)
-{
-	switch (type) {
-	case WireMsg::data:
-		if (peer_fin_ || peer_reset_ || value == 0 ||
-		    delivered_ + value - reported_consumed_ > size_) {
-			fail(ConnEvent::protocol, "the peer wrote past the space it was given");
-			return;
+		if (a.consumed == b.consumed && a.recvs_posted == b.recvs_posted) {
+			out = a;
+			return true;
 		}
-		deliver(value);
-		return;
-	case WireMsg::credit:
-		return;
-	case WireMsg::fin:
-		if (peer_fin_)
-			return;
-		peer_fin_ = true;
-		rx_->fin_at.store(delivered_, RLX);
-		rx_->fin.store(1, REL);
-		wake_app();
-		// The process's fd now reads POLLIN|POLLRDHUP, as after a TCP FIN.
-		shutdown(app_bell_.get(), SHUT_WR);
-		report(ConnEvent::peer_fin, "");
-		return;
-	case WireMsg::reset:
-		peer_reset_ = true;
-		fail(ConnEvent::peer_reset, "the peer reset the connection");
-		return;
-	case WireMsg::close:
-		if (peer_closed_)
-			return;
-		peer_closed_ = true;
-		tx_->rd_shut.store(1, REL);
-		// A writer blocked on a full ring must wake up to find EPIPE.
-		std::atomic_thread_fence(std::memory_order_seq_cst);
-		if (tx_->tx_waiting.exchange(0) == 1)
-			drain_app_filler();
-		report(ConnEvent::peer_closed, "");
-		return;
-	case WireMsg::auth:
-		break; // check_auth() takes it, and only as the first message
 	}
-	fail(ConnEvent::protocol, "unknown message type");
+	out = {};
+	return false;
 }
 
 void VerbsConn::deliver(uint64_t bytes)
 {
-	delivered_ += bytes;
 	stats_.bytes_delivered += bytes;
-	rx_->head.store(delivered_, REL);
+	rx_->head.store(wire_.delivered(), REL);
 	wake_app();
 }
 
@@ -540,12 +490,14 @@ void VerbsConn::update_watches()
 
 uint32_t VerbsConn::message_credits() const
 {
-	return peer_recvs_ > msgs_sent_ ? static_cast<uint32_t>(peer_recvs_ - msgs_sent_) : 0;
+	const uint64_t recvs = wire_.peer_recvs();
+	return recvs > msgs_sent_ ? static_cast<uint32_t>(recvs - msgs_sent_) : 0;
 }
 
 void VerbsConn::advance_tx_tail()
 {
-	uint64_t t = peer_consumed_ < completed_ ? peer_consumed_ : completed_;
+	const uint64_t consumed = wire_.peer_consumed();
+	uint64_t t = consumed < completed_ ? consumed : completed_;
 	if (t <= tx_tail_)
 		return;
 	tx_tail_ = t;
@@ -567,8 +519,8 @@ bool VerbsConn::post_message(WireMsg type, uint64_t from, uint64_t to)
 		return false;
 
 	uint64_t tail = rx_->tail.load(ACQ);
-	if (tail < reported_consumed_ || tail > delivered_)
-		tail = reported_consumed_; // the process wrote nonsense: report nothing new
+	if (tail < wire_.reported_consumed() || tail > wire_.delivered())
+		tail = wire_.reported_consumed(); // the process wrote nonsense: report nothing new
 	mail_->out.consumed = tail;
 	mail_->out.recvs_posted = recvs_posted_;
 
@@ -628,8 +580,7 @@ bool VerbsConn::post_message(WireMsg type, uint64_t from, uint64_t to)
 		stats_.credit_messages++;
 	if (data)
 		sent_ = to;
-	reported_consumed_ = tail;
-	reported_recvs_ = recvs_posted_;
+	wire_.reported(tail, recvs_posted_);
 	return true;
 }
 
@@ -687,7 +638,7 @@ void VerbsConn::progress()
 		}
 		// A process that closed (or died: the kernel closes for it) with data unread, or
 		// that gets data after closing, resets the connection, as TCP sends RST.
-		const bool unread = app_gone_ && rx_->tail.load(ACQ) != delivered_;
+		const bool unread = app_gone_ && rx_->tail.load(ACQ) != wire_.delivered();
 		if (app_reset || unread) {
 			if (post_message(WireMsg::reset, sent_, sent_)) {
 				reset_sent_ = true;
@@ -715,15 +666,16 @@ void VerbsConn::progress()
 	}
 
 	uint64_t tail = rx_->tail.load(ACQ);
-	if (tail < reported_consumed_ || tail > delivered_) {
+	const uint64_t delivered = wire_.delivered(), reported = wire_.reported_consumed();
+	if (tail < reported || tail > delivered) {
 		fail(ConnEvent::protocol, "the process wrote an impossible rx tail");
 		return;
 	}
-	if (!reset_sent_ && (tail - reported_consumed_ >= size_ / 4 ||
-			     recvs_posted_ - reported_recvs_ >= kRecvDepth / 2))
+	if (!reset_sent_ && (tail - reported >= size_ / 4 ||
+			     recvs_posted_ - wire_.reported_recvs() >= kRecvDepth / 2))
 		post_message(WireMsg::credit, sent_, sent_);
-	if (!notify_requested_ && !app_gone_ && !peer_reset_ &&
-	    delivered_ - reported_consumed_ >= size_ / 4) {
+	if (!notify_requested_ && !app_gone_ && !wire_.peer_reset() &&
+	    delivered - reported >= size_ / 4) {
 		request_consume_notification();
 		if (rx_->tail.load(ACQ) != tail && rx_->tx_waiting.exchange(0) == 1) {
 			// The process consumed meanwhile and may never look again: do it now.

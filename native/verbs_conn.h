@@ -25,6 +25,7 @@
 #include "shm_connection.h"
 #include "unique_fd.h"
 #include "verbs_wire.h"
+#include "verbs_wire_rx.h"
 
 namespace vtoe {
 
@@ -122,12 +123,10 @@ private:
 	void on_app_bell(int status, int events);
 	void handle_send_completion(const ibv_wc &wc);
 	void handle_recv_completion(const ibv_wc &wc);
-	void handle_message(WireMsg type, uint32_t value);
-	bool read_mailbox();
+	bool read_mailbox(wire_mailbox &out);
 	void progress();
 	bool post_message(WireMsg type, uint64_t from, uint64_t to);
 	bool post_auth();
-	void check_auth(WireMsg type);
 	uint32_t message_credits() const;
 	void advance_tx_tail();
 	void deliver(uint64_t bytes);
@@ -185,25 +184,19 @@ private:
 	bool send_cq_armed_ = false;
 	WireAuth auth_{};
 	bool auth_pending_ = false; // active: the auth message is not posted yet
-	bool awaiting_auth_ = false; // passive: the peer has not proved the key yet
 
 	// transmit (the process's tx ring)
 	uint64_t sent_ = 0;        // posted to the QP
 	uint64_t completed_ = 0;   // send completions seen up to here
-	uint64_t peer_consumed_ = 0;
-	uint64_t tx_tail_ = 0;     // published to the process: min(peer_consumed_, completed_)
+	uint64_t tx_tail_ = 0;     // published to the process: min(peer consumed, completed_)
 	uint64_t msgs_sent_ = 0;
-	uint64_t peer_recvs_ = 0;  // receives the peer has posted (credits = peer_recvs_ - msgs_sent_)
 	uint32_t sq_used_ = 0;
 	std::deque<Batch> batches_;
 	bool fin_sent_ = false, reset_sent_ = false, close_sent_ = false;
 
 	// receive (the process's rx ring)
-	uint64_t delivered_ = 0;   // rx head published to the process
-	uint64_t reported_consumed_ = 0;
 	uint64_t recvs_posted_ = 0;
-	uint64_t reported_recvs_ = 0;
-	bool peer_fin_ = false, peer_reset_ = false, peer_closed_ = false;
+	WireRx wire_; // what the peer said and may say: credits, delivered bytes, FIN, auth
 
 	VerbsConnStats stats_{};
 };

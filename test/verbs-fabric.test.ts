@@ -168,16 +168,19 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
   }, 180_000);
 
   it('each connection has a protection domain of its own; only its rx ring and mailbox are remotely writable', async () => {
+    // rdma_rxe gives an MR without remote access the rkey 0 (`rdma -j` prints keys in hex).
+    type Mr = { mrn: number; mrlen: number; pdn: number; rkey?: string; pid?: number };
+    const remote = (m: Mr) => Number.parseInt(m.rkey ?? '0', 16) !== 0;
+    const ours = () => (JSON.parse(execFileSync('rdma', ['-j', 'res', 'show', 'mr'], { encoding: 'utf8' })) as Mr[])
+      .filter((m) => m.pid === process.pid);
+    // Earlier tests' connections may still be closing: only registrations made from here count.
+    const before = new Set(ours().map((m) => m.mrn));
     const hold = startProc(roles, ['hold', HOST], env());
     const port = Number((await hold.waitLine(/^READY (\d+)$/, 60_000))[1]);
     const flood = startProc(roles, ['flood', HOST, String(port)], env());
     await hold.waitLine(/^ACCEPTED$/, 60_000);
-    await agent.until((a) => a.sockets().filter((r) => r.fabric === 'verbs' && r.qp === 'RTS').length === 2, 60_000);
-    // rdma_rxe gives an MR without remote access the rkey 0 (`rdma -j` prints keys in hex).
-    type Mr = { mrlen: number; pdn: number; rkey?: string; pid?: number };
-    const remote = (m: Mr) => Number.parseInt(m.rkey ?? '0', 16) !== 0;
-    const mrs = (JSON.parse(execFileSync('rdma', ['-j', 'res', 'show', 'mr'], { encoding: 'utf8' })) as Mr[])
-      .filter((m) => m.pid === process.pid);
+    await agent.until((a) => a.sockets().filter((r) => r.fabric === 'verbs' && r.qp === 'RTS' && [r.local, r.peer].some((a) => a.endsWith(`:${port}`))).length === 2, 60_000);
+    const mrs = ours().filter((m) => !before.has(m.mrn));
     const byPd = new Map<number, Mr[]>();
     for (const m of mrs) byPd.set(m.pdn, [...(byPd.get(m.pdn) ?? []), m]);
     expect(byPd.size, JSON.stringify(mrs)).toBe(2); // the two ends of the one connection

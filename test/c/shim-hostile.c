@@ -157,9 +157,13 @@ int main(int argc, char **argv)
 		static char junk[4096];
 		printf("hostile: bellspam\n");
 		fflush(stdout);
-		while (send(fds[VTOE_FD_PEER_BELL], junk, sizeof(junk), MSG_NOSIGNAL) > 0) {
+		/* Never asleep: a blocked writer is woken only once most of the queue is read, and
+		 * a reader that empties it in one go never meets us refilling it. */
+		for (;;) {
+			if (send(fds[VTOE_FD_PEER_BELL], junk, sizeof(junk), MSG_NOSIGNAL | MSG_DONTWAIT) < 0 &&
+			    errno != EAGAIN && errno != EINTR)
+				return 0;
 		}
-		return 0;
 	}
 
 	/* good data first, so the victim has something to read before the lie */
