@@ -4,7 +4,8 @@
 // no-op once the guest is ready; if that fails the tests fail rather than skip. Set
 // VTOE_SKIP_RDMA_VM=1 to skip them deliberately.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,6 +36,25 @@ function inGuest(script: string, rwDir = work, timeoutS = 150): Promise<GuestRun
     child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
     child.stderr.setEncoding('utf8').on('data', (d: string) => { out += d; });
     const timer = setTimeout(() => child.kill('SIGKILL'), (timeoutS + 20) * 1000);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolvePromise({ status, out });
+    });
+  });
+}
+
+/** Boots two guests joined by a link (run2.sh) and runs `script` in each, from the repository. */
+function inTwoGuests(rwDir: string, script: string, timeoutS: number): Promise<GuestRun> {
+  return new Promise((resolvePromise) => {
+    const child = spawn(join(vmDir, 'run2.sh'), ['-w', rwDir, '--', script, '--', script], {
+      cwd: repo,
+      env: { ...process.env, VTOE_RXE_GUEST: guestDir, VTOE_2H_TIMEOUT: String(timeoutS) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { out += d; });
+    const timer = setTimeout(() => child.kill('SIGTERM'), (timeoutS + 30) * 1000);
     child.on('close', (status) => {
       clearTimeout(timer);
       resolvePromise({ status, out });
@@ -125,4 +145,36 @@ pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong
     expect(summary![1], r.out).toBe(summary![2]);
     expect(r.out).toContain('verbs fabric on rxe0');
   }, 450_000);
+
+  // Two guests joined by an Ethernet link (test/rdma-vm/run2.sh), an agent on each with one
+  // cluster key: the verbs fabric between hosts, and a link flap judged against kernel TCP.
+  it('two hosts: streams both ways, ECONNREFUSED, and a 10 s link flap survived byte-exact as on kernel TCP', async () => {
+    const rw = mkdtempSync(join(tmpdir(), 'vtoe-2h-'));
+    try {
+      writeFileSync(join(rw, 'key'), randomBytes(32), { mode: 0o600 });
+      const r = await inTwoGuests(rw, 'sh test/rdma-vm/two-host-suite.sh', 500);
+      expect(r.status, r.out).toBe(0);
+      const results = (g: 'A' | 'B', kind: string) =>
+        [...r.out.matchAll(new RegExp(`^${g}\\| RESULT (\\S+) ${kind} (.*)$`, 'gm'))].map((m) => [m[1], m[2]]);
+      const sent = new Map([...results('A', 'sent'), ...results('B', 'sent')].map(([c, v]) => [c!, v!]));
+      const received = new Map([...results('A', 'received'), ...results('B', 'received')].map(([c, v]) => [c!, v!]));
+      for (const c of ['b-to-a', 'a-to-b', 'flap-offload', 'flap-kernel']) {
+        expect(sent.get(c), `${c}\n${r.out}`).toMatch(/^\d+ [0-9a-f]{64}$/);
+        expect(received.get(c), `${c}\n${r.out}`).toBe(sent.get(c));
+      }
+      expect(r.out, 'the link was taken down mid-stream').toMatch(/^A\| a: flap-offload: link down at \d+ bytes$/m);
+      expect(r.out).toMatch(/^B\| RESULT refused ECONNREFUSED$/m);
+      // Offloaded over verbs: 3 connections at each agent (the two streams and the flap), the
+      // refused one REJected by A's agent and fallen back at B's.
+      for (const g of ['A', 'B'] as const) {
+        const line = new RegExp(`^${g}\\| RESULT stats (.*)$`, 'm').exec(r.out);
+        expect(line, r.out).not.toBeNull();
+        const stats = JSON.parse(line![1]!) as { offloaded: number; fabrics: Record<string, string> };
+        expect(stats.offloaded, line![1]).toBe(3);
+        expect(stats.fabrics.verbs, line![1]).toMatch(/^up/);
+      }
+    } finally {
+      rmSync(rw, { recursive: true, force: true });
+    }
+  }, 560_000);
 });

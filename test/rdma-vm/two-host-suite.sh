@@ -1,0 +1,101 @@
+#!/bin/sh
+# The verbs fabric between two hosts: run by run2.sh in both guests (GUEST=a or b), from the
+# repository's root, with RW a directory both see.  Each host runs its own agent with the cluster
+# key in $RW/key; the two sides meet at files in $RW (never at a fixed sleep).  Lines starting
+# "RESULT " are what test/rdma-vm.test.ts checks:
+#   RESULT <case> sent|received <bytes> <sha256>    a stream's two ends
+#   RESULT refused <errno name>                     a connect to a port nothing listens on
+#   RESULT stats <json>                             this agent's counters at the end
+# Cases: b-to-a and a-to-b (16 MiB each way), refused, flap-offload (64 MiB from B while A's
+# link is down for FLAP_S seconds, default 10) and flap-kernel (the same on kernel TCP).
+set -u
+repo=$PWD
+vtoe="node $repo/bin/vtoe.js"
+shim=$repo/preload/libvtoe.so
+export VTOE_CLUSTER_KEY_FILE=$RW/key VTOE_AGENT_SOCKET=/tmp/vtoe-2h/agent.sock
+other=$([ "$GUEST" = a ] && echo b || echo a)
+flap_s=${FLAP_S:-10}
+
+say() { echo "$GUEST: $*"; }
+fail() { say "FAILED: $*"; touch "$RW/$GUEST.failed"; exit 1; }
+# Polls a condition (a file, a socket state) every 0.1 s, for at most $2 seconds; gives up at
+# once when the other side has failed.
+wait_for() {
+  i=0
+  until eval "$1"; do
+    [ -e "$RW/$other.failed" ] && fail "the other host failed"
+    i=$((i + 1)); [ $i -lt $(($2 * 10)) ] || fail "timed out waiting for: $1"
+    sleep 0.1
+  done
+}
+mark() { touch "$RW/$GUEST.$1"; }
+peer_mark() { wait_for "[ -e '$RW/$other.$1' ]" "${2:-120}"; }
+tcp_listening() { grep -qi ":$(printf '%04X' "$1") 0*:0000 0A" /proc/net/tcp; }
+offloaded() { LD_PRELOAD=$shim "$@"; }
+sha() { sha256sum < "$1" | cut -d' ' -f1; }
+
+receive() { # case port [kernel]: one stream into a file, then its RESULT line
+  if [ "${3-}" = kernel ]; then socat -u "TCP-LISTEN:$2,reuseaddr" "CREATE:/tmp/$1.bin" &
+  else offloaded socat -u "TCP-LISTEN:$2,reuseaddr" "CREATE:/tmp/$1.bin" & fi
+  rx=$!
+  wait_for "tcp_listening $2" 60
+  mark "$1-listening"
+}
+received() { # case: the receiver of `receive` ended
+  wait $rx || fail "$1: the receiving socat exited $?"
+  echo "RESULT $1 received $(stat -c %s "/tmp/$1.bin") $(sha "/tmp/$1.bin")"
+}
+send() { # case port bytes [kernel]
+  head -c "$3" /dev/urandom > "/tmp/$1.src"
+  peer_mark "$1-listening"
+  if [ "${4-}" = kernel ]; then socat -u "OPEN:/tmp/$1.src" "TCP:$PEER:$2"
+  else offloaded socat -u "OPEN:/tmp/$1.src" "TCP:$PEER:$2"; fi || fail "$1: the sending socat exited $?"
+  echo "RESULT $1 sent $(stat -c %s "/tmp/$1.src") $(sha "/tmp/$1.src")"
+}
+# Waits until the stream's file on this host holds more than $2 bytes, then takes the link down
+# for flap_s seconds.
+flap_after() {
+  wait_for "[ \$(stat -c %s /tmp/$1.bin 2>/dev/null || echo 0) -gt $2 ]" 120
+  say "$1: link down at $(stat -c %s "/tmp/$1.bin") bytes"
+  ip link set eth0 down
+  sleep "$flap_s" # the fault itself: how long the link stays down
+  ip link set eth0 up
+  say "$1: link up at $(stat -c %s "/tmp/$1.bin") bytes"
+}
+
+mkdir -p /tmp/vtoe-2h && chmod 700 /tmp/vtoe-2h
+$vtoe agent > "$RW/agent-$GUEST.log" 2>&1 &
+agent=$!
+wait_for "grep -q 'vtoe agent: listening' '$RW/agent-$GUEST.log'" 120
+mark agent-up
+peer_mark agent-up
+
+if [ "$GUEST" = a ]; then
+  receive b-to-a 5001; received b-to-a
+  send a-to-b 5002 16777216
+  peer_mark refused-done
+  receive flap-offload 5004; flap_after flap-offload 8000000; received flap-offload
+  receive flap-kernel 5005 kernel; flap_after flap-kernel 8000000; received flap-kernel
+  mark done
+  peer_mark done
+else
+  send b-to-a 5001 16777216
+  receive a-to-b 5002; received a-to-b
+  offloaded python3 -c '
+import errno, socket, sys
+s = socket.socket()
+try:
+    s.connect((sys.argv[1], 5003))
+    print("RESULT refused none")
+except OSError as e:
+    print("RESULT refused", errno.errorcode.get(e.errno, e.errno))
+' "$PEER"
+  mark refused-done
+  send flap-offload 5004 67108864
+  send flap-kernel 5005 67108864 kernel
+  mark done
+  peer_mark done
+fi
+echo "RESULT stats $($vtoe stats --json | tr -d '\n')"
+kill $agent
+wait $agent
