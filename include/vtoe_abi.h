@@ -232,10 +232,17 @@ struct vtoe_ring_ctl {
 	VTOE_ATOMIC(uint64_t) fin_at;  /* head when the producer shut down writing */
 	VTOE_ATOMIC(uint64_t) geo;     /* (position << 1) | area: see "Elastic rings" */
 	VTOE_ATOMIC(uint32_t) fin;     /* 1 once fin_at is valid */
-	VTOE_ATOMIC(uint32_t) reset;   /* producer aborted: the consumer sees ECONNRESET */
+	VTOE_ATOMIC(uint32_t) reset;   /* producer aborted: VTOE_RESET_* says what the consumer sees */
 	VTOE_ATOMIC(uint32_t) tx_waiting; /* producer found the ring full and filled its fd */
 	VTOE_ATOMIC(uint32_t) grows;   /* moves to the large area (statistics) */
-	uint32_t pad0[(VTOE_CACHELINE - 48) / 4];
+	/* The producing process's socket settings for a peer that falls silent, which the verbs
+	 * agent enforces (a remote host can die unseen; on the shm fabric they are unused):
+	 * TCP_USER_TIMEOUT (0: the agent's default), and SO_KEEPALIVE's TCP_KEEPIDLE (0: keepalive
+	 * off), TCP_KEEPINTVL and TCP_KEEPCNT.  Written when the process sets them. */
+	VTOE_ATOMIC(uint32_t) user_timeout_ms;
+	VTOE_ATOMIC(uint32_t) keep_idle_s;
+	VTOE_ATOMIC(uint32_t) keep_intvl_s;
+	VTOE_ATOMIC(uint32_t) keep_cnt;
 	/* written by the consumer, rarely: before it sleeps, and when it closes */
 	VTOE_ATOMIC(uint32_t) rx_armed; /* consumer found the ring empty and wants a doorbell */
 	VTOE_ATOMIC(uint32_t) rd_shut;  /* consumer closed: it reads no more (writers get EPIPE) */
@@ -244,6 +251,10 @@ struct vtoe_ring_ctl {
 	VTOE_ATOMIC(uint64_t) tail;
 	uint32_t pad2[(2 * VTOE_CACHELINE - 8) / 4];
 };
+
+/* vtoe_ring_ctl.reset: why the producer ended the stream. */
+#define VTOE_RESET_ABORT 1u    /* the peer reset it: ECONNRESET */
+#define VTOE_RESET_TIMEDOUT 2u /* the verbs agent gave up on a silent peer: ETIMEDOUT */
 
 struct vtoe_conn_region {
 	uint32_t magic;     /* VTOE_REGION_MAGIC */

@@ -124,6 +124,9 @@ public:
 				InstanceMethod<&JsVerbsFabric::start>("start"),
 				InstanceMethod<&JsVerbsFabric::disconnect>("disconnect"),
 				InstanceMethod<&JsVerbsFabric::reset_app>("resetApp"),
+				InstanceMethod<&JsVerbsFabric::liveness>("liveness"),
+				InstanceMethod<&JsVerbsFabric::probe>("probe"),
+				InstanceMethod<&JsVerbsFabric::time_out>("timeOut"),
 				InstanceMethod<&JsVerbsFabric::fds_for_app>("fdsForApp"),
 				InstanceMethod<&JsVerbsFabric::release_app>("releaseApp"),
 				InstanceMethod<&JsVerbsFabric::counters>("counters"),
@@ -329,6 +332,35 @@ private:
 	{
 		uint32_t h = handle_arg(info[0]);
 		at_js_boundary(info.Env(), [&] { fabric_->reset_app(h); });
+	}
+
+	Napi::Value liveness(const Napi::CallbackInfo &info)
+	{
+		Napi::Env env = info.Env();
+		uint32_t h = handle_arg(info[0]);
+		LivenessSample s = at_js_boundary(env, [&] { return fabric_->liveness(h); });
+		Napi::Object js = Napi::Object::New(env);
+		js.Set("unackedMs", static_cast<double>(s.unacked_ms));
+		js.Set("quietMs", static_cast<double>(s.quiet_ms));
+		js.Set("probePending", s.probe_pending);
+		js.Set("waitingForPeer", s.waiting_for_peer);
+		js.Set("userTimeoutMs", s.user_timeout_ms);
+		js.Set("keepIdleS", s.keep_idle_s);
+		js.Set("keepIntvlS", s.keep_intvl_s);
+		js.Set("keepCnt", s.keep_cnt);
+		return js;
+	}
+
+	Napi::Value probe(const Napi::CallbackInfo &info)
+	{
+		uint32_t h = handle_arg(info[0]);
+		return Napi::Boolean::New(info.Env(), at_js_boundary(info.Env(), [&] { return fabric_->probe(h); }));
+	}
+
+	void time_out(const Napi::CallbackInfo &info)
+	{
+		uint32_t h = handle_arg(info[0]);
+		at_js_boundary(info.Env(), [&] { fabric_->time_out(h); });
 	}
 
 	Napi::Value fds_for_app(const Napi::CallbackInfo &info)

@@ -49,6 +49,7 @@ const char *conn_event_name(ConnEvent event)
 	case ConnEvent::qp_error: return "qp_error";
 	case ConnEvent::protocol: return "protocol";
 	case ConnEvent::authenticated: return "authenticated";
+	case ConnEvent::timed_out: return "timed_out";
 	}
 	return "unknown";
 }
@@ -191,6 +192,7 @@ void VerbsConn::start(const PeerWindow &peer, const WireAuth &auth)
 	auth_ = auth;
 	auth_pending_ = auth.send;
 	wire_.start(peer.recv_credits, auth);
+	peer_seen_ns_ = uv_hrtime();
 	started_ = true;
 	channel_watch_.start(loop_, channel_->fd, UV_READABLE,
 			     [this](int, int) { on_completion_channel(); });
@@ -300,6 +302,7 @@ void VerbsConn::handle_send_completion(const ibv_wc &wc)
 	batches_.pop_front();
 	sq_used_ -= batch.wrs;
 	completed_ = batch.end;
+	peer_seen_ns_ = uv_hrtime();
 }
 
 void VerbsConn::handle_recv_completion(const ibv_wc &wc)
@@ -309,6 +312,7 @@ void VerbsConn::handle_recv_completion(const ibv_wc &wc)
 		return;
 	}
 	stats_.messages_received++;
+	peer_seen_ns_ = uv_hrtime();
 	WireArrival in;
 	in.write_with_imm = wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM && (wc.wc_flags & IBV_WC_WITH_IMM);
 	in.imm = ntohl(wc.imm_data);
@@ -572,7 +576,7 @@ bool VerbsConn::post_message(WireMsg type, uint64_t from, uint64_t to)
 		return false;
 	}
 	sq_used_ += n;
-	batches_.push_back({n, to});
+	batches_.push_back({n, to, uv_hrtime(), false});
 	msgs_sent_++;
 	stats_.messages_sent++;
 	stats_.bytes_sent += bytes;
@@ -611,7 +615,7 @@ bool VerbsConn::post_auth()
 		return false;
 	}
 	sq_used_ += 2;
-	batches_.push_back({2, sent_});
+	batches_.push_back({2, sent_, uv_hrtime(), false});
 	msgs_sent_++;
 	stats_.messages_sent++;
 	auth_pending_ = false;
@@ -693,13 +697,54 @@ void VerbsConn::reset_app()
 	if (failed_)
 		return;
 	failed_ = true;
-	hang_up_app();
+	hang_up_app(VTOE_RESET_ABORT);
 }
 
-// ECONNRESET for the process: reset flag, then hang up its fd to wake every waiter.
-void VerbsConn::hang_up_app()
+LivenessSample VerbsConn::liveness()
 {
-	rx_->reset.store(1, REL);
+	// Send completions are reaped lazily (arm_send_cq): an acknowledged send may still sit in
+	// the CQ, and would look unacknowledged.
+	drain();
+	const uint64_t now = uv_hrtime();
+	LivenessSample s{};
+	if (!batches_.empty())
+		s.unacked_ms = (now - batches_.front().posted_ns) / 1000000;
+	s.quiet_ms = (now - peer_seen_ns_) / 1000000;
+	for (const Batch &b : batches_)
+		s.probe_pending |= b.probe;
+	// TCP's zero window: the peer's ring is full of our bytes, or the process has bytes that
+	// the credits hold back.
+	s.waiting_for_peer = tx_->head.load(ACQ) > sent_ || sent_ - wire_.peer_consumed() >= size_;
+	s.user_timeout_ms = tx_->user_timeout_ms.load(RLX);
+	s.keep_idle_s = tx_->keep_idle_s.load(RLX);
+	s.keep_intvl_s = tx_->keep_intvl_s.load(RLX);
+	s.keep_cnt = tx_->keep_cnt.load(RLX);
+	return s;
+}
+
+bool VerbsConn::probe()
+{
+	if (!started_ || stopped_ || failed_ || reset_sent_ || auth_pending_)
+		return false;
+	for (const Batch &b : batches_)
+		if (b.probe)
+			return false;
+	if (!post_message(WireMsg::credit, sent_, sent_))
+		return false;
+	batches_.back().probe = true;
+	return true;
+}
+
+void VerbsConn::time_out()
+{
+	fail(ConnEvent::timed_out, "the peer acknowledged nothing for longer than the socket allows");
+}
+
+// The process's reset (ECONNRESET, or ETIMEDOUT): reset flag, then hang up its fd to wake every
+// waiter.
+void VerbsConn::hang_up_app(uint32_t reset_code)
+{
+	rx_->reset.store(reset_code, REL);
 	tx_->rd_shut.store(1, REL);
 	std::atomic_thread_fence(std::memory_order_seq_cst);
 	agent_watch_.stop();
@@ -712,7 +757,7 @@ void VerbsConn::fail(ConnEvent event, const char *detail)
 	if (failed_)
 		return;
 	failed_ = true;
-	hang_up_app();
+	hang_up_app(event == ConnEvent::timed_out ? VTOE_RESET_TIMEDOUT : VTOE_RESET_ABORT);
 	// The process broke the protocol with a healthy QP: tell the peer (best effort).
 	if (event == ConnEvent::protocol && started_ && !stopped_ && !reset_sent_)
 		reset_sent_ = post_message(WireMsg::reset, sent_, sent_);

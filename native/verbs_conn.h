@@ -64,6 +64,18 @@ enum class ConnEvent {
 	qp_error,    // a work completion failed: the process sees ECONNRESET
 	protocol,    // the peer or the process broke the protocol: reset
 	authenticated, // the peer's auth message matched: the passive end may be handed out
+	timed_out,   // the peer fell silent for longer than the process allows: ETIMEDOUT
+};
+
+// What the agent needs to judge whether the peer has fallen silent (src/agent/liveness.ts).
+// RC retries forever on some devices (rxe), so a dead host shows as sends that never complete.
+struct LivenessSample {
+	uint64_t unacked_ms;   // age of the oldest send the peer's HCA has not acknowledged (0: none)
+	uint64_t quiet_ms;     // since the peer last showed life: an acknowledgement or a message
+	bool probe_pending;    // one of those unacknowledged sends is a probe
+	bool waiting_for_peer; // TCP's zero window: the peer's ring is full, or credits hold bytes back
+	// the process's own settings (vtoe_ring_ctl): 0 = unset / keepalive off
+	uint32_t user_timeout_ms, keep_idle_s, keep_intvl_s, keep_cnt;
 };
 const char *conn_event_name(ConnEvent event);
 
@@ -111,11 +123,19 @@ public:
 	void stop();
 	// The connection is lost (DREQ without FIN): the process sees ECONNRESET.  No event.
 	void reset_app();
+	LivenessSample liveness();
+	// Posts an empty message that the peer's HCA must acknowledge (a keepalive or window
+	// probe); false when one is already out or none can go now.
+	bool probe();
+	// The peer was silent for longer than the process allows: ETIMEDOUT, and ConnEvent::timed_out.
+	void time_out();
 
 private:
 	struct Batch {
 		uint32_t wrs;
-		uint64_t end; // stream position sent once this batch completes
+		uint64_t end;       // stream position sent once this batch completes
+		uint64_t posted_ns; // uv_hrtime() when posted
+		bool probe;
 	};
 
 	void on_completion_channel();
@@ -136,7 +156,7 @@ private:
 	void app_gone();
 	void fail(ConnEvent event, const char *detail);
 	void fail_completion(const char *queue, const ibv_wc &wc);
-	void hang_up_app();
+	void hang_up_app(uint32_t reset_code);
 	void poll_completions();
 	void arm_send_cq();
 	void report(ConnEvent event, const char *detail);
@@ -192,6 +212,7 @@ private:
 	uint64_t msgs_sent_ = 0;
 	uint32_t sq_used_ = 0;
 	std::deque<Batch> batches_;
+	uint64_t peer_seen_ns_ = 0; // the peer's last sign of life: a completion or a message
 	bool fin_sent_ = false, reset_sent_ = false, close_sent_ = false;
 
 	// receive (the process's rx ring)

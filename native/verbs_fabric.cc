@@ -251,6 +251,21 @@ void VerbsFabric::reset_app(uint32_t handle)
 	conn(handle).reset_app();
 }
 
+LivenessSample VerbsFabric::liveness(uint32_t handle)
+{
+	return conn(handle).liveness();
+}
+
+bool VerbsFabric::probe(uint32_t handle)
+{
+	return conn(handle).probe();
+}
+
+void VerbsFabric::time_out(uint32_t handle)
+{
+	conn(handle).time_out();
+}
+
 void VerbsFabric::disconnect(uint32_t handle)
 {
 	check_cm(rdma_disconnect(entry(handle).id), "rdma_disconnect (DREQ/DREP) failed");

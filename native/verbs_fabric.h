@@ -73,6 +73,9 @@ public:
 	void start(uint32_t handle, const PeerWindow &peer, const WireAuth &auth);
 	void disconnect(uint32_t handle);
 	void reset_app(uint32_t handle);
+	LivenessSample liveness(uint32_t handle);
+	bool probe(uint32_t handle);
+	void time_out(uint32_t handle);
 	std::array<int, VTOE_FD__COUNT> fds_for_app(uint32_t handle);
 	void release_app(uint32_t handle);
 	VerbsConn &conn(uint32_t handle);

@@ -120,6 +120,12 @@ static bool vtoe_conn_reset_seen(struct vtoe_conn *c)
 	return (atomic_load(&c->flags) & VTOE_CF_BROKEN) || atomic_load_explicit(&c->rx->reset, ACQ);
 }
 
+/* The error a reset reports: a peer that fell silent times out, as TCP's retransmissions do. */
+static int vtoe_conn_reset_errno(struct vtoe_conn *c)
+{
+	return atomic_load_explicit(&c->rx->reset, ACQ) == VTOE_RESET_TIMEDOUT ? ETIMEDOUT : ECONNRESET;
+}
+
 /* The most a ring can hold: both areas. */
 static uint64_t vtoe_cap(const struct vtoe_conn *c)
 {
@@ -871,7 +877,7 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 			if (copied)
 				return (ssize_t)copied;
 			if (vtoe_conn_report_reset(c))
-				return vtoe_fail(ECONNRESET);
+				return vtoe_fail(vtoe_conn_reset_errno(c));
 			vtoe_conn_clear_kernel_error(c); /* a fuse that burnt after the report */
 			return 0;
 		}
@@ -981,7 +987,7 @@ static int vtoe_tx_error(struct vtoe_conn *c)
 	unsigned int fl = atomic_load(&c->flags);
 
 	if (vtoe_conn_reset_seen(c))
-		return vtoe_conn_report_reset(c) ? ECONNRESET : EPIPE;
+		return vtoe_conn_report_reset(c) ? vtoe_conn_reset_errno(c) : EPIPE;
 	if (fl & (VTOE_CF_WR_SHUT | VTOE_CF_PEER_GONE) || atomic_load(&c->tx->rd_shut))
 		return EPIPE;
 	return 0;
@@ -1362,7 +1368,7 @@ uint32_t vtoe_conn_tx_bytes(struct vtoe_conn *c)
 int vtoe_conn_take_error(struct vtoe_conn *c)
 {
 	if (vtoe_conn_reset_seen(c) && vtoe_conn_report_reset(c))
-		return ECONNRESET;
+		return vtoe_conn_reset_errno(c);
 	/* The reset that answered a write after the peer's FIN (TCP's CLOSE_WAIT): EPIPE, once
 	 * it has arrived, which the kernel's error on our fd says. */
 	if ((atomic_load(&c->flags) & VTOE_CF_RST_ASKED) &&

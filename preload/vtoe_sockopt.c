@@ -68,6 +68,28 @@ static long long vtoe_tv_to_us(const struct timeval *tv)
 	return (long long)tv->tv_sec * 1000000 + tv->tv_usec;
 }
 
+static uint32_t vtoe_opt_value(const struct vtoe_opts *o, int i)
+{
+	return o->err[i] || o->val[i] < 0 ? 0 : (uint32_t)o->val[i];
+}
+
+/* What the verbs agent needs to judge a peer that falls silent, into our tx ring's header:
+ * TCP_USER_TIMEOUT and keepalive, as the kernel would apply them (vtoe_abi.h). */
+static void vtoe_opts_publish(struct vtoe_conn *c)
+{
+	const struct vtoe_opts *o = &c->opts;
+	struct vtoe_ring_ctl *tx = c->tx;
+	bool keepalive = vtoe_opt_value(o, VTOE_OPT_KEEPALIVE) != 0;
+
+	if (!tx)
+		return;
+	/* Rarely written, so plain (sequentially consistent) stores. */
+	atomic_store(&tx->user_timeout_ms, vtoe_opt_value(o, VTOE_OPT_TCP_USER_TIMEOUT));
+	atomic_store(&tx->keep_intvl_s, vtoe_opt_value(o, VTOE_OPT_TCP_KEEPINTVL));
+	atomic_store(&tx->keep_cnt, vtoe_opt_value(o, VTOE_OPT_TCP_KEEPCNT));
+	atomic_store(&tx->keep_idle_s, keepalive ? vtoe_opt_value(o, VTOE_OPT_TCP_KEEPIDLE) : 0);
+}
+
 /* Read the kernel socket's options before it is replaced by the offloaded one. */
 void vtoe_opts_capture(struct vtoe_conn *c, int kfd, int family)
 {
@@ -99,6 +121,7 @@ void vtoe_opts_capture(struct vtoe_conn *c, int kfd, int family)
 	l = sizeof(o->congestion) - 1;
 	if (REAL(getsockopt)(kfd, IPPROTO_TCP, TCP_CONGESTION, o->congestion, &l) < 0)
 		strcpy(o->congestion, "cubic");
+	vtoe_opts_publish(c);
 }
 
 /* Copy a value out with the kernel's truncation: min(room, size) bytes, *optlen = that. */
@@ -265,6 +288,9 @@ static int vtoe_setsockopt_conn(struct vtoe_sock *s, int level, int name, const 
 		return vtoe_opt_fail(EINVAL);
 	o->val[i] = v;
 	o->err[i] = 0;
+	if (i == VTOE_OPT_KEEPALIVE || i == VTOE_OPT_TCP_KEEPIDLE || i == VTOE_OPT_TCP_KEEPINTVL ||
+	    i == VTOE_OPT_TCP_KEEPCNT || i == VTOE_OPT_TCP_USER_TIMEOUT)
+		vtoe_opts_publish(c);
 	return 0;
 }
 

@@ -33,6 +33,7 @@ export interface ResolvedConfig {
   fabric: FabricChoice;
   rdmaPort: number;
   rdmaAddress: string;
+  peerTimeoutMs: number;
   clusterKeyFile: string;
   fabricTrusted: boolean;
 }
@@ -260,6 +261,9 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
   entry({ key: 'rdmaAddress', env: 'VTOE_RDMA_ADDRESS', default: '',
     doc: "this host's address on its RDMA port, for verbs connections to itself; '' finds it", readBy: 'agent',
     parse: (raw, name) => checkIpAddress(raw.trim(), name), check: checkIpAddress }),
+  entry({ key: 'peerTimeoutMs', env: 'VTOE_PEER_TIMEOUT_MS', default: 924_600,
+    doc: "verbs fabric: how long data may go unacknowledged by a remote peer that fell silent before the connection ends with ETIMEDOUT, when the socket sets no TCP_USER_TIMEOUT (Linux's default tcp_retries2 of 15 gives about 15.4 minutes); SO_KEEPALIVE and TCP_USER_TIMEOUT work as on kernel TCP", readBy: 'agent',
+    ...intIn(1000, 86_400_000, 'milliseconds') }),
   entry({ key: 'clusterKeyFile', env: 'VTOE_CLUSTER_KEY_FILE', default: '',
     doc: "file holding the cluster's shared secret (at least 32 bytes, mode 0600, the same on every host; e.g. head -c 32 /dev/urandom): agents prove it to each other on every verbs connection (HMAC-SHA256 over the CM private data and a fresh nonce); '' allows verbs connections within this host only, unless VTOE_FABRIC_TRUSTED=1",
     readBy: 'agent', parse: (raw) => raw.trim(), check: asIs }),

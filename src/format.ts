@@ -20,6 +20,7 @@ export function formatStats(s: StatsSnapshot): string {
     `fabrics: shm ${s.fabrics.shm}; verbs ${s.fabrics.verbs}`,
     `listeners: ${s.listeners}; kernel clients accepted on them: ${s.kernelAccepted}`,
     `fallback: ${s.fallback.total} (${reasons})`,
+    `timed out (silent remote peers): ${s.peerTimeouts ?? 0}`,
     `refused (unproven claims): ${Object.entries(s.refused ?? {}).map(([k, v]) => `${k}=${v}`).join(' ') || 'none'}`,
     `bytes: sent ${s.bytes.sent}, received ${s.bytes.received}; wake-ups sent to sleeping readers: ${s.doorbells}; rings grown for lagging readers: ${s.ringGrowths}`,
     ...programLines(s),

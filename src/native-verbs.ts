@@ -35,7 +35,7 @@ export interface CmEvent {
 }
 
 export type ConnEventType = 'app_closed' | 'fin_sent' | 'peer_fin' | 'peer_closed' | 'peer_reset' | 'qp_error' | 'protocol'
-  | 'authenticated';
+  | 'authenticated' | 'timed_out';
 
 /** The proof the active end sends first, or the one the passive end waits for (16 bytes). */
 export type WireAuth = { send: Buffer } | { expect: Buffer };
@@ -74,6 +74,24 @@ export interface VerbsConnCounters {
   bytesDelivered: number;
 }
 
+/** One connection's data path, as src/agent/liveness.ts judges a peer that fell silent. */
+export interface LivenessSample {
+  /** age of the oldest send the peer's HCA has not acknowledged; 0: none */
+  unackedMs: number;
+  /** since the peer last showed life: an acknowledgement or a message */
+  quietMs: number;
+  /** a probe is among the unacknowledged sends */
+  probePending: boolean;
+  /** TCP's zero window: the peer's ring is full of our bytes, or credits hold the process's back */
+  waitingForPeer: boolean;
+  /** the process's TCP_USER_TIMEOUT; 0: unset */
+  userTimeoutMs: number;
+  /** TCP_KEEPIDLE when SO_KEEPALIVE is on; 0: keepalive off */
+  keepIdleS: number;
+  keepIntvlS: number;
+  keepCnt: number;
+}
+
 export type QpTarget = 'INIT' | 'RTR' | 'RTS' | 'ERR' | 'RESET';
 
 export interface VerbsFabricHandlers {
@@ -94,6 +112,9 @@ interface NativeVerbsFabric {
   start(handle: number, peer: PeerWindow, auth?: WireAuth): void;
   disconnect(handle: number): void;
   resetApp(handle: number): void;
+  liveness(handle: number): LivenessSample;
+  probe(handle: number): boolean;
+  timeOut(handle: number): void;
   fdsForApp(handle: number): number[];
   releaseApp(handle: number): void;
   counters(handle: number): VerbsConnCounters;
@@ -149,6 +170,12 @@ export class VerbsFabric {
   disconnect(handle: number): void { native(() => this.raw.disconnect(handle)); }
   /** The connection is lost: the process sees ECONNRESET on its next call. */
   resetApp(handle: number): void { native(() => this.raw.resetApp(handle)); }
+  /** What the data path knows of the peer's last signs of life, and the process's settings. */
+  liveness(handle: number): LivenessSample { return native(() => this.raw.liveness(handle)); }
+  /** An empty message the peer's HCA must acknowledge; false if one is out or none can go. */
+  probe(handle: number): boolean { return native(() => this.raw.probe(handle)); }
+  /** The peer fell silent for too long: the process sees ETIMEDOUT; a timed_out event follows. */
+  timeOut(handle: number): void { native(() => this.raw.timeOut(handle)); }
   fdsForApp(handle: number): number[] { return native(() => this.raw.fdsForApp(handle)); }
   releaseApp(handle: number): void { native(() => this.raw.releaseApp(handle)); }
   counters(handle: number): VerbsConnCounters { return native(() => this.raw.counters(handle)); }

@@ -18,10 +18,12 @@ const EXPECTED: Record<string, Array<[string, string, string]>> = {
     ['SYN_SENT', 'rcv_rst', 'CLOSED'],
     ['SYN_SENT', 'app_close', 'CLOSED'],
     ['SYN_SENT', 'app_abort', 'CLOSED'],
+    ['SYN_SENT', 'timeout_rto', 'CLOSED'],
     ['SYN_RCVD', 'rcv_ack', 'ESTABLISHED'],
     ['SYN_RCVD', 'app_close', 'FIN_WAIT1'],
     ['SYN_RCVD', 'rcv_rst', 'CLOSED'],
     ['SYN_RCVD', 'app_abort', 'CLOSED'],
+    ['SYN_RCVD', 'timeout_rto', 'CLOSED'],
     ['ESTABLISHED', 'app_close', 'FIN_WAIT1'],
     ['ESTABLISHED', 'rcv_fin', 'CLOSE_WAIT'],
     ['FIN_WAIT1', 'rcv_fin_ack', 'FIN_WAIT2'],
@@ -32,7 +34,8 @@ const EXPECTED: Record<string, Array<[string, string, string]>> = {
     ['TIME_WAIT', 'rcv_rst', 'CLOSED'],
     ['CLOSE_WAIT', 'app_close', 'LAST_ACK'],
     ['LAST_ACK', 'rcv_fin_ack', 'CLOSED'],
-    ...TCP_SYNC.flatMap((s): Array<[string, string, string]> => [[s, 'rcv_rst', 'CLOSED'], [s, 'app_abort', 'CLOSED']]),
+    ...TCP_SYNC.flatMap((s): Array<[string, string, string]> =>
+      [[s, 'rcv_rst', 'CLOSED'], [s, 'app_abort', 'CLOSED'], [s, 'timeout_rto', 'CLOSED']]),
   ],
   ib_cm: [
     ['IDLE', 'send_req', 'REQ_SENT'],
@@ -260,7 +263,7 @@ describe('toDot', () => {
   });
 
   it('merges parallel edges and is deterministic', () => {
-    expect(dot).toContain('tcp_SYN_SENT -> tcp_CLOSED [label="app_close\\nrcv_rst\\napp_abort"];');
+    expect(dot).toContain('tcp_SYN_SENT -> tcp_CLOSED [label="app_close\\nrcv_rst\\napp_abort\\ntimeout_rto"];');
     const edges = dot.split('\n').filter((l) => l.includes('->'));
     const pairs = edges.map((l) => l.replace(/ \[.*$/, '').trim());
     expect(new Set(pairs).size).toBe(pairs.length);

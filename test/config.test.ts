@@ -21,7 +21,7 @@ describe('config table', () => {
     const keys = CONFIG_TABLE.map((e) => e.key);
     expect(new Set(keys).size).toBe(keys.length);
     expect(keys.sort()).toEqual(['agentSocket', 'agentTimeoutMs', 'clusterKeyFile', 'drainMs', 'fabric', 'fabricTrusted', 'logFile', 'logLevel',
-      'maxConnections', 'maxPendingAccepts', 'maxProcessSockets', 'offload', 'peerBells', 'policy', 'pollKernelUs', 'profile', 'rdmaAddress', 'rdmaPort', 'ringMaxSize', 'ringSize', 'shortBytes', 'shortHoldMs', 'shortMs', 'spinUs', 'timewaitMs']);
+      'maxConnections', 'maxPendingAccepts', 'maxProcessSockets', 'offload', 'peerBells', 'peerTimeoutMs', 'policy', 'pollKernelUs', 'profile', 'rdmaAddress', 'rdmaPort', 'ringMaxSize', 'ringSize', 'shortBytes', 'shortHoldMs', 'shortMs', 'spinUs', 'timewaitMs']);
     for (const e of CONFIG_TABLE) {
       expect(e.env).toMatch(/^VTOE_[A-Z_]+$/);
       expect(e.doc.length).toBeGreaterThan(5);
@@ -35,7 +35,7 @@ describe('config table', () => {
       agentSocket: `/tmp/vtoe-${uid}/agent.sock`, ringSize: 262144, ringMaxSize: 4194304, spinUs: 50, pollKernelUs: 1000, logLevel: 'warn', logFile: '',
       policy: '', profile: '', timewaitMs: 2000, drainMs: 5000, maxConnections: 4096, maxProcessSockets: 3072, shortBytes: 16384, shortMs: 10,
       shortHoldMs: 1000, agentTimeoutMs: 5000, offload: true, peerBells: true, fabric: 'auto', rdmaPort: 7471, rdmaAddress: '',
-      clusterKeyFile: '', fabricTrusted: false, maxPendingAccepts: 4096,
+      clusterKeyFile: '', fabricTrusted: false, maxPendingAccepts: 4096, peerTimeoutMs: 924_600,
     } satisfies ResolvedConfig);
   });
 
@@ -53,13 +53,14 @@ describe('config table', () => {
       VTOE_SHORT_BYTES: '0', VTOE_SHORT_MS: '3', VTOE_SHORT_HOLD_MS: '50',
       VTOE_PEER_BELLS: 'no', VTOE_FABRIC: 'Verbs', VTOE_RDMA_PORT: '18515', VTOE_RDMA_ADDRESS: '192.0.2.1', VTOE_PROFILE: 'MPI',
       VTOE_CLUSTER_KEY_FILE: ' /etc/vtoe/key ', VTOE_FABRIC_TRUSTED: 'yes', VTOE_MAX_PENDING_ACCEPTS: '9',
+      VTOE_PEER_TIMEOUT_MS: '5000',
     });
     expect(cfg).toEqual({
       agentSocket: '/run/vtoe/a.sock', ringSize: 1048576, ringMaxSize: 8 << 20, spinUs: 0, pollKernelUs: 250, logLevel: 'debug', logFile: '/tmp/x.log',
       policy: 'tcp both sshd *:*', profile: 'mpi', timewaitMs: 0, drainMs: 750, maxConnections: 1, maxProcessSockets: 7, shortBytes: 0, shortMs: 3,
       shortHoldMs: 50, agentTimeoutMs: 250, offload: false,
       peerBells: false, fabric: 'verbs', rdmaPort: 18515, rdmaAddress: '192.0.2.1',
-      clusterKeyFile: '/etc/vtoe/key', fabricTrusted: true, maxPendingAccepts: 9,
+      clusterKeyFile: '/etc/vtoe/key', fabricTrusted: true, maxPendingAccepts: 9, peerTimeoutMs: 5000,
     });
   });
 

@@ -148,11 +148,11 @@ pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong
 
   // Two guests joined by an Ethernet link (test/rdma-vm/run2.sh), an agent on each with one
   // cluster key: the verbs fabric between hosts, and a link flap judged against kernel TCP.
-  it('two hosts: streams both ways, ECONNREFUSED, and a 10 s link flap survived byte-exact as on kernel TCP', async () => {
+  it('two hosts: streams both ways, ECONNREFUSED, a 10 s link flap survived byte-exact and a silent peer timed out, as on kernel TCP', async () => {
     const rw = mkdtempSync(join(tmpdir(), 'vtoe-2h-'));
     try {
       writeFileSync(join(rw, 'key'), randomBytes(32), { mode: 0o600 });
-      const r = await inTwoGuests(rw, 'sh test/rdma-vm/two-host-suite.sh', 500);
+      const r = await inTwoGuests(rw, 'sh test/rdma-vm/two-host-suite.sh', 600);
       expect(r.status, r.out).toBe(0);
       const results = (g: 'A' | 'B', kind: string) =>
         [...r.out.matchAll(new RegExp(`^${g}\\| RESULT (\\S+) ${kind} (.*)$`, 'gm'))].map((m) => [m[1], m[2]]);
@@ -164,17 +164,25 @@ pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong
       }
       expect(r.out, 'the link was taken down mid-stream').toMatch(/^A\| a: flap-offload: link down at \d+ bytes$/m);
       expect(r.out).toMatch(/^B\| RESULT refused ECONNREFUSED$/m);
-      // Offloaded over verbs: 3 connections at each agent (the two streams and the flap), the
-      // refused one REJected by A's agent and fallen back at B's.
+      // A host that falls silent for good: the socket's own TCP_USER_TIMEOUT or keepalive ends
+      // the connection with ETIMEDOUT, offloaded as on kernel TCP (the client's own 60 s
+      // timeout would say "timeout" had nothing noticed).
+      for (const c of ['send-offload', 'send-kernel', 'keepalive-offload', 'keepalive-kernel']) {
+        expect(r.out, c).toMatch(new RegExp(`^B\\| RESULT ${c} ETIMEDOUT [0-9.]+$`, 'm'));
+      }
+      // Offloaded over verbs: 5 connections at each agent (the two streams, the flap and the
+      // two silent peers), the refused one REJected by A's agent and fallen back at B's; B's
+      // agent timed out its two.
       for (const g of ['A', 'B'] as const) {
         const line = new RegExp(`^${g}\\| RESULT stats (.*)$`, 'm').exec(r.out);
         expect(line, r.out).not.toBeNull();
-        const stats = JSON.parse(line![1]!) as { offloaded: number; fabrics: Record<string, string> };
-        expect(stats.offloaded, line![1]).toBe(3);
+        const stats = JSON.parse(line![1]!) as { offloaded: number; peerTimeouts: number; fabrics: Record<string, string> };
+        expect(stats.offloaded, line![1]).toBe(5);
         expect(stats.fabrics.verbs, line![1]).toMatch(/^up/);
+        if (g === 'B') expect(stats.peerTimeouts, line![1]).toBe(2);
       }
     } finally {
       rmSync(rw, { recursive: true, force: true });
     }
-  }, 560_000);
+  }, 660_000);
 });

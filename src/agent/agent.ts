@@ -145,6 +145,7 @@ export class Agent {
       listeners: this.core.listeners.size,
       kernelAccepted: c.kernelAccepted,
       rejected: c.rejected,
+      peerTimeouts: c.peerTimeouts,
       fallback: { total: c.fallbackTotal, reasons: Object.fromEntries(c.fallbackReasons) },
       refused: Object.fromEntries(c.refusals),
       programs: Object.fromEntries([...c.programs].map(([name, p]) => [name, { offloaded: p.offloaded, fallback: { ...p.fallback } }])),

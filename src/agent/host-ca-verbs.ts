@@ -22,11 +22,14 @@ import { findRdmaAddress } from './rdma-addresses.js';
 import type { AgentCounters } from './stats.js';
 import { VerbsEndpoint } from './verbs-endpoint.js';
 import { kernelHasTcpPorts } from './kernel-tcp.js';
+import { judgeLiveness } from './liveness.js';
 import {
   decodeRej, decodeRep, decodeReq, encodeRej, encodeRep, encodeReq, REP_MAC_AT, REQ_PRIVATE_DATA_MAX, type ReqData,
 } from './verbs-wire.js';
 
 const RESOLVE_TIMEOUT_MS = 2000;
+/** How often running connections' peers are judged (src/agent/liveness.ts): a timeout's grain. */
+const LIVENESS_CHECK_MS = 500;
 
 /** The VTOE event (enum vtoe_event) of each rdma_cm event (docs/design.md section 4). */
 const CM_EVENT_CODES: Partial<Record<CmEvent['type'], number>> = {
@@ -100,6 +103,8 @@ export class VerbsHostCA {
   private readonly claimWaiters = new Map<string, ClaimWaiter[]>();
   private readonly auth: ClusterAuth;
   private readonly sweep: NodeJS.Timeout;
+  /** Runs only while some connection's data path is started (none idle, no cost). */
+  private livenessTimer: NodeJS.Timeout | null = null;
   private warnedNoKey = false;
   private fabric: VerbsFabric | null;
   private unavailable: string | null = null;
@@ -260,6 +265,7 @@ export class VerbsHostCA {
     fabric.establish(end.handle);
     end.cmStep('send_rtu');
     fabric.start(end.handle, rep, { send: rtuMac(this.auth.key, rep.nonce, c.req!) });
+    this.watchLiveness();
     this.connecting.delete(end.handle);
     clearTimeout(c.timer);
     this.counters.connectionOffloaded([end.program]);
@@ -351,6 +357,34 @@ export class VerbsHostCA {
     end.qpStep('to_rts');
     end.tcpStep('rcv_ack');
     this.fabric!.start(end.handle, info.peer, { expect: info.expect });
+    this.watchLiveness();
+  }
+
+  /** A remote host can die unseen: judge each running connection's peer (src/agent/liveness.ts). */
+  private watchLiveness(): void {
+    if (this.livenessTimer) return;
+    this.livenessTimer = setInterval(() => this.guard(() => this.checkLiveness()), LIVENESS_CHECK_MS);
+    this.livenessTimer.unref();
+  }
+
+  private checkLiveness(): void {
+    let running = 0;
+    for (const end of this.ends.values()) {
+      if (end.destroyed || end.reset || !end.established || end.qp !== 'RTS') continue;
+      running++;
+      const verdict = judgeLiveness(this.fabric!.liveness(end.handle), this.config.peerTimeoutMs);
+      if (verdict.action === 'probe') {
+        this.fabric!.probe(end.handle);
+      } else if (verdict.action === 'time-out') {
+        this.log.warn('a remote peer fell silent: its connection times out (ETIMEDOUT)',
+          { cid: end.cid.toString(), remote: end.remote?.address, why: verdict.why });
+        this.fabric!.timeOut(end.handle); // a timed_out event follows
+      }
+    }
+    if (running === 0 && this.livenessTimer) {
+      clearInterval(this.livenessTimer);
+      this.livenessTimer = null;
+    }
   }
 
   /**
@@ -513,6 +547,11 @@ export class VerbsHostCA {
           return this.disconnect(end);
         }
         break;
+      case 'timed_out':
+        this.counters.peerTimeouts++;
+        end.reset = true;
+        end.tcpStep('timeout_rto');
+        return this.disconnect(end);
       case 'peer_reset':
       case 'qp_error':
       case 'protocol':
@@ -715,6 +754,7 @@ export class VerbsHostCA {
 
   close(): void {
     clearInterval(this.sweep);
+    if (this.livenessTimer) clearInterval(this.livenessTimer);
     for (const list of this.claimWaiters.values()) for (const w of list) clearTimeout(w.timer);
     this.claimWaiters.clear();
     for (const c of this.connecting.values()) clearTimeout(c.timer);

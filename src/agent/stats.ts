@@ -11,6 +11,7 @@ export interface StatsSnapshot {
   listeners: number;
   kernelAccepted: number; // kernel TCP clients accepted on both-mode listeners
   rejected: number; // REJ: connections that did not complete (the kernel rendezvous failed)
+  peerTimeouts: number; // verbs connections ended with ETIMEDOUT: the remote peer fell silent
   fallback: { total: number; reasons: Record<string, number> };
   /** requests refused as unproven claims, by REFUSALS reason */
   refused: Record<string, number>;
@@ -54,6 +55,7 @@ export class AgentCounters {
   offloaded = 0;
   kernelAccepted = 0;
   rejected = 0;
+  peerTimeouts = 0;
   processesSeen = 0;
   protocolErrors = 0;
   /** Bytes of connections that are gone; live ones are read from their rings. */

@@ -10,17 +10,18 @@ export type TcpState = (typeof TCP_STATES)[number];
 
 export const TCP_EVENTS = [
   'app_listen', 'app_connect', 'rcv_syn', 'rcv_synack', 'rcv_ack', 'app_close', 'rcv_fin',
-  'rcv_fin_ack', 'timeout_2msl', 'rcv_rst', 'app_abort',
+  'rcv_fin_ack', 'timeout_2msl', 'rcv_rst', 'app_abort', 'timeout_rto',
 ] as const;
 export type TcpEvent = (typeof TCP_EVENTS)[number];
 
-// Reset and abort end any connection that has exchanged SYNs.
-const KILL = { rcv_rst: 'CLOSED', app_abort: 'CLOSED' } as const;
+// Reset, abort and a peer silent for longer than the retransmission (or keepalive or
+// TCP_USER_TIMEOUT) limit end any connection that has exchanged SYNs.
+const KILL = { rcv_rst: 'CLOSED', app_abort: 'CLOSED', timeout_rto: 'CLOSED' } as const;
 
 const transitions: TransitionTable<TcpState, TcpEvent> = {
   CLOSED: { app_listen: 'LISTEN', app_connect: 'SYN_SENT', rcv_syn: 'SYN_RCVD' },
   LISTEN: { rcv_syn: 'LISTEN', app_close: 'CLOSED' },
-  SYN_SENT: { rcv_synack: 'ESTABLISHED', rcv_rst: 'CLOSED', app_close: 'CLOSED', app_abort: 'CLOSED' },
+  SYN_SENT: { rcv_synack: 'ESTABLISHED', rcv_rst: 'CLOSED', app_close: 'CLOSED', app_abort: 'CLOSED', timeout_rto: 'CLOSED' },
   SYN_RCVD: { rcv_ack: 'ESTABLISHED', app_close: 'FIN_WAIT1', ...KILL },
   ESTABLISHED: { app_close: 'FIN_WAIT1', rcv_fin: 'CLOSE_WAIT', ...KILL },
   FIN_WAIT1: { rcv_fin_ack: 'FIN_WAIT2', rcv_fin: 'CLOSING', ...KILL },
@@ -43,11 +44,11 @@ export const tcpSpec: MachineSpec<TcpState, TcpEvent> = {
   initial: 'CLOSED',
   transitions,
   errors: totalErrors(TCP_STATES, TCP_EVENTS, transitions, [
-    { states: ['CLOSED'], events: ['rcv_synack', 'rcv_ack', 'app_close', 'rcv_fin', 'rcv_fin_ack', 'rcv_rst', 'app_abort'],
+    { states: ['CLOSED'], events: ['rcv_synack', 'rcv_ack', 'app_close', 'rcv_fin', 'rcv_fin_ack', 'rcv_rst', 'app_abort', 'timeout_rto'],
       reason: 'socket is not connected' },
     { states: ['LISTEN'], events: ['app_listen'], reason: 'socket is already listening; a second listen() only changes the backlog' },
     { states: ['LISTEN'], events: ['app_connect'], reason: 'a listening socket cannot connect' },
-    { states: ['LISTEN'], events: ['rcv_synack', 'rcv_ack', 'rcv_fin', 'rcv_fin_ack', 'rcv_rst'],
+    { states: ['LISTEN'], events: ['rcv_synack', 'rcv_ack', 'rcv_fin', 'rcv_fin_ack', 'rcv_rst', 'timeout_rto'],
       reason: 'a listening socket has no connection; segments go to its accepted children' },
     { states: ['LISTEN'], events: ['app_abort'], reason: 'a listening socket is closed with app_close' },
     { states: '*', events: ['app_listen'], reason: 'listen() needs an unconnected socket' },
@@ -63,6 +64,7 @@ export const tcpSpec: MachineSpec<TcpState, TcpEvent> = {
     { states: '*', events: ['rcv_fin_ack'], reason: 'no FIN of ours is waiting for its ACK' },
     { states: '*', events: ['timeout_2msl'], reason: 'the 2MSL timer runs only in TIME_WAIT' },
     { states: ['TIME_WAIT'], events: ['app_abort'], reason: 'the connection is already closed; TIME_WAIT only waits' },
+    { states: ['TIME_WAIT'], events: ['timeout_rto'], reason: 'nothing waits for an acknowledgement in TIME_WAIT' },
   ]),
 };
 

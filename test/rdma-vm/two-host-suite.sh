@@ -5,9 +5,12 @@
 # "RESULT " are what test/rdma-vm.test.ts checks:
 #   RESULT <case> sent|received <bytes> <sha256>    a stream's two ends
 #   RESULT refused <errno name>                     a connect to a port nothing listens on
+#   RESULT <case> <errno name> <seconds>           what a socket reported of a silent peer
 #   RESULT stats <json>                             this agent's counters at the end
 # Cases: b-to-a and a-to-b (16 MiB each way), refused, flap-offload (64 MiB from B while A's
-# link is down for FLAP_S seconds, default 10) and flap-kernel (the same on kernel TCP).
+# link is down for FLAP_S seconds, default 10) and flap-kernel (the same on kernel TCP); then A
+# falls silent for good under a sender with TCP_USER_TIMEOUT and under a reader with keepalive
+# (test/rdma-vm/silent-peer.py), offloaded and on kernel TCP.
 set -u
 repo=$PWD
 vtoe="node $repo/bin/vtoe.js"
@@ -15,6 +18,7 @@ shim=$repo/preload/libvtoe.so
 export VTOE_CLUSTER_KEY_FILE=$RW/key VTOE_AGENT_SOCKET=/tmp/vtoe-2h/agent.sock
 other=$([ "$GUEST" = a ] && echo b || echo a)
 flap_s=${FLAP_S:-10}
+silent_cases='send-offload send-kernel keepalive-offload keepalive-kernel'
 
 say() { echo "$GUEST: $*"; }
 fail() { say "FAILED: $*"; touch "$RW/$GUEST.failed"; exit 1; }
@@ -76,6 +80,12 @@ if [ "$GUEST" = a ]; then
   peer_mark refused-done
   receive flap-offload 5004; flap_after flap-offload 8000000; received flap-offload
   receive flap-kernel 5005 kernel; flap_after flap-kernel 8000000; received flap-kernel
+  port=5006
+  for c in $silent_cases; do
+    case $c in *-offload) run=offloaded ;; *) run= ;; esac
+    $run python3 test/rdma-vm/silent-peer.py server $port "$c" "$RW" || fail "$c: the silent server failed"
+    port=$((port + 1))
+  done
   mark done
   peer_mark done
 else
@@ -93,6 +103,12 @@ except OSError as e:
   mark refused-done
   send flap-offload 5004 67108864
   send flap-kernel 5005 67108864 kernel
+  port=5006
+  for c in $silent_cases; do
+    case $c in *-offload) run=offloaded ;; *) run= ;; esac
+    $run python3 test/rdma-vm/silent-peer.py client "$PEER" $port "$c" "$RW" || fail "$c: the client failed"
+    port=$((port + 1))
+  done
   mark done
   peer_mark done
 fi
