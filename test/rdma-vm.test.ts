@@ -23,34 +23,12 @@ interface GuestRun {
 
 let work: string;
 
-/** Boots the guest once and runs a /bin/sh script in it (cwd and read-write dir: `work`). */
+/** Runs one of the beds' scripts to its end, keeping its output; killed past its own timeout. */
 // Asynchronous: a guest run can take minutes, and a blocked worker cannot answer vitest.
-function inGuest(script: string, rwDir = work, timeoutS = 150): Promise<GuestRun> {
+function runBed(script: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, timeoutS: number): Promise<GuestRun> {
   return new Promise((resolvePromise) => {
-    const child = spawn(join(vmDir, 'run.sh'), ['-w', rwDir, '--', 'sh', '-c', script], {
-      cwd: rwDir,
-      env: { ...process.env, VTOE_RXE_GUEST: guestDir, VTOE_RXE_TIMEOUT: String(timeoutS) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { out += d; });
-    const timer = setTimeout(() => child.kill('SIGKILL'), (timeoutS + 20) * 1000);
-    child.on('close', (status) => {
-      clearTimeout(timer);
-      resolvePromise({ status, out });
-    });
-  });
-}
-
-/** Boots two guests joined by a link (run2.sh) and runs `script` in each, from the repository. */
-function inTwoGuests(rwDir: string, script: string, timeoutS: number): Promise<GuestRun> {
-  return new Promise((resolvePromise) => {
-    const child = spawn(join(vmDir, 'run2.sh'), ['-w', rwDir, '--', script, '--', script], {
-      cwd: repo,
-      env: { ...process.env, VTOE_RXE_GUEST: guestDir, VTOE_2H_TIMEOUT: String(timeoutS) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(join(vmDir, script), args, { cwd, env: { ...process.env, VTOE_RXE_GUEST: guestDir, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
     child.stderr.setEncoding('utf8').on('data', (d: string) => { out += d; });
@@ -60,6 +38,16 @@ function inTwoGuests(rwDir: string, script: string, timeoutS: number): Promise<G
       resolvePromise({ status, out });
     });
   });
+}
+
+/** Boots the guest once and runs a /bin/sh script in it (cwd and read-write dir: `work`). */
+function inGuest(script: string, rwDir = work, timeoutS = 150): Promise<GuestRun> {
+  return runBed('run.sh', ['-w', rwDir, '--', 'sh', '-c', script], rwDir, { VTOE_RXE_TIMEOUT: String(timeoutS) }, timeoutS);
+}
+
+/** Boots two guests joined by a link (run2.sh) and runs `script` in each, from the repository. */
+function inTwoGuests(rwDir: string, script: string, timeoutS: number): Promise<GuestRun> {
+  return runBed('run2.sh', ['-w', rwDir, '--', script, '--', script], repo, { VTOE_2H_TIMEOUT: String(timeoutS) }, timeoutS);
 }
 
 // Shell helpers for the guest: start a server, wait until it is listening, run the client, and
