@@ -55,8 +55,8 @@ const char *conn_event_name(ConnEvent event)
 }
 
 VerbsConn::VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_context *ctx, uint32_t ring_size,
-		     uint64_t cid, int app_side, VerbsConnSink &sink)
-	: loop_(loop), handle_(handle), sink_(sink), app_side_(app_side), size_(ring_size),
+		     uint64_t cid, int app_side, VerbsConnSink &sink, const bool &port_up)
+	: loop_(loop), handle_(handle), port_up_(port_up), sink_(sink), app_side_(app_side), size_(ring_size),
 	  shm_(ring_size, 0, cid), wire_(ring_size, kRecvDepth)
 {
 	vtoe_conn_region &reg = shm_.mapping();
@@ -515,6 +515,8 @@ void VerbsConn::advance_tx_tail()
 bool VerbsConn::post_message(WireMsg type, uint64_t from, uint64_t to)
 {
 	const bool data = type == WireMsg::data;
+	if (!port_up_)
+		return false; // the link is down: the fabric drains us when it is back
 	if (message_credits() <= (data ? kCreditReserve : 0)) {
 		stats_.credit_stalls++;
 		return false;
@@ -591,7 +593,7 @@ bool VerbsConn::post_message(WireMsg type, uint64_t from, uint64_t to)
 // The active end's proof: the MAC into the peer's auth slot, then an empty auth message.
 bool VerbsConn::post_auth()
 {
-	if (message_credits() == 0 || sq_used_ + 2 > kSendDepth)
+	if (!port_up_ || message_credits() == 0 || sq_used_ + 2 > kSendDepth)
 		return false;
 	std::memcpy(mail_->auth_out, auth_.mac, kWireAuthBytes);
 	ibv_sge sge{};

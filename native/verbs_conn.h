@@ -98,8 +98,9 @@ public:
 	static constexpr int kMailboxReadTries = 1000;
 
 	// Creates the PD, region, CQs, QP (in RESET) and registrations.  Throws SystemError.
+	// port_up: the local port's state, kept by the fabric; nothing is posted while it is false.
 	VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_context *ctx, uint32_t ring_size, uint64_t cid,
-		  int app_side, VerbsConnSink &sink);
+		  int app_side, VerbsConnSink &sink, const bool &port_up);
 	~VerbsConn();
 	VerbsConn(const VerbsConn &) = delete;
 	VerbsConn &operator=(const VerbsConn &) = delete;
@@ -165,6 +166,7 @@ private:
 
 	uv_loop_t *loop_;
 	uint32_t handle_;
+	const bool &port_up_;
 	VerbsConnSink &sink_;
 	int app_side_;
 	uint32_t size_;

@@ -83,6 +83,7 @@ void VerbsFabric::close()
 	channel_watch_.stop();
 	while (!ids_.empty())
 		destroy(ids_.begin()->first);
+	devices_.clear();
 	rdma_destroy_event_channel(channel_);
 	channel_ = nullptr;
 	queue_.clear();
@@ -161,10 +162,60 @@ LocalWindow VerbsFabric::create_qp(uint32_t handle, uint32_t ring_size, uint64_t
 	if (!e.id->verbs)
 		throw_system_error(ENODEV, "the rdma_cm id is not bound to a device yet",
 				   "resolve the address (or receive the request) first");
+	Device &dev = device(e.id);
 	e.conn = std::make_unique<VerbsConn>(loop_, handle, e.id->verbs, ring_size, cid, app_side,
-					     static_cast<VerbsConnSink &>(*this));
+					     static_cast<VerbsConnSink &>(*this), dev.port_up);
 	return e.conn->local_window();
 }
+
+// The device of `id`, its port state and async event watch set up on first use.
+VerbsFabric::Device &VerbsFabric::device(rdma_cm_id *id)
+{
+	ibv_context *ctx = id->verbs;
+	auto found = devices_.find(ctx);
+	if (found != devices_.end())
+		return found->second;
+	Device &dev = devices_[ctx];
+	ibv_port_attr attr{};
+	if (ibv_query_port(ctx, id->port_num ? id->port_num : 1, &attr) == 0)
+		dev.port_up = attr.state == IBV_PORT_ACTIVE;
+	int fl = fcntl(ctx->async_fd, F_GETFL);
+	if (fl < 0 || fcntl(ctx->async_fd, F_SETFL, fl | O_NONBLOCK) != 0)
+		return dev;
+	try {
+		dev.watch.start(loop_, ctx->async_fd, UV_READABLE, [this, ctx](int, int) { on_async_event(ctx); });
+	} catch (const SystemError &) {
+		// librdmacm opens a device once per process: a second fabric in this process (tests)
+		// finds its events watched already, and runs as if the port were always up.
+	}
+	return dev;
+}
+
+void VerbsFabric::on_async_event(ibv_context *ctx)
+{
+	Device &dev = devices_[ctx];
+	bool resumed = false;
+	for (int i = 0; i < 64; i++) { // bounded per wake-up; the watch is level-triggered
+		ibv_async_event ev;
+		if (ibv_get_async_event(ctx, &ev) != 0)
+			break; // EAGAIN
+		if (ev.event_type == IBV_EVENT_PORT_ERR) {
+			dev.port_up = false;
+		} else if (ev.event_type == IBV_EVENT_PORT_ACTIVE) {
+			resumed |= !dev.port_up;
+			dev.port_up = true;
+		}
+		ibv_ack_async_event(&ev);
+	}
+	if (!resumed)
+		return;
+	for (auto &[handle, e] : ids_)
+		if (e.conn && e.id->verbs == ctx)
+			e.conn->drain(); // post what waited for the link
+	flush();
+}
+
+constexpr uint8_t kMinAckTimeout = 19;
 
 void VerbsFabric::modify_qp(uint32_t handle, ibv_qp_state state)
 {
@@ -184,6 +235,14 @@ void VerbsFabric::modify_qp(uint32_t handle, ibv_qp_state state)
 		if (state == IBV_QPS_RTS) {
 			attr.rnr_retry = 3; // finite: credits mean an RNR is a bug, reported as a reset
 			mask |= IBV_QP_RNR_RETRY;
+			// A lost packet must be sent again: some devices (rxe) take a timeout of 0
+			// as "never retransmit", and a stream then stalls after a link flap.  At least
+			// 2^19 × 4.096 µs ≈ 2.1 s, 7 times: a link down for up to ~15 s is ridden out,
+			// as TCP rides out a short outage; longer, and the QP fails (ECONNRESET).
+			if (attr.timeout < kMinAckTimeout)
+				attr.timeout = kMinAckTimeout;
+			attr.retry_cnt = 7;
+			mask |= IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT;
 		}
 	} else {
 		mask = IBV_QP_STATE;

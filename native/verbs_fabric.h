@@ -90,6 +90,13 @@ private:
 		rdma_cm_id *id;
 		std::unique_ptr<VerbsConn> conn;
 	};
+	// A device's ports as its async events report them.  While the local port is down the
+	// connections on it post nothing (a send on a down link fails the QP at once on some
+	// devices), and they resume when it is active again: a short link flap loses nothing.
+	struct Device {
+		bool port_up = true;
+		FdWatch watch;
+	};
 
 	void conn_event(uint32_t handle, ConnEvent event, const char *detail) override;
 	void on_channel();
@@ -98,12 +105,15 @@ private:
 	Entry &entry(uint32_t handle);
 	uint32_t add(rdma_cm_id *id);
 	rdma_conn_param conn_param(Entry &e, const uint8_t *data, size_t len);
+	Device &device(rdma_cm_id *id);
+	void on_async_event(ibv_context *ctx);
 
 	uv_loop_t *loop_;
 	VerbsFabricListener &listener_;
 	rdma_event_channel *channel_ = nullptr;
 	FdWatch channel_watch_;
 	std::map<uint32_t, Entry> ids_;
+	std::map<ibv_context *, Device> devices_; // never erased before close(): conns point into it
 	uint32_t next_handle_ = 1;
 	std::deque<std::variant<CmEventInfo, ConnEventInfo>> queue_; // in the order they happened
 	uv_timer_t *flush_timer_ = nullptr;

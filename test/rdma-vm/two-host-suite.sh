@@ -7,10 +7,11 @@
 #   RESULT refused <errno name>                     a connect to a port nothing listens on
 #   RESULT <case> <errno name> <seconds>           what a socket reported of a silent peer
 #   RESULT stats <json>                             this agent's counters at the end
-# Cases: b-to-a and a-to-b (16 MiB each way), refused, flap-offload (64 MiB from B while A's
-# link is down for FLAP_S seconds, default 10) and flap-kernel (the same on kernel TCP); then A
-# falls silent for good under a sender with TCP_USER_TIMEOUT and under a reader with keepalive
-# (test/rdma-vm/silent-peer.py), offloaded and on kernel TCP.
+# Cases: b-to-a and a-to-b (16 MiB each way); refused; A falling silent for good under a sender
+# with TCP_USER_TIMEOUT and under a reader with keepalive (test/rdma-vm/silent-peer.py),
+# offloaded and on kernel TCP; last, because a QP it breaks can disturb what follows,
+# flap-offload (64 MiB from B while A's link is down for FLAP_S seconds, default 10,
+# test/rdma-vm/stream.py) and flap-kernel (the same on kernel TCP).
 set -u
 repo=$PWD
 vtoe="node $repo/bin/vtoe.js"
@@ -78,13 +79,18 @@ if [ "$GUEST" = a ]; then
   receive b-to-a 5001; received b-to-a
   send a-to-b 5002 16777216
   peer_mark refused-done
-  receive flap-offload 5004; flap_after flap-offload 8000000; received flap-offload
-  receive flap-kernel 5005 kernel; flap_after flap-kernel 8000000; received flap-kernel
-  port=5006
+  port=5004
   for c in $silent_cases; do
     case $c in *-offload) run=offloaded ;; *) run= ;; esac
     $run python3 test/rdma-vm/silent-peer.py server $port "$c" "$RW" || fail "$c: the silent server failed"
     port=$((port + 1))
+  done
+  for c in flap-offload flap-kernel; do
+    case $c in *-offload) run=offloaded ;; *) run= ;; esac
+    $run python3 test/rdma-vm/stream.py recv $port "$c" "$RW" & rx=$!
+    port=$((port + 1))
+    flap_after "$c" 8000000
+    wait $rx || fail "$c: the receiver failed"
   done
   mark done
   peer_mark done
@@ -101,12 +107,16 @@ except OSError as e:
     print("RESULT refused", errno.errorcode.get(e.errno, e.errno))
 ' "$PEER"
   mark refused-done
-  send flap-offload 5004 67108864
-  send flap-kernel 5005 67108864 kernel
-  port=5006
+  port=5004
   for c in $silent_cases; do
     case $c in *-offload) run=offloaded ;; *) run= ;; esac
     $run python3 test/rdma-vm/silent-peer.py client "$PEER" $port "$c" "$RW" || fail "$c: the client failed"
+    port=$((port + 1))
+  done
+  for c in flap-offload flap-kernel; do
+    case $c in *-offload) run=offloaded ;; *) run= ;; esac
+    peer_mark "$c-listening"
+    $run python3 test/rdma-vm/stream.py send "$PEER" $port "$c" 67108864 || fail "$c: the sender failed"
     port=$((port + 1))
   done
   mark done
