@@ -235,8 +235,8 @@ void VerbsFabric::modify_qp(uint32_t handle, ibv_qp_state state)
 		if (state == IBV_QPS_RTS) {
 			attr.rnr_retry = 3; // finite: credits mean an RNR is a bug, reported as a reset
 			mask |= IBV_QP_RNR_RETRY;
-			// A lost packet must be sent again: some devices (rxe) take a timeout of 0
-			// as "never retransmit", and a stream then stalls after a link flap.  At least
+			// A lost packet must be sent again: with the attributes rdma_cm gave, a stream
+			// over rxe stalled for good after a link flap (no retransmission).  At least
 			// 2^19 × 4.096 µs ≈ 2.1 s, 7 times: a link down for up to ~15 s is ridden out,
 			// as TCP rides out a short outage; longer, and the QP fails (ECONNRESET).
 			if (attr.timeout < kMinAckTimeout)
