@@ -39,9 +39,8 @@ tcp_listening() { grep -qi ":$(printf '%04X' "$1") 0*:0000 0A" /proc/net/tcp; }
 offloaded() { LD_PRELOAD=$shim "$@"; }
 sha() { sha256sum < "$1" | cut -d' ' -f1; }
 
-receive() { # case port [kernel]: one stream into a file, then its RESULT line
-  if [ "${3-}" = kernel ]; then socat -u "TCP-LISTEN:$2,reuseaddr" "CREATE:/tmp/$1.bin" &
-  else offloaded socat -u "TCP-LISTEN:$2,reuseaddr" "CREATE:/tmp/$1.bin" & fi
+receive() { # case port: one offloaded stream into a file, then its RESULT line (received)
+  offloaded socat -u "TCP-LISTEN:$2,reuseaddr" "CREATE:/tmp/$1.bin" &
   rx=$!
   wait_for "tcp_listening $2" 60
   mark "$1-listening"
@@ -50,11 +49,10 @@ received() { # case: the receiver of `receive` ended
   wait $rx || fail "$1: the receiving socat exited $?"
   echo "RESULT $1 received $(stat -c %s "/tmp/$1.bin") $(sha "/tmp/$1.bin")"
 }
-send() { # case port bytes [kernel]
+send() { # case port bytes: one offloaded stream
   head -c "$3" /dev/urandom > "/tmp/$1.src"
   peer_mark "$1-listening"
-  if [ "${4-}" = kernel ]; then socat -u "OPEN:/tmp/$1.src" "TCP:$PEER:$2"
-  else offloaded socat -u "OPEN:/tmp/$1.src" "TCP:$PEER:$2"; fi || fail "$1: the sending socat exited $?"
+  offloaded socat -u "OPEN:/tmp/$1.src" "TCP:$PEER:$2" || fail "$1: the sending socat exited $?"
   echo "RESULT $1 sent $(stat -c %s "/tmp/$1.src") $(sha "/tmp/$1.src")"
 }
 # Waits until the stream's file on this host holds more than $2 bytes, then takes the link down
