@@ -4,9 +4,9 @@ import type { SocketRow } from './agent/socket-rows.js';
 import type { StatsSnapshot } from './agent/stats.js';
 
 export function formatSocketRows(rows: SocketRow[]): string {
-  const header = ['SID', 'CID', 'FABRIC', 'TCP', 'CM', 'QP', 'SENT', 'RECEIVED', 'WAKEUPS', 'LOCAL', 'PEER', 'PID', 'PROGRAM'];
+  const header = ['SID', 'CID', 'FABRIC', 'TCP', 'CM', 'QP', 'RECV-Q', 'SEND-Q', 'SENT', 'RECEIVED', 'WAKEUPS', 'LOCAL', 'PEER', 'PID', 'PROGRAM'];
   return formatTable([header, ...rows.map((r) => [
-    r.sid === null ? '-' : String(r.sid), r.cid ?? '-', r.fabric, r.tcp, r.cm, r.qp,
+    r.sid === null ? '-' : String(r.sid), r.cid ?? '-', r.fabric, r.tcp, r.cm, r.qp, String(r.recvQ), String(r.sendQ),
     String(r.bytesSent), String(r.bytesReceived), String(r.doorbells), r.local, r.peer, String(r.pid), r.program,
   ])]);
 }

@@ -12,6 +12,10 @@ export interface SocketRow {
   qp: string;
   bytesSent: number;
   bytesReceived: number;
+  /** As ss's Recv-Q: bytes in this end's ring that its process has not read. */
+  recvQ: number;
+  /** As ss's Send-Q: bytes its process wrote that the peer has not yet consumed. */
+  sendQ: number;
   doorbells: number; // wake-ups this end received
   local: string;
   peer: string;
@@ -24,6 +28,12 @@ export function formatAddress(a: SockAddr | null | undefined): string {
   return a.family === 6 ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
 }
 
+/** One end's queues from its two rings: tx (it produces) and rx (it consumes). On the verbs
+ * fabric the agent publishes the tx tail once the peer has consumed, so sendQ is what is unacked. */
+function queues(tx: { head: number; tail: number }, rx: { head: number; tail: number }): { recvQ: number; sendQ: number } {
+  return { recvQ: rx.head - rx.tail, sendQ: tx.head - tx.tail };
+}
+
 export function socketRows(core: CoreCA): SocketRow[] {
   const rows: SocketRow[] = [];
   for (const sock of core.sockets.values()) {
@@ -31,7 +41,7 @@ export function socketRows(core: CoreCA): SocketRow[] {
     const proc = core.processes.get(sock.client);
     const l = sock.listener;
     rows.push({
-      sid: sock.sid, cid: null, fabric: '-', tcp: 'LISTEN', cm: '-', qp: '-', bytesSent: 0, bytesReceived: 0, doorbells: 0,
+      sid: sock.sid, cid: null, fabric: '-', tcp: 'LISTEN', cm: '-', qp: '-', bytesSent: 0, bytesReceived: 0, recvQ: 0, sendQ: 0, doorbells: 0,
       local: formatAddress({ family: l.family, address: l.address, port: l.port, scopeId: 0 }), peer: '*',
       pid: proc?.pid ?? 0, program: proc?.program ?? '?',
     });
@@ -44,7 +54,8 @@ export function socketRows(core: CoreCA): SocketRow[] {
       rows.push({
         sid: end.sid, cid: conn.shadow.cid.toString(), fabric: conn.shadow.fabric,
         tcp: end.tcp, cm: end.cm, qp: end.qp,
-        bytesSent: rings[side].head, bytesReceived: rings[1 - side]!.tail, doorbells: rings[1 - side]!.wakes,
+        bytesSent: rings[side].head, bytesReceived: rings[1 - side]!.tail, ...queues(rings[side], rings[1 - side]!),
+        doorbells: rings[1 - side]!.wakes,
         local: formatAddress(addrs[0]), peer: formatAddress(addrs[1]),
         pid: conn.pids[side], program: conn.programs[side],
       });
@@ -56,6 +67,7 @@ export function socketRows(core: CoreCA): SocketRow[] {
     rows.push({
       sid: end.sid, cid: end.cid.toString(), fabric: 'verbs', tcp: end.tcp, cm: end.cm, qp: end.qp,
       bytesSent: c?.rings[end.side].head ?? 0, bytesReceived: c?.rings[1 - end.side]!.tail ?? 0,
+      ...(c ? queues(c.rings[end.side], c.rings[1 - end.side]!) : { recvQ: 0, sendQ: 0 }),
       doorbells: c?.rings[1 - end.side]!.wakes ?? 0,
       local: formatAddress(end.local), peer: formatAddress(end.remote),
       pid: end.pid, program: end.program,
