@@ -275,6 +275,8 @@ export interface WrittenReport {
   dir: string;
   files: string[];
   pngs: string[];
+  /** Why the PNGs are missing or incomplete (Chromium failed); the rest of the report stands. */
+  chartsFailed?: string;
 }
 
 /** Writes the whole report into dir; PNGs need Chromium (skipped with a note without it). */
@@ -287,6 +289,7 @@ export async function writeReport(dir: string, input: ReportInput): Promise<Writ
   put('summary.md', `${summaryMarkdown(input)}\n`);
   put('report.html', reportHtml(input, charts));
   const pngs: string[] = [];
+  let chartsFailed: string | undefined;
   if (findChromium()) {
     // one page per chart, and Chromium's profile, in a scratch directory of their own
     const scratch = mkdtempSync(join(tmpdir(), 'vtoe-report-'));
@@ -299,9 +302,13 @@ export async function writeReport(dir: string, input: ReportInput): Promise<Writ
           '--virtual-time-budget=5000', pathToFileURL(html).href], join(scratch, 'profile'));
         pngs.push(png);
       }
+    } catch (err) {
+      // The figures are in results.json and report.html already; `vtoe bench --from` renders
+      // the charts again elsewhere.
+      chartsFailed = (err as Error).message;
     } finally {
       rmSync(scratch, { recursive: true, force: true });
     }
   }
-  return { dir, files: [...files, ...pngs], pngs };
+  return { dir, files: [...files, ...pngs], pngs, ...(chartsFailed ? { chartsFailed } : {}) };
 }
