@@ -12,7 +12,7 @@ import { formatDoctor, runDoctor } from './doctor.js';
 import { VtoeError } from './errors.js';
 import { formatSocketRows, formatStats } from './format.js';
 import { PROFILES } from './profiles.js';
-import { benchCommand, parseFlavour, parseModes, parseWorkloads, reportFromResults } from './bench/bench-command.js';
+import { benchCommand, parseFlavour, parseHosts, parseImbBenchmarks, parseModes, parseWorkloads, reportFromResults } from './bench/bench-command.js';
 import { formatTable } from './text-table.js';
 import { runProgram, type RunMode } from './run.js';
 
@@ -31,9 +31,15 @@ const USAGE = `usage: vtoe <command> [options]
                       the agent's log of state transitions
   demo [--reps N]     offload vs kernel TCP, ping-pong latency and stream bandwidth
   bench [--workloads pingpong,imb,hpcc,netpipe,nptcp,sockperf,iperf3,connect,syscalls] [--modes offload,ipoib,native] [--mpi openmpi|mpich]
-        [--reps N] [--ranks N] [--max-bytes N] [--hpcc-n N] [--imb PATH] [--iface IF] [--report DIR]
+        [--reps N] [--ranks N] [--max-bytes N] [--iters N] [--hpcc-n N] [--imb PATH] [--imb-benchmarks PingPong,...]
+        [--iface IF] [--report DIR]
+        [--hosts HERE,THERE,... --iface IF [--launcher PATH]]
                       MPI workloads in each mode (fresh processes, modes alternated, medians);
-                      --report writes report.html, a PNG per chart, results.json, summary.md
+                      --report writes report.html, a PNG per chart, results.json, summary.md;
+                      --hosts puts the ranks on those hosts in turn (this one first), started by
+                      --launcher (default ssh), over --iface (e.g. ib0); run it from a directory
+                      every host sees; the offload mode uses the standing agent on every host
+                      (--socket), not an embedded one
   bench --from results.json --report DIR
                       the report again from a run's results
   cm [--dot]          the TCP, IB CM and QP state machines (as Graphviz with --dot)
@@ -64,8 +70,12 @@ async function main(argv: string[]): Promise<number> {
       ranks: { type: 'string', default: '2' },
       'max-bytes': { type: 'string', default: '4194304' },
       'hpcc-n': { type: 'string', default: '4000' },
+      iters: { type: 'string', default: '1000' },
       imb: { type: 'string' },
-      iface: { type: 'string', default: 'lo' },
+      'imb-benchmarks': { type: 'string' },
+      iface: { type: 'string' },
+      hosts: { type: 'string' },
+      launcher: { type: 'string' },
       report: { type: 'string' },
       from: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
@@ -130,7 +140,9 @@ async function main(argv: string[]): Promise<number> {
         if (!values.report) throw new VtoeError('EINVAL', '--from needs --report DIR');
         const again = await reportFromResults(values.from, values.report);
         out(again.markdown);
-        return 0;
+        if (!again.report.chartsFailed) return 0;
+        process.stderr.write(`vtoe bench: the charts' PNGs were not rendered: ${again.report.chartsFailed}\n`);
+        return 1;
       }
       const int = (v: string, what: string, min: number) => {
         const n = Number(v);
@@ -140,12 +152,17 @@ async function main(argv: string[]): Promise<number> {
       const r = await benchCommand({
         workloads: parseWorkloads(values.workloads), modes: parseModes(values.modes), mpi: parseFlavour(values.mpi),
         reps: int(values.reps, 'reps', 1), ranks: int(values.ranks, 'ranks', 2), tcpInterface: values.iface,
-        maxBytes: int(values['max-bytes'], 'max-bytes', 1), iters: 1000, hpccMaxN: int(values['hpcc-n'], 'hpcc-n', 80),
+        maxBytes: int(values['max-bytes'], 'max-bytes', 1), iters: int(values.iters, 'iters', 1), hpccMaxN: int(values['hpcc-n'], 'hpcc-n', 80),
         imb: values.imb, report: values.report, timeoutMs: 600_000,
+        ...(values['imb-benchmarks'] ? { imbBenchmarks: parseImbBenchmarks(values['imb-benchmarks']) } : {}),
+        ...(values.hosts ? { hosts: parseHosts(values.hosts), launcher: values.launcher, agentSocket: config.agentSocket } : {}),
         onProgress: (l) => process.stderr.write(`${l}\n`),
       });
       out(r.markdown);
       if (r.report) process.stderr.write(`report: ${r.report.files.map((f) => `${r.report!.dir}/${f}`).join(' ')}\n`);
+      if (r.report?.chartsFailed) {
+        process.stderr.write(`vtoe bench: the charts' PNGs were not rendered (${r.report.chartsFailed}); render them with vtoe bench --from ${r.report.dir}/results.json --report DIR\n`);
+      }
       const problems = r.results.flatMap((w) => w.modes.flatMap((m) => m.problems));
       return problems.length ? 1 : 0;
     }

@@ -7,7 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { benchCommand, freePort } from '../src/bench/bench-command.js';
-import { runBench } from '../src/bench/harness.js';
+import { Agent } from '../src/agent/agent.js';
+import { runBench, type TrialContext } from '../src/bench/harness.js';
+import { runPingPong } from '../src/bench/pingpong.js';
 import { IMB_BENCHMARKS } from '../src/bench/imb.js';
 import { findChromium } from '../src/bench/report.js';
 import { connectWorkload } from '../src/bench/socket-workloads.js';
@@ -22,6 +24,33 @@ const dir = mkdtempSync(join(tmpdir(), 'vtoe-bench-smoke-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('vtoe bench smoke run', () => {
+  // Across hosts the offload trials use each host's standing agent (harness.ts): the trials get
+  // its socket, and what it offloaded for them is counted from its admin socket.
+  it('offload trials on a standing agent: its socket, its counts; none running says so', async () => {
+    const sock = join(dir, 'standing.sock');
+    const pingpong = {
+      name: 'pp', modes: ['offload', 'ipoib'] as const,
+      async run(ctx: TrialContext) {
+        const env = ctx.env.VTOE_AGENT_SOCKET;
+        if (ctx.mode === 'offload' && env !== sock) throw new Error(`the trial's agent is ${env}, not the standing one`);
+        await runPingPong({ mode: 'pp', size: 64, iters: 20, warmup: 2, env: ctx.env });
+        return { series: {}, figures: {}, problems: [], transport: 'pingpong' };
+      },
+    };
+    await expect(runBench({ workloads: [pingpong], modes: ['offload'], reps: 1, standingAgent: sock }))
+      .rejects.toThrow(/no vtoe agent answers on .*standing\.sock: start `vtoe agent` on every host/);
+    const agent = await Agent.start({ socketPath: sock });
+    try {
+      const r = await runBench({ workloads: [pingpong], modes: ['offload', 'ipoib'], reps: 2, standingAgent: sock });
+      const offload = r[0]!.modes.find((m) => m.mode === 'offload')!;
+      expect(offload.problems).toEqual([]);
+      expect(offload.offloaded, JSON.stringify(offload.fallbacks)).toBe(2); // one per trial, nothing from ipoib
+      expect(agent.stats().offloaded).toBe(2);
+    } finally {
+      await agent.stop();
+    }
+  }, 60_000);
+
   it.skipIf(!ompi)(`pingpong with Open MPI: offload, ipoib and native, with a report${ompi ? '' : ' [needs openmpi-bin libopenmpi-dev]'}`, async () => {
     execFileSync('make', ['-s', '-C', join(repoRoot, 'tools')]);
     const progress: string[] = [];

@@ -3,10 +3,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { hostname, cpus, release } from 'node:os';
+import { resolve } from 'node:path';
 import { VtoeError } from '../errors.js';
 import { toolPath } from '../paths.js';
 import { runBench, type BenchWorkload, type WorkloadResult } from './harness.js';
 import { BENCH_MODES, MPI_FLAVOURS, mpiLaunch, modeLabel, type BenchMode, type MpiFlavour } from './mpi-modes.js';
+import { IMB_BENCHMARKS, type ImbBenchmark } from './imb.js';
 import { summaryMarkdown, writeReport, type ReportInput, type WrittenReport } from './report.js';
 import { onPath } from './process.js';
 import { connectWorkload, iperf3Workload, netpipeMpiWorkload, netpipeTcpWorkload, sockperfWorkload } from './socket-workloads.js';
@@ -22,11 +24,20 @@ export interface BenchCommandOptions {
   mpi: MpiFlavour;
   reps: number;
   ranks: number;
-  tcpInterface: string;
+  /** The interface the TCP modes use; default lo on one host, required across hosts. */
+  tcpInterface?: string;
+  /** Across hosts: where the ranks go, one after another; the first must be this host. */
+  hosts?: string[];
+  /** Across hosts: the rsh-compatible program that starts the MPI's daemons (default ssh). */
+  launcher?: string;
+  /** Across hosts: the standing agent's socket on every host (the offload trials' agent). */
+  agentSocket?: string;
   maxBytes: number;
   iters: number;
   hpccMaxN: number;
   imb?: string;
+  /** IMB's benchmarks to run; default all of IMB_BENCHMARKS. */
+  imbBenchmarks?: ImbBenchmark[];
   /** syscalls: perf stat or strace; default perf where it can count system calls, else strace. */
   syscallCounter?: SyscallCounter;
   report?: string;
@@ -43,6 +54,7 @@ function listOf<T extends string>(text: string, allowed: readonly T[], what: str
 
 export const parseWorkloads = (s: string) => listOf(s, BENCH_WORKLOADS, 'workload');
 export const parseModes = (s: string) => listOf(s, BENCH_MODES, 'mode');
+export const parseImbBenchmarks = (s: string) => listOf(s, IMB_BENCHMARKS, 'IMB benchmark');
 export function parseFlavour(s: string): MpiFlavour {
   return listOf(s, MPI_FLAVOURS, 'MPI')[0]!;
 }
@@ -68,8 +80,35 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Workloads that are plain TCP programs, with no MPI in them. */
+const SOCKET_WORKLOADS: ReadonlySet<string> = new Set(['nptcp', 'sockperf', 'connect', 'iperf3']);
+
+/** Across hosts the MPI places the ranks and carries their output back; these need more. */
+const ONE_HOST_WORKLOADS: ReadonlySet<string> = new Set([...SOCKET_WORKLOADS, 'syscalls']);
+
+export function parseHosts(text: string): string[] {
+  const hosts = text.split(',').map((h) => h.trim()).filter(Boolean);
+  if (hosts.length < 2) throw new VtoeError('EINVAL', '--hosts needs at least two hosts, this one first: --hosts HERE,THERE');
+  for (const h of hosts) if (!/^[\w.:-]+$/.test(h)) throw new VtoeError('EINVAL', `--hosts: '${h}' is not a host name or address`);
+  return hosts;
+}
+
+/** The interface, checked against where the ranks go. */
+export function tcpInterfaceOf(o: Pick<BenchCommandOptions, 'hosts' | 'tcpInterface' | 'workloads'>): string {
+  if (!o.hosts) return o.tcpInterface ?? 'lo';
+  const local = o.workloads.filter((w) => ONE_HOST_WORKLOADS.has(w));
+  if (local.length) throw new VtoeError('EINVAL', `across hosts only MPI workloads run (pingpong, imb, hpcc, netpipe): drop ${local.join(', ')}`);
+  if (!o.tcpInterface || o.tcpInterface === 'lo') {
+    throw new VtoeError('EINVAL', '--hosts needs --iface: the interface the hosts reach each other on (ib0 for IPoIB)');
+  }
+  return o.tcpInterface;
+}
+
 export async function buildWorkloads(o: BenchCommandOptions): Promise<BenchWorkload[]> {
-  const mpi = { flavour: o.mpi, ranks: o.ranks, tcpInterface: o.tcpInterface, timeoutMs: o.timeoutMs };
+  // a launcher named by a path is found from any directory the trials run in
+  const launcher = o.launcher?.includes('/') ? resolve(o.launcher) : o.launcher;
+  const across = o.hosts ? { hosts: o.hosts, launcher } : {};
+  const mpi = { flavour: o.mpi, ranks: o.ranks, tcpInterface: tcpInterfaceOf(o), timeoutMs: o.timeoutMs, ...across };
   const requireMpi = () => {
     if (!onPath(`mpirun.${o.mpi}`)) {
       throw new VtoeError('ENOENT', `mpirun.${o.mpi} is not installed: apt-get install ${o.mpi === 'openmpi' ? 'openmpi-bin libopenmpi-dev' : 'mpich libmpich-dev'}`);
@@ -89,7 +128,7 @@ export async function buildWorkloads(o: BenchCommandOptions): Promise<BenchWorkl
           throw new VtoeError('ENOENT', `IMB-MPI1 is not packaged by Debian: run tools/build-imb.sh [mpi-benchmarks.tar.gz|DIR] to build ${toolPath(`IMB-MPI1.${o.mpi}`)}, or give --imb PATH`);
         }
         if (o.imb && !existsSync(o.imb) && !onPath(o.imb)) throw new VtoeError('ENOENT', `--imb ${o.imb}: no such program`);
-        return imbWorkload({ ...mpi, imb, maxLog2: Math.round(Math.log2(Math.max(1, o.maxBytes))), iters: o.iters });
+        return imbWorkload({ ...mpi, imb, maxLog2: Math.round(Math.log2(Math.max(1, o.maxBytes))), iters: o.iters, benchmarks: o.imbBenchmarks });
       }
       case 'hpcc':
         requireMpi();
@@ -124,19 +163,19 @@ export async function buildWorkloads(o: BenchCommandOptions): Promise<BenchWorkl
   return built;
 }
 
-/** Workloads that are plain TCP programs, with no MPI in them. */
-const SOCKET_WORKLOADS: ReadonlySet<string> = new Set(['nptcp', 'sockperf', 'connect', 'iperf3']);
-
 const runsMpi = (o: BenchCommandOptions) => o.workloads.some((w) => !SOCKET_WORKLOADS.has(w));
 
 export function modeLabels(o: BenchCommandOptions): Partial<Record<BenchMode, string>> {
   const labels: Partial<Record<BenchMode, string>> = {};
   const mpi = runsMpi(o);
+  const tcpInterface = o.tcpInterface ?? 'lo';
   for (const mode of o.modes) {
     if (!mpi && mode === 'native') continue; // sockets have no native mode
-    const { transport } = mpi ? mpiLaunch({ flavour: o.mpi, mode, ranks: o.ranks, tcpInterface: o.tcpInterface })
-      : { transport: `TCP sockets over ${o.tcpInterface}` };
-    labels[mode] = modeLabel(mode, transport, o.tcpInterface === 'lo' ? `shm rings between the ${mpi ? 'ranks' : 'processes'}` : 'its fabric');
+    const { transport } = mpi ? mpiLaunch({ flavour: o.mpi, mode, ranks: o.ranks, tcpInterface, hosts: o.hosts })
+      : { transport: `TCP sockets over ${tcpInterface}` };
+    const fabric = o.hosts ? 'the verbs fabric between the hosts\' agents'
+      : tcpInterface === 'lo' ? `shm rings between the ${mpi ? 'ranks' : 'processes'}` : 'its fabric';
+    labels[mode] = modeLabel(mode, transport, fabric);
   }
   return labels;
 }
@@ -150,10 +189,15 @@ export async function reportFromResults(resultsJson: string, dir: string): Promi
 
 export async function benchCommand(o: BenchCommandOptions): Promise<{ markdown: string; results: WorkloadResult[]; report?: WrittenReport }> {
   const workloads = await buildWorkloads(o);
-  const results = await runBench({ workloads, modes: o.modes, reps: o.reps, onProgress: o.onProgress, agentProfile: 'mpi' });
+  const results = await runBench({
+    workloads, modes: o.modes, reps: o.reps, onProgress: o.onProgress, agentProfile: 'mpi',
+    // every host must find the trials' directory (MPICH's ranks start in it): the current one,
+    // shared between the hosts as an MPI job's is
+    ...(o.hosts ? { standingAgent: o.agentSocket, scratchDir: process.cwd() } : {}),
+  });
   const input: ReportInput = {
-    title: `vtoe bench: ${o.workloads.join(', ')} ${runsMpi(o) ? `with ${o.mpi === 'openmpi' ? 'Open MPI' : 'MPICH'}, ${o.ranks} ranks` : 'over TCP sockets'}`,
-    host: `${hostname()}: ${cpus().length} cores, Linux ${release()}`,
+    title: `vtoe bench: ${o.workloads.join(', ')} ${runsMpi(o) ? `with ${o.mpi === 'openmpi' ? 'Open MPI' : 'MPICH'}, ${o.ranks} ranks` : 'over TCP sockets'}${o.hosts ? ` on ${o.hosts.join(', ')}` : ''}`,
+    host: `${hostname()}: ${cpus().length} cores, Linux ${release()}${o.hosts ? ` (launching host of ${o.hosts.length})` : ''}`,
     generatedAt: new Date().toISOString(),
     reps: o.reps,
     results,

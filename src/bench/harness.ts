@@ -4,8 +4,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent } from '../agent/agent.js';
+import { adminRequest } from '../agent/admin.js';
 import { kernelEnv, offloadEnv } from '../agent/preload-env.js';
 import type { StatsSnapshot } from '../agent/stats.js';
+import { adminSocketPath } from '../config.js';
+import { VtoeError } from '../errors.js';
 import type { BenchMode } from './mpi-modes.js';
 import type { SeriesSet, SizePoint } from './series.js';
 import { median } from './stats-math.js';
@@ -62,6 +65,57 @@ export interface BenchOptions {
   onProgress?: (line: string) => void;
   /** Settings of the embedded agent for the offload trials (e.g. profile 'mpi'). */
   agentProfile?: string;
+  /** The standing agent's socket, used instead of an embedded one (across hosts, where every
+   * host runs its own; its counters here are this host's). */
+  standingAgent?: string;
+  /** Where the trials' directories go (default the system's temporary directory). */
+  scratchDir?: string;
+}
+
+/** The agent of the offload trials: its socket and its counters. */
+interface TrialAgent {
+  socketPath: string;
+  stats(): Promise<StatsSnapshot>;
+  /** The counters once the trial's processes have left (at most 2 s): what a process tells at
+   * exit (e.g. its count of short connections) comes before its channel's end. */
+  settled(connectedBefore: number): Promise<StatsSnapshot>;
+  stop(): Promise<void>;
+}
+
+async function embeddedAgent(dir: string, profile: string): Promise<TrialAgent> {
+  const agent = await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { profile } });
+  return {
+    socketPath: agent.socketPath,
+    stats: async () => agent.stats(),
+    settled: async (n) => {
+      await agent.until((a) => a.stats().processes.connected <= n, 2000).catch(() => {});
+      return agent.stats();
+    },
+    stop: () => agent.stop(),
+  };
+}
+
+/** The standing agent on this host: asked over its admin socket, so polled for the end. */
+async function standingAgent(socketPath: string): Promise<TrialAgent> {
+  const stats = () => adminRequest<StatsSnapshot>(adminSocketPath(socketPath), 'stats');
+  try {
+    await stats();
+  } catch (err) {
+    throw new VtoeError('ENOENT', `no vtoe agent answers on ${socketPath}: start \`vtoe agent\` on every host first (${(err as Error).message})`);
+  }
+  return {
+    socketPath,
+    stats,
+    settled: async (n) => {
+      const deadline = Date.now() + 2000;
+      for (;;) {
+        const s = await stats();
+        if (s.processes.connected <= n || Date.now() >= deadline) return s;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    stop: async () => {},
+  };
 }
 
 /** Rotates the order of the modes by the repetition, so none always goes first. */
@@ -118,12 +172,12 @@ const diff = (a: StatsSnapshot, b: StatsSnapshot) => {
 
 export async function runBench(opts: BenchOptions): Promise<WorkloadResult[]> {
   const say = opts.onProgress ?? (() => {});
-  const dir = mkdtempSync(join(tmpdir(), 'vtoe-bench-'));
-  const needsAgent = opts.modes.includes('offload');
-  const agent = needsAgent
-    ? await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { profile: opts.agentProfile ?? 'mpi' } })
-    : null;
+  const dir = mkdtempSync(join(opts.scratchDir ?? tmpdir(), 'vtoe-bench-'));
+  let agent: TrialAgent | null = null;
   try {
+    if (opts.modes.includes('offload')) {
+      agent = opts.standingAgent ? await standingAgent(opts.standingAgent) : await embeddedAgent(dir, opts.agentProfile ?? 'mpi');
+    }
     const results: WorkloadResult[] = [];
     for (const w of opts.workloads) {
       const modes = opts.modes.filter((m) => w.modes.includes(m));
@@ -133,13 +187,10 @@ export async function runBench(opts: BenchOptions): Promise<WorkloadResult[]> {
           say(`${w.name}: ${mode}, repetition ${rep + 1} of ${opts.reps}`);
           const trialDir = mkdtempSync(join(dir, `${w.name}-${mode}-`));
           const env = mode === 'offload' ? offloadEnv(agent!.socketPath) : kernelEnv();
-          const before = agent?.stats();
+          const before = mode === 'offload' && agent ? await agent.stats() : undefined;
           try {
             const r = await w.run({ mode, env, dir: trialDir });
-            // What a process tells at exit (e.g. its count of short connections) comes before
-            // its channel's end: with every channel closed, the counts are complete.
-            if (mode === 'offload' && agent) await agent.until((a) => a.stats().processes.connected === 0, 2000).catch(() => {});
-            const d = mode === 'offload' && agent && before ? diff(before, agent.stats()) : undefined;
+            const d = agent && before ? diff(before, await agent.settled(before.processes.connected)) : undefined;
             if (d && d.offloaded === 0) r.problems.push('no connection was offloaded: the offload mode did not offload');
             (trials.get(mode) ?? trials.set(mode, []).get(mode)!).push({ r, ...d });
           } finally {

@@ -3,6 +3,7 @@ import type { SeriesSet, SizePoint } from './series.js';
 
 /** The benchmarks `vtoe bench` runs, in IMB's names. */
 export const IMB_BENCHMARKS = ['PingPong', 'PingPing', 'Sendrecv', 'Exchange', 'Allreduce'] as const;
+export type ImbBenchmark = (typeof IMB_BENCHMARKS)[number];
 
 export interface ImbResult {
   series: SeriesSet;

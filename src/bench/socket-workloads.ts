@@ -4,10 +4,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { toolPath } from '../paths.js';
 import type { BenchWorkload, TrialContext, TrialResult } from './harness.js';
-import { BENCH_MODES, mpiLaunch, type BenchMode } from './mpi-modes.js';
+import { BENCH_MODES, type BenchMode } from './mpi-modes.js';
 import type { SizePoint } from './series.js';
 import { failed, runProcess, startServer } from './process.js';
-import type { MpiWorkloadOptions } from './workloads.js';
+import { mpiTrial, type MpiWorkloadOptions } from './workloads.js';
 
 /** NetPIPE's output file: "bytes  Mbps  seconds" per line (seconds: half a round trip). */
 export function parseNetpipeOutput(text: string): SizePoint[] {
@@ -27,11 +27,10 @@ export function netpipeMpiWorkload(o: MpiWorkloadOptions & { maxBytes: number })
     modes: BENCH_MODES,
     async run(ctx): Promise<TrialResult> {
       // NetPIPE measures between exactly two ranks
-      const launch = mpiLaunch({ flavour: o.flavour, mode: ctx.mode, ranks: 2, tcpInterface: o.tcpInterface });
       const np = o.flavour === 'openmpi' ? 'NPopenmpi' : 'NPmpich2';
       const out = join(ctx.dir, 'np.out');
-      const r = await runProcess([...launch.argv, np, '-p', '0', '-u', String(o.maxBytes), '-o', out],
-        { env: { ...ctx.env, ...launch.env }, cwd: ctx.dir, timeoutMs: o.timeoutMs });
+      const { launch, run } = mpiTrial({ ...o, ranks: 2 }, ctx, [np, '-p', '0', '-u', String(o.maxBytes), '-o', out]);
+      const r = await run();
       let text = '';
       try { text = readFileSync(out, 'utf8'); } catch { /* reported below */ }
       const points = parseNetpipeOutput(text);

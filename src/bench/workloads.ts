@@ -3,11 +3,12 @@
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
+import { kernelEnv } from '../agent/preload-env.js';
 import { VtoeError } from '../errors.js';
 import { assertBuilt, toolPath } from '../paths.js';
 import type { BenchWorkload, TrialContext, TrialResult } from './harness.js';
 import { hpccInput, parseHpccOutput } from './hpcc.js';
-import { IMB_BENCHMARKS, parseImbOutput } from './imb.js';
+import { IMB_BENCHMARKS, parseImbOutput, type ImbBenchmark } from './imb.js';
 import {
   PERF_SYSCALL_NAMES, kernelCallFigures, parsePerfStat, parseStraceSummary, perRoundTrip, perfEvents,
   type CallCounts, type SyscallCounter,
@@ -20,11 +21,26 @@ export interface MpiWorkloadOptions {
   ranks: number;
   tcpInterface: string;
   timeoutMs: number;
+  /** Across hosts: where the ranks go (the first is this host) and the launcher (mpi-modes.ts). */
+  hosts?: readonly string[];
+  launcher?: string;
 }
 
-function mpiTrial(o: MpiWorkloadOptions, ctx: TrialContext, program: string[]) {
-  const launch = mpiLaunch({ flavour: o.flavour, mode: ctx.mode, ranks: o.ranks, tcpInterface: o.tcpInterface });
-  return { launch, run: () => runProcess([...launch.argv, ...program], { env: { ...ctx.env, ...launch.env }, cwd: ctx.dir, timeoutMs: o.timeoutMs }) };
+/** Across hosts, what makes a rank offloaded must travel on mpirun's command line: the preload
+ * and every VTOE_ setting of the trial's environment. Kernel modes forward nothing. */
+export function rankEnvOf(env: NodeJS.ProcessEnv): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (!env.LD_PRELOAD || !env.VTOE_AGENT_SOCKET) return out;
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && (k === 'LD_PRELOAD' || k.startsWith('VTOE_'))) out[k] = v;
+  return out;
+}
+
+export function mpiTrial(o: MpiWorkloadOptions, ctx: TrialContext, program: string[]) {
+  const across = o.hosts ? { hosts: o.hosts, launcher: o.launcher, rankEnv: rankEnvOf(ctx.env) } : {};
+  const launch = mpiLaunch({ flavour: o.flavour, mode: ctx.mode, ranks: o.ranks, tcpInterface: o.tcpInterface, ...across });
+  // Across hosts mpirun, its launcher and daemons stay on kernel TCP; only the ranks are preloaded.
+  const env = o.hosts ? kernelEnv(ctx.env) : ctx.env;
+  return { launch, run: () => runProcess([...launch.argv, ...program], { env: { ...env, ...launch.env }, cwd: ctx.dir, timeoutMs: o.timeoutMs }) };
 }
 
 /** The project's MPI ping-pong (tools/bin/vtoe-mpi-pingpong.FLAVOUR): needs only the MPI. */
@@ -46,13 +62,13 @@ export function mpiPingPongWorkload(o: MpiWorkloadOptions & { maxBytes: number; 
 /** The arguments of IMB-MPI1 for `vtoe bench`'s benchmarks: message sizes 0 and 1 .. 2^maxLog2,
  * at most `iters` repetitions per size (IMB's -iter; it has fewer for large messages, as its
  * default of 1000 does) and `seconds` per size (IMB's -time; default 10). */
-export function imbArgs(o: { ranks: number; maxLog2: number; iters?: number; seconds?: number }): string[] {
-  return [...IMB_BENCHMARKS, '-msglog', `0:${o.maxLog2}`, '-npmin', String(o.ranks),
+export function imbArgs(o: { ranks: number; maxLog2: number; iters?: number; seconds?: number; benchmarks?: readonly ImbBenchmark[] }): string[] {
+  return [...(o.benchmarks ?? IMB_BENCHMARKS), '-msglog', `0:${o.maxLog2}`, '-npmin', String(o.ranks),
     ...(o.iters ? ['-iter', String(o.iters)] : []), ...(o.seconds ? ['-time', String(o.seconds)] : [])];
 }
 
 /** IMB-MPI1: tools/build-imb.sh builds it per MPI (not packaged by Debian), or --imb PATH. */
-export function imbWorkload(o: MpiWorkloadOptions & { imb: string; maxLog2: number; iters?: number; seconds?: number }): BenchWorkload {
+export function imbWorkload(o: MpiWorkloadOptions & { imb: string; maxLog2: number; iters?: number; seconds?: number; benchmarks?: readonly ImbBenchmark[] }): BenchWorkload {
   return {
     name: 'imb',
     modes: BENCH_MODES,
@@ -61,7 +77,7 @@ export function imbWorkload(o: MpiWorkloadOptions & { imb: string; maxLog2: numb
       const r = await run();
       const parsed = parseImbOutput(r.stdout);
       const problems = failed('IMB-MPI1', r);
-      for (const b of IMB_BENCHMARKS) if (!parsed.series[b]?.length) problems.push(`IMB printed no ${b} table`);
+      for (const b of o.benchmarks ?? IMB_BENCHMARKS) if (!parsed.series[b]?.length) problems.push(`IMB printed no ${b} table`);
       return { series: parsed.series, figures: {}, problems, transport: launch.transport };
     },
   };
