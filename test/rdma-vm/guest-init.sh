@@ -20,7 +20,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 
-for m in crc32_generic rdma_rxe rdma_ucm ib_umad dummy virtio_pci virtio_net 9pnet_virtio 9p; do
+for m in crc32_generic rdma_rxe rdma_ucm ib_umad dummy virtio_pci virtio_net 9pnet_virtio 9p sch_netem; do
   modprobe "$m" || log "modprobe $m failed"
 done
 

@@ -15,7 +15,7 @@ arch_libdir=/usr/lib/x86_64-linux-gnu
 
 # Kernel modules to load in the guest, in load order. crc32_generic is needed by rdma_rxe's ICRC
 # but modinfo does not list it, so it is named explicitly.
-guest_modules="crc32_generic rdma_rxe rdma_ucm ib_umad dummy virtio_pci virtio_net 9pnet_virtio 9p"
+guest_modules="crc32_generic rdma_rxe rdma_ucm ib_umad dummy virtio_pci virtio_net 9pnet_virtio 9p sch_netem"
 
 say() { echo "setup-guest: $*" >&2; }
 

@@ -1,7 +1,6 @@
 #!/bin/sh
-# The verbs fabric between two hosts: run by run2.sh in both guests (GUEST=a or b), from the
-# repository's root, with RW a directory both see.  Each host runs its own agent with the cluster
-# key in $RW/key; the two sides meet at files in $RW (never at a fixed sleep).  Lines starting
+# The verbs fabric between two hosts: run by run2.sh in both guests (two-host-lib.sh).  Each host
+# runs its own agent with the cluster key in $RW/key.  Lines starting
 # "RESULT " are what test/rdma-vm.test.ts checks:
 #   RESULT <case> sent|received <bytes> <sha256>    a stream's two ends
 #   RESULT refused <errno name>                     a connect to a port nothing listens on
@@ -13,28 +12,10 @@
 # flap-offload (64 MiB from B while A's link is down for FLAP_S seconds, default 10,
 # test/rdma-vm/stream.py) and flap-kernel (the same on kernel TCP).
 set -u
-repo=$PWD
-vtoe="node $repo/bin/vtoe.js"
-shim=$repo/preload/libvtoe.so
-export VTOE_CLUSTER_KEY_FILE=$RW/key VTOE_AGENT_SOCKET=/tmp/vtoe-2h/agent.sock
-other=$([ "$GUEST" = a ] && echo b || echo a)
+. test/rdma-vm/two-host-lib.sh
 flap_s=${FLAP_S:-10}
 silent_cases='send-offload send-kernel keepalive-offload keepalive-kernel'
 
-say() { echo "$GUEST: $*"; }
-fail() { say "FAILED: $*"; touch "$RW/$GUEST.failed"; exit 1; }
-# Polls a condition (a file, a socket state) every 0.1 s, for at most $2 seconds; gives up at
-# once when the other side has failed.
-wait_for() {
-  i=0
-  until eval "$1"; do
-    [ -e "$RW/$other.failed" ] && fail "the other host failed"
-    i=$((i + 1)); [ $i -lt $(($2 * 10)) ] || fail "timed out waiting for: $1"
-    sleep 0.1
-  done
-}
-mark() { touch "$RW/$GUEST.$1"; }
-peer_mark() { wait_for "[ -e '$RW/$other.$1' ]" "${2:-120}"; }
 tcp_listening() { grep -qi ":$(printf '%04X' "$1") 0*:0000 0A" /proc/net/tcp; }
 offloaded() { LD_PRELOAD=$shim "$@"; }
 sha() { sha256sum < "$1" | cut -d' ' -f1; }
@@ -66,12 +47,7 @@ flap_after() {
   say "$1: link up at $(stat -c %s "/tmp/$1.bin") bytes"
 }
 
-mkdir -p /tmp/vtoe-2h && chmod 700 /tmp/vtoe-2h
-$vtoe agent > "$RW/agent-$GUEST.log" 2>&1 &
-agent=$!
-wait_for "grep -q 'vtoe agent: listening' '$RW/agent-$GUEST.log'" 120
-mark agent-up
-peer_mark agent-up
+start_agent
 
 if [ "$GUEST" = a ]; then
   receive b-to-a 5001; received b-to-a
@@ -121,5 +97,4 @@ except OSError as e:
   peer_mark done
 fi
 echo "RESULT stats $($vtoe stats --json | tr -d '\n')"
-kill $agent
-wait $agent
+stop_agent

@@ -1,0 +1,38 @@
+#!/bin/sh
+# MPI across the two hosts: run by run2.sh in both guests (two-host-lib.sh).  Each host runs its
+# own agent; B also serves rsh.sh's launches (rshd.sh on port 2222).  A runs `vtoe bench --hosts`
+# for each MPI in MPIS (default "openmpi") and workload in WORKLOADS (default "pingpong imb
+# hpcc"): one rank per host, offload against ipoib (kernel TCP over the hosts' link), REPS
+# repetitions (default 1), each run's report in $RW/bench-<mpi>-<workload>/ (results.json,
+# summary.md, report.html; the charts' PNGs are left to `vtoe bench --from`, Chromium being too
+# slow under emulation).  Lines starting "RESULT " are what test/rdma-vm.test.ts checks:
+#   RESULT bench <mpi> <workload> <exit status> <seconds>   vtoe bench's verdict (1: a problem)
+# MPICH is not in the default: Debian's MPICH 4.0 can hang in MPI_Finalize between hosts, on kernel
+# TCP as through vtoe (README, "MPI across hosts"); MPIS="openmpi mpich" runs it anyway.
+set -u
+. test/rdma-vm/two-host-lib.sh
+
+start_agent
+if [ "$GUEST" = b ]; then
+  socat TCP-LISTEN:2222,reuseaddr,fork EXEC:"sh $repo/test/rdma-vm/rshd.sh" &
+  rshd=$!
+  wait_for "grep -qi ':08AE 0*:0000 0A' /proc/net/tcp" 30
+  mark rshd-up
+  peer_mark done 3000
+  kill $rshd
+else
+  peer_mark rshd-up
+  for mpi in ${MPIS:-openmpi}; do
+    for w in ${WORKLOADS:-pingpong imb hpcc}; do
+      t0=$(cut -d' ' -f1 /proc/uptime)
+      # from $RW, which both hosts see, as an MPI job's directory is on a cluster
+      (cd "$RW" && $vtoe bench --hosts "$SELF,$PEER" --iface eth0 --launcher "$repo/test/rdma-vm/rsh.sh" \
+        --mpi "$mpi" --modes offload,ipoib --workloads "$w" --reps "${REPS:-1}" --max-bytes 65536 \
+        --iters 50 --imb-benchmarks PingPong --hpcc-n 200 --report "$RW/bench-$mpi-$w" > "$RW/bench-$mpi-$w.md")
+      rc=$?
+      echo "RESULT bench $mpi $w $rc $(awk -v t0="$t0" '{ printf "%.0f", $1 - t0 }' /proc/uptime)"
+    done
+  done
+  mark done
+fi
+stop_agent
