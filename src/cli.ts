@@ -149,6 +149,7 @@ async function main(argv: string[]): Promise<number> {
         if (!Number.isInteger(n) || n < min) throw new VtoeError('EINVAL', `--${what} must be an integer >= ${min}`);
         return n;
       };
+      if (values.launcher && !values.hosts) throw new VtoeError('EINVAL', '--launcher starts ranks on other hosts: give --hosts too');
       const r = await benchCommand({
         workloads: parseWorkloads(values.workloads), modes: parseModes(values.modes), mpi: parseFlavour(values.mpi),
         reps: int(values.reps, 'reps', 1), ranks: int(values.ranks, 'ranks', 2), tcpInterface: values.iface,

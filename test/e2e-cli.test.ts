@@ -149,6 +149,20 @@ describe('vtoe cm and config', () => {
       expect(stderr, args.join(' ')).toBe('');
     }
   });
+
+  it('vtoe bench across hosts: says what is missing before it runs anything', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--hosts', 'a,b'], /--hosts needs --iface/],
+      [['--hosts', 'a', '--iface', 'ib0'], /--hosts needs at least two hosts/],
+      [['--hosts', 'a,b', '--iface', 'ib0', '--workloads', 'sockperf'], /only MPI workloads run .*drop sockperf/],
+      [['--launcher', 'rsh'], /--launcher starts ranks on other hosts: give --hosts too/],
+      [['--imb-benchmarks', 'Barrier'], /IMB benchmark 'Barrier' is unknown/],
+    ];
+    for (const [args, message] of cases) {
+      const run = exec(process.execPath, [vtoe, 'bench', '--workloads', 'pingpong', ...args], { timeout: 10_000 });
+      await expect(run, args.join(' ')).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(message) });
+    }
+  });
 });
 
 describe('vtoe demo (the quick start)', () => {
