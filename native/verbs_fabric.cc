@@ -209,10 +209,29 @@ void VerbsFabric::on_async_event(ibv_context *ctx)
 	}
 	if (!resumed)
 		return;
+	resume(ctx);
+	flush();
+}
+
+void VerbsFabric::resume(ibv_context *ctx)
+{
+	devices_[ctx].port_up = true;
 	for (auto &[handle, e] : ids_)
 		if (e.conn && e.id->verbs == ctx)
 			e.conn->drain(); // post what waited for the link
-	flush();
+}
+
+// A port believed down is asked again: should its PORT_ACTIVE event never reach us, the
+// connections on it would wait for good, their peers' writers starved of credits.
+void VerbsFabric::recheck_port(rdma_cm_id *id)
+{
+	auto found = devices_.find(id->verbs);
+	if (found == devices_.end() || found->second.port_up)
+		return;
+	ibv_port_attr attr{};
+	if (ibv_query_port(id->verbs, id->port_num ? id->port_num : 1, &attr) == 0 &&
+	    attr.state == IBV_PORT_ACTIVE)
+		resume(id->verbs); // what that reports goes out through the deferred flush
 }
 
 constexpr uint8_t kMinAckTimeout = 19;
@@ -312,6 +331,7 @@ void VerbsFabric::reset_app(uint32_t handle)
 
 LivenessSample VerbsFabric::liveness(uint32_t handle)
 {
+	recheck_port(entry(handle).id);
 	return conn(handle).liveness();
 }
 

@@ -73,6 +73,7 @@ public:
 	void start(uint32_t handle, const PeerWindow &peer, const WireAuth &auth);
 	void disconnect(uint32_t handle);
 	void reset_app(uint32_t handle);
+	// Also asks a port believed down whether it is up again (recheck_port).
 	LivenessSample liveness(uint32_t handle);
 	bool probe(uint32_t handle);
 	void time_out(uint32_t handle);
@@ -98,6 +99,8 @@ private:
 		FdWatch watch;
 	};
 
+	void resume(ibv_context *ctx);
+	void recheck_port(rdma_cm_id *id);
 	void conn_event(uint32_t handle, ConnEvent event, const char *detail) override;
 	void on_channel();
 	void schedule_flush();
