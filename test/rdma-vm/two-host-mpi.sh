@@ -8,7 +8,7 @@
 # slow under emulation).  Lines starting "RESULT " are what test/rdma-vm.test.ts checks:
 #   RESULT bench <mpi> <workload> <exit status> <seconds>   vtoe bench's verdict (1: a problem)
 # MPICH is not in the default: Debian's MPICH 4.0 can hang in MPI_Finalize between hosts, on kernel
-# TCP as through vtoe (README, "MPI across hosts"); MPIS="openmpi mpich" runs it anyway.
+# TCP as through vtoe (README, *MPI*); MPIS="openmpi mpich" runs it anyway.
 set -u
 . test/rdma-vm/two-host-lib.sh
 
