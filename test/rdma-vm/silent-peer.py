@@ -17,6 +17,8 @@ import subprocess
 import sys
 import time
 
+from bed_net import accept_one
+
 
 def wait_file(path, seconds):
     deadline = time.monotonic() + seconds
@@ -27,12 +29,7 @@ def wait_file(path, seconds):
 
 
 def server(port, case, rw):
-    lst = socket.socket()
-    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lst.bind(("0.0.0.0", port))
-    lst.listen()
-    open(f"{rw}/{case}.listening", "w").close()
-    conn, _ = lst.accept()
+    conn = accept_one(port, f"{rw}/{case}.listening")
     want = 4_000_000 if case.startswith("send") else 5
     got = 0
     while got < want:

@@ -13,18 +13,15 @@ import os
 import socket
 import sys
 
+from bed_net import accept_one
+
 
 def report(case, kind, n, tail):
     print(f"RESULT {case} {kind} {n} {tail}", flush=True)
 
 
 def recv(port, case, rw):
-    lst = socket.socket()
-    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lst.bind(("0.0.0.0", port))
-    lst.listen()
-    open(f"{rw}/a.{case}-listening", "w").close()
-    conn, _ = lst.accept()
+    conn = accept_one(port, f"{rw}/a.{case}-listening")
     digest, n = hashlib.sha256(), 0
     with open(f"/tmp/{case}.bin", "wb") as out:  # its size is what flap_after watches
         try:
