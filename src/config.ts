@@ -22,6 +22,7 @@ export interface ResolvedConfig {
   timewaitMs: number;
   drainMs: number;
   maxConnections: number;
+  pinnedMax: number;
   maxProcessSockets: number;
   maxPendingAccepts: number;
   shortBytes: number;
@@ -126,6 +127,22 @@ function checkRingMaxSize(v: number, name: string): number {
   return v === 0 ? 0 : checkRingSize(v, name);
 }
 
+const PINNED_MAX_LIMIT = 2 ** 50;
+
+function checkPinnedMax(v: number, name: string, shown = String(v)): number {
+  if (!Number.isSafeInteger(v) || v < 0 || v > PINNED_MAX_LIMIT) {
+    throw new ConfigError(`${name}=${shown} is out of range: bytes (a number, or with k, m or g), 0 for the default`);
+  }
+  return v;
+}
+
+function parsePinnedMax(raw: string, name: string): number {
+  const m = /^(\d+)([kKmMgG]?)$/.exec(raw.trim());
+  if (!m) throw new ConfigError(`${name}='${raw}' is not a size: write bytes, or a number with k, m or g (e.g. 512m)`);
+  const scale = { '': 1, k: 1024, m: 1 << 20, g: 1 << 30 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
+  return checkPinnedMax(Number(m[1]) * scale, name, `'${raw}'`);
+}
+
 const TRUE_WORDS = ['1', 'true', 'yes', 'on'];
 const FALSE_WORDS = ['0', 'false', 'no', 'off'];
 
@@ -227,6 +244,9 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
   entry({ key: 'maxConnections', env: 'VTOE_MAX_CONNECTIONS', default: 4096,
     doc: 'offloaded connections the agent holds at once; beyond it new ones fall back to kernel TCP', readBy: 'agent',
     ...intIn(1, 1_048_576, 'connections') }),
+  entry({ key: 'pinnedMax', env: 'VTOE_PINNED_MAX', default: 0,
+    doc: "bytes of memory the agent may pin for verbs connections (each end registers its two rings and a page: 2 x VTOE_RING_SIZE + 4 KiB); a connection that does not fit at either end is made on kernel TCP (fallback resources) until others close; 0: a quarter of physical memory; never more than 3/4 of the agent's memlock limit (ulimit -l) unless it has CAP_IPC_LOCK. `vtoe stats` shows the budget in effect and its use", readBy: 'agent',
+    parse: parsePinnedMax, check: (v, name) => checkPinnedMax(v, name) }),
   entry({ key: 'maxProcessSockets', env: 'VTOE_MAX_PROCESS_SOCKETS', default: 3072,
     doc: 'sockets one process holds in the agent at once (listeners and offloaded connection ends, waiting or not); beyond it its new ones fall back to kernel TCP, so that no process takes every connection or the memory of all', readBy: 'agent',
     ...intIn(1, 1_048_576, 'sockets') }),

@@ -1,17 +1,11 @@
 // `vtoe doctor`: the host's RDMA devices, ports, states and GIDs, the memlock limit, and whether
 // an agent answers; each problem found comes with what to do about it.
-import { readFileSync } from 'node:fs';
 import { adminRequest } from './agent/admin.js';
 import { adminSocketPath, resolveConfigWithSources } from './config.js';
+import { readMemlock, type Limit, type MemlockLimit } from './host-memory.js';
 import { probeVerbs, type VerbsProbe } from './native.js';
 
-/** Bytes, or 'unlimited'. */
-export type Limit = number | 'unlimited';
-
-export interface MemlockLimit {
-  soft: Limit;
-  hard: Limit;
-}
+export { parseMemlock, type Limit, type MemlockLimit } from './host-memory.js';
 
 export interface AgentCheck {
   /** the admin socket that was asked */
@@ -56,17 +50,6 @@ export const FIX = {
     'give every host the same key: head -c 32 /dev/urandom > /etc/vtoe/cluster.key && chmod 600 /etc/vtoe/cluster.key, ' +
     'copy it, and start each agent with VTOE_CLUSTER_KEY_FILE=/etc/vtoe/cluster.key (or VTOE_FABRIC_TRUSTED=1 on a fabric nobody else can reach)',
 } as const;
-
-/** The "Max locked memory" line of /proc/<pid>/limits. */
-export function parseMemlock(limits: string): MemlockLimit | null {
-  const m = /^Max locked memory\s+(\S+)\s+(\S+)/m.exec(limits);
-  if (!m) return null;
-  const value = (s: string): Limit => (s === 'unlimited' ? 'unlimited' : Number(s));
-  const soft = value(m[1]);
-  const hard = value(m[2]);
-  if (Number.isNaN(soft) || Number.isNaN(hard)) return null;
-  return { soft, hard };
-}
 
 function openFix(dev: string, errno: string | undefined): string {
   switch (errno) {
@@ -166,12 +149,7 @@ export interface DoctorOptions {
 export async function runDoctor(opts: DoctorOptions = {}): Promise<DoctorReport> {
   const agentSocket = opts.agentSocket ?? resolveConfigWithSources(process.env, {}).config.agentSocket;
   const probe = probeVerbs();
-  let memlock: MemlockLimit | null = null;
-  try {
-    memlock = parseMemlock(readFileSync('/proc/self/limits', 'utf8'));
-  } catch {
-    memlock = null;
-  }
+  const memlock = readMemlock();
   const agent = await checkAgent(adminSocketPath(agentSocket), opts.agentTimeoutMs ?? 2000);
   return { ...probe, memlock, agent, problems: findProblems(probe, memlock, agent) };
 }

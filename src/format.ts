@@ -1,4 +1,5 @@
 // Plain-text renderings for the CLI: `vtoe ss` rows and `vtoe stats` without --json.
+import { formatBytes } from './bench/format.js';
 import { formatTable } from './text-table.js';
 import type { SocketRow } from './agent/socket-rows.js';
 import type { StatsSnapshot } from './agent/stats.js';
@@ -22,9 +23,18 @@ export function formatStats(s: StatsSnapshot): string {
     `fallback: ${s.fallback.total} (${reasons})`,
     `timed out (silent remote peers): ${s.peerTimeouts ?? 0}`,
     `refused (unproven claims): ${Object.entries(s.refused ?? {}).map(([k, v]) => `${k}=${v}`).join(' ') || 'none'}`,
+    ...pinnedLines(s),
     `bytes: sent ${s.bytes.sent}, received ${s.bytes.received}; wake-ups sent to sleeping readers: ${s.doorbells}; rings grown for lagging readers: ${s.ringGrowths}`,
     ...programLines(s),
   ].join('\n');
+}
+
+/** The verbs fabric's pinned memory: what its connection ends hold of the budget. */
+function pinnedLines(s: StatsSnapshot): string[] {
+  const p = s.pinned;
+  if (!p) return [];
+  return [`pinned for verbs rings: ${formatBytes(p.bytes)} of ${formatBytes(p.limit)} by ${p.ends} connection ends `
+    + `(peak ${formatBytes(p.peak)}); ends refused for the budget: ${p.refused}`];
 }
 
 /** One line per program: its offloaded connections and its fallbacks by reason. */

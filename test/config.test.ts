@@ -21,7 +21,7 @@ describe('config table', () => {
     const keys = CONFIG_TABLE.map((e) => e.key);
     expect(new Set(keys).size).toBe(keys.length);
     expect(keys.sort()).toEqual(['agentSocket', 'agentTimeoutMs', 'clusterKeyFile', 'drainMs', 'fabric', 'fabricTrusted', 'logFile', 'logLevel',
-      'maxConnections', 'maxPendingAccepts', 'maxProcessSockets', 'offload', 'peerBells', 'peerTimeoutMs', 'policy', 'pollKernelUs', 'profile', 'rdmaAddress', 'rdmaPort', 'ringMaxSize', 'ringSize', 'shortBytes', 'shortHoldMs', 'shortMs', 'spinUs', 'timewaitMs']);
+      'maxConnections', 'maxPendingAccepts', 'maxProcessSockets', 'offload', 'peerBells', 'peerTimeoutMs', 'pinnedMax', 'policy', 'pollKernelUs', 'profile', 'rdmaAddress', 'rdmaPort', 'ringMaxSize', 'ringSize', 'shortBytes', 'shortHoldMs', 'shortMs', 'spinUs', 'timewaitMs']);
     for (const e of CONFIG_TABLE) {
       expect(e.env).toMatch(/^VTOE_[A-Z_]+$/);
       expect(e.doc.length).toBeGreaterThan(5);
@@ -35,7 +35,7 @@ describe('config table', () => {
       agentSocket: `/tmp/vtoe-${uid}/agent.sock`, ringSize: 262144, ringMaxSize: 4194304, spinUs: 50, pollKernelUs: 1000, logLevel: 'warn', logFile: '',
       policy: '', profile: '', timewaitMs: 2000, drainMs: 5000, maxConnections: 4096, maxProcessSockets: 3072, shortBytes: 16384, shortMs: 10,
       shortHoldMs: 1000, agentTimeoutMs: 5000, offload: true, peerBells: true, fabric: 'auto', rdmaPort: 7471, rdmaAddress: '',
-      clusterKeyFile: '', fabricTrusted: false, maxPendingAccepts: 4096, peerTimeoutMs: 924_600,
+      clusterKeyFile: '', fabricTrusted: false, maxPendingAccepts: 4096, peerTimeoutMs: 924_600, pinnedMax: 0,
     } satisfies ResolvedConfig);
   });
 
@@ -53,7 +53,7 @@ describe('config table', () => {
       VTOE_SHORT_BYTES: '0', VTOE_SHORT_MS: '3', VTOE_SHORT_HOLD_MS: '50',
       VTOE_PEER_BELLS: 'no', VTOE_FABRIC: 'Verbs', VTOE_RDMA_PORT: '18515', VTOE_RDMA_ADDRESS: '192.0.2.1', VTOE_PROFILE: 'MPI',
       VTOE_CLUSTER_KEY_FILE: ' /etc/vtoe/key ', VTOE_FABRIC_TRUSTED: 'yes', VTOE_MAX_PENDING_ACCEPTS: '9',
-      VTOE_PEER_TIMEOUT_MS: '5000',
+      VTOE_PEER_TIMEOUT_MS: '5000', VTOE_PINNED_MAX: '3g',
     });
     expect(cfg).toEqual({
       agentSocket: '/run/vtoe/a.sock', ringSize: 1048576, ringMaxSize: 8 << 20, spinUs: 0, pollKernelUs: 250, logLevel: 'debug', logFile: '/tmp/x.log',
@@ -61,6 +61,7 @@ describe('config table', () => {
       shortHoldMs: 50, agentTimeoutMs: 250, offload: false,
       peerBells: false, fabric: 'verbs', rdmaPort: 18515, rdmaAddress: '192.0.2.1',
       clusterKeyFile: '/etc/vtoe/key', fabricTrusted: true, maxPendingAccepts: 9, peerTimeoutMs: 5000,
+      pinnedMax: 3 * 2 ** 30,
     });
   });
 
@@ -101,6 +102,17 @@ describe('parsers', () => {
     rejects({ VTOE_RING_SIZE: '256kb' }, /not a size/);
     rejects({ VTOE_RING_SIZE: '-4096' }, /not a size/);
     rejects({ VTOE_RING_SIZE: '0x1000' }, /not a size/);
+  });
+
+  it('the pinned-memory budget is bytes with k/m/g, 0 for the default', () => {
+    expect(resolveConfig({ VTOE_PINNED_MAX: '512m' }).pinnedMax).toBe(512 << 20);
+    expect(resolveConfig({ VTOE_PINNED_MAX: '64K' }).pinnedMax).toBe(65536);
+    expect(resolveConfig({ VTOE_PINNED_MAX: '1000000' }).pinnedMax).toBe(1_000_000);
+    expect(resolveConfig({ VTOE_PINNED_MAX: '0' }).pinnedMax).toBe(0);
+    rejects({ VTOE_PINNED_MAX: '1t' }, /VTOE_PINNED_MAX='1t' is not a size/);
+    rejects({ VTOE_PINNED_MAX: '-1' }, /not a size/);
+    rejects({ VTOE_PINNED_MAX: '2000000g' }, /VTOE_PINNED_MAX='2000000g' is out of range/);
+    expect(() => resolveConfig({}, { pinnedMax: -1 })).toThrow(/override pinnedMax=-1 is out of range/);
   });
 
   it('spin accepts 0..10000 and rejects the rest', () => {

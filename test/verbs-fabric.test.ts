@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
+import { pinnedBytesPerEnd } from '../src/agent/pinned-budget.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
 import { findRdmaAddress } from '../src/agent/rdma-addresses.js';
 import { probeVerbs } from '../src/native.js';
@@ -259,6 +260,57 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     expect(spam.child.exitCode, spam.stderr()).toBeNull(); // still writing all along
     spam.kill('SIGKILL');
   }, 120_000);
+
+  // Both ends are in one agent here, so a connection holds two ends of its budget.  With room
+  // for 2.5 ends the second connection's active end does not fit; with room for 3 its passive
+  // end does not, and the REJ sends the client to kernel TCP all the same.
+  it.each([['active', 2.5], ['passive', 3]] as const)(
+    'a pinned-memory budget: a connection whose %s end does not fit is made on kernel TCP, whole; closing gives the budget back',
+    async (refusedAt, ends) => {
+      const perEnd = pinnedBytesPerEnd(RING);
+      const small = await Agent.start({
+        socketPath: join(dir, `budget-${refusedAt}.sock`),
+        config: { fabric: 'verbs', rdmaPort: RDMA_PORT + 1, timewaitMs: 200, ringSize: RING, clusterKeyFile: keyFile,
+          agentTimeoutMs: AGENT_TIMEOUT_MS, pinnedMax: Math.floor(ends * perEnd) },
+      });
+      try {
+        const smallEnv = offloadEnv(small.socketPath);
+        const hold = startProc(roles, ['hold', HOST], smallEnv);
+        const holdPort = Number((await hold.waitLine(/^READY (\d+)$/, 60_000))[1]);
+        const flood = startProc(roles, ['flood', HOST, String(holdPort)], smallEnv);
+        await hold.waitLine(/^ACCEPTED$/, 60_000);
+        await small.until((a) => a.sockets().filter((r) => r.fabric === 'verbs' && r.qp === 'RTS').length === 2, 60_000);
+        expect(small.stats().pinned).toEqual({ bytes: 2 * perEnd, limit: Math.floor(ends * perEnd), peak: 2 * perEnd, ends: 2, refused: 0 });
+
+        const stream = async (): Promise<void> => {
+          const rx = startProc(roles, ['sink', HOST, '0'], smallEnv);
+          const port = Number((await rx.waitLine(/^READY (\d+)$/, 60_000))[1]);
+          const tx = startProc(roles, ['source', HOST, String(port), String(1 << 20)], smallEnv);
+          expect((await tx.exited).code, tx.stdout() + tx.stderr()).toBe(0);
+          expect((await rx.exited).code, rx.stdout() + rx.stderr()).toBe(0);
+          const [, n, h] = /^SENT (\d+) ([0-9a-f]+)$/.exec(lastLine(tx))!;
+          expect(lastLine(rx)).toBe(`DONE ${n} ${h}`);
+        };
+        await stream();
+        let s = small.stats();
+        expect(s.offloaded).toBe(1);
+        expect(s.fallback.reasons).toEqual({ resources: 1 });
+        expect(s.rejected).toBe(refusedAt === 'passive' ? 1 : 0); // the passive agent's REJ
+        expect(s.pinned).toMatchObject({ bytes: 2 * perEnd, ends: 2, refused: 1 });
+        expect(s.pinned!.peak).toBe(refusedAt === 'passive' ? 3 * perEnd : 2 * perEnd);
+
+        hold.kill('SIGKILL');
+        flood.kill('SIGKILL');
+        await small.until((a) => a.stats().pinned!.bytes === 0, 60_000);
+        expect(small.stats().pinned!.ends).toBe(0);
+        await stream();
+        s = small.stats();
+        expect(s.offloaded).toBe(2);
+        expect(s.fallback.reasons).toEqual({ resources: 1 });
+      } finally {
+        await small.stop();
+      }
+    }, 180_000);
 
   // Last, and only in the throwaway guest: it deletes the RDMA device.
   it.skipIf(process.env.VTOE_RDMA_GUEST !== '1')('DEVICE_REMOVAL resets live connections; new ones fall back to kernel TCP', async () => {

@@ -154,6 +154,7 @@ export class Agent {
       ringGrowths,
       events: Object.fromEntries(c.events),
       memory: { ringBytes, agentStateBytes: this.core.connectionCount * measureAgentStateBytes() },
+      pinned: verbs?.pinnedMemory ?? null,
     };
   }
 

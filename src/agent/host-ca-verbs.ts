@@ -23,6 +23,8 @@ import type { AgentCounters } from './stats.js';
 import { VerbsEndpoint } from './verbs-endpoint.js';
 import { kernelHasTcpPorts } from './kernel-tcp.js';
 import { judgeLiveness } from './liveness.js';
+import { PinnedBudget, pinnedBytesPerEnd, pinnedLimit, type PinnedSnapshot } from './pinned-budget.js';
+import { readHostMemory } from '../host-memory.js';
 import {
   decodeRej, decodeRep, decodeReq, encodeRej, encodeRep, encodeReq, REP_MAC_AT, REQ_PRIVATE_DATA_MAX, type ReqData,
 } from './verbs-wire.js';
@@ -106,6 +108,9 @@ export class VerbsHostCA {
   /** Runs only while some connection's data path is started (none idle, no cost). */
   private livenessTimer: NodeJS.Timeout | null = null;
   private warnedNoKey = false;
+  private warnedBudget = false;
+  private readonly pinned: PinnedBudget;
+  private readonly pinnedPerEnd: number;
   private fabric: VerbsFabric | null;
   private unavailable: string | null = null;
   readonly rdmaAddress: string | null;
@@ -122,6 +127,12 @@ export class VerbsHostCA {
     private readonly log: Logger,
   ) {
     this.auth = loadClusterAuth(config); // a key file it must not use: the fabric stays down
+    this.pinnedPerEnd = pinnedBytesPerEnd(config.ringSize);
+    this.pinned = new PinnedBudget(pinnedLimit(config.pinnedMax, readHostMemory()));
+    if (this.pinned.limit < this.pinnedPerEnd) {
+      log.warn('the pinned-memory budget holds no verbs connection: every one uses kernel TCP',
+        { budget: this.pinned.limit, perEnd: this.pinnedPerEnd, fix: 'raise VTOE_PINNED_MAX, or the memlock limit (ulimit -l unlimited)' });
+    }
     this.fabric = new VerbsFabric({
       onCmEvent: (ev) => this.guard(() => this.onCmEvent(ev)),
       onConnEvent: (ev) => this.guard(() => this.onConnEvent(ev)),
@@ -152,6 +163,11 @@ export class VerbsHostCA {
     const trust = { 'cluster-key': 'cluster key', 'trusted-fabric': 'trusted fabric, unauthenticated',
       'this-host': 'this host only: no VTOE_CLUSTER_KEY_FILE' }[this.auth.mode];
     return this.fabric ? `up on rdma_cm port ${this.config.rdmaPort} (${trust})` : `down: ${this.unavailable}`;
+  }
+
+  /** Pinned memory: the budget in effect and what the connection ends hold of it. */
+  get pinnedMemory(): PinnedSnapshot {
+    return this.pinned.snapshot();
   }
 
   get pendingCount(): number {
@@ -187,14 +203,20 @@ export class VerbsHostCA {
       done({ kind: 'fallback', reason: ABI.fb.NO_FABRIC, why: 'no cluster key to prove to another host' });
       return;
     }
+    if (!this.reservePinned()) {
+      done({ kind: 'fallback', reason: ABI.fb.RESOURCES, why: 'pinned-memory budget' });
+      return;
+    }
     let handle: number;
     try {
       handle = fabric.resolve({ address: target, port: this.config.rdmaPort }, RESOLVE_TIMEOUT_MS);
     } catch (err) {
+      this.pinned.release(this.pinnedPerEnd);
       done({ kind: 'fallback', reason: ABI.fb.NO_FABRIC, why: String(err) });
       return;
     }
     const end = new VerbsEndpoint(this.host.allocateCid(), 0, handle, request.sid, request.local, request.remote, this.eventLog);
+    end.pinned = this.pinnedPerEnd;
     end.pid = request.pid;
     end.program = request.program;
     end.tcpStep('app_connect');
@@ -313,11 +335,13 @@ export class VerbsHostCA {
       this.counters.refused('passive-backlog');
       return reject(ABI.fb.RESOURCES, `listener ${req.dstAddress}:${req.dstPort} holds VTOE_MAX_PENDING_ACCEPTS unaccepted connections`);
     }
+    if (!this.reservePinned()) return reject(ABI.fb.RESOURCES, 'pinned-memory budget');
     const reqBytes = ev.privateData.subarray(0, REQ_PRIVATE_DATA_MAX);
     const nonce = newNonce();
     const local: SockAddr = { family, address: req.dstAddress, port: req.dstPort, scopeId: 0 };
     const remote: SockAddr = { family: remoteIp.includes(':') ? 6 : 4, address: remoteIp, port: req.srcPort, scopeId: 0 };
     const end = new VerbsEndpoint(this.host.allocateCid(), 1, ev.handle, null, local, remote, this.eventLog);
+    end.pinned = this.pinnedPerEnd;
     end.cmStep('rcv_req');
     end.tcpStep('rcv_syn');
     this.ends.set(ev.handle, end);
@@ -334,6 +358,7 @@ export class VerbsHostCA {
     } catch (err) {
       this.log.warn('cannot answer a verbs REQ; the client falls back to kernel TCP', { error: String(err) });
       this.ends.delete(ev.handle);
+      this.releasePinned(end);
       end.cmStep('send_rej');
       end.cmStep('reset');
       if (end.qp !== 'RESET') end.qpStep('to_reset');
@@ -663,12 +688,30 @@ export class VerbsHostCA {
       this.closedDoorbells += c.rings[1 - end.side]!.wakes;
     }
     end.destroyed = true;
+    this.releasePinned(end);
     if (end.timer) clearTimeout(end.timer);
     this.unlistPending(end);
     this.passive.delete(end);
     this.ends.delete(end.handle);
     this.fabric?.destroy(end.handle);
     this.host.changed();
+  }
+
+  /** One end's pages, if they fit the budget; the first refusal is logged, later ones counted. */
+  private reservePinned(): boolean {
+    if (this.pinned.reserve(this.pinnedPerEnd)) return true;
+    if (!this.warnedBudget) {
+      this.warnedBudget = true;
+      const { bytes, limit } = this.pinned.snapshot();
+      this.log.warn('pinned-memory budget reached: new verbs connections use kernel TCP until others close',
+        { pinned: bytes, budget: limit, fix: 'raise VTOE_PINNED_MAX (and the memlock limit), or use smaller VTOE_RING_SIZE' });
+    }
+    return false;
+  }
+
+  private releasePinned(end: VerbsEndpoint): void {
+    this.pinned.release(end.pinned);
+    end.pinned = 0;
   }
 
   // ---- events ---------------------------------------------------------------------------

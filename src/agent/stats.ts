@@ -1,4 +1,5 @@
 import { eventName } from '../abi.js';
+import type { PinnedSnapshot } from './pinned-budget.js';
 
 // Counters the agent keeps for `vtoe stats`. They live as long as the agent, not the programs.
 export interface StatsSnapshot {
@@ -23,6 +24,8 @@ export interface StatsSnapshot {
 
   events: Record<string, number>;
   memory: { ringBytes: number; agentStateBytes: number };
+  /** the verbs fabric's pinned-memory budget and its use; null without the verbs fabric */
+  pinned: PinnedSnapshot | null;
 }
 
 /**

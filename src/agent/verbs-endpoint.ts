@@ -24,6 +24,8 @@ export class VerbsEndpoint {
   destroyed = false;
   pid = 0;
   program = '?';
+  /** bytes of the pinned-memory budget this end holds (its rings and mailbox), until destroyed */
+  pinned = 0;
   timer?: NodeJS.Timeout;
 
   constructor(

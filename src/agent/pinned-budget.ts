@@ -1,0 +1,79 @@
+// The pinned-memory budget of the verbs fabric.  Every verbs connection end registers its two
+// rings and its mailbox with the RDMA device, and registered pages are pinned: the kernel can
+// neither swap nor reclaim them.  Without a bound, enough connections pin a host's memory away
+// (500 ends on a 768 MiB host left 160 MB available; 1000 stopped it).  So each end reserves its
+// pages here before its queue pair exists, and an end that does not fit is made on kernel TCP
+// (fallback `resources`), as the kernel makes a connection when memory is short.  Pure: the
+// host's figures are read by the caller.
+
+/** What the host allows: physical memory, and RLIMIT_MEMLOCK unless the agent may lock it all. */
+export interface HostMemory {
+  memTotal: number;
+  /** the agent's soft RLIMIT_MEMLOCK in bytes, 'unlimited', or null when unreadable */
+  memlockSoft: number | 'unlimited' | null;
+  /** CAP_IPC_LOCK: registration is not charged against RLIMIT_MEMLOCK */
+  ipcLock: boolean;
+}
+
+const PAGE = 4096;
+
+/**
+ * Bytes one connection end pins: its tx and rx rings, and the page of its mailbox.  The
+ * queues themselves are the provider's and not counted (rxe keeps them in kernel memory).
+ */
+export function pinnedBytesPerEnd(ringSize: number): number {
+  return 2 * ringSize + PAGE;
+}
+
+/**
+ * The budget: VTOE_PINNED_MAX when set, else a quarter of physical memory.  Either way no more
+ * than three quarters of a finite memlock limit that applies (the rest is left for what the
+ * provider registers itself), since a registration past it fails anyway.
+ */
+export function pinnedLimit(configured: number, host: HostMemory): number {
+  let limit = configured > 0 ? configured : Math.floor(host.memTotal / 4);
+  if (!host.ipcLock && typeof host.memlockSoft === 'number') limit = Math.min(limit, Math.floor(host.memlockSoft * 3 / 4));
+  return limit;
+}
+
+export interface PinnedSnapshot {
+  bytes: number;
+  limit: number;
+  peak: number;
+  /** connection ends holding a reservation (one queue pair each) */
+  ends: number;
+  /** ends refused because they did not fit */
+  refused: number;
+}
+
+export class PinnedBudget {
+  private bytes = 0;
+  private peak = 0;
+  private ends = 0;
+  private refused = 0;
+
+  constructor(readonly limit: number) {}
+
+  /** Takes `bytes` if they fit; false (and counted) if they do not. */
+  reserve(bytes: number): boolean {
+    if (this.bytes + bytes > this.limit) {
+      this.refused++;
+      return false;
+    }
+    this.bytes += bytes;
+    this.ends++;
+    if (this.bytes > this.peak) this.peak = this.bytes;
+    return true;
+  }
+
+  release(bytes: number): void {
+    if (bytes <= 0) return;
+    if (bytes > this.bytes || this.ends === 0) throw new Error(`pinned budget: releasing ${bytes} of ${this.bytes} reserved`);
+    this.bytes -= bytes;
+    this.ends--;
+  }
+
+  snapshot(): PinnedSnapshot {
+    return { bytes: this.bytes, limit: this.limit, peak: this.peak, ends: this.ends, refused: this.refused };
+  }
+}
