@@ -403,11 +403,12 @@ private:
 			}
 			js.Set("rings", rings);
 			js.Set("appSide", c.app_side());
-			const VerbsConnStats &s = c.stats();
+			const VerbsConnStats s = c.stats();
 			js.Set("messagesSent", static_cast<double>(s.messages_sent));
 			js.Set("messagesReceived", static_cast<double>(s.messages_received));
 			js.Set("creditMessages", static_cast<double>(s.credit_messages));
 			js.Set("creditStalls", static_cast<double>(s.credit_stalls));
+			js.Set("probes", static_cast<double>(s.probes));
 			js.Set("notifications", static_cast<double>(s.notifications));
 			js.Set("bytesSent", static_cast<double>(s.bytes_sent));
 			js.Set("bytesDelivered", static_cast<double>(s.bytes_delivered));

@@ -311,7 +311,6 @@ void VerbsConn::handle_recv_completion(const ibv_wc &wc)
 		fail_completion("receive", wc);
 		return;
 	}
-	stats_.messages_received++;
 	peer_seen_ns_ = uv_hrtime();
 	WireArrival in;
 	in.write_with_imm = wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM && (wc.wc_flags & IBV_WC_WITH_IMM);
@@ -731,9 +730,22 @@ bool VerbsConn::probe()
 	for (const Batch &b : batches_)
 		if (b.probe)
 			return false;
-	if (!post_message(WireMsg::credit, sent_, sent_))
+	if (!port_up_ || sq_used_ + 1 > kSendDepth)
 		return false;
-	batches_.back().probe = true;
+	ibv_send_wr wr{};
+	wr.opcode = IBV_WR_RDMA_WRITE;
+	wr.send_flags = IBV_SEND_SIGNALED;
+	wr.wr.rdma.remote_addr = peer_.mailbox_addr;
+	wr.wr.rdma.rkey = peer_.mailbox_rkey;
+	wr.wr_id = sent_;
+	ibv_send_wr *bad = nullptr;
+	if (ibv_post_send(qp_, &wr, &bad) != 0) {
+		fail(ConnEvent::qp_error, "ibv_post_send of a probe failed");
+		return false;
+	}
+	sq_used_ += 1;
+	batches_.push_back({1, sent_, uv_hrtime(), true});
+	stats_.probes++;
 	return true;
 }
 

@@ -50,7 +50,7 @@ struct LocalWindow {
 
 struct VerbsConnStats {
 	uint64_t messages_sent, messages_received, credit_messages, notifications, completions;
-	uint64_t bytes_sent, bytes_delivered, credit_stalls;
+	uint64_t bytes_sent, bytes_delivered, credit_stalls, probes;
 };
 
 // Things the data path cannot settle itself.  Called on the loop thread, never re-entrantly
@@ -109,7 +109,13 @@ public:
 	LocalWindow local_window() const;
 	int app_side() const { return app_side_; }
 	ShmConnection &region() { return shm_; }
-	const VerbsConnStats &stats() const { return stats_; }
+	// Messages received are the wire's own count (it checks them against the credits given).
+	VerbsConnStats stats() const
+	{
+		VerbsConnStats s = stats_;
+		s.messages_received = wire_.messages_received();
+		return s;
+	}
 
 	// Fills the receive queue; the QP must be in INIT or later.  Throws SystemError.
 	void post_receives();
@@ -125,8 +131,9 @@ public:
 	// The connection is lost (DREQ without FIN): the process sees ECONNRESET.  No event.
 	void reset_app();
 	LivenessSample liveness();
-	// Posts an empty message that the peer's HCA must acknowledge (a keepalive or window
-	// probe); false when one is already out or none can go now.
+	// Posts a zero-length RDMA WRITE that the peer's HCA must acknowledge (a keepalive or
+	// window probe).  It takes no receive at the peer, so a writer out of message credits can
+	// still find its peer dead.  False when one is already out or none can go now.
 	bool probe();
 	// The peer was silent for longer than the process allows: ETIMEDOUT, and ConnEvent::timed_out.
 	void time_out();

@@ -115,9 +115,19 @@ static bool vtoe_conn_report_reset(struct vtoe_conn *c)
 	return true;
 }
 
+/* On the verbs fabric the agent is the data path, and ends every stream with a FIN or a reset
+ * in the ring before it lets go of our doorbell: a doorbell gone without either means the agent
+ * died (or stopped) and the connection with it.  Never a clean end of stream. */
+static bool vtoe_conn_agent_lost(struct vtoe_conn *c)
+{
+	return c->fabric == VTOE_FABRIC_VERBS && (atomic_load(&c->flags) & VTOE_CF_PEER_GONE) &&
+	       !atomic_load_explicit(&c->rx->fin, ACQ);
+}
+
 static bool vtoe_conn_reset_seen(struct vtoe_conn *c)
 {
-	return (atomic_load(&c->flags) & VTOE_CF_BROKEN) || atomic_load_explicit(&c->rx->reset, ACQ);
+	return (atomic_load(&c->flags) & VTOE_CF_BROKEN) || atomic_load_explicit(&c->rx->reset, ACQ) ||
+	       vtoe_conn_agent_lost(c);
 }
 
 /* The error a reset reports: a peer that fell silent times out, as TCP's retransmissions do. */

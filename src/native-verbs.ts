@@ -69,6 +69,8 @@ export interface VerbsConnCounters {
   messagesReceived: number;
   creditMessages: number;
   creditStalls: number;
+  /** zero-length writes sent to see whether a silent peer is still there */
+  probes: number;
   notifications: number;
   bytesSent: number;
   bytesDelivered: number;

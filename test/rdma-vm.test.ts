@@ -142,7 +142,7 @@ pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong
 
   // Two guests joined by an Ethernet link (test/rdma-vm/run2.sh), an agent on each with one
   // cluster key: the verbs fabric between hosts, and a link flap judged against kernel TCP.
-  it('two hosts: streams both ways, ECONNREFUSED, a 10 s link flap never read as a clean end, a silent peer timed out as on kernel TCP', async () => {
+  it('two hosts: streams both ways, ECONNREFUSED, a silent peer timed out as on kernel TCP (also under a writer out of credits), a killed agent or a 10 s link flap never read as a clean end', async () => {
     const rw = mkdtempSync(join(tmpdir(), 'vtoe-2h-'));
     try {
       writeFileSync(join(rw, 'key'), randomBytes(32), { mode: 0o600 });
@@ -164,23 +164,29 @@ pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong
       const flapError = /^A\| RESULT flap-offload recv-error \d+ (\S+)$/m.exec(r.out);
       if (flapError) expect(flapError[1], r.out).toBe('ECONNRESET');
       else expect(received.get('flap-offload'), r.out).toBe(sent.get('flap-offload'));
+      // A's agent killed under a stream: the data path is gone, and neither end may take that
+      // for a clean end of stream (the reader would have read a truncated stream as whole).
+      expect(r.out).toMatch(/^A\| a: agent-killed: agent killed at \d+ bytes$/m);
+      expect(r.out).toMatch(/^A\| RESULT agent-killed recv-error \d+ ECONNRESET$/m);
+      expect(r.out).toMatch(/^B\| RESULT agent-killed send-error \d+ (ECONNRESET|EPIPE)$/m);
       expect(r.out).toMatch(/^B\| RESULT refused ECONNREFUSED$/m);
       // A host that falls silent for good: the socket's own TCP_USER_TIMEOUT or keepalive ends
       // the connection with ETIMEDOUT, offloaded as on kernel TCP (the client's own 60 s
-      // timeout would say "timeout" had nothing noticed).
-      for (const c of ['send-offload', 'send-kernel', 'keepalive-offload', 'keepalive-kernel']) {
+      // timeout would say "timeout" had nothing noticed), also for a writer that had run out
+      // of message credits, not only bytes, before its peer went.
+      for (const c of ['send-offload', 'send-kernel', 'keepalive-offload', 'keepalive-kernel', 'credits-offload', 'credits-kernel']) {
         expect(r.out, c).toMatch(new RegExp(`^B\\| RESULT ${c} ETIMEDOUT [0-9.]+$`, 'm'));
       }
-      // Offloaded over verbs: 5 connections at each agent (the two streams, the flap and the
-      // two silent peers), the refused one REJected by A's agent and fallen back at B's; B's
-      // agent timed out its two.
+      // Offloaded over verbs: 6 connections at A's first agent (the two streams, the three
+      // silent peers and the one its death ends), 7 at B's (and the flap), the refused one
+      // REJected by A's agent and fallen back at B's; B's agent timed out its three.
       for (const g of ['A', 'B'] as const) {
         const line = new RegExp(`^${g}\\| RESULT stats (.*)$`, 'm').exec(r.out);
         expect(line, r.out).not.toBeNull();
         const stats = JSON.parse(line![1]!) as { offloaded: number; peerTimeouts: number; fabrics: Record<string, string> };
-        expect(stats.offloaded, line![1]).toBe(5);
+        expect(stats.offloaded, line![1]).toBe(g === 'A' ? 6 : 7);
         expect(stats.fabrics.verbs, line![1]).toMatch(/^up/);
-        if (g === 'B') expect(stats.peerTimeouts, line![1]).toBe(2);
+        if (g === 'B') expect(stats.peerTimeouts, line![1]).toBe(3);
       }
     } finally {
       rmSync(rw, { recursive: true, force: true });

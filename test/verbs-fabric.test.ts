@@ -312,6 +312,30 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
       }
     }, 180_000);
 
+  // The agent is the verbs data path: when it goes, so do its connections, and a reader must
+  // not take that for the peer's clean end of stream (it would read a truncated stream as whole).
+  it('an agent that stops under a stream leaves its reader ECONNRESET, never a clean end', async () => {
+    const own = await Agent.start({
+      socketPath: join(dir, 'stopping.sock'),
+      config: { fabric: 'verbs', rdmaPort: RDMA_PORT + 2, timewaitMs: 200, ringSize: RING, clusterKeyFile: keyFile,
+        agentTimeoutMs: AGENT_TIMEOUT_MS },
+    });
+    const ownEnv = offloadEnv(own.socketPath);
+    let rx: Proc | undefined;
+    let tx: Proc | undefined;
+    try {
+      rx = startProc(roles, ['sink', HOST, '1'], ownEnv); // slow: the stream is mid-way when the agent goes
+      const port = Number((await rx.waitLine(/^READY (\d+)$/, 60_000))[1]);
+      tx = startProc(roles, ['source', HOST, String(port), String(64 << 20)], ownEnv);
+      await own.until((a) => a.sockets().some((r) => r.fabric === 'verbs' && r.bytesReceived > 0), 60_000);
+    } finally {
+      await own.stop();
+    }
+    await Promise.all([rx!.exited, tx!.exited]);
+    expect(lastLine(rx!), rx!.stderr()).toMatch(/^ERROR ECONNRESET \d+$/);
+    expect(lastLine(tx!), tx!.stderr()).toMatch(/^ERROR (ECONNRESET|EPIPE) \d+$/);
+  }, 120_000);
+
   // Last, and only in the throwaway guest: it deletes the RDMA device.
   it.skipIf(process.env.VTOE_RDMA_GUEST !== '1')('DEVICE_REMOVAL resets live connections; new ones fall back to kernel TCP', async () => {
     const { proc: rx, port } = await sink();

@@ -5,16 +5,20 @@
 #   RESULT <case> sent|received <bytes> <sha256>    a stream's two ends
 #   RESULT refused <errno name>                     a connect to a port nothing listens on
 #   RESULT <case> <errno name> <seconds>           what a socket reported of a silent peer
-#   RESULT stats <json>                             this agent's counters at the end
+#   RESULT stats <json>                             this agent's counters (A: before its agent is
+#                                                   killed; B: at the end)
 # Cases: b-to-a and a-to-b (16 MiB each way); refused; A falling silent for good under a sender
-# with TCP_USER_TIMEOUT and under a reader with keepalive (test/rdma-vm/silent-peer.py),
-# offloaded and on kernel TCP; last, because a QP it breaks can disturb what follows,
-# flap-offload (64 MiB from B while A's link is down for FLAP_S seconds, default 10,
-# test/rdma-vm/stream.py) and flap-kernel (the same on kernel TCP).
+# with TCP_USER_TIMEOUT, under a reader with keepalive, and under a writer that has waited for
+# credits (test/rdma-vm/silent-peer.py), offloaded and on kernel TCP; agent-killed: A's agent is
+# killed (SIGKILL) under an offloaded stream from B, so its QPs go with it: neither end may read
+# that as a clean end, and B's agent, asking A's, must find the connection gone (A then starts a
+# new agent); last, because a QP it breaks can disturb what follows, flap-offload (64 MiB from B
+# while A's link is down for FLAP_S seconds, default 10, test/rdma-vm/stream.py) and flap-kernel
+# (the same on kernel TCP).
 set -u
 . test/rdma-vm/two-host-lib.sh
 flap_s=${FLAP_S:-10}
-silent_cases='send-offload send-kernel keepalive-offload keepalive-kernel'
+silent_cases='send-offload send-kernel keepalive-offload keepalive-kernel credits-offload credits-kernel'
 
 tcp_listening() { grep -qi ":$(printf '%04X' "$1") 0*:0000 0A" /proc/net/tcp; }
 offloaded() { LD_PRELOAD=$shim "$@"; }
@@ -56,9 +60,23 @@ if [ "$GUEST" = a ]; then
   port=5004
   for c in $silent_cases; do
     case $c in *-offload) run=offloaded ;; *) run= ;; esac
-    $run python3 test/rdma-vm/silent-peer.py server $port "$c" "$RW" || fail "$c: the silent server failed"
+    VTOE_TEST_AGENT_PID=$agent $run python3 test/rdma-vm/silent-peer.py server $port "$c" "$RW" || fail "$c: the silent server failed"
     port=$((port + 1))
   done
+  # This host's agent is killed under an offloaded stream, and its QPs go with it.
+  LD_PRELOAD=$shim python3 test/rdma-vm/stream.py recv $port agent-killed "$RW" & rx=$!
+  port=$((port + 1))
+  wait_for "[ \$(stat -c %s /tmp/agent-killed.bin 2>/dev/null || echo 0) -gt 8000000 ]" 120
+  echo "RESULT stats $($vtoe stats --json | tr -d '\n')"
+  kill -9 "$agent"
+  wait "$agent"
+  say "agent-killed: agent killed at $(stat -c %s /tmp/agent-killed.bin) bytes"
+  wait $rx || fail "agent-killed: the receiver failed"
+  peer_mark agent-killed-told 120
+  $vtoe agent > "$RW/agent-a2.log" 2>&1 &
+  agent=$!
+  wait_for "grep -q 'vtoe agent: listening' '$RW/agent-a2.log'" 120
+  mark agent-again
   for c in flap-offload flap-kernel; do
     case $c in *-offload) run=offloaded ;; *) run= ;; esac
     $run python3 test/rdma-vm/stream.py recv $port "$c" "$RW" & rx=$!
@@ -87,6 +105,11 @@ except OSError as e:
     $run python3 test/rdma-vm/silent-peer.py client "$PEER" $port "$c" "$RW" || fail "$c: the client failed"
     port=$((port + 1))
   done
+  peer_mark agent-killed-listening
+  offloaded python3 test/rdma-vm/stream.py send "$PEER" $port agent-killed 67108864 || fail "agent-killed: the sender failed"
+  port=$((port + 1))
+  mark agent-killed-told
+  peer_mark agent-again 120
   for c in flap-offload flap-kernel; do
     case $c in *-offload) run=offloaded ;; *) run= ;; esac
     peer_mark "$c-listening"
@@ -95,6 +118,6 @@ except OSError as e:
   done
   mark done
   peer_mark done
+  echo "RESULT stats $($vtoe stats --json | tr -d '\n')"
 fi
-echo "RESULT stats $($vtoe stats --json | tr -d '\n')"
 stop_agent
