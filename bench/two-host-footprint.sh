@@ -28,6 +28,16 @@ print("pinned(bytes,limit,ends,refused)=%s,%s,%s,%s stats(offloaded,open,fallbac
     json.dumps(s["fallback"]["reasons"]).replace(" ", "")))')
   echo "FOOT $GUEST $1 qps=$qps mrs(n,MiB)=$mrs agent_fds=$fds agent_rss_kb=$rss memavail_kb=$avail $st"
 }
+# At each count: wait for the file $RW/$1<count> (or the client's end), measure, then run `$2 <count>`.
+measure_each() {
+  for n in $levels; do
+    wait_for "[ -e $RW/$1$n ] || [ -e $RW/a.closing ]" 900
+    [ -e "$RW/a.closing" ] && break
+    measure "$n"; $2 "$n"
+  done
+}
+b_measured() { mark "m$1"; }
+a_measured() { touch "$RW/a.measured$1"; }
 measure 0
 if [ "$GUEST" = b ]; then
   LD_PRELOAD=$shim python3 -c '
@@ -45,11 +55,7 @@ while not os.path.exists(rw + "/a.closing"):
 print("B accepted", len(conns), flush=True)
 ' "$RW" &
   server=$!
-  for n in $levels; do
-    wait_for "[ -e $RW/a.c$n ] || [ -e $RW/a.closing ]" 900
-    [ -e "$RW/a.closing" ] && break
-    measure "$n"; mark "m$n"
-  done
+  measure_each a.c b_measured
   wait $server
 else
   peer_mark listening
@@ -77,11 +83,7 @@ for n in levels:
 open(rw + "/a.closing", "w").close()
 ' "$RW" "$PEER" "$levels" &
   client=$!
-  for n in $levels; do
-    wait_for "[ -e $RW/a.m$n ] || [ -e $RW/a.closing ]" 900
-    [ -e "$RW/a.closing" ] && break
-    measure "$n"; touch "$RW/a.measured$n"
-  done
+  measure_each a.m a_measured
   wait $client
 fi
 mark done

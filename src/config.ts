@@ -239,7 +239,7 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
     doc: "how long a closed connection's CM entry stays in TIMEWAIT", readBy: 'agent',
     ...intIn(0, 600_000, 'milliseconds') }),
   entry({ key: 'drainMs', env: 'VTOE_DRAIN_MS', default: 5000,
-    doc: 'on SIGTERM/SIGINT the agent takes no new connections and waits at most this long for the open ones to close; those left keep working between their processes, without the agent', readBy: 'agent',
+    doc: 'on SIGTERM/SIGINT the agent takes no new connections and waits at most this long for the open ones to close; those left on this host (shm) keep working between their processes, without the agent; those to other hosts (verbs), which the agent carries, are reset (ECONNRESET)', readBy: 'agent',
     ...intIn(0, 3_600_000, 'milliseconds') }),
   entry({ key: 'maxConnections', env: 'VTOE_MAX_CONNECTIONS', default: 4096,
     doc: 'offloaded connections the agent holds at once; beyond it new ones fall back to kernel TCP', readBy: 'agent',

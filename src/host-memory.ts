@@ -3,7 +3,6 @@
 // pinned-memory budget from them (src/agent/pinned-budget.ts).
 import { readFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
-import type { HostMemory } from './agent/pinned-budget.js';
 
 /** Bytes, or 'unlimited'. */
 export type Limit = number | 'unlimited';
@@ -11,6 +10,15 @@ export type Limit = number | 'unlimited';
 export interface MemlockLimit {
   soft: Limit;
   hard: Limit;
+}
+
+/** What the host allows: physical memory, and RLIMIT_MEMLOCK unless the process may lock it all. */
+export interface HostMemory {
+  memTotal: number;
+  /** the soft RLIMIT_MEMLOCK in bytes, 'unlimited', or null when unreadable */
+  memlockSoft: Limit | null;
+  /** CAP_IPC_LOCK: registration is not charged against RLIMIT_MEMLOCK */
+  ipcLock: boolean;
 }
 
 const CAP_IPC_LOCK = 14;

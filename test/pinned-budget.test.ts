@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { PinnedBudget, pinnedBytesPerEnd, pinnedLimit, type HostMemory } from '../src/agent/pinned-budget.js';
+import { PinnedBudget, pinnedBytesPerEnd, pinnedLimit } from '../src/agent/pinned-budget.js';
 import type { StatsSnapshot } from '../src/agent/stats.js';
 import { formatStats } from '../src/format.js';
-import { hasIpcLock, parseMemlock } from '../src/host-memory.js';
+import { hasIpcLock, parseMemlock, type HostMemory } from '../src/host-memory.js';
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;

@@ -152,7 +152,7 @@ pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong
         [...r.out.matchAll(new RegExp(`^${g}\\| RESULT (\\S+) ${kind} (.*)$`, 'gm'))].map((m) => [m[1], m[2]]);
       const sent = new Map([...results('A', 'sent'), ...results('B', 'sent')].map(([c, v]) => [c!, v!]));
       const received = new Map([...results('A', 'received'), ...results('B', 'received')].map(([c, v]) => [c!, v!]));
-      for (const c of ['b-to-a', 'a-to-b', 'flap-kernel']) {
+      for (const c of ['b-to-a', 'a-to-b', 'no-agent', 'flap-kernel']) {
         expect(sent.get(c), `${c}\n${r.out}`).toMatch(/^\d+ [0-9a-f]{64}$/);
         expect(received.get(c), `${c}\n${r.out}`).toBe(sent.get(c));
       }
@@ -183,8 +183,12 @@ pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong
       for (const g of ['A', 'B'] as const) {
         const line = new RegExp(`^${g}\\| RESULT stats (.*)$`, 'm').exec(r.out);
         expect(line, r.out).not.toBeNull();
-        const stats = JSON.parse(line![1]!) as { offloaded: number; peerTimeouts: number; fabrics: Record<string, string> };
+        const stats = JSON.parse(line![1]!) as {
+          offloaded: number; peerTimeouts: number; fabrics: Record<string, string>; fallback: { reasons: Record<string, number> };
+        };
         expect(stats.offloaded, line![1]).toBe(g === 'A' ? 6 : 7);
+        // B's two on kernel TCP: the refused one, and no-agent (rdma_cm found nobody listening)
+        if (g === 'B') expect(stats.fallback.reasons, line![1]).toEqual({ 'peer-not-offloaded': 2 });
         expect(stats.fabrics.verbs, line![1]).toMatch(/^up/);
         if (g === 'B') expect(stats.peerTimeouts, line![1]).toBe(3);
       }

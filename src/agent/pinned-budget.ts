@@ -4,16 +4,8 @@
 // (500 ends on a 768 MiB host left 160 MB available; 1000 stopped it).  So each end reserves its
 // pages here before its queue pair exists, and an end that does not fit is made on kernel TCP
 // (fallback `resources`), as the kernel makes a connection when memory is short.  Pure: the
-// host's figures are read by the caller.
-
-/** What the host allows: physical memory, and RLIMIT_MEMLOCK unless the agent may lock it all. */
-export interface HostMemory {
-  memTotal: number;
-  /** the agent's soft RLIMIT_MEMLOCK in bytes, 'unlimited', or null when unreadable */
-  memlockSoft: number | 'unlimited' | null;
-  /** CAP_IPC_LOCK: registration is not charged against RLIMIT_MEMLOCK */
-  ipcLock: boolean;
-}
+// host's figures are read by the caller (src/host-memory.ts).
+import type { HostMemory } from '../host-memory.js';
 
 const PAGE = 4096;
 

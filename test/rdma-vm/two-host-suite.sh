@@ -11,10 +11,10 @@
 # with TCP_USER_TIMEOUT, under a reader with keepalive, and under a writer that has waited for
 # credits (test/rdma-vm/silent-peer.py), offloaded and on kernel TCP; agent-killed: A's agent is
 # killed (SIGKILL) under an offloaded stream from B, so its QPs go with it: neither end may read
-# that as a clean end, and B's agent, asking A's, must find the connection gone (A then starts a
-# new agent); last, because a QP it breaks can disturb what follows, flap-offload (64 MiB from B
-# while A's link is down for FLAP_S seconds, default 10, test/rdma-vm/stream.py) and flap-kernel
-# (the same on kernel TCP).
+# that as a clean end; no-agent: while A has none, an offloaded client on B reaches a server on A
+# over kernel TCP (A then starts a new agent); last, because a QP it breaks can disturb what
+# follows, flap-offload (64 MiB from B while A's link is down for FLAP_S seconds, default 10,
+# test/rdma-vm/stream.py) and flap-kernel (the same on kernel TCP).
 set -u
 . test/rdma-vm/two-host-lib.sh
 flap_s=${FLAP_S:-10}
@@ -73,6 +73,10 @@ if [ "$GUEST" = a ]; then
   say "agent-killed: agent killed at $(stat -c %s /tmp/agent-killed.bin) bytes"
   wait $rx || fail "agent-killed: the receiver failed"
   peer_mark agent-killed-told 120
+  # No agent here now: B's offloaded client falls back to kernel TCP, whole.
+  python3 test/rdma-vm/stream.py recv $port no-agent "$RW" & rx=$!
+  port=$((port + 1))
+  wait $rx || fail "no-agent: the receiver failed"
   $vtoe agent > "$RW/agent-a2.log" 2>&1 &
   agent=$!
   wait_for "grep -q 'vtoe agent: listening' '$RW/agent-a2.log'" 120
@@ -109,6 +113,9 @@ except OSError as e:
   offloaded python3 test/rdma-vm/stream.py send "$PEER" $port agent-killed 67108864 || fail "agent-killed: the sender failed"
   port=$((port + 1))
   mark agent-killed-told
+  peer_mark no-agent-listening
+  offloaded python3 test/rdma-vm/stream.py send "$PEER" $port no-agent 4194304 || fail "no-agent: the sender failed"
+  port=$((port + 1))
   peer_mark agent-again 120
   for c in flap-offload flap-kernel; do
     case $c in *-offload) run=offloaded ;; *) run= ;; esac
