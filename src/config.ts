@@ -112,11 +112,17 @@ function checkRingSize(v: number, name: string, shown = String(v)): number {
   return v;
 }
 
+const SIZE_SCALE = { '': 1, k: 1024, m: 1 << 20, g: 1 << 30 } as const;
+
+/** Bytes, or a number with k, m or g; throws ConfigError naming `name` and `example`. */
+function parseSize(raw: string, name: string, example: string): number {
+  const m = /^(\d+)([kKmMgG]?)$/.exec(raw.trim());
+  if (!m) throw new ConfigError(`${name}='${raw}' is not a size: write bytes, or a number with k, m or g (e.g. ${example})`);
+  return Number(m[1]) * SIZE_SCALE[m[2]!.toLowerCase() as keyof typeof SIZE_SCALE];
+}
+
 function parseRingSize(raw: string, name: string): number {
-  const m = /^(\d+)([kKmM]?)$/.exec(raw.trim());
-  if (!m) throw new ConfigError(`${name}='${raw}' is not a size: write bytes, or a number with k or m (e.g. 256k)`);
-  const scale = m[2] === '' ? 1 : m[2]!.toLowerCase() === 'k' ? 1024 : 1 << 20;
-  return checkRingSize(Number(m[1]) * scale, name, `'${raw}'`);
+  return checkRingSize(parseSize(raw, name, '256k'), name, `'${raw}'`);
 }
 
 function parseRingMaxSize(raw: string, name: string): number {
@@ -137,10 +143,7 @@ function checkPinnedMax(v: number, name: string, shown = String(v)): number {
 }
 
 function parsePinnedMax(raw: string, name: string): number {
-  const m = /^(\d+)([kKmMgG]?)$/.exec(raw.trim());
-  if (!m) throw new ConfigError(`${name}='${raw}' is not a size: write bytes, or a number with k, m or g (e.g. 512m)`);
-  const scale = { '': 1, k: 1024, m: 1 << 20, g: 1 << 30 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
-  return checkPinnedMax(Number(m[1]) * scale, name, `'${raw}'`);
+  return checkPinnedMax(parseSize(raw, name, '512m'), name, `'${raw}'`);
 }
 
 const TRUE_WORDS = ['1', 'true', 'yes', 'on'];

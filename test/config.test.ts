@@ -98,6 +98,7 @@ describe('parsers', () => {
     rejects({ VTOE_RING_SIZE: '100k' }, /VTOE_RING_SIZE='100k'.*power of two/);
     rejects({ VTOE_RING_SIZE: '1k' }, /VTOE_RING_SIZE='1k'.*4k/);
     rejects({ VTOE_RING_SIZE: '128m' }, /64m/);
+    rejects({ VTOE_RING_SIZE: '1g' }, /VTOE_RING_SIZE='1g' is not allowed: .*64m/);
     rejects({ VTOE_RING_SIZE: '0' }, /VTOE_RING_SIZE/);
     rejects({ VTOE_RING_SIZE: '256kb' }, /not a size/);
     rejects({ VTOE_RING_SIZE: '-4096' }, /not a size/);
