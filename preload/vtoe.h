@@ -289,7 +289,7 @@ struct vtoe_conn {
 		    * hand on; -1 on the shm fabric, whose agent gives it again (ATTACH) */
 	uint32_t sid;
 	uint64_t cid;
-	uint32_t fabric;     /* enum vtoe_fabric; VTOE_FABRIC_NONE when inherited (not recorded) */
+	uint32_t fabric;     /* enum vtoe_fabric; VTOE_FABRIC_NONE when inherited from an older shim */
 	uint32_t spin_us;
 	unsigned int gen;    /* vtoe_fork_gen at attach: differs once shared with a fork */
 	atomic_uint flags;   /* VTOE_CF_* */

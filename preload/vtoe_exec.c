@@ -75,7 +75,7 @@ static size_t vtoe_unhex(void *p, size_t max, const char *in)
 
 /* One connection as a VTOE_INHERIT record: its fds (e.g. "0+1"), the socket's inode, then the
  * descriptors that carry its region (-1: the new holder asks the agent, ATTACH) and doorbell,
- * then what the new holder needs to know.  -1 if it is too long. */
+ * then what the new holder needs to know, its fabric last.  -1 if it is too long. */
 int vtoe_handover_describe(struct vtoe_sock *s, const char *fds, int memfd, int bell, char *out,
 			   size_t cap)
 {
@@ -88,10 +88,10 @@ int vtoe_handover_describe(struct vtoe_sock *s, const char *fds, int memfd, int 
 		return -1;
 	vtoe_hex(local, &s->local, s->local_len);
 	vtoe_hex(peer, &s->peer, s->peer_len);
-	n = snprintf(out, cap, "%s,%llu,%d,%d,%u,%llu,%u,%u,%u,%d,%s,%s", fds,
+	n = snprintf(out, cap, "%s,%llu,%d,%d,%u,%llu,%u,%u,%u,%d,%s,%s,%u", fds,
 		     (unsigned long long)st.st_ino, memfd, bell, s->c.sid,
 		     (unsigned long long)s->c.cid, s->c.side, s->c.size, s->c.spin_us, s->family,
-		     local, peer);
+		     local, peer, s->c.fabric);
 	return n < 0 || (size_t)n >= cap ? -1 : n;
 }
 
@@ -464,11 +464,21 @@ static int vtoe_attach_region(int fd, uint64_t cid, struct vtoe_ctl_rep *rep)
 	return -1;
 }
 
+/* The record's last field, its fabric: absent from an older shim's records. */
+static bool vtoe_record_fabric(const char *rest, unsigned int *fabric)
+{
+	int n = 0;
+
+	if (*rest == '\0')
+		return true;
+	return sscanf(rest, ",%u%n", fabric, &n) == 1 && rest[n] == '\0' && *fabric <= VTOE_FABRIC_VERBS;
+}
+
 /* Adopt one record's connection.  scan_low: also look for the socket among the low fds,
  * where a spawn's file actions may have put it. */
 void vtoe_adopt_record(char *rec, bool scan_low)
 {
-	unsigned int sid, side, size, spin, fds[64], nfds = 0;
+	unsigned int sid, side, size, spin, fabric = VTOE_FABRIC_NONE, fds[64], nfds = 0;
 	unsigned long long cid, ino;
 	int memfd, bell, family, consumed = 0;
 	bool attached = false;
@@ -478,8 +488,7 @@ void vtoe_adopt_record(char *rec, bool scan_low)
 
 	if (sscanf(rec, "%255[0-9+],%llu,%d,%d,%u,%llu,%u,%u,%u,%d,%299[0-9a-f],%299[0-9a-f]%n",
 		   fdlist, &ino, &memfd, &bell, &sid, &cid, &side, &size, &spin, &family, local,
-		   peer, &consumed) < 12 ||
-	    rec[consumed] != '\0') {
+		   peer, &consumed) < 12 || !vtoe_record_fabric(rec + consumed, &fabric)) {
 		vtoe_warn("VTOE_INHERIT: malformed record ignored");
 		return;
 	}
@@ -513,6 +522,7 @@ void vtoe_adopt_record(char *rec, bool scan_low)
 	rep.side = side;
 	rep.ring_size = size;
 	rep.cid = cid;
+	rep.fabric = fabric;
 	if (memfd < 0) {
 		struct vtoe_ctl_rep got;
 

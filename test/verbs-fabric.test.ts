@@ -97,6 +97,22 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     expect(after.offloaded - before.offloaded).toBe(1);
   }, 120_000);
 
+  // The reader execs with the accepted socket: the new image gets the region and doorbell it
+  // inherited (the VTOE_INHERIT record), and its fabric, so it reads the stream whole.
+  it('moves a checksummed stream to a reader that took the socket over exec', async () => {
+    const before = agent.stats();
+    const rx = startProc(roles, ['sink-exec', HOST, '0'], env());
+    const port = Number((await rx.waitLine(/^READY (\d+)$/, 60_000))[1]);
+    const tx = startProc(roles, ['source', HOST, String(port), String(4 << 20)], env());
+    expect((await tx.exited).code, tx.stdout() + tx.stderr()).toBe(0);
+    expect((await rx.exited).code, rx.stdout() + rx.stderr()).toBe(0);
+    const [, sentBytes, sentHash] = /^SENT (\d+) ([0-9a-f]+)$/.exec(lastLine(tx))!;
+    expect(lastLine(rx)).toBe(`DONE ${sentBytes} ${sentHash}`);
+    const after = agent.stats();
+    expect(after.fallback.total - before.fallback.total).toBe(0);
+    expect(after.offloaded - before.offloaded).toBe(1);
+  }, 120_000);
+
   it('runs the IB CM and QP sequence of docs/design.md section 4, read from the agent\'s event log', async () => {
     const { proc: rx, port } = await sink();
     const tx = startProc(roles, ['source', HOST, String(port), '100000'], env());
@@ -314,17 +330,18 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
 
   // The agent is the verbs data path: when it goes, so do its connections, and a reader must
   // not take that for the peer's clean end of stream (it would read a truncated stream as whole).
-  it('an agent that stops under a stream leaves its reader ECONNRESET, never a clean end', async () => {
+  // sink-exec: the reader is a new image that inherited the socket over exec.
+  it.each([['sink', 2], ['sink-exec', 3]])('an agent that stops under a stream leaves its reader (%s) ECONNRESET, never a clean end', async (role, portOffset) => {
     const own = await Agent.start({
-      socketPath: join(dir, 'stopping.sock'),
-      config: { fabric: 'verbs', rdmaPort: RDMA_PORT + 2, timewaitMs: 200, ringSize: RING, clusterKeyFile: keyFile,
+      socketPath: join(dir, `stopping-${role}.sock`),
+      config: { fabric: 'verbs', rdmaPort: RDMA_PORT + portOffset, timewaitMs: 200, ringSize: RING, clusterKeyFile: keyFile,
         agentTimeoutMs: AGENT_TIMEOUT_MS },
     });
     const ownEnv = offloadEnv(own.socketPath);
     let rx: Proc | undefined;
     let tx: Proc | undefined;
     try {
-      rx = startProc(roles, ['sink', HOST, '1'], ownEnv); // slow: the stream is mid-way when the agent goes
+      rx = startProc(roles, [role, HOST, '1'], ownEnv); // slow: the stream is mid-way when the agent goes
       const port = Number((await rx.waitLine(/^READY (\d+)$/, 60_000))[1]);
       tx = startProc(roles, ['source', HOST, String(port), String(64 << 20)], ownEnv);
       await own.until((a) => a.sockets().some((r) => r.fabric === 'verbs' && r.bytesReceived > 0), 60_000);

@@ -4,6 +4,8 @@
  *   stream-roles sink ADDR DELAY_MS    listen on ADDR:0, print "READY <port>", accept one
  *                                      client, read to EOF sleeping DELAY_MS after each read,
  *                                      print "DONE <bytes> <fnv64>" or "ERROR <errno> <bytes>"
+ *   stream-roles sink-exec ADDR DELAY_MS  as sink, but the accepted socket is read by a new
+ *                                      image: it execs "stream-roles read-fd FD DELAY_MS"
  *   stream-roles source ADDR PORT BYTES  connect, write BYTES of a seeded pseudo-random stream,
  *                                      close, print "SENT <bytes> <fnv64>" or "ERROR <errno> <bytes>"
  *   stream-roles flood ADDR PORT       connect, print "CONNECTED", write until a write fails,
@@ -96,29 +98,46 @@ static void fill(unsigned char *buf, size_t n, uint64_t *state)
 	}
 }
 
+static unsigned char buf[CHUNK];
+
+/* Reads s to its end, sleeping delay_ms after each read; prints DONE or ERROR. */
+static int drain(int s, const char *delay_ms)
+{
+	uint64_t h = 0xcbf29ce484222325ull, total = 0;
+	struct timespec d = { 0, atol(delay_ms) * 1000000L };
+	ssize_t n;
+
+	while ((n = read(s, buf, sizeof(buf))) > 0) {
+		h = fnv(h, buf, (size_t)n);
+		total += (uint64_t)n;
+		if (d.tv_nsec)
+			nanosleep(&d, NULL);
+	}
+	if (n < 0)
+		printf("ERROR %s %llu\n", errno_name(errno), (unsigned long long)total);
+	else
+		printf("DONE %llu %016llx\n", (unsigned long long)total, (unsigned long long)h);
+	return n < 0;
+}
+
 int main(int argc, char **argv)
 {
-	static unsigned char buf[CHUNK];
 	uint64_t h = 0xcbf29ce484222325ull, total = 0, state = 0x9e3779b97f4a7c15ull;
 
 	signal(SIGPIPE, SIG_IGN);
-	if (argc == 4 && !strcmp(argv[1], "sink")) {
-		int l = listen_on(argv[2]), s = accept(l, NULL, NULL);
-		struct timespec d = { 0, atol(argv[3]) * 1000000L };
-		ssize_t n;
+	if (argc == 4 && !strcmp(argv[1], "sink"))
+		return drain(accept(listen_on(argv[2]), NULL, NULL), argv[3]);
+	if (argc == 4 && !strcmp(argv[1], "sink-exec")) {
+		int s = accept(listen_on(argv[2]), NULL, NULL);
+		char fd[16];
 
-		while ((n = read(s, buf, sizeof(buf))) > 0) {
-			h = fnv(h, buf, (size_t)n);
-			total += (uint64_t)n;
-			if (d.tv_nsec)
-				nanosleep(&d, NULL);
-		}
-		if (n < 0)
-			printf("ERROR %s %llu\n", errno_name(errno), (unsigned long long)total);
-		else
-			printf("DONE %llu %016llx\n", (unsigned long long)total, (unsigned long long)h);
-		return n < 0;
+		snprintf(fd, sizeof(fd), "%d", s);
+		execl("/proc/self/exe", argv[0], "read-fd", fd, argv[3], (char *)NULL);
+		printf("ERROR exec %s\n", strerror(errno));
+		return 1;
 	}
+	if (argc == 4 && !strcmp(argv[1], "read-fd"))
+		return drain(atoi(argv[2]), argv[3]);
 	if (argc == 5 && !strcmp(argv[1], "source")) {
 		int s = connect_to(argv[2], atoi(argv[3]));
 		uint64_t want = strtoull(argv[4], NULL, 10);
