@@ -11,6 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReportInput } from '../src/bench/report.js';
+import { buildC } from './helpers/cc.js';
 
 const vmDir = join(dirname(fileURLToPath(import.meta.url)), 'rdma-vm');
 const repo = resolve(vmDir, '..', '..');
@@ -139,6 +140,41 @@ pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong
     expect(summary![1], r.out).toBe(summary![2]);
     expect(r.out).toContain('verbs fabric on rxe0');
   }, 450_000);
+
+  // An agent started before its RDMA device (a service that comes up before the driver, or
+  // before `rdma link add`) takes the device when it appears, with no restart.
+  it('an agent started before its RDMA device takes it when it appears', async () => {
+    const roles = buildC('stream-roles', ['test/c/stream-roles.c']);
+    const r = await inGuest(`${pairLib}
+set -e
+sock=/tmp/devwait.sock
+stats() { node bin/vtoe.js stats --socket $sock --json | node -p "const s = JSON.parse(require('fs').readFileSync(0)); $1"; }
+verbs() { stats s.fabrics.verbs; }
+rdma link delete rxe0
+VTOE_FABRIC=verbs node bin/vtoe.js agent --socket $sock 2>/tmp/devwait.log &
+wait_for "[ -S $sock ]"
+echo "BEFORE $(verbs)"
+rdma link add rxe0 type rxe netdev dummy0
+wait_for "verbs | grep -q ^up"
+echo "AFTER $(verbs)"
+export LD_PRELOAD=$PWD/preload/libvtoe.so VTOE_AGENT_SOCKET=$sock
+${roles} sink 127.0.0.1 0 > /tmp/rx.out &
+wait_for "grep -q READY /tmp/rx.out"
+echo "TX $(${roles} source 127.0.0.1 $(sed -n 's/^READY //p' /tmp/rx.out) 4194304)"
+wait $!
+echo "RX $(tail -n 1 /tmp/rx.out)"
+unset LD_PRELOAD
+echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
+    expect(r.status, r.out).toBe(0);
+    expect(r.out).toMatch(/^BEFORE down: rdma_cm is not available: No such device.*; the agent takes a device as soon as one appears$/m);
+    expect(r.out).toMatch(/^AFTER up on rdma_cm port/m);
+    const sent = /^TX SENT (\d+ [0-9a-f]+)$/m.exec(r.out);
+    expect(sent, r.out).not.toBeNull();
+    expect(r.out).toContain(`RX DONE ${sent![1]}`);
+    const stats = JSON.parse(/^STATS (.*)$/m.exec(r.out)![1]!) as { offloaded: number; fallback: { total: number } };
+    expect(stats.offloaded, r.out).toBe(1);
+    expect(stats.fallback.total, r.out).toBe(0);
+  }, 360_000);
 
   // Two guests joined by an Ethernet link (test/rdma-vm/run2.sh), an agent on each with one
   // cluster key: the verbs fabric between hosts, and a link flap judged against kernel TCP.

@@ -368,6 +368,8 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     expect(lastLine(flood)).toMatch(/^ERROR (ECONNRESET|EPIPE) \d+$/);
     expect(lastLine(rx)).toMatch(/^ERROR ECONNRESET \d+$/);
     await agent.until((a) => a.stats().fabrics.verbs.startsWith('down'), 30_000);
+    // and it watches for a device to come (test/rdma-vm.test.ts shows one taken when it does)
+    expect(agent.stats().fabrics.verbs).toMatch(/^down: the RDMA device was removed; the agent takes a device as soon as one appears$/);
     expect(agent.stats().events['device-removal']).toBeGreaterThanOrEqual(1);
     // A new connection still works, on kernel TCP, counted as a fallback.
     const before = agent.stats().fallback.reasons['no-fabric'] ?? 0;

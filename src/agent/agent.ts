@@ -10,6 +10,7 @@ import { effectivePolicy } from '../profiles.js';
 import { parsePolicy } from '../policy.js';
 import { startAdminServer, type AdminCommand } from './admin.js';
 import { CoreCA } from './core-ca.js';
+import { DeviceWatch } from './device-watch.js';
 import { EventLog, type TransitionRecord } from './event-log.js';
 import { ShmHostCA } from './host-ca-shm.js';
 import { VerbsHostCA } from './host-ca-verbs.js';
@@ -34,6 +35,8 @@ export class Agent {
   private admin: Server | null = null;
   private stopped = false;
   private verbsStatus = 'off';
+  /** While the verbs fabric waits for a device: see watchForDevice. */
+  private deviceWatch: DeviceWatch | null = null;
   private changeWaiters: Array<() => void> = [];
 
   private constructor(
@@ -76,7 +79,7 @@ export class Agent {
   }
 
   /** The verbs fabric, unless VTOE_FABRIC=shm; without RDMA the agent carries on without it. */
-  private openVerbs(): void {
+  private openVerbs(retry = false): void {
     if (this.config.fabric === 'shm') {
       this.verbsStatus = 'off (VTOE_FABRIC=shm)';
       return;
@@ -87,20 +90,62 @@ export class Agent {
       allocateCid: () => core.allocateCid(),
       hasCapacity: () => core.connectionCount < this.config.maxConnections,
       changed: () => this.notifyChange(),
+      fabricLost: () => this.watchForDevice(),
     }, this.eventLog, this.counters, this.log);
     if ('error' in verbs) {
+      // A device that is not there yet (the agent started before the driver or `rdma link
+      // add`) may come: the agent takes it then.  Other reasons need the operator.
+      const waiting = verbs.noDevice && this.watchForDevice();
       this.verbsStatus = `down: ${verbs.error}`;
-      const level = this.config.fabric === 'verbs' ? 'warn' : 'info';
-      this.log[level]('no verbs fabric; connections to other hosts use kernel TCP', { reason: verbs.error });
+      if (!retry) {
+        const level = this.config.fabric === 'verbs' ? 'warn' : 'info';
+        this.log[level]('no verbs fabric; connections to other hosts use kernel TCP', { reason: verbs.error, waiting });
+      }
       return;
     }
+    this.stopDeviceWatch();
     core.verbs = verbs;
     this.log.info('verbs fabric up', { rdmaPort: this.config.rdmaPort, rdmaAddress: verbs.rdmaAddress });
+    this.notifyChange();
+  }
+
+  /** Try the verbs fabric again whenever /dev/infiniband changes.  False if inotify fails. */
+  private watchForDevice(): boolean {
+    if (this.deviceWatch) return true;
+    const watch = new DeviceWatch(() => this.deviceAppeared());
+    try {
+      watch.start();
+    } catch (err) {
+      this.log.warn('cannot watch for RDMA devices: restart the agent once one is there', { error: String(err) });
+      return false;
+    }
+    this.deviceWatch = watch;
+    return true;
+  }
+
+  private stopDeviceWatch(): void {
+    this.deviceWatch?.close();
+    this.deviceWatch = null;
+  }
+
+  private deviceAppeared(): void {
+    if (this.stopped) return;
+    const verbs = this.core.verbs;
+    if (!verbs) return this.openVerbs(true);
+    const why = verbs.reopen(); // after DEVICE_REMOVAL
+    if (why !== null) {
+      this.log.debug('verbs fabric still down', { reason: why });
+      return;
+    }
+    this.stopDeviceWatch();
+    this.log.info('verbs fabric up again', { rdmaPort: this.config.rdmaPort, rdmaAddress: verbs.rdmaAddress });
+    this.notifyChange();
   }
 
   /** 'up on ...', 'down: why', or 'off (...)'. */
   get verbsFabricStatus(): string {
-    return this.core.verbs?.status ?? this.verbsStatus;
+    const status = this.core.verbs?.status ?? this.verbsStatus;
+    return this.deviceWatch ? `${status}; the agent takes a device as soon as one appears` : status;
   }
 
   stats(): StatsSnapshot {
@@ -213,6 +258,7 @@ export class Agent {
     this.control.close();
     this.core.releaseAll();
     this.core.verbs?.close();
+    this.stopDeviceWatch();
     await new Promise<void>((resolve) => (this.admin ? this.admin.close(() => resolve()) : resolve()));
     this.log.info('agent stopped');
   }

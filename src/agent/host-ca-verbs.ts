@@ -11,6 +11,7 @@
 // Any reset, QP error or DREQ without a FIN reaches the process as ECONNRESET.
 import { ABI } from '../abi.js';
 import type { ResolvedConfig } from '../config.js';
+import { VtoeSystemError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { SockAddr } from '../native.js';
 import { VerbsFabric, type CmEvent, type ConnEvent, type VerbsConnCounters } from '../native-verbs.js';
@@ -55,6 +56,8 @@ export interface VerbsHostContext {
   allocateCid(): bigint;
   hasCapacity(): boolean;
   changed(): void;
+  /** The device went: the agent watches for one to come (reopen). */
+  fabricLost(): void;
 }
 
 export interface ActiveRequest {
@@ -113,7 +116,7 @@ export class VerbsHostCA {
   private readonly pinnedPerEnd: number;
   private fabric: VerbsFabric | null;
   private unavailable: string | null = null;
-  readonly rdmaAddress: string | null;
+  rdmaAddress: string | null;
   /** bytes of connections already destroyed, for `vtoe stats` */
   closedBytesSent = 0;
   closedBytesReceived = 0;
@@ -133,30 +136,54 @@ export class VerbsHostCA {
       log.warn('the pinned-memory budget holds no verbs connection: every one uses kernel TCP',
         { budget: this.pinned.limit, perEnd: this.pinnedPerEnd, fix: 'raise VTOE_PINNED_MAX, or the memlock limit (ulimit -l unlimited)' });
     }
-    this.fabric = new VerbsFabric({
-      onCmEvent: (ev) => this.guard(() => this.onCmEvent(ev)),
-      onConnEvent: (ev) => this.guard(() => this.onConnEvent(ev)),
-    });
+    this.fabric = this.makeFabric();
     this.rdmaAddress = config.rdmaAddress || findRdmaAddress();
-    try {
-      this.fabric.listen({ address: '0.0.0.0', port: config.rdmaPort }, 1024);
-    } catch (err) {
-      this.fabric.close();
-      throw err;
-    }
     // Remote connections nobody accepted are checked once per shim timeout (expirePassive).
     this.sweep = setInterval(() => this.guard(() => this.expirePassive()), Math.max(100, config.agentTimeoutMs));
     this.sweep.unref();
   }
 
-  /** The verbs fabric, or why there is none (no device, no rdma-core, port in use). */
+  /** The verbs fabric, or why there is none (no device, no rdma-core, port in use); noDevice:
+   * rdma_cm has no device yet, which may change. */
   static open(config: ResolvedConfig, host: VerbsHostContext, eventLog: EventLog, counters: AgentCounters,
-    log: Logger): VerbsHostCA | { error: string } {
+    log: Logger): VerbsHostCA | { error: string; noDevice: boolean } {
     try {
       return new VerbsHostCA(config, host, eventLog, counters, log);
     } catch (err) {
-      return { error: err instanceof Error ? err.message : String(err) };
+      return { error: err instanceof Error ? err.message : String(err), noDevice: isNoDevice(err) };
     }
+  }
+
+  private makeFabric(): VerbsFabric {
+    const fabric = new VerbsFabric({
+      onCmEvent: (ev) => this.guard(() => this.onCmEvent(ev)),
+      onConnEvent: (ev) => this.guard(() => this.onConnEvent(ev)),
+    });
+    try {
+      fabric.listen({ address: '0.0.0.0', port: this.config.rdmaPort }, 1024);
+    } catch (err) {
+      fabric.close();
+      throw err;
+    }
+    return fabric;
+  }
+
+  /** After DEVICE_REMOVAL: the fabric again, on whatever device rdma_cm has now.  Null when up,
+   * else why not. */
+  reopen(): string | null {
+    if (this.fabric) return null;
+    try {
+      this.fabric = this.makeFabric();
+      this.unavailable = null;
+      this.rdmaAddress = this.config.rdmaAddress || findRdmaAddress();
+      return null;
+    } catch (err) {
+      return err instanceof Error ? err.message : String(err);
+    }
+  }
+
+  get up(): boolean {
+    return this.fabric !== null;
   }
 
   get status(): string {
@@ -782,6 +809,7 @@ export class VerbsHostCA {
     this.unavailable = 'the RDMA device was removed';
     this.fabric!.close();
     this.fabric = null;
+    this.host.fabricLost();
   }
 
   /** Never let one connection's surprise stop the fabric: log it and fail that connection. */
@@ -810,4 +838,8 @@ export class VerbsHostCA {
 
 function acceptKey(listenerPort: number, clientPort: number): string {
   return `${listenerPort}:${clientPort}`;
+}
+
+function isNoDevice(err: unknown): boolean {
+  return err instanceof VtoeSystemError && err.code === 'ENODEV';
 }
