@@ -1,5 +1,5 @@
 // This host's addresses on its RDMA ports: the IPv4 addresses of the network devices that
-// back a RoCE or Soft-RoCE port (sysfs gid_attrs/ndevs) or that are IPoIB interfaces.  The
+// back an active RoCE or Soft-RoCE port (sysfs gid_attrs/ndevs) or that are IPoIB interfaces.  The
 // verbs fabric connects to one of them when it is forced to carry a connection on this host.
 import { readdirSync, readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
@@ -15,11 +15,22 @@ function listDir(dir: string): string[] {
   }
 }
 
-/** Names of the network devices behind RDMA ports, e.g. ['dummy0'] for rxe0 on dummy0. */
+/** A port that can carry traffic: sysfs says "4: ACTIVE" (a port without link is no use to
+ * connect to). */
+function portActive(portDir: string): boolean {
+  try {
+    return readFileSync(join(portDir, 'state'), 'utf8').trim().endsWith('ACTIVE');
+  } catch {
+    return false;
+  }
+}
+
+/** Names of the network devices behind active RDMA ports, e.g. ['dummy0'] for rxe0 on dummy0. */
 export function rdmaNetdevs(root = SYSFS_IB): string[] {
   const names = new Set<string>();
   for (const dev of listDir(root)) {
     for (const port of listDir(join(root, dev, 'ports'))) {
+      if (!portActive(join(root, dev, 'ports', port))) continue;
       const ndevs = join(root, dev, 'ports', port, 'gid_attrs', 'ndevs');
       for (const idx of listDir(ndevs)) {
         try {
