@@ -96,8 +96,9 @@ export class Agent {
       // A device that is not there yet (the agent started before the driver or `rdma link
       // add`) may come: the agent takes it then.  Other reasons need the operator.
       const waiting = verbs.noDevice && this.watchForDevice();
+      if (!waiting) this.stopDeviceWatch(); // a device came, and something else is wrong
       this.verbsStatus = `down: ${verbs.error}`;
-      if (!retry) {
+      if (!retry || !waiting) {
         const level = this.config.fabric === 'verbs' ? 'warn' : 'info';
         this.log[level]('no verbs fabric; connections to other hosts use kernel TCP', { reason: verbs.error, waiting });
       }

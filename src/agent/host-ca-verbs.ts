@@ -182,10 +182,6 @@ export class VerbsHostCA {
     }
   }
 
-  get up(): boolean {
-    return this.fabric !== null;
-  }
-
   get status(): string {
     const trust = { 'cluster-key': 'cluster key', 'trusted-fabric': 'trusted fabric, unauthenticated',
       'this-host': 'this host only: no VTOE_CLUSTER_KEY_FILE' }[this.auth.mode];
