@@ -9,65 +9,54 @@ import { scratchPerTest } from './helpers/scratch.js';
 
 const scratch = scratchPerTest();
 
-/** Resolves on the watch's next call. */
-function nextChange(): { watch: (path: string) => DeviceWatch; changed: () => Promise<void>; calls: () => number } {
+/** A watch on `path` that counts its calls; `after(change)` makes the change and resolves on
+ * the call it brings. */
+function counted(path: string): { watch: DeviceWatch; after: (change: () => void) => Promise<void>; calls: () => number } {
   let calls = 0;
   let wake: (() => void) | null = null;
+  const watch = new DeviceWatch(() => {
+    calls++;
+    wake?.();
+    wake = null;
+  }, path, 20);
+  watch.start();
   return {
-    watch: (path) => new DeviceWatch(() => {
-      calls++;
-      wake?.();
-      wake = null;
-    }, path, 20),
-    changed: () => new Promise<void>((resolve) => (wake = resolve)),
+    watch,
+    after: (change) => {
+      const next = new Promise<void>((resolve) => (wake = resolve));
+      change();
+      return next;
+    },
     calls: () => calls,
   };
 }
 
 describe('DeviceWatch', () => {
   it('calls when the directory appears, and again when a node appears in it', async () => {
-    const root = scratch.tempDir('vtoe-devwatch-');
-    const dir = join(root, 'infiniband');
-    const w = nextChange();
-    const watch = w.watch(dir);
-    watch.start();
+    const dir = join(scratch.tempDir('vtoe-devwatch-'), 'infiniband');
+    const w = counted(dir);
     try {
-      let next = w.changed();
-      mkdirSync(dir);
-      await next;
+      await w.after(() => mkdirSync(dir));
       expect(w.calls()).toBe(1);
-      next = w.changed();
-      writeFileSync(join(dir, 'uverbs0'), '');
-      await next;
+      await w.after(() => writeFileSync(join(dir, 'uverbs0'), ''));
       expect(w.calls()).toBe(2);
     } finally {
-      watch.close();
+      w.watch.close();
     }
   });
 
   it('watches a directory that is already there, and one that goes and comes back', async () => {
-    const root = scratch.tempDir('vtoe-devwatch-');
-    const dir = join(root, 'infiniband');
+    const dir = join(scratch.tempDir('vtoe-devwatch-'), 'infiniband');
     mkdirSync(dir);
-    const w = nextChange();
-    const watch = w.watch(dir);
-    watch.start();
+    const w = counted(dir);
     try {
-      let next = w.changed();
-      writeFileSync(join(dir, 'rdma_cm'), '');
-      await next;
-      next = w.changed();
-      rmSync(dir, { recursive: true });
-      await next;
-      next = w.changed();
-      mkdirSync(dir);
-      await next;
-      next = w.changed();
-      writeFileSync(join(dir, 'uverbs1'), '');
-      await next;
+      await w.after(() => writeFileSync(join(dir, 'rdma_cm'), ''));
+      await w.after(() => rmSync(dir, { recursive: true }));
+      await w.after(() => mkdirSync(dir));
+      await w.after(() => writeFileSync(join(dir, 'uverbs1'), '')); // hangs if the new directory is not watched
       expect(w.calls()).toBe(4);
     } finally {
-      watch.close();
+      w.watch.close();
     }
   });
 
