@@ -232,6 +232,34 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
       rmSync(rw, { recursive: true, force: true });
     }
   }, 660_000);
+  // DEVICE_REMOVAL on one host under a stream from the other (test/rdma-vm/two-host-removal.sh).
+  it('two hosts: an RDMA device deleted under a stream resets both ends, never a clean end; new connections use kernel TCP', async () => {
+    const rw = mkdtempSync(join(tmpdir(), 'vtoe-2h-'));
+    try {
+      writeFileSync(join(rw, 'key'), randomBytes(32), { mode: 0o600 });
+      const r = await inTwoGuests(rw, 'sh test/rdma-vm/two-host-removal.sh', 300);
+      expect(r.status, r.out).toBe(0);
+      expect(r.out).toMatch(/^A\| a: removal: device deleted at \d+ bytes$/m);
+      expect(r.out).toMatch(/^A\| RESULT removal recv-error \d+ ECONNRESET$/m);
+      expect(r.out).toMatch(/^B\| RESULT removal send-error \d+ (ECONNRESET|EPIPE)$/m);
+      const sent = /^B\| RESULT after-removal sent (\d+ [0-9a-f]{64})$/m.exec(r.out);
+      expect(sent, r.out).not.toBeNull();
+      expect(r.out).toContain(`A| RESULT after-removal received ${sent![1]}`);
+      const stats = (g: 'A' | 'B') => JSON.parse(new RegExp(`^${g}\\| RESULT stats (.*)$`, 'm').exec(r.out)![1]!) as {
+        offloaded: number; fabrics: Record<string, string>; events: Record<string, number>; fallback: { reasons: Record<string, number> };
+      };
+      const a = stats('A');
+      const b = stats('B');
+      expect(a.fabrics.verbs, r.out).toMatch(/^down: the RDMA device was removed/);
+      expect(a.events['device-removal'], r.out).toBeGreaterThanOrEqual(1);
+      expect(a.offloaded, r.out).toBe(1);
+      expect(b.offloaded, r.out).toBe(1);
+      expect(b.fallback.reasons, r.out).toEqual({ 'no-fabric': 1 });
+    } finally {
+      rmSync(rw, { recursive: true, force: true });
+    }
+  }, 360_000);
+
   it('two hosts: Open MPI (one rank per host) through the verbs fabric and through kernel TCP, vtoe bench --hosts', async () => {
     const rw = mkdtempSync(join(tmpdir(), 'vtoe-2h-'));
     try {
