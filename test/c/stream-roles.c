@@ -6,6 +6,7 @@
  *                                      print "DONE <bytes> <fnv64>" or "ERROR <errno> <bytes>"
  *   stream-roles sink-exec ADDR DELAY_MS  as sink, but the accepted socket is read by a new
  *                                      image: it execs "stream-roles read-fd FD DELAY_MS"
+ *   stream-roles read-fd FD DELAY_MS   read FD (inherited) as sink reads its client
  *   stream-roles source ADDR PORT BYTES  connect, write BYTES of a seeded pseudo-random stream,
  *                                      close, print "SENT <bytes> <fnv64>" or "ERROR <errno> <bytes>"
  *   stream-roles flood ADDR PORT       connect, print "CONNECTED", write until a write fails,
@@ -128,9 +129,10 @@ int main(int argc, char **argv)
 	if (argc == 4 && !strcmp(argv[1], "sink"))
 		return drain(accept(listen_on(argv[2]), NULL, NULL), argv[3]);
 	if (argc == 4 && !strcmp(argv[1], "sink-exec")) {
-		int s = accept(listen_on(argv[2]), NULL, NULL);
+		int l = listen_on(argv[2]), s = accept(l, NULL, NULL);
 		char fd[16];
 
+		close(l); /* only the connection goes to the new image */
 		snprintf(fd, sizeof(fd), "%d", s);
 		execl("/proc/self/exe", argv[0], "read-fd", fd, argv[3], (char *)NULL);
 		printf("ERROR exec %s\n", strerror(errno));
