@@ -57,6 +57,18 @@ function inTwoGuests(rwDir: string, script: string, timeoutS: number): Promise<G
   return runBed('run2.sh', ['-w', rwDir, '--', script, '--', script], repo, { VTOE_2H_TIMEOUT: String(timeoutS) }, timeoutS);
 }
 
+/** A directory both guests share (run2.sh -w), holding the cluster key both agents use; removed
+ * after `body`. */
+async function withTwoHostDir(body: (rw: string) => Promise<void>): Promise<void> {
+  const rw = mkdtempSync(join(tmpdir(), 'vtoe-2h-'));
+  try {
+    writeFileSync(join(rw, 'key'), randomBytes(32), { mode: 0o600 });
+    await body(rw);
+  } finally {
+    rmSync(rw, { recursive: true, force: true });
+  }
+}
+
 // Shell helpers for the guest: start a server, wait until it is listening, run the client, and
 // fail unless both sides exit 0. Waiting on the listen state (not a fixed sleep) keeps this
 // reliable under slow emulation.
@@ -179,9 +191,7 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
   // Two guests joined by an Ethernet link (test/rdma-vm/run2.sh), an agent on each with one
   // cluster key: the verbs fabric between hosts, and a link flap judged against kernel TCP.
   it('two hosts: streams both ways, ECONNREFUSED, a silent peer timed out as on kernel TCP (also under a writer out of credits), a killed agent or a 10 s link flap never read as a clean end', async () => {
-    const rw = mkdtempSync(join(tmpdir(), 'vtoe-2h-'));
-    try {
-      writeFileSync(join(rw, 'key'), randomBytes(32), { mode: 0o600 });
+    await withTwoHostDir(async (rw) => {
       const r = await inTwoGuests(rw, 'sh test/rdma-vm/two-host-suite.sh', 600);
       expect(r.status, r.out).toBe(0);
       const results = (g: 'A' | 'B', kind: string) =>
@@ -228,15 +238,11 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
         expect(stats.fabrics.verbs, line![1]).toMatch(/^up/);
         if (g === 'B') expect(stats.peerTimeouts, line![1]).toBe(3);
       }
-    } finally {
-      rmSync(rw, { recursive: true, force: true });
-    }
+    });
   }, 660_000);
   // DEVICE_REMOVAL on one host under a stream from the other (test/rdma-vm/two-host-removal.sh).
   it('two hosts: an RDMA device deleted under a stream resets both ends, never a clean end; new connections use kernel TCP', async () => {
-    const rw = mkdtempSync(join(tmpdir(), 'vtoe-2h-'));
-    try {
-      writeFileSync(join(rw, 'key'), randomBytes(32), { mode: 0o600 });
+    await withTwoHostDir(async (rw) => {
       const r = await inTwoGuests(rw, 'sh test/rdma-vm/two-host-removal.sh', 300);
       expect(r.status, r.out).toBe(0);
       expect(r.out).toMatch(/^A\| a: removal: device deleted at \d+ bytes$/m);
@@ -255,15 +261,11 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
       expect(a.offloaded, r.out).toBe(1);
       expect(b.offloaded, r.out).toBe(1);
       expect(b.fallback.reasons, r.out).toEqual({ 'no-fabric': 1 });
-    } finally {
-      rmSync(rw, { recursive: true, force: true });
-    }
+    });
   }, 360_000);
 
   it('two hosts: Open MPI (one rank per host) through the verbs fabric and through kernel TCP, vtoe bench --hosts', async () => {
-    const rw = mkdtempSync(join(tmpdir(), 'vtoe-2h-'));
-    try {
-      writeFileSync(join(rw, 'key'), randomBytes(32), { mode: 0o600 });
+    await withTwoHostDir(async (rw) => {
       const r = await inTwoGuests(rw, 'sh test/rdma-vm/two-host-mpi.sh', 900);
       expect(r.status, r.out).toBe(0);
       const runs = [...r.out.matchAll(/^A\| RESULT bench (\S+) (\S+) (\d+) (\d+)$/gm)];
@@ -286,8 +288,6 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
         expect(Object.keys(offload.fallbacks ?? {}).filter((k) => k !== 'peer-not-offloaded'), what).toEqual([]);
         expect(status, what).toBe('0');
       }
-    } finally {
-      rmSync(rw, { recursive: true, force: true });
-    }
+    });
   }, 960_000);
 });
