@@ -28,6 +28,7 @@ export interface ResolvedConfig {
   shortBytes: number;
   shortMs: number;
   shortHoldMs: number;
+  silentHoldMs: number;
   agentTimeoutMs: number;
   offload: boolean;
   peerBells: boolean;
@@ -265,6 +266,9 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
   entry({ key: 'shortHoldMs', env: 'VTOE_SHORT_HOLD_MS', default: 1000,
     doc: "see VTOE_SHORT_BYTES: how long a short listener's connections stay on kernel TCP before the next is offloaded to look again", readBy: 'agent',
     ...intIn(1, 3_600_000, 'milliseconds') }),
+  entry({ key: 'silentHoldMs', env: 'VTOE_SILENT_HOLD_MS', default: 30000,
+    doc: 'a remote host that left a verbs REQ unanswered (no RDMA device there, or its fabric drops ours) gets kernel TCP at once for this long instead of a wait for each connect; then one connection tries again, and each silence doubles the hold, up to 16 times; any answer ends it; 0: try every connection', readBy: 'agent',
+    ...intIn(0, 3_600_000, 'milliseconds') }),
   entry({ key: 'agentTimeoutMs', env: 'VTOE_AGENT_TIMEOUT_MS', default: 5000,
     doc: 'how long the shim waits for an agent reply before it falls back to kernel TCP', readBy: 'shim',
     ...intIn(1, 3_600_000, 'milliseconds') }),

@@ -24,6 +24,7 @@ export function formatStats(s: StatsSnapshot): string {
     `timed out (silent remote peers): ${s.peerTimeouts ?? 0}`,
     `refused (unproven claims): ${Object.entries(s.refused ?? {}).map(([k, v]) => `${k}=${v}`).join(' ') || 'none'}`,
     ...pinnedLines(s),
+    ...silentHostLines(s),
     `bytes: sent ${s.bytes.sent}, received ${s.bytes.received}; wake-ups sent to sleeping readers: ${s.doorbells}; rings grown for lagging readers: ${s.ringGrowths}`,
     ...programLines(s),
   ].join('\n');
@@ -35,6 +36,14 @@ function pinnedLines(s: StatsSnapshot): string[] {
   if (!p) return [];
   return [`pinned for verbs rings: ${formatBytes(p.bytes)} of ${formatBytes(p.limit)} by ${p.ends} connection ends `
     + `(peak ${formatBytes(p.peak)}); ends refused for the budget: ${p.refused}`];
+}
+
+/** Remote hosts on kernel TCP for now because they did not answer the verbs fabric. */
+function silentHostLines(s: StatsSnapshot): string[] {
+  const held = s.silentHosts ?? [];
+  if (!held.length) return [];
+  const shown = held.slice(0, 8).map((h) => `${h.host} (${Math.ceil(h.forMs / 1000)} s)`).join(', ');
+  return [`hosts that left a verbs REQ unanswered, on kernel TCP for now: ${shown}${held.length > 8 ? `, and ${held.length - 8} more` : ''}`];
 }
 
 /** One line per program: its offloaded connections and its fallbacks by reason. */

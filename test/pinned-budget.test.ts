@@ -3,6 +3,7 @@ import { PinnedBudget, pinnedBytesPerEnd, pinnedLimit } from '../src/agent/pinne
 import type { StatsSnapshot } from '../src/agent/stats.js';
 import { formatStats } from '../src/format.js';
 import { hasIpcLock, parseMemlock, type HostMemory } from '../src/host-memory.js';
+import { idleStats } from './helpers/idle-stats.js';
 
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
@@ -69,12 +70,7 @@ describe('host memory', () => {
 });
 
 describe('vtoe stats shows the budget', () => {
-  const stats = (pinned: StatsSnapshot['pinned']): StatsSnapshot => ({
-    agent: { pid: 1, socket: '/s', uptimeSeconds: 0 }, processes: { connected: 0, seen: 0, protocolErrors: 0 }, offloaded: 0,
-    connections: { open: 0, pendingAccept: 0, timewait: 0 }, fabrics: { shm: 'up', verbs: 'up' }, listeners: 0, kernelAccepted: 0,
-    rejected: 0, peerTimeouts: 0, fallback: { total: 0, reasons: {} }, refused: {}, programs: {}, bytes: { sent: 0, received: 0 },
-    doorbells: 0, ringGrowths: 0, events: {}, memory: { ringBytes: 0, agentStateBytes: 0 }, pinned,
-  });
+  const stats = (pinned: StatsSnapshot['pinned']): StatsSnapshot => idleStats({ pinned });
 
   it('as bytes of the limit, with the ends, the peak and the refusals', () => {
     const text = formatStats(stats({ bytes: 3 * 528384, limit: 192 * MiB, peak: 4 * 528384, ends: 3, refused: 7 }));

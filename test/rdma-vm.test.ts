@@ -253,6 +253,7 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
       expect(r.out).toContain(`A| RESULT after-removal received ${sent![1]}`);
       const stats = (g: 'A' | 'B') => JSON.parse(new RegExp(`^${g}\\| RESULT stats (.*)$`, 'm').exec(r.out)![1]!) as {
         offloaded: number; fabrics: Record<string, string>; events: Record<string, number>; fallback: { reasons: Record<string, number> };
+        silentHosts: { host: string; forMs: number }[];
       };
       const a = stats('A');
       const b = stats('B');
@@ -260,7 +261,12 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
       expect(a.events['device-removal'], r.out).toBeGreaterThanOrEqual(1);
       expect(a.offloaded, r.out).toBe(1);
       expect(b.offloaded, r.out).toBe(1);
-      expect(b.fallback.reasons, r.out).toEqual({ 'no-fabric': 1 });
+      // after-removal waited for its REQ's deadline; the 20 connections after it went to kernel
+      // TCP at once, without resolving A again (one resolution each for the two streams only).
+      expect(r.out).toMatch(/^B\| RESULT silent-connects \{"mode":"connect".*"iters":20/m);
+      expect(b.fallback.reasons, r.out).toEqual({ 'no-fabric': 21 });
+      expect(b.events['address-resolved'], r.out).toBe(2);
+      expect(b.silentHosts.map((h) => h.host), r.out).toEqual(['192.0.2.1']);
     });
   }, 360_000);
 

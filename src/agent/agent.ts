@@ -201,6 +201,7 @@ export class Agent {
       events: Object.fromEntries(c.events),
       memory: { ringBytes, agentStateBytes: this.core.connectionCount * measureAgentStateBytes() },
       pinned: verbs?.pinnedMemory ?? null,
+      silentHosts: verbs?.silentHosts ?? [],
     };
   }
 

@@ -25,12 +25,18 @@ import { VerbsEndpoint } from './verbs-endpoint.js';
 import { kernelHasTcpPorts } from './kernel-tcp.js';
 import { judgeLiveness } from './liveness.js';
 import { PinnedBudget, pinnedBytesPerEnd, pinnedLimit, type PinnedSnapshot } from './pinned-budget.js';
+import { monotonicMs } from './short-connections.js';
+import { SilentHosts } from './silent-hosts.js';
 import { readHostMemory } from '../host-memory.js';
 import {
   decodeRej, decodeRep, decodeReq, encodeRej, encodeRep, encodeReq, REP_MAC_AT, REQ_PRIVATE_DATA_MAX, type ReqData,
 } from './verbs-wire.js';
 
 const RESOLVE_TIMEOUT_MS = 2000;
+/** The shim waits agentTimeoutMs for the reply: a REQ is given up well before, with a fallback. */
+function connectDeadlineMs(config: ResolvedConfig): number {
+  return Math.max(100, Math.floor(config.agentTimeoutMs * 0.8));
+}
 /** How often running connections' peers are judged (src/agent/liveness.ts): a timeout's grain. */
 const LIVENESS_CHECK_MS = 500;
 
@@ -78,6 +84,8 @@ interface Connecting {
   done: (outcome: ConnectOutcome) => void;
   timer: NodeJS.Timeout;
   req?: Buffer; // as sent: both proofs cover it
+  /** The other host's address, for the silent-host rule; null for this host. */
+  remoteHost: string | null;
 }
 
 interface PassiveInfo {
@@ -114,6 +122,9 @@ export class VerbsHostCA {
   private warnedBudget = false;
   private readonly pinned: PinnedBudget;
   private readonly pinnedPerEnd: number;
+  private readonly silent: SilentHosts;
+  /** monotonic ms, for the silent-host rule (tests replace it) */
+  now: () => number = monotonicMs;
   private fabric: VerbsFabric | null;
   private unavailable: string | null = null;
   rdmaAddress: string | null;
@@ -136,6 +147,7 @@ export class VerbsHostCA {
       log.warn('the pinned-memory budget holds no verbs connection: every one uses kernel TCP',
         { budget: this.pinned.limit, perEnd: this.pinnedPerEnd, fix: 'raise VTOE_PINNED_MAX, or the memlock limit (ulimit -l unlimited)' });
     }
+    this.silent = new SilentHosts({ holdMs: config.silentHoldMs, probeMs: connectDeadlineMs(config), maxHosts: 4096 });
     this.fabric = this.makeFabric();
     this.rdmaAddress = config.rdmaAddress || findRdmaAddress();
     // Remote connections nobody accepted are checked once per shim timeout (expirePassive).
@@ -193,6 +205,11 @@ export class VerbsHostCA {
     return this.pinned.snapshot();
   }
 
+  /** Remote hosts whose connections use kernel TCP for now: they left a REQ unanswered. */
+  get silentHosts(): { host: string; forMs: number }[] {
+    return this.silent.held(this.now());
+  }
+
   get pendingCount(): number {
     let n = 0;
     for (const list of this.pendingAccept.values()) n += list.length;
@@ -226,6 +243,12 @@ export class VerbsHostCA {
       done({ kind: 'fallback', reason: ABI.fb.NO_FABRIC, why: 'no cluster key to prove to another host' });
       return;
     }
+    const remoteHost = local ? null : canonical(target);
+    const silence = remoteHost === null ? null : this.silent.decide(remoteHost, this.now());
+    if (silence && !silence.tryFabric) {
+      done({ kind: 'fallback', reason: ABI.fb.NO_FABRIC, why: `${remoteHost} did not answer a REQ: kernel TCP for now` });
+      return;
+    }
     if (!this.reservePinned()) {
       done({ kind: 'fallback', reason: ABI.fb.RESOURCES, why: 'pinned-memory budget' });
       return;
@@ -245,10 +268,10 @@ export class VerbsHostCA {
     end.tcpStep('app_connect');
     this.ends.set(handle, end);
     // The shim waits agentTimeoutMs for the reply: answer well before, with a fallback.
-    const timer = setTimeout(() => this.failConnect(end, ABI.fb.NO_FABRIC, 'rdma_cm connect timed out'),
-      Math.max(100, Math.floor(this.config.agentTimeoutMs * 0.8)));
+    const timer = setTimeout(() => this.failConnect(end, ABI.fb.NO_FABRIC, 'rdma_cm connect timed out', 'silent'),
+      connectDeadlineMs(this.config));
     timer.unref();
-    this.connecting.set(handle, { end, request, done, timer });
+    this.connecting.set(handle, { end, request, done, timer, remoteHost });
   }
 
   /** The process has its descriptors: the agent's copies of its ends can close. */
@@ -263,11 +286,15 @@ export class VerbsHostCA {
     this.disconnect(end);
   }
 
-  private failConnect(end: VerbsEndpoint, reason: number, why: string): void {
+  /** heard: whether the other host answered (a REJ, a REP that failed), or left the REQ
+   * unanswered ('silent'); undefined when the failure was this host's own. */
+  private failConnect(end: VerbsEndpoint, reason: number, why: string, heard?: 'answered' | 'silent'): void {
     const c = this.connecting.get(end.handle);
     if (!c) return;
     this.connecting.delete(end.handle);
     clearTimeout(c.timer);
+    if (c.remoteHost !== null && heard === 'silent') this.silent.unanswered(c.remoteHost, this.now());
+    if (c.remoteHost !== null && heard === 'answered') this.silent.answered(c.remoteHost);
     this.log.debug('verbs connect falls back', { cid: end.cid.toString(), why });
     if (end.cm === 'REQ_SENT') end.cmStep(reason === ABI.fb.NO_FABRIC ? 'timeout' : 'rcv_rej');
     if (end.cm === 'REP_RCVD') end.cmStep('send_rej'); // the REP could not be acted on
@@ -294,6 +321,7 @@ export class VerbsHostCA {
 
   private onConnectResponse(end: VerbsEndpoint, c: Connecting, ev: CmEvent): void {
     const fabric = this.fabric!;
+    if (c.remoteHost !== null) this.silent.answered(c.remoteHost);
     end.cmStep('rcv_rep');
     const rep = decodeRep(ev.privateData);
     if (rep.ringSize !== this.config.ringSize) throw new Error(`peer answered ring size ${rep.ringSize}`);
@@ -301,7 +329,7 @@ export class VerbsHostCA {
       this.counters.refused('peer-unauthenticated');
       this.log.warn('a remote agent answered without proving the cluster key; the connection stays on kernel TCP',
         { remote: ev.remote?.address, why: 'REP MAC mismatch: is VTOE_CLUSTER_KEY_FILE the same on both hosts?' });
-      return this.failConnect(end, ABI.fb.NO_FABRIC, 'the peer agent did not prove the cluster key');
+      return this.failConnect(end, ABI.fb.NO_FABRIC, 'the peer agent did not prove the cluster key', 'answered');
     }
     fabric.modifyQp(end.handle, 'RTR');
     end.qpStep('to_rtr');
@@ -771,11 +799,11 @@ export class VerbsHostCA {
       case 'ROUTE_ERROR':
       case 'UNREACHABLE':
       case 'CONNECT_ERROR':
-        if (c) return this.failConnect(end, ABI.fb.NO_FABRIC, `${ev.type} (status ${ev.status})`);
+        if (c) return this.failConnect(end, ABI.fb.NO_FABRIC, `${ev.type} (status ${ev.status})`, 'silent');
         end.reset = true;
         return this.onDisconnected(end);
       case 'CONNECT_REJECTED':
-        if (c) return this.failConnect(end, decodeRej(ev.privateData) ?? ABI.fb.PEER_NOT_OFFLOADED, `REJ (reason ${ev.status})`);
+        if (c) return this.failConnect(end, decodeRej(ev.privateData) ?? ABI.fb.PEER_NOT_OFFLOADED, `REJ (reason ${ev.status})`, 'answered');
         return this.onDisconnected(end);
       case 'CONNECT_ESTABLISHED':
         if (end.side === 1) this.passiveEstablished(end);

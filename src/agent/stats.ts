@@ -26,6 +26,8 @@ export interface StatsSnapshot {
   memory: { ringBytes: number; agentStateBytes: number };
   /** the verbs fabric's pinned-memory budget and its use; null without the verbs fabric */
   pinned: PinnedSnapshot | null;
+  /** remote hosts held on kernel TCP because they left a verbs REQ unanswered, ms left of each hold */
+  silentHosts?: { host: string; forMs: number }[];
 }
 
 /**
