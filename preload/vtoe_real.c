@@ -5,6 +5,7 @@
  * flag routes such calls to raw system calls instead of recursing into the resolver.
  */
 #include "vtoe.h"
+#include "vtoe_agent_path.h"
 
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -307,19 +308,6 @@ static bool vtoe_env_false(const char *name)
 		     strcasecmp(v, "no") == 0 || strcasecmp(v, "off") == 0);
 }
 
-/* As the agent decides (src/config.ts): $XDG_RUNTIME_DIR/vtoe/agent.sock when that is a
- * directory of this user, else /tmp/vtoe-<uid>/agent.sock. */
-static void vtoe_default_agent_path(char *path, size_t size)
-{
-	const char *xdg = getenv("XDG_RUNTIME_DIR");
-	struct stat st;
-
-	if (xdg && xdg[0] == '/' && stat(xdg, &st) == 0 && S_ISDIR(st.st_mode) &&
-	    st.st_uid == getuid() && (size_t)snprintf(path, size, "%s/vtoe/agent.sock", xdg) < size)
-		return;
-	snprintf(path, size, "/tmp/vtoe-%u/agent.sock", (unsigned int)getuid());
-}
-
 static void vtoe_config_read(void)
 {
 	const char *v;
@@ -345,7 +333,7 @@ static void vtoe_config_read(void)
 	if (v && *v && strlen(v) < sizeof(vtoe_cfg.agent_path))
 		strcpy(vtoe_cfg.agent_path, v);
 	else
-		vtoe_default_agent_path(vtoe_cfg.agent_path, sizeof(vtoe_cfg.agent_path));
+		vtoe_agent_path_default(vtoe_cfg.agent_path, sizeof(vtoe_cfg.agent_path));
 
 	/* Internal fds go high, clear of the small numbers programs expect to get, but not so
 	 * high that the kernel has to grow the fd table to millions of entries. */

@@ -117,6 +117,41 @@ describe('vtoe run', () => {
     expect(after.processes.seen).toBe(before.processes.seen);
   });
 
+  // bin/vtoe, as installed: `run` goes to the C launcher, which execs the program itself (so the
+  // program's parent is this test) when the agent answers, and leaves the rest to the Node CLI.
+  const launcher = join(repoRoot, 'bin', 'vtoe');
+  const show = 'echo "$PPID|${LD_PRELOAD-}|${VTOE_AGENT_SOCKET-}"';
+  const shown = (stdout: string) => stdout.trim().split('|');
+
+  it('bin/vtoe run execs the program at once with the shim first in LD_PRELOAD when the agent answers', async () => {
+    const env = { ...process.env, LD_PRELOAD: '/nowhere/libvtoe.so' };
+    const [ppid, preload, agentSocket] = shown((await exec(launcher, ['run', '--socket', socket, '--', 'sh', '-c', show], { env })).stdout);
+    expect(ppid).toBe(String(process.pid));
+    expect(preload).toBe(join(repoRoot, 'preload', 'libvtoe.so')); // an old copy of the shim is replaced
+    expect(agentSocket).toBe(socket);
+    const before = await cli<StatsSnapshot>('stats');
+    const { stdout } = await exec(launcher, ['run', '--', peer, 'self'], { env: { ...process.env, VTOE_AGENT_SOCKET: socket } });
+    expect(stdout.trim()).toBe('SELF OK');
+    expect((await cli<StatsSnapshot>('stats')).offloaded - before.offloaded).toBe(1);
+  });
+
+  it('bin/vtoe run --mode ipoib takes the shim out and keeps the other preloads', async () => {
+    const env = { ...process.env, LD_PRELOAD: `${join(repoRoot, 'preload', 'libvtoe.so')}:libc.so.6`, VTOE_AGENT_SOCKET: socket };
+    const [ppid, preload, agentSocket] = shown((await exec(launcher, ['run', '--mode', 'ipoib', '--', 'sh', '-c', show], { env })).stdout);
+    expect([ppid, preload, agentSocket]).toEqual([String(process.pid), 'libc.so.6', '']);
+  });
+
+  it('bin/vtoe run with no agent answering hands over to the CLI, which embeds one', async () => {
+    const none = join(dir, 'none', 'agent.sock');
+    const [ppid, preload, agentSocket] = shown((await exec(launcher, ['run', '--socket', none, '--', 'sh', '-c', show])).stdout);
+    expect(ppid).not.toBe(String(process.pid)); // the CLI's node process spawned it
+    expect(preload).toBe(join(repoRoot, 'preload', 'libvtoe.so'));
+    expect(agentSocket).toMatch(/\/run-\d+\.sock$/);
+    const err = await exec(launcher, ['run', '--', '/nonexistent/program'], { env: { ...process.env, VTOE_AGENT_SOCKET: socket } })
+      .catch((e: { code: number; stderr: string }) => e);
+    expect(err).toMatchObject({ code: 127, stderr: 'vtoe run: /nonexistent/program: No such file or directory\n' });
+  });
+
   it('says what to do when no agent is running', async () => {
     const err = await exec(process.execPath, [vtoe, 'stats', '--socket', join(dir, 'none', 'agent.sock')]).catch((e: { stderr: string; code: number }) => e);
     expect((err as { code: number }).code).toBe(1);
