@@ -16,6 +16,7 @@
         "native/shm_relay.cc",
         "native/socket_path.cc",
         "native/tcp_diag.cc",
+        "native/service_notify.cc",
         "native/system_error.cc",
         "native/verbs_probe.cc",
         "native/js_verbs_probe.cc"

@@ -1,5 +1,5 @@
 // vtoe_native: the agent's native half.  Exports ControlServer, ShmConnection, abiConstants, probeVerbs,
-// tcpPeerAccepted, tcpSocketIdentity.
+// tcpPeerAccepted, tcpSocketIdentity, notifyService.
 #include <napi.h>
 
 #include "bindings.h"
@@ -14,6 +14,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports)
 	exports.Set("probeVerbs", Napi::Function::New(env, vtoe::probe_verbs_js, "probeVerbs"));
 	exports.Set("tcpPeerAccepted", Napi::Function::New(env, vtoe::tcp_peer_accepted_js, "tcpPeerAccepted"));
 	exports.Set("tcpSocketIdentity", Napi::Function::New(env, vtoe::tcp_socket_identity_js, "tcpSocketIdentity"));
+	exports.Set("notifyService", Napi::Function::New(env, vtoe::notify_service_js, "notifyService"));
 	return exports;
 }
 

@@ -1,6 +1,7 @@
 // The vtoe command line. It only parses arguments and calls the library.
+import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
-import { Agent } from './agent/agent.js';
+import { serveAgent } from './agent/service.js';
 import { adminRequest } from './agent/admin.js';
 import type { SocketRow } from './agent/socket-rows.js';
 import type { StatsSnapshot } from './agent/stats.js';
@@ -11,44 +12,17 @@ import { runDemo } from './demo.js';
 import { formatDoctor, runDoctor } from './doctor.js';
 import { VtoeError } from './errors.js';
 import { formatSocketRows, formatStats } from './format.js';
+import { formatOpenMetrics } from './metrics.js';
 import { PROFILES } from './profiles.js';
 import { benchCommand, parseFlavour, parseHosts, parseImbBenchmarks, parseModes, parseWorkloads, reportFromResults } from './bench/bench-command.js';
 import { formatTable } from './text-table.js';
 import { runProgram, type RunMode } from './run.js';
+import { formatUsage } from './commands.js';
+import { moduleFile, shellEnv, systemSocket, systemUnit, userUnit } from './deploy-files.js';
+import { offloadEnv } from './agent/preload-env.js';
+import { thisInstallation } from './paths.js';
 
-const USAGE = `usage: vtoe <command> [options]
-
-  run [--mode offload|ipoib] [--profile NAME] [--stats] -- CMD [ARGS...]
-                      run CMD with its TCP offloaded (embedded agent unless one is running;
-                      --profile sets VTOE_PROFILE for an embedded agent, e.g. mpi)
-  agent [--profile NAME]
-                      run the standing per-host agent (stop with SIGINT/SIGTERM: it drains its
-                      connections for at most VTOE_DRAIN_MS, then exits)
-  profiles            the built-in policy profiles and their rules
-  ss [--json]         one line per offloaded socket: SID, CID, fabric, TCP/CM/QP states, bytes
-  stats [--json]      the agent's counters: offloaded, fallbacks by reason, bytes
-  events [--cid N] [--json]
-                      the agent's log of state transitions
-  demo [--reps N]     offload vs kernel TCP, ping-pong latency and stream bandwidth
-  bench [--workloads pingpong,imb,hpcc,netpipe,nptcp,sockperf,iperf3,connect,syscalls] [--modes offload,ipoib,native] [--mpi openmpi|mpich]
-        [--reps N] [--ranks N] [--max-bytes N] [--iters N] [--hpcc-n N] [--imb PATH] [--imb-benchmarks PingPong,...]
-        [--iface IF] [--report DIR]
-        [--hosts HERE,THERE,... --iface IF [--launcher PATH]]
-                      MPI workloads in each mode (fresh processes, modes alternated, medians);
-                      --report writes report.html, a PNG per chart, results.json, summary.md;
-                      --hosts puts the ranks on those hosts in turn (this one first), started by
-                      --launcher (default ssh), over --iface (e.g. ib0); run it from a directory
-                      every host sees; the offload mode uses the standing agent on every host
-                      (--socket), not an embedded one
-  bench --from results.json --report DIR
-                      the report again from a run's results
-  cm [--dot]          the TCP, IB CM and QP state machines (as Graphviz with --dot)
-  config              the resolved configuration and where each value came from
-  doctor [--json]     RDMA devices, ports, GIDs, memlock limit, agent; each problem with its fix
-                      (exit status 1 if it found a problem)
-
-Every command takes --socket PATH (default: $VTOE_AGENT_SOCKET, else $XDG_RUNTIME_DIR/vtoe/agent.sock
-when that is your directory, else /tmp/vtoe-<uid>/agent.sock).`;
+const USAGE = formatUsage();
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -60,6 +34,7 @@ async function main(argv: string[]): Promise<number> {
       mode: { type: 'string', default: 'offload' },
       stats: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
+      format: { type: 'string', default: 'text' },
       dot: { type: 'boolean', default: false },
       reps: { type: 'string', default: '5' },
       cid: { type: 'string' },
@@ -78,6 +53,8 @@ async function main(argv: string[]): Promise<number> {
       launcher: { type: 'string' },
       report: { type: 'string' },
       from: { type: 'string' },
+      system: { type: 'boolean', default: false },
+      module: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -100,14 +77,22 @@ async function main(argv: string[]): Promise<number> {
       if (mode !== 'offload' && mode !== 'ipoib') throw new VtoeError('EINVAL', `--mode must be offload or ipoib, not ${mode}`);
       return runProgram(positionals, { mode, printStats: values.stats, config: overrides });
     }
-    case 'agent': {
-      const agent = await Agent.start({ config: overrides });
-      process.stderr.write(`vtoe agent: listening on ${agent.socketPath} (admin ${agent.adminPath})\n`);
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
-      await agent.stop(agent.config.drainMs);
+    case 'agent':
+      return serveAgent(overrides);
+    case 'unit': {
+      const here = thisInstallation(config.drainMs);
+      process.stdout.write(values.system ? systemUnit(here) : userUnit(here));
+      return 0;
+    }
+    case 'env': {
+      const here = thisInstallation(config.drainMs);
+      if (values.module !== undefined) {
+        if (values.module !== 'lua' && values.module !== 'tcl') throw new VtoeError('EINVAL', `--module must be lua or tcl, not ${values.module}`);
+        process.stdout.write(moduleFile(values.module, here, values.system));
+        return 0;
+      }
+      const agentSocket = values.system ? systemSocket(userInfo().username) : config.agentSocket;
+      process.stdout.write(shellEnv(offloadEnv(agentSocket).LD_PRELOAD!, agentSocket));
       return 0;
     }
     case 'ss': {
@@ -116,8 +101,16 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'stats': {
+      const format = values.format;
+      if (format !== 'text' && format !== 'json' && format !== 'openmetrics') {
+        throw new VtoeError('EINVAL', `--format must be text, json or openmetrics, not ${format}`);
+      }
+      // --json predates --format and still means json; with openmetrics it is a contradiction.
+      if (values.json && format === 'openmetrics') throw new VtoeError('EINVAL', '--json and --format openmetrics contradict each other');
       const stats = await adminRequest<StatsSnapshot>(admin, 'stats');
-      out(values.json ? JSON.stringify(stats, null, 2) : formatStats(stats));
+      if (values.json || format === 'json') out(JSON.stringify(stats, null, 2));
+      else if (format === 'openmetrics') process.stdout.write(formatOpenMetrics(stats));
+      else out(formatStats(stats));
       return 0;
     }
     case 'events': {

@@ -38,6 +38,7 @@ export interface ResolvedConfig {
   peerTimeoutMs: number;
   clusterKeyFile: string;
   fabricTrusted: boolean;
+  metricsPort: number;
 }
 
 /** Which fabric carries offloaded connections (VTOE_FABRIC). */
@@ -297,6 +298,9 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
   entry({ key: 'fabricTrusted', env: 'VTOE_FABRIC_TRUSTED', default: false,
     doc: '1: without VTOE_CLUSTER_KEY_FILE, make and accept verbs connections to and from other hosts unauthenticated; declare it only for a fabric that nobody else can reach',
     readBy: 'agent', parse: parseBool, check: checkBool }),
+  entry({ key: 'metricsPort', env: 'VTOE_METRICS_PORT', default: 0,
+    doc: 'the agent serves its counters as OpenMetrics (for Prometheus) at http://127.0.0.1:PORT/metrics, on loopback only; 0: off', readBy: 'agent',
+    ...intIn(0, 65535, 'port numbers') }),
 ] as ConfigEntry[];
 
 export type ConfigSources = Record<ConfigKey, ConfigSource>;

@@ -135,6 +135,7 @@ interface NativeAddon {
   probeVerbs(): VerbsProbe;
   tcpPeerAccepted(fd: number): number;
   tcpSocketIdentity(fd: number): TcpSocketIdentity;
+  notifyService(message: string): boolean;
 }
 
 let addon: NativeAddon | undefined;
@@ -193,6 +194,14 @@ export interface TcpSocketIdentity {
  */
 export function tcpSocketIdentity(fd: number): TcpSocketIdentity {
   return native(() => loadAddon().tcpSocketIdentity(fd));
+}
+
+/**
+ * Tells the service manager (systemd's $NOTIFY_SOCKET, e.g. 'READY=1', 'STOPPING=1', 'STATUS=…')
+ * how the agent is doing; false when no manager asked.  Throws VtoeSystemError if it cannot send.
+ */
+export function notifyService(message: string): boolean {
+  return native(() => loadAddon().notifyService(message));
 }
 
 /** The header's constants under their C names, with the values compiled into the addon. */

@@ -1,7 +1,8 @@
 // Where the built artefacts live, relative to the package root (dist/ and src/ are siblings).
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Installation } from './deploy-files.js';
 import { sanitizing } from './sanitize.js';
 
 export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -26,4 +27,10 @@ export function assertBuilt(path: string): string {
     throw new Error(`${path} is missing: run ${buildHint} in ${packageRoot}`);
   }
   return path;
+}
+
+/** This package's paths and version, for the files `vtoe unit` and `vtoe env` write. */
+export function thisInstallation(drainMs: number): Installation {
+  const { version } = JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string };
+  return { vtoeBin: join(packageRoot, 'bin', 'vtoe'), shim: libvtoePath, version, drainMs };
 }

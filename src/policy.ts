@@ -1,14 +1,18 @@
 // Offload policy in the style of libsdp's rules: which sockets go through vtoe and which stay on
 // kernel TCP. First matching rule wins; with no match a socket is offloaded. Pure: no I/O.
-//
-//   rule     := ACTION ROLE PROGRAM ADDRESS:PORTS       (rules separated by ';' or newlines)
-//   ACTION   := offload | tcp
-//   ROLE     := connect | listen | both
-//   PROGRAM  := glob on the program name (* ? [a-z] [!x]); without '/', matched on the basename
-//   ADDRESS  := * | IPv4 or IPv6 address, optional /prefix; IPv6 may be bracketed: [::1], [fe80::]/10
-//   PORTS    := * | N | N-M
-//   '#' starts a comment that runs to the end of the line.
+// The grammar is POLICY_GRAMMAR below (also the vtoe-policy(5) man page).
 import { ConfigError } from './errors.js';
+
+/** The rules' grammar, term by term (rules are separated by ';' or newlines). */
+export const POLICY_GRAMMAR: readonly (readonly [term: string, definition: string])[] = [
+  ['rule', 'ACTION ROLE PROGRAM ADDRESS:PORTS'],
+  ['ACTION', 'offload | tcp'],
+  ['ROLE', 'connect | listen | both'],
+  ['PROGRAM', "a glob on the program name (* ? [a-z] [!x]); without '/', matched on the basename"],
+  ['ADDRESS', '* | an IPv4 or IPv6 address, with an optional /prefix; IPv6 may be bracketed: [::1], [fe80::]/10'],
+  ['PORTS', '* | N | N-M'],
+  ['#', 'starts a comment that runs to the end of the line'],
+];
 
 export type PolicyAction = 'offload' | 'tcp';
 export type PolicyRole = 'connect' | 'listen' | 'both';

@@ -21,7 +21,7 @@ describe('config table', () => {
     const keys = CONFIG_TABLE.map((e) => e.key);
     expect(new Set(keys).size).toBe(keys.length);
     expect(keys.sort()).toEqual(['agentSocket', 'agentTimeoutMs', 'clusterKeyFile', 'drainMs', 'fabric', 'fabricTrusted', 'logFile', 'logLevel',
-      'maxConnections', 'maxPendingAccepts', 'maxProcessSockets', 'offload', 'peerBells', 'peerTimeoutMs', 'pinnedMax', 'policy', 'pollKernelUs', 'profile', 'rdmaAddress', 'rdmaPort', 'ringMaxSize', 'ringSize', 'shortBytes', 'shortHoldMs', 'shortMs', 'silentHoldMs', 'spinUs', 'timewaitMs']);
+      'maxConnections', 'maxPendingAccepts', 'maxProcessSockets', 'metricsPort', 'offload', 'peerBells', 'peerTimeoutMs', 'pinnedMax', 'policy', 'pollKernelUs', 'profile', 'rdmaAddress', 'rdmaPort', 'ringMaxSize', 'ringSize', 'shortBytes', 'shortHoldMs', 'shortMs', 'silentHoldMs', 'spinUs', 'timewaitMs']);
     for (const e of CONFIG_TABLE) {
       expect(e.env).toMatch(/^VTOE_[A-Z_]+$/);
       expect(e.doc.length).toBeGreaterThan(5);
@@ -36,6 +36,7 @@ describe('config table', () => {
       policy: '', profile: '', timewaitMs: 2000, drainMs: 5000, maxConnections: 4096, maxProcessSockets: 3072, shortBytes: 16384, shortMs: 10,
       shortHoldMs: 1000, silentHoldMs: 30000, agentTimeoutMs: 5000, offload: true, peerBells: true, fabric: 'auto', rdmaPort: 7471, rdmaAddress: '',
       clusterKeyFile: '', fabricTrusted: false, maxPendingAccepts: 4096, peerTimeoutMs: 924_600, pinnedMax: 0,
+      metricsPort: 0,
     } satisfies ResolvedConfig);
   });
 
@@ -53,7 +54,7 @@ describe('config table', () => {
       VTOE_SHORT_BYTES: '0', VTOE_SHORT_MS: '3', VTOE_SHORT_HOLD_MS: '50', VTOE_SILENT_HOLD_MS: '0',
       VTOE_PEER_BELLS: 'no', VTOE_FABRIC: 'Verbs', VTOE_RDMA_PORT: '18515', VTOE_RDMA_ADDRESS: '192.0.2.1', VTOE_PROFILE: 'MPI',
       VTOE_CLUSTER_KEY_FILE: ' /etc/vtoe/key ', VTOE_FABRIC_TRUSTED: 'yes', VTOE_MAX_PENDING_ACCEPTS: '9',
-      VTOE_PEER_TIMEOUT_MS: '5000', VTOE_PINNED_MAX: '3g',
+      VTOE_PEER_TIMEOUT_MS: '5000', VTOE_PINNED_MAX: '3g', VTOE_METRICS_PORT: '9464',
     });
     expect(cfg).toEqual({
       agentSocket: '/run/vtoe/a.sock', ringSize: 1048576, ringMaxSize: 8 << 20, spinUs: 0, pollKernelUs: 250, logLevel: 'debug', logFile: '/tmp/x.log',
@@ -61,7 +62,7 @@ describe('config table', () => {
       shortHoldMs: 50, silentHoldMs: 0, agentTimeoutMs: 250, offload: false,
       peerBells: false, fabric: 'verbs', rdmaPort: 18515, rdmaAddress: '192.0.2.1',
       clusterKeyFile: '/etc/vtoe/key', fabricTrusted: true, maxPendingAccepts: 9, peerTimeoutMs: 5000,
-      pinnedMax: 3 * 2 ** 30,
+      pinnedMax: 3 * 2 ** 30, metricsPort: 9464,
     });
   });
 
@@ -134,6 +135,7 @@ describe('parsers', () => {
     rejects({ VTOE_SHORT_BYTES: '-1' }, /VTOE_SHORT_BYTES/);
     rejects({ VTOE_TIMEWAIT_MS: '-5' }, /VTOE_TIMEWAIT_MS/);
     rejects({ VTOE_TIMEWAIT_MS: '99999999999999999999' }, /VTOE_TIMEWAIT_MS/);
+    rejects({ VTOE_METRICS_PORT: '65536' }, /VTOE_METRICS_PORT=65536 is out of range/);
   });
 
   it('log level accepts the four levels only', () => {

@@ -1,6 +1,7 @@
 // The per-host agent: the control server every shim talks to, the core and host connection
 // agents behind it, and the admin channel the CLI reads. It runs in `vtoe agent` (standing) or
 // inside `vtoe run` / `vtoe demo` (embedded).
+import type { Server as HttpServer } from 'node:http';
 import type { Server } from 'node:net';
 import { VTOE_REGION_DATA_OFFSET } from '../abi.js';
 import { adminSocketPath, resolveConfig, type ResolvedConfig } from '../config.js';
@@ -15,6 +16,7 @@ import { EventLog, type TransitionRecord } from './event-log.js';
 import { ShmHostCA } from './host-ca-shm.js';
 import { VerbsHostCA } from './host-ca-verbs.js';
 import { measureAgentStateBytes } from './memory.js';
+import { startMetricsServer, stopMetricsServer } from './metrics-server.js';
 import { AgentCounters, type StatsSnapshot } from './stats.js';
 import { socketRows, type SocketRow } from './socket-rows.js';
 
@@ -33,6 +35,8 @@ export class Agent {
   private readonly core: CoreCA;
   private readonly startedAt = Date.now();
   private admin: Server | null = null;
+  /** VTOE_METRICS_PORT's HTTP server, when one is asked for. */
+  private metrics: HttpServer | null = null;
   private stopped = false;
   private verbsStatus = 'off';
   /** While the verbs fabric waits for a device: see watchForDevice. */
@@ -73,6 +77,15 @@ export class Agent {
     } catch (err) {
       control.close();
       throw err;
+    }
+    if (config.metricsPort > 0) {
+      try {
+        agent.metrics = await startMetricsServer(config.metricsPort, () => agent.stats());
+      } catch (err) {
+        await agent.stop(); // the control and admin sockets, and the verbs fabric, are open by now
+        throw err;
+      }
+      log.info('metrics served', { url: `http://127.0.0.1:${config.metricsPort}/metrics` });
     }
     log.info('agent listening', { socket: config.agentSocket, ringSize: config.ringSize });
     return agent;
@@ -262,6 +275,7 @@ export class Agent {
     this.core.verbs?.close();
     this.stopDeviceWatch();
     await new Promise<void>((resolve) => (this.admin ? this.admin.close(() => resolve()) : resolve()));
+    if (this.metrics) await stopMetricsServer(this.metrics);
     this.log.info('agent stopped');
   }
 
