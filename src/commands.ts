@@ -15,7 +15,8 @@ export const COMMANDS: readonly CommandDoc[] = [
       + 'and execs CMD, without starting Node' },
   { name: 'agent', synopsis: ['[--profile NAME]'],
     doc: 'run the standing per-host agent (stop with SIGINT/SIGTERM: it drains its connections for at most '
-      + 'VTOE_DRAIN_MS, then exits); tells systemd when it is ready (Type=notify): see vtoe-agent(8)' },
+      + 'VTOE_DRAIN_MS, then exits); under systemd, `vtoe unit` writes its unit (Type=notify: it says when it is '
+      + 'ready); without, start `vtoe agent &` before the programs; see vtoe-agent(8)' },
   { name: 'profiles', synopsis: [], doc: 'the built-in policy profiles and their rules (vtoe-policy(5))' },
   { name: 'ss', synopsis: ['[--json]'], doc: 'one line per offloaded socket: SID, CID, fabric, TCP/CM/QP states, bytes' },
   { name: 'stats', synopsis: ['[--json] [--format text|json|openmetrics]'],

@@ -32,7 +32,8 @@ describe('the packed tarball', () => {
   it('carries the built JavaScript and the sources to compile, and no tests, fixtures or benchmarks', () => {
     for (const f of ['bin/vtoe.js', 'dist/cli.js', 'dist/index.js', 'dist/index.d.ts', 'binding.gyp', 'native/addon.cc',
       'include/vtoe_abi.h', 'preload/Makefile', 'preload/libvtoe.map', 'preload/vtoe_socket.c', 'tools/Makefile',
-      'tools/vtoe_pingpong.c', 'tools/install-native.mjs', 'README.md']) {
+      'tools/vtoe_pingpong.c', 'tools/install-native.mjs', 'README.md', 'man/man1/vtoe.1', 'man/man8/vtoe-agent.8',
+      'man/man5/vtoe-policy.5', 'preload/vtoe_launch.c']) {
       expect(packed, f).toContain(f);
     }
     const stray = packed.filter((f) => /^(test|fuzz|bench|build|node_modules)\/|^docs\/bench|\.(o|so|node)$/.test(f));
@@ -44,15 +45,21 @@ describe('the packed tarball', () => {
     await exec('npm', ['install', '-g', '--prefix', prefix, '--allow-scripts=vtoe', '--prefer-offline', '--no-audit',
       '--no-fund', tarball], { cwd: dir, maxBuffer: 64 << 20 });
     const installed = join(prefix, 'lib', 'node_modules', 'vtoe');
-    for (const built of ['build/Release/vtoe_native.node', 'build/Release/vtoe_verbs.node', 'preload/libvtoe.so', 'tools/bin/vtoe-pingpong']) {
+    for (const built of ['build/Release/vtoe_native.node', 'build/Release/vtoe_verbs.node', 'preload/libvtoe.so',
+      'preload/vtoe-launch', 'tools/bin/vtoe-pingpong']) {
       expect(existsSync(join(installed, built)), built).toBe(true);
     }
     // What only a checkout needs was not installed: TypeScript, the test runner.
     for (const dev of ['typescript', 'vitest', 'fast-check']) expect(existsSync(join(installed, 'node_modules', dev)), dev).toBe(false);
+    // npm links the man pages under the prefix, where man finds them
+    expect(existsSync(join(prefix, 'share', 'man', 'man1', 'vtoe.1'))).toBe(true);
     const vtoe = join(prefix, 'bin', 'vtoe');
     const env = { ...process.env, VTOE_AGENT_SOCKET: join(dir, 'agent.sock') };
     const config = await exec(vtoe, ['config'], { env });
     expect(config.stdout).toMatch(/VTOE_RING_SIZE/);
+    // run goes through the installed C launcher: with no agent answering, to the CLI's embedded one
+    expect((await exec(vtoe, ['run', '--', 'sh', '-c', 'echo "$LD_PRELOAD"'], { env })).stdout.trim())
+      .toBe(join(installed, 'preload', 'libvtoe.so'));
     const demo = await exec(vtoe, ['demo', '--reps', '1'], { env, timeout: 120_000 });
     expect(demo.stdout).toMatch(/^agent: 2 connections offloaded, 0 fell back/m);
   }, 300_000);
