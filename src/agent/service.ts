@@ -10,12 +10,21 @@ export async function serveAgent(overrides: Partial<ResolvedConfig>): Promise<nu
   process.stderr.write(`vtoe agent: listening on ${agent.socketPath} (admin ${agent.adminPath})\n`);
   // MAINPID: under a wrapper (bin/vtoe is a shell script that execs node, so this is the pid
   // systemd started, but a site's own wrapper may not exec).
-  notifyService(`READY=1\nMAINPID=${process.pid}\nSTATUS=listening on ${agent.socketPath}`);
+  tellManager(`READY=1\nMAINPID=${process.pid}\nSTATUS=listening on ${agent.socketPath}`);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
-  notifyService(`STOPPING=1\nSTATUS=draining for at most ${agent.config.drainMs} ms`);
+  tellManager(`STOPPING=1\nSTATUS=draining for at most ${agent.config.drainMs} ms`);
   await agent.stop(agent.config.drainMs);
   return 0;
+}
+
+/** A manager that cannot be told is its problem (it will time the start out), not the agent's. */
+function tellManager(message: string): void {
+  try {
+    notifyService(message);
+  } catch (err) {
+    process.stderr.write(`vtoe agent: cannot notify the service manager at $NOTIFY_SOCKET: ${(err as Error).message}\n`);
+  }
 }
