@@ -99,9 +99,10 @@ const luaString = (s: string) => JSON.stringify(s); // a JSON string is a valid 
 const tclString = (s: string) => `{${s}}`;
 
 /**
- * An environment module that preloads the shim for a job: Lmod (lua) or Environment Modules
- * (tcl). `system`: the agents of `vtoe unit --system`, whose socket is named after $USER;
- * otherwise the default the shim finds itself.
+ * An environment module that preloads the shim for a job and names its agent (so that
+ * `mpirun -x VTOE_AGENT_SOCKET` has it to pass): Lmod (lua) or Environment Modules (tcl).
+ * `system`: the agents of `vtoe unit --system`, whose socket is named after $USER; otherwise the
+ * default, decided when the module is loaded.
  */
 export function moduleFile(kind: 'lua' | 'tcl', i: Installation, system: boolean): string {
   const bin = i.vtoeBin.slice(0, i.vtoeBin.lastIndexOf('/'));
@@ -115,9 +116,17 @@ export function moduleFile(kind: 'lua' | 'tcl', i: Installation, system: boolean
       `whatis(${luaString(`vtoe ${i.version}: TCP offload (LD_PRELOAD shim and per-host agent)`)})`,
       `prepend_path("PATH", ${luaString(bin)})`,
       `prepend_path("LD_PRELOAD", ${luaString(i.shim)})`,
-      system ? `setenv("VTOE_AGENT_SOCKET", "/run/vtoe-" .. (os.getenv("USER") or "") .. "/agent.sock")` : '',
+      ...(system ? ['setenv("VTOE_AGENT_SOCKET", "/run/vtoe-" .. (os.getenv("USER") or "") .. "/agent.sock")'] : [
+        '-- the default the shim and a `systemctl --user` agent find: the session\'s runtime directory, else /tmp',
+        'local runtime = os.getenv("XDG_RUNTIME_DIR") or ""',
+        'if runtime:sub(1, 1) == "/" then',
+        '  setenv("VTOE_AGENT_SOCKET", runtime .. "/vtoe/agent.sock")',
+        'else',
+        '  setenv("VTOE_AGENT_SOCKET", "/tmp/vtoe-" .. capture("id -u"):gsub("%s+", "") .. "/agent.sock")',
+        'end',
+      ]),
       '',
-    ].filter((l, n, all) => l !== '' || n === all.length - 1).join('\n');
+    ].join('\n');
   }
   return [
     '#%Module1.0',
@@ -126,7 +135,14 @@ export function moduleFile(kind: 'lua' | 'tcl', i: Installation, system: boolean
     `module-whatis ${tclString(`vtoe ${i.version}: TCP offload (LD_PRELOAD shim and per-host agent)`)}`,
     `prepend-path PATH ${tclString(bin)}`,
     `prepend-path LD_PRELOAD ${tclString(i.shim)}`,
-    system ? 'setenv VTOE_AGENT_SOCKET "/run/vtoe-$env(USER)/agent.sock"' : '',
+    ...(system ? ['setenv VTOE_AGENT_SOCKET "/run/vtoe-$env(USER)/agent.sock"'] : [
+      "# the default the shim and a `systemctl --user` agent find: the session's runtime directory, else /tmp",
+      'if {[info exists env(XDG_RUNTIME_DIR)] && [string index $env(XDG_RUNTIME_DIR) 0] eq "/"} {',
+      '  setenv VTOE_AGENT_SOCKET "$env(XDG_RUNTIME_DIR)/vtoe/agent.sock"',
+      '} else {',
+      '  setenv VTOE_AGENT_SOCKET "/tmp/vtoe-[exec id -u]/agent.sock"',
+      '}',
+    ]),
     '',
-  ].filter((l, n, all) => l !== '' || n === all.length - 1).join('\n');
+  ].join('\n');
 }

@@ -75,20 +75,32 @@ describe('vtoe env', () => {
     expect((await vtoe('env', '--system')).split('\n')[1]).toBe(`export VTOE_AGENT_SOCKET='/run/vtoe-${userInfo().username}/agent.sock'`);
   });
 
-  it.skipIf(!haveLmod)('writes modules that Lmod loads, Lua and Tcl (skipped without Lmod: apt-get install lmod)', async () => {
-    for (const [kind, system] of [['lua', false], ['tcl', true]] as const) {
-      const modDir = join(dir, `modules-${kind}`);
-      mkdirSync(join(modDir, 'vtoe'), { recursive: true });
+  it.skipIf(!haveLmod)('writes modules that Lmod loads, Lua and Tcl, naming the agent (skipped without Lmod: apt-get install lmod)', async () => {
+    const uid = userInfo().uid;
+    const cases = [
+      // [module kind, --system, XDG_RUNTIME_DIR, the socket the job is given]
+      ['lua', false, '', `/tmp/vtoe-${uid}/agent.sock`],
+      ['lua', false, '/run/user/4242', '/run/user/4242/vtoe/agent.sock'],
+      ['tcl', false, '', `/tmp/vtoe-${uid}/agent.sock`],
+      ['tcl', false, '/run/user/4242', '/run/user/4242/vtoe/agent.sock'],
+      ['lua', true, '/run/user/4242', '/run/vtoe-alice/agent.sock'],
+      ['tcl', true, '', '/run/vtoe-alice/agent.sock'],
+    ] as const;
+    for (const [kind, system, runtime, socket] of cases) {
+      const what = `${kind}${system ? ' --system' : ''} XDG_RUNTIME_DIR=${runtime}`;
+      const modDir = mkdtempSync(join(dir, 'modules-'));
+      mkdirSync(join(modDir, 'vtoe'));
       const text = await vtoe('env', '--module', kind, ...(system ? ['--system'] : []));
       writeFileSync(join(modDir, 'vtoe', kind === 'lua' ? '0.1.0.lua' : '0.1.0'), text);
       const r = spawnSync(LMOD, ['sh', 'load', 'vtoe'], {
-        env: { ...process.env, MODULEPATH: modDir, USER: 'alice', LD_PRELOAD: 'libc.so.6' }, encoding: 'utf8',
+        env: { ...process.env, MODULEPATH: modDir, USER: 'alice', LD_PRELOAD: 'libc.so.6', XDG_RUNTIME_DIR: runtime },
+        encoding: 'utf8',
       });
       expect(r.status, r.stderr).toBe(0);
-      expect(r.stdout, kind).toContain(`LD_PRELOAD=${join(repoRoot, 'preload', 'libvtoe.so')}:libc.so.6;`);
-      expect(r.stdout, kind).toContain(`PATH=${join(repoRoot, 'bin')}:`);
-      if (system) expect(r.stdout).toContain('VTOE_AGENT_SOCKET=/run/vtoe-alice/agent.sock;');
-      else expect(r.stdout).not.toContain('VTOE_AGENT_SOCKET=');
+      expect(r.stderr, what).not.toMatch(/error/i);
+      expect(r.stdout, what).toContain(`LD_PRELOAD=${join(repoRoot, 'preload', 'libvtoe.so')}:libc.so.6;`);
+      expect(r.stdout, what).toContain(`PATH=${join(repoRoot, 'bin')}:`);
+      expect(r.stdout, what).toContain(`VTOE_AGENT_SOCKET=${socket};`);
     }
   });
 });
