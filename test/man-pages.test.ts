@@ -2,7 +2,7 @@
 // every setting with its doc, the policy grammar and profiles; and `vtoe --help` from the same
 // command table. A setting or command added without reaching the pages fails here.
 import { execFile, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -75,5 +75,15 @@ describe('vtoe --help', () => {
     const { stdout } = await exec(process.execPath, [join(repoRoot, 'bin', 'vtoe.js'), '--help']);
     expect(stdout).toBe(`${formatUsage()}\n`);
     for (const c of COMMANDS) expect(stdout).toMatch(new RegExp(`^  ${c.name}\\b`, 'm'));
+  });
+});
+
+describe('the README', () => {
+  // The README explains the settings and commands in its own words; it must not miss any.
+  const readme = readFileSync(join(repoRoot, 'README.md'), 'utf8');
+  it('lists every setting in its configuration table and shows every command', () => {
+    const table = readme.slice(readme.indexOf('### Configuration'), readme.indexOf('## How it works'));
+    expect(CONFIG_TABLE.filter((e) => !table.includes(`\`${e.env}\``)).map((e) => e.env)).toEqual([]);
+    expect([...new Set(COMMANDS.map((c) => c.name))].filter((n) => !readme.includes(`vtoe ${n}`))).toEqual([]);
   });
 });
