@@ -125,9 +125,6 @@ function vtoePolicy5(version: string): string[] {
 }
 
 export function manPages(version: string): ManPage[] {
-  return [
-    { name: 'vtoe', section: 1, text: vtoe1(version) },
-    { name: 'vtoe-agent', section: 8, text: vtoeAgent8(version) },
-    { name: 'vtoe-policy', section: 5, text: vtoePolicy5(version) },
-  ].map((p) => ({ ...p, section: p.section as ManPage['section'], text: `${p.text.join('\n')}\n` }));
+  const page = (name: string, section: ManPage['section'], lines: string[]): ManPage => ({ name, section, text: `${lines.join('\n')}\n` });
+  return [page('vtoe', 1, vtoe1(version)), page('vtoe-agent', 8, vtoeAgent8(version)), page('vtoe-policy', 5, vtoePolicy5(version))];
 }

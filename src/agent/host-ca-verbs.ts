@@ -123,8 +123,6 @@ export class VerbsHostCA {
   private readonly pinned: PinnedBudget;
   private readonly pinnedPerEnd: number;
   private readonly silent: SilentHosts;
-  /** monotonic ms, for the silent-host rule (tests replace it) */
-  now: () => number = monotonicMs;
   private fabric: VerbsFabric | null;
   private unavailable: string | null = null;
   rdmaAddress: string | null;
@@ -207,7 +205,7 @@ export class VerbsHostCA {
 
   /** Remote hosts whose connections use kernel TCP for now: they left a REQ unanswered. */
   get silentHosts(): { host: string; forMs: number }[] {
-    return this.silent.held(this.now());
+    return this.silent.held(monotonicMs());
   }
 
   get pendingCount(): number {
@@ -244,7 +242,7 @@ export class VerbsHostCA {
       return;
     }
     const remoteHost = local ? null : canonical(target);
-    const silence = remoteHost === null ? null : this.silent.decide(remoteHost, this.now());
+    const silence = remoteHost === null ? null : this.silent.decide(remoteHost, monotonicMs());
     if (silence && !silence.tryFabric) {
       done({ kind: 'fallback', reason: ABI.fb.NO_FABRIC, why: `${remoteHost} did not answer a REQ: kernel TCP for now` });
       return;
@@ -293,7 +291,7 @@ export class VerbsHostCA {
     if (!c) return;
     this.connecting.delete(end.handle);
     clearTimeout(c.timer);
-    if (c.remoteHost !== null && heard === 'silent') this.silent.unanswered(c.remoteHost, this.now());
+    if (c.remoteHost !== null && heard === 'silent') this.silent.unanswered(c.remoteHost, monotonicMs());
     if (c.remoteHost !== null && heard === 'answered') this.silent.answered(c.remoteHost);
     this.log.debug('verbs connect falls back', { cid: end.cid.toString(), why });
     if (end.cm === 'REQ_SENT') end.cmStep(reason === ABI.fb.NO_FABRIC ? 'timeout' : 'rcv_rej');
