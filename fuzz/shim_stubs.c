@@ -22,7 +22,7 @@ void vtoe_ep_atfork_prepare(void) {}
 void vtoe_ep_atfork_parent(void) {}
 void vtoe_ep_atfork_child(void) {}
 void vtoe_park_atfork_child(void) {}
-void vtoe_short_atfork_child(void) {}
+void vtoe_held_atfork_child(void) {}
 void vtoe_listen_reregister(void) {}
 
 /* vtoe_poll.c: no spinning (nothing runs beside a harness to publish while it spins), and

@@ -182,10 +182,10 @@ struct vtoe_ctl_rep {
 	uint32_t nfds;      /* VTOE_FD__COUNT with fds, else 0 */
 	uint32_t reason;    /* enum vtoe_fallback_reason with VTOE_EV_FALLBACK */
 	uint32_t spin_us;   /* how long a waiter may poll its ring before it sleeps */
-	/* With VTOE_FB_SHORT_LIVED (CONNECT) or a FALLBACK to an ACCEPT: until this time, the low
-	 * 32 bits of CLOCK_MONOTONIC in milliseconds, the agent offloads no connection to this
-	 * listener, so the shim need not ask (connect: for this destination; accept: on this
-	 * listener).  0: ask every time. */
+	/* With a FALLBACK: until this time, the low 32 bits of CLOCK_MONOTONIC in milliseconds,
+	 * the agent offloads no connection to this destination (CONNECT: for `reason`, which the
+	 * shim counts such connections under) or to this listener (ACCEPT), so the shim need not
+	 * ask.  0: ask every time. */
 	uint32_t skip_until_ms;
 };
 

@@ -1,5 +1,5 @@
 // vtoe_native: the agent's native half.  Exports ControlServer, ShmConnection, abiConstants, probeVerbs,
-// tcpPeerAccepted, tcpSocketIdentity, notifyService.
+// tcpPeerAccepted, tcpSocketIdentity, tcpListening, notifyService.
 #include <napi.h>
 
 #include "bindings.h"
@@ -13,6 +13,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports)
 	exports.Set("abiConstants", Napi::Function::New(env, vtoe::abi_constants, "abiConstants"));
 	exports.Set("probeVerbs", Napi::Function::New(env, vtoe::probe_verbs_js, "probeVerbs"));
 	exports.Set("tcpPeerAccepted", Napi::Function::New(env, vtoe::tcp_peer_accepted_js, "tcpPeerAccepted"));
+	exports.Set("tcpListening", Napi::Function::New(env, vtoe::tcp_listening_js, "tcpListening"));
 	exports.Set("tcpSocketIdentity", Napi::Function::New(env, vtoe::tcp_socket_identity_js, "tcpSocketIdentity"));
 	exports.Set("notifyService", Napi::Function::New(env, vtoe::notify_service_js, "notifyService"));
 	return exports;

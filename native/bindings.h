@@ -20,6 +20,9 @@ Napi::Value tcp_peer_accepted_js(const Napi::CallbackInfo &info);
 // tcpSocketIdentity(fd): { local, remote (null until connected), listening, inAgentNetns (null
 // until connected) } of TCP socket fd (tcp_diag.cc)
 Napi::Value tcp_socket_identity_js(const Napi::CallbackInfo &info);
+// tcpListening(family, address, port): true if a TCP socket of the agent's namespace listens
+// where a connect to that address and port would land (tcp_diag.cc)
+Napi::Value tcp_listening_js(const Napi::CallbackInfo &info);
 // notifyService(message): sends it to systemd's $NOTIFY_SOCKET; false when there is none
 // (service_notify.cc)
 Napi::Value notify_service_js(const Napi::CallbackInfo &info);

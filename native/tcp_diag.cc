@@ -3,7 +3,9 @@
 //    socket still in its listener's accept queue has no inode yet.
 //  - tcpSocketIdentity(fd): what the socket is (its addresses, listening or not) and whether
 //    it lives in the agent's network namespace (in another one a process can make any tuple).
-// One netlink round trip each, however many sockets the host has.
+//  - tcpListening(family, address, port): does any TCP socket of the agent's namespace listen
+//    where a connect to that address would land?
+// One netlink round trip each for the first two; the last reads the listeners (a dump per family).
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
@@ -17,6 +19,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <string>
 
 #include "bindings.h"
 #include "js_boundary.h"
@@ -92,6 +95,81 @@ DiagResult diag_find(const sockaddr_storage &src, const sockaddr_storage &dst, c
 		}
 	}
 	return {false, 0};
+}
+
+// Calls match(msg) for each listening TCP socket of `family` in the agent's namespace until it
+// returns true; true if one did.
+template <typename Match>
+bool diag_listeners(int family, Match &&match)
+{
+	struct {
+		nlmsghdr nlh;
+		inet_diag_req_v2 req;
+	} msg{};
+	msg.nlh.nlmsg_len = sizeof(msg);
+	msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	msg.req.sdiag_family = static_cast<uint8_t>(family);
+	msg.req.sdiag_protocol = IPPROTO_TCP;
+	msg.req.idiag_states = 1u << 10; // TCP_LISTEN
+
+	unique_fd nl(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+	if (!nl)
+		throw_errno("cannot open a sock_diag netlink socket");
+	sockaddr_nl kernel{};
+	kernel.nl_family = AF_NETLINK;
+	if (sendto(nl.get(), &msg, sizeof(msg), 0, reinterpret_cast<sockaddr *>(&kernel), sizeof(kernel)) < 0)
+		throw_errno("sock_diag request failed");
+	alignas(nlmsghdr) char buf[16384];
+	for (;;) {
+		ssize_t n = recv(nl.get(), buf, sizeof(buf), 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			throw_errno("sock_diag reply failed");
+		if (n == 0)
+			return false;
+		for (auto *h = reinterpret_cast<nlmsghdr *>(buf); NLMSG_OK(h, static_cast<unsigned>(n));
+		     h = NLMSG_NEXT(h, n)) {
+			if (h->nlmsg_type == NLMSG_DONE)
+				return false;
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				auto *e = static_cast<nlmsgerr *>(NLMSG_DATA(h));
+				throw_system_error(-e->error, "sock_diag listener dump failed");
+			}
+			if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY &&
+			    match(*static_cast<const inet_diag_msg *>(NLMSG_DATA(h))))
+				return true; // the rest of the dump goes with the socket
+		}
+	}
+}
+
+// Would a connect to (family, addr, port) reach a listener here?  A wildcard listener counts;
+// an IPv6 wildcard counts for IPv4 too (dual stack: IPV6_V6ONLY is not asked, so this may say
+// yes where the kernel would refuse, never the other way round for an exact or IPv4 listener).
+bool listening_at(int family, const unsigned char *addr, uint16_t port)
+{
+	static const unsigned char any[16] = {};
+	static const unsigned char mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	const __be16 port_be = htons(port);
+	// The destination as IPv4, if it is one (plain or v4-mapped).
+	const unsigned char *v4 = family == AF_INET ? addr
+				  : memcmp(addr, mapped_prefix, 12) == 0 ? addr + 12 : nullptr;
+	if (v4 && diag_listeners(AF_INET, [&](const inet_diag_msg &d) {
+		    return d.id.idiag_sport == port_be &&
+			   (memcmp(d.id.idiag_src, any, 4) == 0 || memcmp(d.id.idiag_src, v4, 4) == 0);
+	    }))
+		return true;
+	return diag_listeners(AF_INET6, [&](const inet_diag_msg &d) {
+		if (d.id.idiag_sport != port_be)
+			return false;
+		const auto *src = reinterpret_cast<const unsigned char *>(d.id.idiag_src);
+		if (memcmp(src, any, 16) == 0)
+			return true;
+		if (family == AF_INET6)
+			return memcmp(src, addr, 16) == 0;
+		return memcmp(src, mapped_prefix, 12) == 0 && memcmp(src + 12, v4, 4) == 0;
+	});
 }
 
 void addresses(int fd, sockaddr_storage &self, sockaddr_storage &peer, bool &connected)
@@ -207,6 +285,24 @@ Napi::Value tcp_socket_identity_js(const Napi::CallbackInfo &info)
 	js.Set("listening", listening);
 	js.Set("inAgentNetns", own_netns < 0 ? env.Null() : Napi::Value(Napi::Boolean::New(env, own_netns == 1)));
 	return js;
+}
+
+Napi::Value tcp_listening_js(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	int version = static_cast<int>(js_integer(info[0], "family", 4, 6));
+	if (version == 5)
+		throw Napi::TypeError::New(env, "family must be 4 or 6");
+	int family = version == 4 ? AF_INET : AF_INET6;
+	if (!info[1].IsString())
+		throw Napi::TypeError::New(env, "address must be a string");
+	std::string text = info[1].As<Napi::String>().Utf8Value();
+	uint16_t port = static_cast<uint16_t>(js_integer(info[2], "port", 1, 65535));
+	unsigned char addr[16] = {};
+	if (inet_pton(family, text.c_str(), addr) != 1)
+		throw Napi::TypeError::New(env, "address is not an IP address of that family");
+	bool yes = at_js_boundary(env, [&] { return listening_at(family, addr, port); });
+	return Napi::Boolean::New(env, yes);
 }
 
 } // namespace vtoe

@@ -505,13 +505,13 @@ void vtoe_addr_copy_out(const struct sockaddr_storage *ss, socklen_t len, struct
 			socklen_t *alen);
 
 /* ------------------------------------------------------------------------------------------ */
-/* vtoe_short.c: destinations the agent keeps on kernel TCP for a while                        */
+/* vtoe_held.c: destinations the agent keeps on kernel TCP for a while                         */
 /* ------------------------------------------------------------------------------------------ */
 uint32_t vtoe_ms32_now(void); /* CLOCK_MONOTONIC's low 32 bits in ms: the agent's skip_until_ms */
 bool vtoe_ms_before(uint32_t now, uint32_t until); /* until is set and still ahead */
-bool vtoe_short_skip(const struct vtoe_sockaddr *to); /* connect to `to` without asking? */
-void vtoe_short_flush(const struct vtoe_sockaddr *to); /* tell the agent what skip counted */
-void vtoe_short_learn(const struct vtoe_sockaddr *to, uint32_t until_ms);
-void vtoe_short_atfork_child(void);
+bool vtoe_held_skip(const struct vtoe_sockaddr *to); /* connect to `to` without asking? */
+void vtoe_held_flush(const struct vtoe_sockaddr *to); /* tell the agent what skip counted */
+void vtoe_held_learn(const struct vtoe_sockaddr *to, uint32_t until_ms, uint32_t reason);
+void vtoe_held_atfork_child(void);
 
 #endif /* VTOE_H */

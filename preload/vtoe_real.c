@@ -361,7 +361,7 @@ static void vtoe_atfork_child(void)
 	vtoe_fdtab_atfork_child();
 	vtoe_ctl_atfork_child();
 	vtoe_park_atfork_child();
-	vtoe_short_atfork_child();
+	vtoe_held_atfork_child();
 }
 
 static void vtoe_resolve(void)

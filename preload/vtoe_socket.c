@@ -296,7 +296,7 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	int fl, fdfl, e;
 
 	vtoe_addr_to_wire(addr, len, &to);
-	if (vtoe_short_skip(&to) || vtoe_ctl_up() < 0)
+	if (vtoe_held_skip(&to) || vtoe_ctl_up() < 0)
 		return vtoe_connect_kernel(fd, s, addr, len);
 
 	if (vtoe_bind_local(fd, s->family, &local, &local_len) < 0) {
@@ -310,7 +310,7 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	req.sid = 0;
 	vtoe_addr_to_wire((struct sockaddr *)&local, local_len, &req.local);
 	req.remote = to;
-	vtoe_short_flush(&to);
+	vtoe_held_flush(&to);
 	/* The socket goes with it: the agent checks its port, and keeps it as the proof that the
 	 * server's shim will be checked against (and for a late fallback). */
 	if (vtoe_ctl_rpc_fd(&req, fd, &rep, fds) < 0) {
@@ -335,8 +335,7 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	case VTOE_EV_FALLBACK:
 		vtoe_close_fds(fds);
 		vtoe_dbg("fd %d: agent says kernel TCP (reason %u)", fd, rep.reason);
-		if (rep.reason == VTOE_FB_SHORT_LIVED)
-			vtoe_short_learn(&to, rep.skip_until_ms);
+		vtoe_held_learn(&to, rep.skip_until_ms, rep.reason);
 		return vtoe_connect_kernel(fd, s, addr, len);
 	default:
 		vtoe_close_fds(fds);

@@ -28,6 +28,7 @@ export interface ResolvedConfig {
   shortBytes: number;
   shortMs: number;
   shortHoldMs: number;
+  kernelHoldMs: number;
   silentHoldMs: number;
   agentTimeoutMs: number;
   offload: boolean;
@@ -267,6 +268,9 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
   entry({ key: 'shortHoldMs', env: 'VTOE_SHORT_HOLD_MS', default: 1000,
     doc: "see VTOE_SHORT_BYTES: how long a short listener's connections stay on kernel TCP before the next is offloaded to look again", readBy: 'agent',
     ...intIn(1, 3_600_000, 'milliseconds') }),
+  entry({ key: 'kernelHoldMs', env: 'VTOE_KERNEL_HOLD_MS', default: 1000,
+    doc: "after the agent answers a connect with kernel TCP because a policy rule says so, no fabric reaches the destination, or a server without the shim listens there, the process connects to that destination without asking again for this long (no bind, no round trip); then it asks again, so a server restarted with the shim is offloaded at most this much later; 0: ask every time", readBy: 'agent',
+    ...intIn(0, 3_600_000, 'milliseconds') }),
   entry({ key: 'silentHoldMs', env: 'VTOE_SILENT_HOLD_MS', default: 30000,
     doc: 'a remote host that left a verbs REQ unanswered (no RDMA device there, or its fabric drops ours) gets kernel TCP at once for this long instead of a wait for each connect; then one connection tries again, and each silence doubles the hold, up to 16 times; any answer ends it; 0: try every connection', readBy: 'agent',
     ...intIn(0, 3_600_000, 'milliseconds') }),

@@ -135,6 +135,7 @@ interface NativeAddon {
   probeVerbs(): VerbsProbe;
   tcpPeerAccepted(fd: number): number;
   tcpSocketIdentity(fd: number): TcpSocketIdentity;
+  tcpListening(family: 4 | 6, address: string, port: number): boolean;
   notifyService(message: string): boolean;
 }
 
@@ -194,6 +195,15 @@ export interface TcpSocketIdentity {
  */
 export function tcpSocketIdentity(fd: number): TcpSocketIdentity {
   return native(() => loadAddon().tcpSocketIdentity(fd));
+}
+
+/**
+ * Whether a TCP socket of the agent's network namespace listens where a connect to `to` would
+ * land (an exact or wildcard address; an IPv6 wildcard counts for IPv4).  Reads the listeners
+ * with sock_diag.
+ */
+export function tcpListening(to: SockAddr): boolean {
+  return native(() => loadAddon().tcpListening(to.family, to.address, to.port));
 }
 
 /**

@@ -20,7 +20,7 @@ describe('config table', () => {
   it('declares each setting once, with VTOE_* names and docs', () => {
     const keys = CONFIG_TABLE.map((e) => e.key);
     expect(new Set(keys).size).toBe(keys.length);
-    expect(keys.sort()).toEqual(['agentSocket', 'agentTimeoutMs', 'clusterKeyFile', 'drainMs', 'fabric', 'fabricTrusted', 'logFile', 'logLevel',
+    expect(keys.sort()).toEqual(['agentSocket', 'agentTimeoutMs', 'clusterKeyFile', 'drainMs', 'fabric', 'fabricTrusted', 'kernelHoldMs', 'logFile', 'logLevel',
       'maxConnections', 'maxPendingAccepts', 'maxProcessSockets', 'metricsPort', 'offload', 'peerBells', 'peerTimeoutMs', 'pinnedMax', 'policy', 'pollKernelUs', 'profile', 'rdmaAddress', 'rdmaPort', 'ringMaxSize', 'ringSize', 'shortBytes', 'shortHoldMs', 'shortMs', 'silentHoldMs', 'spinUs', 'timewaitMs']);
     for (const e of CONFIG_TABLE) {
       expect(e.env).toMatch(/^VTOE_[A-Z_]+$/);
@@ -34,7 +34,7 @@ describe('config table', () => {
     expect(resolveConfig({})).toEqual({
       agentSocket: `/tmp/vtoe-${uid}/agent.sock`, ringSize: 262144, ringMaxSize: 4194304, spinUs: 50, pollKernelUs: 1000, logLevel: 'warn', logFile: '',
       policy: '', profile: '', timewaitMs: 2000, drainMs: 5000, maxConnections: 4096, maxProcessSockets: 3072, shortBytes: 16384, shortMs: 10,
-      shortHoldMs: 1000, silentHoldMs: 30000, agentTimeoutMs: 5000, offload: true, peerBells: true, fabric: 'auto', rdmaPort: 7471, rdmaAddress: '',
+      shortHoldMs: 1000, kernelHoldMs: 1000, silentHoldMs: 30000, agentTimeoutMs: 5000, offload: true, peerBells: true, fabric: 'auto', rdmaPort: 7471, rdmaAddress: '',
       clusterKeyFile: '', fabricTrusted: false, maxPendingAccepts: 4096, peerTimeoutMs: 924_600, pinnedMax: 0,
       metricsPort: 0,
     } satisfies ResolvedConfig);
@@ -51,7 +51,7 @@ describe('config table', () => {
       VTOE_AGENT_SOCKET: '/run/vtoe/a.sock', VTOE_RING_SIZE: '1048576', VTOE_RING_MAX_SIZE: '8m', VTOE_SPIN_US: '0', VTOE_POLL_KERNEL_US: '250',
       VTOE_LOG_LEVEL: 'DEBUG', VTOE_LOG_FILE: '/tmp/x.log', VTOE_POLICY: 'tcp both sshd *:*',
       VTOE_TIMEWAIT_MS: '0', VTOE_DRAIN_MS: '750', VTOE_MAX_CONNECTIONS: '1', VTOE_MAX_PROCESS_SOCKETS: '7', VTOE_AGENT_TIMEOUT_MS: '250', VTOE_OFFLOAD: 'off',
-      VTOE_SHORT_BYTES: '0', VTOE_SHORT_MS: '3', VTOE_SHORT_HOLD_MS: '50', VTOE_SILENT_HOLD_MS: '0',
+      VTOE_SHORT_BYTES: '0', VTOE_SHORT_MS: '3', VTOE_SHORT_HOLD_MS: '50', VTOE_KERNEL_HOLD_MS: '0', VTOE_SILENT_HOLD_MS: '0',
       VTOE_PEER_BELLS: 'no', VTOE_FABRIC: 'Verbs', VTOE_RDMA_PORT: '18515', VTOE_RDMA_ADDRESS: '192.0.2.1', VTOE_PROFILE: 'MPI',
       VTOE_CLUSTER_KEY_FILE: ' /etc/vtoe/key ', VTOE_FABRIC_TRUSTED: 'yes', VTOE_MAX_PENDING_ACCEPTS: '9',
       VTOE_PEER_TIMEOUT_MS: '5000', VTOE_PINNED_MAX: '3g', VTOE_METRICS_PORT: '9464',
@@ -59,7 +59,7 @@ describe('config table', () => {
     expect(cfg).toEqual({
       agentSocket: '/run/vtoe/a.sock', ringSize: 1048576, ringMaxSize: 8 << 20, spinUs: 0, pollKernelUs: 250, logLevel: 'debug', logFile: '/tmp/x.log',
       policy: 'tcp both sshd *:*', profile: 'mpi', timewaitMs: 0, drainMs: 750, maxConnections: 1, maxProcessSockets: 7, shortBytes: 0, shortMs: 3,
-      shortHoldMs: 50, silentHoldMs: 0, agentTimeoutMs: 250, offload: false,
+      shortHoldMs: 50, kernelHoldMs: 0, silentHoldMs: 0, agentTimeoutMs: 250, offload: false,
       peerBells: false, fabric: 'verbs', rdmaPort: 18515, rdmaAddress: '192.0.2.1',
       clusterKeyFile: '/etc/vtoe/key', fabricTrusted: true, maxPendingAccepts: 9, peerTimeoutMs: 5000,
       pinnedMax: 3 * 2 ** 30, metricsPort: 9464,

@@ -5,7 +5,8 @@ import { ABI, BELL_REPLY } from '../src/abi.js';
 import { MAX_PROGRAMS, OTHER_PROGRAMS } from '../src/agent/stats.js';
 import { createLogger } from '../src/log.js';
 import { wireMs } from '../src/agent/short-connections.js';
-import type { CtlRequest, TcpSocketIdentity } from '../src/native.js';
+import type { CtlRequest, SockAddr, TcpSocketIdentity } from '../src/native.js';
+import { parsePolicy } from '../src/policy.js';
 import { acceptedFd, addr, CLIENT, clientFd, fakeSocketOf, LISTEN_FD, SERVER, setup } from './helpers/fake-core.js';
 
 /** Runs fn with vitest's fake timers, which are put back whatever happens. */
@@ -204,6 +205,54 @@ describe('core CA', () => {
     t.send(CLIENT, ABI.op.PEER_RESET, { sid, cid });
     expect(t.links[0]!.hungUp).toEqual([0]);
     expect(t.dropped).toEqual([SERVER]);
+  });
+});
+
+describe('core CA: destinations held on kernel TCP', () => {
+  const connectTo = (t: ReturnType<typeof setup>, remote: SockAddr, clientPort: number) =>
+    t.send(CLIENT, ABI.op.CONNECT, { sid: 0, local: addr(clientPort), remote, fd: clientFd(clientPort) })!;
+
+  it('tells a client of a server without the shim that it need not ask for VTOE_KERNEL_HOLD_MS', () => {
+    const t = setup({ kernelHoldMs: 1000 });
+    t.core.now = () => 50_000;
+    const asked: SockAddr[] = [];
+    t.core.kernelListening = (to) => { asked.push(to); return true; };
+    const rep = connectTo(t, addr(6000), 44000);
+    expect(rep).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED, skipUntilMs: wireMs(51_000) });
+    expect(asked).toEqual([addr(6000)]);
+    // A registered listener is offloaded as before; nobody asks the kernel about it.
+    t.connect(44001);
+    expect(asked).toHaveLength(1);
+  });
+
+  it('promises nothing where nothing listens yet, or where the listeners cannot be read', () => {
+    // A client retrying until its server is up must be offloaded once the server is.
+    const t = setup({ kernelHoldMs: 1000 });
+    t.core.now = () => 50_000;
+    expect(connectTo(t, addr(6000), 44100)).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED, skipUntilMs: 0 });
+    t.core.kernelListening = () => { throw new Error('EPERM: sock_diag'); };
+    expect(connectTo(t, addr(6000), 44101)).toMatchObject({ event: ABI.ev.FALLBACK, skipUntilMs: 0 });
+    expect(t.counters.fallbackReasons.get('peer-not-offloaded')).toBe(2);
+  });
+
+  it('holds a destination a policy rule keeps on kernel TCP, and one no fabric reaches', () => {
+    const t = setup({ kernelHoldMs: 250 }, undefined, parsePolicy('tcp connect * 127.0.0.1:7000'));
+    t.core.now = () => 80_000;
+    expect(connectTo(t, addr(7000), 44200)).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.POLICY, skipUntilMs: wireMs(80_250) });
+    const remote: SockAddr = { family: 4, address: '192.0.2.1', port: 7001, scopeId: 0 }; // no verbs fabric here
+    expect(connectTo(t, remote, 44201)).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.NO_FABRIC, skipUntilMs: wireMs(80_250) });
+  });
+
+  it('holds nothing with VTOE_KERNEL_HOLD_MS=0, nor for reasons that can change at the next connect', () => {
+    const t = setup({ kernelHoldMs: 0 }, undefined, parsePolicy('tcp connect * 127.0.0.1:7000'));
+    t.core.kernelListening = () => true;
+    expect(connectTo(t, addr(7000), 44300).skipUntilMs).toBe(0);
+    expect(connectTo(t, addr(6000), 44301).skipUntilMs).toBe(0);
+    const u = setup({ kernelHoldMs: 1000, maxConnections: 1 });
+    u.core.kernelListening = () => true;
+    u.connect(44302);
+    const full = connectTo(u, addr(5000), 44303); // resources: free again as soon as one closes
+    expect(full).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.RESOURCES, skipUntilMs: 0 });
   });
 });
 

@@ -6,7 +6,7 @@ import { closeSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { ABI, BELL_REPLY, FALLBACK_REASON_COUNT, reasonName } from '../abi.js';
 import {
-  tcpPeerAccepted, tcpSocketIdentity, type CtlReply, type CtlRequest, type SideEnd, type SockAddr, type TcpSocketIdentity,
+  tcpListening, tcpPeerAccepted, tcpSocketIdentity, type CtlReply, type CtlRequest, type SideEnd, type SockAddr, type TcpSocketIdentity,
 } from '../native.js';
 import type { ResolvedConfig } from '../config.js';
 import { decide, type PolicyRule } from '../policy.js';
@@ -125,6 +125,8 @@ export class CoreCA {
   now: () => number = monotonicMs;
   /** The kernel's word on a socket a request passed (tests replace it). */
   socketOf: (fd: number) => TcpSocketIdentity = tcpSocketIdentity;
+  /** Whether a kernel listener waits where a connect to an address lands (tests replace it). */
+  kernelListening: (to: SockAddr) => boolean = tcpListening;
   private netnsBlindWarned = false;
   /** Closes a descriptor a request passed (tests replace it, to see each closed once). */
   closeFd: (fd: number) => void = closeFd;
@@ -275,7 +277,7 @@ export class CoreCA {
     const sock = this.ownedOpenSocket(proc, req);
     if (!sock) return;
     const verdict = decide(this.policy, { program: proc.program, role: 'connect', address: remote.address, port: remote.port });
-    if (verdict.action === 'tcp') return this.fallback(proc.client, req, ABI.fb.POLICY);
+    if (verdict.action === 'tcp') return this.fallback(proc.client, req, ABI.fb.POLICY, this.kernelHoldUntil());
     if (this.draining) return this.fallback(proc.client, req, ABI.fb.RESOURCES);
     // The port it names is the one its socket is bound to: the server's side is keyed by it.
     const id = this.identify(req.fd);
@@ -294,9 +296,15 @@ export class CoreCA {
     if (this.verbs && (fabric === 'verbs' || (fabric === 'auto' && !onThisHost))) {
       return this.connectVerbs(proc, req, sock.sid);
     }
-    if (!onThisHost) return this.fallback(proc.client, req, ABI.fb.NO_FABRIC);
+    if (!onThisHost) return this.fallback(proc.client, req, ABI.fb.NO_FABRIC, this.kernelHoldUntil());
     const listener = this.listeners.find(remote.family, remote.address, remote.port);
-    if (!listener) return this.fallback(proc.client, req, ABI.fb.PEER_NOT_OFFLOADED);
+    if (!listener) {
+      // A server without the shim: its clients need not ask for a while.  Nothing listening at
+      // all (a client retrying until its server is up): no hold, or the first connection that
+      // finds the server, offloaded or not, would stay on kernel TCP.
+      const hold = this.listensOnKernel(remote) ? this.kernelHoldUntil() : 0;
+      return this.fallback(proc.client, req, ABI.fb.PEER_NOT_OFFLOADED, hold);
+    }
     // One rendezvous, one connection: a second claim on it is refused, never swapped in.
     if (this.pending.has(pendingKey(listener.port, local.port))) {
       this.refuse(proc, 'connect-duplicate', `CONNECT from port ${local.port} that another connection waits on`);
@@ -349,7 +357,10 @@ export class CoreCA {
       const sock = this.sockets.get(sid);
       const alive = this.processes.get(proc.client) === proc && sock?.kind === 'open' && sock.client === proc.client;
       if (outcome.kind === 'fallback') {
-        if (alive) this.fallback(proc.client, req, outcome.reason);
+        // No fabric to that host (a silent one, or no route): its connections need not ask
+        // for a while.  A remote REJ says nothing of what listens there: no hold.
+        const hold = outcome.reason === ABI.fb.NO_FABRIC ? this.kernelHoldUntil() : 0;
+        if (alive) this.fallback(proc.client, req, outcome.reason, hold);
         this.changed();
         return;
       }
@@ -880,6 +891,20 @@ export class CoreCA {
     this.refuse(proc, why, what);
     this.counters.fallback(reasonName(ABI.fb.UNVERIFIED), proc.program);
     this.reply(proc.client, req, { event: ABI.ev.FALLBACK, reason: ABI.fb.UNVERIFIED });
+  }
+
+  /** Until when a process may connect to a destination declined now without asking (0: no hold). */
+  private kernelHoldUntil(): number {
+    return this.config.kernelHoldMs > 0 ? this.now() + this.config.kernelHoldMs : 0;
+  }
+
+  private listensOnKernel(to: SockAddr): boolean {
+    try {
+      return this.kernelListening(to);
+    } catch (err) {
+      this.log.debug('cannot read the listeners (sock_diag); no hold', { error: String(err) });
+      return false;
+    }
   }
 
   private fallback(client: number, req: CtlRequest, reason: number, skipUntil = 0): void {

@@ -9,6 +9,7 @@ import { EventLog } from '../../src/agent/event-log.js';
 import type { ShmHostCA, ShmLink } from '../../src/agent/host-ca-shm.js';
 import { AgentCounters } from '../../src/agent/stats.js';
 import type { ResolvedConfig } from '../../src/config.js';
+import type { PolicyRule } from '../../src/policy.js';
 import type { CtlReply, CtlRequest, Side, SideEnd, SockAddr, TcpSocketIdentity } from '../../src/native.js';
 
 export const SERVER = 1;
@@ -28,7 +29,8 @@ export function fakeSocketOf(fd: number): TcpSocketIdentity {
   throw Object.assign(new Error('EBADF: not a socket'), { code: 'EBADF' });
 }
 
-export function setup(config: Partial<ResolvedConfig> = {}, logger: Logger = createLogger({ level: 'error', component: 'test' })) {
+export function setup(config: Partial<ResolvedConfig> = {}, logger: Logger = createLogger({ level: 'error', component: 'test' }),
+  policy: PolicyRule[] = []) {
   const replies: Array<{ client: number; rep: CtlReply; fds?: number[] }> = [];
   const dropped: number[] = [];
   const sink: ReplySink = {
@@ -67,12 +69,13 @@ export function setup(config: Partial<ResolvedConfig> = {}, logger: Logger = cre
   const shm = { createLink: fakeLink } as unknown as ShmHostCA;
   const counters = new AgentCounters();
   const log = new EventLog();
-  const core = new CoreCA(sink, shm, resolveConfig({}, { timewaitMs: 0, ...config }), [], counters, log,
+  const core = new CoreCA(sink, shm, resolveConfig({}, { timewaitMs: 0, ...config }), policy, counters, log,
     logger);
   // Descriptors the agent closed; using one afterwards is an error, as it would be for real.
   const closed: number[] = [];
   const extraSockets = new Map<number, TcpSocketIdentity>();
   core.closeFd = (fd) => { closed.push(fd); };
+  core.kernelListening = () => false; // no server without the shim, unless a test says so
   core.socketOf = (fd) => {
     if (closed.includes(fd)) throw Object.assign(new Error('EBADF: closed'), { code: 'EBADF' });
     return extraSockets.get(fd) ?? fakeSocketOf(fd);

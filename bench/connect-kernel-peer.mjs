@@ -1,0 +1,75 @@
+#!/usr/bin/env node
+// What the shim costs a program that connects to a server without the shim (a database, a
+// service, a license server): the same client (vtoe-pingpong --mode connect, 64 B each way)
+// against a plain kernel server, with no preload, through the shim with the agent's default
+// kernel hold, and through the shim asking the agent every time (VTOE_KERNEL_HOLD_MS=0).
+// Each trial is a fresh server and client; the ways alternate; medians of the trials' p50.
+//   node bench/connect-kernel-peer.mjs [--trials 5] [--iters 3000]
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { killChildren, line, start } from './children.mjs';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const { values } = parseArgs({ options: {
+  trials: { type: 'string', default: '5' },
+  iters: { type: 'string', default: '3000' },
+} });
+const trials = Number(values.trials);
+const iters = Number(values.iters);
+const warmup = 200;
+const tool = join(root, 'tools/bin/vtoe-pingpong');
+const shim = join(root, 'preload/libvtoe.so');
+const dir = mkdtempSync(join(tmpdir(), 'vtoe-connk-'));
+
+async function standingAgent(name, extraEnv) {
+  const socket = join(dir, `${name}.sock`);
+  const env = { ...process.env, ...extraEnv, VTOE_AGENT_SOCKET: socket };
+  const agent = start(process.execPath, [join(root, 'bin/vtoe.js'), 'agent'], env);
+  await line(agent, 'stderr', /listening on/);
+  return socket;
+}
+
+/** Its exit status, watched from the start (it may exit before anyone waits). */
+function exited(child) {
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
+}
+
+/** One trial: a fresh kernel server and a fresh client; the client's p50 connection time. */
+async function trial(clientEnv) {
+  const server = start(tool, ['server', '--port', '0', '--count', String(iters + warmup)], process.env);
+  const serverDone = exited(server);
+  const port = (await line(server, 'stdout', /READY (\d+)/))[1];
+  const client = start(tool, ['client', '--port', port, '--mode', 'connect', '--size', '64',
+    '--iters', String(iters), '--warmup', String(warmup)], { ...process.env, ...clientEnv });
+  const clientDone = exited(client);
+  const result = JSON.parse((await line(client, 'stdout', /\{.*"mode":"connect".*\}/))[0]);
+  const [c, s] = await Promise.all([clientDone, serverDone]);
+  if (c !== 0 || s !== 0) throw new Error(`client exited ${c}, server ${s}`);
+  return result.conn_us.p50;
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+try {
+  const held = await standingAgent('held', {});
+  const asking = await standingAgent('asking', { VTOE_KERNEL_HOLD_MS: '0' });
+  const ways = {
+    'plain (no preload)': {},
+    'shim, kernel hold (default)': { LD_PRELOAD: shim, VTOE_AGENT_SOCKET: held },
+    'shim, VTOE_KERNEL_HOLD_MS=0': { LD_PRELOAD: shim, VTOE_AGENT_SOCKET: asking },
+  };
+  const p50s = Object.fromEntries(Object.keys(ways).map((k) => [k, []]));
+  for (let t = 0; t < trials; t++) for (const [k, env] of Object.entries(ways)) p50s[k].push(await trial(env));
+  const plain = median(p50s['plain (no preload)']);
+  console.log(`connect + 64 B each way + close to a kernel-only server, ${iters} connections per trial, ${trials} trials alternated:`);
+  for (const [k, xs] of Object.entries(p50s)) {
+    const m = median(xs);
+    console.log(`  ${k.padEnd(30)} p50 ${m.toFixed(1).padStart(7)} us   ${(m / plain).toFixed(2)}x plain   (trials: ${xs.map((x) => x.toFixed(1)).join(', ')})`);
+  }
+} finally {
+  killChildren();
+  rmSync(dir, { recursive: true, force: true });
+}
