@@ -48,32 +48,47 @@ void set_diag_endpoint(__be16 *port, __be32 *addr, const sockaddr_storage &ss)
 	}
 }
 
-// The TCP socket whose source is `src` and destination `dst` in the agent's namespace; with a
-// cookie, only that very socket (another one with the tuple is "not found").
-DiagResult diag_find(const sockaddr_storage &src, const sockaddr_storage &dst, const uint32_t cookie[2])
+struct DiagRequest {
+	nlmsghdr nlh;
+	inet_diag_req_v2 req;
+};
+
+// A TCP request of `family` with `flags`; the caller fills in what it asks.
+DiagRequest diag_request(int family, uint16_t flags)
 {
-	struct {
-		nlmsghdr nlh;
-		inet_diag_req_v2 req;
-	} msg{};
+	DiagRequest msg{};
 	msg.nlh.nlmsg_len = sizeof(msg);
 	msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-	msg.nlh.nlmsg_flags = NLM_F_REQUEST;
-	msg.req.sdiag_family = src.ss_family;
+	msg.nlh.nlmsg_flags = flags;
+	msg.req.sdiag_family = static_cast<uint8_t>(family);
 	msg.req.sdiag_protocol = IPPROTO_TCP;
-	msg.req.idiag_states = ~0u;
-	msg.req.id.idiag_cookie[0] = cookie[0];
-	msg.req.id.idiag_cookie[1] = cookie[1];
-	set_diag_endpoint(&msg.req.id.idiag_sport, msg.req.id.idiag_src, src);
-	set_diag_endpoint(&msg.req.id.idiag_dport, msg.req.id.idiag_dst, dst);
+	return msg;
+}
 
+// Sends msg to the kernel on a fresh sock_diag socket, which it returns for the answer.
+unique_fd diag_send(const DiagRequest &msg)
+{
 	unique_fd nl(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
 	if (!nl)
 		throw_errno("cannot open a sock_diag netlink socket");
 	sockaddr_nl kernel{};
 	kernel.nl_family = AF_NETLINK;
-	if (sendto(nl.get(), &msg, sizeof(msg), 0, reinterpret_cast<sockaddr *>(&kernel), sizeof(kernel)) < 0)
+	if (sendto(nl.get(), &msg, sizeof(msg), 0, reinterpret_cast<const sockaddr *>(&kernel), sizeof(kernel)) < 0)
 		throw_errno("sock_diag request failed");
+	return nl;
+}
+
+// The TCP socket whose source is `src` and destination `dst` in the agent's namespace; with a
+// cookie, only that very socket (another one with the tuple is "not found").
+DiagResult diag_find(const sockaddr_storage &src, const sockaddr_storage &dst, const uint32_t cookie[2])
+{
+	DiagRequest msg = diag_request(src.ss_family, NLM_F_REQUEST);
+	msg.req.idiag_states = ~0u;
+	msg.req.id.idiag_cookie[0] = cookie[0];
+	msg.req.id.idiag_cookie[1] = cookie[1];
+	set_diag_endpoint(&msg.req.id.idiag_sport, msg.req.id.idiag_src, src);
+	set_diag_endpoint(&msg.req.id.idiag_dport, msg.req.id.idiag_dst, dst);
+	unique_fd nl = diag_send(msg);
 	alignas(nlmsghdr) char buf[8192];
 	ssize_t n;
 	do {
@@ -102,24 +117,9 @@ DiagResult diag_find(const sockaddr_storage &src, const sockaddr_storage &dst, c
 template <typename Match>
 bool diag_listeners(int family, Match &&match)
 {
-	struct {
-		nlmsghdr nlh;
-		inet_diag_req_v2 req;
-	} msg{};
-	msg.nlh.nlmsg_len = sizeof(msg);
-	msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-	msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-	msg.req.sdiag_family = static_cast<uint8_t>(family);
-	msg.req.sdiag_protocol = IPPROTO_TCP;
+	DiagRequest msg = diag_request(family, NLM_F_REQUEST | NLM_F_DUMP);
 	msg.req.idiag_states = 1u << 10; // TCP_LISTEN
-
-	unique_fd nl(socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
-	if (!nl)
-		throw_errno("cannot open a sock_diag netlink socket");
-	sockaddr_nl kernel{};
-	kernel.nl_family = AF_NETLINK;
-	if (sendto(nl.get(), &msg, sizeof(msg), 0, reinterpret_cast<sockaddr *>(&kernel), sizeof(kernel)) < 0)
-		throw_errno("sock_diag request failed");
+	unique_fd nl = diag_send(msg);
 	alignas(nlmsghdr) char buf[16384];
 	for (;;) {
 		ssize_t n = recv(nl.get(), buf, sizeof(buf), 0);
