@@ -141,6 +141,29 @@ describe('core CA', () => {
     expect(t.core.pendingCount).toBe(0);
   });
 
+  it('answers a kernel client without reading its socket when nothing waits on the ports it names', () => {
+    const t = setup();
+    const read: number[] = [];
+    const kernelSays = t.core.socketOf;
+    t.core.socketOf = (fd) => { read.push(fd); return kernelSays(fd); };
+    const named = (port: number) => ({ sid: t.listenSid, local: addr(5000), remote: addr(port), fd: acceptedFd(port) });
+    expect(t.send(SERVER, ABI.op.ACCEPT, named(40010))).toMatchObject({ event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED });
+    expect(read).toEqual([]);
+    expect(t.counters.kernelAccepted).toBe(1);
+    expect(t.closed).toContain(acceptedFd(40010)); // the socket passed is closed all the same
+    // A connection waits on those ports: its socket must prove the claim, as before.
+    const { cid } = t.connect(40011);
+    expect(t.send(SERVER, ABI.op.ACCEPT, named(40011))).toMatchObject({ event: ABI.ev.CONNECT_ESTABLISHED, cid });
+    expect(read).toContain(acceptedFd(40011));
+    // Ports that lie get kernel TCP; the connection they hid still waits for its own socket.
+    const other = t.connect(40012);
+    const copy = 8_100_012; // the process's own copy of the accepted socket, which the agent closes
+    t.extraSockets.set(copy, fakeSocketOf(acceptedFd(40012)));
+    expect(t.send(SERVER, ABI.op.ACCEPT, { ...named(40013), fd: copy })!.event).toBe(ABI.ev.FALLBACK);
+    expect(t.core.pendingCount).toBe(1);
+    expect(t.accept(40012)).toMatchObject({ event: ABI.ev.CONNECT_ESTABLISHED, cid: other.cid });
+  });
+
   it('rejects a connection whose rendezvous failed, and frees it', () => {
     const t = setup();
     const { sid, cid } = t.connect(40003);

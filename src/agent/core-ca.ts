@@ -450,6 +450,10 @@ export class CoreCA {
   }
 
   private accept(proc: ProcessRecord, req: CtlRequest): void {
+    // A kernel client, by the ports the request names: nothing waits there, so nothing can be
+    // claimed and its socket need not prove anything.  Ports that lie only keep the process on
+    // kernel TCP; a connection it thereby left unclaimed is relayed (lateFallback).
+    if (req.fd !== undefined && this.nothingWaitsOn(req)) return this.answerKernelClient(proc, req);
     // The accepted socket is the capability: it alone says which connection, and only the
     // process that accepted the rendezvous (or one it gave the socket to) holds it.  The
     // addresses in the request are not trusted.
@@ -465,12 +469,7 @@ export class CoreCA {
       return this.refuseAccept(proc, req, 'accept-not-party', `ACCEPT of port ${remote.port} with a socket of another connection`);
     }
     if (!conn) {
-      const onKernel = (): void => {
-        this.counters.kernelAccepted++;
-        this.reply(proc.client, req, {
-          event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED, skipUntilMs: wireMs(this.acceptQuietUntil(proc, req.sid)),
-        });
-      };
+      const onKernel = (): void => this.answerKernelClient(proc, req);
       // A remote client's connection may still be proving itself: then the answer comes later.
       const waits = this.verbs?.claimPassive(local.port, remote, (claim) => {
         if (this.processes.get(proc.client) !== proc) {
@@ -510,6 +509,20 @@ export class CoreCA {
     }, conn.link.fdsFor(1));
     conn.link.releaseSide(1);
     if (!sent) this.closeSocket(sid, ABI.close.RESET);
+  }
+
+  /** No connection waits for a claim on the ports an ACCEPT names, on either fabric. */
+  private nothingWaitsOn(req: CtlRequest): boolean {
+    const { local, remote } = req;
+    if (!local || !remote || local.port === 0 || remote.port === 0) return false;
+    return !this.pending.has(pendingKey(local.port, remote.port)) && !this.verbs?.waitsOnPorts(local.port, remote.port);
+  }
+
+  private answerKernelClient(proc: ProcessRecord, req: CtlRequest): void {
+    this.counters.kernelAccepted++;
+    this.reply(proc.client, req, {
+      event: ABI.ev.FALLBACK, reason: ABI.fb.PEER_NOT_OFFLOADED, skipUntilMs: wireMs(this.acceptQuietUntil(proc, req.sid)),
+    });
   }
 
   private acceptVerbs(proc: ProcessRecord, req: CtlRequest, remote: SockAddr,

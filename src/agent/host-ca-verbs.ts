@@ -485,6 +485,11 @@ export class VerbsHostCA {
   }
 
   /** This client's remote connections on key: the same address, or (rdma_cm names this host by its RDMA address) both on this host. */
+  /** Whether a passive end waits for a claim on these ports (whatever the client's address). */
+  waitsOnPorts(listenerPort: number, clientPort: number): boolean {
+    return !!this.fabric && (this.pendingAccept.get(acceptKey(listenerPort, clientPort))?.length ?? 0) > 0;
+  }
+
   private candidates(key: string, client: SockAddr): VerbsEndpoint[] {
     return (this.pendingAccept.get(key) ?? []).filter((e) => canonical(e.remote!.address) === canonical(client.address)
       || (this.passive.get(e)?.fromThisHost === true && isLocalAddress(client.address)));
