@@ -290,8 +290,8 @@ Napi::Value tcp_socket_identity_js(const Napi::CallbackInfo &info)
 Napi::Value tcp_listening_js(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
-	int version = static_cast<int>(js_integer(info[0], "family", 4, 6));
-	if (version == 5)
+	double version = js_integer(info[0], "family", 4, 6);
+	if (version != 4 && version != 6)
 		throw Napi::TypeError::New(env, "family must be 4 or 6");
 	int family = version == 4 ? AF_INET : AF_INET6;
 	if (!info[1].IsString())

@@ -2,24 +2,19 @@
 // started without the shim asks the agent once per hold and then connects as a plain program
 // would (no bind, no round trip), every such connection still counted; a client that tries
 // before its server is up is never held, so it is offloaded as soon as the server listens.
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent/agent.js';
+import type { Agent } from '../src/agent/agent.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
+import { freePort } from '../src/bench/bench-command.js';
 import type { ResolvedConfig } from '../src/config.js';
-import { packageRoot, toolPath } from '../src/paths.js';
+import { toolPath } from '../src/paths.js';
 import { startProc } from './helpers/proc.js';
+import { startPingPongAgent } from './helpers/pingpong-agent.js';
 import { scratchPerTest } from './helpers/scratch.js';
 
 const scratch = scratchPerTest();
 
-async function startAgent(config: Partial<ResolvedConfig>): Promise<Agent> {
-  if (!existsSync(toolPath('vtoe-pingpong'))) execFileSync('make', ['-C', 'tools'], { cwd: packageRoot, stdio: 'inherit' });
-  const dir = scratch.tempDir('vtoe-hold-');
-  return scratch.track(await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { timewaitMs: 20, ...config } }));
-}
+const startAgent = (config: Partial<ResolvedConfig>): Promise<Agent> => startPingPongAgent(scratch, config);
 
 // Connects to argv[1] twice: the first attempt finds nothing listening, the second (after "go"
 // on stdin) a vtoe-pingpong server, with one 64-byte round trip in its protocol (a 16-byte
@@ -47,12 +42,6 @@ sys.stdin.readline()
 print("SECOND", attempt(), flush=True)
 `;
 
-/** A port nothing listens on (the kernel's pick, closed again). */
-function freePort(): number {
-  return Number(execFileSync('python3', ['-c',
-    'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()']).toString());
-}
-
 describe('destinations held on kernel TCP', () => {
   it('a client of a server without the shim asks the agent once, and every connection is still counted', async () => {
     const a = await startAgent({ kernelHoldMs: 600_000 });
@@ -76,7 +65,7 @@ describe('destinations held on kernel TCP', () => {
   it('a client that tries before its server listens is offloaded once the server with the shim is up', async () => {
     const a = await startAgent({ kernelHoldMs: 600_000 });
     const env = offloadEnv(a.socketPath);
-    const port = freePort();
+    const port = await freePort(); // nothing listens there yet
     const client = startProc('python3', ['-c', RETRYING_CLIENT, String(port)], env);
     await client.waitLine(/^FIRST REFUSED$/);
     const server = startProc(toolPath('vtoe-pingpong'), ['server', '--port', String(port), '--count', '1'], env);

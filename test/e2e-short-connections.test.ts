@@ -2,24 +2,18 @@
 // few bytes and close is learnt, and its later clients connect on kernel TCP without a round
 // trip to the agent on either side; connections that carry more stay offloaded.  The workload
 // is tools/vtoe-pingpong's connect mode, which checks every byte it gets back.
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Agent } from '../src/agent/agent.js';
+import type { Agent } from '../src/agent/agent.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
 import type { ResolvedConfig } from '../src/config.js';
-import { packageRoot, toolPath } from '../src/paths.js';
+import { toolPath } from '../src/paths.js';
 import { startProc } from './helpers/proc.js';
+import { startPingPongAgent } from './helpers/pingpong-agent.js';
 import { scratchPerTest } from './helpers/scratch.js';
 
 const scratch = scratchPerTest();
 
-async function startAgent(config: Partial<ResolvedConfig>): Promise<Agent> {
-  if (!existsSync(toolPath('vtoe-pingpong'))) execFileSync('make', ['-C', 'tools'], { cwd: packageRoot, stdio: 'inherit' });
-  const dir = scratch.tempDir('vtoe-short-');
-  return scratch.track(await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { timewaitMs: 20, ...config } }));
-}
+const startAgent = (config: Partial<ResolvedConfig>): Promise<Agent> => startPingPongAgent(scratch, config);
 
 /** warmup + iters connections in a row, each one round trip of `size` bytes each way. */
 async function connections(a: Agent, iters: number, warmup: number, size: number) {

@@ -2,6 +2,7 @@
 // connects (so the client may connect there without asking for a while), read with sock_diag.
 import { createServer, type Server } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
+import { freePort } from '../src/bench/bench-command.js';
 import { tcpListening, type SockAddr } from '../src/native.js';
 
 const servers: Server[] = [];
@@ -16,15 +17,6 @@ async function listenAt(host: string, ipv6Only = false): Promise<number> {
   return (server.address() as { port: number }).port;
 }
 
-/** A port nothing listens on: one the kernel just gave a listener that is closed again. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 const v4 = (address: string, port: number): SockAddr => ({ family: 4, address, port, scopeId: 0 });
 const v6 = (address: string, port: number): SockAddr => ({ family: 6, address, port, scopeId: 0 });
 
@@ -34,7 +26,7 @@ describe('tcpListening', () => {
     expect(tcpListening(v4('127.0.0.1', port))).toBe(true);
     expect(tcpListening(v4('127.0.0.2', port))).toBe(false);
     expect(tcpListening(v6('::ffff:127.0.0.1', port))).toBe(true); // the same address, v4-mapped
-    expect(tcpListening(v4('127.0.0.1', await closedPort()))).toBe(false);
+    expect(tcpListening(v4('127.0.0.1', await freePort()))).toBe(false); // nothing listens there
   });
 
   it('counts a wildcard listener for every address of its family, and an IPv6 wildcard for IPv4', async () => {
