@@ -268,9 +268,11 @@ describe('core CA: destinations held on kernel TCP', () => {
 
   it('holds nothing with VTOE_KERNEL_HOLD_MS=0, nor for reasons that can change at the next connect', () => {
     const t = setup({ kernelHoldMs: 0 }, undefined, parsePolicy('tcp connect * 127.0.0.1:7000'));
-    t.core.kernelListening = () => true;
+    let reads = 0;
+    t.core.kernelListening = () => { reads++; return true; };
     expect(connectTo(t, addr(7000), 44300).skipUntilMs).toBe(0);
     expect(connectTo(t, addr(6000), 44301).skipUntilMs).toBe(0);
+    expect(reads).toBe(0); // no hold to give, so the listeners are not read
     const u = setup({ kernelHoldMs: 1000, maxConnections: 1 });
     u.core.kernelListening = () => true;
     u.connect(44302);

@@ -302,7 +302,9 @@ export class CoreCA {
       // A server without the shim: its clients need not ask for a while.  Nothing listening at
       // all (a client retrying until its server is up): no hold, or the first connection that
       // finds the server, offloaded or not, would stay on kernel TCP.
-      const hold = this.listensOnKernel(remote) ? this.kernelHoldUntil() : 0;
+      // (The listeners are read only when there is a hold to give: a dump per family.)
+      const until = this.kernelHoldUntil();
+      const hold = until > 0 && this.listensOnKernel(remote) ? until : 0;
       return this.fallback(proc.client, req, ABI.fb.PEER_NOT_OFFLOADED, hold);
     }
     // One rendezvous, one connection: a second claim on it is refused, never swapped in.
