@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <memory>
+#include <utility>
 #include <string>
 
 #include "js_boundary.h"
@@ -123,6 +124,7 @@ public:
 				InstanceMethod<&JsVerbsFabric::establish>("establish"),
 				InstanceMethod<&JsVerbsFabric::start>("start"),
 				InstanceMethod<&JsVerbsFabric::disconnect>("disconnect"),
+				InstanceMethod<&JsVerbsFabric::port_active>("portActive"),
 				InstanceMethod<&JsVerbsFabric::reset_app>("resetApp"),
 				InstanceMethod<&JsVerbsFabric::liveness>("liveness"),
 				InstanceMethod<&JsVerbsFabric::probe>("probe"),
@@ -322,6 +324,12 @@ private:
 		at_js_boundary(info.Env(), [&] { fabric_->start(h, p, auth); });
 	}
 
+	Napi::Value port_active(const Napi::CallbackInfo &info)
+	{
+		uint32_t h = handle_arg(info[0]);
+		return Napi::Boolean::New(info.Env(), at_js_boundary(info.Env(), [&] { return fabric_->port_active(h); }));
+	}
+
 	void disconnect(const Napi::CallbackInfo &info)
 	{
 		uint32_t h = handle_arg(info[0]);
@@ -412,6 +420,24 @@ private:
 			js.Set("notifications", static_cast<double>(s.notifications));
 			js.Set("bytesSent", static_cast<double>(s.bytes_sent));
 			js.Set("bytesDelivered", static_cast<double>(s.bytes_delivered));
+			const VerbsConnState st = c.state();
+			Napi::Object dp = Napi::Object::New(env);
+			const std::pair<const char *, uint64_t> numbers[] = {
+				{"sent", st.sent}, {"completed", st.completed}, {"txTail", st.tx_tail},
+				{"messagesSent", st.msgs_sent}, {"oldestUnackedMs", st.oldest_unacked_ms},
+				{"sendQueueUsed", st.sq_used}, {"batchesOut", st.batches_out},
+				{"peerConsumed", st.peer_consumed}, {"peerRecvs", st.peer_recvs},
+				{"delivered", st.delivered}, {"reportedConsumed", st.reported_consumed},
+				{"recvsPosted", st.recvs_posted}, {"reportedRecvs", st.reported_recvs}};
+			for (const auto &[name, value] : numbers)
+				dp.Set(name, static_cast<double>(value));
+			const std::pair<const char *, bool> flags[] = {
+				{"portUp", st.port_up}, {"notifyRequested", st.notify_requested},
+				{"sendCqArmed", st.send_cq_armed}, {"authPending", st.auth_pending},
+				{"finSent", st.fin_sent}, {"resetSent", st.reset_sent}, {"failed", st.failed}};
+			for (const auto &[name, value] : flags)
+				dp.Set(name, value);
+			js.Set("dataPath", dp);
 			return js;
 		});
 	}

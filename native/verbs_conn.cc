@@ -701,6 +701,32 @@ void VerbsConn::reset_app()
 	hang_up_app(VTOE_RESET_ABORT);
 }
 
+VerbsConnState VerbsConn::state() const
+{
+	VerbsConnState s{};
+	s.sent = sent_;
+	s.completed = completed_;
+	s.tx_tail = tx_tail_;
+	s.msgs_sent = msgs_sent_;
+	s.oldest_unacked_ms = batches_.empty() ? 0 : (uv_hrtime() - batches_.front().posted_ns) / 1000000;
+	s.sq_used = sq_used_;
+	s.batches_out = static_cast<uint32_t>(batches_.size());
+	s.peer_consumed = wire_.peer_consumed();
+	s.peer_recvs = wire_.peer_recvs();
+	s.delivered = wire_.delivered();
+	s.reported_consumed = wire_.reported_consumed();
+	s.recvs_posted = recvs_posted_;
+	s.reported_recvs = wire_.reported_recvs();
+	s.port_up = port_up_;
+	s.notify_requested = notify_requested_;
+	s.send_cq_armed = send_cq_armed_;
+	s.auth_pending = auth_pending_;
+	s.fin_sent = fin_sent_;
+	s.reset_sent = reset_sent_;
+	s.failed = failed_;
+	return s;
+}
+
 LivenessSample VerbsConn::liveness()
 {
 	// Send completions are reaped lazily (arm_send_cq): an acknowledged send may still sit in

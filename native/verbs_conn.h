@@ -53,6 +53,16 @@ struct VerbsConnStats {
 	uint64_t bytes_sent, bytes_delivered, credit_stalls, probes;
 };
 
+// Where the data path stands, for `vtoe ss --json` (as `ss -i` shows a TCP socket's state):
+// enough to tell which side a stalled stream waits for.
+struct VerbsConnState {
+	uint64_t sent, completed, tx_tail, msgs_sent, oldest_unacked_ms;
+	uint32_t sq_used, batches_out;
+	uint64_t peer_consumed, peer_recvs;     // what the peer last told us
+	uint64_t delivered, reported_consumed, recvs_posted, reported_recvs;
+	bool port_up, notify_requested, send_cq_armed, auth_pending, fin_sent, reset_sent, failed;
+};
+
 // Things the data path cannot settle itself.  Called on the loop thread, never re-entrantly
 // from inside a data-path call that is still using the connection (see VerbsFabric::flush).
 enum class ConnEvent {
@@ -116,6 +126,8 @@ public:
 		s.messages_received = wire_.messages_received();
 		return s;
 	}
+
+	VerbsConnState state() const;
 
 	// Fills the receive queue; the QP must be in INIT or later.  Throws SystemError.
 	void post_receives();

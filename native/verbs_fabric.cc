@@ -345,6 +345,17 @@ void VerbsFabric::time_out(uint32_t handle)
 	conn(handle).time_out();
 }
 
+bool VerbsFabric::port_active(uint32_t handle)
+{
+	rdma_cm_id *id = entry(handle).id;
+	if (!id->verbs)
+		return true; // not bound to a device: nothing to wait for
+	ibv_port_attr attr{};
+	if (ibv_query_port(id->verbs, id->port_num ? id->port_num : 1, &attr) != 0)
+		return true; // cannot tell: send it now, as before
+	return attr.state == IBV_PORT_ACTIVE;
+}
+
 void VerbsFabric::disconnect(uint32_t handle)
 {
 	check_cm(rdma_disconnect(entry(handle).id), "rdma_disconnect (DREQ/DREP) failed");

@@ -72,6 +72,9 @@ public:
 	void establish(uint32_t handle);
 	void start(uint32_t handle, const PeerWindow &peer, const WireAuth &auth);
 	void disconnect(uint32_t handle);
+	// Whether the id's local port is active now, asked of the device (not its last event):
+	// a DREQ sent while the link is down is lost, and the peer never hears of the reset.
+	bool port_active(uint32_t handle);
 	void reset_app(uint32_t handle);
 	// Also asks a port believed down whether it is up again (recheck_port).
 	LivenessSample liveness(uint32_t handle);

@@ -18,7 +18,7 @@ export const COMMANDS: readonly CommandDoc[] = [
       + 'VTOE_DRAIN_MS, then exits); under systemd, `vtoe unit` writes its unit (Type=notify: it says when it is '
       + 'ready); without, start `vtoe agent &` before the programs; see vtoe-agent(8)' },
   { name: 'profiles', synopsis: [], doc: 'the built-in policy profiles and their rules (vtoe-policy(5))' },
-  { name: 'ss', synopsis: ['[--json]'], doc: 'one line per offloaded socket: SID, CID, fabric, TCP/CM/QP states, bytes' },
+  { name: 'ss', synopsis: ['[--json]'], doc: 'one line per offloaded socket: SID, CID, fabric, TCP/CM/QP states, bytes (--json: also each verbs end\'s data path: positions, credits, sends out)' },
   { name: 'stats', synopsis: ['[--json] [--format text|json|openmetrics]'],
     doc: "the agent's counters: offloaded, fallbacks by reason, bytes (--format openmetrics: for Prometheus, as the "
       + 'agent serves them on VTOE_METRICS_PORT)' },

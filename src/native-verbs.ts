@@ -74,6 +74,35 @@ export interface VerbsConnCounters {
   notifications: number;
   bytesSent: number;
   bytesDelivered: number;
+  dataPath: VerbsDataPath;
+}
+
+/** Where one end's data path stands (`vtoe ss --json`): which side a stalled stream waits for. */
+export interface VerbsDataPath {
+  /** stream positions in the process's tx ring: posted, completed by our HCA, freed to it */
+  sent: number;
+  completed: number;
+  txTail: number;
+  messagesSent: number;
+  /** age of the oldest send not yet completed; 0: none out */
+  oldestUnackedMs: number;
+  sendQueueUsed: number;
+  batchesOut: number;
+  /** what the peer last told us: bytes it consumed, receives it posted */
+  peerConsumed: number;
+  peerRecvs: number;
+  /** the rx ring: bytes delivered, and what we last told the peer */
+  delivered: number;
+  reportedConsumed: number;
+  recvsPosted: number;
+  reportedRecvs: number;
+  portUp: boolean;
+  notifyRequested: boolean;
+  sendCqArmed: boolean;
+  authPending: boolean;
+  finSent: boolean;
+  resetSent: boolean;
+  failed: boolean;
 }
 
 /** One connection's data path, as src/agent/liveness.ts judges a peer that fell silent. */
@@ -113,6 +142,8 @@ interface NativeVerbsFabric {
   establish(handle: number): void;
   start(handle: number, peer: PeerWindow, auth?: WireAuth): void;
   disconnect(handle: number): void;
+  /** the id's local port is active now (asked of the device) */
+  portActive(handle: number): boolean;
   resetApp(handle: number): void;
   liveness(handle: number): LivenessSample;
   probe(handle: number): boolean;
@@ -170,6 +201,7 @@ export class VerbsFabric {
   establish(handle: number): void { native(() => this.raw.establish(handle)); }
   start(handle: number, peer: PeerWindow, auth?: WireAuth): void { native(() => this.raw.start(handle, peer, auth)); }
   disconnect(handle: number): void { native(() => this.raw.disconnect(handle)); }
+  portActive(handle: number): boolean { return native(() => this.raw.portActive(handle)); }
   /** The connection is lost: the process sees ECONNRESET on its next call. */
   resetApp(handle: number): void { native(() => this.raw.resetApp(handle)); }
   /** What the data path knows of the peer's last signs of life, and the process's settings. */

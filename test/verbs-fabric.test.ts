@@ -165,11 +165,23 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     const { proc: rx, port } = await sink(20);
     const tx = startProc(roles, ['source', HOST, String(port), String(2 << 20)], env());
     let maxInFlight = 0;
+    let maxUnconsumed = 0;
+    const broken: string[] = [];
     const watch = setInterval(() => {
       const rows = agent.sockets().filter((r) => r.fabric === 'verbs');
       const a = rows.find((r) => r.pid === tx.child.pid);
       const p = rows.find((r) => r.pid === rx.child.pid);
       if (a && p) maxInFlight = Math.max(maxInFlight, a.bytesSent - p.bytesReceived);
+      // `vtoe ss --json`'s data path: the ring is freed only as far as both the peer consumed
+      // and our HCA completed, and the reader never reports more than it delivered.
+      const w = a?.dataPath, r = p?.dataPath;
+      if (w) {
+        maxUnconsumed = Math.max(maxUnconsumed, w.sent - w.peerConsumed);
+        if (!(w.completed <= w.sent && w.txTail <= Math.min(w.completed, w.peerConsumed) && w.sent - w.peerConsumed <= 65536)) {
+          broken.push(JSON.stringify(w));
+        }
+      }
+      if (r && !(r.reportedConsumed <= r.delivered)) broken.push(JSON.stringify(r));
     }, 5);
     try {
       expect((await tx.exited).code, tx.stdout()).toBe(0);
@@ -182,6 +194,8 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     expect(maxInFlight).toBeGreaterThan(0);
     // Credits bound it by one ring (65536); the two rows are read a moment apart, hence the slack.
     expect(maxInFlight).toBeLessThanOrEqual(2 * 65536);
+    expect(broken).toEqual([]);
+    expect(maxUnconsumed, 'ss saw the writer waiting for its slow reader').toBeGreaterThan(0);
   }, 180_000);
 
   it('each connection has a protection domain of its own; only its rx ring and mailbox are remotely writable', async () => {

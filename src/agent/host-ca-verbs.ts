@@ -118,6 +118,8 @@ export class VerbsHostCA {
   private readonly sweep: NodeJS.Timeout;
   /** Runs only while some connection's data path is started (none idle, no cost). */
   private livenessTimer: NodeJS.Timeout | null = null;
+  /** failed connections whose DREQ waits for the local port (holdDreq), since when */
+  private readonly heldDreqs = new Map<VerbsEndpoint, number>();
   private warnedNoKey = false;
   private warnedBudget = false;
   private readonly pinned: PinnedBudget;
@@ -442,13 +444,14 @@ export class VerbsHostCA {
   }
 
   private checkLiveness(): void {
-    let running = 0;
+    this.sendHeldDreqs();
+    let running = this.heldDreqs.size;
     for (const end of this.ends.values()) {
       if (end.destroyed || end.reset || !end.established || end.qp !== 'RTS') continue;
       running++;
       const verdict = judgeLiveness(this.fabric!.liveness(end.handle), this.config.peerTimeoutMs);
       if (verdict.action === 'probe') {
-        this.fabric!.probe(end.handle);
+        if (this.fabric!.probe(end.handle)) this.log.debug('probing a quiet peer', { cid: end.cid.toString(), why: verdict.why });
       } else if (verdict.action === 'time-out') {
         this.log.warn('a remote peer fell silent: its connection times out (ETIMEDOUT)',
           { cid: end.cid.toString(), remote: end.remote?.address, why: verdict.why });
@@ -652,19 +655,58 @@ export class VerbsHostCA {
   private disconnect(end: VerbsEndpoint): void {
     if (end.destroyed || end.disconnecting) return;
     this.unlistPending(end);
-    const fabric = this.fabric!;
     if (end.cm === 'ESTABLISHED') {
-      end.cmStep('send_dreq');
-      try {
-        fabric.disconnect(end.handle);
-      } catch (err) {
-        this.log.debug('rdma_disconnect failed', { error: String(err) });
-      }
+      if (!this.portActive(end)) return this.holdDreq(end);
+      this.sendDreq(end);
     } else {
       end.cmStep('conn_error');
     }
     this.toError(end);
     this.startTimewait(end);
+  }
+
+  /**
+   * A DREQ sent while the local port is down is lost (rdma_cm reports it DISCONNECTED at once),
+   * and the peer, whose packets to a QP in ERR are dropped without a word, would wait for its
+   * own timeout: a reset the peer never hears of.  So the QP goes to ERR now and the DREQ waits
+   * for the port to come back, checked with the liveness round, for at most the peer timeout.
+   */
+  private holdDreq(end: VerbsEndpoint): void {
+    this.toError(end);
+    if (this.heldDreqs.has(end)) return;
+    this.heldDreqs.set(end, Date.now());
+    this.log.info('the local port is down: the DREQ of a failed connection waits for it', { cid: end.cid.toString() });
+    this.watchLiveness();
+  }
+
+  private sendHeldDreqs(): void {
+    for (const [end, since] of this.heldDreqs) {
+      if (end.destroyed || end.cm !== 'ESTABLISHED') {
+        this.heldDreqs.delete(end);
+        continue;
+      }
+      if (!this.portActive(end) && Date.now() - since < this.config.peerTimeoutMs) continue;
+      this.heldDreqs.delete(end);
+      this.sendDreq(end);
+      this.startTimewait(end);
+    }
+  }
+
+  private sendDreq(end: VerbsEndpoint): void {
+    end.cmStep('send_dreq');
+    try {
+      this.fabric!.disconnect(end.handle);
+    } catch (err) {
+      this.log.debug('rdma_disconnect failed', { error: String(err) });
+    }
+  }
+
+  private portActive(end: VerbsEndpoint): boolean {
+    try {
+      return this.fabric!.portActive(end.handle);
+    } catch {
+      return true;
+    }
   }
 
   private onDisconnected(end: VerbsEndpoint): void {

@@ -2,6 +2,7 @@
 // connection, with the TCP, CM and QP states and the bytes each way.
 import type { CoreCA } from './core-ca.js';
 import type { SockAddr } from '../native.js';
+import type { VerbsDataPath } from '../native-verbs.js';
 
 export interface SocketRow {
   sid: number | null;
@@ -21,6 +22,8 @@ export interface SocketRow {
   peer: string;
   pid: number;
   program: string;
+  /** verbs ends only (`vtoe ss --json`): where the data path stands, as `ss -i` for TCP */
+  dataPath?: VerbsDataPath;
 }
 
 export function formatAddress(a: SockAddr | null | undefined): string {
@@ -71,6 +74,7 @@ export function socketRows(core: CoreCA): SocketRow[] {
       doorbells: c?.rings[1 - end.side]!.wakes ?? 0,
       local: formatAddress(end.local), peer: formatAddress(end.remote),
       pid: end.pid, program: end.program,
+      ...(c ? { dataPath: c.dataPath } : {}),
     });
   }
   return rows;
