@@ -106,6 +106,29 @@ uint64_t u64_from_js(const Napi::Object &js, const char *key)
 	return js_u64_bigint(js.Get(key), key);
 }
 
+// { send } or { expect }: a 16-byte MAC (verbs_wire.h), or neither.
+WireAuth auth_from_js(const Napi::Env &env, const Napi::Value &value)
+{
+	WireAuth auth;
+	if (value.IsUndefined())
+		return auth;
+	if (!value.IsObject())
+		throw Napi::TypeError::New(env, "auth must be an object");
+	Napi::Object a = value.As<Napi::Object>();
+	for (const char *key : {"send", "expect"}) {
+		Napi::Value v = a.Get(key);
+		if (v.IsUndefined())
+			continue;
+		if (!v.IsBuffer() || v.As<Napi::Buffer<uint8_t>>().Length() != kWireAuthBytes)
+			throw Napi::TypeError::New(env, std::string("auth.") + key + " must be a 16-byte Buffer");
+		if (auth.send || auth.expect)
+			throw Napi::TypeError::New(env, "auth has send or expect, not both");
+		std::memcpy(auth.mac, v.As<Napi::Buffer<uint8_t>>().Data(), kWireAuthBytes);
+		(key[0] == 's' ? auth.send : auth.expect) = true;
+	}
+	return auth;
+}
+
 class JsVerbsFabric : public Napi::ObjectWrap<JsVerbsFabric>, private VerbsFabricListener {
 public:
 	static Napi::Function define(Napi::Env env)
@@ -123,6 +146,10 @@ public:
 				InstanceMethod<&JsVerbsFabric::reject>("reject"),
 				InstanceMethod<&JsVerbsFabric::establish>("establish"),
 				InstanceMethod<&JsVerbsFabric::start>("start"),
+				InstanceMethod<&JsVerbsFabric::suspend>("suspend"),
+				InstanceMethod<&JsVerbsFabric::adopt>("adopt"),
+				InstanceMethod<&JsVerbsFabric::position>("position"),
+				InstanceMethod<&JsVerbsFabric::resume>("resume"),
 				InstanceMethod<&JsVerbsFabric::disconnect>("disconnect"),
 				InstanceMethod<&JsVerbsFabric::port_active>("portActive"),
 				InstanceMethod<&JsVerbsFabric::reset_app>("resetApp"),
@@ -303,25 +330,50 @@ private:
 		p.mailbox_addr = u64_from_js(js, "mailboxAddr");
 		p.mailbox_rkey = js_u32(js.Get("mailboxRkey"), "mailboxRkey");
 		p.recv_credits = js_u32(js.Get("recvCredits"), "recvCredits");
-		WireAuth auth;
-		if (info.Length() > 2 && !info[2].IsUndefined()) {
-			if (!info[2].IsObject())
-				throw Napi::TypeError::New(info.Env(), "auth must be an object");
-			Napi::Object a = info[2].As<Napi::Object>();
-			for (const char *key : {"send", "expect"}) {
-				Napi::Value v = a.Get(key);
-				if (v.IsUndefined())
-					continue;
-				if (!v.IsBuffer() || v.As<Napi::Buffer<uint8_t>>().Length() != kWireAuthBytes)
-					throw Napi::TypeError::New(info.Env(), std::string("auth.") + key +
-										       " must be a 16-byte Buffer");
-				if (auth.send || auth.expect)
-					throw Napi::TypeError::New(info.Env(), "auth has send or expect, not both");
-				std::memcpy(auth.mac, v.As<Napi::Buffer<uint8_t>>().Data(), kWireAuthBytes);
-				(key[0] == 's' ? auth.send : auth.expect) = true;
-			}
-		}
+		WireAuth auth = auth_from_js(info.Env(), info[2]);
 		at_js_boundary(info.Env(), [&] { fabric_->start(h, p, auth); });
+	}
+
+	void suspend(const Napi::CallbackInfo &info)
+	{
+		uint32_t h = handle_arg(info[0]);
+		at_js_boundary(info.Env(), [&] { fabric_->suspend(h); });
+	}
+
+	void adopt(const Napi::CallbackInfo &info)
+	{
+		uint32_t to = handle_arg(info[0]);
+		uint32_t from = handle_arg(info[1]);
+		at_js_boundary(info.Env(), [&] { fabric_->adopt(to, from); });
+	}
+
+	// position(handle) -> { delivered, consumed (bigint), haveFin, haveClose }
+	Napi::Value position(const Napi::CallbackInfo &info)
+	{
+		Napi::Env env = info.Env();
+		uint32_t h = handle_arg(info[0]);
+		ResumePoint p = at_js_boundary(env, [&] { return fabric_->position(h); });
+		Napi::Object js = Napi::Object::New(env);
+		js.Set("delivered", bigint(env, p.delivered));
+		js.Set("consumed", bigint(env, p.consumed));
+		js.Set("haveFin", p.have_fin);
+		js.Set("haveClose", p.have_close);
+		return js;
+	}
+
+	void resume(const Napi::CallbackInfo &info)
+	{
+		uint32_t h = handle_arg(info[0]);
+		if (!info[1].IsObject())
+			throw Napi::TypeError::New(info.Env(), "the peer's position must be an object");
+		Napi::Object js = info[1].As<Napi::Object>();
+		ResumePoint p{};
+		p.delivered = u64_from_js(js, "delivered");
+		p.consumed = u64_from_js(js, "consumed");
+		p.have_fin = js.Get("haveFin").ToBoolean();
+		p.have_close = js.Get("haveClose").ToBoolean();
+		WireAuth auth = auth_from_js(info.Env(), info[2]);
+		at_js_boundary(info.Env(), [&] { fabric_->resume(h, p, auth); });
 	}
 
 	Napi::Value port_active(const Napi::CallbackInfo &info)

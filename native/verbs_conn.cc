@@ -50,6 +50,7 @@ const char *conn_event_name(ConnEvent event)
 	case ConnEvent::protocol: return "protocol";
 	case ConnEvent::authenticated: return "authenticated";
 	case ConnEvent::timed_out: return "timed_out";
+	case ConnEvent::link_lost: return "link_lost";
 	}
 	return "unknown";
 }
@@ -91,19 +92,7 @@ VerbsConn::VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_context *ctx, uint32_
 		if (ibv_req_notify_cq(recv_cq_, 0) != 0)
 			throw_verbs(errno, "ibv_req_notify_cq failed");
 
-		ibv_qp_init_attr attr{};
-		attr.send_cq = send_cq_;
-		attr.recv_cq = recv_cq_;
-		attr.qp_type = IBV_QPT_RC;
-		attr.sq_sig_all = 0;
-		attr.cap.max_send_wr = kSendDepth;
-		attr.cap.max_recv_wr = kRecvDepth;
-		attr.cap.max_send_sge = 1;
-		attr.cap.max_recv_sge = 1;
-		attr.cap.max_inline_data = sizeof(wire_mailbox);
-		qp_ = ibv_create_qp(pd_, &attr);
-		if (!qp_)
-			throw_verbs(errno, "ibv_create_qp (RC) failed");
+		qp_ = create_qp();
 
 		// The process's tx ring is only read by our HCA; the rx ring is written by the peer's.
 		tx_mr_ = ibv_reg_mr(pd_, tx_data_, ring_size, 0);
@@ -122,6 +111,24 @@ VerbsConn::VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_context *ctx, uint32_
 		release_verbs();
 		throw;
 	}
+}
+
+ibv_qp *VerbsConn::create_qp()
+{
+	ibv_qp_init_attr attr{};
+	attr.send_cq = send_cq_;
+	attr.recv_cq = recv_cq_;
+	attr.qp_type = IBV_QPT_RC;
+	attr.sq_sig_all = 0;
+	attr.cap.max_send_wr = kSendDepth;
+	attr.cap.max_recv_wr = kRecvDepth;
+	attr.cap.max_send_sge = 1;
+	attr.cap.max_recv_sge = 1;
+	attr.cap.max_inline_data = sizeof(wire_mailbox);
+	ibv_qp *qp = ibv_create_qp(pd_, &attr);
+	if (!qp)
+		throw_verbs(errno, "ibv_create_qp (RC) failed");
+	return qp;
 }
 
 VerbsConn::~VerbsConn()
@@ -241,7 +248,7 @@ void VerbsConn::on_completion_channel()
 // the send queue is nearly full.  Otherwise they are reaped on the next wake-up anyway.
 void VerbsConn::arm_send_cq()
 {
-	while (!stopped_ && !failed_ && !batches_.empty() && !send_cq_armed_ &&
+	while (!stopped_ && !failed_ && !suspended_ && !batches_.empty() && !send_cq_armed_ &&
 	       (wire_.peer_consumed() > completed_ || sq_used_ + 3 > kSendDepth)) {
 		if (ibv_req_notify_cq(send_cq_, 0) != 0) {
 			fail(ConnEvent::qp_error, "ibv_req_notify_cq failed");
@@ -261,7 +268,7 @@ void VerbsConn::arm_send_cq()
 
 void VerbsConn::drain()
 {
-	if (!started_ || stopped_)
+	if (!started_ || stopped_ || suspended_)
 		return;
 	poll_completions();
 	advance_tx_tail();
@@ -273,15 +280,15 @@ void VerbsConn::poll_completions()
 {
 	ibv_wc wcs[32];
 	bool more = true;
-	while (more && !stopped_) {
+	while (more && !stopped_ && !suspended_) {
 		more = false;
 		// Sends first: when a send fails, the receives are flushed, and the send says why.
 		int n = ibv_poll_cq(send_cq_, 32, wcs);
-		for (int i = 0; i < n && !stopped_; i++)
+		for (int i = 0; i < n && !stopped_ && !suspended_; i++)
 			handle_send_completion(wcs[i]);
 		more |= n == 32;
 		n = ibv_poll_cq(recv_cq_, 32, wcs);
-		for (int i = 0; i < n && !stopped_; i++)
+		for (int i = 0; i < n && !stopped_ && !suspended_; i++)
 			handle_recv_completion(wcs[i]);
 		more |= n == 32;
 	}
@@ -369,7 +376,105 @@ void VerbsConn::fail_completion(const char *queue, const ibv_wc &wc)
 	std::string detail = std::string(queue) + " completion: " + ibv_wc_status_str(wc.status) +
 			     " (status " + std::to_string(wc.status) + ", vendor error " +
 			     std::to_string(wc.vendor_err) + ")";
+	if (resumable(wc.status)) {
+		suspend();
+		report(ConnEvent::link_lost, detail.c_str());
+		return;
+	}
 	fail(ConnEvent::qp_error, detail.c_str());
+}
+
+// What a link or path does to a QP (retries spent, no route, work flushed by the QP's error),
+// as opposed to what the peer or this end did wrong, and only while the stream is whole.
+bool VerbsConn::resumable(ibv_wc_status status) const
+{
+	if (reset_sent_ || wire_.peer_reset() || wire_.broken() || auth_pending_ || wire_.awaiting_auth())
+		return false;
+	return status == IBV_WC_RETRY_EXC_ERR || status == IBV_WC_LOC_QP_OP_ERR ||
+	       status == IBV_WC_WR_FLUSH_ERR;
+}
+
+// ---- resume ---------------------------------------------------------------------------------
+
+void VerbsConn::suspend()
+{
+	if (suspended_ || failed_ || stopped_)
+		return;
+	suspended_ = true;
+	channel_watch_.stop();
+	ibv_qp_attr attr{};
+	attr.qp_state = IBV_QPS_ERR;
+	ibv_modify_qp(qp_, &attr, IBV_QP_STATE); // a QP that failed is there already
+}
+
+void VerbsConn::renew_qp()
+{
+	if (!suspended_)
+		throw_system_error(EINVAL, "a QP is renewed only while its connection is suspended");
+	ibv_destroy_qp(qp_);
+	qp_ = nullptr;
+	// What the old QP left behind (flushed work, its completion events) belongs to nobody: the
+	// peer sends again from what we delivered, and we from what it says it has.
+	ibv_wc wcs[32];
+	while (ibv_poll_cq(send_cq_, 32, wcs) > 0) {
+	}
+	while (ibv_poll_cq(recv_cq_, 32, wcs) > 0) {
+	}
+	for (;;) {
+		ibv_cq *cq = nullptr;
+		void *ctx = nullptr;
+		if (ibv_get_cq_event(channel_, &cq, &ctx) != 0)
+			break;
+		ibv_ack_cq_events(cq, 1);
+	}
+	qp_ = create_qp();
+	if (ibv_req_notify_cq(recv_cq_, 0) != 0)
+		throw_verbs(errno, "ibv_req_notify_cq failed");
+	send_cq_armed_ = false;
+	batches_.clear();
+	sq_used_ = 0;
+	msgs_sent_ = 0;
+	recvs_posted_ = 0;
+	wire_.new_qp();
+	std::memset(&mail_->in, 0, sizeof(mail_->in));
+	std::memset(mail_->auth_in, 0, sizeof(mail_->auth_in));
+}
+
+ResumePoint VerbsConn::position()
+{
+	ResumePoint p{};
+	p.delivered = wire_.delivered();
+	uint64_t tail = rx_->tail.load(ACQ);
+	if (tail < wire_.reported_consumed() || tail > p.delivered)
+		tail = wire_.reported_consumed(); // the process wrote nonsense: say nothing new
+	p.consumed = tail;
+	p.have_fin = wire_.peer_fin();
+	p.have_close = wire_.peer_closed();
+	resume_told_consumed_ = tail;
+	return p;
+}
+
+void VerbsConn::resume(const ResumePoint &peer, const WireAuth &auth)
+{
+	if (!suspended_)
+		throw_system_error(EINVAL, "only a suspended connection resumes");
+	// The peer cannot hold more of our stream than we sent, nor have read less than it said.
+	if (peer.delivered > sent_ || peer.consumed > peer.delivered || peer.consumed < wire_.peer_consumed())
+		throw_system_error(EPROTO, "the peer resumes from a position our stream never had");
+	sent_ = peer.delivered;
+	completed_ = sent_;
+	fin_sent_ = fin_sent_ && peer.have_fin;
+	close_sent_ = close_sent_ && peer.have_close;
+	wire_.resume(kRecvDepth, auth, peer.consumed, resume_told_consumed_);
+	auth_ = auth;
+	auth_pending_ = auth.send;
+	peer_seen_ns_ = uv_hrtime();
+	suspended_ = false;
+	channel_watch_.start(loop_, channel_->fd, UV_READABLE,
+			     [this](int, int) { on_completion_channel(); });
+	advance_tx_tail();
+	progress();
+	arm_send_cq();
 }
 
 // The peer's HCA may be writing a newer mailbox while we read: take two equal reads.
@@ -625,7 +730,7 @@ bool VerbsConn::post_auth()
 
 void VerbsConn::progress()
 {
-	if (!started_ || stopped_ || failed_)
+	if (!started_ || stopped_ || failed_ || suspended_)
 		return;
 	if (auth_pending_ && !post_auth())
 		return; // nothing may precede it
@@ -751,7 +856,7 @@ LivenessSample VerbsConn::liveness()
 
 bool VerbsConn::probe()
 {
-	if (!started_ || stopped_ || failed_ || reset_sent_ || auth_pending_)
+	if (!started_ || stopped_ || failed_ || suspended_ || reset_sent_ || auth_pending_)
 		return false;
 	for (const Batch &b : batches_)
 		if (b.probe)

@@ -75,6 +75,14 @@ enum class ConnEvent {
 	protocol,    // the peer or the process broke the protocol: reset
 	authenticated, // the peer's auth message matched: the passive end may be handed out
 	timed_out,   // the peer fell silent for longer than the process allows: ETIMEDOUT
+	link_lost,   // the QP failed as a link fails it (retries spent, no route): the data path is
+		     // suspended, the process not told, until a new QP resumes it or it is given up
+};
+
+// Where this end's receive stream stands, for a resume: the peer sends again from `delivered`.
+struct ResumePoint {
+	uint64_t delivered, consumed;
+	bool have_fin, have_close;
 };
 
 // What the agent needs to judge whether the peer has fallen silent (src/agent/liveness.ts).
@@ -116,6 +124,8 @@ public:
 	VerbsConn &operator=(const VerbsConn &) = delete;
 
 	ibv_qp *qp() const { return qp_; }
+	// The rdma_cm id it now belongs to (a resume moves it to a new one): its events say so.
+	void set_handle(uint32_t handle) { handle_ = handle; }
 	LocalWindow local_window() const;
 	int app_side() const { return app_side_; }
 	ShmConnection &region() { return shm_; }
@@ -150,6 +160,18 @@ public:
 	// The peer was silent for longer than the process allows: ETIMEDOUT, and ConnEvent::timed_out.
 	void time_out();
 
+	// Resuming on a new QP (ConnEvent::link_lost, or the peer asked): suspend() stops the data
+	// path and moves the QP to ERR (the process is not told); renew_qp() replaces the QP with a
+	// fresh one in RESET, in the same protection domain, so the rings' keys stay valid;
+	// position() says where our receive stream stands, for the resume REQ or REP; resume(),
+	// once the new QP is in RTS, sends again from what the peer has and goes on.  A connection
+	// that cannot be resumed is given up with reset_app() or time_out().
+	void suspend();
+	bool suspended() const { return suspended_; }
+	void renew_qp();
+	ResumePoint position();
+	void resume(const ResumePoint &peer, const WireAuth &auth);
+
 private:
 	struct Batch {
 		uint32_t wrs;
@@ -178,6 +200,8 @@ private:
 	void fail_completion(const char *queue, const ibv_wc &wc);
 	void hang_up_app(uint32_t reset_code);
 	void poll_completions();
+	ibv_qp *create_qp();
+	bool resumable(ibv_wc_status status) const;
 	void arm_send_cq();
 	void report(ConnEvent event, const char *detail);
 	void update_watches();
@@ -223,6 +247,8 @@ private:
 	bool agent_fd_eof_ = false;
 	bool notify_requested_ = false;
 	bool send_cq_armed_ = false;
+	bool suspended_ = false;
+	uint64_t resume_told_consumed_ = 0; // what position() told the peer we read
 	WireAuth auth_{};
 	bool auth_pending_ = false; // active: the auth message is not posted yet
 

@@ -345,6 +345,36 @@ void VerbsFabric::time_out(uint32_t handle)
 	conn(handle).time_out();
 }
 
+void VerbsFabric::suspend(uint32_t handle)
+{
+	conn(handle).suspend();
+}
+
+void VerbsFabric::adopt(uint32_t to, uint32_t from)
+{
+	Entry &dst = entry(to);
+	Entry &src = entry(from);
+	if (!src.conn)
+		throw_system_error(ENOENT, "verbs handle " + std::to_string(from) + " has no connection to move");
+	if (dst.conn)
+		throw_system_error(EEXIST, "verbs handle " + std::to_string(to) + " has a QP already");
+	if (!dst.id->verbs || dst.id->verbs != src.id->verbs)
+		throw_system_error(ENODEV, "the new rdma_cm id is not on the connection's device");
+	src.conn->renew_qp();
+	dst.conn = std::move(src.conn);
+	dst.conn->set_handle(to);
+}
+
+ResumePoint VerbsFabric::position(uint32_t handle)
+{
+	return conn(handle).position();
+}
+
+void VerbsFabric::resume(uint32_t handle, const ResumePoint &peer, const WireAuth &auth)
+{
+	conn(handle).resume(peer, auth);
+}
+
 bool VerbsFabric::port_active(uint32_t handle)
 {
 	rdma_cm_id *id = entry(handle).id;

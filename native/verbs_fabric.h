@@ -80,6 +80,13 @@ public:
 	LivenessSample liveness(uint32_t handle);
 	bool probe(uint32_t handle);
 	void time_out(uint32_t handle);
+	// Resuming a connection on a new QP (VerbsConn: suspend, renew_qp, position, resume):
+	// adopt() moves the connection of `from` to the id `to` (a new REQ's or a resolved one, on
+	// the same device) with a fresh QP in RESET; `from` keeps only its id, to be destroyed.
+	void suspend(uint32_t handle);
+	void adopt(uint32_t to, uint32_t from);
+	ResumePoint position(uint32_t handle);
+	void resume(uint32_t handle, const ResumePoint &peer, const WireAuth &auth);
 	std::array<int, VTOE_FD__COUNT> fds_for_app(uint32_t handle);
 	void release_app(uint32_t handle);
 	VerbsConn &conn(uint32_t handle);

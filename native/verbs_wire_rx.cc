@@ -17,6 +17,21 @@ void WireRx::reported(uint64_t consumed, uint64_t recvs_posted)
 	reported_recvs_ = recvs_posted;
 }
 
+void WireRx::new_qp()
+{
+	messages_received_ = 0;
+	reported_recvs_ = 0;
+	peer_recvs_ = 0;
+}
+
+void WireRx::resume(uint64_t peer_recv_credits, const WireAuth &auth, uint64_t peer_consumed,
+		    uint64_t reported_consumed)
+{
+	start(peer_recv_credits, auth);
+	peer_consumed_ = peer_consumed;
+	reported_consumed_ = reported_consumed;
+}
+
 WireVerdict WireRx::violation(const char *why)
 {
 	broken_ = true;

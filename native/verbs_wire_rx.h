@@ -59,6 +59,14 @@ public:
 	// What our latest mailbox told the peer: the stream consumed and the receives posted.
 	void reported(uint64_t consumed, uint64_t recvs_posted);
 
+	// A new QP replaces a failed one: its messages and receives count from zero.
+	void new_qp();
+	// ...and it is connected: the peer posted peer_recv_credits receives, said it read
+	// peer_consumed of our stream, and we told it we read reported_consumed of its own.
+	// Positions, FIN and close carry over.  The caller checked peer_consumed against our stream.
+	void resume(uint64_t peer_recv_credits, const WireAuth &auth, uint64_t peer_consumed,
+		    uint64_t reported_consumed);
+
 	uint64_t delivered() const { return delivered_; }
 	uint64_t reported_consumed() const { return reported_consumed_; }
 	uint64_t reported_recvs() const { return reported_recvs_; }

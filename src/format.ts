@@ -21,7 +21,7 @@ export function formatStats(s: StatsSnapshot): string {
     `fabrics: shm ${s.fabrics.shm}; verbs ${s.fabrics.verbs}`,
     `listeners: ${s.listeners}; kernel clients accepted on them: ${s.kernelAccepted}`,
     `fallback: ${s.fallback.total} (${reasons})`,
-    `timed out (silent remote peers): ${s.peerTimeouts ?? 0}`,
+    `timed out (silent remote peers): ${s.peerTimeouts ?? 0}; resumed on a new QP (link flaps): ${s.resumes ?? 0}`,
     `refused (unproven claims): ${Object.entries(s.refused ?? {}).map(([k, v]) => `${k}=${v}`).join(' ') || 'none'}`,
     ...pinnedLines(s),
     ...silentHostLines(s),

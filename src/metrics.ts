@@ -69,6 +69,8 @@ const FAMILIES: readonly Family[] = [
     samples: (s) => s.processes.protocolErrors },
   { name: 'peer_timeouts', type: 'counter', help: 'Verbs connections ended with ETIMEDOUT because the remote peer fell silent.',
     samples: (s) => s.peerTimeouts ?? 0 },
+  { name: 'resumes', type: 'counter', help: 'Verbs connections moved to a new QP after theirs failed or stuck (a link flap).',
+    samples: (s) => s.resumes ?? 0 },
   { name: 'kernel_accepted_connections', type: 'counter', help: 'Kernel TCP clients accepted on listeners that also take offloaded ones.',
     samples: (s) => s.kernelAccepted },
   { name: 'listeners', type: 'gauge', help: 'Listening sockets registered with the agent.',

@@ -35,10 +35,20 @@ export interface CmEvent {
 }
 
 export type ConnEventType = 'app_closed' | 'fin_sent' | 'peer_fin' | 'peer_closed' | 'peer_reset' | 'qp_error' | 'protocol'
-  | 'authenticated' | 'timed_out';
+  | 'authenticated' | 'timed_out'
+  /** the QP failed as a link fails it: the data path waits, suspended, for a resume or a give-up */
+  | 'link_lost';
 
 /** The proof the active end sends first, or the one the passive end waits for (16 bytes). */
 export type WireAuth = { send: Buffer } | { expect: Buffer };
+
+/** Where one end's receive stream stands (a resume REQ or REP carries the peer's). */
+export interface ResumePoint {
+  delivered: bigint;
+  consumed: bigint;
+  haveFin: boolean;
+  haveClose: boolean;
+}
 
 /** Something the data path of one connection could not settle itself. */
 export interface ConnEvent {
@@ -141,6 +151,10 @@ interface NativeVerbsFabric {
   reject(handle: number, privateData: Buffer): void;
   establish(handle: number): void;
   start(handle: number, peer: PeerWindow, auth?: WireAuth): void;
+  suspend(handle: number): void;
+  adopt(to: number, from: number): void;
+  position(handle: number): ResumePoint;
+  resume(handle: number, peer: ResumePoint, auth?: WireAuth): void;
   disconnect(handle: number): void;
   /** the id's local port is active now (asked of the device) */
   portActive(handle: number): boolean;
@@ -200,6 +214,14 @@ export class VerbsFabric {
   reject(handle: number, privateData: Buffer): void { native(() => this.raw.reject(handle, privateData)); }
   establish(handle: number): void { native(() => this.raw.establish(handle)); }
   start(handle: number, peer: PeerWindow, auth?: WireAuth): void { native(() => this.raw.start(handle, peer, auth)); }
+  /** Resuming on a new QP: stop the data path and move the QP to ERR; the process is not told. */
+  suspend(handle: number): void { native(() => this.raw.suspend(handle)); }
+  /** Move the connection of `from` to the id `to` (same device), with a fresh QP in RESET. */
+  adopt(to: number, from: number): void { native(() => this.raw.adopt(to, from)); }
+  /** Where our receive stream stands, for the resume REQ or REP. */
+  position(handle: number): ResumePoint { return native(() => this.raw.position(handle)); }
+  /** The new QP is in RTS: send again from what the peer has, and go on. */
+  resume(handle: number, peer: ResumePoint, auth?: WireAuth): void { native(() => this.raw.resume(handle, peer, auth)); }
   disconnect(handle: number): void { native(() => this.raw.disconnect(handle)); }
   portActive(handle: number): boolean { return native(() => this.raw.portActive(handle)); }
   /** The connection is lost: the process sees ECONNRESET on its next call. */

@@ -52,6 +52,7 @@ const EXPECTED: Record<string, Array<[string, string, string]>> = {
     ['REP_RCVD', 'send_rej', 'REJECTED'],
     ['ESTABLISHED', 'send_dreq', 'DREQ_SENT'],
     ['ESTABLISHED', 'rcv_dreq', 'DREQ_RCVD'],
+    ['ESTABLISHED', 'resume', 'ESTABLISHED'],
     ['DREQ_SENT', 'rcv_drep', 'TIMEWAIT'],
     ['DREQ_SENT', 'rcv_dreq', 'TIMEWAIT'],
     ['DREQ_SENT', 'timeout', 'TIMEWAIT'],

@@ -1,6 +1,6 @@
 // src/agent/liveness.ts: when a verbs connection's silent peer is given up on, as Linux TCP does.
 import { describe, expect, it } from 'vitest';
-import { judgeLiveness, WINDOW_PROBE_AFTER_MS } from '../src/agent/liveness.js';
+import { judgeLiveness, STUCK_SEND_MS, unackedLimitMs, WINDOW_PROBE_AFTER_MS } from '../src/agent/liveness.js';
 import type { LivenessSample } from '../src/native-verbs.js';
 
 const DEFAULT_MS = 924_600;
@@ -20,7 +20,7 @@ describe('judgeLiveness', () => {
   });
 
   it('without TCP_USER_TIMEOUT uses the agent default (VTOE_PEER_TIMEOUT_MS)', () => {
-    expect(judgeLiveness(quiet({ unackedMs: DEFAULT_MS - 1 }), DEFAULT_MS).action).toBe('ok');
+    expect(judgeLiveness(quiet({ unackedMs: DEFAULT_MS - 1 }), DEFAULT_MS).action).toBe('resume');
     expect(judgeLiveness(quiet({ unackedMs: DEFAULT_MS }), DEFAULT_MS).action).toBe('time-out');
     expect(judgeLiveness(quiet({ unackedMs: 3000 }), 3000).action).toBe('time-out');
   });
@@ -50,7 +50,17 @@ describe('judgeLiveness', () => {
 
   it('keepalive counts only for an idle connection: data in flight waits for the retransmission limit', () => {
     const s = quiet({ keepIdleS: 2, keepIntvlS: 1, keepCnt: 3, unackedMs: 60_000 });
-    expect(judgeLiveness(s, DEFAULT_MS).action).toBe('ok');
+    expect(judgeLiveness(s, DEFAULT_MS).action).toBe('resume');
+    expect(unackedLimitMs(s, DEFAULT_MS)).toBe(DEFAULT_MS);
+    expect(unackedLimitMs({ ...s, probePending: true }, DEFAULT_MS)).toBe(3000);
+  });
+
+  it('sends stuck past the QP\'s own retransmissions: the QP is replaced, with the limit still ahead', () => {
+    expect(judgeLiveness(quiet({ unackedMs: STUCK_SEND_MS - 1 }), DEFAULT_MS).action).toBe('ok');
+    expect(judgeLiveness(quiet({ unackedMs: STUCK_SEND_MS }), DEFAULT_MS).action).toBe('resume');
+    // the socket's own limit comes first: a connection it ends is not resumed
+    expect(judgeLiveness(quiet({ unackedMs: STUCK_SEND_MS, userTimeoutMs: 5000 }), DEFAULT_MS).action).toBe('time-out');
+    expect(judgeLiveness(quiet({ unackedMs: STUCK_SEND_MS, userTimeoutMs: 30_000 }), DEFAULT_MS).action).toBe('resume');
   });
 
   it('a keepalive interval or count of 0 (never set by the kernel, but shared memory is writable) still ends', () => {

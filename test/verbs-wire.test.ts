@@ -1,9 +1,10 @@
 // The verbs fabric's CM private data: what one agent encodes, another decodes, and anything
 // else is refused.
 import { describe, expect, it } from 'vitest';
+import { resumeRepMac, resumeReqMac } from '../src/agent/cluster-key.js';
 import {
-  decodeRej, decodeRep, decodeReq, encodeRej, encodeRep, encodeReq, REP_LENGTH, REP_MAC_AT, REQ_PRIVATE_DATA_MAX, WireError,
-  type ReqData,
+  decodeRej, decodeRep, decodeReq, decodeResumeRep, decodeResumeReq, encodeRej, encodeRep, encodeReq, encodeResumeRep,
+  encodeResumeReq, REP_LENGTH, REP_MAC_AT, REQ_PRIVATE_DATA_MAX, RESUME_MAC_AT, WireError, type ReqData,
 } from '../src/agent/verbs-wire.js';
 
 const window = {
@@ -68,5 +69,37 @@ describe('REP and REJ private data', () => {
     expect(decodeRej(encodeRej(2))).toBe(2);
     expect(decodeRej(Buffer.alloc(0))).toBeNull();
     expect(decodeRej(Buffer.from('not vtoe'))).toBeNull();
+  });
+});
+
+describe('resume REQ and REP private data', () => {
+  const position = { generation: 3, delivered: 0x1_0000_0001n, consumed: 0x1_0000_0000n, haveFin: true, haveClose: false };
+  const token = Buffer.alloc(16, 7);
+
+  it('round-trips within the 56 bytes a REQ may carry, and a first REQ is not one', () => {
+    for (const side of [0, 1] as const) {
+      const b = encodeResumeReq({ ...position, token, side, mac: Buffer.alloc(16, 9) });
+      expect(b.length).toBeLessThanOrEqual(REQ_PRIVATE_DATA_MAX);
+      expect(decodeResumeReq(b)).toEqual({ ...position, token, side, mac: Buffer.alloc(16, 9) });
+    }
+    expect(decodeResumeReq(encodeReq(req))).toBeNull();
+    const rep = { ...position, haveFin: false, haveClose: true, nonce: Buffer.alloc(16, 1), mac: Buffer.alloc(16, 2) };
+    expect(decodeResumeRep(encodeResumeRep(rep))).toEqual(rep);
+  });
+
+  it('refuses a position that read more than it delivered, and anything that is not a resume REP', () => {
+    const b = encodeResumeReq({ ...position, consumed: position.delivered + 1n, token, side: 0, mac: Buffer.alloc(16) });
+    expect(() => decodeResumeReq(b)).toThrow(WireError);
+    expect(() => decodeResumeRep(encodeRej(1))).toThrow(WireError);
+    expect(() => decodeResumeRep(b)).toThrow(WireError); // a REQ is not a REP
+  });
+
+  it('each MAC covers what it must: a changed position or another REQ no longer proves the key', () => {
+    const key = Buffer.alloc(32, 5);
+    const a = encodeResumeReq({ ...position, token, side: 0, mac: Buffer.alloc(16) });
+    const b = encodeResumeReq({ ...position, delivered: position.delivered + 1n, token, side: 0, mac: Buffer.alloc(16) });
+    expect(resumeReqMac(key, a.subarray(0, RESUME_MAC_AT))).not.toEqual(resumeReqMac(key, b.subarray(0, RESUME_MAC_AT)));
+    const rep = encodeResumeRep({ ...position, nonce: Buffer.alloc(16, 1), mac: Buffer.alloc(16) }).subarray(0, RESUME_MAC_AT);
+    expect(resumeRepMac(key, a, rep)).not.toEqual(resumeRepMac(key, b, rep));
   });
 });

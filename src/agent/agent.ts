@@ -205,6 +205,7 @@ export class Agent {
       kernelAccepted: c.kernelAccepted,
       rejected: c.rejected,
       peerTimeouts: c.peerTimeouts,
+      resumes: c.resumes,
       fallback: { total: c.fallbackTotal, reasons: Object.fromEntries(c.fallbackReasons) },
       refused: Object.fromEntries(c.refusals),
       programs: Object.fromEntries([...c.programs].map(([name, p]) => [name, { offloaded: p.offloaded, fallback: { ...p.fallback } }])),

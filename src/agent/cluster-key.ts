@@ -77,6 +77,16 @@ export function rtuMac(key: Buffer, nonce: Buffer, req: Buffer): Buffer {
   return mac(key, 'vtoe-1 rtu', nonce, req);
 }
 
+/** A resume REQ's proof (resuming a connection whose QP failed): over the REQ up to the MAC. */
+export function resumeReqMac(key: Buffer, reqSigned: Buffer): Buffer {
+  return mac(key, 'vtoe-1 resume req', reqSigned);
+}
+
+/** Its answer's proof: over the resume REQ and the REP up to the MAC. */
+export function resumeRepMac(key: Buffer, req: Buffer, repSigned: Buffer): Buffer {
+  return mac(key, 'vtoe-1 resume rep', req, repSigned);
+}
+
 export function macEqual(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }

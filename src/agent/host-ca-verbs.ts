@@ -8,7 +8,9 @@
 //          first message its own (cluster-key.ts); a passive end is claimable only once proven.
 // Close:   FINs travel in band; the end that sent its FIN first sends DREQ once it has the
 //          peer's; both QPs go to ERR; TIMEWAIT; the id and QP are destroyed.
-// Any reset, QP error or DREQ without a FIN reaches the process as ECONNRESET.
+// Resume:  a QP that fails as a link fails it, or stops sending, is replaced by a new one and
+//          the streams go on from what each side has (verbs-resume.ts).
+// Any reset, other QP error or DREQ without a FIN reaches the process as ECONNRESET.
 import { ABI } from '../abi.js';
 import type { ResolvedConfig } from '../config.js';
 import { VtoeSystemError } from '../errors.js';
@@ -23,13 +25,15 @@ import { findRdmaAddress } from './rdma-addresses.js';
 import type { AgentCounters } from './stats.js';
 import { VerbsEndpoint } from './verbs-endpoint.js';
 import { kernelHasTcpPorts } from './kernel-tcp.js';
-import { judgeLiveness } from './liveness.js';
+import { judgeLiveness, unackedLimitMs } from './liveness.js';
+import { VerbsResumer } from './verbs-resume.js';
 import { PinnedBudget, pinnedBytesPerEnd, pinnedLimit, type PinnedSnapshot } from './pinned-budget.js';
 import { monotonicMs } from './short-connections.js';
 import { SilentHosts } from './silent-hosts.js';
 import { readHostMemory } from '../host-memory.js';
 import {
-  decodeRej, decodeRep, decodeReq, encodeRej, encodeRep, encodeReq, REP_MAC_AT, REQ_PRIVATE_DATA_MAX, type ReqData,
+  decodeRej, decodeRep, decodeReq, decodeResumeReq, encodeRej, encodeRep, encodeReq, REP_MAC_AT, REQ_PRIVATE_DATA_MAX,
+  type ReqData, type ResumeReqData,
 } from './verbs-wire.js';
 
 const RESOLVE_TIMEOUT_MS = 2000;
@@ -120,6 +124,7 @@ export class VerbsHostCA {
   private livenessTimer: NodeJS.Timeout | null = null;
   /** failed connections whose DREQ waits for the local port (holdDreq), since when */
   private readonly heldDreqs = new Map<VerbsEndpoint, number>();
+  private readonly resumer: VerbsResumer;
   private warnedNoKey = false;
   private warnedBudget = false;
   private readonly pinned: PinnedBudget;
@@ -148,6 +153,20 @@ export class VerbsHostCA {
         { budget: this.pinned.limit, perEnd: this.pinnedPerEnd, fix: 'raise VTOE_PINNED_MAX, or the memlock limit (ulimit -l unlimited)' });
     }
     this.silent = new SilentHosts({ holdMs: config.silentHoldMs, probeMs: connectDeadlineMs(config), maxHosts: 4096 });
+    this.resumer = new VerbsResumer({
+      fabric: () => this.fabric,
+      ends: this.ends,
+      rdmaAddress: () => this.rdmaAddress,
+      portActive: (end) => this.portActive(end),
+      reset: (end, why) => this.lostForGood(end, why),
+      timeOut: (end, why) => {
+        this.log.warn('a verbs connection could not be resumed in time: it times out (ETIMEDOUT)', { cid: end.cid.toString(), why });
+        end.suspended = false;
+        this.fabric!.timeOut(end.handle); // a timed_out event follows
+      },
+      watch: () => this.watchLiveness(),
+      resumed: () => this.counters.resumes++,
+    }, config, this.auth, log);
     this.fabric = this.makeFabric();
     this.rdmaAddress = config.rdmaAddress || findRdmaAddress();
     // Remote connections nobody accepted are checked once per shim timeout (expirePassive).
@@ -337,6 +356,7 @@ export class VerbsHostCA {
     end.qpStep('to_rts');
     fabric.establish(end.handle);
     end.cmStep('send_rtu');
+    end.token = rep.nonce;
     fabric.start(end.handle, rep, { send: rtuMac(this.auth.key, rep.nonce, c.req!) });
     this.watchLiveness();
     this.connecting.delete(end.handle);
@@ -354,6 +374,16 @@ export class VerbsHostCA {
 
   private onConnectRequest(ev: CmEvent): void {
     const fabric = this.fabric!;
+    let resume: ResumeReqData | null;
+    try {
+      resume = decodeResumeReq(ev.privateData);
+    } catch (err) {
+      this.log.debug('malformed resume REQ rejected', { error: String(err) });
+      fabric.reject(ev.handle, encodeRej(ABI.fb.NO_FABRIC));
+      fabric.destroy(ev.handle);
+      return;
+    }
+    if (resume) return this.resumer.onRequest(ev, resume);
     const reject = (reason: number, why: string): void => {
       this.log.debug('verbs REQ rejected', { why });
       try {
@@ -393,6 +423,7 @@ export class VerbsHostCA {
     const remote: SockAddr = { family: remoteIp.includes(':') ? 6 : 4, address: remoteIp, port: req.srcPort, scopeId: 0 };
     const end = new VerbsEndpoint(this.host.allocateCid(), 1, ev.handle, null, local, remote, this.eventLog);
     end.pinned = this.pinnedPerEnd;
+    end.token = nonce;
     end.cmStep('rcv_req');
     end.tcpStep('rcv_syn');
     this.ends.set(ev.handle, end);
@@ -445,12 +476,16 @@ export class VerbsHostCA {
 
   private checkLiveness(): void {
     this.sendHeldDreqs();
-    let running = this.heldDreqs.size;
-    for (const end of this.ends.values()) {
-      if (end.destroyed || end.reset || !end.established || end.qp !== 'RTS') continue;
+    this.resumer.tick();
+    let running = this.heldDreqs.size + this.resumer.busy;
+    for (const end of [...this.ends.values()]) {
+      if (end.destroyed || end.reset || !end.established || end.qp !== 'RTS' || end.suspended) continue;
       running++;
-      const verdict = judgeLiveness(this.fabric!.liveness(end.handle), this.config.peerTimeoutMs);
-      if (verdict.action === 'probe') {
+      const sample = this.fabric!.liveness(end.handle);
+      const verdict = judgeLiveness(sample, this.config.peerTimeoutMs);
+      if (verdict.action === 'resume' && this.portActive(end)) {
+        this.resumer.suspended(end, verdict.why, sample.unackedMs, unackedLimitMs(sample, this.config.peerTimeoutMs), true);
+      } else if (verdict.action === 'probe') {
         if (this.fabric!.probe(end.handle)) this.log.debug('probing a quiet peer', { cid: end.cid.toString(), why: verdict.why });
       } else if (verdict.action === 'time-out') {
         this.log.warn('a remote peer fell silent: its connection times out (ETIMEDOUT)',
@@ -634,6 +669,10 @@ export class VerbsHostCA {
         end.reset = true;
         end.tcpStep('timeout_rto');
         return this.disconnect(end);
+      case 'link_lost': {
+        const sample = this.fabric!.liveness(end.handle);
+        return this.resumer.suspended(end, ev.detail, sample.unackedMs, unackedLimitMs(sample, this.config.peerTimeoutMs), false);
+      }
       case 'peer_reset':
       case 'qp_error':
       case 'protocol':
@@ -699,6 +738,16 @@ export class VerbsHostCA {
     } catch (err) {
       this.log.debug('rdma_disconnect failed', { error: String(err) });
     }
+  }
+
+  /** A connection that cannot be resumed (the peer no longer has it): ECONNRESET, as after an RST. */
+  private lostForGood(end: VerbsEndpoint, why: string): void {
+    this.log.warn('a verbs connection cannot be resumed: it is reset', { cid: end.cid.toString(), why });
+    end.suspended = false;
+    end.reset = true;
+    this.fabric?.resetApp(end.handle);
+    end.tcpStep('rcv_rst');
+    this.disconnect(end);
   }
 
   private portActive(end: VerbsEndpoint): boolean {
@@ -817,6 +866,7 @@ export class VerbsHostCA {
     if (code !== undefined) this.counters.event(code); // `vtoe stats` counts every rdma_cm event
     if (ev.type === 'CONNECT_REQUEST') return this.onConnectRequest(ev);
     if (ev.type === 'DEVICE_REMOVAL') return this.deviceRemoved(ev);
+    if (this.resumer.owns(ev.handle)) return this.resumer.onCmEvent(ev);
     const end = this.ends.get(ev.handle);
     if (!end || end.destroyed) return;
     const c = this.connecting.get(ev.handle);
@@ -866,6 +916,7 @@ export class VerbsHostCA {
   private deviceRemoved(ev: CmEvent): void {
     this.log.warn('RDMA device removed: its connections are reset, new ones use kernel TCP', { handle: ev.handle });
     for (const c of [...this.connecting.values()]) this.failConnect(c.end, ABI.fb.NO_FABRIC, 'device removed');
+    this.resumer.close(); // its attempts' ids go with the fabric
     for (const end of [...this.ends.values()]) {
       try {
         this.fabric!.resetApp(end.handle);
@@ -899,6 +950,7 @@ export class VerbsHostCA {
     this.claimWaiters.clear();
     for (const c of this.connecting.values()) clearTimeout(c.timer);
     for (const end of this.ends.values()) if (end.timer) clearTimeout(end.timer);
+    this.resumer.close();
     this.fabric?.close();
     this.fabric = null;
     this.unavailable = 'the agent stopped';

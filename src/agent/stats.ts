@@ -13,6 +13,7 @@ export interface StatsSnapshot {
   kernelAccepted: number; // kernel TCP clients accepted on both-mode listeners
   rejected: number; // REJ: connections that did not complete (the kernel rendezvous failed)
   peerTimeouts: number; // verbs connections ended with ETIMEDOUT: the remote peer fell silent
+  resumes?: number; // verbs connections moved to a new QP after theirs failed or stuck (a link flap)
   fallback: { total: number; reasons: Record<string, number> };
   /** requests refused as unproven claims, by REFUSALS reason */
   refused: Record<string, number>;
@@ -61,6 +62,7 @@ export class AgentCounters {
   kernelAccepted = 0;
   rejected = 0;
   peerTimeouts = 0;
+  resumes = 0;
   processesSeen = 0;
   protocolErrors = 0;
   /** Bytes of connections that are gone; live ones are read from their rings. */

@@ -26,6 +26,12 @@ export class VerbsEndpoint {
   program = '?';
   /** bytes of the pinned-memory budget this end holds (its rings and mailbox), until destroyed */
   pinned = 0;
+  /** names the connection to the peer's agent for a resume: the first REP's nonce */
+  token: Buffer | null = null;
+  /** resumes so far */
+  generation = 0;
+  /** the QP failed or stuck: the data path waits for a resume (verbs-resume.ts) */
+  suspended = false;
   timer?: NodeJS.Timeout;
 
   constructor(

@@ -2,7 +2,9 @@
 // carries the SID, the destination port and the receive credits (docs/design.md section 4), plus
 // where the peer may RDMA WRITE; REP answers with the passive side's window, a nonce and its
 // proof of the cluster key (cluster-key.ts); a consumer REJ says why, as a vtoe fallback reason.  Everything from the wire is checked: a malformed REQ
-// is rejected, a malformed REP or REJ fails only that connection.
+// is rejected, a malformed REP or REJ fails only that connection.  A connection whose QP failed
+// is resumed on a new one by a resume REQ/REP that name it by its token (the first REP's nonce)
+// and give where each side's stream stands.
 import { isIPv4, isIPv6 } from 'node:net';
 import type { PeerWindow } from '../native-verbs.js';
 import { MAC_BYTES, NONCE_BYTES } from './cluster-key.js';
@@ -10,6 +12,8 @@ import { MAC_BYTES, NONCE_BYTES } from './cluster-key.js';
 const REQ_MAGIC = 0x56545132; // "VTQ2"
 const REP_MAGIC = 0x56545032; // "VTP2"
 const REJ_MAGIC = 0x56544a31; // "VTJ1"
+const RESUME_REQ_MAGIC = 0x56545231; // "VTR1"
+const RESUME_REP_MAGIC = 0x56545331; // "VTS1"
 
 /** rdma_cm's limit for REQ private data on RC (IB CM: 92 bytes less its 36-byte header). */
 export const REQ_PRIVATE_DATA_MAX = 56;
@@ -154,4 +158,83 @@ export function encodeRej(reason: number): Buffer {
 export function decodeRej(b: Buffer): number | null {
   if (b.length < 8 || b.readUInt32BE(0) !== REJ_MAGIC) return null;
   return b.readUInt32BE(4);
+}
+
+/** Where one side's receive stream stands, as a resume REQ or REP tells the other. */
+export interface StreamPosition {
+  /** resumes of this connection so far, this one included: a replayed message is stale */
+  generation: number;
+  /** bytes of the peer's stream delivered here: the peer sends again from there */
+  delivered: bigint;
+  /** bytes of it the process read: the peer's ring is free up to there */
+  consumed: bigint;
+  /** the peer's FIN, and its close, arrived here (it need not send them again) */
+  haveFin: boolean;
+  haveClose: boolean;
+}
+
+export interface ResumeReqData extends StreamPosition {
+  token: Buffer;
+  /** the requesting end's side (0: it connected first): both ends of a connection on one host share the token */
+  side: 0 | 1;
+  mac: Buffer;
+}
+
+export interface ResumeRepData extends StreamPosition {
+  nonce: Buffer;
+  mac: Buffer;
+}
+
+/** Where a resume REQ's or REP's MAC starts: it covers everything before. */
+export const RESUME_MAC_AT = 40;
+export const RESUME_LENGTH = RESUME_MAC_AT + MAC_BYTES;
+export const TOKEN_BYTES = NONCE_BYTES;
+
+function writePosition(b: Buffer, p: StreamPosition, at: number): void {
+  b.writeUInt16BE(p.generation & 0xffff, 4);
+  b.writeUInt16BE((p.haveFin ? 1 : 0) | (p.haveClose ? 2 : 0), 6);
+  b.writeBigUInt64BE(p.delivered, at);
+  b.writeBigUInt64BE(p.consumed, at + 8);
+}
+
+function readPosition(b: Buffer, at: number): StreamPosition {
+  const flags = b.readUInt16BE(6);
+  const p = { generation: b.readUInt16BE(4), delivered: b.readBigUInt64BE(at), consumed: b.readBigUInt64BE(at + 8),
+    haveFin: (flags & 1) !== 0, haveClose: (flags & 2) !== 0 };
+  if (p.consumed > p.delivered) throw new WireError('a resume says more was read than delivered');
+  return p;
+}
+
+/** Magic, position, token, MAC: 56 bytes, all a REQ may carry. */
+export function encodeResumeReq(r: ResumeReqData): Buffer {
+  if (r.token.length !== TOKEN_BYTES || r.mac.length !== MAC_BYTES) throw new WireError('resume token or MAC of the wrong size');
+  const b = Buffer.alloc(RESUME_LENGTH);
+  b.writeUInt32BE(RESUME_REQ_MAGIC, 0);
+  r.token.copy(b, 8);
+  writePosition(b, r, 24);
+  if (r.side === 1) b.writeUInt16BE(b.readUInt16BE(6) | 4, 6);
+  r.mac.copy(b, RESUME_MAC_AT);
+  return b;
+}
+
+/** The resume REQ in private data, or null for a first REQ (or anything else). */
+export function decodeResumeReq(b: Buffer): ResumeReqData | null {
+  if (b.length < RESUME_LENGTH || b.readUInt32BE(0) !== RESUME_REQ_MAGIC) return null;
+  return { ...readPosition(b, 24), token: Buffer.from(b.subarray(8, 24)), side: (b.readUInt16BE(6) & 4) ? 1 : 0,
+    mac: Buffer.from(b.subarray(RESUME_MAC_AT, RESUME_LENGTH)) };
+}
+
+export function encodeResumeRep(r: ResumeRepData): Buffer {
+  if (r.nonce.length !== NONCE_BYTES || r.mac.length !== MAC_BYTES) throw new WireError('resume nonce or MAC of the wrong size');
+  const b = Buffer.alloc(RESUME_LENGTH);
+  b.writeUInt32BE(RESUME_REP_MAGIC, 0);
+  writePosition(b, r, 8);
+  r.nonce.copy(b, 24);
+  r.mac.copy(b, RESUME_MAC_AT);
+  return b;
+}
+
+export function decodeResumeRep(b: Buffer): ResumeRepData {
+  if (b.length < RESUME_LENGTH || b.readUInt32BE(0) !== RESUME_REP_MAGIC) throw new WireError('not a vtoe resume REP');
+  return { ...readPosition(b, 8), nonce: Buffer.from(b.subarray(24, 40)), mac: Buffer.from(b.subarray(RESUME_MAC_AT, RESUME_LENGTH)) };
 }

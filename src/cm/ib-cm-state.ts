@@ -12,6 +12,9 @@ export const IB_CM_EVENTS = [
   'send_req', 'rcv_req', 'send_rep', 'rcv_rep', 'send_rtu', 'rcv_rtu', 'send_rej', 'rcv_rej',
   'send_dreq', 'rcv_dreq', 'send_drep', 'rcv_drep', 'timeout', 'timewait_done', 'conn_error',
   'device_removal', 'reset',
+  // A new REQ/REP/RTU on a new QP took over from one that failed (a link flap): the connection
+  // stays established, its streams resumed from what each side has.
+  'resume',
 ] as const;
 export type IbCmEvent = (typeof IB_CM_EVENTS)[number];
 
@@ -26,7 +29,7 @@ const transitions: TransitionTable<IbCmState, IbCmEvent> = {
   REQ_RCVD: { send_rep: 'REP_SENT', send_rej: 'REJECTED', ...FAIL },
   REP_SENT: { rcv_rtu: 'ESTABLISHED', rcv_rej: 'REJECTED', timeout: 'ERROR', ...FAIL },
   REP_RCVD: { send_rtu: 'ESTABLISHED', send_rej: 'REJECTED', ...FAIL },
-  ESTABLISHED: { send_dreq: 'DREQ_SENT', rcv_dreq: 'DREQ_RCVD', ...FAIL },
+  ESTABLISHED: { send_dreq: 'DREQ_SENT', rcv_dreq: 'DREQ_RCVD', resume: 'ESTABLISHED', ...FAIL },
   DREQ_SENT: { rcv_drep: 'TIMEWAIT', rcv_dreq: 'TIMEWAIT', timeout: 'TIMEWAIT', ...FAIL },
   DREQ_RCVD: { send_drep: 'TIMEWAIT', ...FAIL },
   TIMEWAIT: { timewait_done: 'IDLE', ...GONE },
@@ -64,6 +67,7 @@ export const ibCmSpec: MachineSpec<IbCmState, IbCmEvent> = {
     { states: '*', events: ['rcv_drep'], reason: 'DREP without a DREQ sent' },
     { states: '*', events: ['timeout'], reason: 'no CM timer runs in this state' },
     { states: '*', events: ['timewait_done'], reason: 'the TIMEWAIT timer runs only in TIMEWAIT' },
+    { states: '*', events: ['resume'], reason: 'only an established connection is resumed' },
   ]),
 };
 
