@@ -734,6 +734,10 @@ void VerbsConn::progress()
 		return;
 	if (auth_pending_ && !post_auth())
 		return; // nothing may precede it
+	// Nor does anything go to a peer that has yet to prove the key: a resume REQ replayed by
+	// someone without it must not be sent the stream.
+	if (wire_.awaiting_auth())
+		return;
 	// We always want a doorbell for new data: arm before reading head (Dekker with the shim).
 	tx_->rx_armed.store(1);
 	std::atomic_thread_fence(std::memory_order_seq_cst);

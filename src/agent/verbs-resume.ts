@@ -20,6 +20,8 @@ import {
   decodeRej, decodeResumeRep, encodeRej, encodeResumeRep, encodeResumeReq, RESUME_MAC_AT, type ResumeReqData,
 } from './verbs-wire.js';
 
+/** The IB CM's REJ reason when nothing listens on the service ID (the agents' rdma_cm port). */
+const IB_CM_REJ_INVALID_SERVICE_ID = 8;
 /** How long one attempt may take, and the pause before the next. */
 const ATTEMPT_MS = 5000;
 const RETRY_MS = 1000;
@@ -187,15 +189,19 @@ export class VerbsResumer {
         end.qpStep('to_rts');
         fabric.resume(ev.handle, a.peer!, { expect: a.expect! });
         return this.done(ev.handle, a);
-      case 'CONNECT_REJECTED':
-        // The peer's agent does not know the connection (restarted, or it ended there).
-        if (decodeRej(ev.privateData) === ABI.fb.PEER_NOT_OFFLOADED) {
+      case 'CONNECT_REJECTED': {
+        // The peer's agent does not know the connection (restarted, or it ended there), or no
+        // agent listens there any more: TCP's RST.  Other REJs are tried again: a host whose
+        // link has just come back REJects for a moment (the CM's consumer reason, 28).
+        const reason = decodeRej(ev.privateData);
+        if (reason === ABI.fb.PEER_NOT_OFFLOADED || (reason === null && ev.status === IB_CM_REJ_INVALID_SERVICE_ID)) {
           const why = 'the peer no longer has the connection';
           this.failed(ev.handle, why);
           this.lost.delete(end);
           return this.ctx.reset(end, why);
         }
-        return this.failed(ev.handle, 'REJ (the peer is resuming it too, or busy)');
+        return this.failed(ev.handle, `REJ (reason ${reason ?? `CM ${ev.status}`}): tried again`);
+      }
       default:
         return this.failed(ev.handle, `${ev.type} (status ${ev.status})`);
     }
@@ -239,8 +245,9 @@ export class VerbsResumer {
     this.log.debug('resume attempt failed', { cid: a.end.cid.toString(), why });
     if (a.initiator && a.adopted && fabric && !a.end.destroyed) {
       try {
-        fabric.adopt(a.old, handle);
+        fabric.adopt(a.old, handle); // on a fresh QP, in RESET
         this.rekey(a.end, a.old);
+        if (a.end.qp !== 'RESET') a.end.qpStep('to_reset');
       } catch (err) {
         this.log.debug('resume: cannot move the connection back', { error: String(err) });
       }
