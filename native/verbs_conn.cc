@@ -404,14 +404,16 @@ void VerbsConn::suspend()
 	channel_watch_.stop();
 	ibv_qp_attr attr{};
 	attr.qp_state = IBV_QPS_ERR;
-	ibv_modify_qp(qp_, &attr, IBV_QP_STATE); // a QP that failed is there already
+	if (qp_)
+		ibv_modify_qp(qp_, &attr, IBV_QP_STATE); // a QP that failed is there already
 }
 
 void VerbsConn::renew_qp()
 {
 	if (!suspended_)
 		throw_system_error(EINVAL, "a QP is renewed only while its connection is suspended");
-	ibv_destroy_qp(qp_);
+	if (qp_) // none when an earlier renewal could not create its QP
+		ibv_destroy_qp(qp_);
 	qp_ = nullptr;
 	// What the old QP left behind (flushed work, its completion events) belongs to nobody: the
 	// peer sends again from what we delivered, and we from what it says it has.

@@ -270,6 +270,8 @@ void VerbsFabric::modify_qp(uint32_t handle, ibv_qp_state state)
 			c.stop();
 		}
 	}
+	if (!c.qp())
+		throw_system_error(ENODEV, "the connection has no QP (its renewal failed)");
 	int rc = ibv_modify_qp(c.qp(), &attr, mask);
 	if (rc != 0)
 		throw_system_error(rc, std::string("ibv_modify_qp to ") + qp_state_name(state) +
@@ -288,7 +290,7 @@ rdma_conn_param VerbsFabric::conn_param(Entry &e, const uint8_t *data, size_t le
 	p.flow_control = 1;
 	p.retry_count = 7;
 	p.rnr_retry_count = 3;
-	p.qp_num = e.conn ? e.conn->qp()->qp_num : 0;
+	p.qp_num = e.conn && e.conn->qp() ? e.conn->qp()->qp_num : 0;
 	return p;
 }
 

@@ -12,7 +12,7 @@
 import { ABI } from '../abi.js';
 import type { ResolvedConfig } from '../config.js';
 import type { Logger } from '../log.js';
-import type { CmEvent, ResumePoint, VerbsFabric } from '../native-verbs.js';
+import type { CmEvent, ResumePoint, VerbsFabric, WireAuth } from '../native-verbs.js';
 import { macEqual, newNonce, resumeRepMac, resumeReqMac, rtuMac, type ClusterAuth } from './cluster-key.js';
 import { isLocalAddress } from './local-addresses.js';
 import type { VerbsEndpoint } from './verbs-endpoint.js';
@@ -179,7 +179,7 @@ export class VerbsResumer {
         fabric.modifyQp(ev.handle, 'RTS');
         end.qpStep('to_rts');
         fabric.establish(ev.handle);
-        fabric.resume(ev.handle, rep, { send: rtuMac(this.auth.key, rep.nonce, a.req!) });
+        if (!this.resumeOrReset(ev.handle, a, rep, { send: rtuMac(this.auth.key, rep.nonce, a.req!) })) return;
         fabric.destroy(a.old); // its DREQ reaches an id the peer has let go of
         return this.done(ev.handle, a);
       }
@@ -187,7 +187,7 @@ export class VerbsResumer {
         if (a.initiator) return;
         fabric.modifyQp(ev.handle, 'RTS');
         end.qpStep('to_rts');
-        fabric.resume(ev.handle, a.peer!, { expect: a.expect! });
+        if (!this.resumeOrReset(ev.handle, a, a.peer!, { expect: a.expect! })) return;
         return this.done(ev.handle, a);
       case 'CONNECT_REJECTED': {
         // The peer's agent does not know the connection (restarted, or it ended there), or no
@@ -204,6 +204,21 @@ export class VerbsResumer {
       }
       default:
         return this.failed(ev.handle, `${ev.type} (status ${ev.status})`);
+    }
+  }
+
+  /** The data path goes on from the peer's position; one our stream never had is the peer's
+   * protocol error (EPROTO), which ends the connection. */
+  private resumeOrReset(handle: number, a: Attempt, peer: ResumePoint, auth: WireAuth): boolean {
+    try {
+      this.ctx.fabric()!.resume(handle, peer, auth);
+      return true;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EPROTO') throw err;
+      this.failed(handle, String(err));
+      this.lost.delete(a.end);
+      this.ctx.reset(a.end, String(err));
+      return false;
     }
   }
 
