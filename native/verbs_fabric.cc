@@ -168,6 +168,16 @@ LocalWindow VerbsFabric::create_qp(uint32_t handle, uint32_t ring_size, uint64_t
 	return e.conn->local_window();
 }
 
+// The state of the id's port, asked of the device now; false when it cannot say.
+static bool query_port_state(rdma_cm_id *id, ibv_port_state &state)
+{
+	ibv_port_attr attr{};
+	if (ibv_query_port(id->verbs, id->port_num ? id->port_num : 1, &attr) != 0)
+		return false;
+	state = attr.state;
+	return true;
+}
+
 // The device of `id`, its port state and async event watch set up on first use.
 VerbsFabric::Device &VerbsFabric::device(rdma_cm_id *id)
 {
@@ -176,9 +186,9 @@ VerbsFabric::Device &VerbsFabric::device(rdma_cm_id *id)
 	if (found != devices_.end())
 		return found->second;
 	Device &dev = devices_[ctx];
-	ibv_port_attr attr{};
-	if (ibv_query_port(ctx, id->port_num ? id->port_num : 1, &attr) == 0)
-		dev.port_up = attr.state == IBV_PORT_ACTIVE;
+	ibv_port_state state;
+	if (query_port_state(id, state))
+		dev.port_up = state == IBV_PORT_ACTIVE;
 	int fl = fcntl(ctx->async_fd, F_GETFL);
 	if (fl < 0 || fcntl(ctx->async_fd, F_SETFL, fl | O_NONBLOCK) != 0)
 		return dev;
@@ -228,9 +238,8 @@ void VerbsFabric::recheck_port(rdma_cm_id *id)
 	auto found = devices_.find(id->verbs);
 	if (found == devices_.end() || found->second.port_up)
 		return;
-	ibv_port_attr attr{};
-	if (ibv_query_port(id->verbs, id->port_num ? id->port_num : 1, &attr) == 0 &&
-	    attr.state == IBV_PORT_ACTIVE)
+	ibv_port_state state;
+	if (query_port_state(id, state) && state == IBV_PORT_ACTIVE)
 		resume(id->verbs); // what that reports goes out through the deferred flush
 }
 
@@ -382,10 +391,8 @@ bool VerbsFabric::port_active(uint32_t handle)
 	rdma_cm_id *id = entry(handle).id;
 	if (!id->verbs)
 		return true; // not bound to a device: nothing to wait for
-	ibv_port_attr attr{};
-	if (ibv_query_port(id->verbs, id->port_num ? id->port_num : 1, &attr) != 0)
-		return true; // cannot tell: send it now, as before
-	return attr.state == IBV_PORT_ACTIVE;
+	ibv_port_state state;
+	return !query_port_state(id, state) || state == IBV_PORT_ACTIVE; // cannot tell: send it now
 }
 
 void VerbsFabric::disconnect(uint32_t handle)

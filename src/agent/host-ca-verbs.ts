@@ -166,6 +166,7 @@ export class VerbsHostCA {
       },
       watch: () => this.watchLiveness(),
       resumed: () => this.counters.resumes++,
+      refuse: (handle, reason, why) => this.refuseRequest(handle, reason, why),
     }, config, this.auth, log);
     this.fabric = this.makeFabric();
     this.rdmaAddress = config.rdmaAddress || findRdmaAddress();
@@ -378,19 +379,12 @@ export class VerbsHostCA {
     try {
       resume = decodeResumeReq(ev.privateData);
     } catch (err) {
-      this.log.debug('malformed resume REQ rejected', { error: String(err) });
-      fabric.reject(ev.handle, encodeRej(ABI.fb.NO_FABRIC));
-      fabric.destroy(ev.handle);
-      return;
+      return this.refuseRequest(ev.handle, ABI.fb.NO_FABRIC, `malformed resume REQ: ${String(err)}`);
     }
     if (resume) return this.resumer.onRequest(ev, resume);
     const reject = (reason: number, why: string): void => {
-      this.log.debug('verbs REQ rejected', { why });
-      try {
-        fabric.reject(ev.handle, encodeRej(reason));
-      } catch { /* the requester times out instead */ }
-      fabric.destroy(ev.handle);
-      this.counters.rejected++;
+      this.refuseRequest(ev.handle, reason, why);
+      this.counters.rejected++; // a connection that did not complete (resumes are not counted)
     };
     let req: ReqData;
     try {
@@ -453,6 +447,15 @@ export class VerbsHostCA {
     const list = this.pendingAccept.get(key) ?? [];
     list.push(end);
     this.pendingAccept.set(key, list);
+  }
+
+  /** A REJ for a REQ (a first one, or a resume) that this agent will not take. */
+  private refuseRequest(handle: number, reason: number, why: string): void {
+    this.log.debug('verbs REQ rejected', { why });
+    try {
+      this.fabric!.reject(handle, encodeRej(reason));
+    } catch { /* the requester times out instead */ }
+    this.fabric!.destroy(handle);
   }
 
   /** RTU (or the process's ACCEPT, whichever the agent sees first): RTS, data flows. */

@@ -17,7 +17,7 @@ import { macEqual, newNonce, resumeRepMac, resumeReqMac, rtuMac, type ClusterAut
 import { isLocalAddress } from './local-addresses.js';
 import type { VerbsEndpoint } from './verbs-endpoint.js';
 import {
-  decodeRej, decodeResumeRep, encodeRej, encodeResumeRep, encodeResumeReq, RESUME_MAC_AT, type ResumeReqData,
+  decodeRej, decodeResumeRep, encodeResumeRep, encodeResumeReq, RESUME_MAC_AT, type ResumeReqData,
 } from './verbs-wire.js';
 
 /** The IB CM's REJ reason when nothing listens on the service ID (the agents' rdma_cm port). */
@@ -40,6 +40,8 @@ export interface ResumeContext {
   watch(): void;
   /** One connection resumed: counted for `vtoe stats`. */
   resumed(): void;
+  /** REJ the REQ on handle, with a vtoe fallback reason. */
+  refuse(handle: number, reason: number, why: string): void;
 }
 
 interface Lost {
@@ -284,13 +286,7 @@ export class VerbsResumer {
    */
   onRequest(ev: CmEvent, req: ResumeReqData): void {
     const fabric = this.ctx.fabric()!;
-    const reject = (reason: number, why: string): void => {
-      this.log.debug('resume REQ rejected', { why });
-      try {
-        fabric.reject(ev.handle, encodeRej(reason));
-      } catch { /* it times out instead */ }
-      fabric.destroy(ev.handle);
-    };
+    const reject = (reason: number, why: string): void => this.ctx.refuse(ev.handle, reason, `resume: ${why}`);
     const reqBytes = ev.privateData.subarray(0, RESUME_MAC_AT + 16);
     if (!macEqual(req.mac, resumeReqMac(this.auth.key, reqBytes.subarray(0, RESUME_MAC_AT)))) {
       return reject(ABI.fb.NO_FABRIC, 'the resume REQ does not prove the cluster key');
