@@ -12,6 +12,7 @@
         "native/fd_watch.cc",
         "native/js_handlers.cc",
         "native/js_shm_connection.cc",
+        "native/listener_page.cc",
         "native/shm_connection.cc",
         "native/shm_relay.cc",
         "native/socket_path.cc",

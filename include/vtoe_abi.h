@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change to anything in this file. */
-#define VTOE_ABI_VERSION 6u
+#define VTOE_ABI_VERSION 7u
 
 #define VTOE_CTL_MAGIC 0x56544f45u    /* "VTOE" */
 #define VTOE_REGION_MAGIC 0x56524730u /* "VRG0" */
@@ -98,7 +98,8 @@ enum vtoe_ctl_op {
 	VTOE_OP_HELLO = 1,     /* RPC: first message; name = program name, arg = pid */
 	VTOE_OP_OPEN = 2,      /* RPC: allocate a socket ID (SID) */
 	VTOE_OP_LISTEN = 3,    /* RPC: sid listens at local (the bind address); arg = backlog;
-				* carries the listening socket (SCM_RIGHTS) */
+				* carries the listening socket (SCM_RIGHTS); the ACK may carry
+				* the listener page (struct vtoe_listener_page) */
 	VTOE_OP_CONNECT = 4,   /* RPC: REQ from sid, bound at local, to remote; reply carries fds;
 				* carries the bound socket, which the agent keeps (the kernel
 				* rendezvous, for the server's proof and a late fallback) */
@@ -110,7 +111,8 @@ enum vtoe_ctl_op {
 	VTOE_OP_SHUTDOWN = 7,  /* note: arg = SHUT_RD/SHUT_WR/SHUT_RDWR, after the in-band FIN */
 	VTOE_OP_CLOSE = 8,     /* note: the last fd of sid closed; arg = VTOE_CLOSE_* flags */
 	VTOE_OP_FALLBACK = 9,  /* note: the shim carried sockets on kernel TCP; arg = reason,
-				* cid = how many (0 counts as 1) */
+				* cid = how many (0 counts as 1); with sid = a listener's SID and
+				* VTOE_FB_PEER_NOT_OFFLOADED: kernel clients it accepted unasked */
 	VTOE_OP_PEER_RESET = 10, /* note: sid wrote after its peer's socket was gone; the agent
 				  * hangs up sid's fd, as TCP's answering reset would */
 	VTOE_OP_ATTACH = 11,   /* RPC: the request carries a socket of connection cid (SCM_RIGHTS)
@@ -350,6 +352,25 @@ static inline int64_t vtoe_ring_room(uint64_t geo, uint64_t head, uint64_t tail,
 		return -1;
 	return (int64_t)(area - (head - from));
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Listener page                                                                                */
+/*                                                                                              */
+/* A sealed memfd of VTOE_LISTENER_PAGE_BYTES that the agent writes and a listener's processes */
+/* map read-only.  `waiting` counts the offloaded connections to the listener's port that no   */
+/* process has claimed yet; the agent raises it before it answers their CONNECT (shm) or sends */
+/* their REP (verbs), so a process that accepted a connection and then reads 0 has a kernel    */
+/* client and need not send ACCEPT.                                                             */
+/* ------------------------------------------------------------------------------------------ */
+#define VTOE_LISTENER_PAGE_MAGIC 0x56544c50u /* "VTLP" */
+#define VTOE_LISTENER_PAGE_BYTES 4096u
+/* A region's seals, and no write but the agent's own mapping (F_SEAL_FUTURE_WRITE). */
+#define VTOE_LISTENER_PAGE_SEALS (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL | F_SEAL_FUTURE_WRITE)
+
+struct vtoe_listener_page {
+	uint32_t magic; /* VTOE_LISTENER_PAGE_MAGIC */
+	VTOE_ATOMIC(uint32_t) waiting;
+};
 
 #ifdef __cplusplus
 static_assert(sizeof(struct vtoe_ctl_req) == 96, "vtoe_ctl_req layout");

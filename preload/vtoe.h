@@ -322,6 +322,12 @@ struct vtoe_sock {
 	unsigned ctl_losses;  /* listener: vtoe_ctl_losses() when it was registered */
 	atomic_uint accept_quiet_until; /* listener: the agent offloads nothing to it until
 					 * then (vtoe_ms32_now); accept need not ask */
+	/* listener: the agent's count of offloaded connections waiting on its port (mapped
+	 * read-only; NULL: ask on every accept), and kernel clients accepted without asking
+	 * that the agent has not been told of yet */
+	const struct vtoe_listener_page *_Atomic lpage;
+	atomic_uint kernel_untold;
+	atomic_bool kernel_told; /* listener: the first kernel client went to the agent at once */
 	bool listen_declined; /* listener: the agent's policy keeps it on kernel TCP */
 	struct sockaddr_storage local, peer;
 	socklen_t local_len, peer_len;
@@ -415,6 +421,7 @@ void vtoe_ctl_atfork_child(void);
 void vtoe_ctl_serving(void);
 /* Channels to an agent lost so far (the agent went away or stopped answering). */
 unsigned vtoe_ctl_losses(void);
+bool vtoe_ctl_alive(unsigned since); /* the channel of registration `since` is up, agent there */
 /* vtoe_socket.c: register again the listeners a new agent does not know. */
 void vtoe_listen_reregister(void);
 void vtoe_ctl_req_init(struct vtoe_ctl_req *req, uint16_t op);

@@ -108,6 +108,21 @@ unsigned vtoe_ctl_losses(void)
 	return atomic_load(&vtoe_ctl_lost);
 }
 
+/* Is the channel that was up at vtoe_ctl_losses() == since still up, with the agent at the
+ * other end (no hang-up, nothing unasked for)?  One poll, no message. */
+bool vtoe_ctl_alive(unsigned since)
+{
+	static const struct timespec zero = { 0, 0 };
+	struct pollfd p = { .events = POLLIN };
+	bool alive;
+
+	pthread_mutex_lock(&vtoe_ctl_lock);
+	p.fd = vtoe_ctl_fd;
+	alive = p.fd >= 0 && atomic_load(&vtoe_ctl_lost) == since && REAL(ppoll)(&p, 1, &zero, NULL) == 0;
+	pthread_mutex_unlock(&vtoe_ctl_lock);
+	return alive;
+}
+
 static int vtoe_ctl_wait(int fd, short events, long long deadline)
 {
 	for (;;) {

@@ -12,9 +12,59 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define VTOE_RENDEZVOUS_MS 10000
+#define VTOE_KERNEL_TELL_EVERY 64
+
+/* ------------------------------------------------------------------------------------------ */
+/* Listener pages (vtoe_abi.h): how many offloaded connections wait on a listener's port       */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Maps the page the agent sent with a LISTEN's ACK; NULL if it is not one (accept then asks). */
+static const struct vtoe_listener_page *vtoe_listener_page_map(int fd)
+{
+	struct stat st;
+	int seals = REAL(fcntl)(fd, F_GET_SEALS);
+	const struct vtoe_listener_page *page;
+	void *p;
+
+	if (fstat(fd, &st) < 0 || st.st_size < (off_t)VTOE_LISTENER_PAGE_BYTES || seals < 0 ||
+	    (seals & VTOE_LISTENER_PAGE_SEALS) != VTOE_LISTENER_PAGE_SEALS)
+		return NULL;
+	p = mmap(NULL, VTOE_LISTENER_PAGE_BYTES, PROT_READ, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	page = p;
+	if (page->magic != VTOE_LISTENER_PAGE_MAGIC) {
+		munmap(p, VTOE_LISTENER_PAGE_BYTES);
+		return NULL;
+	}
+	return page;
+}
+
+static void vtoe_listener_page_unmap(const struct vtoe_listener_page *page)
+{
+	if (page)
+		munmap((void *)page, VTOE_LISTENER_PAGE_BYTES);
+}
+
+/* Nothing offloaded waits on the listener's port, as far as its page says. */
+static bool vtoe_listener_page_idle(const struct vtoe_listener_page *page)
+{
+	return page && atomic_load_explicit(&page->waiting, memory_order_acquire) == 0;
+}
+
+/* Tells the agent of the kernel clients ls accepted without asking (its kernelAccepted). */
+static void vtoe_listener_tell_kernel(struct vtoe_sock *ls)
+{
+	unsigned n = atomic_exchange(&ls->kernel_untold, 0);
+
+	if (n && ls->sid)
+		vtoe_ctl_note(VTOE_OP_FALLBACK, ls->sid, n, VTOE_FB_PEER_NOT_OFFLOADED);
+}
 
 static int vtoe_ebadf(void)
 {
@@ -60,8 +110,11 @@ void vtoe_sock_release(struct vtoe_sock *s)
 
 	switch (atomic_load(&s->kind)) {
 	case VTOE_KIND_LISTENER:
-		if (!shared && s->sid)
+		if (!shared && s->sid) {
+			vtoe_listener_tell_kernel(s);
 			vtoe_ctl_note(VTOE_OP_CLOSE, s->sid, 0, 0);
+		}
+		vtoe_listener_page_unmap(atomic_load(&s->lpage));
 		break;
 	case VTOE_KIND_CONN:
 		vtoe_park_sweep();
@@ -469,6 +522,8 @@ static enum vtoe_listen_outcome vtoe_listen_announce(struct vtoe_sock *s, int fd
 {
 	struct vtoe_ctl_req req;
 	struct vtoe_ctl_rep rep;
+	int fds[VTOE_FD__COUNT];
+	const struct vtoe_listener_page *page;
 
 	vtoe_ctl_req_init(&req, VTOE_OP_OPEN);
 	if (vtoe_ctl_rpc(&req, &rep, NULL) < 0)
@@ -482,14 +537,25 @@ static enum vtoe_listen_outcome vtoe_listen_announce(struct vtoe_sock *s, int fd
 	req.arg = s->backlog < 0 ? 0 : (uint32_t)s->backlog;
 	vtoe_addr_to_wire((struct sockaddr *)&s->local, s->local_len, &req.local);
 	s->ctl_losses = vtoe_ctl_losses();
-	if (vtoe_ctl_rpc_fd(&req, fd, &rep, NULL) < 0) {
+	if (vtoe_ctl_rpc_fd(&req, fd, &rep, fds) < 0) {
+		/* Registered, but the page did not fit (EMFILE): accept asks every time. */
+		if (errno == EMFILE && rep.event == VTOE_EV_ACK) {
+			atomic_store_explicit(&s->lpage, NULL, memory_order_release);
+			return VTOE_LISTEN_REGISTERED;
+		}
 		s->sid = 0;
 		return VTOE_LISTEN_NO_AGENT;
 	}
 	if (rep.event != VTOE_EV_ACK) {
+		vtoe_close_fds(fds);
 		s->sid = 0;
 		return VTOE_LISTEN_DECLINED;
 	}
+	page = fds[0] >= 0 ? vtoe_listener_page_map(fds[0]) : NULL;
+	vtoe_close_fds(fds);
+	/* A page of an earlier registration (an agent that went away) stays mapped, since an
+	 * accept in another thread may be reading it: one page per agent restart. */
+	atomic_store_explicit(&s->lpage, page, memory_order_release);
 	vtoe_info("listener registered, sid %u port %u", s->sid, req.local.port);
 	return VTOE_LISTEN_REGISTERED;
 }
@@ -616,10 +682,21 @@ static void vtoe_accept_offload(struct vtoe_sock *ls, int cfd, const struct sock
 	 * much of its descriptor space (cfd, the lowest free number, says how much). */
 	if (cfd >= vtoe_cfg.internal_fd_base / 2 && !vtoe_fds_free(VTOE_FD__COUNT + 1))
 		return;
-	/* The agent said it offloads nothing to this listener for now: nothing to claim. */
+	/* A kernel client, with nothing to claim, when the agent said it offloads nothing to this
+	 * listener for now, or when no offloaded connection waits on its port (the agent counts
+	 * them before their client can connect), as long as the agent that wrote the page is
+	 * still there: after a restart, asking is what registers the listener again.  The agent
+	 * is told how many, the first at once and then every VTOE_KERNEL_TELL_EVERY. */
 	if (vtoe_ms_before(vtoe_ms32_now(), atomic_load_explicit(&ls->accept_quiet_until,
-							      memory_order_relaxed)))
+							      memory_order_relaxed)) ||
+	    (vtoe_listener_page_idle(atomic_load_explicit(&ls->lpage, memory_order_acquire)) &&
+	     vtoe_ctl_alive(ls->ctl_losses))) {
+		unsigned n = atomic_fetch_add(&ls->kernel_untold, 1) + 1;
+
+		if (n >= VTOE_KERNEL_TELL_EVERY || !atomic_exchange(&ls->kernel_told, true))
+			vtoe_listener_tell_kernel(ls);
 		return;
+	}
 	vtoe_ctl_req_init(&req, VTOE_OP_ACCEPT);
 	req.sid = ls->sid;
 	vtoe_addr_to_wire((struct sockaddr *)&ls->local, ls->local_len, &req.local);

@@ -128,8 +128,15 @@ interface NativeShmConnection {
   readonly closed: boolean;
 }
 
+interface NativeListenerPage {
+  setWaiting(n: number): void;
+  close(): void;
+  readonly fd: number;
+}
+
 interface NativeAddon {
   ControlServer: new (path: string, handlers: ControlHandlers) => NativeControlServer;
+  ListenerPage: new () => NativeListenerPage;
   ShmConnection: new (ringSize: number, cid: bigint, ringLarge?: number) => NativeShmConnection;
   abiConstants(): Record<string, number>;
   probeVerbs(): VerbsProbe;
@@ -323,6 +330,33 @@ export class ControlServer {
   /** What the last throwing handler threw, or undefined. */
   get lastHandlerError(): unknown {
     return this.#native.lastHandlerError;
+  }
+}
+
+/**
+ * The page that tells a listener's processes how many offloaded connections to its port wait
+ * for a claim (struct vtoe_listener_page): handed out with a LISTEN's ACK, written only here.
+ */
+export class ListenerPage {
+  readonly #native: NativeListenerPage;
+
+  /** Throws VtoeSystemError when the memfd cannot be made (e.g. EMFILE). */
+  constructor() {
+    const { ListenerPage: Native } = loadAddon();
+    this.#native = native(() => new Native());
+  }
+
+  /** The memfd to send with the ACK (-1 once closed). */
+  get fd(): number {
+    return this.#native.fd;
+  }
+
+  setWaiting(n: number): void {
+    native(() => this.#native.setWaiting(n));
+  }
+
+  close(): void {
+    this.#native.close();
   }
 }
 

@@ -141,6 +141,37 @@ describe('core CA', () => {
     expect(t.core.pendingCount).toBe(0);
   });
 
+  it('publishes on each listener page of a port how many connections to it wait for a claim', () => {
+    const t = setup();
+    const first = t.replies.find((r) => r.client === SERVER && r.rep.sid === t.listenSid && r.fds)!;
+    expect(first.fds).toHaveLength(1);
+    const page = t.pages.get(first.fds![0]!)!;
+    expect(page.waiting).toBe(0);
+    t.connect(40100);
+    const aborted = t.connect(40101);
+    expect(page.waiting).toBe(2); // counted before the CONNECT's reply
+    t.accept(40100);
+    expect(page.waiting).toBe(1);
+    t.send(CLIENT, ABI.op.CLOSE, { sid: aborted.sid, cid: aborted.cid, arg: ABI.close.ABORTED });
+    expect(page.waiting).toBe(0);
+    // A second listener on the port (SO_REUSEPORT, another process): the kernel picks which one
+    // accepts, so every page of the port counts every connection to it.
+    t.connect(40102);
+    const OTHER = 3;
+    t.core.processOpened(OTHER, { pid: 300, uid: 0 });
+    t.send(OTHER, ABI.op.HELLO, { name: 'worker' });
+    t.extraSockets.set(8_200_000, { local: addr(5000), remote: null, listening: true, inAgentNetns: null });
+    const sid = t.send(OTHER, ABI.op.OPEN)!.sid!;
+    expect(t.send(OTHER, ABI.op.LISTEN, { sid, local: addr(5000), arg: 16, fd: 8_200_000 })!.event).toBe(ABI.ev.ACK);
+    const second = t.pages.get(t.replies.at(-1)!.fds![0]!)!;
+    expect([page.waiting, second.waiting]).toEqual([1, 1]);
+    t.accept(40102);
+    expect([page.waiting, second.waiting]).toEqual([0, 0]);
+    // A listener that closes closes its page.
+    t.send(SERVER, ABI.op.CLOSE, { sid: t.listenSid });
+    expect([page.closed, second.closed]).toEqual([true, false]);
+  });
+
   it('answers a kernel client without reading its socket when nothing waits on the ports it names', () => {
     const t = setup();
     const read: number[] = [];

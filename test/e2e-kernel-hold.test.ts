@@ -62,6 +62,23 @@ describe('destinations held on kernel TCP', () => {
     expect(s.offloaded).toBe(before.offloaded);
   }, 120_000);
 
+  it('a server under the shim accepts plain clients without asking the agent, and counts them', async () => {
+    const a = await startAgent({});
+    const before = a.stats();
+    const tool = toolPath('vtoe-pingpong');
+    const server = startProc(tool, ['server', '--port', '0', '--count', '200'], offloadEnv(a.socketPath));
+    const port = (await server.waitLine(/^READY (\d+)$/))[1]!;
+    const client = startProc(tool, ['client', '--port', port, '--mode', 'connect', '--size', '64',
+      '--iters', '190', '--warmup', '10'], process.env); // no shim
+    await client.waitLine(/^\{.*"mode":"connect".*\}$/, 120_000);
+    expect(await client.exited).toEqual({ code: 0, signal: null });
+    expect(await server.exited).toEqual({ code: 0, signal: null });
+    await a.until((x) => x.stats().kernelAccepted - before.kernelAccepted >= 200);
+    const s = a.stats();
+    expect(s.kernelAccepted - before.kernelAccepted).toBe(200);
+    expect((s.events.fallback ?? 0) - (before.events.fallback ?? 0)).toBe(0); // no ACCEPT answered
+  }, 120_000);
+
   it('a client that tries before its server listens is offloaded once the server with the shim is up', async () => {
     const a = await startAgent({ kernelHoldMs: 600_000 });
     const env = offloadEnv(a.socketPath);

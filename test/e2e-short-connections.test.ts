@@ -41,8 +41,13 @@ describe('short connections', () => {
     const s = a.stats();
     expect(s.offloaded - before.offloaded).toBe(8);
     expect(s.fallback.reasons['short-lived']).toBe(292);
-    // The server asked about one kernel client, was told the listener is short, asked no more.
-    expect(s.kernelAccepted - before.kernelAccepted).toBe(1);
+    // The server told the agent of every kernel client it accepted, asking about none (its
+    // listener page showed nothing offloaded waiting) unless a loaded machine let an offloaded
+    // one outlive the late-accept wait: that one was relayed, and its ACCEPT answered.
+    const relayed = (s.fallback.reasons['late-accept'] ?? 0) - (before.fallback.reasons['late-accept'] ?? 0);
+    await a.until((x) => x.stats().kernelAccepted - before.kernelAccepted >= 292 + relayed);
+    expect(a.stats().kernelAccepted - before.kernelAccepted).toBe(292 + relayed);
+    expect((s.events.fallback ?? 0) - (before.events.fallback ?? 0)).toBe(1 + relayed);
     await a.until((x) => x.core.connectionCount === 0);
     expect(s.fallback.total - before.fallback.total).toBe(292);
   }, 120_000);

@@ -102,6 +102,7 @@ export class Agent {
       findListener: (family, address, port) => core.offloadableListener(family, address, port),
       allocateCid: () => core.allocateCid(),
       hasCapacity: () => core.connectionCount < this.config.maxConnections,
+      waitingChanged: (port, delta) => core.waitingChanged(port, delta),
       changed: () => this.notifyChange(),
       fabricLost: () => this.watchForDevice(),
     }, this.eventLog, this.counters, this.log);

@@ -6,7 +6,7 @@ import { closeSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { ABI, BELL_REPLY, FALLBACK_REASON_COUNT, reasonName } from '../abi.js';
 import {
-  tcpListening, tcpPeerAccepted, tcpSocketIdentity, type CtlReply, type CtlRequest, type SideEnd, type SockAddr, type TcpSocketIdentity,
+  ListenerPage, tcpListening, tcpPeerAccepted, tcpSocketIdentity, type CtlReply, type CtlRequest, type SideEnd, type SockAddr, type TcpSocketIdentity,
 } from '../native.js';
 import type { ResolvedConfig } from '../config.js';
 import { decide, type PolicyRule } from '../policy.js';
@@ -98,6 +98,13 @@ function wantsReply(req: CtlRequest): boolean {
   return RPC_OPS.has(req.op) || (req.op === ABI.op.BELL && (req.arg & BELL_REPLY) !== 0);
 }
 
+/** What the core CA does with a listener page (src/native.ts ListenerPage; a fake in tests). */
+export interface ListenerPagePort {
+  readonly fd: number;
+  setWaiting(n: number): void;
+  close(): void;
+}
+
 /** Where replies go; the control server in production, a fake in tests. */
 export interface ReplySink {
   reply(client: number, rep: CtlReply, fds?: number[]): boolean;
@@ -127,6 +134,12 @@ export class CoreCA {
   socketOf: (fd: number) => TcpSocketIdentity = tcpSocketIdentity;
   /** Whether a kernel listener waits where a connect to an address lands (tests replace it). */
   kernelListening: (to: SockAddr) => boolean = tcpListening;
+  /** Makes a listener page (tests replace it). */
+  makeListenerPage: () => ListenerPagePort = () => new ListenerPage();
+  /** Each registered listener's page, by SID. */
+  private readonly pages = new Map<number, ListenerPagePort>();
+  /** Offloaded connections waiting for a claim, by listener port (both fabrics). */
+  private readonly waitingByPort = new Map<number, number>();
   private netnsBlindWarned = false;
   /** Closes a descriptor a request passed (tests replace it, to see each closed once). */
   closeFd: (fd: number) => void = closeFd;
@@ -265,7 +278,8 @@ export class CoreCA {
     };
     this.listeners.add(listener);
     this.sockets.set(sock.sid, { sid: sock.sid, client: proc.client, kind: 'listener', listener });
-    this.reply(proc.client, req, { event: ABI.ev.ACK, sid: sock.sid });
+    const page = this.openListenerPage(listener);
+    this.reply(proc.client, req, { event: ABI.ev.ACK, sid: sock.sid }, page ? [page.fd] : undefined);
   }
 
   private connect(proc: ProcessRecord, given: CtlRequest): void {
@@ -343,6 +357,7 @@ export class CoreCA {
     given.fd = undefined; // the connection owns it now (req may be a copy of given)
     this.connections.set(cid, conn);
     this.pending.set(conn.pendingKey!, conn);
+    this.waitingChanged(remote.port, 1); // before the reply: the server may accept right after
     this.sockets.set(sock.sid, { sid: sock.sid, client: proc.client, kind: 'connection', conn, side: 0 });
     const sent = this.reply(proc.client, req, {
       event: ABI.ev.CONNECT_RESPONSE, sid: sock.sid, cid, fabric: ABI.fabric.SHM, side: 0,
@@ -492,8 +507,7 @@ export class CoreCA {
       this.reply(proc.client, req, { event: ABI.ev.FALLBACK, reason: ABI.fb.PROCESS_LIMIT });
       return;
     }
-    this.pending.delete(conn.pendingKey!);
-    conn.pendingKey = null;
+    this.unpend(conn);
     this.releaseClientSockets(conn); // claimed: the server's shim parks its end until this FIN
     // Only a process holding the listener could accept the rendezvous, and only after the
     // active end's kernel connect succeeded: that is the RTU, even if its note is still queued.
@@ -655,6 +669,8 @@ export class CoreCA {
 
   private closeListener(listener: ListenerEntry): void {
     this.listeners.remove(listener.sid);
+    this.pages.get(listener.sid)?.close();
+    this.pages.delete(listener.sid);
     this.short.forget(listener.sid);
     this.verbs?.listenerClosed(listener.sid);
     // Connections nobody accepted are reset, as the kernel resets a closed listener's queue.
@@ -709,7 +725,7 @@ export class CoreCA {
 
   private discard(conn: LiveConnection): void {
     if (conn.timer) clearTimeout(conn.timer);
-    if (conn.pendingKey) this.pending.delete(conn.pendingKey);
+    this.unpend(conn);
     this.releaseClientSockets(conn);
     const c = conn.link.counters();
     this.counters.closedBytesSent += c.rings[0].head + c.rings[1].head;
@@ -735,8 +751,7 @@ export class CoreCA {
     const fd = conn.ksock;
     if (fd === undefined) return;
     conn.ksock = undefined;
-    if (conn.pendingKey) this.pending.delete(conn.pendingKey);
-    conn.pendingKey = null;
+    this.unpend(conn);
     if (conn.shadow.ends[0].cm === 'REP_RCVD') this.readyToUse(conn);
     conn.relayed = true;
     this.log.info('late fallback: the agent carries the connection over kernel TCP', { cid: String(conn.shadow.cid), why });
@@ -824,6 +839,13 @@ export class CoreCA {
       return this.violation(proc, req, `FALLBACK with reason ${req.arg}`);
     }
     const count = req.cid > 0n ? Number(req.cid < FALLBACK_NOTE_MAX ? req.cid : FALLBACK_NOTE_MAX) : 1;
+    // With a listener's SID: kernel clients a holder of that listener accepted without asking
+    // (its page said nothing offloaded waited).
+    const sock = req.sid !== 0 ? this.sockets.get(req.sid) : undefined;
+    if (sock?.kind === 'listener' && req.arg === ABI.fb.PEER_NOT_OFFLOADED) {
+      this.counters.kernelAccepted += count;
+      return;
+    }
     this.counters.fallback(reasonName(req.arg), proc.program, count);
   }
 
@@ -906,6 +928,35 @@ export class CoreCA {
     this.refuse(proc, why, what);
     this.counters.fallback(reasonName(ABI.fb.UNVERIFIED), proc.program);
     this.reply(proc.client, req, { event: ABI.ev.FALLBACK, reason: ABI.fb.UNVERIFIED });
+  }
+
+  /** The connection no longer waits for a claim (claimed, relayed or gone). */
+  private unpend(conn: LiveConnection): void {
+    if (conn.pendingKey === null) return;
+    this.pending.delete(conn.pendingKey);
+    conn.pendingKey = null;
+    this.waitingChanged(conn.remote.port, -1);
+  }
+
+  /** A connection to `port` starts (+1) or stops (-1) waiting for a claim: the pages say so. */
+  waitingChanged(port: number, delta: 1 | -1): void {
+    const n = Math.max(0, (this.waitingByPort.get(port) ?? 0) + delta);
+    if (n === 0) this.waitingByPort.delete(port);
+    else this.waitingByPort.set(port, n);
+    for (const listener of this.listeners.onPort(port)) this.pages.get(listener.sid)?.setWaiting(n);
+  }
+
+  /** A page for a new listener, or none if it cannot be made (its processes then always ask). */
+  private openListenerPage(listener: ListenerEntry): ListenerPagePort | undefined {
+    try {
+      const page = this.makeListenerPage();
+      page.setWaiting(this.waitingByPort.get(listener.port) ?? 0);
+      this.pages.set(listener.sid, page);
+      return page;
+    } catch (err) {
+      this.log.debug('no listener page; its processes ask on every accept', { error: String(err) });
+      return undefined;
+    }
   }
 
   /** Until when a process may connect to a destination declined now without asking (0: no hold). */

@@ -65,6 +65,8 @@ export interface VerbsHostContext {
   findListener(family: 4 | 6, address: string, port: number): ListenerEntry | undefined;
   allocateCid(): bigint;
   hasCapacity(): boolean;
+  /** One more (+1) or one fewer (-1) passive end waits for a claim on a listener port. */
+  waitingChanged(port: number, delta: 1 | -1): void;
   changed(): void;
   /** The device went: the agent watches for one to come (reopen). */
   fabricLost(): void;
@@ -101,6 +103,8 @@ interface PassiveInfo {
   expect: Buffer; // the active agent's proof, which its first message must carry
   authenticated: boolean;
   since: number; // Date.now() at the REQ
+  /** Counted among the connections waiting on its listener's port (listener page). */
+  waiting: boolean;
 }
 
 export type PassiveClaim = { end: VerbsEndpoint; fds: number[]; ringSize: number };
@@ -297,6 +301,7 @@ export class VerbsHostCA {
   /** The process has its descriptors: the agent's copies of its ends can close. */
   handedOut(end: VerbsEndpoint): void {
     end.handedOut = true;
+    this.stopWaiting(end);
     this.fabric?.releaseApp(end.handle);
   }
 
@@ -421,6 +426,10 @@ export class VerbsHostCA {
     end.cmStep('rcv_req');
     end.tcpStep('rcv_syn');
     this.ends.set(ev.handle, end);
+    // Counted before the REP leaves: the client's kernel rendezvous follows the REP, and the
+    // listener's processes must see it counted when they accept it (the agent may lose its CPU
+    // right after sending the REP).
+    this.host.waitingChanged(req.dstPort, 1);
     try {
       const window = fabric.createQp(ev.handle, req.ringSize, end.cid, 1);
       fabric.modifyQp(ev.handle, 'INIT');
@@ -434,6 +443,7 @@ export class VerbsHostCA {
     } catch (err) {
       this.log.warn('cannot answer a verbs REQ; the client falls back to kernel TCP', { error: String(err) });
       this.ends.delete(ev.handle);
+      this.host.waitingChanged(req.dstPort, -1);
       this.releasePinned(end);
       end.cmStep('send_rej');
       end.cmStep('reset');
@@ -443,7 +453,7 @@ export class VerbsHostCA {
     const key = acceptKey(req.dstPort, req.srcPort);
     this.passive.set(end, { peer: req, listenerSid: listener.sid, key, fromThisHost,
       program: listener.program ?? '?', expect: rtuMac(this.auth.key, nonce, reqBytes), authenticated: false,
-      since: Date.now() });
+      since: Date.now(), waiting: true });
     const list = this.pendingAccept.get(key) ?? [];
     list.push(end);
     this.pendingAccept.set(key, list);
@@ -526,6 +536,14 @@ export class VerbsHostCA {
   }
 
   /** This client's remote connections on key: the same address, or (rdma_cm names this host by its RDMA address) both on this host. */
+  /** A passive end no longer waits for a claim: claimed, or gone. */
+  private stopWaiting(end: VerbsEndpoint): void {
+    const info = this.passive.get(end);
+    if (!info?.waiting) return;
+    info.waiting = false;
+    this.host.waitingChanged(info.peer.dstPort, -1);
+  }
+
   /** Whether a passive end waits for a claim on these ports (whatever the client's address). */
   waitsOnPorts(listenerPort: number, clientPort: number): boolean {
     return !!this.fabric && (this.pendingAccept.get(acceptKey(listenerPort, clientPort))?.length ?? 0) > 0;
@@ -839,6 +857,7 @@ export class VerbsHostCA {
     this.releasePinned(end);
     if (end.timer) clearTimeout(end.timer);
     this.unlistPending(end);
+    this.stopWaiting(end);
     this.passive.delete(end);
     this.ends.delete(end.handle);
     this.fabric?.destroy(end.handle);

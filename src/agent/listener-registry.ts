@@ -31,6 +31,11 @@ export class ListenerRegistry {
     return undefined;
   }
 
+  /** Every listener on `port`, whatever its address. */
+  onPort(port: number): readonly ListenerEntry[] {
+    return this.byPort.get(port) ?? [];
+  }
+
   get size(): number {
     let n = 0;
     for (const list of this.byPort.values()) n += list.length;

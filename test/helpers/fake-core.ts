@@ -76,6 +76,14 @@ export function setup(config: Partial<ResolvedConfig> = {}, logger: Logger = cre
   const extraSockets = new Map<number, TcpSocketIdentity>();
   core.closeFd = (fd) => { closed.push(fd); };
   core.kernelListening = () => false; // no server without the shim, unless a test says so
+  // Listener pages: what the agent last published on each, by the descriptor it sent.
+  const pages = new Map<number, { waiting: number; closed: boolean }>();
+  core.makeListenerPage = () => {
+    const fd = 9_000_000 + pages.size;
+    const page = { waiting: -1, closed: false };
+    pages.set(fd, page);
+    return { fd, setWaiting: (n) => { page.waiting = n; }, close: () => { page.closed = true; } };
+  };
   core.socketOf = (fd) => {
     if (closed.includes(fd)) throw Object.assign(new Error('EBADF: closed'), { code: 'EBADF' });
     return extraSockets.get(fd) ?? fakeSocketOf(fd);
@@ -106,7 +114,7 @@ export function setup(config: Partial<ResolvedConfig> = {}, logger: Logger = cre
     send(CLIENT, ABI.op.ESTABLISH, { sid, cid });
     return { sid, cid, acc: accept(clientPort) };
   };
-  return { core, send, connect, accept, establish, counters, log, dropped, replies, links, listenSid, closed, extraSockets };
+  return { core, send, connect, accept, establish, counters, log, dropped, replies, links, listenSid, closed, extraSockets, pages };
 }
 
 export type FakeCore = ReturnType<typeof setup>;
