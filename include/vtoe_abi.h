@@ -199,11 +199,12 @@ struct vtoe_ctl_rep {
 /*                                                                                              */
 /* Elastic rings.  Each ring has a small area (ring_size bytes, kept hot in cache) and, when   */
 /* the region has one, a large area (ring_large bytes, sparse: its pages exist once touched).  */
-/* The producer moves to the large area when the small one is full and its reader has        */
-/* stalled (the kernel's buffers take more from a writer whose reader is not reading), and    */
-/* back to the small one when the ring is empty.  geo says where: bytes from position         */
-/* geo >> 1 on live in area geo & 1 (0 small, 1 large), bytes before it in the other one.     */
-/* The producer moves only when the consumer has read every byte before the previous move,    */
+/* The producer moves to the large area when the small one is full and its reader has          */
+/* stalled (the kernel's buffers take more from a writer whose reader is not reading), or      */
+/* when one write holds at least a small area's worth (a bulk sender), and back to the small   */
+/* one when the ring is empty.  geo says where: bytes from position geo >> 1 on live in area   */
+/* geo & 1 (0 small, 1 large), bytes before it in the other one.                               */
+/* The producer moves only when the consumer has read every byte before the previous move,     */
 /* so the unread bytes span at most the two areas, in that order.                              */
 /* Byte i of an area of size S lives at area[i & (S - 1)].                                     */
 /*                                                                                              */

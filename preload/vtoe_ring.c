@@ -408,6 +408,18 @@ static void vtoe_tx_begin(struct vtoe_conn *c)
 		vtoe_tx_move(c, 0);
 }
 
+/*
+ * A write of at least a small ring's worth starts in the large area, as kernel TCP's autotuned
+ * buffers grow for a bulk sender.  Through the small ring the two sides would copy a few lines
+ * apart, every line still in the other core's cache: 1 MiB took three times as long.
+ * tx_lock held.
+ */
+static void vtoe_tx_begin_bulk(struct vtoe_conn *c, size_t len)
+{
+	if (len >= c->size)
+		vtoe_tx_move(c, 1);
+}
+
 /* Grow now, if the ring can; true if that made room.  tx_lock held. */
 static bool vtoe_tx_grow_now(struct vtoe_conn *c)
 {
@@ -1023,6 +1035,7 @@ static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, in
 	if (len == 0)
 		return 0;
 	vtoe_tx_begin(c); /* see vtoe_recv_locked */
+	vtoe_tx_begin_bulk(c, len);
 	for (;;) {
 		int64_t room = vtoe_tx_room(c, c->tx_geo, c->tx_head,
 					    VTOE_MIN(len - sent, VTOE_COPY_STEP));

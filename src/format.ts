@@ -25,7 +25,7 @@ export function formatStats(s: StatsSnapshot): string {
     `refused (unproven claims): ${Object.entries(s.refused ?? {}).map(([k, v]) => `${k}=${v}`).join(' ') || 'none'}`,
     ...pinnedLines(s),
     ...silentHostLines(s),
-    `bytes: sent ${s.bytes.sent}, received ${s.bytes.received}; wake-ups sent to sleeping readers: ${s.doorbells}; rings grown for lagging readers: ${s.ringGrowths}`,
+    `bytes: sent ${s.bytes.sent}, received ${s.bytes.received}; wake-ups sent to sleeping readers: ${s.doorbells}; rings grown (lagging readers, bulk writes): ${s.ringGrowths}`,
     ...programLines(s),
   ].join('\n');
 }

@@ -52,7 +52,7 @@ const FAMILIES: readonly Family[] = [
     ] },
   { name: 'doorbell_wakeups', type: 'counter', help: 'Wake-ups sent to sleeping readers.',
     samples: (s) => s.doorbells },
-  { name: 'ring_growths', type: 'counter', help: 'Rings that moved to their large area because a reader lagged.',
+  { name: 'ring_growths', type: 'counter', help: 'Rings that moved to their large area: a reader lagged, or one write held a small ring\'s worth.',
     samples: (s) => s.ringGrowths },
   { name: 'events', type: 'counter', help: 'Events (rdma_cm and replies) the agent raised or replied with, by name.',
     samples: (s) => byLabel('event', s.events) },

@@ -115,3 +115,53 @@ describe('a writer whose reader is not reading', () => {
     });
   }
 });
+
+// Reads to the end, counting, as a receiver of large messages does.
+const SINK = `
+import hashlib, socket, sys
+${pyListener(1)}c, _ = l.accept()
+print('accepted', flush=True)
+h, n = hashlib.sha256(), 0
+while True:
+    d = c.recv(1 << 16)
+    if not d:
+        break
+    h.update(d)
+    n += len(d)
+print('sank', n, h.hexdigest(), flush=True)
+`;
+
+// Once told to, sends `count` messages of `size` bytes, each in one call (as MPI sends a large message).
+const BULK_SENDER = `
+import hashlib, os, socket, sys
+port, size, count = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+c = socket.create_connection(('127.0.0.1', port))
+sys.stdin.readline()
+h = hashlib.sha256()
+for _ in range(count):
+    m = os.urandom(size)
+    h.update(m)
+    c.sendall(m)
+c.close()
+print('sent', size * count, h.hexdigest(), flush=True)
+`;
+
+describe('a bulk writer whose reader keeps reading', () => {
+  it('moves its ring to the large area for a write of a ring\'s worth or more (through the small ring both sides copy a few lines apart)', async () => {
+    writeFileSync(join(dir, 'sink.py'), SINK);
+    writeFileSync(join(dir, 'bulk-sender.py'), BULK_SENDER);
+    const env = offloadEnv(agent.socketPath);
+    const before = agent.stats();
+    const server = startProc('python3', [join(dir, 'sink.py')], env);
+    const port = Number((await server.waitLine(/^(\d+)$/))[1]);
+    const client = startProc('python3', [join(dir, 'bulk-sender.py'), String(port), String(MiB), '8'], env);
+    await server.waitLine(/^accepted$/);
+    client.child.stdin!.write('go\n'); // the reader is in recv() by now: it never stalls
+    const [, n, sum] = await client.waitLine(/^sent (\d+) ([0-9a-f]{64})$/, 20_000);
+    await server.waitLine(new RegExp(`^sank ${n} ${sum}$`), 20_000);
+    const after = agent.stats();
+    expect(after.offloaded - before.offloaded).toBe(1);
+    // One move per message whose ring had emptied before it; a reader that kept up leaves it so.
+    expect(after.ringGrowths - before.ringGrowths).toBeGreaterThan(0);
+  });
+});

@@ -21,7 +21,7 @@ export interface StatsSnapshot {
   programs: Record<string, ProgramStats>;
   bytes: { sent: number; received: number };
   doorbells: number; // wake-ups sent to sleeping readers (event suppression keeps it below the writes)
-  ringGrowths: number; // rings that moved to their large area because a reader lagged
+  ringGrowths: number; // rings that moved to their large area: a reader lagged, or a bulk write
 
   events: Record<string, number>;
   memory: { ringBytes: number; agentStateBytes: number };
