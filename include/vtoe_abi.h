@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change to anything in this file. */
-#define VTOE_ABI_VERSION 8u
+#define VTOE_ABI_VERSION 7u
 
 #define VTOE_CTL_MAGIC 0x56544f45u    /* "VTOE" */
 #define VTOE_REGION_MAGIC 0x56524730u /* "VRG0" */
@@ -206,8 +206,7 @@ struct vtoe_ctl_rep {
 /* geo & 1 (0 small, 1 large), bytes before it in the other one.                               */
 /* The producer moves only when the consumer has read every byte before the previous move,     */
 /* so the unread bytes span at most the two areas, in that order.                              */
-/* Byte i lives in the small area at i mod its size, in the large one at (i - the move's       */
-/* position) mod its size (vtoe_geo_offset): a stay there uses no more of it than it wrote.    */
+/* Byte i of an area of size S lives at area[i & (S - 1)].                                     */
 /*                                                                                              */
 /* Doorbells.  Each side's application fd is one end of an AF_UNIX stream socketpair whose     */
 /* other end (its "bell") is held by the peer, which rings it, and by the agent.  So:          */
@@ -332,19 +331,10 @@ static inline int vtoe_geo_area(uint64_t geo, uint64_t pos)
 	return pos >= (geo >> 1) ? (int)(geo & 1) : (int)!(geo & 1);
 }
 
-/* Where stream byte pos sits in its area (vtoe_geo_area): in the small one at pos, in the
- * large one counted from the move into it (geo's position: a consumer reads large bytes only
- * while geo says large, since the producer moves back only once every byte was read), so a
- * stay in the large area touches no more of it than that stay wrote.  Modulo the area's size. */
-static inline uint64_t vtoe_geo_offset(uint64_t geo, uint64_t pos, int area, uint32_t area_size)
-{
-	return (area ? pos - (geo >> 1) : pos) & (area_size - 1);
-}
-
 /* Bytes from pos that are contiguous in their area, before the area's end or a move. */
-static inline uint64_t vtoe_geo_run(uint64_t geo, uint64_t pos, int area, uint32_t area_size)
+static inline uint64_t vtoe_geo_run(uint64_t geo, uint64_t pos, uint32_t area_size)
 {
-	uint64_t run = area_size - vtoe_geo_offset(geo, pos, area, area_size);
+	uint64_t run = area_size - (pos & (area_size - 1));
 	if (pos < (geo >> 1) && (geo >> 1) - pos < run)
 		run = (geo >> 1) - pos;
 	return run;

@@ -101,8 +101,8 @@ bool ShmRelay::pump_out()
 		return false;
 	}
 	if (used > 0) {
-		const size_t off = vtoe_geo_offset(geo, tail, area, area_size);
-		const size_t n = std::min<uint64_t>(static_cast<uint64_t>(used), vtoe_geo_run(geo, tail, area, area_size));
+		const size_t off = tail & (area_size - 1);
+		const size_t n = std::min<uint64_t>(static_cast<uint64_t>(used), vtoe_geo_run(geo, tail, area_size));
 		ssize_t w = send(ksock_.get(), conn_.area_data(0, area) + off, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 		if (w < 0 && errno == EINTR)
 			return true;

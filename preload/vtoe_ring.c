@@ -255,11 +255,11 @@ static void vtoe_copy_out(struct vtoe_conn *c, uint64_t geo, uint64_t pos, size_
 		size_t k;
 
 		if (vtoe_likely(vtoe_geo_area(geo, pos) == 0)) {
-			k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, 0, c->size)), room);
+			k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, c->size)), room);
 			memcpy(to, c->rx_area[0] + (pos & (c->size - 1)), k);
 		} else {
-			k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, 1, c->large)), room);
-			memcpy(to, c->rx_area[1] + vtoe_geo_offset(geo, pos, 1, c->large), k);
+			k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, c->large)), room);
+			memcpy(to, c->rx_area[1] + (pos & (c->large - 1)), k);
 		}
 		cur->off += k;
 		pos += k;
@@ -280,7 +280,7 @@ static void vtoe_copy_in(struct vtoe_conn *c, uint64_t pos, size_t n, struct vto
 	uint32_t size = area ? c->large : c->size;
 
 	while (n) {
-		size_t ro = vtoe_geo_offset(c->tx_geo, pos, area, size);
+		size_t ro = pos & (size - 1);
 		size_t k = VTOE_MIN(VTOE_MIN(n, size - ro), vtoe_iov_chunk(cur));
 
 		memcpy(c->tx_area[area] + ro, (const char *)cur->iov[cur->i].iov_base + cur->off, k);
@@ -1427,7 +1427,7 @@ bool vtoe_conn_rx_ready(struct vtoe_conn *c)
 	if (vtoe_likely(vtoe_geo_area(geo, tail) == 0))
 		__builtin_prefetch(c->rx_area[0] + (tail & (c->size - 1)));
 	else if (c->large)
-		__builtin_prefetch(c->rx_area[1] + vtoe_geo_offset(geo, tail, 1, c->large));
+		__builtin_prefetch(c->rx_area[1] + (tail & (c->large - 1)));
 	return true;
 }
 
