@@ -1015,8 +1015,9 @@ static int vtoe_tx_error(struct vtoe_conn *c)
 	return 0;
 }
 
+/* bulk: what the caller means to send in all, of which this is part (sendfile's chunks). */
 static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, int iovcnt,
-				size_t len, int flags)
+				size_t len, size_t bulk, int flags)
 {
 	struct vtoe_ring_ctl *tx = c->tx;
 	struct vtoe_iov_cur cur = { .iov = iov, .cnt = iovcnt };
@@ -1035,7 +1036,7 @@ static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, in
 	if (len == 0)
 		return 0;
 	vtoe_tx_begin(c); /* see vtoe_recv_locked */
-	vtoe_tx_begin_bulk(c, len);
+	vtoe_tx_begin_bulk(c, bulk);
 	for (;;) {
 		int64_t room = vtoe_tx_room(c, c->tx_geo, c->tx_head,
 					    VTOE_MIN(len - sent, VTOE_COPY_STEP));
@@ -1114,7 +1115,7 @@ ssize_t vtoe_conn_send(struct vtoe_conn *c, const struct iovec *iov, int iovcnt,
 	if (vtoe_iov_total(iov, iovcnt, &len) < 0)
 		return -1;
 	pthread_mutex_lock(&c->tx_lock);
-	r = vtoe_send_locked(c, iov, iovcnt, len, flags);
+	r = vtoe_send_locked(c, iov, iovcnt, len, len, flags);
 	pthread_mutex_unlock(&c->tx_lock);
 	if (r < 0 && errno == EPIPE && !(flags & MSG_NOSIGNAL))
 		raise(SIGPIPE); /* what the kernel does for a stream socket */
@@ -1147,6 +1148,7 @@ ssize_t vtoe_conn_sendfile(struct vtoe_conn *c, int in_fd, off64_t *offset, size
 			size_t space;
 
 			vtoe_tx_begin(c);
+			vtoe_tx_begin_bulk(c, count - total);
 			room = vtoe_tx_room_now(c);
 			if (room == 0 && vtoe_tx_nospace(c))
 				room = vtoe_tx_room_now(c);
@@ -1166,7 +1168,7 @@ ssize_t vtoe_conn_sendfile(struct vtoe_conn *c, int in_fd, off64_t *offset, size
 		}
 		iov.iov_base = buf;
 		iov.iov_len = (size_t)n;
-		s = vtoe_send_locked(c, &iov, 1, (size_t)n, MSG_NOSIGNAL);
+		s = vtoe_send_locked(c, &iov, 1, (size_t)n, count - total, MSG_NOSIGNAL);
 		if (s < 0) {
 			if (!total)
 				ret = -1;

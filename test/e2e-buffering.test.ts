@@ -146,6 +146,21 @@ c.close()
 print('sent', size * count, h.hexdigest(), flush=True)
 `;
 
+// Once told to, sends a file of `size` bytes with one sendfile() (which the shim copies in chunks).
+const FILE_SENDER = `
+import hashlib, os, socket, sys
+port, size, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+data = os.urandom(size)
+with open(path, 'wb') as f:
+    f.write(data)
+c = socket.create_connection(('127.0.0.1', port))
+sys.stdin.readline()
+with open(path, 'rb') as f:
+    sent = c.sendfile(f)
+c.close()
+print('sent', sent, hashlib.sha256(data).hexdigest(), flush=True)
+`;
+
 describe('a bulk writer whose reader keeps reading', () => {
   it('moves its ring to the large area for a write of a ring\'s worth or more (through the small ring both sides copy a few lines apart)', async () => {
     writeFileSync(join(dir, 'sink.py'), SINK);
@@ -162,6 +177,24 @@ describe('a bulk writer whose reader keeps reading', () => {
     const after = agent.stats();
     expect(after.offloaded - before.offloaded).toBe(1);
     // One move per message whose ring had emptied before it; a reader that kept up leaves it so.
+    expect(after.ringGrowths - before.ringGrowths).toBeGreaterThan(0);
+  });
+
+  it('moves it for a sendfile() of a ring\'s worth or more too, though the shim copies the file in chunks', async () => {
+    writeFileSync(join(dir, 'sink.py'), SINK);
+    writeFileSync(join(dir, 'file-sender.py'), FILE_SENDER);
+    const env = offloadEnv(agent.socketPath);
+    const before = agent.stats();
+    const server = startProc('python3', [join(dir, 'sink.py')], env);
+    const port = Number((await server.waitLine(/^(\d+)$/))[1]);
+    const client = startProc('python3', [join(dir, 'file-sender.py'), String(port), String(4 * MiB), join(dir, 'sent.bin')], env);
+    await server.waitLine(/^accepted$/);
+    client.child.stdin!.write('go\n');
+    const [, n, sum] = await client.waitLine(/^sent (\d+) ([0-9a-f]{64})$/, 20_000);
+    expect(Number(n)).toBe(4 * MiB);
+    await server.waitLine(new RegExp(`^sank ${n} ${sum}$`), 20_000);
+    const after = agent.stats();
+    expect(after.offloaded - before.offloaded).toBe(1);
     expect(after.ringGrowths - before.ringGrowths).toBeGreaterThan(0);
   });
 });
