@@ -535,7 +535,6 @@ export class VerbsHostCA {
     return true;
   }
 
-  /** This client's remote connections on key: the same address, or (rdma_cm names this host by its RDMA address) both on this host. */
   /** A passive end no longer waits for a claim: claimed, or gone. */
   private stopWaiting(end: VerbsEndpoint): void {
     const info = this.passive.get(end);
