@@ -10,13 +10,13 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <memory>
 #include <new>
 
 #include "bindings.h"
 #include "js_boundary.h"
+#include "sealed_memfd.h"
 #include "system_error.h"
 #include "unique_fd.h"
 #include "vtoe_abi.h"
@@ -29,14 +29,9 @@ class ListenerPage {
 public:
 	ListenerPage()
 	{
-		memfd_.reset(memfd_create("vtoe-listener", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-		if (!memfd_)
-			throw_errno("memfd_create for a listener page failed", "raise the fd limit");
-		if (ftruncate(memfd_.get(), VTOE_LISTENER_PAGE_BYTES) != 0)
-			throw_errno("cannot size the listener page");
-		// Sealed against resizing, as regions are: no holder can turn the others' reads into SIGBUS.
-		if (fcntl(memfd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0)
-			throw_errno("cannot seal the listener page");
+		// Resizing is sealed now, writes once the page is set up (F_SEAL_FUTURE_WRITE below).
+		memfd_ = sealed_memfd("vtoe-listener", VTOE_LISTENER_PAGE_BYTES, F_SEAL_SHRINK | F_SEAL_GROW,
+				      "the listener page");
 		void *base = mmap(nullptr, VTOE_LISTENER_PAGE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_.get(), 0);
 		if (base == MAP_FAILED)
 			throw_errno("cannot map the listener page");

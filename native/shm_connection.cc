@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "fd_drain.h"
+#include "sealed_memfd.h"
 #include "system_error.h"
 
 namespace vtoe {
@@ -39,17 +40,9 @@ ShmConnection::ShmConnection(uint32_t ring_size, uint32_t ring_large, uint64_t c
 				   "use 0 (rings never grow) or a power of two above the ring size, up to " +
 					   std::to_string(VTOE_RING_MAX) + " (64 MiB)");
 
-	// Sealed against resizing: a process that receives the memfd must not be able to shrink
-	// it under the other mappings, which would turn their next access into SIGBUS.
-	memfd_.reset(memfd_create("vtoe-conn", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-	if (!memfd_)
-		throw_errno("memfd_create for a connection region failed", "raise the fd limit");
 	// The large areas are sparse: a ring that never grows costs no memory for them.
 	const uint64_t bytes = vtoe_region_bytes(ring_size, ring_large);
-	if (ftruncate(memfd_.get(), static_cast<off_t>(bytes)) != 0)
-		throw_errno("cannot size the connection region to " + std::to_string(bytes) + " bytes");
-	if (fcntl(memfd_.get(), F_ADD_SEALS, VTOE_REGION_SEALS) != 0)
-		throw_errno("cannot seal the connection region");
+	memfd_ = sealed_memfd("vtoe-conn", bytes, VTOE_REGION_SEALS, "the connection region");
 	void *base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_.get(), 0);
 	if (base == MAP_FAILED)
 		throw_errno("cannot map the connection region", "check the memory limits (ulimit -v)");

@@ -399,25 +399,20 @@ static bool vtoe_tx_move(struct vtoe_conn *c, int area)
 	return true;
 }
 
-/* A write begins: our indices as the ring has them, and back to the cache-hot small area if
- * the reader has caught up.  tx_lock held. */
-static void vtoe_tx_begin(struct vtoe_conn *c)
+/*
+ * A write of `bulk` bytes begins: our indices as the ring has them, then the area it goes to.
+ * A small ring's worth or more goes to the large area, as kernel TCP's autotuned buffers grow
+ * for a bulk sender (through the small ring the two sides would copy a few lines apart, every
+ * line still in the other core's cache: 1 MiB took three times as long); anything less goes
+ * back to the cache-hot small area once the reader has caught up.  tx_lock held.
+ */
+static void vtoe_tx_begin(struct vtoe_conn *c, size_t bulk)
 {
 	vtoe_tx_sync(c);
-	if (c->tx_geo & 1)
+	if (bulk >= c->size)
+		vtoe_tx_move(c, 1); /* nothing to do if already there */
+	else if (c->tx_geo & 1)
 		vtoe_tx_move(c, 0);
-}
-
-/*
- * A write of at least a small ring's worth starts in the large area, as kernel TCP's autotuned
- * buffers grow for a bulk sender.  Through the small ring the two sides would copy a few lines
- * apart, every line still in the other core's cache: 1 MiB took three times as long.
- * tx_lock held.
- */
-static void vtoe_tx_begin_bulk(struct vtoe_conn *c, size_t len)
-{
-	if (len >= c->size)
-		vtoe_tx_move(c, 1);
 }
 
 /* Grow now, if the ring can; true if that made room.  tx_lock held. */
@@ -1035,8 +1030,7 @@ static ssize_t vtoe_send_locked(struct vtoe_conn *c, const struct iovec *iov, in
 		return vtoe_fail(e);
 	if (len == 0)
 		return 0;
-	vtoe_tx_begin(c); /* see vtoe_recv_locked */
-	vtoe_tx_begin_bulk(c, bulk);
+	vtoe_tx_begin(c, bulk); /* see vtoe_recv_locked */
 	for (;;) {
 		int64_t room = vtoe_tx_room(c, c->tx_geo, c->tx_head,
 					    VTOE_MIN(len - sent, VTOE_COPY_STEP));
@@ -1147,8 +1141,7 @@ ssize_t vtoe_conn_sendfile(struct vtoe_conn *c, int in_fd, off64_t *offset, size
 			int64_t room;
 			size_t space;
 
-			vtoe_tx_begin(c);
-			vtoe_tx_begin_bulk(c, count - total);
+			vtoe_tx_begin(c, count - total);
 			room = vtoe_tx_room_now(c);
 			if (room == 0 && vtoe_tx_nospace(c))
 				room = vtoe_tx_room_now(c);

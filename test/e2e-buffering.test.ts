@@ -161,39 +161,35 @@ c.close()
 print('sent', sent, hashlib.sha256(data).hexdigest(), flush=True)
 `;
 
+/** Runs `script` (a sender told to start once the sink is in recv()) into SINK; what it sent,
+ * checked whole at the sink, and the agent's counters before and after. */
+async function bulkIntoReadingSink(script: string, source: string, args: string[]) {
+  writeFileSync(join(dir, 'sink.py'), SINK);
+  writeFileSync(join(dir, script), source);
+  const env = offloadEnv(agent.socketPath);
+  const before = agent.stats();
+  const server = startProc('python3', [join(dir, 'sink.py')], env);
+  const port = Number((await server.waitLine(/^(\d+)$/))[1]);
+  const client = startProc('python3', [join(dir, script), String(port), ...args], env);
+  await server.waitLine(/^accepted$/);
+  client.child.stdin!.write('go\n'); // the reader is in recv() by now: it never stalls
+  const [, n, sum] = await client.waitLine(/^sent (\d+) ([0-9a-f]{64})$/, 20_000);
+  await server.waitLine(new RegExp(`^sank ${n} ${sum}$`), 20_000);
+  return { sent: Number(n), before, after: agent.stats() };
+}
+
 describe('a bulk writer whose reader keeps reading', () => {
   it('moves its ring to the large area for a write of a ring\'s worth or more (through the small ring both sides copy a few lines apart)', async () => {
-    writeFileSync(join(dir, 'sink.py'), SINK);
-    writeFileSync(join(dir, 'bulk-sender.py'), BULK_SENDER);
-    const env = offloadEnv(agent.socketPath);
-    const before = agent.stats();
-    const server = startProc('python3', [join(dir, 'sink.py')], env);
-    const port = Number((await server.waitLine(/^(\d+)$/))[1]);
-    const client = startProc('python3', [join(dir, 'bulk-sender.py'), String(port), String(MiB), '8'], env);
-    await server.waitLine(/^accepted$/);
-    client.child.stdin!.write('go\n'); // the reader is in recv() by now: it never stalls
-    const [, n, sum] = await client.waitLine(/^sent (\d+) ([0-9a-f]{64})$/, 20_000);
-    await server.waitLine(new RegExp(`^sank ${n} ${sum}$`), 20_000);
-    const after = agent.stats();
+    const { before, after } = await bulkIntoReadingSink('bulk-sender.py', BULK_SENDER, [String(MiB), '8']);
     expect(after.offloaded - before.offloaded).toBe(1);
     // One move per message whose ring had emptied before it; a reader that kept up leaves it so.
     expect(after.ringGrowths - before.ringGrowths).toBeGreaterThan(0);
   });
 
   it('moves it for a sendfile() of a ring\'s worth or more too, though the shim copies the file in chunks', async () => {
-    writeFileSync(join(dir, 'sink.py'), SINK);
-    writeFileSync(join(dir, 'file-sender.py'), FILE_SENDER);
-    const env = offloadEnv(agent.socketPath);
-    const before = agent.stats();
-    const server = startProc('python3', [join(dir, 'sink.py')], env);
-    const port = Number((await server.waitLine(/^(\d+)$/))[1]);
-    const client = startProc('python3', [join(dir, 'file-sender.py'), String(port), String(4 * MiB), join(dir, 'sent.bin')], env);
-    await server.waitLine(/^accepted$/);
-    client.child.stdin!.write('go\n');
-    const [, n, sum] = await client.waitLine(/^sent (\d+) ([0-9a-f]{64})$/, 20_000);
-    expect(Number(n)).toBe(4 * MiB);
-    await server.waitLine(new RegExp(`^sank ${n} ${sum}$`), 20_000);
-    const after = agent.stats();
+    const { sent, before, after } = await bulkIntoReadingSink('file-sender.py', FILE_SENDER,
+      [String(4 * MiB), join(dir, 'sent.bin')]);
+    expect(sent).toBe(4 * MiB);
     expect(after.offloaded - before.offloaded).toBe(1);
     expect(after.ringGrowths - before.ringGrowths).toBeGreaterThan(0);
   });
