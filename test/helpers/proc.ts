@@ -31,9 +31,13 @@ export function startProc(cmd: string, args: string[], env: NodeJS.ProcessEnv, c
   let out = '';
   let err = '';
   const waiters: Array<{ pattern: RegExp; resolve: (m: RegExpMatchArray) => void }> = [];
+  // Only whole lines: a pipe can hand over "GOT " before "hello\n", and /^GOT (.*)$/ would
+  // match the part.  Once the child is gone, its unterminated last line counts too.
+  let closed = false;
   const check = () => {
+    const lines = closed ? out : out.slice(0, out.lastIndexOf('\n') + 1);
     for (const w of [...waiters]) {
-      const m = out.match(new RegExp(w.pattern.source, w.pattern.flags.includes('m') ? w.pattern.flags : `${w.pattern.flags}m`));
+      const m = lines.match(new RegExp(w.pattern.source, w.pattern.flags.includes('m') ? w.pattern.flags : `${w.pattern.flags}m`));
       if (m) {
         waiters.splice(waiters.indexOf(w), 1);
         w.resolve(m);
@@ -44,7 +48,12 @@ export function startProc(cmd: string, args: string[], env: NodeJS.ProcessEnv, c
   child.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     // 'close', not 'exit': only then has all of the child's output been read.
-    child.once('close', (code, signal) => { live.delete(child); resolve({ code, signal }); });
+    child.once('close', (code, signal) => {
+      live.delete(child);
+      closed = true;
+      check();
+      resolve({ code, signal });
+    });
   });
   return {
     child,
