@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #define PAGE 4096u
-#define MAX_PAGES 24u /* 86016 bytes: 8 KiB rings with 32 KiB large areas */
+#define MAX_PAGES 40u /* 151552 bytes: 8 KiB rings with 32 KiB large and bulk areas */
 #define MAX_OPS 32
 
 /* ------------------------------------------------------------------------------------------ */
@@ -221,7 +221,7 @@ static void op_recv(struct in *in, struct vtoe_conn *c, bool blocking)
 	if (r >= 0 && !(flags & MSG_PEEK) && c->gen == atomic_load(&vtoe_fork_gen) &&
 	    c->rx_tail - tail != (uint64_t)r)
 		abort();
-	if (r > (ssize_t)((uint64_t)c->size + c->large))
+	if (r > (ssize_t)vtoe_ring_capacity(c->size, c->large))
 		abort(); /* more than the ring holds */
 	atomic_store(&c->opts.rcvtimeo_us, 0);
 	free(buf);
@@ -376,7 +376,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		atomic_store(&reg->ring[i].head, base);
 		atomic_store(&reg->ring[i].tail, base);
 		atomic_store(&reg->ring[i].fin_at, base);
-		atomic_store(&reg->ring[i].geo, cfg & 512 ? base << 1 : 0);
+		/* a move's position at the start index, or none */
+		atomic_store(&reg->ring[i].geo, cfg & 512 ? vtoe_geo(base, 0, 0) : 0);
 		atomic_store(&reg->ring[i].rx_armed, 1); /* as the agent makes it */
 	}
 	for (unsigned n = (unsigned)take(&in, 1) % 4; n; n--)

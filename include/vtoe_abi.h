@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change to anything in this file. */
-#define VTOE_ABI_VERSION 7u
+#define VTOE_ABI_VERSION 8u
 
 #define VTOE_CTL_MAGIC 0x56544f45u    /* "VTOE" */
 #define VTOE_REGION_MAGIC 0x56524730u /* "VRG0" */
@@ -198,12 +198,14 @@ struct vtoe_ctl_rep {
 /* head and tail count bytes since the connection began; (head - tail) is the fill.            */
 /*                                                                                              */
 /* Elastic rings.  Each ring has a small area (ring_size bytes, kept hot in cache) and, when   */
-/* the region has one, a large area (ring_large bytes, sparse: its pages exist once touched).  */
-/* The producer moves to the large area when the small one is full and its reader has          */
-/* stalled (the kernel's buffers take more from a writer whose reader is not reading), or      */
-/* when one write holds at least a small area's worth (a bulk sender), and back to the small   */
-/* one when the ring is empty.  geo says where: bytes from position geo >> 1 on live in area   */
-/* geo & 1 (0 small, 1 large), bytes before it in the other one.                               */
+/* the region has one, a large area (ring_large bytes) and a bulk area (vtoe_ring_bulk()       */
+/* bytes), both sparse: their pages exist once touched.  The producer moves to the large area  */
+/* when the small or bulk one is full and its reader has stalled (the kernel's buffers take    */
+/* more from a writer whose reader is not reading); to the bulk area when one write holds at   */
+/* least a small area's worth (a bulk sender: the bulk area is smaller than the large one, so  */
+/* a stream whose reader keeps up touches fewer fresh pages); and back to the small one when   */
+/* the ring is empty.  geo says where: bytes from position vtoe_geo_at(geo) on live in area    */
+/* geo & 3 (0 small, 1 large, 2 bulk), bytes before it in area (geo >> 2) & 3.                 */
 /* The producer moves only when the consumer has read every byte before the previous move,     */
 /* so the unread bytes span at most the two areas, in that order.                              */
 /* Byte i of an area of size S lives at area[i & (S - 1)].                                     */
@@ -293,17 +295,34 @@ struct vtoe_conn_region {
 #define VTOE_BELL_SNDBUF 8192
 #define VTOE_BELL_FUSE 1
 
-/* Layout: both small areas (ring 0's, ring 1's), then both large areas. */
+/* The bulk area's size: a few small areas' worth, at most the large area; 0 without one. */
+static inline uint32_t vtoe_ring_bulk(uint32_t ring_size, uint32_t ring_large)
+{
+	uint32_t four = ring_size <= VTOE_RING_MAX / 4 ? 4u * ring_size : VTOE_RING_MAX;
+	return ring_large < four ? ring_large : four;
+}
+
+/* An area's size: 0 small, 1 large, 2 bulk; 0 for one the region does not have. */
+static inline uint32_t vtoe_area_size(uint32_t ring_size, uint32_t ring_large, int area)
+{
+	return area == 0 ? ring_size : area == 1 ? ring_large
+	       : area == 2 ? vtoe_ring_bulk(ring_size, ring_large) : 0;
+}
+
+/* Layout: both small areas (ring 0's, ring 1's), then both large areas, then both bulk ones. */
 static inline uint64_t vtoe_region_bytes(uint32_t ring_size, uint32_t ring_large)
 {
-	return (uint64_t)VTOE_REGION_DATA_OFFSET + 2u * ((uint64_t)ring_size + ring_large);
+	return (uint64_t)VTOE_REGION_DATA_OFFSET +
+	       2u * ((uint64_t)ring_size + ring_large + vtoe_ring_bulk(ring_size, ring_large));
 }
 
 static inline uint64_t vtoe_area_offset(uint32_t ring_size, uint32_t ring_large, int ring, int area)
 {
-	return (uint64_t)VTOE_REGION_DATA_OFFSET +
-	       (area ? 2u * (uint64_t)ring_size + (uint64_t)ring * ring_large
-		     : (uint64_t)ring * ring_size);
+	uint64_t off = VTOE_REGION_DATA_OFFSET;
+
+	for (int a = 0; a < area; a++)
+		off += 2u * (uint64_t)vtoe_area_size(ring_size, ring_large, a);
+	return off + (uint64_t)ring * vtoe_area_size(ring_size, ring_large, area);
 }
 
 static inline int vtoe_ring_size_valid(uint32_t size)
@@ -314,6 +333,30 @@ static inline int vtoe_ring_size_valid(uint32_t size)
 static inline int vtoe_ring_large_valid(uint32_t large, uint32_t ring_size)
 {
 	return large == 0 || (vtoe_ring_size_valid(large) && large > ring_size);
+}
+
+/* The most a ring can hold: every area (a bound: unread bytes span at most two). */
+static inline uint64_t vtoe_ring_capacity(uint32_t ring_size, uint32_t ring_large)
+{
+	return (uint64_t)ring_size + ring_large + vtoe_ring_bulk(ring_size, ring_large);
+}
+
+/* geo: the position of the producer's last move, the area it moved from and the one it is in. */
+static inline uint64_t vtoe_geo(uint64_t at, int from, int area)
+{
+	return (at << 4) | ((uint64_t)from << 2) | (uint64_t)area;
+}
+
+static inline uint64_t vtoe_geo_at(uint64_t geo)
+{
+	return geo >> 4;
+}
+
+/* Every area geo names exists in the region. */
+static inline int vtoe_geo_valid(uint64_t geo, uint32_t ring_size, uint32_t ring_large)
+{
+	return vtoe_area_size(ring_size, ring_large, (int)(geo & 3)) != 0 &&
+	       vtoe_area_size(ring_size, ring_large, (int)((geo >> 2) & 3)) != 0;
 }
 
 /* Fill of a ring from indices that another process wrote; -1 if they are impossible.
@@ -328,15 +371,15 @@ static inline int64_t vtoe_ring_used(uint64_t head, uint64_t tail, uint64_t capa
  * position of the move before geo's. */
 static inline int vtoe_geo_area(uint64_t geo, uint64_t pos)
 {
-	return pos >= (geo >> 1) ? (int)(geo & 1) : (int)!(geo & 1);
+	return pos >= vtoe_geo_at(geo) ? (int)(geo & 3) : (int)((geo >> 2) & 3);
 }
 
 /* Bytes from pos that are contiguous in their area, before the area's end or a move. */
 static inline uint64_t vtoe_geo_run(uint64_t geo, uint64_t pos, uint32_t area_size)
 {
-	uint64_t run = area_size - (pos & (area_size - 1));
-	if (pos < (geo >> 1) && (geo >> 1) - pos < run)
-		run = (geo >> 1) - pos;
+	uint64_t at = vtoe_geo_at(geo), run = area_size - (pos & (area_size - 1));
+	if (pos < at && at - pos < run)
+		run = at - pos;
 	return run;
 }
 
@@ -345,11 +388,11 @@ static inline uint64_t vtoe_geo_run(uint64_t geo, uint64_t pos, uint32_t area_si
 static inline int64_t vtoe_ring_room(uint64_t geo, uint64_t head, uint64_t tail,
 				     uint32_t ring_size, uint32_t ring_large)
 {
-	uint64_t at = geo >> 1, from = tail > at ? tail : at;
-	uint32_t area = (geo & 1) ? ring_large : ring_size;
+	uint64_t at = vtoe_geo_at(geo), from = tail > at ? tail : at;
+	uint32_t area = vtoe_area_size(ring_size, ring_large, (int)(geo & 3));
 
-	if (area == 0 || head - tail > (uint64_t)ring_size + ring_large || head < at ||
-	    head - from > area)
+	if (!vtoe_geo_valid(geo, ring_size, ring_large) ||
+	    head - tail > vtoe_ring_capacity(ring_size, ring_large) || head < at || head - from > area)
 		return -1;
 	return (int64_t)(area - (head - from));
 }

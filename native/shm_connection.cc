@@ -104,9 +104,10 @@ uint64_t ShmConnection::resident_bytes() const
 	if (!ring_large_ || !region_)
 		return bytes;
 	const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-	const size_t len = 2u * static_cast<size_t>(ring_large_);
+	const size_t len = static_cast<size_t>(vtoe_region_bytes(ring_size_, ring_large_) - bytes);
 	std::vector<unsigned char> present((len + page - 1) / page);
-	// The large areas start page-aligned: the header page, then two power-of-two small areas.
+	// The large and bulk areas follow the header page and the two power-of-two small areas, so
+	// they start page-aligned.
 	void *large = reinterpret_cast<uint8_t *>(region_) + vtoe_area_offset(ring_size_, ring_large_, 0, 1);
 	if (mincore(large, len, present.data()) != 0)
 		return bytes + len;

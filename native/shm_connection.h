@@ -94,7 +94,7 @@ public:
 	unique_fd take_app(int side);
 	// The mapping, for a fabric that moves the bytes itself.  Throws EBADF after close().
 	vtoe_conn_region &mapping() { return region(); }
-	// Ring `ring`'s small (area 0) or large (area 1) data area.
+	// Ring `ring`'s small (area 0), large (area 1) or bulk (area 2) data area.
 	uint8_t *area_data(int ring, int area)
 	{
 		return reinterpret_cast<uint8_t *>(&region()) +
@@ -104,10 +104,12 @@ public:
 
 	uint32_t ring_size() const { return ring_size_; }
 	uint32_t ring_large() const { return ring_large_; }
-	uint64_t ring_capacity() const { return static_cast<uint64_t>(ring_size_) + ring_large_; }
+	// An area's size; 0 for one the region does not have.
+	uint32_t area_size(int area) const { return vtoe_area_size(ring_size_, ring_large_, area); }
+	uint64_t ring_capacity() const { return vtoe_ring_capacity(ring_size_, ring_large_); }
 	uint64_t mapped_bytes() const { return vtoe_region_bytes(ring_size_, ring_large_); }
 	// Memory the region uses: the header and small areas, and the pages of the sparse large
-	// areas that a ring has written.
+	// and bulk areas that a ring has written.
 	uint64_t resident_bytes() const;
 	bool closed() const { return region_ == nullptr; }
 

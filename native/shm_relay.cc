@@ -94,7 +94,7 @@ bool ShmRelay::pump_out()
 	const int64_t used = vtoe_ring_used(r.head.load(ACQ), tail, conn_.ring_capacity());
 	const uint64_t geo = r.geo.load(RLX); // after head: it covers every byte published
 	const int area = vtoe_geo_area(geo, tail);
-	const uint32_t area_size = area ? conn_.ring_large() : conn_.ring_size();
+	const uint32_t area_size = conn_.area_size(area);
 	if (used < 0 || area_size == 0) { // an impossible index from the client: it is broken
 		reset_client();
 		finish(Outcome::reset);

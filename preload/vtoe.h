@@ -278,9 +278,10 @@ struct vtoe_conn {
 	size_t map_len;
 	uint32_t size;  /* each ring's small area */
 	uint32_t large; /* each ring's large area, 0 if none (vtoe_abi.h, "Elastic rings") */
+	uint32_t bulk;  /* each ring's bulk area, 0 if none */
 	uint32_t side;
 	struct vtoe_ring_ctl *tx, *rx;
-	unsigned char *tx_area[2], *rx_area[2]; /* small, large */
+	unsigned char *tx_area[3], *rx_area[3]; /* small, large, bulk */
 	int fd;   /* one of the application's numbers for the socket, or, once the application
 		   * closed that one, a number of ours (vtoe_socket.c, vtoe_conn_fd_leaving) */
 	int fd_retired; /* a number the application closed while a call may still use it */

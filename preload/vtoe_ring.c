@@ -136,10 +136,15 @@ static int vtoe_conn_reset_errno(struct vtoe_conn *c)
 	return atomic_load_explicit(&c->rx->reset, ACQ) == VTOE_RESET_TIMEDOUT ? ETIMEDOUT : ECONNRESET;
 }
 
-/* The most a ring can hold: both areas. */
+/* The most a ring can hold. */
 static uint64_t vtoe_cap(const struct vtoe_conn *c)
 {
-	return (uint64_t)c->size + c->large;
+	return vtoe_ring_capacity(c->size, c->large);
+}
+
+static uint32_t vtoe_area_bytes(const struct vtoe_conn *c, int area)
+{
+	return area == 0 ? c->size : area == 1 ? c->large : area == 2 ? c->bulk : 0;
 }
 
 /* Our tx ring still holds bytes the peer never read (for a vanished peer: a reset). */
@@ -187,11 +192,12 @@ int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep
 	c->map_len = len;
 	c->size = rep->ring_size;
 	c->large = large;
+	c->bulk = vtoe_ring_bulk(c->size, large);
 	c->side = rep->side;
 	c->cid = rep->cid;
 	c->tx = &reg->ring[c->side];
 	c->rx = &reg->ring[1 - c->side];
-	for (int area = 0; area < 2; area++) {
+	for (int area = 0; area < 3; area++) {
 		c->tx_area[area] = (unsigned char *)reg + vtoe_area_offset(c->size, large, (int)c->side, area);
 		c->rx_area[area] = (unsigned char *)reg + vtoe_area_offset(c->size, large, 1 - (int)c->side, area);
 	}
@@ -202,6 +208,7 @@ int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep
 	c->owed = 0;
 	c->spin_us = vtoe_ctl_spin_us();
 	if (vtoe_ring_room(c->tx_geo, c->tx_head, atomic_load(&c->tx->tail), c->size, large) < 0 ||
+	    !vtoe_geo_valid(atomic_load(&c->rx->geo), c->size, large) ||
 	    vtoe_ring_used(atomic_load(&c->rx->head), c->rx_tail, vtoe_cap(c)) < 0) {
 		vtoe_conn_unmap(c);
 		return -1;
@@ -254,12 +261,16 @@ static void vtoe_copy_out(struct vtoe_conn *c, uint64_t geo, uint64_t pos, size_
 		char *to = (char *)cur->iov[cur->i].iov_base + cur->off;
 		size_t k;
 
-		if (vtoe_likely(vtoe_geo_area(geo, pos) == 0)) {
+		int area = vtoe_geo_area(geo, pos);
+
+		if (vtoe_likely(area == 0)) {
 			k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, c->size)), room);
 			memcpy(to, c->rx_area[0] + (pos & (c->size - 1)), k);
 		} else {
-			k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, c->large)), room);
-			memcpy(to, c->rx_area[1] + (pos & (c->large - 1)), k);
+			uint32_t size = vtoe_area_bytes(c, area);
+
+			k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, size)), room);
+			memcpy(to, c->rx_area[area] + (pos & (size - 1)), k);
 		}
 		cur->off += k;
 		pos += k;
@@ -267,17 +278,17 @@ static void vtoe_copy_out(struct vtoe_conn *c, uint64_t geo, uint64_t pos, size_
 	}
 }
 
-/* Without a large area every byte is in the small one; a peer that says otherwise is broken. */
+/* geo names only areas the region has; a peer that says otherwise is broken. */
 static bool vtoe_rx_geo_valid(const struct vtoe_conn *c, uint64_t geo)
 {
-	return c->large || geo == 0;
+	return vtoe_geo_valid(geo, c->size, c->large);
 }
 
 /* Into our current area: the producer writes only at or after its last move. */
 static void vtoe_copy_in(struct vtoe_conn *c, uint64_t pos, size_t n, struct vtoe_iov_cur *cur)
 {
-	int area = (int)(c->tx_geo & 1);
-	uint32_t size = area ? c->large : c->size;
+	int area = (int)(c->tx_geo & 3);
+	uint32_t size = vtoe_area_bytes(c, area);
 
 	while (n) {
 		size_t ro = pos & (size - 1);
@@ -367,30 +378,37 @@ static int64_t vtoe_tx_room_now(struct vtoe_conn *c)
 			      c->size, c->large);
 }
 
-/* In the small area, with a large one to go to.  An application that sized its send buffer
- * to fit the small ring keeps it. */
+/* An application that sized its send buffer to fit the small ring keeps it. */
+static bool vtoe_tx_keeps_small(const struct vtoe_conn *c)
+{
+	return c->opts.sndbuf && 2 * (uint64_t)c->opts.sndbuf <= c->size;
+}
+
+/* Not yet in the large area, with one to go to. */
 static bool vtoe_tx_may_grow(const struct vtoe_conn *c)
 {
-	return c->large && !(c->tx_geo & 1) &&
-	       !(c->opts.sndbuf && 2 * (uint64_t)c->opts.sndbuf <= c->size);
+	return c->large && (c->tx_geo & 3) != 1 && !vtoe_tx_keeps_small(c);
 }
 
 /*
  * Move our tx ring to `area` from head on (vtoe_abi.h, "Elastic rings"): to the large one
- * when a writer would otherwise wait for a reader that stalled, back to the small one once the
- * reader has caught up.  Only when the reader has read past the previous move, so that the
- * unread bytes never span more than two areas.  tx_lock held.
+ * when a writer would otherwise wait for a reader that stalled, to the bulk one from the small
+ * one for a bulk write, back to the small one once the reader has caught up.  Only when the
+ * reader has read past the previous move, so that the unread bytes never span more than two
+ * areas.  tx_lock held.
  */
 static bool vtoe_tx_move(struct vtoe_conn *c, int area)
 {
+	int from = (int)(c->tx_geo & 3);
 	uint64_t tail;
 
-	if (area == 1 ? !vtoe_tx_may_grow(c) : !(c->tx_geo & 1))
+	if (area == from || (area == 1 && !vtoe_tx_may_grow(c)) ||
+	    (area == 2 && (from != 0 || !c->bulk || vtoe_tx_keeps_small(c))))
 		return false;
 	tail = atomic_load_explicit(&c->tx->tail, ACQ);
-	if (tail < (c->tx_geo >> 1) || tail > c->tx_head || (area == 0 && tail != c->tx_head))
+	if (tail < vtoe_geo_at(c->tx_geo) || tail > c->tx_head || (area == 0 && tail != c->tx_head))
 		return false;
-	c->tx_geo = (c->tx_head << 1) | (uint64_t)area;
+	c->tx_geo = vtoe_geo(c->tx_head, from, area);
 	/* Before any head that covers a byte in the new area. */
 	atomic_store_explicit(&c->tx->geo, c->tx_geo, REL);
 	if (area)
@@ -401,17 +419,19 @@ static bool vtoe_tx_move(struct vtoe_conn *c, int area)
 
 /*
  * A write of `bulk` bytes begins: our indices as the ring has them, then the area it goes to.
- * A small ring's worth or more goes to the large area, as kernel TCP's autotuned buffers grow
+ * A small ring's worth or more goes to the bulk area, as kernel TCP's autotuned buffers grow
  * for a bulk sender (through the small ring the two sides would copy a few lines apart, every
- * line still in the other core's cache: 1 MiB took three times as long); anything less goes
- * back to the cache-hot small area once the reader has caught up.  tx_lock held.
+ * line still in the other core's cache: 1 MiB took three times as long).  The bulk area, not
+ * the large one: each fresh page costs a fault in both processes (some 5 us a page in a VM),
+ * and a reader that keeps up needs no more.  Anything less goes back to the cache-hot small
+ * area once the reader has caught up.  tx_lock held.
  */
 static void vtoe_tx_begin(struct vtoe_conn *c, size_t bulk)
 {
 	vtoe_tx_sync(c);
 	if (bulk >= c->size)
-		vtoe_tx_move(c, 1); /* nothing to do if already there */
-	else if (c->tx_geo & 1)
+		vtoe_tx_move(c, 2); /* nothing to do if already out of the small area */
+	else if (c->tx_geo & 3)
 		vtoe_tx_move(c, 0);
 }
 
@@ -435,7 +455,7 @@ static bool vtoe_tx_grow(struct vtoe_conn *c, uint64_t *wake_ns)
 	if (!vtoe_tx_may_grow(c))
 		return false;
 	tail = atomic_load_explicit(&c->tx->tail, ACQ);
-	if (tail < (c->tx_geo >> 1))
+	if (tail < vtoe_geo_at(c->tx_geo))
 		return false;
 	now = vtoe_now_ns();
 	if (tail != c->stall_tail || !c->stall_since) {
@@ -1415,14 +1435,16 @@ bool vtoe_conn_rx_ready(struct vtoe_conn *c)
 {
 	uint64_t tail = atomic_load_explicit(&c->rx->tail, RLX);
 	uint64_t geo;
+	int area;
 
 	if (atomic_load_explicit(&c->rx->head, ACQ) == tail)
 		return false;
 	geo = atomic_load_explicit(&c->rx->geo, RLX); /* head's line: no further miss */
-	if (vtoe_likely(vtoe_geo_area(geo, tail) == 0))
+	area = vtoe_geo_area(geo, tail);
+	if (vtoe_likely(area == 0))
 		__builtin_prefetch(c->rx_area[0] + (tail & (c->size - 1)));
-	else if (c->large)
-		__builtin_prefetch(c->rx_area[1] + (tail & (c->large - 1)));
+	else if (vtoe_area_bytes(c, area))
+		__builtin_prefetch(c->rx_area[area] + (tail & (vtoe_area_bytes(c, area) - 1)));
 	return true;
 }
 

@@ -221,7 +221,7 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
     doc: "bytes per direction of each connection's shared ring; power of two, 4 KiB..64 MiB", readBy: 'agent',
     parse: parseRingSize, check: (v, name) => checkRingSize(v, name) }),
   entry({ key: 'ringMaxSize', env: 'VTOE_RING_MAX_SIZE', default: 4194304,
-    doc: "bytes a connection's ring grows to once its reader has stalled (read nothing for 1 ms while a writer waits), as the kernel's socket buffers take more from a writer whose reader is not reading, and for a single write of at least VTOE_RING_SIZE bytes, as they grow for a bulk sender (pages are used only once written; the ring returns to VTOE_RING_SIZE when empty); 0 or at most VTOE_RING_SIZE: never grows", readBy: 'agent',
+    doc: "bytes a connection's ring grows to once its reader has stalled (read nothing for 1 ms while a writer waits), as the kernel's socket buffers take more from a writer whose reader is not reading; a single write of at least VTOE_RING_SIZE bytes goes to a bulk area of 4 x VTOE_RING_SIZE (at most this), as they grow for a bulk sender (pages are used only once written; the ring returns to VTOE_RING_SIZE when empty); 0 or at most VTOE_RING_SIZE: never grows", readBy: 'agent',
     parse: parseRingMaxSize, check: checkRingMaxSize }),
   entry({ key: 'spinUs', env: 'VTOE_SPIN_US', default: 50,
     doc: 'microseconds a blocked call polls its ring before it sleeps, while that pays (a thread whose spins mostly find nothing sleeps at once); 0 never polls', readBy: 'agent',

@@ -238,7 +238,7 @@ print('sent', flush=True)
 
 describe('late fallback: a listener handed to a process that takes connections on kernel TCP', () => {
   // 2 MiB is more than the small ring holds: the client's ring grows before anyone accepts,
-  // and the relay reads the large area too.
+  // and the relay reads the bulk area too (and the large one, if it came late).
   const cases = [['no-preload', 100000], ['offload-off', 100000], ['other-agent', 100000], ['no-preload', 2 << 20]] as const;
   for (const [how, size] of cases) {
     it(`echoes ${size} bytes when the accepting child has ${how}`, async () => {
@@ -256,7 +256,11 @@ describe('late fallback: a listener handed to a process that takes connections o
       const after = agent.stats();
       expect(after.offloaded - before.offloaded).toBe(1);
       expect((after.fallback.reasons['late-accept'] ?? 0) - (before.fallback.reasons['late-accept'] ?? 0)).toBe(1);
-      expect(after.ringGrowths - before.ringGrowths).toBe(size > 256 * 1024 ? 1 : 0);
+      // A bulk write moves to the bulk area, and on to the large one if the relay has not
+      // begun reading 1 ms after the writer filled it.
+      const growths = after.ringGrowths - before.ringGrowths;
+      if (size > 256 * 1024) expect([1, 2]).toContain(growths);
+      else expect(growths).toBe(0);
     });
   }
 

@@ -180,8 +180,8 @@ int main(int argc, char **argv)
 		nanosleep(&ms, NULL);
 	}
 	if (!strcmp(argv[3], "head")) {
-		/* more than both areas hold */
-		atomic_store(&tx->head, atomic_load(&tx->tail) + 3ull * rep.ring_size + reg->ring_large);
+		/* more than every area holds */
+		atomic_store(&tx->head, atomic_load(&tx->tail) + 2 * vtoe_ring_capacity(rep.ring_size, reg->ring_large));
 	} else if (!strcmp(argv[3], "finat")) {
 		atomic_store(&tx->fin_at, atomic_load(&tx->head) + 12345);
 		atomic_store(&tx->fin, 1);
