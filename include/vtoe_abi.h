@@ -360,7 +360,7 @@ static inline int vtoe_geo_valid(uint64_t geo, uint32_t ring_size, uint32_t ring
 }
 
 /* Fill of a ring from indices that another process wrote; -1 if they are impossible.
- * capacity: ring_size + ring_large. */
+ * capacity: vtoe_ring_capacity(). */
 static inline int64_t vtoe_ring_used(uint64_t head, uint64_t tail, uint64_t capacity)
 {
 	uint64_t used = head - tail;
