@@ -278,7 +278,6 @@ struct vtoe_conn {
 	size_t map_len;
 	uint32_t size;  /* each ring's small area */
 	uint32_t large; /* each ring's large area, 0 if none (vtoe_abi.h, "Elastic rings") */
-	uint32_t bulk;  /* each ring's bulk area, 0 if none */
 	uint32_t side;
 	struct vtoe_ring_ctl *tx, *rx;
 	unsigned char *tx_area[3], *rx_area[3]; /* small, large, bulk */

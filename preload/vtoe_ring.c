@@ -142,9 +142,10 @@ static uint64_t vtoe_cap(const struct vtoe_conn *c)
 	return vtoe_ring_capacity(c->size, c->large);
 }
 
+/* An area's size; 0 for one the region does not have. */
 static uint32_t vtoe_area_bytes(const struct vtoe_conn *c, int area)
 {
-	return area == 0 ? c->size : area == 1 ? c->large : area == 2 ? c->bulk : 0;
+	return vtoe_area_size(c->size, c->large, area);
 }
 
 /* Our tx ring still holds bytes the peer never read (for a vanished peer: a reset). */
@@ -192,7 +193,6 @@ int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep
 	c->map_len = len;
 	c->size = rep->ring_size;
 	c->large = large;
-	c->bulk = vtoe_ring_bulk(c->size, large);
 	c->side = rep->side;
 	c->cid = rep->cid;
 	c->tx = &reg->ring[c->side];
@@ -403,7 +403,7 @@ static bool vtoe_tx_move(struct vtoe_conn *c, int area)
 	uint64_t tail;
 
 	if (area == from || (area == 1 && !vtoe_tx_may_grow(c)) ||
-	    (area == 2 && (from != 0 || !c->bulk || vtoe_tx_keeps_small(c))))
+	    (area == 2 && (from != 0 || !vtoe_area_bytes(c, 2) || vtoe_tx_keeps_small(c))))
 		return false;
 	tail = atomic_load_explicit(&c->tx->tail, ACQ);
 	if (tail < vtoe_geo_at(c->tx_geo) || tail > c->tx_head || (area == 0 && tail != c->tx_head))
