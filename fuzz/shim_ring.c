@@ -106,7 +106,7 @@ static struct memfd *region_file(unsigned pages, bool sealed, bool ragged)
 #define RING(i, f) { offsetof(struct vtoe_conn_region, ring) + (i) * sizeof(struct vtoe_ring_ctl) + \
 		     offsetof(struct vtoe_ring_ctl, f), sizeof(((struct vtoe_ring_ctl *)0)->f) }
 #define RINGF(i) RING(i, head), RING(i, fin_at), RING(i, geo), RING(i, fin), RING(i, reset), \
-		 RING(i, tx_waiting), RING(i, rx_armed), RING(i, rd_shut), RING(i, tail), RING(i, wakes)
+		 RING(i, tx_waiting), RING(i, rx_armed), RING(i, rd_shut), RING(i, tail), RING(i, wakes), RING(i, base)
 static const struct { size_t off, width; } fields[] = {
 	RF(magic), RF(abi), RF(ring_size), RF(data_offset), RF(cid), RF(ring_large), RINGF(0), RINGF(1),
 };

@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change to anything in this file. */
-#define VTOE_ABI_VERSION 8u
+#define VTOE_ABI_VERSION 9u
 
 #define VTOE_CTL_MAGIC 0x56544f45u    /* "VTOE" */
 #define VTOE_REGION_MAGIC 0x56524730u /* "VRG0" */
@@ -208,7 +208,13 @@ struct vtoe_ctl_rep {
 /* geo & 3 (0 small, 1 large, 2 bulk), bytes before it in area (geo >> 2) & 3.                 */
 /* The producer moves only when the consumer has read every byte before the previous move,     */
 /* so the unread bytes span at most the two areas, in that order.                              */
-/* Byte i of an area of size S lives at area[i & (S - 1)].                                     */
+/* Byte i of the large or bulk area of size S lives at area[i & (S - 1)], and of the small     */
+/* area at area[(i - base) & (S - 1)] (vtoe_area_index()).  The producer sets base to head     */
+/* when it moves back to the small area, and may do so whenever the ring is empty: a stream   */
+/* of small messages that the reader keeps up with then cycles through the area's first page  */
+/* or two, hot in both caches, instead of touching every page of it.  It publishes base before */
+/* the head that covers a byte written after it.  On the verbs fabric base stays 0: the two   */
+/* agents address both hosts' rings by i & (S - 1).                                            */
 /*                                                                                              */
 /* Doorbells.  Each side's application fd is one end of an AF_UNIX stream socketpair whose     */
 /* other end (its "bell") is held by the peer, which rings it, and by the agent.  So:          */
@@ -226,16 +232,17 @@ struct vtoe_ctl_rep {
 /*    of each, to ring, drain or shut it (VTOE_OP_BELL), one agent hop per wake-up.            */
 /* ------------------------------------------------------------------------------------------ */
 /*                                                                                              */
-/* Layout: each line has one writer, and the two lines written on every transfer (head, tail)  */
-/* sit in different 128-byte pairs (adjacent-line prefetch).  A producer reads tail only when  */
-/* its cached copy says the ring is too full, and rx_armed/rd_shut, written rarely, on a line  */
-/* of their own: a small message costs two cache-line transfers each way, not four.           */
+/* Layout: the two lines written on every transfer (head's, by the producer; tail's, by the   */
+/* consumer) sit in different 128-byte pairs (adjacent-line prefetch).  A producer reads tail  */
+/* only when its cached copy says the ring is too full (and at most once a page to see if it   */
+/* may rebase), and rx_armed, rd_shut and wakes, written only around a sleep or a close, sit   */
+/* on a line of their own: a small message costs two cache-line transfers each way, not four. */
 struct vtoe_ring_ctl {
 	/* written by the producer, on every transfer */
 	VTOE_ATOMIC(uint64_t) head;
-	VTOE_ATOMIC(uint64_t) wakes;   /* doorbells rung (statistics; consumers count their own arms) */
+	VTOE_ATOMIC(uint64_t) base;    /* the small area's origin: see "Elastic rings" */
 	VTOE_ATOMIC(uint64_t) fin_at;  /* head when the producer shut down writing */
-	VTOE_ATOMIC(uint64_t) geo;     /* (position << 1) | area: see "Elastic rings" */
+	VTOE_ATOMIC(uint64_t) geo;     /* the last move: vtoe_geo(), see "Elastic rings" */
 	VTOE_ATOMIC(uint32_t) fin;     /* 1 once fin_at is valid */
 	VTOE_ATOMIC(uint32_t) reset;   /* producer aborted: VTOE_RESET_* says what the consumer sees */
 	VTOE_ATOMIC(uint32_t) tx_waiting; /* producer found the ring full and filled its fd */
@@ -248,10 +255,12 @@ struct vtoe_ring_ctl {
 	VTOE_ATOMIC(uint32_t) keep_idle_s;
 	VTOE_ATOMIC(uint32_t) keep_intvl_s;
 	VTOE_ATOMIC(uint32_t) keep_cnt;
-	/* written by the consumer, rarely: before it sleeps, and when it closes */
+	/* written rarely: by the consumer before it sleeps and when it closes, by the producer
+	 * when it rings the doorbell the consumer asked for */
 	VTOE_ATOMIC(uint32_t) rx_armed; /* consumer found the ring empty and wants a doorbell */
 	VTOE_ATOMIC(uint32_t) rd_shut;  /* consumer closed: it reads no more (writers get EPIPE) */
-	uint32_t pad1[(VTOE_CACHELINE - 8) / 4];
+	VTOE_ATOMIC(uint64_t) wakes;   /* doorbells rung (statistics; consumers count their own arms) */
+	uint32_t pad1[(VTOE_CACHELINE - 16) / 4];
 	/* written by the consumer, on every transfer */
 	VTOE_ATOMIC(uint64_t) tail;
 	uint32_t pad2[(2 * VTOE_CACHELINE - 8) / 4];
@@ -374,10 +383,17 @@ static inline int vtoe_geo_area(uint64_t geo, uint64_t pos)
 	return pos >= vtoe_geo_at(geo) ? (int)(geo & 3) : (int)((geo >> 2) & 3);
 }
 
-/* Bytes from pos that are contiguous in their area, before the area's end or a move. */
-static inline uint64_t vtoe_geo_run(uint64_t geo, uint64_t pos, uint32_t area_size)
+/* Where stream byte pos lives in an area of area_size bytes, given the ring's base. */
+static inline uint64_t vtoe_area_index(uint64_t pos, uint64_t base, int area, uint32_t area_size)
 {
-	uint64_t at = vtoe_geo_at(geo), run = area_size - (pos & (area_size - 1));
+	return (area == 0 ? pos - base : pos) & (area_size - 1);
+}
+
+/* Bytes from pos, at index in its area, that are contiguous there, before the area's end or a
+ * move. */
+static inline uint64_t vtoe_geo_run(uint64_t geo, uint64_t pos, uint64_t index, uint32_t area_size)
+{
+	uint64_t at = vtoe_geo_at(geo), run = area_size - index;
 	if (pos < at && at - pos < run)
 		run = at - pos;
 	return run;

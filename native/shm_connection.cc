@@ -100,16 +100,17 @@ ShmConnection::~ShmConnection()
 
 uint64_t ShmConnection::resident_bytes() const
 {
-	uint64_t bytes = vtoe_region_bytes(ring_size_, 0);
-	if (!ring_large_ || !region_)
-		return bytes;
+	if (!region_)
+		return vtoe_region_bytes(ring_size_, 0);
+	// Every area's pages exist once touched: a small area too, which a stream of small
+	// messages keeps to its first page or two (vtoe_abi.h, "Elastic rings").  The areas follow
+	// the header page, so they start page-aligned.
 	const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-	const size_t len = static_cast<size_t>(vtoe_region_bytes(ring_size_, ring_large_) - bytes);
+	const size_t len = static_cast<size_t>(vtoe_region_bytes(ring_size_, ring_large_) - VTOE_REGION_DATA_OFFSET);
 	std::vector<unsigned char> present((len + page - 1) / page);
-	// The large and bulk areas follow the header page and the two power-of-two small areas, so
-	// they start page-aligned.
-	void *large = reinterpret_cast<uint8_t *>(region_) + vtoe_area_offset(ring_size_, ring_large_, 0, 1);
-	if (mincore(large, len, present.data()) != 0)
+	void *areas = reinterpret_cast<uint8_t *>(region_) + VTOE_REGION_DATA_OFFSET;
+	uint64_t bytes = VTOE_REGION_DATA_OFFSET;
+	if (mincore(areas, len, present.data()) != 0)
 		return bytes + len;
 	for (unsigned char p : present)
 		bytes += (p & 1) ? page : 0;

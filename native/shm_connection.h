@@ -108,8 +108,7 @@ public:
 	uint32_t area_size(int area) const { return vtoe_area_size(ring_size_, ring_large_, area); }
 	uint64_t ring_capacity() const { return vtoe_ring_capacity(ring_size_, ring_large_); }
 	uint64_t mapped_bytes() const { return vtoe_region_bytes(ring_size_, ring_large_); }
-	// Memory the region uses: the header and small areas, and the pages of the sparse large
-	// and bulk areas that a ring has written.
+	// Memory the region uses: the header, and the pages of its areas that a ring has written.
 	uint64_t resident_bytes() const;
 	bool closed() const { return region_ == nullptr; }
 

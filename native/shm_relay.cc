@@ -92,7 +92,8 @@ bool ShmRelay::pump_out()
 	}
 	const uint64_t tail = r.tail.load(RLX);
 	const int64_t used = vtoe_ring_used(r.head.load(ACQ), tail, conn_.ring_capacity());
-	const uint64_t geo = r.geo.load(RLX); // after head: it covers every byte published
+	const uint64_t geo = r.geo.load(RLX); // after head: it and base cover every byte published
+	const uint64_t base = r.base.load(RLX);
 	const int area = vtoe_geo_area(geo, tail);
 	const uint32_t area_size = conn_.area_size(area);
 	if (used < 0 || area_size == 0) { // an impossible index from the client: it is broken
@@ -101,8 +102,8 @@ bool ShmRelay::pump_out()
 		return false;
 	}
 	if (used > 0) {
-		const size_t off = tail & (area_size - 1);
-		const size_t n = std::min<uint64_t>(static_cast<uint64_t>(used), vtoe_geo_run(geo, tail, area_size));
+		const size_t off = vtoe_area_index(tail, base, area, area_size);
+		const size_t n = std::min<uint64_t>(static_cast<uint64_t>(used), vtoe_geo_run(geo, tail, off, area_size));
 		ssize_t w = send(ksock_.get(), conn_.area_data(0, area) + off, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 		if (w < 0 && errno == EINTR)
 			return true;
@@ -162,7 +163,7 @@ bool ShmRelay::pump_in()
 		block_on_ring1();
 		return !ring1_blocked_;
 	}
-	const size_t off = head & (size - 1);
+	const size_t off = vtoe_area_index(head, r.base.load(RLX), 0, size);
 	const size_t room = std::min<size_t>(size - static_cast<size_t>(used), size - off);
 	ssize_t n = recv(ksock_.get(), conn_.ring_data(1) + off, room, MSG_DONTWAIT);
 	if (n < 0 && errno == EINTR)

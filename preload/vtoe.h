@@ -297,6 +297,8 @@ struct vtoe_conn {
 	pthread_mutex_t rx_lock, tx_lock;
 	uint64_t tx_head;          /* tx_lock */
 	uint64_t tx_geo;           /* tx_lock: our tx ring's geo, as we last wrote it */
+	uint64_t tx_base;          /* tx_lock: our tx ring's base, as we last wrote it */
+	uint64_t rebase_checked;   /* tx_lock: head when we last looked whether we may rebase */
 	uint64_t stall_tail, stall_since; /* tx_lock: the reader's tail when a writer first
 					   * waited on it, and when (vtoe_tx_grow) */
 	_Atomic uint64_t tx_tail_seen; /* the consumer's tail as last read: never ahead of it */
@@ -304,6 +306,7 @@ struct vtoe_conn {
 	bool sndbuf_raised;        /* tx_lock */
 	bool fuse_spent;           /* tx_lock: filler went out; the fuse goes with it */
 	uint64_t rx_tail;          /* rx_lock */
+	uint64_t rx_base;          /* the rx ring's base as last read: where to prefetch */
 	uint32_t owed;             /* rx_lock: doorbell bytes sent for our arms, not yet read */
 	uint64_t hup_checked_ns;   /* last time a nonblocking read asked the kernel for a hang-up */
 	uint64_t bytes_tx, bytes_rx;

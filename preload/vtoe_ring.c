@@ -48,6 +48,8 @@
 /* A writer waiting for room grows its ring once the reader has read nothing for this long:
  * a reader that only lags keeps the small ring, whose lines stay in cache. */
 #define VTOE_GROW_STALL_NS 1000000u
+/* How far into the small area a writer goes before it looks whether it may start again. */
+#define VTOE_REBASE_AT 4096u
 
 #define ACQ memory_order_acquire
 #define REL memory_order_release
@@ -203,8 +205,11 @@ int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep
 	}
 	c->tx_head = atomic_load(&c->tx->head);
 	c->tx_geo = atomic_load(&c->tx->geo);
+	c->tx_base = atomic_load(&c->tx->base);
+	c->rebase_checked = c->tx_head;
 	atomic_store(&c->tx_tail_seen, atomic_load(&c->tx->tail));
 	c->rx_tail = atomic_load(&c->rx->tail);
+	c->rx_base = atomic_load(&c->rx->base);
 	c->owed = 0;
 	c->spin_us = vtoe_ctl_spin_us();
 	if (vtoe_ring_room(c->tx_geo, c->tx_head, atomic_load(&c->tx->tail), c->size, large) < 0 ||
@@ -248,13 +253,14 @@ static size_t vtoe_iov_chunk(struct vtoe_iov_cur *cur)
 }
 
 /*
- * geo: the rx ring's, read after its head (it covers every byte published), and checked by
- * vtoe_rx_geo_valid().  The area is a predicted branch, not an index: the data's address must
- * not wait for geo's cache line, which comes from the producer's core, or the two transfers
- * happen one after the other instead of at once (+70 ns a small message).
+ * geo and base: the rx ring's, read after its head (they cover every byte published); geo is
+ * checked by vtoe_rx_geo_valid(), and any base gives an index inside the area.  The area is a
+ * predicted branch, not an index: the data's address must not wait for geo's cache line,
+ * which comes from the producer's core, or the two transfers happen one after the other
+ * instead of at once (+70 ns a small message).
  */
-static void vtoe_copy_out(struct vtoe_conn *c, uint64_t geo, uint64_t pos, size_t n,
-			  struct vtoe_iov_cur *cur)
+static void vtoe_copy_out(struct vtoe_conn *c, uint64_t geo, uint64_t base, uint64_t pos,
+			  size_t n, struct vtoe_iov_cur *cur)
 {
 	while (n) {
 		size_t room = vtoe_iov_chunk(cur); /* first: it moves on to the next iovec */
@@ -264,13 +270,16 @@ static void vtoe_copy_out(struct vtoe_conn *c, uint64_t geo, uint64_t pos, size_
 		int area = vtoe_geo_area(geo, pos);
 
 		if (vtoe_likely(area == 0)) {
-			k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, c->size)), room);
-			memcpy(to, c->rx_area[0] + (pos & (c->size - 1)), k);
+			uint64_t at = vtoe_area_index(pos, base, 0, c->size);
+
+			k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, at, c->size)), room);
+			memcpy(to, c->rx_area[0] + at, k);
 		} else {
 			uint32_t size = vtoe_area_bytes(c, area);
+			uint64_t at = vtoe_area_index(pos, base, area, size);
 
-			k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, size)), room);
-			memcpy(to, c->rx_area[area] + (pos & (size - 1)), k);
+			k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, at, size)), room);
+			memcpy(to, c->rx_area[area] + at, k);
 		}
 		cur->off += k;
 		pos += k;
@@ -291,7 +300,7 @@ static void vtoe_copy_in(struct vtoe_conn *c, uint64_t pos, size_t n, struct vto
 	uint32_t size = vtoe_area_bytes(c, area);
 
 	while (n) {
-		size_t ro = pos & (size - 1);
+		size_t ro = vtoe_area_index(pos, c->tx_base, area, size);
 		size_t k = VTOE_MIN(VTOE_MIN(n, size - ro), vtoe_iov_chunk(cur));
 
 		memcpy(c->tx_area[area] + ro, (const char *)cur->iov[cur->i].iov_base + cur->off, k);
@@ -369,6 +378,7 @@ static void vtoe_tx_sync(struct vtoe_conn *c)
 		return;
 	c->tx_head = atomic_load_explicit(&c->tx->head, RLX);
 	c->tx_geo = atomic_load_explicit(&c->tx->geo, RLX);
+	c->tx_base = atomic_load_explicit(&c->tx->base, RLX);
 }
 
 /* Room now, from the consumer's current tail; tx_lock held. */
@@ -390,6 +400,40 @@ static bool vtoe_tx_may_grow(const struct vtoe_conn *c)
 	return c->large && (c->tx_geo & 3) != 1 && !vtoe_tx_keeps_small(c);
 }
 
+/* The small area starts again at head (the ring is empty).  Published with geo or with the
+ * next head, both released after it.  On the verbs fabric the agents address the rings from 0. */
+static void vtoe_tx_set_base(struct vtoe_conn *c)
+{
+	if (c->fabric != VTOE_FABRIC_SHM)
+		return;
+	c->tx_base = c->tx_head;
+	atomic_store_explicit(&c->tx->base, c->tx_base, RLX);
+}
+
+/*
+ * A small area that its reader keeps empty is written from its start again once the writer
+ * is a page into it: small messages then cycle through a page or two that both processes have
+ * mapped and cached, where walking the whole area would cost each of them a page fault every
+ * few hundred messages until every page had been touched (some 10 us each in a VM).  The
+ * consumer's tail is read for this at most once a page.  tx_lock held.
+ */
+static void vtoe_tx_rebase(struct vtoe_conn *c)
+{
+	uint64_t tail;
+
+	if ((c->tx_geo & 3) != 0 || vtoe_area_index(c->tx_head, c->tx_base, 0, c->size) < VTOE_REBASE_AT ||
+	    c->tx_head - c->rebase_checked < VTOE_REBASE_AT)
+		return;
+	c->rebase_checked = c->tx_head;
+	tail = atomic_load_explicit(&c->tx_tail_seen, RLX);
+	if (tail != c->tx_head) {
+		tail = atomic_load_explicit(&c->tx->tail, ACQ);
+		atomic_store_explicit(&c->tx_tail_seen, tail, RLX);
+	}
+	if (tail == c->tx_head)
+		vtoe_tx_set_base(c);
+}
+
 /*
  * Move our tx ring to `area` from head on (vtoe_abi.h, "Elastic rings"): to the large one
  * when a writer would otherwise wait for a reader that stalled, to the bulk one from the small
@@ -408,6 +452,8 @@ static bool vtoe_tx_move(struct vtoe_conn *c, int area)
 	tail = atomic_load_explicit(&c->tx->tail, ACQ);
 	if (tail < vtoe_geo_at(c->tx_geo) || tail > c->tx_head || (area == 0 && tail != c->tx_head))
 		return false;
+	if (area == 0)
+		vtoe_tx_set_base(c);
 	c->tx_geo = vtoe_geo(c->tx_head, from, area);
 	/* Before any head that covers a byte in the new area. */
 	atomic_store_explicit(&c->tx->geo, c->tx_geo, REL);
@@ -433,6 +479,8 @@ static void vtoe_tx_begin(struct vtoe_conn *c, size_t bulk)
 		vtoe_tx_move(c, 2); /* nothing to do if already out of the small area */
 	else if (c->tx_geo & 3)
 		vtoe_tx_move(c, 0);
+	else
+		vtoe_tx_rebase(c);
 }
 
 /* Grow now, if the ring can; true if that made room.  tx_lock held. */
@@ -870,10 +918,12 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 	for (;;) {
 		uint64_t head, geo;
 
-		/* The next bytes' line, fetched while head's is (see vtoe_copy_out). */
-		__builtin_prefetch(c->rx_area[0] + (c->rx_tail & (c->size - 1)));
+		/* The next bytes' line, fetched while head's is (see vtoe_copy_out), where they
+		 * are unless the producer rebased meanwhile. */
+		__builtin_prefetch(c->rx_area[0] + vtoe_area_index(c->rx_tail, c->rx_base, 0, c->size));
 		head = atomic_load_explicit(&rx->head, ACQ);
 		geo = atomic_load_explicit(&rx->geo, RLX); /* after head: covers it */
+		c->rx_base = atomic_load_explicit(&rx->base, RLX); /* likewise */
 		int64_t used = vtoe_ring_used(head, c->rx_tail, vtoe_cap(c));
 		unsigned int fl;
 		int r;
@@ -887,7 +937,7 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 			if (!(flags & MSG_PEEK))
 				n = VTOE_MIN(n, VTOE_COPY_STEP);
 			if (!(flags & MSG_TRUNC))
-				vtoe_copy_out(c, geo, c->rx_tail, n, &cur);
+				vtoe_copy_out(c, geo, c->rx_base, c->rx_tail, n, &cur);
 			if (flags & MSG_PEEK)
 				return (ssize_t)n;
 			c->rx_tail += n;
@@ -1434,17 +1484,18 @@ int vtoe_conn_take_error(struct vtoe_conn *c)
 bool vtoe_conn_rx_ready(struct vtoe_conn *c)
 {
 	uint64_t tail = atomic_load_explicit(&c->rx->tail, RLX);
-	uint64_t geo;
+	uint64_t geo, base;
 	int area;
 
 	if (atomic_load_explicit(&c->rx->head, ACQ) == tail)
 		return false;
 	geo = atomic_load_explicit(&c->rx->geo, RLX); /* head's line: no further miss */
+	base = atomic_load_explicit(&c->rx->base, RLX);
 	area = vtoe_geo_area(geo, tail);
 	if (vtoe_likely(area == 0))
-		__builtin_prefetch(c->rx_area[0] + (tail & (c->size - 1)));
+		__builtin_prefetch(c->rx_area[0] + vtoe_area_index(tail, base, 0, c->size));
 	else if (vtoe_area_bytes(c, area))
-		__builtin_prefetch(c->rx_area[area] + (tail & (vtoe_area_bytes(c, area) - 1)));
+		__builtin_prefetch(c->rx_area[area] + vtoe_area_index(tail, base, area, vtoe_area_bytes(c, area)));
 	return true;
 }
 
