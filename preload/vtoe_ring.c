@@ -1535,6 +1535,11 @@ short vtoe_conn_poll(struct vtoe_conn *c, short events, int krev)
 	if (krev & (POLLHUP | POLLERR))
 		atomic_fetch_or(&c->flags, VTOE_CF_PEER_GONE); /* as vtoe_peer_hup */
 	rev = (short)(krev & ~POLLIN);
+	/* The peer's FIN shows at once with RDHUP (and HUP once we shut writing too), as TCP's
+	 * does, though our fd shows it only after the peer shut its end: an EPOLLET waiter gets
+	 * one edge for it, not two. */
+	if (atomic_load_explicit(&c->rx->fin, ACQ))
+		rev |= POLLIN | POLLRDHUP | ((fl & VTOE_CF_WR_SHUT) ? POLLHUP : 0);
 	/* Readable: data in the ring, or the end of the stream as the kernel shows it (the FIN
 	 * or reset reaches the fd together with RDHUP, HUP and ERR, as TCP's do). */
 	if (vtoe_conn_rx_ready(c) || ((krev & POLLIN) && (krev & (POLLRDHUP | POLLHUP | POLLERR))))

@@ -192,6 +192,22 @@ static void t_epoll_reset(void)
 }
 
 /* ---- edge-triggered epoll: every arrival an edge, read or not; epoll fds as readiness ------ */
+/* Asleep in an edge-triggered epoll_wait for up to 5 s. */
+struct et_sleeper {
+	int ep, n;
+	pid_t tid;
+	uint32_t e;
+};
+
+static void *et_sleep(void *arg)
+{
+	struct et_sleeper *w = arg;
+
+	__atomic_store_n(&w->tid, self_tid(), __ATOMIC_RELEASE);
+	w->n = ep_wait(w->ep, 5000, &w->e);
+	return NULL;
+}
+
 static void t_epoll_edge(void)
 {
 	struct epoll_event ev = { .events = EPOLLIN | EPOLLET };
@@ -221,7 +237,36 @@ static void t_epoll_edge(void)
 	n = ep_wait(ep, 1000, &e);
 	SAY("et.fin-unread: %d %s", n, epevs(e));
 	SAY("et.fin-quiet: %d", ep_wait(ep, 0, &e));
+	/* Through vtoe the kernel is asked about an fd at most every VTOE_POLL_KERNEL_US (a few
+	 * ms at most, with the tick): its wake-up for the FIN, queued meanwhile, is no second
+	 * edge either.  The wait is that bound passing, not an ordering. */
+	nanosleep(&(struct timespec){ 0, 20 * 1000000 }, NULL);
+	SAY("et.fin-quiet-later: %d", ep_wait(ep, 0, &e));
 	close2(c, s);
+
+	/* A FIN after unread data wakes a thread asleep in epoll_wait: one edge, no second one
+	 * later (through vtoe the wake-up comes from the kernel, the next look from the ring) */
+	{
+		struct et_sleeper w = { .ep = ep };
+		pthread_t th;
+
+		make_pair(&c, &s);
+		ev.events = EPOLLIN | EPOLLET;
+		ev.data.fd = s;
+		epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+		send(c, "a", 1, 0);
+		n = ep_wait(ep, 1000, &e);
+		SAY("et.sleep-data: %d %s", n, epevs(e));
+		pthread_create(&th, NULL, et_sleep, &w);
+		while (!__atomic_load_n(&w.tid, __ATOMIC_ACQUIRE))
+			sched_yield();
+		wait_blocked(w.tid);
+		shutdown(c, SHUT_WR);
+		pthread_join(th, NULL);
+		SAY("et.sleep-fin: %d %s", w.n, epevs(w.e));
+		SAY("et.sleep-fin-quiet: %d", ep_wait(ep, 0, &e));
+		close2(c, s);
+	}
 
 	/* RDHUP asked for, after unread data */
 	make_pair(&c, &s);
