@@ -101,7 +101,7 @@ ShmConnection::~ShmConnection()
 uint64_t ShmConnection::resident_bytes() const
 {
 	if (!region_)
-		return vtoe_region_bytes(ring_size_, 0);
+		return 0; // unmapped, its memfd closed
 	// Every area's pages exist once touched: a small area too, which a stream of small
 	// messages keeps to its first page or two (vtoe_abi.h, "Elastic rings").  The areas follow
 	// the header page, so they start page-aligned.

@@ -306,7 +306,8 @@ struct vtoe_conn {
 	bool sndbuf_raised;        /* tx_lock */
 	bool fuse_spent;           /* tx_lock: filler went out; the fuse goes with it */
 	uint64_t rx_tail;          /* rx_lock */
-	uint64_t rx_base;          /* the rx ring's base as last read: where to prefetch */
+	uint64_t rx_base;          /* rx_lock: the rx ring's base as last read (read with head;
+				    * before it, where the next bytes are likely to be) */
 	uint32_t owed;             /* rx_lock: doorbell bytes sent for our arms, not yet read */
 	uint64_t hup_checked_ns;   /* last time a nonblocking read asked the kernel for a hang-up */
 	uint64_t bytes_tx, bytes_rx;

@@ -242,6 +242,7 @@ describe('ShmConnection', () => {
     expect(fstatSync(conn.fdsFor(0)[ABI.fd.REGION]!).size).toBe(conn.mappedBytes);
     expect(conn.residentBytes).toBe(4096); // the header alone: no ring has written yet
     conn.close();
+    expect(conn.residentBytes).toBe(0); // unmapped
     for (const bad of [4096, 8192, 3 * 8192, 128 * 1024 * 1024]) {
       const error = thrown(() => new ShmConnection(8192, 1n, bad));
       expect(error, `large area ${bad}`).toBeInstanceOf(VtoeSystemError);
