@@ -1,6 +1,10 @@
 """One checksummed stream end for the link-flap cases of two-host-suite.sh.
 
-  stream.py recv PORT CASE RW     accepts one connection and reads it to its end
+  stream.py recv PORT CASE RW [PAUSE_AT]
+                                  accepts one connection and reads it to its end; with PAUSE_AT,
+                                  stops reading once it has that many bytes, creates RW/a.CASE-paused
+                                  and resumes when the FIFO /tmp/CASE.resume is written (so the
+                                  sender is blocked, mid-stream, for as long as the fault takes)
   stream.py send HOST PORT CASE BYTES
 Prints "RESULT CASE received|sent BYTES SHA256" when the stream ended cleanly, or
 "RESULT CASE recv-error|send-error BYTES ERRNO" when the socket reported an error (socat, which
@@ -20,7 +24,13 @@ def report(case, kind, n, tail):
     print(f"RESULT {case} {kind} {n} {tail}", flush=True)
 
 
-def recv(port, case, rw):
+def pause(case, rw):
+    open(f"{rw}/a.{case}-paused", "w").close()
+    with open(f"/tmp/{case}.resume") as fifo:  # blocks until the script opens it to write
+        fifo.read()
+
+
+def recv(port, case, rw, pause_at=None):
     conn = accept_one(port, f"{rw}/a.{case}-listening")
     digest, n = hashlib.sha256(), 0
     with open(f"/tmp/{case}.bin", "wb") as out:  # its size is what flap_after watches
@@ -33,6 +43,9 @@ def recv(port, case, rw):
                 out.write(data)
                 out.flush()
                 n += len(data)
+                if pause_at is not None and n >= pause_at:
+                    pause(case, rw)
+                    pause_at = None
         except OSError as e:
             return report(case, "recv-error", n, errno.errorcode.get(e.errno, e.errno))
     report(case, "received", n, digest.hexdigest())
@@ -54,6 +67,6 @@ def send(host, port, case, total):
 
 if __name__ == "__main__":
     if sys.argv[1] == "recv":
-        recv(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+        recv(int(sys.argv[2]), sys.argv[3], sys.argv[4], *map(int, sys.argv[5:6]))
     else:
         send(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))

@@ -64,14 +64,19 @@ if [ "$GUEST" = a ]; then
     port=$((port + 1))
   done
   # This host's agent is killed under an offloaded stream, and its QPs go with it.
-  LD_PRELOAD=$shim python3 test/rdma-vm/stream.py recv $port agent-killed "$RW" & rx=$!
+  # The receiver stops reading at 8 MB until the kill, so B is blocked mid-stream on credits
+  # however long the stats call takes under emulation.
+  rm -f /tmp/agent-killed.resume && mkfifo /tmp/agent-killed.resume
+  LD_PRELOAD=$shim python3 test/rdma-vm/stream.py recv $port agent-killed "$RW" 8000000 & rx=$!
   port=$((port + 1))
-  wait_for "[ \$(stat -c %s /tmp/agent-killed.bin 2>/dev/null || echo 0) -gt 8000000 ]" 120
+  wait_for "[ -e '$RW/a.agent-killed-paused' ]" 120
   echo "RESULT stats $($vtoe stats --json | tr -d '\n')"
   kill -9 "$agent"
   wait "$agent"
   say "agent-killed: agent killed at $(stat -c %s /tmp/agent-killed.bin) bytes"
+  echo > /tmp/agent-killed.resume
   wait $rx || fail "agent-killed: the receiver failed"
+  rm -f /tmp/agent-killed.resume
   peer_mark agent-killed-told 120
   # No agent here now: B's offloaded client falls back to kernel TCP, whole.
   python3 test/rdma-vm/stream.py recv $port no-agent "$RW" & rx=$!
