@@ -157,6 +157,25 @@ static bool vtoe_conn_tx_unread(struct vtoe_conn *c)
 			      atomic_load_explicit(&c->tx->tail, ACQ), vtoe_cap(c)) != 0;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
+/*
+ * Map, up front, the pages a new connection touches first: the header and the first page of
+ * each small area, where a fresh ring's bytes go.  Two calls instead of a page fault each; a
+ * fault costs some 15-25 us in a VM, three per process per connection.  Kernels before 5.14
+ * refuse the advice (EINVAL): the pages then fault in as before.
+ */
+static void vtoe_region_prefault(struct vtoe_conn_region *reg, uint32_t size)
+{
+	const size_t page = 4096;
+
+	/* ring 0's small area follows the header page, ring 1's follows ring 0's */
+	if (madvise(reg, VTOE_REGION_DATA_OFFSET + page, MADV_POPULATE_WRITE) == 0)
+		(void)madvise((char *)reg + VTOE_REGION_DATA_OFFSET + size, page, MADV_POPULATE_WRITE);
+}
+
 int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep)
 {
 	struct vtoe_conn_region *reg;
@@ -183,6 +202,7 @@ int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep
 	reg = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
 	if (reg == MAP_FAILED)
 		return -1;
+	vtoe_region_prefault(reg, rep->ring_size); /* within len: checked above */
 	large = reg->ring_large; /* read once: the peer can write the header too */
 	if (reg->magic != VTOE_REGION_MAGIC || reg->abi != VTOE_ABI_VERSION ||
 	    reg->ring_size != rep->ring_size || reg->data_offset != VTOE_REGION_DATA_OFFSET ||

@@ -18,5 +18,8 @@ export const FIGURES: Readonly<Record<string, FigureInfo>> = {
   connect_p50_us: { label: 'short connection (connect, 64 B round trip, close) p50', unit: 'µs', higherIsBetter: false },
   connect_p99_us: { label: 'short connection p99', unit: 'µs', higherIsBetter: false },
   connect_mean_us: { label: 'short connection mean', unit: 'µs', higherIsBetter: false },
+  connect_client_cpu_us: { label: 'short connection: client CPU per connection', unit: 'µs', higherIsBetter: false },
+  connect_client_faults: { label: 'short connection: client page faults per connection', unit: 'faults', higherIsBetter: false },
+  connect_client_switches: { label: 'short connection: client context switches per connection', unit: 'switches', higherIsBetter: false },
   kcalls_rt: { label: 'kernel calls per round trip, both ranks', unit: 'calls', higherIsBetter: false },
 };
