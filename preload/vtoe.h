@@ -320,6 +320,10 @@ struct vtoe_sock {
 	atomic_int kind; /* enum vtoe_kind */
 	int family;
 	unsigned gen; /* vtoe_fork_gen when created */
+	bool made_here;       /* by socket() in this process: its options are the kernel's
+			       * defaults but for those set through setsockopt() */
+	atomic_uint opts_set; /* setsockopt() calls on it, and which options (vtoe_opts_capture) */
+	atomic_ullong opts_touched;
 	pthread_mutex_t lock; /* connect/listen/close-time state */
 	uint32_t sid;         /* listener: its SID; 0 while the agent has not registered it */
 	int backlog;          /* listener: as given to listen(), for registering it again */
@@ -511,7 +515,7 @@ void vtoe_sock_release(struct vtoe_sock *s);
 void vtoe_park_rendezvous(int cfd);
 void vtoe_park_sweep(void);
 void vtoe_park_atfork_child(void);
-void vtoe_opts_capture(struct vtoe_conn *c, int kfd, int family);
+void vtoe_opts_capture(struct vtoe_conn *c, int kfd, int family, struct vtoe_sock *origin);
 void vtoe_addr_copy_out(const struct sockaddr_storage *ss, socklen_t len, struct sockaddr *addr,
 			socklen_t *alen);
 

@@ -146,6 +146,7 @@ VTOE_EXPORT int socket(int domain, int type, int protocol)
 		return fd;
 	s = vtoe_sock_new(VTOE_KIND_CANDIDATE, domain);
 	if (s) {
+		s->made_here = true;
 		vtoe_fd_install(fd, s);
 		vtoe_sock_put(s);
 	}
@@ -214,8 +215,10 @@ static int vtoe_bell_keep(struct vtoe_conn *c, int bell)
 	return high;
 }
 
-/* Put conn's socketpair end at fd (replacing the kernel socket there) and track it. */
-static int vtoe_conn_attach(int fd, struct vtoe_sock *conn, int *fds, bool nonblock, bool cloexec)
+/* Put conn's socketpair end at fd (replacing the kernel socket there) and track it.  origin:
+ * the socket it was made from, the connecting one or the listener (vtoe_opts_capture). */
+static int vtoe_conn_attach(int fd, struct vtoe_sock *conn, int *fds, bool nonblock, bool cloexec,
+			    struct vtoe_sock *origin)
 {
 	struct vtoe_conn *c = &conn->c;
 	int fl;
@@ -225,7 +228,7 @@ static int vtoe_conn_attach(int fd, struct vtoe_sock *conn, int *fds, bool nonbl
 	if (REAL(getsockname)(fd, (struct sockaddr *)&conn->local, &conn->local_len) < 0 ||
 	    REAL(getpeername)(fd, (struct sockaddr *)&conn->peer, &conn->peer_len) < 0)
 		return -1;
-	vtoe_opts_capture(c, fd, conn->family);
+	vtoe_opts_capture(c, fd, conn->family, origin);
 	c->gen = conn->gen;
 	fl = REAL(fcntl)(fds[VTOE_FD_APP], F_GETFL);
 	if (fl < 0)
@@ -419,7 +422,7 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	/* The agent holds the kernel rendezvous socket since the CONNECT, until the server's
 	 * shim claims the connection: if the server takes it on kernel TCP instead (a process
 	 * without the shim or the agent accepted it), the agent carries our stream over it. */
-	if (vtoe_conn_attach(fd, conn, fds, nonblock, fdfl >= 0 && (fdfl & FD_CLOEXEC)) < 0) {
+	if (vtoe_conn_attach(fd, conn, fds, nonblock, fdfl >= 0 && (fdfl & FD_CLOEXEC), s) < 0) {
 		/* The kernel connection exists: keep it rather than fail the call. */
 		vtoe_warn("fd %d: cannot attach the offloaded socket (%s): kernel TCP", fd,
 			  strerror(errno));
@@ -722,7 +725,7 @@ static void vtoe_accept_offload(struct vtoe_sock *ls, int cfd, const struct sock
 	if (conn && vtoe_conn_prepare(conn, &rep, fds, 1) == 0)
 		vtoe_park_rendezvous(cfd);
 	if (!conn || !conn->c.reg ||
-	    vtoe_conn_attach(cfd, conn, fds, flags & SOCK_NONBLOCK, flags & SOCK_CLOEXEC) < 0) {
+	    vtoe_conn_attach(cfd, conn, fds, flags & SOCK_NONBLOCK, flags & SOCK_CLOEXEC, ls) < 0) {
 		vtoe_warn("fd %d: unusable CONNECT_ESTABLISHED from the agent: kernel TCP", cfd);
 		vtoe_ctl_note(VTOE_OP_CLOSE, rep.sid, rep.cid, VTOE_CLOSE_RESET);
 		if (conn) {

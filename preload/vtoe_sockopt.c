@@ -90,37 +90,155 @@ static void vtoe_opts_publish(struct vtoe_conn *c)
 	atomic_store(&tx->keep_idle_s, keepalive ? vtoe_opt_value(o, VTOE_OPT_TCP_KEEPIDLE) : 0);
 }
 
-/* Read the kernel socket's options before it is replaced by the offloaded one. */
-void vtoe_opts_capture(struct vtoe_conn *c, int kfd, int family)
+static void vtoe_opt_read(struct vtoe_opts *o, int kfd, int i)
+{
+	socklen_t l = sizeof(int);
+	int v = 0;
+
+	if (REAL(getsockopt)(kfd, vtoe_optdefs[i].level, vtoe_optdefs[i].name, &v, &l) == 0) {
+		o->val[i] = v;
+		o->err[i] = 0;
+	} else {
+		o->err[i] = errno;
+	}
+}
+
+/* Values the kernel works out for each connection (its path, its traffic, a reflected TOS),
+ * so two connections made alike can still differ in them.  (An IPv4 socket refuses the IPv6
+ * ones, always alike.) */
+static bool vtoe_opt_per_connection(int i, int family)
+{
+	switch (i) {
+	case VTOE_OPT_TCP_MAXSEG:
+	case VTOE_OPT_TCP_QUICKACK:
+	case VTOE_OPT_TCP_WINDOW_CLAMP:
+	case VTOE_OPT_IP_TOS:
+	case VTOE_OPT_IP_TTL:
+		return true;
+	case VTOE_OPT_IPV6_TCLASS:
+	case VTOE_OPT_IPV6_UNICAST_HOPS:
+		return family == AF_INET6;
+	default:
+		return false;
+	}
+}
+
+/*
+ * Most connections are made alike: from a socket fresh from socket(), or accepted by one
+ * listener.  Such sockets hold the kernel's defaults but for what the program set, so each
+ * thread reads the defaults once a second (they follow sysctls) rather than some 30 calls per
+ * connection, and reads what was set (opts_touched) and what the kernel works out per
+ * connection.  Accepted sockets take the listener's options, so their memo is the listener's.
+ * A socket set anything we cannot name, or that came from before a fork or exec, where it
+ * could have been set unseen, is read in full.
+ */
+#define VTOE_OPTS_MEMO_NS 1000000000ull
+#define VTOE_TOUCHED_LINGER (1ull << 60)
+#define VTOE_TOUCHED_TIMEO (1ull << 61) /* SO_RCVTIMEO, SO_SNDTIMEO */
+#define VTOE_TOUCHED_OTHER (1ull << 62) /* anything else that could change what is read */
+_Static_assert(VTOE_OPT__COUNT < 60, "option bits overlap the others");
+
+struct vtoe_opts_memo {
+	const struct vtoe_sock *origin; /* the listener, or NULL: a fresh socket */
+	unsigned incarnation, set;
+	int family;
+	uint64_t at_ns;   /* 0: empty */
+	uint64_t touched; /* what the socket it was read from had set (not defaults) */
+	int val[VTOE_OPT__COUNT], err[VTOE_OPT__COUNT];
+	struct linger linger;
+	long long rcvtimeo_us, sndtimeo_us;
+};
+static __thread struct vtoe_opts_memo vtoe_opts_memo[2]; /* [0] connects, [1] accepts */
+
+/* What a setsockopt(level, name) may change among what vtoe_opts_capture reads. */
+static uint64_t vtoe_opt_touches(int level, int name)
+{
+	int i = vtoe_optdef_find(level, name);
+
+	if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF))
+		return 0; /* only the window clamp follows, read for each connection */
+	if (level == SOL_SOCKET && name == SO_LINGER)
+		return VTOE_TOUCHED_LINGER;
+	if (level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO ||
+				    name == SO_RCVTIMEO_NEW || name == SO_SNDTIMEO_NEW))
+		return VTOE_TOUCHED_TIMEO;
+	if (i == VTOE_OPT_IP_TOS) /* the kernel sets the priority from the TOS */
+		return 1ull << i | 1ull << VTOE_OPT_PRIORITY;
+	return i >= 0 ? 1ull << i : VTOE_TOUCHED_OTHER;
+}
+
+/* The memo for connections made from origin, or NULL when they cannot share one. */
+static struct vtoe_opts_memo *vtoe_opts_memo_for(struct vtoe_sock *origin, int family,
+						 bool *hit)
+{
+	bool listener = origin && atomic_load(&origin->kind) == VTOE_KIND_LISTENER;
+	struct vtoe_opts_memo *m = &vtoe_opts_memo[listener];
+	unsigned set;
+
+	*hit = false;
+	if (!origin || !origin->made_here || origin->gen != atomic_load(&vtoe_fork_gen) ||
+	    (atomic_load(&origin->opts_touched) & VTOE_TOUCHED_OTHER))
+		return NULL;
+	set = listener ? atomic_load(&origin->opts_set) : 0;
+	*hit = m->at_ns && vtoe_coarse_ns() - m->at_ns < VTOE_OPTS_MEMO_NS &&
+	       m->family == family &&
+	       (!listener || (m->origin == origin && m->set == set &&
+			      m->incarnation == atomic_load(&origin->incarnation)));
+	if (!*hit) {
+		m->origin = listener ? origin : NULL;
+		m->incarnation = atomic_load(&origin->incarnation);
+		m->set = set;
+		m->family = family;
+		m->at_ns = 0; /* filled once read */
+	}
+	return m;
+}
+
+/* Read the kernel socket's options before it is replaced by the offloaded one; origin: the
+ * socket the connection was made from (vtoe_opts_memo_for). */
+void vtoe_opts_capture(struct vtoe_conn *c, int kfd, int family, struct vtoe_sock *origin)
 {
 	struct vtoe_opts *o = &c->opts;
+	bool hit;
+	struct vtoe_opts_memo *m = vtoe_opts_memo_for(origin, family, &hit);
+	/* a connecting socket's own sets; an accepted one's are in its listener's memo */
+	uint64_t touched = m && !m->origin ? atomic_load(&origin->opts_touched) : 0;
+	uint64_t reread = hit ? touched | m->touched : ~0ull;
 	struct timeval tv;
 	socklen_t l;
 
-	(void)family;
-	for (int i = 0; i < VTOE_OPT__COUNT; i++) {
-		int v = 0;
-
-		l = sizeof(v);
-		if (REAL(getsockopt)(kfd, vtoe_optdefs[i].level, vtoe_optdefs[i].name, &v, &l) == 0) {
-			o->val[i] = v;
-			o->err[i] = 0;
-		} else {
-			o->err[i] = errno;
-		}
+	if (hit) {
+		memcpy(o->val, m->val, sizeof(o->val));
+		memcpy(o->err, m->err, sizeof(o->err));
+		o->linger = m->linger;
+		atomic_store(&o->rcvtimeo_us, m->rcvtimeo_us);
+		atomic_store(&o->sndtimeo_us, m->sndtimeo_us);
 	}
-	l = sizeof(o->linger);
-	if (REAL(getsockopt)(kfd, SOL_SOCKET, SO_LINGER, &o->linger, &l) < 0)
-		memset(&o->linger, 0, sizeof(o->linger));
-	l = sizeof(tv);
-	if (REAL(getsockopt)(kfd, SOL_SOCKET, SO_RCVTIMEO, &tv, &l) == 0)
-		atomic_store(&o->rcvtimeo_us, vtoe_tv_to_us(&tv));
-	l = sizeof(tv);
-	if (REAL(getsockopt)(kfd, SOL_SOCKET, SO_SNDTIMEO, &tv, &l) == 0)
-		atomic_store(&o->sndtimeo_us, vtoe_tv_to_us(&tv));
-	l = sizeof(o->congestion) - 1;
+	for (int i = 0; i < VTOE_OPT__COUNT; i++)
+		if ((reread & (1ull << i)) || vtoe_opt_per_connection(i, family))
+			vtoe_opt_read(o, kfd, i);
+	l = sizeof(o->congestion) - 1; /* a route can choose it */
 	if (REAL(getsockopt)(kfd, IPPROTO_TCP, TCP_CONGESTION, o->congestion, &l) < 0)
 		strcpy(o->congestion, "cubic");
+	l = sizeof(o->linger);
+	if ((reread & VTOE_TOUCHED_LINGER) &&
+	    REAL(getsockopt)(kfd, SOL_SOCKET, SO_LINGER, &o->linger, &l) < 0)
+		memset(&o->linger, 0, sizeof(o->linger));
+	l = sizeof(tv);
+	if ((reread & VTOE_TOUCHED_TIMEO) && REAL(getsockopt)(kfd, SOL_SOCKET, SO_RCVTIMEO, &tv, &l) == 0)
+		atomic_store(&o->rcvtimeo_us, vtoe_tv_to_us(&tv));
+	l = sizeof(tv);
+	if ((reread & VTOE_TOUCHED_TIMEO) && REAL(getsockopt)(kfd, SOL_SOCKET, SO_SNDTIMEO, &tv, &l) == 0)
+		atomic_store(&o->sndtimeo_us, vtoe_tv_to_us(&tv));
+	if (m && !hit) {
+		memcpy(m->val, o->val, sizeof(m->val));
+		memcpy(m->err, o->err, sizeof(m->err));
+		m->linger = o->linger;
+		m->rcvtimeo_us = atomic_load(&o->rcvtimeo_us);
+		m->sndtimeo_us = atomic_load(&o->sndtimeo_us);
+		m->touched = touched;
+		m->at_ns = vtoe_coarse_ns();
+	}
 	vtoe_opts_publish(c);
 }
 
@@ -328,11 +446,25 @@ VTOE_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t 
 	return r;
 }
 
+/* A set on a socket not offloaded yet: its options are no longer the defaults. */
+static void vtoe_opts_note_set(int fd, int level, int name)
+{
+	struct vtoe_sock *s = vtoe_fd_get(fd);
+
+	if (s && s != &vtoe_internal_sock) {
+		atomic_fetch_or(&s->opts_touched, vtoe_opt_touches(level, name));
+		atomic_fetch_add(&s->opts_set, 1);
+	}
+	vtoe_sock_put(s);
+}
+
 VTOE_EXPORT int setsockopt(int fd, int level, int name, const void *optval, socklen_t optlen)
 {
 	struct vtoe_sock *s;
 	int r;
 
+	if (vtoe_unlikely(vtoe_fd_peek(fd) != NULL))
+		vtoe_opts_note_set(fd, level, name);
 	VTOE_OPT_ENTER(fd, s, REAL(setsockopt)(fd, level, name, optval, optlen));
 	r = vtoe_setsockopt_conn(s, level, name, optval, optlen);
 	vtoe_sock_put(s);

@@ -24,6 +24,7 @@
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <linux/sockios.h>
+#include <netinet/tcp.h>
 #include <time.h>
 
 static const char *self;
@@ -1099,6 +1100,94 @@ static void t_peer_end(void)
 	close2(s, go);
 }
 
+/* ---- options an offloaded socket takes over from its kernel socket ---------------------- */
+
+static void opts_say(const char *what, int fd)
+{
+	static const struct {
+		const char *name;
+		int level, opt;
+	} opts[] = {
+		{ "keepalive", SOL_SOCKET, SO_KEEPALIVE },   { "keepidle", IPPROTO_TCP, TCP_KEEPIDLE },
+		{ "keepcnt", IPPROTO_TCP, TCP_KEEPCNT },     { "nodelay", IPPROTO_TCP, TCP_NODELAY },
+		{ "priority", SOL_SOCKET, SO_PRIORITY },     { "rcvlowat", SOL_SOCKET, SO_RCVLOWAT },
+		{ "user-timeout", IPPROTO_TCP, TCP_USER_TIMEOUT }, { "oobinline", SOL_SOCKET, SO_OOBINLINE },
+	};
+	struct linger lg = { 0, 0 };
+	struct timeval tv = { 0, 0 };
+	socklen_t l;
+	int v;
+
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+		v = -1;
+		l = sizeof(v);
+		getsockopt(fd, opts[i].level, opts[i].opt, &v, &l);
+		SAY("opts.%s.%s: %d", what, opts[i].name, v);
+	}
+	l = sizeof(lg);
+	getsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, &l);
+	l = sizeof(tv);
+	getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, &l);
+	SAY("opts.%s.linger-rcvtimeo: %d %d %ld", what, lg.l_onoff, lg.l_linger, (long)tv.tv_sec);
+}
+
+static void set_int(int fd, int level, int opt, int v)
+{
+	setsockopt(fd, level, opt, &v, sizeof(v));
+}
+
+/* Connections made one after another, some with options set before connect() and some
+ * without, and from a listener set between accepts: each reads what it was set, or inherited,
+ * or the defaults, never what an earlier connection had. */
+static void t_opts_carry(void)
+{
+	struct sockaddr_storage ss;
+	struct linger lg = { 1, 5 };
+	struct timeval tv = { 3, 0 };
+	uint16_t port;
+	int lfd = make_listener(&port), c[4], a[4];
+	socklen_t l;
+
+	for (int i = 0; i < 4; i++) {
+		if (i == 2) { /* accepted sockets inherit the listener's */
+			set_int(lfd, SOL_SOCKET, SO_KEEPALIVE, 1);
+			set_int(lfd, IPPROTO_TCP, TCP_KEEPIDLE, 55);
+			setsockopt(lfd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		}
+		c[i] = socket(family, SOCK_STREAM, 0);
+		if (i == 0) {
+			set_int(c[i], SOL_SOCKET, SO_KEEPALIVE, 1);
+			set_int(c[i], IPPROTO_TCP, TCP_KEEPIDLE, 77);
+			set_int(c[i], IPPROTO_TCP, TCP_KEEPCNT, 3);
+			set_int(c[i], IPPROTO_TCP, TCP_NODELAY, 1);
+			set_int(c[i], SOL_SOCKET, SO_PRIORITY, 4);
+			set_int(c[i], SOL_SOCKET, SO_RCVLOWAT, 2);
+			set_int(c[i], IPPROTO_TCP, TCP_USER_TIMEOUT, 1234);
+			setsockopt(c[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+			setsockopt(c[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		} else if (i == 3) {
+			set_int(c[i], IPPROTO_TCP, TCP_KEEPIDLE, 99);
+			set_int(c[i], SOL_SOCKET, SO_OOBINLINE, 1);
+		}
+		l = addr_any(&ss, port, 1);
+		if (connect(c[i], (struct sockaddr *)&ss, l) < 0)
+			die("connect");
+		a[i] = accept(lfd, NULL, NULL);
+		if (a[i] < 0)
+			die("accept");
+	}
+	for (int i = 0; i < 4; i++) {
+		char what[32];
+
+		snprintf(what, sizeof(what), "connected%d", i);
+		opts_say(what, c[i]);
+		snprintf(what, sizeof(what), "accepted%d", i);
+		opts_say(what, a[i]);
+		close2(c[i], a[i]);
+	}
+	close(lfd);
+}
+
 static const struct {
 	const char *name;
 	void (*run)(void);
@@ -1112,7 +1201,7 @@ static const struct {
 	{ "accept-bind", t_accept_bind }, { "v4mapped", t_v4mapped },
 	{ "splice", t_splice },	      { "mmsg", t_mmsg },
 	{ "spawn", t_spawn },	      { "stdio", t_stdio },
-	{ "peer-end", t_peer_end },
+	{ "peer-end", t_peer_end },	      { "opts-carry", t_opts_carry },
 };
 
 /* shim-conformance [v6] GROUP: one group per run, so that a hang shows as that group's. */
