@@ -207,14 +207,35 @@ int int_option(int fd, int level, int name)
 	return v;
 }
 
-// Is socket fd in the agent's network namespace?  1 yes, 0 no, -1 cannot tell.  With
-// CAP_NET_ADMIN the kernel names the socket's namespace (SIOCGSKNS).  Otherwise a connected
-// socket's four-tuple is looked up here: this very socket (its cookie) is a yes; another socket
-// with that tuple is a no (a process can make any tuple in a namespace of its own, never here);
-// none at all means sock_diag cannot see it (no tcp_diag module), and nothing is known.
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71 // Linux 5.14
+#endif
+
+// The cookie of the network namespace socket fd lives in; 0 where the kernel has none to give.
+uint64_t netns_cookie(int fd)
+{
+	uint64_t cookie = 0;
+	socklen_t l = sizeof(cookie);
+	return getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &l) == 0 ? cookie : 0;
+}
+
+// Is socket fd in the agent's network namespace?  1 yes, 0 no, -1 cannot tell.  The kernel
+// gives each namespace a cookie (5.14: one call, no privilege); before that, with
+// CAP_NET_ADMIN, it names the socket's namespace (SIOCGSKNS: an fd to open and close).
+// Otherwise a connected socket's four-tuple is looked up here: this very socket (its cookie)
+// is a yes; another socket with that tuple is a no (a process can make any tuple in a
+// namespace of its own, never here); none at all means sock_diag cannot see it (no tcp_diag
+// module), and nothing is known.
 int in_own_netns(int fd, const sockaddr_storage &self, const sockaddr_storage &peer, bool connected)
 {
-	static struct stat ours; // the agent's namespace never changes
+	static const uint64_t own_cookie = [] { // the agent's namespace never changes
+		unique_fd probe(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+		return probe ? netns_cookie(probe.get()) : 0;
+	}();
+	const uint64_t theirs_cookie = own_cookie ? netns_cookie(fd) : 0;
+	if (theirs_cookie)
+		return theirs_cookie == own_cookie ? 1 : 0;
+	static struct stat ours;
 	static const bool known = stat("/proc/self/ns/net", &ours) == 0;
 	unique_fd ns(known ? ioctl(fd, SIOCGSKNS) : -1);
 	struct stat theirs;
