@@ -320,10 +320,9 @@ struct vtoe_sock {
 	atomic_int kind; /* enum vtoe_kind */
 	int family;
 	unsigned gen; /* vtoe_fork_gen when created */
-	bool made_here;       /* by socket() in this process: its options are the kernel's
-			       * defaults but for those set through setsockopt() */
-	atomic_uint opts_set; /* setsockopt() calls on it, and which options (vtoe_opts_capture) */
-	atomic_ullong opts_touched;
+	bool made_here; /* by socket() in this process: its options are the kernel's defaults
+			 * but for those set through setsockopt() */
+	atomic_ullong opts_touched; /* which were set (vtoe_opts_capture) */
 	pthread_mutex_t lock; /* connect/listen/close-time state */
 	uint32_t sid;         /* listener: its SID; 0 while the agent has not registered it */
 	int backlog;          /* listener: as given to listen(), for registering it again */

@@ -124,13 +124,13 @@ static bool vtoe_opt_per_connection(int i, int family)
 }
 
 /*
- * Most connections are made alike: from a socket fresh from socket(), or accepted by one
- * listener.  Such sockets hold the kernel's defaults but for what the program set, so each
- * thread reads the defaults once a second (they follow sysctls) rather than some 30 calls per
- * connection, and reads what was set (opts_touched) and what the kernel works out per
- * connection.  Accepted sockets take the listener's options, so their memo is the listener's.
- * A socket set anything we cannot name, or that came from before a fork or exec, where it
- * could have been set unseen, is read in full.
+ * Most connections are made alike: from a socket fresh from socket(), or accepted from a
+ * listener that was.  Such sockets hold the kernel's defaults but for what the program set on
+ * them, or on the listener (which accepted sockets inherit), so each thread reads the defaults
+ * once a second (they follow sysctls) rather than some 30 calls per connection, then reads
+ * what was set (opts_touched) and what the kernel works out per connection.  A socket set
+ * anything we cannot name, or made before a fork or exec (where it could be set unseen), is
+ * read in full.
  */
 #define VTOE_OPTS_MEMO_NS 1000000000ull
 #define VTOE_TOUCHED_LINGER (1ull << 60)
@@ -139,16 +139,14 @@ static bool vtoe_opt_per_connection(int i, int family)
 _Static_assert(VTOE_OPT__COUNT < 60, "option bits overlap the others");
 
 struct vtoe_opts_memo {
-	const struct vtoe_sock *origin; /* the listener, or NULL: a fresh socket */
-	unsigned incarnation, set;
 	int family;
 	uint64_t at_ns;   /* 0: empty */
-	uint64_t touched; /* what the socket it was read from had set (not defaults) */
+	uint64_t touched; /* what had been set on the socket it was read from: not defaults */
 	int val[VTOE_OPT__COUNT], err[VTOE_OPT__COUNT];
 	struct linger linger;
 	long long rcvtimeo_us, sndtimeo_us;
 };
-static __thread struct vtoe_opts_memo vtoe_opts_memo[2]; /* [0] connects, [1] accepts */
+static __thread struct vtoe_opts_memo vtoe_opts_memo[2]; /* [0] connected, [1] accepted */
 
 /* What a setsockopt(level, name) may change among what vtoe_opts_capture reads. */
 static uint64_t vtoe_opt_touches(int level, int name)
@@ -171,23 +169,15 @@ static uint64_t vtoe_opt_touches(int level, int name)
 static struct vtoe_opts_memo *vtoe_opts_memo_for(struct vtoe_sock *origin, int family,
 						 bool *hit)
 {
-	bool listener = origin && atomic_load(&origin->kind) == VTOE_KIND_LISTENER;
-	struct vtoe_opts_memo *m = &vtoe_opts_memo[listener];
-	unsigned set;
+	struct vtoe_opts_memo *m;
 
 	*hit = false;
 	if (!origin || !origin->made_here || origin->gen != atomic_load(&vtoe_fork_gen) ||
 	    (atomic_load(&origin->opts_touched) & VTOE_TOUCHED_OTHER))
 		return NULL;
-	set = listener ? atomic_load(&origin->opts_set) : 0;
-	*hit = m->at_ns && vtoe_coarse_ns() - m->at_ns < VTOE_OPTS_MEMO_NS &&
-	       m->family == family &&
-	       (!listener || (m->origin == origin && m->set == set &&
-			      m->incarnation == atomic_load(&origin->incarnation)));
+	m = &vtoe_opts_memo[atomic_load(&origin->kind) == VTOE_KIND_LISTENER];
+	*hit = m->at_ns && vtoe_coarse_ns() - m->at_ns < VTOE_OPTS_MEMO_NS && m->family == family;
 	if (!*hit) {
-		m->origin = listener ? origin : NULL;
-		m->incarnation = atomic_load(&origin->incarnation);
-		m->set = set;
 		m->family = family;
 		m->at_ns = 0; /* filled once read */
 	}
@@ -201,8 +191,8 @@ void vtoe_opts_capture(struct vtoe_conn *c, int kfd, int family, struct vtoe_soc
 	struct vtoe_opts *o = &c->opts;
 	bool hit;
 	struct vtoe_opts_memo *m = vtoe_opts_memo_for(origin, family, &hit);
-	/* a connecting socket's own sets; an accepted one's are in its listener's memo */
-	uint64_t touched = m && !m->origin ? atomic_load(&origin->opts_touched) : 0;
+	/* what was set on the connecting socket, or on the listener */
+	uint64_t touched = m ? atomic_load(&origin->opts_touched) : 0;
 	uint64_t reread = hit ? touched | m->touched : ~0ull;
 	struct timeval tv;
 	socklen_t l;
@@ -451,10 +441,8 @@ static void vtoe_opts_note_set(int fd, int level, int name)
 {
 	struct vtoe_sock *s = vtoe_fd_get(fd);
 
-	if (s && s != &vtoe_internal_sock) {
+	if (s && s != &vtoe_internal_sock)
 		atomic_fetch_or(&s->opts_touched, vtoe_opt_touches(level, name));
-		atomic_fetch_add(&s->opts_set, 1);
-	}
 	vtoe_sock_put(s);
 }
 
