@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { killChildren, line, start } from './children.mjs';
+import { killChildren } from './children.mjs';
+import { connectTrial, median, standingAgent as startAgent } from './connect-trial.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({ options: {
@@ -20,39 +21,14 @@ const { values } = parseArgs({ options: {
 } });
 const trials = Number(values.trials);
 const iters = Number(values.iters);
-const warmup = 200;
-const tool = join(root, 'tools/bin/vtoe-pingpong');
 const shim = join(root, 'preload/libvtoe.so');
 const dir = mkdtempSync(join(tmpdir(), 'vtoe-connk-'));
-
-async function standingAgent(name, extraEnv) {
-  const socket = join(dir, `${name}.sock`);
-  const env = { ...process.env, ...extraEnv, VTOE_AGENT_SOCKET: socket };
-  const agent = start(process.execPath, [join(root, 'bin/vtoe.js'), 'agent'], env);
-  await line(agent, 'stderr', /listening on/);
-  return socket;
-}
-
-/** Its exit status, watched from the start (it may exit before anyone waits). */
-function exited(child) {
-  return new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
-}
+const standingAgent = (name, env) => startAgent(root, dir, name, env);
 
 /** One trial: a fresh kernel server and a fresh client; the client's p50 connection time. */
-async function trial({ client: clientEnv, server: serverEnv = {} }) {
-  const server = start(tool, ['server', '--port', '0', '--count', String(iters + warmup)], { ...process.env, ...serverEnv });
-  const serverDone = exited(server);
-  const port = (await line(server, 'stdout', /READY (\d+)/))[1];
-  const client = start(tool, ['client', '--port', port, '--mode', 'connect', '--size', '64',
-    '--iters', String(iters), '--warmup', String(warmup)], { ...process.env, ...clientEnv });
-  const clientDone = exited(client);
-  const result = JSON.parse((await line(client, 'stdout', /\{.*"mode":"connect".*\}/))[0]);
-  const [c, s] = await Promise.all([clientDone, serverDone]);
-  if (c !== 0 || s !== 0) throw new Error(`client exited ${c}, server ${s}`);
-  return result.conn_us.p50;
+async function trial(envs) {
+  return (await connectTrial(root, { iters, ...envs })).conn_us.p50;
 }
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 try {
   const held = await standingAgent('held', {});

@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+// What setting up an offloaded connection costs, against kernel TCP: connect, 64 B each way,
+// close, one after another (vtoe-pingpong --mode connect), with both ends under the shim and a
+// standing agent that offloads every connection (VTOE_SHORT_BYTES=0: the short-connection
+// rule would put them on kernel TCP after 8), and with no preload.  Each trial a fresh server
+// and client; the two ways alternate; medians over the trials of each trial's p50, and of the
+// client's own CPU time, page faults and context switches per connection.
+//   node bench/connect-setup.mjs [--trials 6] [--iters 2000]
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { killChildren } from './children.mjs';
+import { connectTrial, median, standingAgent } from './connect-trial.mjs';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const { values } = parseArgs({ options: {
+  trials: { type: 'string', default: '6' },
+  iters: { type: 'string', default: '2000' },
+} });
+const trials = Number(values.trials);
+const iters = Number(values.iters);
+const dir = mkdtempSync(join(tmpdir(), 'vtoe-setup-'));
+
+try {
+  const socket = await standingAgent(root, dir, 'all', { VTOE_SHORT_BYTES: '0' });
+  const shim = { LD_PRELOAD: join(root, 'preload/libvtoe.so'), VTOE_AGENT_SOCKET: socket };
+  const ways = { 'kernel TCP': {}, offloaded: shim };
+  const runs = Object.fromEntries(Object.keys(ways).map((k) => [k, []]));
+  for (let t = 0; t < trials; t++) {
+    for (const [k, env] of Object.entries(ways)) runs[k].push(await connectTrial(root, { iters, client: env, server: env }));
+  }
+  const of = (k, f) => median(runs[k].map(f));
+  const p50 = (r) => r.conn_us.p50;
+  console.log(`connect + 64 B each way + close, ${iters} connections per trial, ${trials} trials alternated (medians):`);
+  for (const k of Object.keys(ways)) {
+    const per = (f) => of(k, (r) => r.per_conn[f]);
+    console.log(`  ${k.padEnd(11)} p50 ${of(k, p50).toFixed(1).padStart(7)} us   client per connection: CPU ${per('cpu_us').toFixed(1)} us, ` +
+      `${per('faults').toFixed(2)} page faults, ${per('switches').toFixed(2)} context switches   (p50s: ${runs[k].map((r) => p50(r).toFixed(0)).join(', ')})`);
+  }
+  console.log(`  offloaded / kernel TCP: ${(of('offloaded', p50) / of('kernel TCP', p50)).toFixed(2)}x`);
+} finally {
+  killChildren();
+  rmSync(dir, { recursive: true, force: true });
+}
