@@ -105,10 +105,10 @@ describe('vtoe bench smoke run', () => {
       expect(m.problems, m.mode).toEqual([]);
       expect(m.figures.connect_p50_us, m.mode).toBeGreaterThan(0);
       expect(m.figures.connect_p99_us, m.mode).toBeGreaterThanOrEqual(m.figures.connect_p50_us!);
-      // the client's own cost per connection, from getrusage
+      // the client's own cost per connection (page faults only where perf events are allowed)
       expect(m.figures.connect_client_cpu_us, m.mode).toBeGreaterThan(0);
-      expect(m.figures.connect_client_faults, m.mode).toBeGreaterThanOrEqual(0);
       expect(m.figures.connect_client_switches, m.mode).toBeGreaterThanOrEqual(0);
+      if (m.figures.connect_client_faults !== undefined) expect(m.figures.connect_client_faults, m.mode).toBeGreaterThanOrEqual(0);
     }
     // 100 timed and 10 warm-up connections: the first 8 offloaded, which makes the listener
     // short (VTOE_SHORT_BYTES), the others on kernel TCP (or offloaded again as a probe)

@@ -175,12 +175,15 @@ export function connectWorkload(o: SocketWorkloadOptions & { connections: number
           figures.connect_p50_us = Number(m[1]);
           figures.connect_p99_us = Number(m[2]);
           figures.connect_mean_us = Number(m[3]);
-          // The client's own cost per connection (getrusage over the timed ones).
-          const c = /"per_conn":\{"cpu_us":([\d.]+),"faults":([\d.]+),"switches":([\d.]+)\}/.exec(r.stdout);
+          // The client's own cost per connection over the timed ones; faults -1: not counted
+          // (perf events refused).
+          const c = /"per_conn":\{"cpu_us":([\d.]+),"faults":(-?[\d.]+),"switches":([\d.]+)\}/.exec(r.stdout);
           if (c) {
             figures.connect_client_cpu_us = Number(c[1]);
-            figures.connect_client_faults = Number(c[2]);
+            if (Number(c[2]) >= 0) figures.connect_client_faults = Number(c[2]);
             figures.connect_client_switches = Number(c[3]);
+          } else {
+            problems.push('vtoe-pingpong --mode connect printed no per-connection costs');
           }
         } else {
           problems.push('vtoe-pingpong --mode connect printed no result');
