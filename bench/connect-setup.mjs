@@ -37,7 +37,8 @@ try {
   for (const k of Object.keys(ways)) {
     const per = (f) => of(k, (r) => r.per_conn[f]);
     console.log(`  ${k.padEnd(11)} p50 ${of(k, p50).toFixed(1).padStart(7)} us   client per connection: CPU ${per('cpu_us').toFixed(1)} us, ` +
-      `${per('faults').toFixed(2)} page faults, ${per('switches').toFixed(2)} context switches   (p50s: ${runs[k].map((r) => p50(r).toFixed(0)).join(', ')})`);
+      `${per('faults') < 0 ? 'page faults not counted (perf events refused)' : `${per('faults').toFixed(2)} page faults`}, ` +
+      `${per('switches').toFixed(2)} context switches   (p50s: ${runs[k].map((r) => p50(r).toFixed(0)).join(', ')})`);
   }
   console.log(`  offloaded / kernel TCP: ${(of('offloaded', p50) / of('kernel TCP', p50)).toFixed(2)}x`);
 } finally {
