@@ -8,31 +8,27 @@
 //   node bench/connect-kernel-peer.mjs [--trials 5] [--iters 3000]
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { killChildren } from './children.mjs';
-import { connectTrial, median, standingAgent as startAgent } from './connect-trial.mjs';
+import { connectTrial, median, shimPath as shim, standingAgent } from './connect-trial.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({ options: {
   trials: { type: 'string', default: '5' },
   iters: { type: 'string', default: '3000' },
 } });
 const trials = Number(values.trials);
 const iters = Number(values.iters);
-const shim = join(root, 'preload/libvtoe.so');
 const dir = mkdtempSync(join(tmpdir(), 'vtoe-connk-'));
-const standingAgent = (name, env) => startAgent(root, dir, name, env);
 
 /** One trial: a fresh kernel server and a fresh client; the client's p50 connection time. */
 async function trial(envs) {
-  return (await connectTrial(root, { iters, ...envs })).conn_us.p50;
+  return (await connectTrial({ iters, ...envs })).conn_us.p50;
 }
 
 try {
-  const held = await standingAgent('held', {});
-  const asking = await standingAgent('asking', { VTOE_KERNEL_HOLD_MS: '0' });
+  const held = await standingAgent(dir, 'held', {});
+  const asking = await standingAgent(dir, 'asking', { VTOE_KERNEL_HOLD_MS: '0' });
   const ways = {
     'plain (no preload)': { client: {} },
     'client shim, kernel hold': { client: { LD_PRELOAD: shim, VTOE_AGENT_SOCKET: held } },

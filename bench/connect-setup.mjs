@@ -8,13 +8,11 @@
 //   node bench/connect-setup.mjs [--trials 6] [--iters 2000]
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { killChildren } from './children.mjs';
-import { connectTrial, median, standingAgent } from './connect-trial.mjs';
+import { connectTrial, median, shimPath, standingAgent } from './connect-trial.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({ options: {
   trials: { type: 'string', default: '6' },
   iters: { type: 'string', default: '2000' },
@@ -24,12 +22,12 @@ const iters = Number(values.iters);
 const dir = mkdtempSync(join(tmpdir(), 'vtoe-setup-'));
 
 try {
-  const socket = await standingAgent(root, dir, 'all', { VTOE_SHORT_BYTES: '0' });
-  const shim = { LD_PRELOAD: join(root, 'preload/libvtoe.so'), VTOE_AGENT_SOCKET: socket };
+  const socket = await standingAgent(dir, 'all', { VTOE_SHORT_BYTES: '0' });
+  const shim = { LD_PRELOAD: shimPath, VTOE_AGENT_SOCKET: socket };
   const ways = { 'kernel TCP': {}, offloaded: shim };
   const runs = Object.fromEntries(Object.keys(ways).map((k) => [k, []]));
   for (let t = 0; t < trials; t++) {
-    for (const [k, env] of Object.entries(ways)) runs[k].push(await connectTrial(root, { iters, client: env, server: env }));
+    for (const [k, env] of Object.entries(ways)) runs[k].push(await connectTrial({ iters, client: env, server: env }));
   }
   const of = (k, f) => median(runs[k].map(f));
   const p50 = (r) => r.conn_us.p50;

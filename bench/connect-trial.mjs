@@ -2,11 +2,15 @@
 // client, each with its own environment; connect, 64 B each way, close, `iters` times after a
 // warm-up.  Returns the client's result line (conn_us, and per_conn: its CPU, page faults and
 // context switches per connection).
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { line, start } from './children.mjs';
 
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+export const shimPath = join(root, 'preload/libvtoe.so');
+
 /** A standing agent with these settings, on a socket in dir; resolves once it listens. */
-export async function standingAgent(root, dir, name, extraEnv) {
+export async function standingAgent(dir, name, extraEnv) {
   const socket = join(dir, `${name}.sock`);
   const env = { ...process.env, ...extraEnv, VTOE_AGENT_SOCKET: socket };
   const agent = start(process.execPath, [join(root, 'bin/vtoe.js'), 'agent'], env);
@@ -19,7 +23,7 @@ function exited(child) {
   return new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
 }
 
-export async function connectTrial(root, { iters, warmup = 200, client: clientEnv, server: serverEnv = {} }) {
+export async function connectTrial({ iters, warmup = 200, client: clientEnv, server: serverEnv = {} }) {
   const tool = join(root, 'tools/bin/vtoe-pingpong');
   const server = start(tool, ['server', '--port', '0', '--count', String(iters + warmup)], { ...process.env, ...serverEnv });
   const serverDone = exited(server);

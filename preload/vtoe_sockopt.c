@@ -436,24 +436,24 @@ VTOE_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t 
 	return r;
 }
 
-/* A set on a socket not offloaded yet: its options are no longer the defaults. */
-static void vtoe_opts_note_set(int fd, int level, int name)
-{
-	struct vtoe_sock *s = vtoe_fd_get(fd);
-
-	if (s && s != &vtoe_internal_sock)
-		atomic_fetch_or(&s->opts_touched, vtoe_opt_touches(level, name));
-	vtoe_sock_put(s);
-}
-
 VTOE_EXPORT int setsockopt(int fd, int level, int name, const void *optval, socklen_t optlen)
 {
 	struct vtoe_sock *s;
 	int r;
 
-	if (vtoe_unlikely(vtoe_fd_peek(fd) != NULL))
-		vtoe_opts_note_set(fd, level, name);
-	VTOE_OPT_ENTER(fd, s, REAL(setsockopt)(fd, level, name, optval, optlen));
+	if (vtoe_likely(!vtoe_fd_peek(fd)))
+		return REAL(setsockopt)(fd, level, name, optval, optlen);
+	s = vtoe_fd_get(fd);
+	if (s == &vtoe_internal_sock)
+		return vtoe_opt_fail(EBADF);
+	if (!s || atomic_load(&s->kind) != VTOE_KIND_CONN) {
+		/* not offloaded yet: the kernel socket takes it, and its options are no longer
+		 * the defaults (vtoe_opts_capture) */
+		if (s)
+			atomic_fetch_or(&s->opts_touched, vtoe_opt_touches(level, name));
+		vtoe_sock_put(s);
+		return REAL(setsockopt)(fd, level, name, optval, optlen);
+	}
 	r = vtoe_setsockopt_conn(s, level, name, optval, optlen);
 	vtoe_sock_put(s);
 	return r;
