@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -115,6 +115,15 @@ describe('vtoe bench --from', () => {
     expect(readFileSync(join(dir, 'summary.md'), 'utf8')).toBe(`${r.markdown}\n`);
     await expect(reportFromResults(join(__dirname, '..', 'package.json'), dir)).rejects.toThrow(/not a vtoe bench results.json/);
   }, 60_000);
+
+  it('leaves the PNGs out with charts: false (no Chromium run), for --from to draw later', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vtoe-report-nocharts-'));
+    dirs.push(dir);
+    const r = await writeReport(dir, input, { charts: false });
+    expect(r.pngs).toEqual([]);
+    expect(r.chartsFailed).toBeUndefined();
+    expect(readdirSync(dir).sort()).toEqual(['report.html', 'results.json', 'summary.md']);
+  });
 });
 
 describe('chart ids', () => {

@@ -41,6 +41,8 @@ export interface BenchCommandOptions {
   /** syscalls: perf stat or strace; default perf where it can count system calls, else strace. */
   syscallCounter?: SyscallCounter;
   report?: string;
+  /** false: the report without its PNGs (no Chromium run), for `vtoe bench --from` to draw later. */
+  charts?: boolean;
   timeoutMs: number;
   onProgress?: (line: string) => void;
 }
@@ -203,6 +205,6 @@ export async function benchCommand(o: BenchCommandOptions): Promise<{ markdown: 
     results,
     labels: modeLabels(o),
   };
-  const report = o.report ? await writeReport(o.report, input) : undefined;
+  const report = o.report ? await writeReport(o.report, input, { charts: o.charts }) : undefined;
   return { markdown: summaryMarkdown(input), results, report };
 }

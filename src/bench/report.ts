@@ -279,8 +279,9 @@ export interface WrittenReport {
   chartsFailed?: string;
 }
 
-/** Writes the whole report into dir; PNGs need Chromium (skipped with a note without it). */
-export async function writeReport(dir: string, input: ReportInput): Promise<WrittenReport> {
+/** Writes the whole report into dir; PNGs need Chromium (skipped with a note without it), and
+ * `charts: false` leaves them out (a slow or headless node: `vtoe bench --from` draws them later). */
+export async function writeReport(dir: string, input: ReportInput, opts: { charts?: boolean } = {}): Promise<WrittenReport> {
   mkdirSync(dir, { recursive: true });
   const charts = chartSpecs(input);
   const files: string[] = [];
@@ -290,7 +291,7 @@ export async function writeReport(dir: string, input: ReportInput): Promise<Writ
   put('report.html', reportHtml(input, charts));
   const pngs: string[] = [];
   let chartsFailed: string | undefined;
-  if (findChromium()) {
+  if (opts.charts !== false && findChromium()) {
     // one page per chart, and Chromium's profile, in a scratch directory of their own
     const scratch = mkdtempSync(join(tmpdir(), 'vtoe-report-'));
     try {

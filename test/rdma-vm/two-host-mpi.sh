@@ -4,8 +4,8 @@
 # for each MPI in MPIS (default "openmpi") and workload in WORKLOADS (default "pingpong imb
 # hpcc"): one rank per host, offload against ipoib (kernel TCP over the hosts' link), REPS
 # repetitions (default 1), each run's report in $RW/bench-<mpi>-<workload>/ (results.json,
-# summary.md, report.html; the charts' PNGs are left to `vtoe bench --from`, Chromium being too
-# slow under emulation).  Lines starting "RESULT " are what test/rdma-vm.test.ts checks:
+# summary.md, report.html; --no-charts leaves the PNGs to `vtoe bench --from`, Chromium taking
+# up to a minute a chart under emulation).  Lines starting "RESULT " are what test/rdma-vm.test.ts checks:
 #   RESULT bench <mpi> <workload> <exit status> <seconds>   vtoe bench's verdict (1: a problem)
 # MPICH is not in the default: Debian's MPICH 4.0 can hang in MPI_Finalize between hosts, on kernel
 # TCP as through vtoe (README, *MPI*); MPIS="openmpi mpich" runs it anyway.
@@ -28,7 +28,7 @@ else
       # from $RW, which both hosts see, as an MPI job's directory is on a cluster
       (cd "$RW" && $vtoe bench --hosts "$SELF,$PEER" --iface eth0 --launcher "$repo/test/rdma-vm/rsh.sh" \
         --mpi "$mpi" --modes offload,ipoib --workloads "$w" --reps "${REPS:-1}" --max-bytes 65536 \
-        --iters 50 --imb-benchmarks PingPong --hpcc-n 200 --report "$RW/bench-$mpi-$w" > "$RW/bench-$mpi-$w.md")
+        --iters 50 --imb-benchmarks PingPong --hpcc-n 200 --report "$RW/bench-$mpi-$w" --no-charts > "$RW/bench-$mpi-$w.md")
       rc=$?
       echo "RESULT bench $mpi $w $rc $(awk -v t0="$t0" '{ printf "%.0f", $1 - t0 }' /proc/uptime)"
     done
