@@ -27,8 +27,8 @@ async function trial(envs) {
 }
 
 try {
-  const held = await standingAgent(dir, 'held', {});
-  const asking = await standingAgent(dir, 'asking', { VTOE_KERNEL_HOLD_MS: '0' });
+  const { socket: held } = await standingAgent(dir, 'held', {});
+  const { socket: asking } = await standingAgent(dir, 'asking', { VTOE_KERNEL_HOLD_MS: '0' });
   const ways = {
     'plain (no preload)': { client: {} },
     'client shim, kernel hold': { client: { LD_PRELOAD: shim, VTOE_AGENT_SOCKET: held } },

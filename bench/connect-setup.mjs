@@ -3,15 +3,16 @@
 // close, one after another (vtoe-pingpong --mode connect), with both ends under the shim and a
 // standing agent that offloads every connection (VTOE_SHORT_BYTES=0: the short-connection
 // rule would put them on kernel TCP after 8), and with no preload.  Each trial a fresh server
-// and client; the two ways alternate; medians over the trials of each trial's p50, and of the
-// client's own CPU time, page faults and context switches per connection.
+// and client; the two ways alternate; medians over the trials of each trial's p50, of the
+// client's own CPU time, page faults and context switches per connection, and of the agent's
+// CPU time per connection (all its threads, from /proc, over the trial).
 //   node bench/connect-setup.mjs [--trials 6] [--iters 2000]
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { killChildren } from './children.mjs';
-import { connectTrial, median, shimPath, standingAgent } from './connect-trial.mjs';
+import { connectTrial, cpuUs, median, shimPath, standingAgent } from './connect-trial.mjs';
 
 const { values } = parseArgs({ options: {
   trials: { type: 'string', default: '6' },
@@ -19,15 +20,21 @@ const { values } = parseArgs({ options: {
 } });
 const trials = Number(values.trials);
 const iters = Number(values.iters);
+const warmup = 200;
 const dir = mkdtempSync(join(tmpdir(), 'vtoe-setup-'));
 
 try {
-  const socket = await standingAgent(dir, 'all', { VTOE_SHORT_BYTES: '0' });
+  const { socket, pid: agentPid } = await standingAgent(dir, 'all', { VTOE_SHORT_BYTES: '0' });
   const shim = { LD_PRELOAD: shimPath, VTOE_AGENT_SOCKET: socket };
   const ways = { 'kernel TCP': {}, offloaded: shim };
   const runs = Object.fromEntries(Object.keys(ways).map((k) => [k, []]));
   for (let t = 0; t < trials; t++) {
-    for (const [k, env] of Object.entries(ways)) runs[k].push(await connectTrial({ iters, client: env, server: env }));
+    for (const [k, env] of Object.entries(ways)) {
+      const before = cpuUs(agentPid);
+      const r = await connectTrial({ iters, warmup, client: env, server: env });
+      // the warm-up's connections too: the agent serves them as well
+      runs[k].push({ ...r, agent_cpu_us: (cpuUs(agentPid) - before) / (iters + warmup) });
+    }
   }
   const of = (k, f) => median(runs[k].map(f));
   const p50 = (r) => r.conn_us.p50;
@@ -36,7 +43,8 @@ try {
     const per = (f) => of(k, (r) => r.per_conn[f]);
     console.log(`  ${k.padEnd(11)} p50 ${of(k, p50).toFixed(1).padStart(7)} us   client per connection: CPU ${per('cpu_us').toFixed(1)} us, ` +
       `${per('faults') < 0 ? 'page faults not counted (perf events refused)' : `${per('faults').toFixed(2)} page faults`}, ` +
-      `${per('switches').toFixed(2)} context switches   (p50s: ${runs[k].map((r) => p50(r).toFixed(0)).join(', ')})`);
+      `${per('switches').toFixed(2)} context switches; agent CPU ${of(k, (r) => r.agent_cpu_us).toFixed(1)} us   ` +
+      `(p50s: ${runs[k].map((r) => p50(r).toFixed(0)).join(', ')})`);
   }
   console.log(`  offloaded / kernel TCP: ${(of('offloaded', p50) / of('kernel TCP', p50)).toFixed(2)}x`);
 } finally {

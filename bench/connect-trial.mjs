@@ -2,6 +2,7 @@
 // client, each with its own environment; connect, 64 B each way, close, `iters` times after a
 // warm-up.  Returns the client's result line (conn_us, and per_conn: its CPU, page faults and
 // context switches per connection).
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { line, start } from './children.mjs';
@@ -15,7 +16,14 @@ export async function standingAgent(dir, name, extraEnv) {
   const env = { ...process.env, ...extraEnv, VTOE_AGENT_SOCKET: socket };
   const agent = start(process.execPath, [join(root, 'bin/vtoe.js'), 'agent'], env);
   await line(agent, 'stderr', /listening on/);
-  return socket;
+  return { socket, pid: agent.pid };
+}
+
+/** CPU time (user + system, all threads) a live process has used, in microseconds. */
+export function cpuUs(pid) {
+  // /proc/PID/stat: fields 14 and 15 after the parenthesised name, in clock ticks (USER_HZ, 100)
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
 }
 
 /** Its exit status, watched from the start (it may exit before anyone waits). */
