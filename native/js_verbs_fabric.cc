@@ -153,6 +153,7 @@ public:
 				InstanceMethod<&JsVerbsFabric::disconnect>("disconnect"),
 				InstanceMethod<&JsVerbsFabric::port_active>("portActive"),
 				InstanceMethod<&JsVerbsFabric::reset_app>("resetApp"),
+				InstanceMethod<&JsVerbsFabric::answer_write_after_close>("answerWriteAfterClose"),
 				InstanceMethod<&JsVerbsFabric::liveness>("liveness"),
 				InstanceMethod<&JsVerbsFabric::probe>("probe"),
 				InstanceMethod<&JsVerbsFabric::time_out>("timeOut"),
@@ -392,6 +393,12 @@ private:
 	{
 		uint32_t h = handle_arg(info[0]);
 		at_js_boundary(info.Env(), [&] { fabric_->reset_app(h); });
+	}
+
+	void answer_write_after_close(const Napi::CallbackInfo &info)
+	{
+		uint32_t h = handle_arg(info[0]);
+		at_js_boundary(info.Env(), [&] { fabric_->answer_write_after_close(h); });
 	}
 
 	Napi::Value liveness(const Napi::CallbackInfo &info)

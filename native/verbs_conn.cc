@@ -812,6 +812,14 @@ void VerbsConn::reset_app()
 	hang_up_app(VTOE_RESET_ABORT);
 }
 
+void VerbsConn::answer_write_after_close()
+{
+	if (failed_)
+		return;
+	failed_ = true;
+	hang_up_app(0);
+}
+
 VerbsConnState VerbsConn::state() const
 {
 	VerbsConnState s{};
@@ -891,11 +899,12 @@ void VerbsConn::time_out()
 	fail(ConnEvent::timed_out, "the peer acknowledged nothing for longer than the socket allows");
 }
 
-// The process's reset (ECONNRESET, or ETIMEDOUT): reset flag, then hang up its fd to wake every
-// waiter.
+// The process's reset (ECONNRESET, or ETIMEDOUT; 0: one it asked for): reset flag, then hang up
+// its fd to wake every waiter.
 void VerbsConn::hang_up_app(uint32_t reset_code)
 {
-	rx_->reset.store(reset_code, REL);
+	if (reset_code)
+		rx_->reset.store(reset_code, REL);
 	tx_->rd_shut.store(1, REL);
 	std::atomic_thread_fence(std::memory_order_seq_cst);
 	agent_watch_.stop();

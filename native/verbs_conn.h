@@ -152,6 +152,10 @@ public:
 	void stop();
 	// The connection is lost (DREQ without FIN): the process sees ECONNRESET.  No event.
 	void reset_app();
+	// The process wrote after the peer's process closed, having queued a fuse in its fd: the
+	// reset TCP's peer answers such a write with.  Its fd hangs up (POLLHUP|POLLERR), with no
+	// reset code in the ring: the process asked for this one, and reports EPIPE.  No event.
+	void answer_write_after_close();
 	LivenessSample liveness();
 	// Posts a zero-length RDMA WRITE that the peer's HCA must acknowledge (a keepalive or
 	// window probe).  It takes no receive at the peer, so a writer out of message credits can

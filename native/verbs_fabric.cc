@@ -340,6 +340,11 @@ void VerbsFabric::reset_app(uint32_t handle)
 	conn(handle).reset_app();
 }
 
+void VerbsFabric::answer_write_after_close(uint32_t handle)
+{
+	conn(handle).answer_write_after_close();
+}
+
 LivenessSample VerbsFabric::liveness(uint32_t handle)
 {
 	recheck_port(entry(handle).id);

@@ -76,6 +76,7 @@ public:
 	// a DREQ sent while the link is down is lost, and the peer never hears of the reset.
 	bool port_active(uint32_t handle);
 	void reset_app(uint32_t handle);
+	void answer_write_after_close(uint32_t handle);
 	// Also asks a port believed down whether it is up again (recheck_port).
 	LivenessSample liveness(uint32_t handle);
 	bool probe(uint32_t handle);

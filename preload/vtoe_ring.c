@@ -132,10 +132,20 @@ static bool vtoe_conn_reset_seen(struct vtoe_conn *c)
 	       vtoe_conn_agent_lost(c);
 }
 
-/* The error a reset reports: a peer that fell silent times out, as TCP's retransmissions do. */
+/* The error a reset reports: a peer that fell silent times out, as TCP's retransmissions do;
+ * a reset after the peer's FIN, while we still may write (CLOSE_WAIT), is EPIPE, as Linux has
+ * it (tcp_reset), whichever way it came (the peer's agent answering a write, say). */
 static int vtoe_conn_reset_errno(struct vtoe_conn *c)
 {
-	return atomic_load_explicit(&c->rx->reset, ACQ) == VTOE_RESET_TIMEDOUT ? ETIMEDOUT : ECONNRESET;
+	unsigned int fl = atomic_load(&c->flags);
+
+	if (atomic_load_explicit(&c->rx->reset, ACQ) == VTOE_RESET_TIMEDOUT)
+		return ETIMEDOUT;
+	/* a FIN the peer really sent (at the end of its data), not a broken ring's */
+	if (!(fl & (VTOE_CF_WR_SHUT | VTOE_CF_BROKEN)) && atomic_load_explicit(&c->rx->fin, ACQ) &&
+	    atomic_load_explicit(&c->rx->fin_at, RLX) == atomic_load_explicit(&c->rx->head, ACQ))
+		return EPIPE;
+	return ECONNRESET;
 }
 
 /* The most a ring can hold. */
@@ -1070,14 +1080,15 @@ ssize_t vtoe_conn_recv(struct vtoe_conn *c, const struct iovec *iov, int iovcnt,
  * TCP takes the first write after the peer's socket is gone, and the peer's kernel answers it
  * with a reset: our fd then reads POLLHUP|POLLERR and SO_ERROR says EPIPE.  So the first such
  * write succeeds here too (its bytes have nowhere to go), and the agent, which holds the last
- * copy of our doorbell's other end, closes it with a fuse queued.  On the shm fabric only:
- * elsewhere the agent holds no such copy, and the write fails with EPIPE.  tx_lock held.
+ * copy of our doorbell's other end (shm) or its other end itself (verbs), closes it with a fuse
+ * queued.  Not on the tcp fabric (late fallback), where the write fails with EPIPE.  tx_lock held.
  */
 static bool vtoe_tx_write_to_closed_peer(struct vtoe_conn *c)
 {
 	unsigned int fl = atomic_load(&c->flags);
 
-	if (c->fabric != VTOE_FABRIC_SHM || !atomic_load_explicit(&c->tx->rd_shut, ACQ) ||
+	if ((c->fabric != VTOE_FABRIC_SHM && c->fabric != VTOE_FABRIC_VERBS) ||
+	    !atomic_load_explicit(&c->tx->rd_shut, ACQ) ||
 	    vtoe_conn_reset_seen(c) ||
 	    (fl & (VTOE_CF_WR_SHUT | VTOE_CF_PEER_GONE | VTOE_CF_RST_ASKED)))
 		return false;

@@ -159,6 +159,7 @@ interface NativeVerbsFabric {
   /** the id's local port is active now (asked of the device) */
   portActive(handle: number): boolean;
   resetApp(handle: number): void;
+  answerWriteAfterClose(handle: number): void;
   liveness(handle: number): LivenessSample;
   probe(handle: number): boolean;
   timeOut(handle: number): void;
@@ -226,6 +227,9 @@ export class VerbsFabric {
   portActive(handle: number): boolean { return native(() => this.raw.portActive(handle)); }
   /** The connection is lost: the process sees ECONNRESET on its next call. */
   resetApp(handle: number): void { native(() => this.raw.resetApp(handle)); }
+  /** The process wrote after its peer closed: its fd hangs up as after TCP's answering reset
+   * (POLLHUP|POLLERR), and it reports EPIPE, not ECONNRESET. */
+  answerWriteAfterClose(handle: number): void { native(() => this.raw.answerWriteAfterClose(handle)); }
   /** What the data path knows of the peer's last signs of life, and the process's settings. */
   liveness(handle: number): LivenessSample { return native(() => this.raw.liveness(handle)); }
   /** An empty message the peer's HCA must acknowledge; false if one is out or none can go. */

@@ -156,6 +156,19 @@ pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong
     expect(r.out).toContain('verbs fabric on rxe0');
   }, 450_000);
 
+  // The two differential suites (kernel TCP is the oracle) with every connection on the verbs
+  // fabric: the agent REQs itself through rdma_cm and rdma_rxe, so each stream has an RC QP and
+  // the agent as the other party of both rings, and every fact must still be the kernel's.
+  // IPv4 and IPv6; the runs without peer doorbells change nothing there (the agent is the peer).
+  it("the conformance and semantics suites print the kernel's facts with every connection on verbs", async () => {
+    const r = await inGuest('ulimit -n 65536; VTOE_RDMA_GUEST=1 VTOE_FABRIC=verbs node node_modules/vitest/vitest.mjs run '
+      + 'test/conformance.test.ts test/shim-programs.test.ts -t "facts(, every one)? \\(IPv[46]\\)$" --reporter=verbose', repo, 400);
+    expect(r.status, r.out).toBe(0);
+    expect(r.out, r.out).toMatch(/Tests\s+4 passed \| \d+ skipped/);
+    expect(r.out).toMatch(/^\d+ facts: \d+ same$/m);
+    expect(r.out).not.toMatch(/DIFFERENT/);
+  }, 450_000);
+
   // An agent started before its RDMA device (a service that comes up before the driver, or
   // before `rdma link add`) takes the device when it appears, with no restart.
   it('an agent started before its RDMA device takes it when it appears', async () => {

@@ -634,6 +634,11 @@ export class CoreCA {
     const sock = this.sockets.get(req.sid);
     if (!sock) return; // closed everywhere meanwhile (see establish)
     if (sock.client !== proc.client) return this.violation(proc, req, 'PEER_RESET of a socket it does not own');
+    if (sock.kind === 'verbs') {
+      if (sock.end.cid !== req.cid) return;
+      if (!this.verbs?.writtenAfterPeerClosed(sock.end)) this.violation(proc, req, 'PEER_RESET while its peer still reads');
+      return;
+    }
     // Not ours to answer on another fabric, or once the connection was freed (its fds hung up).
     if (sock.kind !== 'connection' || sock.conn.shadow.cid !== req.cid || !this.connections.has(req.cid)) return;
     const ring = sock.conn.link.counters().rings[sock.side];

@@ -305,6 +305,22 @@ export class VerbsHostCA {
     this.fabric?.releaseApp(end.handle);
   }
 
+  /**
+   * The process wrote after its peer's process closed the socket (PEER_RESET from the shim,
+   * whose first such write succeeded, as TCP's does): the reset the peer's kernel would answer
+   * with.  Its fd hangs up with the fuse the shim queued, so it reads POLLHUP|POLLERR and
+   * SO_ERROR EPIPE, and the connection ends.  False if the peer has not closed.
+   */
+  writtenAfterPeerClosed(end: VerbsEndpoint): boolean {
+    if (!end.peerClosed) return false;
+    if (end.reset || end.destroyed) return true; // ended already
+    end.reset = true;
+    this.fabric?.answerWriteAfterClose(end.handle);
+    end.tcpStep('rcv_rst');
+    this.disconnect(end);
+    return true;
+  }
+
   /** The process could not be given its descriptors: reset and forget the connection. */
   abandon(end: VerbsEndpoint): void {
     end.reset = true;
@@ -669,7 +685,8 @@ export class VerbsHostCA {
         end.tcpStep('rcv_fin');
         break;
       case 'peer_closed':
-        break; // the data path gives the process EPIPE from now on; the CM waits for FINs
+        end.peerClosed = true;
+        break; // the CM waits for FINs; a write now is answered by writtenAfterPeerClosed
       case 'authenticated': {
         const info = this.passive.get(end);
         if (!info) return;

@@ -18,6 +18,8 @@ export class VerbsEndpoint {
   finSent = false;
   firstCloser = false;
   peerFin = false;
+  /** the peer's process closed the socket: a write from ours now meets a reset, as in TCP */
+  peerClosed = false;
   reset = false; // either side aborted
   /** the process holds the descriptors (REP replied, or ACCEPT answered) */
   handedOut = false;
