@@ -402,23 +402,27 @@ static int vtoe_setsockopt_conn(struct vtoe_sock *s, int level, int name, const 
 	return 0;
 }
 
-/* Referenced offloaded connection behind fd, NULL for libc, or the internal marker. */
-static struct vtoe_sock *vtoe_opt_get(int fd)
+/* Referenced offloaded connection behind fd, NULL for libc, or the internal marker.  A socket
+ * of ours not offloaded yet goes to libc, marked with `touches` (what a set changed:
+ * vtoe_opts_capture). */
+static struct vtoe_sock *vtoe_opt_get(int fd, uint64_t touches)
 {
 	struct vtoe_sock *s = vtoe_fd_get(fd);
 
 	if (s && s != &vtoe_internal_sock && atomic_load(&s->kind) != VTOE_KIND_CONN) {
+		if (touches)
+			atomic_fetch_or(&s->opts_touched, touches);
 		vtoe_sock_put(s);
 		s = NULL;
 	}
 	return s;
 }
 
-#define VTOE_OPT_ENTER(fd, s, libc_call)                                                   \
+#define VTOE_OPT_ENTER(fd, s, touches, libc_call)                                          \
 	do {                                                                               \
 		if (vtoe_likely(!vtoe_fd_peek(fd)))                                        \
 			return libc_call;                                                  \
-		s = vtoe_opt_get(fd);                                                      \
+		s = vtoe_opt_get(fd, touches);                                             \
 		if (!s)                                                                    \
 			return libc_call;                                                  \
 		if (s == &vtoe_internal_sock)                                              \
@@ -430,7 +434,7 @@ VTOE_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t 
 	struct vtoe_sock *s;
 	int r;
 
-	VTOE_OPT_ENTER(fd, s, REAL(getsockopt)(fd, level, name, optval, optlen));
+	VTOE_OPT_ENTER(fd, s, 0, REAL(getsockopt)(fd, level, name, optval, optlen));
 	r = vtoe_getsockopt_conn(s, level, name, optval, optlen);
 	vtoe_sock_put(s);
 	return r;
@@ -441,19 +445,8 @@ VTOE_EXPORT int setsockopt(int fd, int level, int name, const void *optval, sock
 	struct vtoe_sock *s;
 	int r;
 
-	if (vtoe_likely(!vtoe_fd_peek(fd)))
-		return REAL(setsockopt)(fd, level, name, optval, optlen);
-	s = vtoe_fd_get(fd);
-	if (s == &vtoe_internal_sock)
-		return vtoe_opt_fail(EBADF);
-	if (!s || atomic_load(&s->kind) != VTOE_KIND_CONN) {
-		/* not offloaded yet: the kernel socket takes it, and its options are no longer
-		 * the defaults (vtoe_opts_capture) */
-		if (s)
-			atomic_fetch_or(&s->opts_touched, vtoe_opt_touches(level, name));
-		vtoe_sock_put(s);
-		return REAL(setsockopt)(fd, level, name, optval, optlen);
-	}
+	VTOE_OPT_ENTER(fd, s, vtoe_opt_touches(level, name),
+		       REAL(setsockopt)(fd, level, name, optval, optlen));
 	r = vtoe_setsockopt_conn(s, level, name, optval, optlen);
 	vtoe_sock_put(s);
 	return r;
@@ -479,7 +472,7 @@ int vtoe_w_getsockname(int fd, struct sockaddr *addr, socklen_t *alen)
 	struct vtoe_sock *s;
 	int r;
 
-	VTOE_OPT_ENTER(fd, s, REAL(getsockname)(fd, addr, alen));
+	VTOE_OPT_ENTER(fd, s, 0, REAL(getsockname)(fd, addr, alen));
 	r = vtoe_name_out(s, false, addr, alen);
 	vtoe_sock_put(s);
 	return r;
@@ -492,7 +485,7 @@ int vtoe_w_getpeername(int fd, struct sockaddr *addr, socklen_t *alen)
 	struct vtoe_sock *s;
 	int r;
 
-	VTOE_OPT_ENTER(fd, s, REAL(getpeername)(fd, addr, alen));
+	VTOE_OPT_ENTER(fd, s, 0, REAL(getpeername)(fd, addr, alen));
 	r = vtoe_name_out(s, true, addr, alen);
 	vtoe_sock_put(s);
 	return r;
@@ -582,7 +575,7 @@ VTOE_EXPORT int ioctl(int fd, unsigned long req, ...)
 	va_start(ap, req);
 	arg = va_arg(ap, void *);
 	va_end(ap);
-	VTOE_OPT_ENTER(fd, s, REAL(ioctl)(fd, req, arg));
+	VTOE_OPT_ENTER(fd, s, 0, REAL(ioctl)(fd, req, arg));
 	switch (req) {
 	case FIONREAD: /* == SIOCINQ */
 		*(int *)arg = (int)vtoe_conn_rx_bytes(&s->c);
