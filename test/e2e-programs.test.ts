@@ -14,6 +14,7 @@ import { Agent } from '../src/agent/agent.js';
 import { SOCKPERF_MAX_MPS } from '../src/bench/socket-workloads.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
 import { asanBlocks, have, killAll, startProc } from './helpers/proc.js';
+import { kernelListens } from './helpers/kernel-listen.js';
 
 const exec = promisify(execFile);
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -40,8 +41,9 @@ function freePort(): Promise<number> {
 }
 
 /** The agent has an offload-capable listener on this port (the server is ready). */
+/** The agent registered the listener, and the kernel's listen() that follows it has run. */
 function listening(port: number): (a: Agent) => boolean {
-  return (a) => a.sockets().some((r) => r.tcp === 'LISTEN' && r.local.endsWith(`:${port}`));
+  return (a) => a.sockets().some((r) => r.tcp === 'LISTEN' && r.local.endsWith(`:${port}`)) && kernelListens(port);
 }
 
 describe('iperf3 through offload', () => {

@@ -12,6 +12,7 @@ import { kernelEnv, offloadEnv } from '../src/agent/preload-env.js';
 import { runPingPong, startPingPongServer, runPingPongClient } from '../src/bench/pingpong.js';
 import { buildC, repoRoot } from './helpers/cc.js';
 import { killAll, startProc } from './helpers/proc.js';
+import { kernelListens } from './helpers/kernel-listen.js';
 
 let dir: string;
 let agent: Agent;
@@ -75,8 +76,8 @@ describe('offload through the shm fabric', () => {
     const port = await freePort();
     const before = agent.stats().offloaded;
     const server = startProc('socat', ['-u', `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr`, `CREATE:${dst}`], offload());
-    // socat prints nothing when ready; the shim's LISTEN registration is the signal we can see.
-    await agent.until((a) => a.sockets().some((r) => r.tcp === 'LISTEN' && r.local.endsWith(`:${port}`)));
+    // socat prints nothing when ready: the shim's LISTEN registration, then the kernel's listen().
+    await agent.until((a) => a.sockets().some((r) => r.tcp === 'LISTEN' && r.local.endsWith(`:${port}`)) && kernelListens(port));
     await run('socat', ['-u', `OPEN:${src}`, `TCP:127.0.0.1:${port}`], offload());
     expect((await server.exited).code).toBe(0);
     const sha = (p: string) => createHash('sha256').update(readFileSync(p)).digest('hex');

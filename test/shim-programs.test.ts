@@ -15,6 +15,7 @@ import { runPingPong } from '../src/bench/pingpong.js';
 import { buildC, repoRoot } from './helpers/cc.js';
 import { coverageRows, formatCoverage, parseFacts } from './helpers/facts.js';
 import { killAll, startProc, type Proc } from './helpers/proc.js';
+import { kernelListens } from './helpers/kernel-listen.js';
 
 let dir: string;
 let agent: Agent;
@@ -73,8 +74,9 @@ function freePort(): Promise<number> {
   });
 }
 
+/** The agent registered the listener, and the kernel's listen() that follows it has run. */
 const listening = (port: number) => (a: Agent) =>
-  a.sockets().some((r) => r.tcp === 'LISTEN' && r.local.endsWith(`:${port}`));
+  a.sockets().some((r) => r.tcp === 'LISTEN' && r.local.endsWith(`:${port}`)) && kernelListens(port);
 
 describe('libvtoe.so link contract', () => {
   it('exports exactly the wrapped symbols and never calls them through its own PLT (make check)', async () => {
