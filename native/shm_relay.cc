@@ -29,6 +29,7 @@ ShmRelay::ShmRelay(uv_loop_t *loop, ShmConnection &conn, unique_fd ksock, Done d
 	if (!ksock_)
 		throw_system_error(EBADF, "the relay needs the client's kernel socket");
 	app_ = conn_.take_app(1); // side 0's bell stays the connection's (its end watch polls it)
+	make_room_for_backlog();
 	ksock_watch_.start(loop_, ksock_.get(), 0, [this](int, int) { pump(); });
 	app_watch_.start(loop_, app_.get(), 0, [this](int status, int events) {
 		if (status >= 0 && (events & UV_WRITABLE))
@@ -46,6 +47,25 @@ ShmRelay::~ShmRelay()
 		uv_close(reinterpret_cast<uv_handle_t *>(more_),
 			 [](uv_handle_t *h) { delete reinterpret_cast<uv_timer_t *>(h); });
 		more_ = nullptr;
+	}
+}
+
+// What the client wrote before the relay began would have been in its kernel's send queue long
+// ago, and at the server in one piece: room for all of it in the socket, so one send moves it.
+// (A fresh socket's send buffer is small, and a server that answers the first part would meet
+// a closed client's reset before the rest.)
+void ShmRelay::make_room_for_backlog()
+{
+	vtoe_ring_ctl &r = conn_.mapping().ring[0];
+	const int64_t used = vtoe_ring_used(r.head.load(ACQ), r.tail.load(RLX), conn_.ring_capacity());
+	int have = 0;
+	socklen_t len = sizeof(have);
+	if (used <= 0 || getsockopt(ksock_.get(), SOL_SOCKET, SO_SNDBUF, &have, &len) != 0)
+		return;
+	// The kernel doubles what it is given (for its own overhead) and caps it at wmem_max.
+	if (used > have / 2) {
+		int want = static_cast<int>(std::min<int64_t>(used, INT32_MAX / 2));
+		setsockopt(ksock_.get(), SOL_SOCKET, SO_SNDBUF, &want, sizeof(want));
 	}
 }
 
@@ -141,12 +161,20 @@ bool ShmRelay::pump_in()
 	if (in_done_ || ring1_blocked_)
 		return false;
 	if (r.rd_shut.load(ACQ)) {
-		// The client closed: as the kernel answers data for a closed socket, a reset.
-		char b;
-		ssize_t n = recv(ksock_.get(), &b, 1, MSG_DONTWAIT | MSG_PEEK);
-		if (n > 0) {
+		// The client closed.  All it wrote goes first (its kernel would have sent it before
+		// any answer came back), the server's bytes meanwhile dropped unread as a closed
+		// socket's are; after that, data from the server is answered with a reset, as the
+		// kernel answers data for a closed socket.
+		char sink[4096];
+		ssize_t n = recv(ksock_.get(), sink, out_done_ ? 1 : sizeof(sink),
+				 MSG_DONTWAIT | (out_done_ ? MSG_PEEK : 0));
+		if (n > 0 && out_done_) {
 			finish(Outcome::reset);
-		} else if (n == 0) {
+			return false;
+		}
+		if (n > 0)
+			return true;
+		if (n == 0) {
 			in_done_ = true;
 			return true;
 		}

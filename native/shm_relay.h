@@ -31,9 +31,13 @@ public:
 	ShmRelay &operator=(const ShmRelay &) = delete;
 
 	bool finished() const { return finished_; }
+	// Something changed that no watched descriptor reports (the owner wrote a FIN or reset
+	// into ring 0 for a client that died): look again.
+	void kick() { pump(); }
 
 private:
 	void pump();
+	void make_room_for_backlog();
 	bool pump_out(); // ring 0 -> ksock
 	bool pump_in();  // ksock -> ring 1
 	void drain_app();
