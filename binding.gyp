@@ -44,6 +44,7 @@
             "native/verbs_wire_rx.cc",
             "native/fd_watch.cc",
             "native/shm_connection.cc",
+            "native/shm_relay.cc",
             "native/js_boundary.cc",
             "native/js_handlers.cc",
             "native/system_error.cc"

@@ -50,6 +50,7 @@ struct Local {
 	uint64_t initial_credits;
 	uint8_t mac[vtoe::kWireAuthBytes];
 	bool expect = false;
+	bool accepted = false; // the peer said `accepted`
 };
 
 uint64_t below(Input &in, uint64_t limit) // 0..limit
@@ -83,7 +84,7 @@ vtoe::WireArrival hostile(Input &in, const Local &l, const vtoe::WireRx &rx)
 	if (flags & 4) {
 		a.mailbox.consumed = rx.peer_consumed() + static_cast<int8_t>(in.u8());
 		a.mailbox.recvs_posted = l.msgs_sent + l.depth + static_cast<int8_t>(in.u8());
-		a.imm = vtoe::wire_imm(static_cast<vtoe::WireMsg>(a.imm % 7),
+		a.imm = vtoe::wire_imm(static_cast<vtoe::WireMsg>(a.imm % 8),
 				       static_cast<uint32_t>(l.size - (rx.delivered() - rx.reported_consumed()) +
 							     static_cast<int8_t>(in.u8())));
 	} else {
@@ -124,6 +125,9 @@ bool honest(Input &in, const Local &l, const vtoe::WireRx &rx, vtoe::WireArrival
 		a.imm = vtoe::wire_imm(vtoe::WireMsg::fin, 0);
 	else if (kind == 2 && rx.peer_fin())
 		a.imm = vtoe::wire_imm(vtoe::WireMsg::close, 0);
+	else if (kind == 2 && !l.expect && !l.accepted)
+		a.imm = vtoe::wire_imm(vtoe::WireMsg::accepted, rx.delivered() == 0 && !rx.peer_fin()
+									? in.u8() % 2 : vtoe::kWireAcceptedOffloaded);
 	else
 		a.imm = vtoe::wire_imm(vtoe::WireMsg::credit, 0);
 	return true;
@@ -198,6 +202,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(!closed);
 			closed = true;
 		}
+		// Only to an active end, once; kernel TCP only for a stream that never began.
+		if (v.action == WireAction::claimed || v.action == WireAction::kernel_accepted) {
+			check(!l.expect && !l.accepted);
+			l.accepted = true;
+		}
+		if (v.action == WireAction::kernel_accepted)
+			check(delivered == 0 && !fin && !closed);
 		if (v.action == WireAction::violation)
 			check(rx.broken() && v.why && *v.why);
 	}

@@ -154,6 +154,8 @@ public:
 				InstanceMethod<&JsVerbsFabric::port_active>("portActive"),
 				InstanceMethod<&JsVerbsFabric::reset_app>("resetApp"),
 				InstanceMethod<&JsVerbsFabric::answer_write_after_close>("answerWriteAfterClose"),
+				InstanceMethod<&JsVerbsFabric::send_accepted>("sendAccepted"),
+				InstanceMethod<&JsVerbsFabric::relay>("relay"),
 				InstanceMethod<&JsVerbsFabric::liveness>("liveness"),
 				InstanceMethod<&JsVerbsFabric::probe>("probe"),
 				InstanceMethod<&JsVerbsFabric::time_out>("timeOut"),
@@ -399,6 +401,23 @@ private:
 	{
 		uint32_t h = handle_arg(info[0]);
 		at_js_boundary(info.Env(), [&] { fabric_->answer_write_after_close(h); });
+	}
+
+	// sendAccepted(handle, kernel): the passive end's `accepted` message (verbs_wire.h).
+	void send_accepted(const Napi::CallbackInfo &info)
+	{
+		uint32_t h = handle_arg(info[0]);
+		bool kernel = info[1].ToBoolean().Value();
+		at_js_boundary(info.Env(), [&] { fabric_->send_accepted(h, kernel); });
+	}
+
+	// relay(handle, fd): the active end's stream goes on over the kernel socket fd, which the
+	// fabric owns from now on (closed on failure too).
+	void relay(const Napi::CallbackInfo &info)
+	{
+		unique_fd owned(static_cast<int>(js_integer(info[1], "fd", 0, INT32_MAX)));
+		uint32_t h = handle_arg(info[0]);
+		at_js_boundary(info.Env(), [&] { fabric_->relay(h, std::move(owned)); });
 	}
 
 	Napi::Value liveness(const Napi::CallbackInfo &info)

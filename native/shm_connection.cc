@@ -154,6 +154,15 @@ std::array<unique_fd, 2> ShmConnection::take_agent_end(int app_side)
 	return {std::move(app_[agent_side]), std::move(bell_[app_side])};
 }
 
+void ShmConnection::restore_agent_end(int app_side, std::array<unique_fd, 2> fds)
+{
+	check_side(app_side);
+	const int agent_side = 1 - app_side;
+	app_[agent_side] = std::move(fds[0]);
+	bell_[app_side] = std::move(fds[1]);
+	released_[agent_side] = false;
+}
+
 void ShmConnection::release_side(int side)
 {
 	check_side(side);

@@ -89,6 +89,9 @@ public:
 	// out the descriptors side 1-app_side would have had, {its app fd, side app_side's bell},
 	// and marks that side released.  Throws EBADF if it was released already.
 	std::array<unique_fd, 2> take_agent_end(int app_side);
+	// Undoes take_agent_end(app_side) with the descriptors it gave, so that ShmRelay can play
+	// that side instead (a verbs connection that went to kernel TCP).
+	void restore_agent_end(int app_side, std::array<unique_fd, 2> fds);
 	// Moves out side's app fd, for the agent to play that side itself (ShmRelay), and marks
 	// it released.  Throws EBADF if it was released already.
 	unique_fd take_app(int side);

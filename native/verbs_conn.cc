@@ -51,6 +51,8 @@ const char *conn_event_name(ConnEvent event)
 	case ConnEvent::authenticated: return "authenticated";
 	case ConnEvent::timed_out: return "timed_out";
 	case ConnEvent::link_lost: return "link_lost";
+	case ConnEvent::claimed: return "claimed";
+	case ConnEvent::kernel_accepted: return "kernel_accepted";
 	}
 	return "unknown";
 }
@@ -365,6 +367,12 @@ void VerbsConn::handle_recv_completion(const ibv_wc &wc)
 	case WireAction::authenticated:
 		report(ConnEvent::authenticated, "");
 		return;
+	case WireAction::claimed:
+		report(ConnEvent::claimed, "");
+		return;
+	case WireAction::kernel_accepted:
+		report(ConnEvent::kernel_accepted, "");
+		return;
 	case WireAction::none:
 	case WireAction::violation:
 		return;
@@ -468,6 +476,9 @@ void VerbsConn::resume(const ResumePoint &peer, const WireAuth &auth)
 	fin_sent_ = fin_sent_ && peer.have_fin;
 	close_sent_ = close_sent_ && peer.have_close;
 	wire_.resume(kRecvDepth, auth, peer.consumed, resume_told_consumed_);
+	// The old QP may have failed before our `accepted` reached the peer: it goes again.
+	if (accepted_asked_ && accepted_pending_ < 0)
+		accepted_pending_ = static_cast<int>(accepted_kernel_ ? kWireAcceptedKernel : kWireAcceptedOffloaded);
 	auth_ = auth;
 	auth_pending_ = auth.send;
 	peer_seen_ns_ = uv_hrtime();
@@ -618,7 +629,7 @@ void VerbsConn::advance_tx_tail()
 }
 
 // Posts one message: for data, the bytes [from, to) of the tx ring; always the mailbox first.
-bool VerbsConn::post_message(WireMsg type, uint64_t from, uint64_t to)
+bool VerbsConn::post_message(WireMsg type, uint64_t from, uint64_t to, int64_t value)
 {
 	const bool data = type == WireMsg::data;
 	if (!port_up_)
@@ -671,7 +682,7 @@ bool VerbsConn::post_message(WireMsg type, uint64_t from, uint64_t to)
 	} while (left);
 	ibv_send_wr &last = wr[n - 1];
 	last.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
-	last.imm_data = htonl(wire_imm(type, static_cast<uint32_t>(bytes)));
+	last.imm_data = htonl(wire_imm(type, static_cast<uint32_t>(value >= 0 ? static_cast<uint64_t>(value) : bytes)));
 	last.send_flags |= IBV_SEND_SIGNALED;
 	last.wr_id = to;
 	for (uint32_t i = 0; i + 1 < n; i++)
@@ -740,6 +751,14 @@ void VerbsConn::progress()
 	// someone without it must not be sent the stream.
 	if (wire_.awaiting_auth())
 		return;
+	if (accepted_pending_ >= 0) {
+		if (!post_message(WireMsg::accepted, sent_, sent_, accepted_pending_))
+			return; // nothing goes before it
+		accepted_kernel_ = accepted_pending_ == static_cast<int>(kWireAcceptedKernel);
+		accepted_pending_ = -1;
+	}
+	if (accepted_kernel_)
+		return; // the stream went to kernel TCP: the active agent carries it from here
 	// We always want a doorbell for new data: arm before reading head (Dekker with the shim).
 	tx_->rx_armed.store(1);
 	std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -803,6 +822,27 @@ void VerbsConn::progress()
 }
 
 // ---- failure --------------------------------------------------------------------------------
+
+void VerbsConn::send_accepted(bool kernel)
+{
+	if (accepted_asked_)
+		return;
+	accepted_asked_ = true;
+	accepted_pending_ = static_cast<int>(kernel ? kWireAcceptedKernel : kWireAcceptedOffloaded);
+	progress();
+	arm_send_cq();
+}
+
+ShmConnection &VerbsConn::hand_over()
+{
+	if (!handed_over_) {
+		handed_over_ = true;
+		stop();
+		release_verbs();
+		shm_.restore_agent_end(app_side_, {std::move(agent_fd_), std::move(app_bell_)});
+	}
+	return shm_;
+}
 
 void VerbsConn::reset_app()
 {

@@ -77,6 +77,8 @@ enum class ConnEvent {
 	timed_out,   // the peer fell silent for longer than the process allows: ETIMEDOUT
 	link_lost,   // the QP failed as a link fails it (retries spent, no route): the data path is
 		     // suspended, the process not told, until a new QP resumes it or it is given up
+	claimed,     // (active) the server's process took the passive end (verbs_wire.h, `accepted`)
+	kernel_accepted, // (active) the server took the connection on kernel TCP: hand_over() it
 };
 
 // Where this end's receive stream stands, for a resume: the peer sends again from `delivered`.
@@ -176,6 +178,16 @@ public:
 	ResumePoint position();
 	void resume(const ResumePoint &peer, const WireAuth &auth);
 
+	// Passive end: tells the peer, once, that a process claimed this end (kernel false) or
+	// took the connection on kernel TCP (true: this end sends nothing more).
+	void send_accepted(bool kernel);
+	// Active end, late fallback (ConnEvent::kernel_accepted): stops the data path, releases
+	// the QP, completion queues and registrations, and gives the region the process's
+	// doorbells back, so that ShmRelay can play the peer's side over the kernel socket.
+	// Nothing of the data path runs afterwards; the region lives as long as this object.
+	ShmConnection &hand_over();
+	bool handed_over() const { return handed_over_; }
+
 private:
 	struct Batch {
 		uint32_t wrs;
@@ -191,7 +203,8 @@ private:
 	void handle_recv_completion(const ibv_wc &wc);
 	bool read_mailbox(wire_mailbox &out);
 	void progress();
-	bool post_message(WireMsg type, uint64_t from, uint64_t to);
+	// value: the immediate's value; by default the message's bytes.
+	bool post_message(WireMsg type, uint64_t from, uint64_t to, int64_t value = -1);
 	bool post_auth();
 	uint32_t message_credits() const;
 	void advance_tx_tail();
@@ -255,6 +268,10 @@ private:
 	uint64_t resume_told_consumed_ = 0; // what position() told the peer we read
 	WireAuth auth_{};
 	bool auth_pending_ = false; // active: the auth message is not posted yet
+	bool accepted_asked_ = false; // passive: send_accepted() was called
+	int accepted_pending_ = -1;   // passive: the `accepted` value to send (-1: none, or sent)
+	bool accepted_kernel_ = false; // passive: it went to kernel TCP; nothing more is sent
+	bool handed_over_ = false;
 
 	// transmit (the process's tx ring)
 	uint64_t sent_ = 0;        // posted to the QP

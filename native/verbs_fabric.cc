@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "fd_drain.h"
 #include "system_error.h"
 
 namespace vtoe {
@@ -83,6 +84,7 @@ void VerbsFabric::close()
 	channel_watch_.stop();
 	while (!ids_.empty())
 		destroy(ids_.begin()->first);
+	relays_.clear();
 	devices_.clear();
 	rdma_destroy_event_channel(channel_);
 	channel_ = nullptr;
@@ -415,6 +417,43 @@ void VerbsFabric::release_app(uint32_t handle)
 {
 	VerbsConn &c = conn(handle);
 	c.region().release_side(c.app_side());
+}
+
+void VerbsFabric::send_accepted(uint32_t handle, bool kernel)
+{
+	conn(handle).send_accepted(kernel);
+}
+
+void VerbsFabric::relay(uint32_t handle, unique_fd ksock)
+{
+	Entry &e = entry(handle);
+	if (!e.conn || e.conn->app_side() != 0 || e.conn->handed_over())
+		throw_system_error(EINVAL, "only an active end's running stream can go to kernel TCP");
+	auto r = std::make_unique<Relayed>();
+	r->conn = std::move(e.conn);
+	ShmConnection &region = r->conn->hand_over();
+	Relayed *raw = r.get();
+	const uint64_t key = next_relay_++;
+	relays_.emplace(key, std::move(r));
+	try {
+		raw->relay = std::make_unique<ShmRelay>(loop_, region, std::move(ksock), [this, key, raw](ShmRelay::Outcome how) {
+			// A clean end: the fuse goes, so the process's fd hangs up without ECONNRESET.
+			int bell = raw->conn->region().bell_fd(0);
+			if (how == ShmRelay::Outcome::fin && bell >= 0)
+				discard_pending(bell);
+			relays_.erase(key); // from the relay's own timer: nothing of it runs after this
+		});
+		// The process's last fd of the socket closed (or it died): as at a TCP socket's last
+		// close, a FIN after its data (or a reset), which the relay then carries on.
+		raw->app_watch.start(loop_, region.bell_fd(0), UV_DISCONNECT, [raw](int, int) {
+			raw->app_watch.stop();
+			raw->conn->region().end_side(0);
+			raw->relay->kick();
+		});
+	} catch (...) {
+		relays_.erase(key);
+		throw;
+	}
 }
 
 void VerbsFabric::destroy(uint32_t handle)

@@ -24,6 +24,8 @@
 #include <vector>
 
 #include "fd_watch.h"
+#include "shm_relay.h"
+#include "unique_fd.h"
 #include "verbs_conn.h"
 
 namespace vtoe {
@@ -91,6 +93,14 @@ public:
 	std::array<int, VTOE_FD__COUNT> fds_for_app(uint32_t handle);
 	void release_app(uint32_t handle);
 	VerbsConn &conn(uint32_t handle);
+	// Late fallback (verbs_wire.h, `accepted`).  The passive end tells its peer that a process
+	// claimed it (kernel false) or took the connection on kernel TCP (true).
+	void send_accepted(uint32_t handle, bool kernel);
+	// The active end's stream goes on over the client's kernel rendezvous socket: its data path
+	// is handed over (the QP and registrations go now, the id stays for the DREQ) and a relay
+	// plays the server's side from the process's rings, until both FINs or a reset.  Takes
+	// ksock.  Throws SystemError.
+	void relay(uint32_t handle, unique_fd ksock);
 	// Destroys the QP, its resources and the id.  Unknown handles are ignored.
 	void destroy(uint32_t handle);
 	void close();
@@ -108,6 +118,13 @@ private:
 	struct Device {
 		bool port_up = true;
 		FdWatch watch;
+	};
+	// A connection whose stream went to kernel TCP: the region (in its handed-over VerbsConn)
+	// and the relay, which outlive the rdma_cm id.
+	struct Relayed {
+		std::unique_ptr<VerbsConn> conn;
+		std::unique_ptr<ShmRelay> relay;
+		FdWatch app_watch; // the process's last close, as VerbsConn watched it
 	};
 
 	void resume(ibv_context *ctx);
@@ -128,6 +145,8 @@ private:
 	FdWatch channel_watch_;
 	std::map<uint32_t, Entry> ids_;
 	std::map<ibv_context *, Device> devices_; // never erased before close(): conns point into it
+	std::map<uint64_t, std::unique_ptr<Relayed>> relays_;
+	uint64_t next_relay_ = 1;
 	uint32_t next_handle_ = 1;
 	std::deque<std::variant<CmEventInfo, ConnEventInfo>> queue_; // in the order they happened
 	uv_timer_t *flush_timer_ = nullptr;

@@ -35,7 +35,16 @@ enum class WireMsg : uint32_t {
 	reset = 3,  // the sender's process aborted (linger 0, unread data at close, death)
 	close = 4,  // the sender's process closed the socket: it reads no more (EPIPE for writers)
 	auth = 5,   // the active end's proof of the cluster key, in the auth slot; first message only
+	accepted = 6, // passive end to active, once: value kWireAcceptedOffloaded or kWireAcceptedKernel
 };
+
+// The server's process claimed the passive end: the client's kernel rendezvous socket, which
+// the active agent holds until then, is no longer needed.
+constexpr uint32_t kWireAcceptedOffloaded = 0;
+// A process took the connection on kernel TCP instead (no shim, no agent, out of descriptors:
+// "late fallback").  The passive end says nothing more; the active agent carries the stream
+// over the client's kernel rendezvous socket from its tx ring's tail, where nothing was lost.
+constexpr uint32_t kWireAcceptedKernel = 1;
 
 constexpr size_t kWireAuthBytes = 16;
 

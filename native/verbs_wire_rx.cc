@@ -8,6 +8,7 @@ void WireRx::start(uint64_t peer_recv_credits, const WireAuth &auth)
 {
 	peer_recvs_ = peer_recv_credits;
 	awaiting_auth_ = auth.expect;
+	passive_ = auth.expect;
 	std::memcpy(mac_, auth.mac, kWireAuthBytes);
 }
 
@@ -27,7 +28,10 @@ void WireRx::new_qp()
 void WireRx::resume(uint64_t peer_recv_credits, const WireAuth &auth, uint64_t peer_consumed,
 		    uint64_t reported_consumed)
 {
+	const bool passive = passive_; // who proves the key on a new QP says nothing of the sides
 	start(peer_recv_credits, auth);
+	passive_ = passive;
+	accepted_ = false; // it may come again: the peer cannot know whether the old QP carried it
 	peer_consumed_ = peer_consumed;
 	reported_consumed_ = reported_consumed;
 }
@@ -112,6 +116,16 @@ WireVerdict WireRx::take_message(WireMsg type, uint32_t value)
 			return {WireAction::none, 0, ""};
 		peer_closed_ = true;
 		return {WireAction::peer_closed, 0, ""};
+	case WireMsg::accepted:
+		if (passive_ || accepted_)
+			return violation("an accepted message to a passive end, or a second one");
+		accepted_ = true;
+		if (value == kWireAcceptedOffloaded)
+			return {WireAction::claimed, 0, ""};
+		// Only an end nobody claimed can go to kernel TCP: it never sent a byte.
+		if (value == kWireAcceptedKernel && delivered_ == 0 && !peer_fin_ && !peer_closed_)
+			return {WireAction::kernel_accepted, 0, ""};
+		return violation("an impossible accepted message");
 	case WireMsg::auth:
 		break; // accept() hands it to check_auth()
 	}

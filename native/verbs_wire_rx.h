@@ -36,6 +36,8 @@ enum class WireAction {
 	peer_reset,    // the peer aborted
 	peer_closed,   // the peer's process closed the socket
 	authenticated, // the peer proved the cluster key
+	claimed,       // (active end) the server's process took the passive end
+	kernel_accepted, // (active end) the server took the connection on kernel TCP instead
 	violation,     // the peer broke the protocol: reset the connection, `why` says how
 };
 
@@ -89,6 +91,8 @@ private:
 	uint32_t recv_depth_;
 	uint8_t mac_[kWireAuthBytes] = {};
 	bool awaiting_auth_ = false;
+	bool passive_ = false;  // this end expects a proof: it is the one that says `accepted`
+	bool accepted_ = false; // the peer said `accepted` (once per QP: a resume may repeat it)
 	bool broken_ = false;
 	uint64_t messages_received_ = 0;
 	uint64_t reported_recvs_ = 0;    // receives our mailbox last told the peer of

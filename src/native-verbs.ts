@@ -37,7 +37,11 @@ export interface CmEvent {
 export type ConnEventType = 'app_closed' | 'fin_sent' | 'peer_fin' | 'peer_closed' | 'peer_reset' | 'qp_error' | 'protocol'
   | 'authenticated' | 'timed_out'
   /** the QP failed as a link fails it: the data path waits, suspended, for a resume or a give-up */
-  | 'link_lost';
+  | 'link_lost'
+  /** (active end) the server's process took the passive end: the rendezvous socket may go */
+  | 'claimed'
+  /** (active end) the server took the connection on kernel TCP: relay() the stream */
+  | 'kernel_accepted';
 
 /** The proof the active end sends first, or the one the passive end waits for (16 bytes). */
 export type WireAuth = { send: Buffer } | { expect: Buffer };
@@ -160,6 +164,8 @@ interface NativeVerbsFabric {
   portActive(handle: number): boolean;
   resetApp(handle: number): void;
   answerWriteAfterClose(handle: number): void;
+  sendAccepted(handle: number, kernel: boolean): void;
+  relay(handle: number, fd: number): void;
   liveness(handle: number): LivenessSample;
   probe(handle: number): boolean;
   timeOut(handle: number): void;
@@ -230,6 +236,11 @@ export class VerbsFabric {
   /** The process wrote after its peer closed: its fd hangs up as after TCP's answering reset
    * (POLLHUP|POLLERR), and it reports EPIPE, not ECONNRESET. */
   answerWriteAfterClose(handle: number): void { native(() => this.raw.answerWriteAfterClose(handle)); }
+  /** Passive end: tells the peer a process claimed it, or (kernel) took it on kernel TCP. */
+  sendAccepted(handle: number, kernel: boolean): void { native(() => this.raw.sendAccepted(handle, kernel)); }
+  /** Active end: the stream goes on over the client's kernel socket fd (owned from now on,
+   * closed on failure too); the QP goes now, the id stays for the DREQ. */
+  relay(handle: number, fd: number): void { native(() => this.raw.relay(handle, fd)); }
   /** What the data path knows of the peer's last signs of life, and the process's settings. */
   liveness(handle: number): LivenessSample { return native(() => this.raw.liveness(handle)); }
   /** An empty message the peer's HCA must acknowledge; false if one is out or none can go. */

@@ -257,9 +257,10 @@ describe('late fallback: a listener handed to a process that takes connections o
       expect(after.offloaded - before.offloaded).toBe(1);
       expect((after.fallback.reasons['late-accept'] ?? 0) - (before.fallback.reasons['late-accept'] ?? 0)).toBe(1);
       // A bulk write moves to the bulk area, and on to the large one if the relay has not
-      // begun reading 1 ms after the writer filled it.
+      // begun reading 1 ms after the writer filled it.  Verbs rings have one size (the peer's
+      // HCA writes into registered memory): there the writer waits for the relay instead.
       const growths = after.ringGrowths - before.ringGrowths;
-      if (size > 256 * 1024) expect([1, 2]).toContain(growths);
+      if (size > 256 * 1024 && process.env.VTOE_FABRIC !== 'verbs') expect([1, 2]).toContain(growths);
       else expect(growths).toBe(0);
     });
   }

@@ -160,11 +160,16 @@ pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong
   // fabric: the agent REQs itself through rdma_cm and rdma_rxe, so each stream has an RC QP and
   // the agent as the other party of both rings, and every fact must still be the kernel's.
   // IPv4 and IPv6; the runs without peer doorbells change nothing there (the agent is the peer).
-  it("the conformance and semantics suites print the kernel's facts with every connection on verbs", async () => {
+  // In the same run, the late-fallback cases: a listener handed to a process that takes the
+  // connection on kernel TCP, whose client's agent then carries the stream over the client's
+  // kernel socket (4 orders and sizes, a client that closed first, a server out of descriptors).
+  it("the conformance and semantics suites print the kernel's facts with every connection on verbs, and late fallbacks lose nothing", async () => {
     const r = await inGuest('ulimit -n 65536; VTOE_RDMA_GUEST=1 VTOE_FABRIC=verbs node node_modules/vitest/vitest.mjs run '
-      + 'test/conformance.test.ts test/shim-programs.test.ts -t "facts(, every one)? \\(IPv[46]\\)$" --reporter=verbose', repo, 400);
+      + 'test/conformance.test.ts test/shim-programs.test.ts test/e2e-servers.test.ts '
+      + '-t "facts(, every one)? \\(IPv[46]\\)$|late fallback|out of descriptors" --reporter=verbose', repo, 400);
     expect(r.status, r.out).toBe(0);
-    expect(r.out, r.out).toMatch(/Tests\s+4 passed \| \d+ skipped/);
+    expect(r.out, r.out).toMatch(/Tests\s+10 passed \| \d+ skipped/);
+    expect(r.out).toMatch(/✓ .*echoes 2097152 bytes when the accepting child has no-preload/);
     expect(r.out).toMatch(/^\d+ facts: \d+ same$/m);
     expect(r.out).not.toMatch(/DIFFERENT/);
   }, 450_000);
@@ -206,7 +211,7 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
 
   // Two guests joined by an Ethernet link (test/rdma-vm/run2.sh), an agent on each with one
   // cluster key: the verbs fabric between hosts, and a link flap judged against kernel TCP.
-  it('two hosts: streams both ways, ECONNREFUSED, a silent peer timed out as on kernel TCP (also under a writer out of credits), a killed agent never read as a clean end, a 10 s link flap ridden out whole', async () => {
+  it('two hosts: streams both ways, a late fallback carried whole, ECONNREFUSED, a silent peer timed out as on kernel TCP (also under a writer out of credits), a killed agent never read as a clean end, a 10 s link flap ridden out whole', async () => {
     await withTwoHostDir(async (rw) => {
       const r = await inTwoGuests(rw, 'sh test/rdma-vm/two-host-suite.sh', 600);
       expect(r.status, r.out).toBe(0);
@@ -214,7 +219,9 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
         [...r.out.matchAll(new RegExp(`^${g}\\| RESULT (\\S+) ${kind} (.*)$`, 'gm'))].map((m) => [m[1], m[2]]);
       const sent = new Map([...results('A', 'sent'), ...results('B', 'sent')].map(([c, v]) => [c!, v!]));
       const received = new Map([...results('A', 'received'), ...results('B', 'received')].map(([c, v]) => [c!, v!]));
-      for (const c of ['b-to-a', 'a-to-b', 'no-agent', 'flap-kernel']) {
+      // late-fallback: A's listener was handed to a process without the shim, which accepted
+      // on kernel TCP; B's agent carried the offloaded stream over B's kernel socket.
+      for (const c of ['b-to-a', 'a-to-b', 'late-fallback', 'no-agent', 'flap-kernel']) {
         expect(sent.get(c), `${c}\n${r.out}`).toMatch(/^\d+ [0-9a-f]{64}$/);
         expect(received.get(c), `${c}\n${r.out}`).toBe(sent.get(c));
       }
@@ -236,9 +243,10 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
       for (const c of ['send-offload', 'send-kernel', 'keepalive-offload', 'keepalive-kernel', 'credits-offload', 'credits-kernel']) {
         expect(r.out, c).toMatch(new RegExp(`^B\\| RESULT ${c} ETIMEDOUT [0-9.]+$`, 'm'));
       }
-      // Offloaded over verbs: 6 connections at A's first agent (the two streams, the three
-      // silent peers and the one its death ends), 7 at B's (and the flap), the refused one
-      // REJected by A's agent and fallen back at B's; B's agent timed out its three.
+      // Offloaded over verbs: 7 connections at A's first agent (the two streams, the late
+      // fallback, the three silent peers and the one its death ends), 8 at B's (and the flap),
+      // the refused one REJected by A's agent and fallen back at B's; B's agent timed out its
+      // three; A's counted the late fallback.
       for (const g of ['A', 'B'] as const) {
         const line = new RegExp(`^${g}\\| RESULT stats (.*)$`, 'm').exec(r.out);
         expect(line, r.out).not.toBeNull();
@@ -246,7 +254,8 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
           offloaded: number; peerTimeouts: number; resumes: number; fabrics: Record<string, string>;
           fallback: { reasons: Record<string, number> };
         };
-        expect(stats.offloaded, line![1]).toBe(g === 'A' ? 6 : 7);
+        expect(stats.offloaded, line![1]).toBe(g === 'A' ? 7 : 8);
+        if (g === 'A') expect(stats.fallback.reasons['late-accept'], line![1]).toBe(1);
         // B's two on kernel TCP: the refused one, and no-agent (rdma_cm found nobody listening)
         if (g === 'B') expect(stats.fallback.reasons, line![1]).toEqual({ 'peer-not-offloaded': 2 });
         expect(stats.fabrics.verbs, line![1]).toMatch(/^up/);

@@ -2,7 +2,7 @@
 // connections, keeps the listening-port registry and answers each process's control requests.
 // Every request comes from a process the agent does not trust: it is checked against what that
 // process owns before anything happens, and a bad one gets an error reply.
-import { closeSync } from 'node:fs';
+import { closeFd } from './close-fd.js';
 import { constants as osConstants } from 'node:os';
 import { ABI, BELL_REPLY, FALLBACK_REASON_COUNT, reasonName } from '../abi.js';
 import {
@@ -308,7 +308,9 @@ export class CoreCA {
     // Forced verbs goes through rdma_cm even here, so one host exercises the remote path
     // (a missing listener is then a REJ from the passive agent, as it would be elsewhere).
     if (this.verbs && (fabric === 'verbs' || (fabric === 'auto' && !onThisHost))) {
-      return this.connectVerbs(proc, req, sock.sid);
+      const rendezvous = given.fd!; // identify() saw it: the client's own socket
+      given.fd = undefined; // connectVerbs owns it now (req may be a copy of given)
+      return this.connectVerbs(proc, req, sock.sid, rendezvous);
     }
     if (!onThisHost) return this.fallback(proc.client, req, ABI.fb.NO_FABRIC, this.kernelHoldUntil());
     const listener = this.listeners.find(remote.family, remote.address, remote.port);
@@ -367,12 +369,21 @@ export class CoreCA {
     if (!sent) this.discard(conn);
   }
 
-  /** REQ over the verbs fabric; the reply waits for the REP (or a reason to fall back). */
-  private connectVerbs(proc: ProcessRecord, req: CtlRequest, sid: number): void {
-    if (this.connectionCount >= this.config.maxConnections) return this.fallback(proc.client, req, ABI.fb.RESOURCES);
+  /**
+   * REQ over the verbs fabric; the reply waits for the REP (or a reason to fall back).  The
+   * client's socket (rendezvous, owned) stays with the connection until the server's process
+   * claims it, for a late fallback (VerbsHostCA.carryOverKernel).
+   */
+  private connectVerbs(proc: ProcessRecord, req: CtlRequest, sid: number, rendezvous: number): void {
+    if (this.connectionCount >= this.config.maxConnections) {
+      this.closeFd(rendezvous);
+      return this.fallback(proc.client, req, ABI.fb.RESOURCES);
+    }
     this.verbs!.connect({ sid, local: req.local!, remote: req.remote!, pid: proc.pid, program: proc.program }, (outcome) => {
       const sock = this.sockets.get(sid);
       const alive = this.processes.get(proc.client) === proc && sock?.kind === 'open' && sock.client === proc.client;
+      if (outcome.kind === 'connected') this.verbs!.keepRendezvous(outcome.end, rendezvous);
+      else this.closeFd(rendezvous);
       if (outcome.kind === 'fallback') {
         // No fabric to that host (a silent one, or no route): its connections need not ask
         // for a while.  A remote REJ says nothing of what listens there: no hold.
@@ -1013,13 +1024,6 @@ function pendingKey(listenerPort: number, clientPort: number): string {
   return `${listenerPort}:${clientPort}`;
 }
 
-function closeFd(fd: number): void {
-  try {
-    closeSync(fd);
-  } catch {
-    // already gone: nothing to release
-  }
-}
 
 
 /** A program name as a process gave it, with anything but printable ASCII made '?' (for ss). */

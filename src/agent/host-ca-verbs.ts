@@ -24,13 +24,14 @@ import { canonical, isLocalAddress, isWildcard } from './local-addresses.js';
 import { findRdmaAddress } from './rdma-addresses.js';
 import type { AgentCounters } from './stats.js';
 import { VerbsEndpoint } from './verbs-endpoint.js';
-import { kernelHasTcpPorts } from './kernel-tcp.js';
+import { kernelHasTcpPorts, kernelTcpInodes } from './kernel-tcp.js';
 import { judgeLiveness, unackedLimitMs } from './liveness.js';
 import { VerbsResumer } from './verbs-resume.js';
 import { PinnedBudget, pinnedBytesPerEnd, pinnedLimit, type PinnedSnapshot } from './pinned-budget.js';
 import { monotonicMs } from './short-connections.js';
 import { SilentHosts } from './silent-hosts.js';
 import { readHostMemory } from '../host-memory.js';
+import { closeFd } from './close-fd.js';
 import {
   decodeRej, decodeRep, decodeReq, decodeResumeReq, encodeRej, encodeRep, encodeReq, REP_MAC_AT, REQ_PRIVATE_DATA_MAX,
   type ReqData, type ResumeReqData,
@@ -43,6 +44,11 @@ function connectDeadlineMs(config: ResolvedConfig): number {
 }
 /** How often running connections' peers are judged (src/agent/liveness.ts): a timeout's grain. */
 const LIVENESS_CHECK_MS = 500;
+/** While proven passive ends wait for a claim, the kernel is asked this often whether a
+ * process took one on kernel TCP instead (late fallback); younger ends are not looked at. */
+const LATE_ACCEPT_SCAN_MS = 50;
+/** Accepted on kernel TCP and unclaimed this long: the process that accepted it has no shim. */
+const LATE_ACCEPT_GRACE_MS = 200;
 
 /** The VTOE event (enum vtoe_event) of each rdma_cm event (docs/design.md section 4). */
 const CM_EVENT_CODES: Partial<Record<CmEvent['type'], number>> = {
@@ -105,6 +111,8 @@ interface PassiveInfo {
   since: number; // Date.now() at the REQ
   /** Counted among the connections waiting on its listener's port (listener page). */
   waiting: boolean;
+  /** When the kernel first showed its server end accepted by a process, with no claim yet. */
+  acceptedUnclaimedAt?: number;
 }
 
 export type PassiveClaim = { end: VerbsEndpoint; fds: number[]; ringSize: number };
@@ -126,6 +134,8 @@ export class VerbsHostCA {
   private readonly sweep: NodeJS.Timeout;
   /** Runs only while some connection's data path is started (none idle, no cost). */
   private livenessTimer: NodeJS.Timeout | null = null;
+  /** Runs only while proven passive ends wait for a claim (see scanLateAccepts). */
+  private lateAcceptTimer: NodeJS.Timeout | null = null;
   /** failed connections whose DREQ waits for the local port (holdDreq), since when */
   private readonly heldDreqs = new Map<VerbsEndpoint, number>();
   private readonly resumer: VerbsResumer;
@@ -303,6 +313,25 @@ export class VerbsHostCA {
     end.handedOut = true;
     this.stopWaiting(end);
     this.fabric?.releaseApp(end.handle);
+    // The client's agent holds the client's kernel socket until it hears this.
+    if (end.side !== 1) return;
+    try {
+      this.fabric?.sendAccepted(end.handle, false);
+    } catch (err) {
+      this.log.debug('cannot tell the client\'s agent that the connection was claimed', { cid: end.cid.toString(), error: String(err) });
+    }
+  }
+
+  /** Active end: the client's kernel rendezvous socket, kept for a late fallback (owned). */
+  keepRendezvous(end: VerbsEndpoint, fd: number): void {
+    if (end.destroyed || end.rendezvousFd !== undefined) return closeFd(fd);
+    end.rendezvousFd = fd;
+  }
+
+  private dropRendezvous(end: VerbsEndpoint): void {
+    if (end.rendezvousFd === undefined) return;
+    closeFd(end.rendezvousFd);
+    end.rendezvousFd = undefined;
   }
 
   /**
@@ -614,7 +643,7 @@ export class VerbsHostCA {
 
   private unacceptedFor(listenerSid: number): number {
     let n = 0;
-    for (const [end, info] of this.passive) if (info.listenerSid === listenerSid && !end.handedOut) n++;
+    for (const [end, info] of this.passive) if (info.listenerSid === listenerSid && this.unclaimed(end)) n++;
     return n;
   }
 
@@ -626,7 +655,7 @@ export class VerbsHostCA {
   private expirePassive(): void {
     const old = Date.now() - 2 * Math.max(100, this.config.agentTimeoutMs);
     for (const [end, info] of [...this.passive]) {
-      if (end.handedOut || end.destroyed || info.since > old) continue;
+      if (!this.unclaimed(end) || info.since > old) continue;
       if (!info.authenticated) this.expire(end, 'peer-unauthenticated', 'no proof of the cluster key');
       else if (!kernelHasTcpPorts(end.local!.port, end.remote!.port)) this.expire(end, 'passive-unclaimed', 'no kernel rendezvous');
     }
@@ -641,21 +670,102 @@ export class VerbsHostCA {
     this.disconnect(end);
   }
 
+  /** A passive end that waits for its process's ACCEPT: not handed out, not gone to kernel TCP. */
+  private unclaimed(end: VerbsEndpoint): boolean {
+    return !end.handedOut && !end.kernelAccepted && !end.destroyed;
+  }
+
   /** A remote connection to the listener waits for its process's ACCEPT. */
   hasPassiveFor(listenerSid: number): boolean {
-    for (const [end, info] of this.passive) if (info.listenerSid === listenerSid && !end.handedOut) return true;
+    for (const [end, info] of this.passive) if (info.listenerSid === listenerSid && this.unclaimed(end)) return true;
     return false;
   }
 
   /** The listener closed: connections nobody accepted are reset, as the kernel resets them. */
   listenerClosed(listenerSid: number): void {
     for (const [end, info] of this.passive) {
-      if (info.listenerSid !== listenerSid || end.handedOut) continue;
+      if (info.listenerSid !== listenerSid || !this.unclaimed(end)) continue;
       this.unlistPending(end);
       end.reset = true;
       end.tcpStep('app_abort');
       this.disconnect(end);
     }
+  }
+
+  // ---- late fallback ---------------------------------------------------------------------
+
+  /**
+   * While proven passive ends wait for a claim, ask the kernel (one read of its TCP table)
+   * whether a process accepted one's kernel rendezvous: accepted and still unclaimed for
+   * LATE_ACCEPT_GRACE_MS means a process without the shim or the agent took the connection on
+   * kernel TCP.  Then the passive end tells the client's agent so (`accepted`, kernel), and that
+   * agent carries the stream over the client's kernel socket from what its process wrote:
+   * nothing reached a process here, so nothing is lost.
+   */
+  private watchLateAccepts(): void {
+    if (this.lateAcceptTimer) return;
+    this.lateAcceptTimer = setInterval(() => this.guard(() => this.scanLateAccepts()), LATE_ACCEPT_SCAN_MS);
+    this.lateAcceptTimer.unref();
+  }
+
+  private scanLateAccepts(): void {
+    const now = Date.now();
+    const waiting = [...this.passive].filter(([end, info]) => info.authenticated && this.unclaimed(end) && !end.reset);
+    if (waiting.length === 0 && this.lateAcceptTimer) {
+      clearInterval(this.lateAcceptTimer);
+      this.lateAcceptTimer = null;
+      return;
+    }
+    const due = waiting.filter(([, info]) => now - info.since >= LATE_ACCEPT_SCAN_MS);
+    if (due.length === 0) return;
+    const inodes = kernelTcpInodes();
+    for (const [end, info] of due) {
+      if (!inodes.get(`${end.local!.port}:${end.remote!.port}`)) {
+        info.acceptedUnclaimedAt = undefined;
+      } else if (info.acceptedUnclaimedAt === undefined) {
+        info.acceptedUnclaimedAt = now;
+      } else if (now - info.acceptedUnclaimedAt >= LATE_ACCEPT_GRACE_MS) {
+        this.handToKernel(end, info);
+      }
+    }
+  }
+
+  /** Passive end: a process took the connection on kernel TCP.  A later ACCEPT gets FALLBACK. */
+  private handToKernel(end: VerbsEndpoint, info: PassiveInfo): void {
+    this.counters.fallback('late-accept', info.program);
+    this.log.info('late fallback: a process without the shim accepted a verbs connection; its client\'s agent carries it over kernel TCP',
+      { cid: end.cid.toString(), remote: end.remote?.address });
+    end.kernelAccepted = true;
+    this.unlistPending(end);
+    this.stopWaiting(end);
+    this.fabric!.sendAccepted(end.handle, true); // the client's agent answers with its DREQ
+  }
+
+  /**
+   * Active end: the server took the connection on kernel TCP (verbs_wire.h, `accepted`).
+   * The passive end never gave its process a byte, so the client's tx ring still holds all it
+   * wrote: the QP goes, and a relay carries the stream between the process's rings and its
+   * kernel rendezvous socket, as the server's side would have (native/shm_relay.cc).
+   */
+  private carryOverKernel(end: VerbsEndpoint): void {
+    const fd = end.rendezvousFd;
+    end.rendezvousFd = undefined;
+    this.toError(end);
+    try {
+      if (fd === undefined) throw new Error('the client\'s kernel socket is not held');
+      this.fabric!.relay(end.handle, fd); // owns fd from here on
+      end.relayed = true;
+      this.log.info('late fallback: the server took a verbs connection on kernel TCP; the agent carries it over the client\'s kernel socket',
+        { cid: end.cid.toString() });
+    } catch (err) {
+      this.log.error('cannot carry a late-fallback connection over kernel TCP; resetting it', { cid: end.cid.toString(), error: String(err) });
+      end.reset = true;
+      try {
+        this.fabric!.resetApp(end.handle);
+      } catch { /* handed over already: its region went with the relay */ }
+      end.tcpStep('rcv_rst');
+    }
+    this.disconnect(end);
   }
 
   // ---- teardown -------------------------------------------------------------------------
@@ -692,6 +802,7 @@ export class VerbsHostCA {
         if (!info) return;
         info.authenticated = true;
         if (!info.fromThisHost) this.counters.connectionOffloaded([info.program]);
+        this.watchLateAccepts();
         return this.retryClaims(info.key);
       }
       case 'app_closed':
@@ -706,6 +817,10 @@ export class VerbsHostCA {
         end.reset = true;
         end.tcpStep('timeout_rto');
         return this.disconnect(end);
+      case 'claimed':
+        return this.dropRendezvous(end);
+      case 'kernel_accepted':
+        return this.carryOverKernel(end);
       case 'link_lost': {
         const sample = this.fabric!.liveness(end.handle);
         return this.resumer.suspended(end, ev.detail, sample.unackedMs, unackedLimitMs(sample, this.config.peerTimeoutMs), false);
@@ -812,7 +927,8 @@ export class VerbsHostCA {
     end.cmStep('rcv_dreq');
     this.toError(end); // handles completions still queued: a FIN or reset just before the DREQ
     const rx = this.connCounters(end)?.rings[1 - end.side];
-    if (!end.reset && !(rx?.fin || rx?.reset)) {
+    // A stream that went to kernel TCP has no process on the fabric to tell.
+    if (!end.reset && !end.relayed && !end.kernelAccepted && !(rx?.fin || rx?.reset)) {
       // Disconnected with the stream unfinished: the peer is gone, TCP would see a reset.
       end.reset = true;
       this.fabric!.resetApp(end.handle);
@@ -870,6 +986,7 @@ export class VerbsHostCA {
       this.closedDoorbells += c.rings[1 - end.side]!.wakes;
     }
     end.destroyed = true;
+    this.dropRendezvous(end);
     this.releasePinned(end);
     if (end.timer) clearTimeout(end.timer);
     this.unlistPending(end);
@@ -984,6 +1101,8 @@ export class VerbsHostCA {
   close(): void {
     clearInterval(this.sweep);
     if (this.livenessTimer) clearInterval(this.livenessTimer);
+    if (this.lateAcceptTimer) clearInterval(this.lateAcceptTimer);
+    for (const end of this.ends.values()) this.dropRendezvous(end);
     for (const list of this.claimWaiters.values()) for (const w of list) clearTimeout(w.timer);
     this.claimWaiters.clear();
     for (const c of this.connecting.values()) clearTimeout(c.timer);

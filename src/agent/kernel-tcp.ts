@@ -20,3 +20,29 @@ export function kernelHasTcpPorts(localPort: number, remotePort: number, procNet
   }
   return false;
 }
+
+/**
+ * The inode of each TCP socket here by `localPort:remotePort` (any address): 0 for one in a
+ * listener's accept queue, not yet accepted by any process.  One read of the table for many
+ * look-ups.
+ */
+export function kernelTcpInodes(procNet = '/proc/net'): Map<string, number> {
+  const inodes = new Map<string, number>();
+  for (const file of ['tcp', 'tcp6']) {
+    let text: string;
+    try {
+      text = readFileSync(`${procNet}/${file}`, 'latin1');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10) continue;
+      const local = parseInt(f[1]!.slice(f[1]!.lastIndexOf(':') + 1), 16);
+      const remote = parseInt(f[2]!.slice(f[2]!.lastIndexOf(':') + 1), 16);
+      const key = `${local}:${remote}`;
+      inodes.set(key, Math.max(inodes.get(key) ?? 0, Number(f[9])));
+    }
+  }
+  return inodes;
+}

@@ -35,6 +35,16 @@ export class VerbsEndpoint {
   /** the QP failed or stuck: the data path waits for a resume (verbs-resume.ts) */
   suspended = false;
   timer?: NodeJS.Timeout;
+  /**
+   * Active end: the client's kernel rendezvous socket, held until the server's process claims
+   * the passive end; if a process takes the connection on kernel TCP instead (late fallback),
+   * the stream goes on over it.
+   */
+  rendezvousFd?: number;
+  /** Active end: its stream is relayed over that socket, the QP gone. */
+  relayed = false;
+  /** Passive end: a process took the connection on kernel TCP; its client's agent carries it. */
+  kernelAccepted = false;
 
   constructor(
     readonly cid: bigint,

@@ -9,7 +9,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import type { PeerWindow } from '../native-verbs.js';
 import { MAC_BYTES, NONCE_BYTES } from './cluster-key.js';
 
-const REQ_MAGIC = 0x56545132; // "VTQ2"
+const REQ_MAGIC = 0x56545133; // "VTQ3": an agent that knows the `accepted` message
 const REP_MAGIC = 0x56545032; // "VTP2"
 const REJ_MAGIC = 0x56544a31; // "VTJ1"
 const RESUME_REQ_MAGIC = 0x56545231; // "VTR1"

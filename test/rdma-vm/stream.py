@@ -5,6 +5,7 @@
                                   stops reading once it has that many bytes, creates RW/a.CASE-paused
                                   and resumes when the FIFO /tmp/CASE.resume is written (so the
                                   sender is blocked, mid-stream, for as long as the fault takes)
+  stream.py recv-fd FD CASE RW     the same on one connection accepted from the listener FD
   stream.py send HOST PORT CASE BYTES
 Prints "RESULT CASE received|sent BYTES SHA256" when the stream ended cleanly, or
 "RESULT CASE recv-error|send-error BYTES ERRNO" when the socket reported an error (socat, which
@@ -31,7 +32,10 @@ def pause(case, rw):
 
 
 def recv(port, case, rw, pause_at=None):
-    conn = accept_one(port, f"{rw}/a.{case}-listening")
+    read_to_end(accept_one(port, f"{rw}/a.{case}-listening"), case, rw, pause_at)
+
+
+def read_to_end(conn, case, rw, pause_at=None):
     digest, n = hashlib.sha256(), 0
     with open(f"/tmp/{case}.bin", "wb") as out:  # its size is what flap_after watches
         try:
@@ -68,5 +72,8 @@ def send(host, port, case, total):
 if __name__ == "__main__":
     if sys.argv[1] == "recv":
         recv(int(sys.argv[2]), sys.argv[3], sys.argv[4], *map(int, sys.argv[5:6]))
+    elif sys.argv[1] == "recv-fd":
+        conn, _ = socket.socket(fileno=int(sys.argv[2])).accept()
+        read_to_end(conn, sys.argv[3], sys.argv[4])
     else:
         send(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))

@@ -7,7 +7,8 @@
 #   RESULT <case> <errno name> <seconds>           what a socket reported of a silent peer
 #   RESULT stats <json>                             this agent's counters (A: before its agent is
 #                                                   killed; B: at the end)
-# Cases: b-to-a and a-to-b (16 MiB each way); refused; A falling silent for good under a sender
+# Cases: b-to-a and a-to-b (16 MiB each way); late-fallback (4 MiB from B to a listener on A
+# whose connection a process without the shim accepts: test/rdma-vm/late-fallback.py); refused; A falling silent for good under a sender
 # with TCP_USER_TIMEOUT, under a reader with keepalive, and under a writer that has waited for
 # credits (test/rdma-vm/silent-peer.py), offloaded and on kernel TCP; agent-killed: A's agent is
 # killed (SIGKILL) under an offloaded stream from B, so its QPs go with it: neither end may read
@@ -56,6 +57,9 @@ start_agent
 if [ "$GUEST" = a ]; then
   receive b-to-a 5001; received b-to-a
   send a-to-b 5002 16777216
+  # Late fallback: a child without the shim accepts the offloaded listener's connection on
+  # kernel TCP; B's agent must carry B's offloaded stream over B's kernel socket, whole.
+  offloaded python3 test/rdma-vm/late-fallback.py 5010 late-fallback "$RW" || fail "late-fallback: the receiver failed"
   peer_mark refused-done
   port=5004
   for c in $silent_cases; do
@@ -98,6 +102,8 @@ if [ "$GUEST" = a ]; then
 else
   send b-to-a 5001 16777216
   receive a-to-b 5002; received a-to-b
+  peer_mark late-fallback-listening
+  offloaded python3 test/rdma-vm/stream.py send "$PEER" 5010 late-fallback 4194304 || fail "late-fallback: the sender failed"
   offloaded python3 -c '
 import errno, socket, sys
 s = socket.socket()
