@@ -156,6 +156,8 @@ public:
 				InstanceMethod<&JsVerbsFabric::answer_write_after_close>("answerWriteAfterClose"),
 				InstanceMethod<&JsVerbsFabric::send_accepted>("sendAccepted"),
 				InstanceMethod<&JsVerbsFabric::relay>("relay"),
+				InstanceMethod<&JsVerbsFabric::set_spin>("setSpin"),
+				InstanceMethod<&JsVerbsFabric::spin_stats>("spinStats"),
 				InstanceMethod<&JsVerbsFabric::liveness>("liveness"),
 				InstanceMethod<&JsVerbsFabric::probe>("probe"),
 				InstanceMethod<&JsVerbsFabric::time_out>("timeOut"),
@@ -418,6 +420,25 @@ private:
 		unique_fd owned(static_cast<int>(js_integer(info[1], "fd", 0, INT32_MAX)));
 		uint32_t h = handle_arg(info[0]);
 		at_js_boundary(info.Env(), [&] { fabric_->relay(h, std::move(owned)); });
+	}
+
+	// setSpin(us): adaptive polling of connections with traffic (VerbsFabric::set_spin).
+	void set_spin(const Napi::CallbackInfo &info)
+	{
+		uint32_t us = static_cast<uint32_t>(js_integer(info[0], "us", 0, 10'000'000));
+		at_js_boundary(info.Env(), [&] { fabric_->set_spin(us); });
+	}
+
+	// spinStats() -> { polled, windows, caught } (VerbsFabric::SpinStats)
+	Napi::Value spin_stats(const Napi::CallbackInfo &info)
+	{
+		Napi::Env env = info.Env();
+		VerbsFabric::SpinStats s = at_js_boundary(env, [&] { return fabric_->spin_stats(); });
+		Napi::Object js = Napi::Object::New(env);
+		js.Set("polled", Napi::Number::New(env, static_cast<double>(s.polled)));
+		js.Set("windows", Napi::Number::New(env, static_cast<double>(s.windows)));
+		js.Set("caught", Napi::Number::New(env, static_cast<double>(s.caught)));
+		return js;
 	}
 
 	Napi::Value liveness(const Napi::CallbackInfo &info)

@@ -232,17 +232,58 @@ void VerbsConn::on_completion_channel()
 		if (ibv_get_cq_event(channel_, &cq, &ctx) != 0)
 			break; // EAGAIN: no more events
 		ibv_ack_cq_events(cq, 1);
-		if (cq == send_cq_) {
+		if (cq == send_cq_)
 			send_cq_armed_ = false;
-		} else if (ibv_req_notify_cq(cq, 0) != 0) {
-			fail(ConnEvent::qp_error, "ibv_req_notify_cq failed");
-			return;
-		}
+		else
+			recv_cq_armed_ = false;
 	}
+	// Re-armed before the poll, so nothing lands unseen; not while the fabric polls us.
+	if (!spinning_ && !arm_recv_cq())
+		return;
 	poll_completions();
 	advance_tx_tail();
 	progress();
 	arm_send_cq();
+	sink_.traffic(handle_);
+}
+
+bool VerbsConn::poll_once()
+{
+	if (!started_ || stopped_ || failed_ || suspended_)
+		return false;
+	const uint64_t completed = completed_, sent = sent_, received = wire_.messages_received();
+	poll_completions();
+	advance_tx_tail();
+	progress();
+	return completed_ != completed || sent_ != sent || wire_.messages_received() != received;
+}
+
+void VerbsConn::set_spinning(bool on)
+{
+	if (spinning_ == on)
+		return;
+	spinning_ = on;
+	if (on || stopped_ || failed_)
+		return;
+	// Wake-ups again: arm, then look once more, so nothing that came meanwhile waits.
+	if (!arm_recv_cq())
+		return;
+	poll_completions();
+	advance_tx_tail();
+	progress(); // arms the doorbell, then reads head (Dekker with the shim)
+	arm_send_cq();
+}
+
+bool VerbsConn::arm_recv_cq()
+{
+	if (recv_cq_armed_)
+		return true;
+	if (ibv_req_notify_cq(recv_cq_, 0) != 0) {
+		fail(ConnEvent::qp_error, "ibv_req_notify_cq failed");
+		return false;
+	}
+	recv_cq_armed_ = true;
+	return true;
 }
 
 // Send completions free ring space only together with the peer's credits, so a wake-up for
@@ -440,6 +481,7 @@ void VerbsConn::renew_qp()
 	qp_ = create_qp();
 	if (ibv_req_notify_cq(recv_cq_, 0) != 0)
 		throw_verbs(errno, "ibv_req_notify_cq failed");
+	recv_cq_armed_ = true;
 	send_cq_armed_ = false;
 	batches_.clear();
 	sq_used_ = 0;
@@ -578,6 +620,7 @@ void VerbsConn::on_agent_fd(int status, int events)
 	advance_tx_tail();
 	progress();
 	arm_send_cq();
+	sink_.traffic(handle_);
 }
 
 void VerbsConn::on_app_bell(int, int)
@@ -759,9 +802,12 @@ void VerbsConn::progress()
 	}
 	if (accepted_kernel_)
 		return; // the stream went to kernel TCP: the active agent carries it from here
-	// We always want a doorbell for new data: arm before reading head (Dekker with the shim).
-	tx_->rx_armed.store(1);
-	std::atomic_thread_fence(std::memory_order_seq_cst);
+	// A doorbell for new data, unless the fabric is polling us: arm before reading head
+	// (Dekker with the shim).
+	if (!spinning_) {
+		tx_->rx_armed.store(1);
+		std::atomic_thread_fence(std::memory_order_seq_cst);
+	}
 
 	if (!reset_sent_) {
 		const bool app_reset = tx_->reset.load(ACQ) != 0;

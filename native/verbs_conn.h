@@ -103,6 +103,9 @@ class VerbsConnSink {
 public:
 	virtual ~VerbsConnSink() = default;
 	virtual void conn_event(uint32_t handle, ConnEvent event, const char *detail) = 0;
+	// The connection was woken for traffic (a completion, a doorbell): the fabric may poll it
+	// for a while instead of waiting for the next wake-up (VerbsFabric::set_spin).
+	virtual void traffic(uint32_t handle) = 0;
 };
 
 class VerbsConn {
@@ -188,6 +191,14 @@ public:
 	ShmConnection &hand_over();
 	bool handed_over() const { return handed_over_; }
 
+	// Adaptive polling.  poll_once() looks at the completion queues and the process's tx ring
+	// with no system call unless there is work (a post, a doorbell to a sleeping process), and
+	// says whether anything moved.  While set_spinning(true), the process's writes ring no
+	// doorbell (the agent is looking anyway); set_spinning(false) asks for them again and
+	// looks once more, so nothing written meanwhile waits.
+	bool poll_once();
+	void set_spinning(bool on);
+
 private:
 	struct Batch {
 		uint32_t wrs;
@@ -220,6 +231,7 @@ private:
 	ibv_qp *create_qp();
 	bool resumable(ibv_wc_status status) const;
 	void arm_send_cq();
+	bool arm_recv_cq(); // false: it failed, and the connection with it
 	void report(ConnEvent event, const char *detail);
 	void update_watches();
 	void release_verbs();
@@ -264,6 +276,7 @@ private:
 	bool agent_fd_eof_ = false;
 	bool notify_requested_ = false;
 	bool send_cq_armed_ = false;
+	bool recv_cq_armed_ = true; // armed at creation
 	bool suspended_ = false;
 	uint64_t resume_told_consumed_ = 0; // what position() told the peer we read
 	WireAuth auth_{};
@@ -272,6 +285,7 @@ private:
 	int accepted_pending_ = -1;   // passive: the `accepted` value to send (-1: none, or sent)
 	bool accepted_kernel_ = false; // passive: it went to kernel TCP; nothing more is sent
 	bool handed_over_ = false;
+	bool spinning_ = false;
 
 	// transmit (the process's tx ring)
 	uint64_t sent_ = 0;        // posted to the QP

@@ -82,6 +82,12 @@ void VerbsFabric::close()
 	if (!channel_)
 		return;
 	channel_watch_.stop();
+	stop_spinning();
+	if (spin_idle_) {
+		uv_close(reinterpret_cast<uv_handle_t *>(spin_idle_),
+			 [](uv_handle_t *h) { delete reinterpret_cast<uv_idle_t *>(h); });
+		spin_idle_ = nullptr;
+	}
 	while (!ids_.empty())
 		destroy(ids_.begin()->first);
 	relays_.clear();
@@ -378,6 +384,8 @@ void VerbsFabric::adopt(uint32_t to, uint32_t from)
 		throw_system_error(EEXIST, "verbs handle " + std::to_string(to) + " has a QP already");
 	if (!dst.id->verbs || dst.id->verbs != src.id->verbs)
 		throw_system_error(ENODEV, "the new rdma_cm id is not on the connection's device");
+	if (spinning_.erase(from))
+		src.conn->set_spinning(false);
 	src.conn->renew_qp();
 	dst.conn = std::move(src.conn);
 	dst.conn->set_handle(to);
@@ -429,6 +437,7 @@ void VerbsFabric::relay(uint32_t handle, unique_fd ksock)
 	Entry &e = entry(handle);
 	if (!e.conn || e.conn->app_side() != 0 || e.conn->handed_over())
 		throw_system_error(EINVAL, "only an active end's running stream can go to kernel TCP");
+	spinning_.erase(handle);
 	auto r = std::make_unique<Relayed>();
 	r->conn = std::move(e.conn);
 	ShmConnection &region = r->conn->hand_over();
@@ -463,6 +472,7 @@ void VerbsFabric::destroy(uint32_t handle)
 		return;
 	Entry e = std::move(it->second);
 	ids_.erase(it);
+	spinning_.erase(handle);
 	e.conn.reset(); // QP before id
 	rdma_destroy_id(e.id);
 }
@@ -494,6 +504,113 @@ void VerbsFabric::on_channel()
 		queue_.emplace_back(std::move(info));
 	}
 	flush();
+}
+
+// ---- adaptive polling -----------------------------------------------------------------------
+
+namespace {
+
+// One turn of the loop polls at most this long when nothing moves, so that the loop's other
+// work (rdma_cm events, control channels, JavaScript) waits no longer than that.
+constexpr uint64_t kSpinBurstNs = 20 * 1000;
+constexpr size_t kSpinPassesPerClock = 16;
+
+inline void cpu_relax()
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	asm volatile("yield" ::: "memory");
+#endif
+}
+
+} // namespace
+
+void VerbsFabric::set_spin(uint32_t us)
+{
+	spin_ns_ = static_cast<uint64_t>(us) * 1000u;
+	if (spin_ns_ == 0)
+		stop_spinning();
+}
+
+void VerbsFabric::traffic(uint32_t handle)
+{
+	if (spin_ns_ == 0)
+		return;
+	auto it = ids_.find(handle);
+	if (it == ids_.end() || !it->second.conn)
+		return;
+	const bool active = spin_idle_ && uv_is_active(reinterpret_cast<uv_handle_t *>(spin_idle_));
+	if (!active) {
+		// A new window only while windows pay: at least 4 of the last 16 caught traffic by
+		// polling (else the round trip outlasts the window, and it only burns the CPU that the
+		// processes and the device need); every 16th wake-up tries one anyway.
+		if (__builtin_popcount(spin_history_ & 0xffffu) < 4 && (++spin_skips_ & 15u) != 0)
+			return;
+		window_caught_ = false;
+		spin_windows_++;
+	}
+	if (spinning_.insert(handle).second)
+		it->second.conn->set_spinning(true);
+	spin_until_ns_ = uv_hrtime() + spin_ns_;
+	if (!spin_idle_) {
+		spin_idle_ = new uv_idle_t;
+		uv_idle_init(loop_, spin_idle_);
+		spin_idle_->data = this;
+	}
+	if (!uv_is_active(reinterpret_cast<uv_handle_t *>(spin_idle_)))
+		uv_idle_start(spin_idle_, [](uv_idle_t *h) { static_cast<VerbsFabric *>(h->data)->spin_turn(); });
+}
+
+// An idle handle keeps the loop from sleeping; each turn polls the busy connections for a
+// burst, and returns to the loop as soon as one moved (its events are flushed by the loop).
+void VerbsFabric::spin_turn()
+{
+	const uint64_t start = uv_hrtime();
+	uint64_t now = start;
+	bool moved = false;
+	do {
+		// The clock is read once per few passes over a small set (it is a system call where
+		// there is no vDSO clock, as in some virtual machines), after every pass over a large one.
+		const size_t n = spinning_.size();
+		const size_t passes = n >= kSpinPassesPerClock || n == 0 ? 1 : kSpinPassesPerClock / n;
+		for (size_t pass = 0; pass < passes && !moved && !spinning_.empty(); pass++) {
+			for (auto it = spinning_.begin(); it != spinning_.end();) {
+				auto e = ids_.find(*it);
+				if (e == ids_.end() || !e->second.conn || e->second.conn->handed_over()) {
+					it = spinning_.erase(it);
+					continue;
+				}
+				moved |= e->second.conn->poll_once();
+				++it;
+			}
+			if (!moved)
+				cpu_relax();
+		}
+		now = uv_hrtime();
+	} while (!moved && !spinning_.empty() && now - start < kSpinBurstNs && now < spin_until_ns_);
+	if (moved) {
+		spin_until_ns_ = now + spin_ns_;
+		if (!window_caught_)
+			spin_caught_++;
+		window_caught_ = true;
+	} else if (now >= spin_until_ns_ || spinning_.empty()) {
+		spin_history_ = ((spin_history_ << 1) | (window_caught_ ? 1u : 0u)) & 0xffffu;
+		stop_spinning();
+	}
+}
+
+void VerbsFabric::stop_spinning()
+{
+	if (spin_idle_)
+		uv_idle_stop(spin_idle_);
+	std::set<uint32_t> was;
+	was.swap(spinning_);
+	for (uint32_t h : was) {
+		auto e = ids_.find(h);
+		if (e != ids_.end() && e->second.conn && !e->second.conn->handed_over())
+			e->second.conn->set_spinning(false); // doorbells again, and one more look
+	}
 }
 
 void VerbsFabric::conn_event(uint32_t handle, ConnEvent event, const char *detail)

@@ -14,6 +14,7 @@ export interface ResolvedConfig {
   ringSize: number;
   ringMaxSize: number;
   spinUs: number;
+  verbsSpinUs: number;
   pollKernelUs: number;
   logLevel: LogLevel;
   logFile: string;
@@ -225,6 +226,9 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
     parse: parseRingMaxSize, check: checkRingMaxSize }),
   entry({ key: 'spinUs', env: 'VTOE_SPIN_US', default: 50,
     doc: 'microseconds a blocked call polls its ring before it sleeps, while that pays (a thread whose spins mostly find nothing sleeps at once); 0 never polls', readBy: 'agent',
+    ...intIn(0, 10_000, 'microseconds') }),
+  entry({ key: 'verbsSpinUs', env: 'VTOE_VERBS_SPIN_US', default: 50,
+    doc: "microseconds the agent keeps polling verbs connections with traffic (completion queues, the processes' rings) after the last thing moved, before it sleeps again: no doorbell or wake-up per message while traffic flows, nothing used when idle; 0 never polls; not on a host with one CPU", readBy: 'agent',
     ...intIn(0, 10_000, 'microseconds') }),
   entry({ key: 'pollKernelUs', env: 'VTOE_POLL_KERNEL_US', default: 1000,
     doc: 'poll, select and epoll answer offloaded fds from the rings; kernel fds in the same set are asked at most this often (microseconds; at least a kernel clock tick; 0: every call) by a call that does not sleep', readBy: 'shim',

@@ -24,6 +24,8 @@ export function formatStats(s: StatsSnapshot): string {
     `timed out (silent remote peers): ${s.peerTimeouts ?? 0}; resumed on a new QP (link flaps): ${s.resumes ?? 0}`,
     `refused (unproven claims): ${Object.entries(s.refused ?? {}).map(([k, v]) => `${k}=${v}`).join(' ') || 'none'}`,
     ...pinnedLines(s),
+    ...(s.verbsPolling ? [`verbs polling (VTOE_VERBS_SPIN_US): ${s.verbsPolling.polled} connections now; windows ${s.verbsPolling.windows}, `
+      + `${s.verbsPolling.caught} of them caught traffic with no wake-up`] : []),
     ...silentHostLines(s),
     `bytes: sent ${s.bytes.sent}, received ${s.bytes.received}; wake-ups sent to sleeping readers: ${s.doorbells}; rings grown (lagging readers, bulk writes): ${s.ringGrowths}`,
     ...programLines(s),

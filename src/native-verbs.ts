@@ -43,6 +43,13 @@ export type ConnEventType = 'app_closed' | 'fin_sent' | 'peer_fin' | 'peer_close
   /** (active end) the server took the connection on kernel TCP: relay() the stream */
   | 'kernel_accepted';
 
+/** Adaptive polling: connections polled now, windows opened, windows that caught traffic. */
+export interface SpinStats {
+  polled: number;
+  windows: number;
+  caught: number;
+}
+
 /** The proof the active end sends first, or the one the passive end waits for (16 bytes). */
 export type WireAuth = { send: Buffer } | { expect: Buffer };
 
@@ -166,6 +173,8 @@ interface NativeVerbsFabric {
   answerWriteAfterClose(handle: number): void;
   sendAccepted(handle: number, kernel: boolean): void;
   relay(handle: number, fd: number): void;
+  setSpin(us: number): void;
+  spinStats(): SpinStats;
   liveness(handle: number): LivenessSample;
   probe(handle: number): boolean;
   timeOut(handle: number): void;
@@ -241,6 +250,10 @@ export class VerbsFabric {
   /** Active end: the stream goes on over the client's kernel socket fd (owned from now on,
    * closed on failure too); the QP goes now, the id stays for the DREQ. */
   relay(handle: number, fd: number): void { native(() => this.raw.relay(handle, fd)); }
+  /** Adaptive polling: after traffic, poll the busy connections for up to `us` microseconds
+   * without anything moving before sleeping in epoll again; 0 never polls. */
+  setSpin(us: number): void { native(() => this.raw.setSpin(us)); }
+  spinStats(): SpinStats { return native(() => this.raw.spinStats()); }
   /** What the data path knows of the peer's last signs of life, and the process's settings. */
   liveness(handle: number): LivenessSample { return native(() => this.raw.liveness(handle)); }
   /** An empty message the peer's HCA must acknowledge; false if one is out or none can go. */

@@ -21,7 +21,7 @@ describe('config table', () => {
     const keys = CONFIG_TABLE.map((e) => e.key);
     expect(new Set(keys).size).toBe(keys.length);
     expect(keys.sort()).toEqual(['agentSocket', 'agentTimeoutMs', 'clusterKeyFile', 'drainMs', 'fabric', 'fabricTrusted', 'kernelHoldMs', 'logFile', 'logLevel',
-      'maxConnections', 'maxPendingAccepts', 'maxProcessSockets', 'metricsPort', 'offload', 'peerBells', 'peerTimeoutMs', 'pinnedMax', 'policy', 'pollKernelUs', 'profile', 'rdmaAddress', 'rdmaPort', 'ringMaxSize', 'ringSize', 'shortBytes', 'shortHoldMs', 'shortMs', 'silentHoldMs', 'spinUs', 'timewaitMs']);
+      'maxConnections', 'maxPendingAccepts', 'maxProcessSockets', 'metricsPort', 'offload', 'peerBells', 'peerTimeoutMs', 'pinnedMax', 'policy', 'pollKernelUs', 'profile', 'rdmaAddress', 'rdmaPort', 'ringMaxSize', 'ringSize', 'shortBytes', 'shortHoldMs', 'shortMs', 'silentHoldMs', 'spinUs', 'timewaitMs', 'verbsSpinUs']);
     for (const e of CONFIG_TABLE) {
       expect(e.env).toMatch(/^VTOE_[A-Z_]+$/);
       expect(e.doc.length).toBeGreaterThan(5);
@@ -32,7 +32,7 @@ describe('config table', () => {
   it('resolves the defaults from an empty environment', () => {
     const uid = process.getuid!();
     expect(resolveConfig({})).toEqual({
-      agentSocket: `/tmp/vtoe-${uid}/agent.sock`, ringSize: 262144, ringMaxSize: 4194304, spinUs: 50, pollKernelUs: 1000, logLevel: 'warn', logFile: '',
+      agentSocket: `/tmp/vtoe-${uid}/agent.sock`, ringSize: 262144, ringMaxSize: 4194304, spinUs: 50, verbsSpinUs: 50, pollKernelUs: 1000, logLevel: 'warn', logFile: '',
       policy: '', profile: '', timewaitMs: 2000, drainMs: 5000, maxConnections: 4096, maxProcessSockets: 3072, shortBytes: 16384, shortMs: 10,
       shortHoldMs: 1000, kernelHoldMs: 1000, silentHoldMs: 30000, agentTimeoutMs: 5000, offload: true, peerBells: true, fabric: 'auto', rdmaPort: 7471, rdmaAddress: '',
       clusterKeyFile: '', fabricTrusted: false, maxPendingAccepts: 4096, peerTimeoutMs: 924_600, pinnedMax: 0,
@@ -48,7 +48,7 @@ describe('config table', () => {
 
   it('reads every variable from the environment', () => {
     const cfg = resolveConfig({
-      VTOE_AGENT_SOCKET: '/run/vtoe/a.sock', VTOE_RING_SIZE: '1048576', VTOE_RING_MAX_SIZE: '8m', VTOE_SPIN_US: '0', VTOE_POLL_KERNEL_US: '250',
+      VTOE_AGENT_SOCKET: '/run/vtoe/a.sock', VTOE_RING_SIZE: '1048576', VTOE_RING_MAX_SIZE: '8m', VTOE_SPIN_US: '0', VTOE_VERBS_SPIN_US: '20', VTOE_POLL_KERNEL_US: '250',
       VTOE_LOG_LEVEL: 'DEBUG', VTOE_LOG_FILE: '/tmp/x.log', VTOE_POLICY: 'tcp both sshd *:*',
       VTOE_TIMEWAIT_MS: '0', VTOE_DRAIN_MS: '750', VTOE_MAX_CONNECTIONS: '1', VTOE_MAX_PROCESS_SOCKETS: '7', VTOE_AGENT_TIMEOUT_MS: '250', VTOE_OFFLOAD: 'off',
       VTOE_SHORT_BYTES: '0', VTOE_SHORT_MS: '3', VTOE_SHORT_HOLD_MS: '50', VTOE_KERNEL_HOLD_MS: '0', VTOE_SILENT_HOLD_MS: '0',
@@ -57,7 +57,7 @@ describe('config table', () => {
       VTOE_PEER_TIMEOUT_MS: '5000', VTOE_PINNED_MAX: '3g', VTOE_METRICS_PORT: '9464',
     });
     expect(cfg).toEqual({
-      agentSocket: '/run/vtoe/a.sock', ringSize: 1048576, ringMaxSize: 8 << 20, spinUs: 0, pollKernelUs: 250, logLevel: 'debug', logFile: '/tmp/x.log',
+      agentSocket: '/run/vtoe/a.sock', ringSize: 1048576, ringMaxSize: 8 << 20, spinUs: 0, verbsSpinUs: 20, pollKernelUs: 250, logLevel: 'debug', logFile: '/tmp/x.log',
       policy: 'tcp both sshd *:*', profile: 'mpi', timewaitMs: 0, drainMs: 750, maxConnections: 1, maxProcessSockets: 7, shortBytes: 0, shortMs: 3,
       shortHoldMs: 50, kernelHoldMs: 0, silentHoldMs: 0, agentTimeoutMs: 250, offload: false,
       peerBells: false, fabric: 'verbs', rdmaPort: 18515, rdmaAddress: '192.0.2.1',

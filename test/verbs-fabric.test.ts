@@ -4,7 +4,7 @@
 // Debian's kernel, rdma_rxe).  On a host with an RDMA device it runs here directly.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
@@ -95,6 +95,21 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     const after = agent.stats();
     expect(after.fallback.total - before.fallback.total).toBe(0);
     expect(after.offloaded - before.offloaded).toBe(1);
+  }, 120_000);
+
+  // Adaptive polling (VTOE_VERBS_SPIN_US): traffic opens polling windows where a CPU is to
+  // spare (the Soft-RoCE guest has two), and once the traffic stops the agent polls nothing:
+  // an idle connection costs no CPU.
+  it('polls connections while traffic flows, and none once it stops', async () => {
+    const before = agent.stats().verbsPolling!;
+    const { proc: rx, port } = await sink();
+    const tx = startProc(roles, ['source', HOST, String(port), String(1 << 20)], env());
+    expect((await tx.exited).code, tx.stdout() + tx.stderr()).toBe(0);
+    expect((await rx.exited).code, rx.stdout() + rx.stderr()).toBe(0);
+    const after = agent.stats().verbsPolling!;
+    if (availableParallelism() > 1) expect(after.windows).toBeGreaterThan(before.windows);
+    else expect(after.windows).toBe(before.windows);
+    await agent.until((a) => a.stats().verbsPolling!.polled === 0, 10_000);
   }, 120_000);
 
   // The reader execs with the accepted socket: the new image gets the region and doorbell it

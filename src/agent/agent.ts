@@ -217,6 +217,7 @@ export class Agent {
       memory: { ringBytes, agentStateBytes: this.core.connectionCount * measureAgentStateBytes() },
       pinned: verbs?.pinnedMemory ?? null,
       silentHosts: verbs?.silentHosts ?? [],
+      verbsPolling: verbs?.polling ?? null,
     };
   }
 

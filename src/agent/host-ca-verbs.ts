@@ -16,7 +16,7 @@ import type { ResolvedConfig } from '../config.js';
 import { VtoeSystemError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { SockAddr } from '../native.js';
-import { VerbsFabric, type CmEvent, type ConnEvent, type VerbsConnCounters } from '../native-verbs.js';
+import { VerbsFabric, type CmEvent, type ConnEvent, type SpinStats, type VerbsConnCounters } from '../native-verbs.js';
 import { loadClusterAuth, macEqual, newNonce, repMac, rtuMac, type ClusterAuth } from './cluster-key.js';
 import type { EventLog } from './event-log.js';
 import type { ListenerEntry } from './listener-registry.js';
@@ -32,6 +32,7 @@ import { monotonicMs } from './short-connections.js';
 import { SilentHosts } from './silent-hosts.js';
 import { readHostMemory } from '../host-memory.js';
 import { closeFd } from './close-fd.js';
+import { availableParallelism } from 'node:os';
 import {
   decodeRej, decodeRep, decodeReq, decodeResumeReq, encodeRej, encodeRep, encodeReq, REP_MAC_AT, REQ_PRIVATE_DATA_MAX,
   type ReqData, type ResumeReqData,
@@ -206,6 +207,9 @@ export class VerbsHostCA {
       onConnEvent: (ev) => this.guard(() => this.onConnEvent(ev)),
     });
     try {
+      // Polling pays only with a core to spare for it (the process on the other side of the
+      // rings, and the device's own work, need the rest).
+      fabric.setSpin(availableParallelism() > 1 ? this.config.verbsSpinUs : 0);
       fabric.listen({ address: '0.0.0.0', port: this.config.rdmaPort }, 1024);
     } catch (err) {
       fabric.close();
@@ -232,6 +236,11 @@ export class VerbsHostCA {
     const trust = { 'cluster-key': 'cluster key', 'trusted-fabric': 'trusted fabric, unauthenticated',
       'this-host': 'this host only: no VTOE_CLUSTER_KEY_FILE' }[this.auth.mode];
     return this.fabric ? `up on rdma_cm port ${this.config.rdmaPort} (${trust})` : `down: ${this.unavailable}`;
+  }
+
+  /** Adaptive polling (VTOE_VERBS_SPIN_US); null while the fabric is down. */
+  get polling(): SpinStats | null {
+    return this.fabric?.spinStats() ?? null;
   }
 
   /** Pinned memory: the budget in effect and what the connection ends hold of it. */

@@ -29,6 +29,8 @@ export interface StatsSnapshot {
   pinned: PinnedSnapshot | null;
   /** remote hosts held on kernel TCP because they left a verbs REQ unanswered, ms left of each hold */
   silentHosts?: { host: string; forMs: number }[];
+  /** the agent's polling of verbs connections with traffic (VTOE_VERBS_SPIN_US); null without the fabric */
+  verbsPolling?: { polled: number; windows: number; caught: number } | null;
 }
 
 /**
