@@ -295,7 +295,7 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
     });
   }, 360_000);
 
-  it('two hosts: Open MPI (one rank per host) through the verbs fabric and through kernel TCP, vtoe bench --hosts', async () => {
+  it('two hosts: Open MPI (one rank per host) through the verbs fabric and through kernel TCP (HPCC: the fabric only), vtoe bench --hosts', async () => {
     await withTwoHostDir(async (rw) => {
       const r = await inTwoGuests(rw, 'sh test/rdma-vm/two-host-mpi.sh', 900);
       expect(r.status, r.out).toBe(0);
@@ -305,7 +305,8 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
         const results = JSON.parse(readFileSync(join(rw, `bench-${mpi}-${workload}`, 'results.json'), 'utf8')) as ReportInput;
         const modes = results.results[0]!.modes;
         const what = `${mpi} ${workload}: ${JSON.stringify(modes.map((m) => [m.mode, m.problems, m.offloaded, m.fallbacks]))}`;
-        expect(modes.map((m) => m.mode).sort(), what).toEqual(['ipoib', 'offload']);
+        // HPCC through offload only (two-host-mpi.sh): under emulation it takes most of the stage.
+        expect(modes.map((m) => m.mode).sort(), what).toEqual(workload === 'hpcc' ? ['offload'] : ['ipoib', 'offload']);
         for (const m of modes) {
           expect(m.problems, what).toEqual([]);
           expect(m.trials, what).toBe(1);
