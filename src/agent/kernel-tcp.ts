@@ -23,8 +23,9 @@ export function kernelHasTcpPorts(localPort: number, remotePort: number, procNet
 
 /**
  * The inode of each TCP socket here by `localPort:remotePort` (any address): 0 for one in a
- * listener's accept queue, not yet accepted by any process.  One read of the table for many
- * look-ups.
+ * listener's accept queue, not yet accepted by any process.  Two clients on other hosts may
+ * use the same port: the smallest inode of the sockets with those ports, so that one accepted
+ * does not stand for another still queued.  One read of the table for many look-ups.
  */
 export function kernelTcpInodes(procNet = '/proc/net'): Map<string, number> {
   const inodes = new Map<string, number>();
@@ -41,7 +42,8 @@ export function kernelTcpInodes(procNet = '/proc/net'): Map<string, number> {
       const local = parseInt(f[1]!.slice(f[1]!.lastIndexOf(':') + 1), 16);
       const remote = parseInt(f[2]!.slice(f[2]!.lastIndexOf(':') + 1), 16);
       const key = `${local}:${remote}`;
-      inodes.set(key, Math.max(inodes.get(key) ?? 0, Number(f[9])));
+      const inode = Number(f[9]);
+      inodes.set(key, Math.min(inodes.get(key) ?? inode, inode));
     }
   }
   return inodes;
