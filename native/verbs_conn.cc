@@ -265,13 +265,10 @@ void VerbsConn::set_spinning(bool on)
 	spinning_ = on;
 	if (on || stopped_ || failed_)
 		return;
-	// Wake-ups again: arm, then look once more, so nothing that came meanwhile waits.
-	if (!arm_recv_cq())
-		return;
-	poll_completions();
-	advance_tx_tail();
-	progress(); // arms the doorbell, then reads head (Dekker with the shim)
-	arm_send_cq();
+	// Wake-ups again: arm, then look once more (progress arms the doorbell before it reads
+	// head, Dekker with the shim), so nothing that came meanwhile waits.
+	if (arm_recv_cq())
+		drain();
 }
 
 bool VerbsConn::arm_recv_cq()
@@ -518,9 +515,7 @@ void VerbsConn::resume(const ResumePoint &peer, const WireAuth &auth)
 	fin_sent_ = fin_sent_ && peer.have_fin;
 	close_sent_ = close_sent_ && peer.have_close;
 	wire_.resume(kRecvDepth, auth, peer.consumed, resume_told_consumed_);
-	// The old QP may have failed before our `accepted` reached the peer: it goes again.
-	if (accepted_asked_ && accepted_pending_ < 0)
-		accepted_pending_ = static_cast<int>(accepted_kernel_ ? kWireAcceptedKernel : kWireAcceptedOffloaded);
+	accepted_sent_ = false; // the old QP may have failed before it reached the peer: again
 	auth_ = auth;
 	auth_pending_ = auth.send;
 	peer_seen_ns_ = uv_hrtime();
@@ -794,13 +789,12 @@ void VerbsConn::progress()
 	// someone without it must not be sent the stream.
 	if (wire_.awaiting_auth())
 		return;
-	if (accepted_pending_ >= 0) {
-		if (!post_message(WireMsg::accepted, sent_, sent_, accepted_pending_))
+	if (accepted_ >= 0 && !accepted_sent_) {
+		if (!post_message(WireMsg::accepted, sent_, sent_, accepted_))
 			return; // nothing goes before it
-		accepted_kernel_ = accepted_pending_ == static_cast<int>(kWireAcceptedKernel);
-		accepted_pending_ = -1;
+		accepted_sent_ = true;
 	}
-	if (accepted_kernel_)
+	if (accepted_ == kWireAcceptedKernel)
 		return; // the stream went to kernel TCP: the active agent carries it from here
 	// A doorbell for new data, unless the fabric is polling us: arm before reading head
 	// (Dekker with the shim).
@@ -871,10 +865,9 @@ void VerbsConn::progress()
 
 void VerbsConn::send_accepted(bool kernel)
 {
-	if (accepted_asked_)
+	if (accepted_ >= 0)
 		return;
-	accepted_asked_ = true;
-	accepted_pending_ = static_cast<int>(kernel ? kWireAcceptedKernel : kWireAcceptedOffloaded);
+	accepted_ = kernel ? kWireAcceptedKernel : kWireAcceptedOffloaded;
 	progress();
 	arm_send_cq();
 }

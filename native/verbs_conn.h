@@ -281,9 +281,8 @@ private:
 	uint64_t resume_told_consumed_ = 0; // what position() told the peer we read
 	WireAuth auth_{};
 	bool auth_pending_ = false; // active: the auth message is not posted yet
-	bool accepted_asked_ = false; // passive: send_accepted() was called
-	int accepted_pending_ = -1;   // passive: the `accepted` value to send (-1: none, or sent)
-	bool accepted_kernel_ = false; // passive: it went to kernel TCP; nothing more is sent
+	int64_t accepted_ = -1;      // passive: the `accepted` value send_accepted() gave (-1: none)
+	bool accepted_sent_ = false; // ...and it is posted on this QP
 	bool handed_over_ = false;
 	bool spinning_ = false;
 

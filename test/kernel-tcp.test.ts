@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
-import { kernelHasTcpPorts, kernelTcpInodes } from '../src/agent/kernel-tcp.js';
+import { kernelHasTcpPorts, kernelTcpInodes, kernelTcpRows, TCP_LISTEN } from '../src/agent/kernel-tcp.js';
 
 describe('kernelHasTcpPorts', () => {
   let server: Server;
@@ -49,6 +49,7 @@ describe('kernelTcpInodes', () => {
     try {
       await new Promise<void>((r) => client.on('connect', r));
       const key = `${port}:${client.localPort!}`;
+      expect([...kernelTcpRows()].some((r) => r.localPort === port && r.remotePort === 0 && r.state === TCP_LISTEN)).toBe(true);
       expect(kernelTcpInodes().get(key)).toBe(0); // queued: no process holds it
       expect(kernelTcpInodes().get(`${client.localPort!}:${port}`)).toBeGreaterThan(0); // the client's
       py.stdin!.write('\n');

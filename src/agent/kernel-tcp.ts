@@ -2,33 +2,20 @@
 // Used rarely (for remote connections that waited long), so a linear read is fine.
 import { readFileSync } from 'node:fs';
 
-/** Whether any TCP socket here has this local and remote port (any address, any state). */
-export function kernelHasTcpPorts(localPort: number, remotePort: number, procNet = '/proc/net'): boolean {
-  const want = `:${localPort.toString(16).toUpperCase().padStart(4, '0')}`;
-  const peer = `:${remotePort.toString(16).toUpperCase().padStart(4, '0')}`;
-  for (const file of ['tcp', 'tcp6']) {
-    let text: string;
-    try {
-      text = readFileSync(`${procNet}/${file}`, 'latin1');
-    } catch {
-      continue; // no IPv6 here
-    }
-    for (const line of text.split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length > 3 && f[1]!.endsWith(want) && f[2]!.endsWith(peer)) return true;
-    }
-  }
-  return false;
+/** One socket of the table: its ports (any address), state (0x0A: LISTEN) and inode. */
+export interface KernelTcpRow {
+  localPort: number;
+  remotePort: number;
+  state: number;
+  /** 0 for a connection in a listener's accept queue, not yet accepted by any process */
+  inode: number;
 }
 
-/**
- * The inode of each TCP socket here by `localPort:remotePort` (any address): 0 for one in a
- * listener's accept queue, not yet accepted by any process.  Two clients on other hosts may
- * use the same port: the smallest inode of the sockets with those ports, so that one accepted
- * does not stand for another still queued.  One read of the table for many look-ups.
- */
-export function kernelTcpInodes(procNet = '/proc/net'): Map<string, number> {
-  const inodes = new Map<string, number>();
+export const TCP_LISTEN = 0x0a;
+
+/** Every TCP socket here, IPv4 then IPv6; a table that cannot be read (no IPv6) has none. */
+export function* kernelTcpRows(procNet = '/proc/net'): Generator<KernelTcpRow> {
+  const port = (field: string): number => parseInt(field.slice(field.lastIndexOf(':') + 1), 16);
   for (const file of ['tcp', 'tcp6']) {
     let text: string;
     try {
@@ -39,12 +26,27 @@ export function kernelTcpInodes(procNet = '/proc/net'): Map<string, number> {
     for (const line of text.split('\n').slice(1)) {
       const f = line.trim().split(/\s+/);
       if (f.length < 10) continue;
-      const local = parseInt(f[1]!.slice(f[1]!.lastIndexOf(':') + 1), 16);
-      const remote = parseInt(f[2]!.slice(f[2]!.lastIndexOf(':') + 1), 16);
-      const key = `${local}:${remote}`;
-      const inode = Number(f[9]);
-      inodes.set(key, Math.min(inodes.get(key) ?? inode, inode));
+      yield { localPort: port(f[1]!), remotePort: port(f[2]!), state: parseInt(f[3]!, 16), inode: Number(f[9]) };
     }
+  }
+}
+
+/** Whether any TCP socket here has this local and remote port (any address, any state). */
+export function kernelHasTcpPorts(localPort: number, remotePort: number, procNet = '/proc/net'): boolean {
+  for (const r of kernelTcpRows(procNet)) if (r.localPort === localPort && r.remotePort === remotePort) return true;
+  return false;
+}
+
+/**
+ * The inode of each TCP socket here by `localPort:remotePort` (any address).  Two clients on
+ * other hosts may use the same port: the smallest inode of the sockets with those ports, so
+ * that one accepted does not stand for another still queued.  One read for many look-ups.
+ */
+export function kernelTcpInodes(procNet = '/proc/net'): Map<string, number> {
+  const inodes = new Map<string, number>();
+  for (const r of kernelTcpRows(procNet)) {
+    const key = `${r.localPort}:${r.remotePort}`;
+    inodes.set(key, Math.min(inodes.get(key) ?? r.inode, r.inode));
   }
   return inodes;
 }
