@@ -158,6 +158,8 @@ public:
 				InstanceMethod<&JsVerbsFabric::relay>("relay"),
 				InstanceMethod<&JsVerbsFabric::set_spin>("setSpin"),
 				InstanceMethod<&JsVerbsFabric::spin_stats>("spinStats"),
+				InstanceMethod<&JsVerbsFabric::set_staging>("setStaging"),
+				InstanceMethod<&JsVerbsFabric::staging_stats>("stagingStats"),
 				InstanceMethod<&JsVerbsFabric::liveness>("liveness"),
 				InstanceMethod<&JsVerbsFabric::probe>("probe"),
 				InstanceMethod<&JsVerbsFabric::time_out>("timeOut"),
@@ -441,6 +443,26 @@ private:
 		return js;
 	}
 
+	// setStaging(perConnection, allowance): send staging limits (VerbsFabric::set_staging).
+	void set_staging(const Napi::CallbackInfo &info)
+	{
+		auto per_conn = static_cast<uint64_t>(js_integer(info[0], "perConnection", 0, 1ull << 40));
+		auto allowance = static_cast<uint64_t>(js_integer(info[1], "allowance", 0, 1ull << 50));
+		at_js_boundary(info.Env(), [&] { fabric_->set_staging(per_conn, allowance); });
+	}
+
+	// stagingStats() -> { bytes, peak, refused } (SendStaging)
+	Napi::Value staging_stats(const Napi::CallbackInfo &info)
+	{
+		Napi::Env env = info.Env();
+		const SendStaging &s = fabric_->staging();
+		Napi::Object js = Napi::Object::New(env);
+		js.Set("bytes", Napi::Number::New(env, static_cast<double>(s.used)));
+		js.Set("peak", Napi::Number::New(env, static_cast<double>(s.peak)));
+		js.Set("refused", Napi::Number::New(env, static_cast<double>(s.refused)));
+		return js;
+	}
+
 	Napi::Value liveness(const Napi::CallbackInfo &info)
 	{
 		Napi::Env env = info.Env();
@@ -519,6 +541,7 @@ private:
 			js.Set("notifications", static_cast<double>(s.notifications));
 			js.Set("bytesSent", static_cast<double>(s.bytes_sent));
 			js.Set("bytesDelivered", static_cast<double>(s.bytes_delivered));
+			js.Set("bytesStaged", static_cast<double>(s.bytes_staged));
 			const VerbsConnState st = c.state();
 			Napi::Object dp = Napi::Object::New(env);
 			const std::pair<const char *, uint64_t> numbers[] = {
@@ -527,7 +550,8 @@ private:
 				{"sendQueueUsed", st.sq_used}, {"batchesOut", st.batches_out},
 				{"peerConsumed", st.peer_consumed}, {"peerRecvs", st.peer_recvs},
 				{"delivered", st.delivered}, {"reportedConsumed", st.reported_consumed},
-				{"recvsPosted", st.recvs_posted}, {"reportedRecvs", st.reported_recvs}};
+				{"recvsPosted", st.recvs_posted}, {"reportedRecvs", st.reported_recvs},
+				{"stagedEnd", st.staged_end}, {"stagedPinned", st.staged_pinned}};
 			for (const auto &[name, value] : numbers)
 				dp.Set(name, static_cast<double>(value));
 			const std::pair<const char *, bool> flags[] = {

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -58,8 +59,9 @@ const char *conn_event_name(ConnEvent event)
 }
 
 VerbsConn::VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_context *ctx, uint32_t ring_size,
-		     uint64_t cid, int app_side, VerbsConnSink &sink, const bool &port_up)
-	: loop_(loop), handle_(handle), port_up_(port_up), sink_(sink), app_side_(app_side), size_(ring_size),
+		     uint64_t cid, int app_side, VerbsConnSink &sink, const bool &port_up,
+		     SendStaging &staging)
+	: loop_(loop), handle_(handle), port_up_(port_up), staging_(staging), sink_(sink), app_side_(app_side), size_(ring_size),
 	  shm_(ring_size, 0, cid), wire_(ring_size, kRecvDepth)
 {
 	vtoe_conn_region &reg = shm_.mapping();
@@ -146,9 +148,16 @@ void VerbsConn::release_verbs()
 	channel_watch_.stop();
 	agent_watch_.stop();
 	bell_watch_.stop();
+	if (stage_timer_) {
+		uv_timer_stop(stage_timer_);
+		uv_close(reinterpret_cast<uv_handle_t *>(stage_timer_),
+			 [](uv_handle_t *h) { delete reinterpret_cast<uv_timer_t *>(h); });
+		stage_timer_ = nullptr;
+	}
 	if (qp_)
 		ibv_destroy_qp(qp_);
 	qp_ = nullptr;
+	release_staged(UINT64_MAX);
 	for (ibv_mr **mr : {&tx_mr_, &rx_mr_, &mail_mr_}) {
 		if (*mr)
 			ibv_dereg_mr(*mr);
@@ -284,12 +293,13 @@ bool VerbsConn::arm_recv_cq()
 }
 
 // Send completions free ring space only together with the peer's credits, so a wake-up for
-// them is needed only when the peer has reported more than we have seen complete, or when
-// the send queue is nearly full.  Otherwise they are reaped on the next wake-up anyway.
+// them is needed only when the peer has reported more than we have seen complete, when the
+// send queue is nearly full, or when staged bytes wait in the ring only for the sends that
+// read them there.  Otherwise they are reaped on the next wake-up anyway.
 void VerbsConn::arm_send_cq()
 {
 	while (!stopped_ && !failed_ && !suspended_ && !batches_.empty() && !send_cq_armed_ &&
-	       (wire_.peer_consumed() > completed_ || sq_used_ + 3 > kSendDepth)) {
+	       (wire_.peer_consumed() > completed_ || sq_used_ + 3 > kSendDepth || ring_holds_staged())) {
 		if (ibv_req_notify_cq(send_cq_, 0) != 0) {
 			fail(ConnEvent::qp_error, "ibv_req_notify_cq failed");
 			return;
@@ -406,6 +416,7 @@ void VerbsConn::handle_recv_completion(const ibv_wc &wc)
 		report(ConnEvent::authenticated, "");
 		return;
 	case WireAction::claimed:
+		may_stage_ = true;
 		report(ConnEvent::claimed, "");
 		return;
 	case WireAction::kernel_accepted:
@@ -512,6 +523,7 @@ void VerbsConn::resume(const ResumePoint &peer, const WireAuth &auth)
 		throw_system_error(EPROTO, "the peer resumes from a position our stream never had");
 	sent_ = peer.delivered;
 	completed_ = sent_;
+	ring_posted_end_ = 0; // the old QP's sends are gone
 	fin_sent_ = fin_sent_ && peer.have_fin;
 	close_sent_ = close_sent_ && peer.have_close;
 	wire_.resume(kRecvDepth, auth, peer.consumed, resume_told_consumed_);
@@ -653,10 +665,16 @@ uint32_t VerbsConn::message_credits() const
 	return recvs > msgs_sent_ ? static_cast<uint32_t>(recvs - msgs_sent_) : 0;
 }
 
+// The ring's space below the returned tail goes back to the writer: the bytes there are read
+// by the peer (or kept in staging chunks for a resume), and no send still reads them.
 void VerbsConn::advance_tx_tail()
 {
 	const uint64_t consumed = wire_.peer_consumed();
-	uint64_t t = consumed < completed_ ? consumed : completed_;
+	const uint64_t retained = consumed < completed_ ? consumed : completed_;
+	release_staged(retained);
+	uint64_t t = staged_.empty() ? retained : staged_end_;
+	if (ring_posted_end_ > completed_ && completed_ < t)
+		t = completed_;
 	if (t <= tx_tail_)
 		return;
 	tx_tail_ = t;
@@ -666,7 +684,107 @@ void VerbsConn::advance_tx_tail()
 		drain_app_filler(); // the process's fd is writable again
 }
 
-// Posts one message: for data, the bytes [from, to) of the tx ring; always the mailbox first.
+// The peer's ring is full of our bytes and the writer's half full.  A reader that has read
+// nothing for kStallNs has stalled: take the ring's bytes into staging so the writer can go
+// on, as the kernel's send buffer would; until then look again when that time is up.
+void VerbsConn::stage_if_stalled(uint64_t head)
+{
+	const uint64_t now = uv_hrtime();
+	const uint64_t consumed = wire_.peer_consumed();
+	if (!stall_since_ns_ || consumed != stall_consumed_) {
+		stall_consumed_ = consumed; // consumed only grows: unchanged means nothing read since
+		stall_since_ns_ = now;
+	}
+	if (now - stall_since_ns_ >= kStallNs) {
+		stage(head);
+		return;
+	}
+	if (!stage_timer_) {
+		stage_timer_ = new uv_timer_t;
+		uv_timer_init(loop_, stage_timer_);
+		stage_timer_->data = this;
+	}
+	if (uv_is_active(reinterpret_cast<uv_handle_t *>(stage_timer_)))
+		return;
+	const uint64_t ms = (kStallNs - (now - stall_since_ns_) + 999'999) / 1'000'000;
+	uv_timer_start(stage_timer_, [](uv_timer_t *t) {
+		auto *self = static_cast<VerbsConn *>(t->data);
+		self->progress();
+		self->arm_send_cq();
+	}, ms, 0);
+}
+
+// Copies what the tx ring holds beyond the staging chunks into them (new chunks as needed, as
+// far as the connection's share and the allowance go), then returns the ring's space.
+void VerbsConn::stage(uint64_t head)
+{
+	uint64_t pos = staged_end_ > tx_tail_ ? staged_end_ : tx_tail_;
+	while (pos < head) {
+		if (staged_.empty() || pos >= staged_.back().base + size_) {
+			if (!add_staged_chunk(staged_.empty() ? pos : staged_.back().base + size_))
+				break;
+		}
+		const StagedChunk &c = staged_.back();
+		const uint64_t end = head < c.base + size_ ? head : c.base + size_;
+		const uint64_t off = pos & (size_ - 1);
+		const uint64_t n = end - pos;
+		const uint64_t first = n < size_ - off ? n : size_ - off;
+		std::memcpy(c.data + (pos - c.base), tx_data_ + off, first);
+		std::memcpy(c.data + (pos - c.base) + first, tx_data_, n - first);
+		stats_.bytes_staged += n;
+		pos = end;
+		staged_end_ = pos;
+	}
+	advance_tx_tail();
+}
+
+// Bytes that are in staging chunks and that the ring keeps only for sends not yet complete.
+bool VerbsConn::ring_holds_staged() const
+{
+	return !staged_.empty() && ring_posted_end_ > completed_ && staged_end_ > completed_;
+}
+
+bool VerbsConn::add_staged_chunk(uint64_t base)
+{
+	if ((staged_.size() + 1) * size_ > staging_.per_conn_max || !staging_.take(size_))
+		return false;
+	void *mem = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ibv_mr *mr = mem == MAP_FAILED ? nullptr : ibv_reg_mr(pd_, mem, size_, 0); // our HCA reads it
+	if (!mr) {
+		if (mem != MAP_FAILED)
+			munmap(mem, size_);
+		staging_.give(size_);
+		staging_.refused++;
+		return false; // the writer waits for the peer's reader, as without staging
+	}
+	staged_.push_back({static_cast<uint8_t *>(mem), mr, base});
+	return true;
+}
+
+// Frees the chunks whose bytes the peer has all read (all of them: UINT64_MAX).
+void VerbsConn::release_staged(uint64_t retained)
+{
+	while (!staged_.empty()) {
+		const StagedChunk &c = staged_.front();
+		const uint64_t end = c.base + size_ < staged_end_ ? c.base + size_ : staged_end_;
+		if (end > retained)
+			return;
+		ibv_dereg_mr(c.mr);
+		munmap(c.data, size_);
+		staging_.give(size_);
+		staged_.pop_front();
+	}
+}
+
+const VerbsConn::StagedChunk *VerbsConn::staged_chunk(uint64_t pos) const
+{
+	if (staged_.empty() || pos < staged_.front().base || pos >= staged_end_)
+		return nullptr;
+	return &staged_[(pos - staged_.front().base) / size_];
+}
+
+// Posts one message: for data, the bytes [from, to) of the stream, which lie in the tx ring or
+// in one staging chunk; always the mailbox first.
 bool VerbsConn::post_message(WireMsg type, uint64_t from, uint64_t to, int64_t value)
 {
 	const bool data = type == WireMsg::data;
@@ -699,24 +817,31 @@ bool VerbsConn::post_message(WireMsg type, uint64_t from, uint64_t to, int64_t v
 	n = 1;
 
 	const uint64_t bytes = to - from;
-	uint64_t off = from & (size_ - 1);
+	const StagedChunk *staged = data && bytes ? staged_chunk(from) : nullptr;
+	if (staged && to > staged->base + size_) {
+		fail(ConnEvent::qp_error, "a send that spans staging chunks");
+		return false;
+	}
+	uint64_t pos = from;
 	uint64_t left = bytes;
 	do {
+		const uint64_t off = pos & (size_ - 1);
 		uint64_t chunk = left < size_ - off ? left : size_ - off;
 		ibv_send_wr &w = wr[n];
 		w.opcode = IBV_WR_RDMA_WRITE;
 		w.wr.rdma.remote_addr = peer_.ring_addr + off;
 		w.wr.rdma.rkey = peer_.ring_rkey;
 		if (chunk) {
-			sge[n].addr = reinterpret_cast<uintptr_t>(tx_data_ + off);
+			sge[n].addr = reinterpret_cast<uintptr_t>(staged ? staged->data + (pos - staged->base)
+									  : tx_data_ + off);
 			sge[n].length = static_cast<uint32_t>(chunk);
-			sge[n].lkey = tx_mr_->lkey;
+			sge[n].lkey = staged ? staged->mr->lkey : tx_mr_->lkey;
 			w.sg_list = &sge[n];
 			w.num_sge = 1;
 		}
 		n++;
 		left -= chunk;
-		off = 0;
+		pos += chunk;
 	} while (left);
 	ibv_send_wr &last = wr[n - 1];
 	last.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
@@ -739,8 +864,11 @@ bool VerbsConn::post_message(WireMsg type, uint64_t from, uint64_t to, int64_t v
 	stats_.bytes_sent += bytes;
 	if (type == WireMsg::credit)
 		stats_.credit_messages++;
-	if (data)
+	if (data) {
 		sent_ = to;
+		if (bytes && !staged)
+			ring_posted_end_ = to;
+	}
 	wire_.reported(tail, recvs_posted_);
 	return true;
 }
@@ -822,8 +950,27 @@ void VerbsConn::progress()
 			}
 			return;
 		}
-		while (sent_ < head && post_message(WireMsg::data, sent_, head)) {
+		// As much as the peer's ring has room for: from a staging chunk at a time, then the
+		// tx ring.
+		const uint64_t room_end = wire_.peer_consumed() + size_;
+		const uint64_t limit = head < room_end ? head : room_end;
+		while (sent_ < limit) {
+			uint64_t to = limit;
+			if (sent_ < staged_end_) {
+				const StagedChunk *c = staged_chunk(sent_);
+				if (!c) {
+					fail(ConnEvent::qp_error, "staged bytes that no chunk holds");
+					return;
+				}
+				to = to < staged_end_ ? to : staged_end_;
+				to = to < c->base + size_ ? to : c->base + size_;
+			}
+			if (!post_message(WireMsg::data, sent_, to))
+				break;
 		}
+		if (may_stage_ && staging_.per_conn_max >= size_ && sent_ >= room_end &&
+		    head - tx_tail_ >= size_ / 2)
+			stage_if_stalled(head);
 		if ((fin || app_gone_) && !fin_sent_ && sent_ == head) {
 			if (fin && tx_->fin_at.load(RLX) != head) {
 				fail(ConnEvent::protocol, "the process's FIN is not at the end of its data");
@@ -868,6 +1015,7 @@ void VerbsConn::send_accepted(bool kernel)
 	if (accepted_ >= 0)
 		return;
 	accepted_ = kernel ? kWireAcceptedKernel : kWireAcceptedOffloaded;
+	may_stage_ = !kernel;
 	progress();
 	arm_send_cq();
 }
@@ -905,6 +1053,8 @@ VerbsConnState VerbsConn::state() const
 	s.sent = sent_;
 	s.completed = completed_;
 	s.tx_tail = tx_tail_;
+	s.staged_end = staged_end_;
+	s.staged_pinned = staged_.size() * size_;
 	s.msgs_sent = msgs_sent_;
 	s.oldest_unacked_ms = batches_.empty() ? 0 : (uv_hrtime() - batches_.front().posted_ns) / 1000000;
 	s.sq_used = sq_used_;

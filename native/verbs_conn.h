@@ -48,15 +48,40 @@ struct LocalWindow {
 	uint32_t qp_num;
 };
 
+// The agent's send buffers (VerbsConn "Send staging"), shared by a fabric's connections.  Their
+// pages are registered, so they come out of the pinned-memory budget: the agent gives them
+// what its connection ends leave (allowance) and counts what they hold.
+struct SendStaging {
+	uint64_t per_conn_max = 0; // bytes one connection may stage (0: never)
+	uint64_t allowance = 0;    // bytes all of them may hold together
+	uint64_t used = 0, peak = 0;
+	uint64_t refused = 0; // chunks not taken: the allowance was spent, or registration failed
+
+	bool take(uint64_t bytes)
+	{
+		if (used + bytes > allowance) {
+			refused++;
+			return false;
+		}
+		used += bytes;
+		if (used > peak)
+			peak = used;
+		return true;
+	}
+	void give(uint64_t bytes) { used -= bytes < used ? bytes : used; }
+};
+
 struct VerbsConnStats {
 	uint64_t messages_sent, messages_received, credit_messages, notifications, completions;
 	uint64_t bytes_sent, bytes_delivered, credit_stalls, probes;
+	uint64_t bytes_staged; // copied into the agent's send buffer while the peer's ring was full
 };
 
 // Where the data path stands, for `vtoe ss --json` (as `ss -i` shows a TCP socket's state):
 // enough to tell which side a stalled stream waits for.
 struct VerbsConnState {
 	uint64_t sent, completed, tx_tail, msgs_sent, oldest_unacked_ms;
+	uint64_t staged_end, staged_pinned; // the send buffer: bytes below staged_end left the tx ring
 	uint32_t sq_used, batches_out;
 	uint64_t peer_consumed, peer_recvs;     // what the peer last told us
 	uint64_t delivered, reported_consumed, recvs_posted, reported_recvs;
@@ -123,7 +148,7 @@ public:
 	// Creates the PD, region, CQs, QP (in RESET) and registrations.  Throws SystemError.
 	// port_up: the local port's state, kept by the fabric; nothing is posted while it is false.
 	VerbsConn(uv_loop_t *loop, uint32_t handle, ibv_context *ctx, uint32_t ring_size, uint64_t cid,
-		  int app_side, VerbsConnSink &sink, const bool &port_up);
+		  int app_side, VerbsConnSink &sink, const bool &port_up, SendStaging &staging);
 	~VerbsConn();
 	VerbsConn(const VerbsConn &) = delete;
 	VerbsConn &operator=(const VerbsConn &) = delete;
@@ -200,6 +225,20 @@ public:
 	void set_spinning(bool on);
 
 private:
+	// Send staging.  The peer's rx ring has our ring's size, so without help a writer whose
+	// reader is not reading blocks once one ring's worth is out, where kernel TCP takes a few
+	// MiB.  So when the peer's ring is full and the process's tx ring half full, the agent
+	// copies the ring's bytes into chunks of registered memory of its own (a ring's size each,
+	// at most SendStaging::per_conn_max in all), hands the ring's space back to the writer,
+	// and sends those bytes from the chunks as the peer reads.  A chunk goes once the peer has
+	// read all of it.  The chunks hold [staged_.front().base, staged_end_) of the stream,
+	// contiguous; the tx ring holds [tx_tail_, head).
+	struct StagedChunk {
+		uint8_t *data;
+		ibv_mr *mr;
+		uint64_t base; // stream position of data[0]
+	};
+
 	struct Batch {
 		uint32_t wrs;
 		uint64_t end;       // stream position sent once this batch completes
@@ -219,6 +258,12 @@ private:
 	bool post_auth();
 	uint32_t message_credits() const;
 	void advance_tx_tail();
+	void stage_if_stalled(uint64_t head);
+	void stage(uint64_t head);
+	bool add_staged_chunk(uint64_t base);
+	bool ring_holds_staged() const;
+	void release_staged(uint64_t retained);
+	const StagedChunk *staged_chunk(uint64_t pos) const;
 	void deliver(uint64_t bytes);
 	void wake_app();
 	void drain_app_filler();
@@ -239,6 +284,7 @@ private:
 	uv_loop_t *loop_;
 	uint32_t handle_;
 	const bool &port_up_;
+	SendStaging &staging_;
 	VerbsConnSink &sink_;
 	int app_side_;
 	uint32_t size_;
@@ -289,10 +335,22 @@ private:
 	// transmit (the process's tx ring)
 	uint64_t sent_ = 0;        // posted to the QP
 	uint64_t completed_ = 0;   // send completions seen up to here
-	uint64_t tx_tail_ = 0;     // published to the process: min(peer consumed, completed_)
+	uint64_t tx_tail_ = 0;     // published to the process: what neither the peer nor the HCA needs
 	uint64_t msgs_sent_ = 0;
 	uint32_t sq_used_ = 0;
 	std::deque<Batch> batches_;
+	std::deque<StagedChunk> staged_;
+	uint64_t staged_end_ = 0;
+	uint64_t ring_posted_end_ = 0; // end of the last data sent from the tx ring itself
+	// Only once a process holds the passive end: before, a late fallback hands the client's
+	// bytes to a relay from the tx ring (hand_over), so they must all be there.
+	bool may_stage_ = false;
+	// Staging waits until the peer's reader has read nothing for kStallNs with its ring full
+	// of our bytes: a reader that only lags (each report a quarter ring later) costs no copy.
+	static constexpr uint64_t kStallNs = 10'000'000;
+	uint64_t stall_consumed_ = 0;  // the peer's consumed count when the stall was first seen
+	uint64_t stall_since_ns_ = 0;  // 0: none seen
+	uv_timer_t *stage_timer_ = nullptr; // looks again once the stall is long enough
 	uint64_t peer_seen_ns_ = 0; // the peer's last sign of life: a completion or a message
 	bool fin_sent_ = false, reset_sent_ = false, close_sent_ = false;
 

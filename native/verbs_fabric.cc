@@ -172,7 +172,7 @@ LocalWindow VerbsFabric::create_qp(uint32_t handle, uint32_t ring_size, uint64_t
 				   "resolve the address (or receive the request) first");
 	Device &dev = device(e.id);
 	e.conn = std::make_unique<VerbsConn>(loop_, handle, e.id->verbs, ring_size, cid, app_side,
-					     static_cast<VerbsConnSink &>(*this), dev.port_up);
+					     static_cast<VerbsConnSink &>(*this), dev.port_up, staging_);
 	return e.conn->local_window();
 }
 

@@ -115,6 +115,14 @@ public:
 		uint64_t caught;  // windows in which polling caught traffic that needed no wake-up
 	};
 	SpinStats spin_stats() const { return {spinning_.size(), spin_windows_, spin_caught_}; }
+	// Send staging (VerbsConn): how much one connection may stage, and how much all may hold
+	// together (what the pinned-memory budget leaves; the agent updates it as ends come and go).
+	void set_staging(uint64_t per_conn_max, uint64_t allowance)
+	{
+		staging_.per_conn_max = per_conn_max;
+		staging_.allowance = allowance;
+	}
+	const SendStaging &staging() const { return staging_; }
 	// Destroys the QP, its resources and the id.  Unknown handles are ignored.
 	void destroy(uint32_t handle);
 	void close();
@@ -158,6 +166,7 @@ private:
 
 	uv_loop_t *loop_;
 	VerbsFabricListener &listener_;
+	SendStaging staging_; // before the connections: they give their chunks back to it
 	rdma_event_channel *channel_ = nullptr;
 	FdWatch channel_watch_;
 	std::map<uint32_t, Entry> ids_;

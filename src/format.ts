@@ -36,8 +36,13 @@ export function formatStats(s: StatsSnapshot): string {
 function pinnedLines(s: StatsSnapshot): string[] {
   const p = s.pinned;
   if (!p) return [];
-  return [`pinned for verbs rings: ${formatBytes(p.bytes)} of ${formatBytes(p.limit)} by ${p.ends} connection ends `
+  const lines = [`pinned for verbs rings: ${formatBytes(p.bytes)} of ${formatBytes(p.limit)} by ${p.ends} connection ends `
     + `(peak ${formatBytes(p.peak)}); ends refused for the budget: ${p.refused}`];
+  if (p.staged) {
+    lines.push(`pinned for send buffers (readers that lag): ${formatBytes(p.staged.bytes)} (peak ${formatBytes(p.staged.peak)}); `
+      + `chunks refused: ${p.staged.refused}`);
+  }
+  return lines;
 }
 
 /** Remote hosts on kernel TCP for now because they did not answer the verbs fabric. */

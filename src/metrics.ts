@@ -83,6 +83,8 @@ const FAMILIES: readonly Family[] = [
     samples: (s) => s.pinned?.limit ?? null },
   { name: 'pinned_peak_bytes', type: 'gauge', unit: 'bytes', help: 'The most memory pinned at once since the agent started.',
     samples: (s) => s.pinned?.peak ?? null },
+  { name: 'pinned_send_buffer_bytes', type: 'gauge', unit: 'bytes', help: 'Memory pinned for the send buffers of verbs connections whose readers lag.',
+    samples: (s) => s.pinned?.staged?.bytes ?? null },
   { name: 'pinned_connection_ends', type: 'gauge', help: 'Verbs connection ends holding pinned memory.',
     samples: (s) => s.pinned?.ends ?? null },
   { name: 'pinned_refused_ends', type: 'counter', help: 'Verbs connection ends refused because they did not fit the pinned-memory budget.',

@@ -50,6 +50,13 @@ export interface SpinStats {
   caught: number;
 }
 
+/** Send staging: bytes the connections' send buffers pin now, at most, and chunks refused. */
+export interface StagingStats {
+  bytes: number;
+  peak: number;
+  refused: number;
+}
+
 /** The proof the active end sends first, or the one the passive end waits for (16 bytes). */
 export type WireAuth = { send: Buffer } | { expect: Buffer };
 
@@ -95,6 +102,8 @@ export interface VerbsConnCounters {
   notifications: number;
   bytesSent: number;
   bytesDelivered: number;
+  /** bytes copied into the agent's send buffer while the peer's ring was full */
+  bytesStaged: number;
   dataPath: VerbsDataPath;
 }
 
@@ -117,6 +126,9 @@ export interface VerbsDataPath {
   reportedConsumed: number;
   recvsPosted: number;
   reportedRecvs: number;
+  /** the agent's send buffer: the stream below stagedEnd left the tx ring; its chunks' bytes */
+  stagedEnd: number;
+  stagedPinned: number;
   portUp: boolean;
   notifyRequested: boolean;
   sendCqArmed: boolean;
@@ -175,6 +187,8 @@ interface NativeVerbsFabric {
   relay(handle: number, fd: number): void;
   setSpin(us: number): void;
   spinStats(): SpinStats;
+  setStaging(perConnection: number, allowance: number): void;
+  stagingStats(): StagingStats;
   liveness(handle: number): LivenessSample;
   probe(handle: number): boolean;
   timeOut(handle: number): void;
@@ -254,6 +268,9 @@ export class VerbsFabric {
    * without anything moving before sleeping in epoll again; 0 never polls. */
   setSpin(us: number): void { native(() => this.raw.setSpin(us)); }
   spinStats(): SpinStats { return native(() => this.raw.spinStats()); }
+  /** Send staging: bytes one connection may buffer in the agent, and all of them together. */
+  setStaging(perConnection: number, allowance: number): void { native(() => this.raw.setStaging(perConnection, allowance)); }
+  stagingStats(): StagingStats { return native(() => this.raw.stagingStats()); }
   /** What the data path knows of the peer's last signs of life, and the process's settings. */
   liveness(handle: number): LivenessSample { return native(() => this.raw.liveness(handle)); }
   /** An empty message the peer's HCA must acknowledge; false if one is out or none can go. */

@@ -48,6 +48,20 @@ describe('pinned-memory budget', () => {
     expect(() => b.release(end)).toThrow(/releasing/);
   });
 
+  it('shares the budget with the send buffers: an end fits only beside what they pin, and they get the rest', () => {
+    const end = pinnedBytesPerEnd(65536);
+    const b = new PinnedBudget(4 * end);
+    expect(b.reserve(end, 0)).toBe(true);
+    expect(b.unreserved).toBe(3 * end);
+    // the send buffers pin an end and a half now: one more end fits beside them, a second not
+    const staged = 1.5 * end;
+    expect(b.reserve(end, staged)).toBe(true);
+    expect(b.reserve(end, staged)).toBe(false);
+    expect(b.unreserved).toBe(2 * end);
+    b.release(end);
+    expect(b.unreserved).toBe(3 * end);
+  });
+
   it('a budget smaller than one end holds none', () => {
     const b = new PinnedBudget(pinnedBytesPerEnd(4096) - 1);
     expect(b.reserve(pinnedBytesPerEnd(4096))).toBe(false);
@@ -75,6 +89,12 @@ describe('vtoe stats shows the budget', () => {
   it('as bytes of the limit, with the ends, the peak and the refusals', () => {
     const text = formatStats(stats({ bytes: 3 * 528384, limit: 192 * MiB, peak: 4 * 528384, ends: 3, refused: 7 }));
     expect(text).toContain('pinned for verbs rings: 1.5 MiB of 192 MiB by 3 connection ends (peak 2 MiB); ends refused for the budget: 7');
+  });
+
+  it('with the send buffers on a line of their own', () => {
+    const text = formatStats(stats({ bytes: 0, limit: 192 * MiB, peak: 0, ends: 0, refused: 0,
+      staged: { bytes: 3 * 262144, peak: 15 * 262144, refused: 2 } }));
+    expect(text).toContain('pinned for send buffers (readers that lag): 768 KiB (peak 3.8 MiB); chunks refused: 2');
   });
 
   it('not at all without the verbs fabric', () => {

@@ -56,8 +56,10 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     writeFileSync(keyFile, Buffer.from('0123456789abcdef0123456789abcdef-test-cluster'), { mode: 0o600 });
     agent = await Agent.start({
       socketPath: join(dir, 'agent.sock'),
-      config: { fabric: 'verbs', rdmaPort: RDMA_PORT, timewaitMs: 200, ringSize: RING, clusterKeyFile: keyFile,
-        agentTimeoutMs: AGENT_TIMEOUT_MS },
+      // Send buffers of three rings at most (VTOE_RING_MAX_SIZE less the ring): a slow reader's
+      // writer gets that far ahead, then stalls, within a test's stream.
+      config: { fabric: 'verbs', rdmaPort: RDMA_PORT, timewaitMs: 200, ringSize: RING, ringMaxSize: 4 * RING,
+        clusterKeyFile: keyFile, agentTimeoutMs: AGENT_TIMEOUT_MS },
     });
     expect(agent.stats().fabrics.verbs).toMatch(/^up .*\(cluster key\)$/);
   }, 120_000);
@@ -176,23 +178,28 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     expect(lastLine(flood)).toMatch(/^ERROR ECONNRESET \d+$/);
   }, 120_000);
 
-  it('a slow reader stalls its writer: no loss, no hang, never more than a ring in flight', async () => {
+  it('a slow reader stalls its writer once the send buffer is full: no loss, no hang, never more than a ring on the wire', async () => {
+    const stagedBefore = agent.stats().pinned!.staged!.peak;
     const { proc: rx, port } = await sink(20);
     const tx = startProc(roles, ['source', HOST, String(port), String(2 << 20)], env());
     let maxInFlight = 0;
     let maxUnconsumed = 0;
+    let maxStaged = 0;
     const broken: string[] = [];
     const watch = setInterval(() => {
       const rows = agent.sockets().filter((r) => r.fabric === 'verbs');
       const a = rows.find((r) => r.pid === tx.child.pid);
       const p = rows.find((r) => r.pid === rx.child.pid);
       if (a && p) maxInFlight = Math.max(maxInFlight, a.bytesSent - p.bytesReceived);
-      // `vtoe ss --json`'s data path: the ring is freed only as far as both the peer consumed
-      // and our HCA completed, and the reader never reports more than it delivered.
+      // `vtoe ss --json`'s data path: what the peer's ring holds is at most a ring; the tx ring
+      // is freed only as far as the peer consumed and our HCA completed, or as far as the
+      // send buffer took the bytes; the reader never reports more than it delivered.
       const w = a?.dataPath, r = p?.dataPath;
       if (w) {
         maxUnconsumed = Math.max(maxUnconsumed, w.sent - w.peerConsumed);
-        if (!(w.completed <= w.sent && w.txTail <= Math.min(w.completed, w.peerConsumed) && w.sent - w.peerConsumed <= 65536)) {
+        maxStaged = Math.max(maxStaged, w.stagedPinned);
+        if (!(w.completed <= w.sent && w.txTail <= Math.max(Math.min(w.completed, w.peerConsumed), w.stagedEnd)
+          && w.sent - w.peerConsumed <= 65536 && w.stagedPinned <= 3 * 65536)) {
           broken.push(JSON.stringify(w));
         }
       }
@@ -206,14 +213,20 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     }
     const [, n, h] = /^SENT (\d+) ([0-9a-f]+)$/.exec(lastLine(tx))!;
     expect(lastLine(rx)).toBe(`DONE ${n} ${h}`);
-    expect(maxInFlight).toBeGreaterThan(0);
-    // Credits bound it by one ring (65536); the two rows are read a moment apart, hence the slack.
-    expect(maxInFlight).toBeLessThanOrEqual(2 * 65536);
+    // The writer leads its reader by the peer's ring, the send buffer (3 rings) and its own tx
+    // ring at most, well short of the 2 MiB it sends; the two rows are read a moment apart,
+    // hence a ring of slack.  Beyond two rings it got only through the send buffer.
+    expect(maxInFlight).toBeGreaterThan(2 * 65536);
+    expect(maxInFlight).toBeLessThanOrEqual(6 * 65536);
+    expect(maxStaged, 'ss saw the send buffer in use').toBeGreaterThan(0);
+    expect(agent.stats().pinned!.staged!.peak).toBeGreaterThanOrEqual(Math.max(stagedBefore, maxStaged));
     expect(broken).toEqual([]);
     expect(maxUnconsumed, 'ss saw the writer waiting for its slow reader').toBeGreaterThan(0);
+    // Its chunks go back once the reader has read them all.
+    await agent.until((a) => a.stats().pinned!.staged!.bytes === 0, 30_000);
   }, 180_000);
 
-  it('each connection has a protection domain of its own; only its rx ring and mailbox are remotely writable', async () => {
+  it('each connection has a protection domain of its own; only its rx ring and mailbox are remotely writable, not its send buffer', async () => {
     // rdma_rxe gives an MR without remote access the rkey 0 (`rdma -j` prints keys in hex).
     type Mr = { mrn: number; mrlen: number; pdn: number; rkey?: string; pid?: number };
     const remote = (m: Mr) => Number.parseInt(m.rkey ?? '0', 16) !== 0;
@@ -231,11 +244,14 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     for (const m of mrs) byPd.set(m.pdn, [...(byPd.get(m.pdn) ?? []), m]);
     expect(byPd.size, JSON.stringify(mrs)).toBe(2); // the two ends of the one connection
     for (const list of byPd.values()) {
+      // ring-sized: the tx ring, and the flood's send buffer chunks (at most 3), local only;
+      // the rx ring, remotely writable
       const rings = list.filter((m) => m.mrlen === RING);
-      expect(rings.length, JSON.stringify(list)).toBe(2);
-      expect(rings.filter((m) => !remote(m)).length, JSON.stringify(list)).toBe(1); // the tx ring
+      expect(rings.filter((m) => remote(m)).length, JSON.stringify(list)).toBe(1);
+      expect(rings.filter((m) => !remote(m)).length, JSON.stringify(list)).toBeGreaterThanOrEqual(1);
+      expect(rings.filter((m) => !remote(m)).length, JSON.stringify(list)).toBeLessThanOrEqual(4);
       expect(list.filter((m) => m.mrlen < RING && remote(m)).length, JSON.stringify(list)).toBe(1); // mailbox + auth slot
-      expect(list.length, JSON.stringify(list)).toBe(3);
+      expect(list.length, JSON.stringify(list)).toBe(rings.length + 1);
     }
     hold.kill('SIGKILL');
     flood.kill('SIGKILL');
@@ -315,8 +331,9 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
       const perEnd = pinnedBytesPerEnd(RING);
       const small = await Agent.start({
         socketPath: join(dir, `budget-${refusedAt}.sock`),
-        config: { fabric: 'verbs', rdmaPort: RDMA_PORT + 1, timewaitMs: 200, ringSize: RING, clusterKeyFile: keyFile,
-          agentTimeoutMs: AGENT_TIMEOUT_MS, pinnedMax: Math.floor(ends * perEnd) },
+        // no send buffers (VTOE_RING_MAX_SIZE = the ring): only the ends take the budget here
+        config: { fabric: 'verbs', rdmaPort: RDMA_PORT + 1, timewaitMs: 200, ringSize: RING, ringMaxSize: RING,
+          clusterKeyFile: keyFile, agentTimeoutMs: AGENT_TIMEOUT_MS, pinnedMax: Math.floor(ends * perEnd) },
       });
       try {
         const smallEnv = offloadEnv(small.socketPath);
@@ -325,7 +342,8 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
         const flood = startProc(roles, ['flood', HOST, String(holdPort)], smallEnv);
         await hold.waitLine(/^ACCEPTED$/, 60_000);
         await small.until((a) => a.sockets().filter((r) => r.fabric === 'verbs' && r.qp === 'RTS').length === 2, 60_000);
-        expect(small.stats().pinned).toEqual({ bytes: 2 * perEnd, limit: Math.floor(ends * perEnd), peak: 2 * perEnd, ends: 2, refused: 0 });
+        expect(small.stats().pinned).toEqual({ bytes: 2 * perEnd, limit: Math.floor(ends * perEnd), peak: 2 * perEnd, ends: 2, refused: 0,
+          staged: { bytes: 0, peak: 0, refused: 0 } });
 
         const stream = async (): Promise<void> => {
           const rx = startProc(roles, ['sink', HOST, '0'], smallEnv);

@@ -210,6 +210,7 @@ export class VerbsHostCA {
       // Polling pays only with a core to spare for it (the process on the other side of the
       // rings, and the device's own work, need the rest).
       fabric.setSpin(availableParallelism() > 1 ? this.config.verbsSpinUs : 0);
+      this.stagingAllowance(fabric);
       fabric.listen({ address: '0.0.0.0', port: this.config.rdmaPort }, 1024);
     } catch (err) {
       fabric.close();
@@ -245,7 +246,17 @@ export class VerbsHostCA {
 
   /** Pinned memory: the budget in effect and what the connection ends hold of it. */
   get pinnedMemory(): PinnedSnapshot {
-    return this.pinned.snapshot();
+    const staged = this.fabric?.stagingStats();
+    return staged ? { ...this.pinned.snapshot(), staged } : this.pinned.snapshot();
+  }
+
+  /** Send staging: a connection whose peer's reader lags may buffer up to a large ring's worth
+   * (VTOE_RING_MAX_SIZE, with its tx ring: as much as kernel TCP takes before a writer blocks)
+   * in what the connection ends leave of the pinned budget, and never more than a quarter of
+   * it: the send buffers of readers that lag cannot keep new connections off the fabric. */
+  private stagingAllowance(fabric = this.fabric): void {
+    fabric?.setStaging(Math.max(0, this.config.ringMaxSize - this.config.ringSize),
+      Math.min(Math.floor(this.pinned.limit / 4), this.pinned.unreserved));
   }
 
   /** Remote hosts whose connections use kernel TCP for now: they left a REQ unanswered. */
@@ -301,6 +312,7 @@ export class VerbsHostCA {
       handle = fabric.resolve({ address: target, port: this.config.rdmaPort }, RESOLVE_TIMEOUT_MS);
     } catch (err) {
       this.pinned.release(this.pinnedPerEnd);
+      this.stagingAllowance();
       done({ kind: 'fallback', reason: ABI.fb.NO_FABRIC, why: String(err) });
       return;
     }
@@ -1008,7 +1020,10 @@ export class VerbsHostCA {
 
   /** One end's pages, if they fit the budget; the first refusal is logged, later ones counted. */
   private reservePinned(): boolean {
-    if (this.pinned.reserve(this.pinnedPerEnd)) return true;
+    if (this.pinned.reserve(this.pinnedPerEnd, this.fabric?.stagingStats().bytes ?? 0)) {
+      this.stagingAllowance();
+      return true;
+    }
     if (!this.warnedBudget) {
       this.warnedBudget = true;
       const { bytes, limit } = this.pinned.snapshot();
@@ -1021,6 +1036,7 @@ export class VerbsHostCA {
   private releasePinned(end: VerbsEndpoint): void {
     this.pinned.release(end.pinned);
     end.pinned = 0;
+    this.stagingAllowance();
   }
 
   // ---- events ---------------------------------------------------------------------------

@@ -29,6 +29,7 @@ export function pinnedLimit(configured: number, host: HostMemory): number {
 }
 
 export interface PinnedSnapshot {
+  /** what the connection ends reserved (their rings and mailboxes) */
   bytes: number;
   limit: number;
   peak: number;
@@ -36,6 +37,9 @@ export interface PinnedSnapshot {
   ends: number;
   /** ends refused because they did not fit */
   refused: number;
+  /** the agent's send buffers (chunks of registered memory for readers that lag), which take
+   * what the ends leave of the budget; absent where the budget has none */
+  staged?: { bytes: number; peak: number; refused: number };
 }
 
 export class PinnedBudget {
@@ -46,9 +50,10 @@ export class PinnedBudget {
 
   constructor(readonly limit: number) {}
 
-  /** Takes `bytes` if they fit; false (and counted) if they do not. */
-  reserve(bytes: number): boolean {
-    if (this.bytes + bytes > this.limit) {
+  /** Takes `bytes` if they fit beside `alsoPinned` (the send buffers' now); false (and
+   * counted) if they do not. */
+  reserve(bytes: number, alsoPinned = 0): boolean {
+    if (this.bytes + bytes + alsoPinned > this.limit) {
       this.refused++;
       return false;
     }
@@ -63,6 +68,11 @@ export class PinnedBudget {
     if (bytes > this.bytes || this.ends === 0) throw new Error(`pinned budget: releasing ${bytes} of ${this.bytes} reserved`);
     this.bytes -= bytes;
     this.ends--;
+  }
+
+  /** What the ends leave of the budget: the send buffers may take that much. */
+  get unreserved(): number {
+    return this.limit - this.bytes;
   }
 
   snapshot(): PinnedSnapshot {
