@@ -260,7 +260,11 @@ struct vtoe_ring_ctl {
 	VTOE_ATOMIC(uint32_t) rx_armed; /* consumer found the ring empty and wants a doorbell */
 	VTOE_ATOMIC(uint32_t) rd_shut;  /* consumer closed: it reads no more (writers get EPIPE) */
 	VTOE_ATOMIC(uint64_t) wakes;   /* doorbells rung (statistics; consumers count their own arms) */
-	uint32_t pad1[(VTOE_CACHELINE - 16) / 4];
+	/* The producing process's SO_SNDBUF as it set it (0: never set), written when it sets it:
+	 * the verbs agent's send buffer for this ring holds at most what the kernel's would. */
+	VTOE_ATOMIC(uint32_t) sndbuf;
+	uint32_t reserved;
+	uint32_t pad1[(VTOE_CACHELINE - 24) / 4];
 	/* written by the consumer, on every transfer */
 	VTOE_ATOMIC(uint64_t) tail;
 	uint32_t pad2[(2 * VTOE_CACHELINE - 8) / 4];

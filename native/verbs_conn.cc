@@ -744,9 +744,20 @@ bool VerbsConn::ring_holds_staged() const
 	return !staged_.empty() && ring_posted_end_ > completed_ && staged_end_ > completed_;
 }
 
+// What this connection may stage: its share, and no more than the kernel's send buffer would
+// hold beside the tx ring if the process set SO_SNDBUF (the kernel doubles what it is given).
+uint64_t VerbsConn::staging_cap() const
+{
+	const uint64_t asked = 2ull * tx_->sndbuf.load(RLX);
+	if (!asked)
+		return staging_.per_conn_max;
+	const uint64_t beside_ring = asked > size_ ? asked - size_ : 0;
+	return beside_ring < staging_.per_conn_max ? beside_ring : staging_.per_conn_max;
+}
+
 bool VerbsConn::add_staged_chunk(uint64_t base)
 {
-	if ((staged_.size() + 1) * size_ > staging_.per_conn_max || !staging_.take(size_))
+	if ((staged_.size() + 1) * size_ > staging_cap() || !staging_.take(size_))
 		return false;
 	void *mem = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	ibv_mr *mr = mem == MAP_FAILED ? nullptr : ibv_reg_mr(pd_, mem, size_, 0); // our HCA reads it
@@ -968,8 +979,7 @@ void VerbsConn::progress()
 			if (!post_message(WireMsg::data, sent_, to))
 				break;
 		}
-		if (may_stage_ && staging_.per_conn_max >= size_ && sent_ >= room_end &&
-		    head - tx_tail_ >= size_ / 2)
+		if (may_stage_ && staging_cap() >= size_ && sent_ >= room_end && head - tx_tail_ >= size_ / 2)
 			stage_if_stalled(head);
 		if ((fin || app_gone_) && !fin_sent_ && sent_ == head) {
 			if (fin && tx_->fin_at.load(RLX) != head) {

@@ -262,6 +262,7 @@ private:
 	void stage(uint64_t head);
 	bool add_staged_chunk(uint64_t base);
 	bool ring_holds_staged() const;
+	uint64_t staging_cap() const;
 	void release_staged(uint64_t retained);
 	const StagedChunk *staged_chunk(uint64_t pos) const;
 	void deliver(uint64_t bytes);

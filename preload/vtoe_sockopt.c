@@ -74,7 +74,8 @@ static uint32_t vtoe_opt_value(const struct vtoe_opts *o, int i)
 }
 
 /* What the verbs agent needs to judge a peer that falls silent, into our tx ring's header:
- * TCP_USER_TIMEOUT and keepalive, as the kernel would apply them (vtoe_abi.h). */
+ * TCP_USER_TIMEOUT and keepalive, as the kernel would apply them (vtoe_abi.h); and SO_SNDBUF,
+ * which bounds its send buffer. */
 static void vtoe_opts_publish(struct vtoe_conn *c)
 {
 	const struct vtoe_opts *o = &c->opts;
@@ -88,6 +89,7 @@ static void vtoe_opts_publish(struct vtoe_conn *c)
 	atomic_store(&tx->keep_intvl_s, vtoe_opt_value(o, VTOE_OPT_TCP_KEEPINTVL));
 	atomic_store(&tx->keep_cnt, vtoe_opt_value(o, VTOE_OPT_TCP_KEEPCNT));
 	atomic_store(&tx->keep_idle_s, keepalive ? vtoe_opt_value(o, VTOE_OPT_TCP_KEEPIDLE) : 0);
+	atomic_store(&tx->sndbuf, (uint32_t)o->sndbuf);
 }
 
 static void vtoe_opt_read(struct vtoe_opts *o, int kfd, int i)
@@ -133,10 +135,11 @@ static bool vtoe_opt_per_connection(int i, int family)
  * read in full.
  */
 #define VTOE_OPTS_MEMO_NS 1000000000ull
+#define VTOE_TOUCHED_BUFS (1ull << 59)   /* SO_RCVBUF, SO_SNDBUF: as the program set them */
 #define VTOE_TOUCHED_LINGER (1ull << 60)
 #define VTOE_TOUCHED_TIMEO (1ull << 61) /* SO_RCVTIMEO, SO_SNDTIMEO */
 #define VTOE_TOUCHED_OTHER (1ull << 62) /* anything else that could change what is read */
-_Static_assert(VTOE_OPT__COUNT < 60, "option bits overlap the others");
+_Static_assert(VTOE_OPT__COUNT < 59, "option bits overlap the others");
 
 struct vtoe_opts_memo {
 	int family;
@@ -153,8 +156,9 @@ static uint64_t vtoe_opt_touches(int level, int name)
 {
 	int i = vtoe_optdef_find(level, name);
 
-	if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF))
-		return 0; /* only the window clamp follows, read for each connection */
+	if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF ||
+				    name == SO_RCVBUFFORCE || name == SO_SNDBUFFORCE))
+		return VTOE_TOUCHED_BUFS; /* the window clamp follows too, read for each connection */
 	if (level == SOL_SOCKET && name == SO_LINGER)
 		return VTOE_TOUCHED_LINGER;
 	if (level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO ||
@@ -182,6 +186,19 @@ static struct vtoe_opts_memo *vtoe_opts_memo_for(struct vtoe_sock *origin, int f
 		m->at_ns = 0; /* filled once read */
 	}
 	return m;
+}
+
+/* SO_RCVBUF and SO_SNDBUF as the program set them on the socket (or on its listener). */
+static void vtoe_opts_capture_bufs(struct vtoe_opts *o, int kfd)
+{
+	int v = 0;
+	socklen_t l = sizeof(v);
+
+	if (REAL(getsockopt)(kfd, SOL_SOCKET, SO_RCVBUF, &v, &l) == 0 && v > 0)
+		o->rcvbuf = v / 2;
+	l = sizeof(v);
+	if (REAL(getsockopt)(kfd, SOL_SOCKET, SO_SNDBUF, &v, &l) == 0 && v > 0)
+		o->sndbuf = v / 2;
 }
 
 /* Read the kernel socket's options before it is replaced by the offloaded one; origin: the
@@ -214,6 +231,9 @@ void vtoe_opts_capture(struct vtoe_conn *c, int kfd, int family, struct vtoe_soc
 	if ((reread & VTOE_TOUCHED_LINGER) &&
 	    REAL(getsockopt)(kfd, SOL_SOCKET, SO_LINGER, &o->linger, &l) < 0)
 		memset(&o->linger, 0, sizeof(o->linger));
+	/* Only what the program set: the kernel's defaults would read as a small SO_SNDBUF. */
+	if (origin && (atomic_load(&origin->opts_touched) & VTOE_TOUCHED_BUFS))
+		vtoe_opts_capture_bufs(o, kfd);
 	l = sizeof(tv);
 	if ((reread & VTOE_TOUCHED_TIMEO) && REAL(getsockopt)(kfd, SOL_SOCKET, SO_RCVTIMEO, &tv, &l) == 0)
 		atomic_store(&o->rcvtimeo_us, vtoe_tv_to_us(&tv));
@@ -379,6 +399,7 @@ static int vtoe_setsockopt_conn(struct vtoe_sock *s, int level, int name, const 
 		case SO_SNDBUF:
 		case SO_SNDBUFFORCE:
 			o->sndbuf = v < 0 ? 0 : VTOE_MIN(v, 0x3fffffff);
+			vtoe_opts_publish(c);
 			return 0;
 		}
 	}

@@ -128,6 +128,74 @@ describe('a writer whose reader is not reading', () => {
   }
 });
 
+// Writes without blocking for as long as room comes back within 0.5 s (the agent's send
+// buffer makes room on verbs; a reader that reads nothing makes none), with SO_SNDBUF set
+// first if asked (SO_SNDBUFFORCE with 'force': past net.core.wmem_max, for root); prints how
+// far it got, then closes.
+const AHEAD = `
+import select, socket, sys
+port, sndbuf, force = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == 'force'
+c = socket.socket()
+if sndbuf:
+    c.setsockopt(socket.SOL_SOCKET, getattr(socket, 'SO_SNDBUFFORCE', 32) if force else socket.SO_SNDBUF, sndbuf)
+c.connect(('127.0.0.1', port))
+c.setblocking(False)
+chunk, total = b'x' * 65536, 0
+while True:
+    try:
+        total += c.send(chunk)
+    except BlockingIOError:
+        if not select.select([], [c], [], 0.5)[1]:
+            break
+print('ahead', total, flush=True)
+c.close()
+`;
+
+// Reads nothing until a line arrives on stdin, then reads to the end, counting.
+const LAZY_SINK = `
+import socket, sys
+${pyListener(1)}c, _ = l.accept()
+sys.stdin.readline()
+n = 0
+while True:
+    d = c.recv(1 << 20)
+    if not d:
+        break
+    n += len(d)
+print('sank', n, flush=True)
+`;
+
+describe('SO_SNDBUF', () => {
+  async function ahead(sndbuf: number, force = false): Promise<number> {
+    writeFileSync(join(dir, 'ahead.py'), AHEAD);
+    writeFileSync(join(dir, 'lazy-sink.py'), LAZY_SINK);
+    const env = offloadEnv(agent.socketPath);
+    const server = startProc('python3', [join(dir, 'lazy-sink.py')], env);
+    const port = Number((await server.waitLine(/^(\d+)$/))[1]);
+    const client = startProc('python3', [join(dir, 'ahead.py'), String(port), String(sndbuf), force ? 'force' : 'set'], env);
+    const n = Number((await client.waitLine(/^ahead (\d+)$/, 30_000))[1]);
+    server.child.stdin!.write('go\n');
+    await server.waitLine(new RegExp(`^sank ${n}$`), 20_000); // nothing it buffered was lost
+    return n;
+  }
+
+  it('a writer that set a small one blocks once a ring is full, as the kernel\'s small buffer would; without it, MiBs ahead', async () => {
+    // 64 KiB: the kernel's buffer would hold 128 KiB, less than a ring (256 KiB): the ring
+    // does not grow (shm), nothing is staged (verbs).
+    expect(await ahead(65536)).toBeLessThanOrEqual(256 * 1024);
+    expect(await ahead(0)).toBeGreaterThanOrEqual(2 * MiB);
+  });
+
+  // Not on shm (its ring grows to the large area or not at all); root only, for SO_SNDBUFFORCE
+  // (SO_SNDBUF is clamped to net.core.wmem_max, 208 KiB by default: less than a ring).
+  it.skipIf(!onVerbs || process.getuid?.() !== 0)('on verbs the send buffer holds what the kernel\'s would beside the ring (SO_SNDBUF doubled), no more', async () => {
+    // 512 KiB asked: the kernel holds 1 MiB; the ring takes 256 KiB, the send buffer 768 KiB.
+    const n = await ahead(512 * 1024, true);
+    expect(n).toBeGreaterThan(768 * 1024);
+    expect(n).toBeLessThanOrEqual(MiB);
+  });
+});
+
 // Reads to the end, counting, as a receiver of large messages does.
 const SINK = `
 import hashlib, socket, sys

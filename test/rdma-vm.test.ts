@@ -164,13 +164,14 @@ pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong
   // connection on kernel TCP, whose client's agent then carries the stream over the client's
   // kernel socket (4 orders and sizes, a client that closed first, a server out of descriptors).
   // And a writer whose reader is not reading gets as far as on kernel TCP (4 and 6 MiB): the
-  // agent's send buffer takes what the peer's ring cannot.
+  // agent's send buffer takes what the peer's ring cannot, as far as SO_SNDBUF lets it.
   it("the conformance and semantics suites print the kernel's facts with every connection on verbs, late fallbacks lose nothing, and writers buffer as much", async () => {
     const r = await inGuest('ulimit -n 65536; VTOE_RDMA_GUEST=1 VTOE_FABRIC=verbs node node_modules/vitest/vitest.mjs run '
       + 'test/conformance.test.ts test/shim-programs.test.ts test/e2e-servers.test.ts test/e2e-buffering.test.ts '
-      + '-t "facts(, every one)? \\(IPv[46]\\)$|late fallback|out of descriptors|a writer whose reader is not reading" --reporter=verbose', repo, 450);
+      + '-t "facts(, every one)? \\(IPv[46]\\)$|late fallback|out of descriptors|a writer whose reader is not reading|SO_SNDBUF" --reporter=verbose', repo, 450);
     expect(r.status, r.out).toBe(0);
-    expect(r.out, r.out).toMatch(/Tests\s+16 passed \| \d+ skipped/);
+    expect(r.out, r.out).toMatch(/Tests\s+18 passed \| \d+ skipped/);
+    expect(r.out).toMatch(/✓ .*on verbs the send buffer holds what the kernel's would beside the ring/);
     expect(r.out).toMatch(/✓ .*writes 4 MiB into a server that has not read yet, waiting for room in epoll-et/);
     expect(r.out).toMatch(/✓ .*echoes 2097152 bytes when the accepting child has no-preload/);
     expect(r.out).toMatch(/^\d+ facts: \d+ same$/m);
@@ -214,7 +215,7 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
 
   // Two guests joined by an Ethernet link (test/rdma-vm/run2.sh), an agent on each with one
   // cluster key: the verbs fabric between hosts, and a link flap judged against kernel TCP.
-  it('two hosts: streams both ways, a late fallback carried whole, ECONNREFUSED, a silent peer timed out as on kernel TCP (also under a writer out of credits), a killed agent never read as a clean end, a 10 s link flap ridden out whole', async () => {
+  it('two hosts: streams both ways, a late fallback carried whole, 4 MiB written before the first read, ECONNREFUSED, a silent peer timed out as on kernel TCP (also under a writer out of credits), a killed agent never read as a clean end, a 10 s link flap ridden out whole', async () => {
     await withTwoHostDir(async (rw) => {
       const r = await inTwoGuests(rw, 'sh test/rdma-vm/two-host-suite.sh', 600);
       expect(r.status, r.out).toBe(0);
@@ -224,7 +225,8 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
       const received = new Map([...results('A', 'received'), ...results('B', 'received')].map(([c, v]) => [c!, v!]));
       // late-fallback: A's listener was handed to a process without the shim, which accepted
       // on kernel TCP; B's agent carried the offloaded stream over B's kernel socket.
-      for (const c of ['b-to-a', 'a-to-b', 'late-fallback', 'no-agent', 'flap-kernel']) {
+      // buffered: B wrote 4 MiB and closed before A read a byte (B's agent buffered it).
+      for (const c of ['b-to-a', 'a-to-b', 'late-fallback', 'buffered', 'no-agent', 'flap-kernel']) {
         expect(sent.get(c), `${c}\n${r.out}`).toMatch(/^\d+ [0-9a-f]{64}$/);
         expect(received.get(c), `${c}\n${r.out}`).toBe(sent.get(c));
       }
@@ -246,8 +248,9 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
       for (const c of ['send-offload', 'send-kernel', 'keepalive-offload', 'keepalive-kernel', 'credits-offload', 'credits-kernel']) {
         expect(r.out, c).toMatch(new RegExp(`^B\\| RESULT ${c} ETIMEDOUT [0-9.]+$`, 'm'));
       }
-      // Offloaded over verbs: 7 connections at A's first agent (the two streams, the late
-      // fallback, the three silent peers and the one its death ends), 8 at B's (and the flap),
+      // Offloaded over verbs: 8 connections at A's first agent (the two streams, the late
+      // fallback, the buffered one, the three silent peers and the one its death ends), 9 at
+      // B's (and the flap),
       // the refused one REJected by A's agent and fallen back at B's; B's agent timed out its
       // three; A's counted the late fallback.
       for (const g of ['A', 'B'] as const) {
@@ -257,7 +260,7 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
           offloaded: number; peerTimeouts: number; resumes: number; fabrics: Record<string, string>;
           fallback: { reasons: Record<string, number> };
         };
-        expect(stats.offloaded, line![1]).toBe(g === 'A' ? 7 : 8);
+        expect(stats.offloaded, line![1]).toBe(g === 'A' ? 8 : 9);
         if (g === 'A') expect(stats.fallback.reasons['late-accept'], line![1]).toBe(1);
         // B's two on kernel TCP: the refused one, and no-agent (rdma_cm found nobody listening)
         if (g === 'B') expect(stats.fallback.reasons, line![1]).toEqual({ 'peer-not-offloaded': 2 });

@@ -99,6 +99,21 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     expect(after.offloaded - before.offloaded).toBe(1);
   }, 120_000);
 
+  it('counts a connection within this host once, and each of its two programs', async () => {
+    const count = (s: ReturnType<Agent['stats']>, program: string) => s.programs[program]?.offloaded ?? 0;
+    const before = agent.stats();
+    const { proc: rx, port } = await sink();
+    const tx = startProc('python3', ['-c', 'import socket, sys\n'
+      + 'c = socket.create_connection((sys.argv[1], int(sys.argv[2])))\nc.sendall(b"x" * 100000)\nc.close()', HOST, String(port)], env());
+    expect((await tx.exited).code, tx.stderr()).toBe(0);
+    expect((await rx.exited).code, rx.stdout() + rx.stderr()).toBe(0);
+    expect(lastLine(rx)).toMatch(/^DONE 100000 /);
+    const after = agent.stats();
+    expect(after.offloaded - before.offloaded).toBe(1);
+    expect(count(after, 'python3') - count(before, 'python3')).toBe(1);
+    expect(count(after, 'stream-roles') - count(before, 'stream-roles')).toBe(1);
+  }, 120_000);
+
   // Adaptive polling (VTOE_VERBS_SPIN_US): traffic opens polling windows where a CPU is to
   // spare (the Soft-RoCE guest has two), and once the traffic stops the agent polls nothing:
   // an idle connection costs no CPU.
@@ -185,12 +200,14 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     let maxInFlight = 0;
     let maxUnconsumed = 0;
     let maxStaged = 0;
+    let maxSendQ = 0;
     const broken: string[] = [];
     const watch = setInterval(() => {
       const rows = agent.sockets().filter((r) => r.fabric === 'verbs');
       const a = rows.find((r) => r.pid === tx.child.pid);
       const p = rows.find((r) => r.pid === rx.child.pid);
       if (a && p) maxInFlight = Math.max(maxInFlight, a.bytesSent - p.bytesReceived);
+      if (a) maxSendQ = Math.max(maxSendQ, a.sendQ);
       // `vtoe ss --json`'s data path: what the peer's ring holds is at most a ring; the tx ring
       // is freed only as far as the peer consumed and our HCA completed, or as far as the
       // send buffer took the bytes; the reader never reports more than it delivered.
@@ -219,6 +236,8 @@ describe.skipIf(!device)(`verbs fabric on ${device ?? 'no device'}`, () => {
     expect(maxInFlight).toBeGreaterThan(2 * 65536);
     expect(maxInFlight).toBeLessThanOrEqual(6 * 65536);
     expect(maxStaged, 'ss saw the send buffer in use').toBeGreaterThan(0);
+    // ss's Send-Q counts what the send buffer holds: all the writer wrote that is unread
+    expect(maxSendQ).toBeGreaterThan(2 * 65536);
     expect(agent.stats().pinned!.staged!.peak).toBeGreaterThanOrEqual(Math.max(stagedBefore, maxStaged));
     expect(broken).toEqual([]);
     expect(maxUnconsumed, 'ss saw the writer waiting for its slow reader').toBeGreaterThan(0);

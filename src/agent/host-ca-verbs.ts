@@ -822,7 +822,10 @@ export class VerbsHostCA {
         const info = this.passive.get(end);
         if (!info) return;
         info.authenticated = true;
+        // Between hosts each agent counts the connection and its own program; within this
+        // host the active end counted the connection, and the listener's program joins it.
         if (!info.fromThisHost) this.counters.connectionOffloaded([info.program]);
+        else this.counters.programJoined(info.program, this.activeProgramsOf(info.peer));
         this.watchLateAccepts();
         return this.retryClaims(info.key);
       }
@@ -1110,6 +1113,15 @@ export class VerbsHostCA {
     this.fabric!.close();
     this.fabric = null;
     this.host.fabricLost();
+  }
+
+  /** The program of this host's active end of the connection a REQ asked for (by its TCP
+   * ports; none found: it is not here). */
+  private activeProgramsOf(req: ReqData): string[] {
+    for (const e of this.ends.values()) {
+      if (e.side === 0 && e.local?.port === req.srcPort && e.remote?.port === req.dstPort) return [e.program];
+    }
+    return [];
   }
 
   /** Never let one connection's surprise stop the fabric: log it and fail that connection. */

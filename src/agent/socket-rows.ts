@@ -32,9 +32,10 @@ export function formatAddress(a: SockAddr | null | undefined): string {
 }
 
 /** One end's queues from its two rings: tx (it produces) and rx (it consumes). On the verbs
- * fabric the agent publishes the tx tail once the peer has consumed, so sendQ is what is unacked. */
-function queues(tx: { head: number; tail: number }, rx: { head: number; tail: number }): { recvQ: number; sendQ: number } {
-  return { recvQ: rx.head - rx.tail, sendQ: tx.head - tx.tail };
+ * fabric what the peer has consumed (`acked`) says what is unacked, since the agent frees the
+ * tx ring past bytes it holds in its send buffer. */
+function queues(tx: { head: number; tail: number }, rx: { head: number; tail: number }, acked = tx.tail): { recvQ: number; sendQ: number } {
+  return { recvQ: rx.head - rx.tail, sendQ: tx.head - Math.min(acked, tx.head) };
 }
 
 export function socketRows(core: CoreCA): SocketRow[] {
@@ -70,7 +71,7 @@ export function socketRows(core: CoreCA): SocketRow[] {
     rows.push({
       sid: end.sid, cid: end.cid.toString(), fabric: 'verbs', tcp: end.tcp, cm: end.cm, qp: end.qp,
       bytesSent: c?.rings[end.side].head ?? 0, bytesReceived: c?.rings[1 - end.side]!.tail ?? 0,
-      ...(c ? queues(c.rings[end.side], c.rings[1 - end.side]!) : { recvQ: 0, sendQ: 0 }),
+      ...(c ? queues(c.rings[end.side], c.rings[1 - end.side]!, c.dataPath.peerConsumed) : { recvQ: 0, sendQ: 0 }),
       doorbells: c?.rings[1 - end.side]!.wakes ?? 0,
       local: formatAddress(end.local), peer: formatAddress(end.remote),
       pid: end.pid, program: end.program,

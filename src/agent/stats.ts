@@ -91,6 +91,12 @@ export class AgentCounters {
     for (const name of new Set(programs)) this.program(name).offloaded++;
   }
 
+  /** The other program of a connection counted already (connectionOffloaded(alreadyCounted)),
+   * when it becomes known later: a program counts once per connection, as there. */
+  programJoined(program: string, alreadyCounted: readonly string[]): void {
+    if (!alreadyCounted.includes(program)) this.program(program).offloaded++;
+  }
+
   fallback(reason: string, program = '?', count = 1): void {
     this.fallbackReasons.set(reason, (this.fallbackReasons.get(reason) ?? 0) + count);
     const p = this.program(program);

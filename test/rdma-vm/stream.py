@@ -2,9 +2,10 @@
 
   stream.py recv PORT CASE RW [PAUSE_AT]
                                   accepts one connection and reads it to its end; with PAUSE_AT,
-                                  stops reading once it has that many bytes, creates RW/a.CASE-paused
-                                  and resumes when the FIFO /tmp/CASE.resume is written (so the
-                                  sender is blocked, mid-stream, for as long as the fault takes)
+                                  stops reading once it has that many bytes (0: before it reads),
+                                  creates RW/a.CASE-paused and resumes when the FIFO
+                                  /tmp/CASE.resume is written (so the sender is blocked, mid-stream,
+                                  for as long as the fault takes)
   stream.py recv-fd FD CASE RW     the same on one connection accepted from the listener FD
   stream.py send HOST PORT CASE BYTES
 Prints "RESULT CASE received|sent BYTES SHA256" when the stream ended cleanly, or
@@ -37,6 +38,9 @@ def recv(port, case, rw, pause_at=None):
 
 def read_to_end(conn, case, rw, pause_at=None):
     digest, n = hashlib.sha256(), 0
+    if pause_at == 0:
+        pause(case, rw)
+        pause_at = None
     with open(f"/tmp/{case}.bin", "wb") as out:  # its size is what flap_after watches
         try:
             while True:

@@ -8,7 +8,9 @@
 #   RESULT stats <json>                             this agent's counters (A: before its agent is
 #                                                   killed; B: at the end)
 # Cases: b-to-a and a-to-b (16 MiB each way); late-fallback (4 MiB from B to a listener on A
-# whose connection a process without the shim accepts: test/rdma-vm/late-fallback.py); refused; A falling silent for good under a sender
+# whose connection a process without the shim accepts: test/rdma-vm/late-fallback.py); buffered
+# (B writes 4 MiB and closes before A reads a byte: B's agent buffers what A's ring cannot take,
+# as kernel TCP's buffers would); refused; A falling silent for good under a sender
 # with TCP_USER_TIMEOUT, under a reader with keepalive, and under a writer that has waited for
 # credits (test/rdma-vm/silent-peer.py), offloaded and on kernel TCP; agent-killed: A's agent is
 # killed (SIGKILL) under an offloaded stream from B, so its QPs go with it: neither end may read
@@ -60,6 +62,12 @@ if [ "$GUEST" = a ]; then
   # Late fallback: a child without the shim accepts the offloaded listener's connection on
   # kernel TCP; B's agent must carry B's offloaded stream over B's kernel socket, whole.
   offloaded python3 test/rdma-vm/late-fallback.py 5010 late-fallback "$RW" || fail "late-fallback: the receiver failed"
+  rm -f /tmp/buffered.resume && mkfifo /tmp/buffered.resume
+  offloaded python3 test/rdma-vm/stream.py recv 5011 buffered "$RW" 0 & rx=$!
+  peer_mark buffered-written 120
+  echo > /tmp/buffered.resume
+  wait $rx || fail "buffered: the receiver failed"
+  rm -f /tmp/buffered.resume
   peer_mark refused-done
   port=5004
   for c in $silent_cases; do
@@ -104,6 +112,9 @@ else
   receive a-to-b 5002; received a-to-b
   peer_mark late-fallback-listening
   offloaded python3 test/rdma-vm/stream.py send "$PEER" 5010 late-fallback 4194304 || fail "late-fallback: the sender failed"
+  peer_mark buffered-listening
+  offloaded python3 test/rdma-vm/stream.py send "$PEER" 5011 buffered 4194304 || fail "buffered: the sender failed"
+  mark buffered-written
   offloaded python3 -c '
 import errno, socket, sys
 s = socket.socket()
