@@ -6,11 +6,12 @@
 #  - AHEAD: how far a writer gets before it blocks while its reader reads nothing (a nonblocking
 #    send until EAGAIN), with kernel TCP in the same round for reference;
 #  - STREAM: 64 KiB stream bandwidth (vtoe-pingpong stream, 2 s) to a reader that keeps up,
-#    where the send buffer must cost nothing.
+#    where the send buffer must cost nothing, and the most it held meanwhile (STREAM-STAGED).
 # Run from the repository's root:
 #   d=$(mktemp -d); VTOE_RXE_TIMEOUT=900 test/rdma-vm/run.sh -w $d -- sh bench/verbs-buffering.sh
 # Prints:
 #   AHEAD <round> <way> <bytes>          STREAM <round> <way> <Gbit/s>
+#   STREAM-STAGED <round> <way> <bytes the send buffers held at most during the stream>
 #   AHEAD-MEDIAN <way> <bytes>           STREAM-MEDIAN <way> <Gbit/s>     STREAM-RATIO on/off <x>
 set -u
 repo=$PWD
@@ -32,22 +33,6 @@ sys.stdin.readline()
 while c.recv(1 << 20):
     pass
 EOF
-# Writes without blocking for as long as the socket becomes writable again within 0.5 s (room
-# the agent makes by staging counts; a reader that reads nothing makes none).
-cat > "$out/ahead.py" <<'EOF'
-import select, socket, sys
-c = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
-c.setblocking(False)
-chunk, total = b'x' * 65536, 0
-while True:
-    try:
-        total += c.send(chunk)
-    except BlockingIOError:
-        if not select.select([], [c], [], 0.5)[1]:
-            break
-print(total, flush=True)
-c.close()
-EOF
 
 start_agent() { # ring-max-size
   rm -f "$sock"
@@ -67,7 +52,7 @@ ahead() { # env...: bytes a writer got out before blocking
   lazy=$!
   exec 3> "$out/go"
   while ! grep -q READY "$out/lazy.out"; do sleep 0.05; done
-  env "$@" python3 "$out/ahead.py" "$(sed -n 's/^READY //p' "$out/lazy.out")"
+  env "$@" python3 "$repo/bench/write-ahead.py" "$(sed -n 's/^READY //p' "$out/lazy.out")" | sed -n 's/^ahead //p'
   echo go >&3
   exec 3>&-
   wait "$lazy"
@@ -89,8 +74,11 @@ for r in $(seq 1 "$rounds"); do
   echo "AHEAD $r kernel-tcp $(ahead X=1)"
   for way in on off; do
     if [ $way = on ]; then start_agent 4194304; else start_agent 0; fi
-    echo "AHEAD $r $way $(ahead LD_PRELOAD="$shim" VTOE_AGENT_SOCKET="$sock")"
     echo "STREAM $r $way $(stream LD_PRELOAD="$shim" VTOE_AGENT_SOCKET="$sock")"
+    # what the stream put into the send buffer (a reader that keeps up: nothing, or little)
+    echo "STREAM-STAGED $r $way $(node "$repo/bin/vtoe.js" stats --socket "$sock" --json |
+      node -p 'JSON.parse(require("fs").readFileSync(0)).pinned?.staged?.peak ?? 0')"
+    echo "AHEAD $r $way $(ahead LD_PRELOAD="$shim" VTOE_AGENT_SOCKET="$sock")"
     stop_agent
   done
 done | tee "$out/all"

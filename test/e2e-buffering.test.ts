@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
@@ -116,6 +117,9 @@ async function exchange(n: number, mode: string, serverWaits: boolean): Promise<
 // In the RDMA guest (test/rdma-vm.test.ts) the same cases run with every connection on verbs.
 const onVerbs = process.env.VTOE_FABRIC === 'verbs';
 
+// How far a writer gets before it blocks while its reader reads nothing (prints "ahead N").
+const AHEAD = fileURLToPath(new URL('../bench/write-ahead.py', import.meta.url));
+
 describe('a writer whose reader is not reading', () => {
   it('writes 6 MiB before reading its echo (both directions buffer)', async () => {
     await exchange(6 * MiB, 'blocking', false);
@@ -127,29 +131,6 @@ describe('a writer whose reader is not reading', () => {
     });
   }
 });
-
-// Writes without blocking for as long as room comes back within 0.5 s (the agent's send
-// buffer makes room on verbs; a reader that reads nothing makes none), with SO_SNDBUF set
-// first if asked (SO_SNDBUFFORCE with 'force': past net.core.wmem_max, for root); prints how
-// far it got, then closes.
-const AHEAD = `
-import select, socket, sys
-port, sndbuf, force = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == 'force'
-c = socket.socket()
-if sndbuf:
-    c.setsockopt(socket.SOL_SOCKET, getattr(socket, 'SO_SNDBUFFORCE', 32) if force else socket.SO_SNDBUF, sndbuf)
-c.connect(('127.0.0.1', port))
-c.setblocking(False)
-chunk, total = b'x' * 65536, 0
-while True:
-    try:
-        total += c.send(chunk)
-    except BlockingIOError:
-        if not select.select([], [c], [], 0.5)[1]:
-            break
-print('ahead', total, flush=True)
-c.close()
-`;
 
 // Reads nothing until a line arrives on stdin, then reads to the end, counting.
 const LAZY_SINK = `
@@ -167,12 +148,11 @@ print('sank', n, flush=True)
 
 describe('SO_SNDBUF', () => {
   async function ahead(sndbuf: number, force = false): Promise<number> {
-    writeFileSync(join(dir, 'ahead.py'), AHEAD);
     writeFileSync(join(dir, 'lazy-sink.py'), LAZY_SINK);
     const env = offloadEnv(agent.socketPath);
     const server = startProc('python3', [join(dir, 'lazy-sink.py')], env);
     const port = Number((await server.waitLine(/^(\d+)$/))[1]);
-    const client = startProc('python3', [join(dir, 'ahead.py'), String(port), String(sndbuf), force ? 'force' : 'set'], env);
+    const client = startProc('python3', [AHEAD, String(port), String(sndbuf), force ? 'force' : 'set'], env);
     const n = Number((await client.waitLine(/^ahead (\d+)$/, 30_000))[1]);
     server.child.stdin!.write('go\n');
     await server.waitLine(new RegExp(`^sank ${n}$`), 20_000); // nothing it buffered was lost
