@@ -757,17 +757,26 @@ uint64_t VerbsConn::staging_cap() const
 
 bool VerbsConn::add_staged_chunk(uint64_t base)
 {
-	if ((staged_.size() + 1) * size_ > staging_cap() || !staging_.take(size_))
-		return false;
-	void *mem = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	ibv_mr *mr = mem == MAP_FAILED ? nullptr : ibv_reg_mr(pd_, mem, size_, 0); // our HCA reads it
-	if (!mr) {
-		if (mem != MAP_FAILED)
-			munmap(mem, size_);
-		staging_.give(size_);
-		staging_.refused++;
-		return false; // the writer waits for the peer's reader, as without staging
+	if ((staged_.size() + 1) * size_ > staging_cap())
+		return false; // its share is full: the writer waits, as on a full kernel send buffer
+	ibv_mr *mr = nullptr;
+	void *mem = MAP_FAILED;
+	if (staging_.take(size_)) {
+		mem = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		mr = mem == MAP_FAILED ? nullptr : ibv_reg_mr(pd_, mem, size_, 0); // our HCA reads it
+		if (!mr) {
+			if (mem != MAP_FAILED)
+				munmap(mem, size_);
+			staging_.give(size_);
+		}
 	}
+	if (!mr) { // the writer waits for the peer's reader, as without staging
+		if (!staging_refused_)
+			staging_.refused++;
+		staging_refused_ = true;
+		return false;
+	}
+	staging_refused_ = false;
 	staged_.push_back({static_cast<uint8_t *>(mem), mr, base});
 	return true;
 }
@@ -784,6 +793,7 @@ void VerbsConn::release_staged(uint64_t retained)
 		munmap(c.data, size_);
 		staging_.give(size_);
 		staged_.pop_front();
+		staging_refused_ = false;
 	}
 }
 

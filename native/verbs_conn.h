@@ -55,14 +55,14 @@ struct SendStaging {
 	uint64_t per_conn_max = 0; // bytes one connection may stage (0: never)
 	uint64_t allowance = 0;    // bytes all of them may hold together
 	uint64_t used = 0, peak = 0;
-	uint64_t refused = 0; // chunks not taken: the allowance was spent, or registration failed
+	// times a connection's send buffer could not grow when it had to (the allowance was spent,
+	// or registration failed), counted once until it grows or shrinks again
+	uint64_t refused = 0;
 
 	bool take(uint64_t bytes)
 	{
-		if (used + bytes > allowance) {
-			refused++;
+		if (used + bytes > allowance)
 			return false;
-		}
 		used += bytes;
 		if (used > peak)
 			peak = used;
@@ -346,6 +346,7 @@ private:
 	// Only once a process holds the passive end: before, a late fallback hands the client's
 	// bytes to a relay from the tx ring (hand_over), so they must all be there.
 	bool may_stage_ = false;
+	bool staging_refused_ = false; // counted in SendStaging::refused already
 	// Staging waits until the peer's reader has read nothing for kStallNs with its ring full
 	// of our bytes: a reader that only lags (each report a quarter ring later) costs no copy.
 	static constexpr uint64_t kStallNs = 10'000'000;

@@ -40,7 +40,7 @@ function pinnedLines(s: StatsSnapshot): string[] {
     + `(peak ${formatBytes(p.peak)}); ends refused for the budget: ${p.refused}`];
   if (p.staged) {
     lines.push(`pinned for send buffers (readers that lag): ${formatBytes(p.staged.bytes)} (peak ${formatBytes(p.staged.peak)}); `
-      + `chunks refused: ${p.staged.refused}`);
+      + `short of the budget: ${p.staged.refused} times`);
   }
   return lines;
 }

@@ -50,7 +50,8 @@ export interface SpinStats {
   caught: number;
 }
 
-/** Send staging: bytes the connections' send buffers pin now, at most, and chunks refused. */
+/** Send staging: bytes the connections' send buffers pin now, at most, and how often one
+ * could not grow when it had to (the budget spent, or registration failed). */
 export interface StagingStats {
   bytes: number;
   peak: number;

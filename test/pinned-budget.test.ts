@@ -94,7 +94,7 @@ describe('vtoe stats shows the budget', () => {
   it('with the send buffers on a line of their own', () => {
     const text = formatStats(stats({ bytes: 0, limit: 192 * MiB, peak: 0, ends: 0, refused: 0,
       staged: { bytes: 3 * 262144, peak: 15 * 262144, refused: 2 } }));
-    expect(text).toContain('pinned for send buffers (readers that lag): 768 KiB (peak 3.8 MiB); chunks refused: 2');
+    expect(text).toContain('pinned for send buffers (readers that lag): 768 KiB (peak 3.8 MiB); short of the budget: 2 times');
   });
 
   it('not at all without the verbs fabric', () => {
