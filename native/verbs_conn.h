@@ -227,12 +227,13 @@ public:
 private:
 	// Send staging.  The peer's rx ring has our ring's size, so without help a writer whose
 	// reader is not reading blocks once one ring's worth is out, where kernel TCP takes a few
-	// MiB.  So when the peer's ring is full and the process's tx ring half full, the agent
-	// copies the ring's bytes into chunks of registered memory of its own (a ring's size each,
-	// at most SendStaging::per_conn_max in all), hands the ring's space back to the writer,
-	// and sends those bytes from the chunks as the peer reads.  A chunk goes once the peer has
-	// read all of it.  The chunks hold [staged_.front().base, staged_end_) of the stream,
-	// contiguous; the tx ring holds [tx_tail_, head).
+	// MiB.  So when the peer's ring is full, the process's tx ring half full and the reader
+	// has stalled (kStallNs), the agent copies the ring's bytes into chunks of registered
+	// memory of its own (a ring's size each, at most staging_cap() in all: its share, or less
+	// for a process that set SO_SNDBUF), hands the ring's space back to the writer, and sends
+	// those bytes from the chunks as the peer reads.  A chunk goes once the peer has read all
+	// of it.  The chunks hold [staged_.front().base, staged_end_) of the stream, contiguous;
+	// the tx ring holds [tx_tail_, head).
 	struct StagedChunk {
 		uint8_t *data;
 		ibv_mr *mr;
