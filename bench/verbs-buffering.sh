@@ -21,19 +21,6 @@ rounds=${ROUNDS:-3}
 out=$(mktemp -d)
 sock=$out/agent.sock
 
-# Listens, accepts, reads nothing until told on stdin (a line), then drains and exits.
-cat > "$out/lazy.py" <<'EOF'
-import socket, sys
-l = socket.socket()
-l.bind(('127.0.0.1', 0))
-l.listen(1)
-print('READY', l.getsockname()[1], flush=True)
-c, _ = l.accept()
-sys.stdin.readline()
-while c.recv(1 << 20):
-    pass
-EOF
-
 start_agent() { # ring-max-size
   rm -f "$sock"
   VTOE_FABRIC=verbs VTOE_RING_MAX_SIZE=$1 VTOE_AGENT_SOCKET=$sock node "$repo/bin/vtoe.js" agent > "$out/agent.log" 2>&1 &
@@ -48,7 +35,7 @@ stop_agent() { kill "$agent"; wait "$agent" 2>/dev/null; }
 
 ahead() { # env...: bytes a writer got out before blocking
   mkfifo "$out/go"
-  env "$@" python3 "$out/lazy.py" < "$out/go" > "$out/lazy.out" &
+  env "$@" python3 "$repo/bench/lazy-sink.py" < "$out/go" > "$out/lazy.out" &
   lazy=$!
   exec 3> "$out/go"
   while ! grep -q READY "$out/lazy.out"; do sleep 0.05; done

@@ -90,6 +90,8 @@ const MiB = 1 << 20;
 const onVerbs = process.env.VTOE_FABRIC === 'verbs';
 // How far a writer gets before it blocks while its reader reads nothing (prints "ahead N").
 const AHEAD = fileURLToPath(new URL('../bench/write-ahead.py', import.meta.url));
+// Reads nothing until a line arrives on stdin, then to the end (prints "READY port", "sank N").
+const LAZY_SINK = fileURLToPath(new URL('../bench/lazy-sink.py', import.meta.url));
 
 async function exchange(n: number, mode: string, serverWaits: boolean): Promise<void> {
   const env = offloadEnv(agent.socketPath);
@@ -130,26 +132,11 @@ describe('a writer whose reader is not reading', () => {
   }
 });
 
-// Reads nothing until a line arrives on stdin, then reads to the end, counting.
-const LAZY_SINK = `
-import socket, sys
-${pyListener(1)}c, _ = l.accept()
-sys.stdin.readline()
-n = 0
-while True:
-    d = c.recv(1 << 20)
-    if not d:
-        break
-    n += len(d)
-print('sank', n, flush=True)
-`;
-
 describe('SO_SNDBUF', () => {
   async function ahead(sndbuf: number, force = false, enough = 0): Promise<number> {
-    writeFileSync(join(dir, 'lazy-sink.py'), LAZY_SINK);
     const env = offloadEnv(agent.socketPath);
-    const server = startProc('python3', [join(dir, 'lazy-sink.py')], env);
-    const port = Number((await server.waitLine(/^(\d+)$/))[1]);
+    const server = startProc('python3', [LAZY_SINK], env);
+    const port = Number((await server.waitLine(/^READY (\d+)$/))[1]);
     const client = startProc('python3', [AHEAD, String(port), String(sndbuf), force ? 'force' : 'set', ...(enough ? [String(enough)] : [])], env);
     const n = Number((await client.waitLine(/^ahead (\d+)$/, 30_000))[1]);
     server.child.stdin!.write('go\n');
