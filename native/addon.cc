@@ -1,5 +1,6 @@
-// vtoe_native: the agent's native half.  Exports ControlServer, ShmConnection, ListenerPage,
-// abiConstants, probeVerbs, tcpPeerAccepted, tcpSocketIdentity, tcpListening, notifyService.
+// vtoe_native: the agent's native half.  Exports ControlServer, ShmConnection, ShmRegionPool,
+// ListenerPage, abiConstants, probeVerbs, tcpPeerAccepted, tcpSocketIdentity, tcpListening,
+// notifyService.
 #include <napi.h>
 
 #include "bindings.h"
@@ -10,6 +11,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports)
 {
 	exports.Set("ControlServer", vtoe::define_control_server(env));
 	exports.Set("ShmConnection", vtoe::define_shm_connection(env));
+	exports.Set("ShmRegionPool", vtoe::define_shm_region_pool(env));
 	exports.Set("ListenerPage", vtoe::define_listener_page(env));
 	exports.Set("abiConstants", Napi::Function::New(env, vtoe::abi_constants, "abiConstants"));
 	exports.Set("probeVerbs", Napi::Function::New(env, vtoe::probe_verbs_js, "probeVerbs"));

@@ -10,6 +10,8 @@ namespace vtoe {
 Napi::Function define_control_server(Napi::Env env);
 // class ShmConnection (js_shm_connection.cc)
 Napi::Function define_shm_connection(Napi::Env env);
+// class ShmRegionPool (js_shm_region_pool.cc)
+Napi::Function define_shm_region_pool(Napi::Env env);
 // class ListenerPage (listener_page.cc)
 Napi::Function define_listener_page(Napi::Env env);
 // abiConstants(): the header's constants by their C names (abi_constants.cc)

@@ -8,6 +8,7 @@
 #include "fd_watch.h"
 #include "js_boundary.h"
 #include "js_handlers.h"
+#include "js_shm_region_pool.h"
 #include "shm_connection.h"
 #include "shm_relay.h"
 
@@ -39,7 +40,7 @@ public:
 				   });
 	}
 
-	// new ShmConnection(ringSize: number, cid: bigint, ringLarge = 0)
+	// new ShmConnection(ringSize: number, cid: bigint, ringLarge = 0, pool?: ShmRegionPool)
 	explicit JsShmConnection(const Napi::CallbackInfo &info) : ObjectWrap(info)
 	{
 		Napi::Env env = info.Env();
@@ -55,8 +56,12 @@ public:
 		uint32_t ring_large = info[2].IsUndefined()
 					      ? 0
 					      : static_cast<uint32_t>(js_integer(info[2], "ringLarge", 0, UINT32_MAX));
+		ShmRegionPool *pool = shm_region_pool_of(info[3]);
 		connection_ = at_js_boundary(env, [&] {
-			return std::make_unique<ShmConnection>(ring_size, ring_large, cid);
+			std::unique_ptr<ShmConnection> made;
+			if (pool)
+				made = pool->take(ring_size, ring_large, cid);
+			return made ? std::move(made) : std::make_unique<ShmConnection>(ring_size, ring_large, cid);
 		});
 	}
 

@@ -128,6 +128,13 @@ interface NativeShmConnection {
   readonly closed: boolean;
 }
 
+interface NativeShmRegionPool {
+  close(): void;
+  readonly ready: number;
+  readonly taken: number;
+  readonly failures: number;
+}
+
 interface NativeListenerPage {
   setWaiting(n: number): void;
   close(): void;
@@ -137,7 +144,8 @@ interface NativeListenerPage {
 interface NativeAddon {
   ControlServer: new (path: string, handlers: ControlHandlers) => NativeControlServer;
   ListenerPage: new () => NativeListenerPage;
-  ShmConnection: new (ringSize: number, cid: bigint, ringLarge?: number) => NativeShmConnection;
+  ShmConnection: new (ringSize: number, cid: bigint, ringLarge?: number, pool?: NativeShmRegionPool) => NativeShmConnection;
+  ShmRegionPool: new (ringSize: number, ringLarge: number, depth: number) => NativeShmRegionPool;
   abiConstants(): Record<string, number>;
   probeVerbs(): VerbsProbe;
   tcpPeerAccepted(fd: number): number;
@@ -360,6 +368,45 @@ export class ListenerPage {
   }
 }
 
+/**
+ * Connection regions made ahead of time by a thread of the addon, so that a CONNECT's reply
+ * does not wait for a dozen system calls on the event loop.  It keeps `depth` made (each holds
+ * a memfd and four socket descriptors) and sleeps while full.
+ */
+export class ShmRegionPool {
+  readonly #native: NativeShmRegionPool;
+
+  constructor(readonly ringSize: number, readonly ringLarge: number, depth: number) {
+    const { ShmRegionPool: Native } = loadAddon();
+    this.#native = native(() => new Native(ringSize, ringLarge, depth));
+  }
+
+  /** @internal for ShmConnection */
+  get handle(): NativeShmRegionPool {
+    return this.#native;
+  }
+
+  /** Made and waiting. */
+  get ready(): number {
+    return this.#native.ready;
+  }
+
+  /** Connections that got a region made ahead. */
+  get taken(): number {
+    return this.#native.taken;
+  }
+
+  /** Times the thread could not make one (descriptors or memory short); it waits for a take. */
+  get failures(): number {
+    return this.#native.failures;
+  }
+
+  /** Stops the thread and closes what it made.  Idempotent. */
+  close(): void {
+    this.#native.close();
+  }
+}
+
 /** The region and doorbells of one shm-fabric connection. */
 export class ShmConnection {
   readonly #native: NativeShmConnection;
@@ -367,11 +414,12 @@ export class ShmConnection {
   /**
    * ringSize: each ring's small area; ringLarge: the large area a ring moves to when its
    * reader lags (0: none).  Throws VtoeSystemError EINVAL unless ringSize is a power of two in
-   * 4 KiB..64 MiB and ringLarge is 0 or a larger power of two within the same bound.
+   * 4 KiB..64 MiB and ringLarge is 0 or a larger power of two within the same bound.  With a
+   * pool of the same sizes, a region it made is taken if one is ready.
    */
-  constructor(ringSize: number, cid: bigint, ringLarge = 0) {
+  constructor(ringSize: number, cid: bigint, ringLarge = 0, pool?: ShmRegionPool) {
     const { ShmConnection: Native } = loadAddon();
-    this.#native = native(() => new Native(ringSize, cid, ringLarge));
+    this.#native = native(() => new Native(ringSize, cid, ringLarge, pool?.handle));
   }
 
   /** [memfd, app fd of `side`, bell of the other side]: what a reply for `side` carries. */

@@ -2,16 +2,17 @@
 // client (test/c/ctl-client.c) that speaks the control protocol, well and badly.
 // Every wait is on a real signal: a line from the client, a handler call, a process exit.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { fstatSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { fstatSync, mkdtempSync, readdirSync, readlinkSync, readSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ABI, VTOE_ABI_VERSION, abiConstantTable, eventName, fabricName, opName, reasonName, reasonValue, ringSizeValid } from '../src/abi.js';
+import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { ABI, VTOE_ABI_VERSION, VTOE_REGION_MAGIC, abiConstantTable, eventName, fabricName, opName, reasonName, reasonValue, ringSizeValid } from '../src/abi.js';
 import { VtoeSystemError } from '../src/errors.js';
 import {
   ControlServer,
   ShmConnection,
+  ShmRegionPool,
   abiConstants,
   type ControlHandlers,
   type CtlRequest,
@@ -324,6 +325,64 @@ describe('ShmConnection', () => {
     expect(memfdCount()).toBe(before);
     expect((thrown(() => conn.counters()) as VtoeSystemError).code).toBe('EBADF');
     expect((thrown(() => conn.fdsFor(1)) as VtoeSystemError).code).toBe('EBADF');
+  });
+});
+
+describe('ShmRegionPool', () => {
+  /** The magic and the cid a region's header holds (struct vtoe_conn_region). */
+  const header = (conn: ShmConnection): { magic: number; cid: bigint } => {
+    const bytes = Buffer.alloc(24);
+    readSync(conn.regionFd(), bytes, 0, 24, 0);
+    return { magic: bytes.readUInt32LE(0), cid: bytes.readBigUInt64LE(16) };
+  };
+
+  it('makes regions ahead on its own thread, hands one out with its cid, makes the next, and closes the spares', async () => {
+    const pool = new ShmRegionPool(8192, 1 << 20, 2);
+    cleanups.push(() => pool.close());
+    await vi.waitFor(() => expect(pool.ready).toBe(2));
+    const conn = new ShmConnection(8192, 0x1234_5678_9abcn, 1 << 20, pool);
+    cleanups.push(() => conn.close());
+    expect(pool.taken).toBe(1); // one of the two, not one made here
+    expect(header(conn)).toEqual({ magic: VTOE_REGION_MAGIC, cid: 0x1234_5678_9abcn });
+    expect(conn.mappedBytes).toBe(4096 + 2 * 8192 + 2 * (1 << 20) + 2 * 4 * 8192);
+    expect(conn.residentBytes).toBe(4096);
+    expect(conn.fdsFor(0)).toHaveLength(3);
+    expect(conn.counters().rings[0]).toMatchObject({ head: 0, tail: 0, reset: false });
+    await vi.waitFor(() => expect(pool.ready).toBe(2)); // the next one, made ahead again
+    // The thread sleeps now (the pool is full).  Counted only within this synchronous stretch:
+    // earlier tests' unclosed connections may be finalized during an await.
+    const atThree = memfdCount();
+    pool.close();
+    pool.close();
+    expect(pool.ready).toBe(0);
+    expect(memfdCount()).toBe(atThree - 2); // the spares closed, the connection's kept
+    // Closed: connections are made on the caller's thread, as without a pool.
+    const later = new ShmConnection(8192, 7n, 1 << 20, pool);
+    expect(pool.taken).toBe(1);
+    expect(header(later).cid).toBe(7n);
+    later.close();
+    expect(pool.failures).toBe(0);
+  });
+
+  it('hands out only regions of its own sizes', async () => {
+    const pool = new ShmRegionPool(8192, 0, 1);
+    cleanups.push(() => pool.close());
+    await vi.waitFor(() => expect(pool.ready).toBe(1));
+    const other = new ShmConnection(16384, 9n, 0, pool);
+    cleanups.push(() => other.close());
+    expect(other.mappedBytes).toBe(4096 + 2 * 16384);
+    expect(header(other).cid).toBe(9n);
+    expect(pool.taken).toBe(0);
+    expect(pool.ready).toBe(1);
+  });
+
+  it('refuses sizes a connection would refuse, a depth outside 1..64, and anything but a pool', () => {
+    expect((thrown(() => new ShmRegionPool(6144, 0, 2)) as VtoeSystemError).code).toBe('EINVAL');
+    expect((thrown(() => new ShmRegionPool(8192, 8192, 2)) as VtoeSystemError).code).toBe('EINVAL');
+    expect(() => new ShmRegionPool(8192, 0, 0)).toThrow(RangeError);
+    expect(() => new ShmRegionPool(8192, 0, 65)).toThrow(RangeError);
+    const fake = { handle: {} } as unknown as ShmRegionPool;
+    expect(() => new ShmConnection(8192, 1n, 0, fake)).toThrow(/pool must be a ShmRegionPool/);
   });
 });
 

@@ -847,6 +847,7 @@ export class CoreCA {
   releaseAll(): void {
     this.stopLateAcceptScan();
     for (const conn of [...this.connections.values()]) this.discard(conn);
+    this.shm.close();
   }
 
   private noteFallback(proc: ProcessRecord, req: CtlRequest): void {

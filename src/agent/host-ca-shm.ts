@@ -2,16 +2,36 @@
 // shared region and doorbells of a shadow connection and hands each end its descriptors.
 // After that the two processes move bytes between themselves; the agent reads counters and
 // ends a side whose socket is gone from every process, as the kernel ends a TCP socket.
-import { ShmConnection } from '../native.js';
+import { ShmConnection, ShmRegionPool } from '../native.js';
 
 /** What the core CA uses of a connection's region (tests substitute a fake). */
 export type ShmLink = Pick<ShmConnection, 'ringSize' | 'mappedBytes' | 'residentBytes' | 'fdsFor' | 'releaseSide' | 'sideOfSocket' | 'regionFd' | 'bellOp' | 'watchEnds' | 'hangUp' | 'relay' | 'counters' | 'close'>;
 
+/** Regions made ahead (ShmRegionPool): two cover a connection being set up and the next. */
+const REGIONS_AHEAD = 2;
+
 export class ShmHostCA {
+  private readonly ringLarge: number;
+  private pool: ShmRegionPool | undefined;
+
   /** ringMaxSize: how far a ring grows for a reader that stalled; at most ringSize: never. */
-  constructor(private readonly ringSize: number, private readonly ringMaxSize = 0) {}
+  constructor(private readonly ringSize: number, ringMaxSize = 0) {
+    this.ringLarge = ringMaxSize > ringSize ? ringMaxSize : 0;
+  }
 
   createLink(cid: bigint): ShmLink {
-    return new ShmConnection(this.ringSize, cid, this.ringMaxSize > this.ringSize ? this.ringMaxSize : 0);
+    // Made on first use, so an agent nobody connects through holds no spare regions.
+    this.pool ??= new ShmRegionPool(this.ringSize, this.ringLarge, REGIONS_AHEAD);
+    return new ShmConnection(this.ringSize, cid, this.ringLarge, this.pool);
+  }
+
+  /** Regions made and waiting (0 once closed). */
+  get regionsAhead(): number {
+    return this.pool?.ready ?? 0;
+  }
+
+  /** Stops making regions ahead and closes the spare ones. */
+  close(): void {
+    this.pool?.close();
   }
 }

@@ -66,7 +66,7 @@ export function setup(config: Partial<ResolvedConfig> = {}, logger: Logger = cre
       } as never),
     };
   };
-  const shm = { createLink: fakeLink } as unknown as ShmHostCA;
+  const shm = { createLink: fakeLink, close: () => undefined } as unknown as ShmHostCA;
   const counters = new AgentCounters();
   const log = new EventLog();
   const core = new CoreCA(sink, shm, resolveConfig({}, { timewaitMs: 0, ...config }), policy, counters, log,
