@@ -331,11 +331,14 @@ function basename(program: string): string {
   return program.slice(program.lastIndexOf('/') + 1);
 }
 
-function ruleMatches(rule: PolicyRule, q: PolicyQuery, addr: ReturnType<typeof parseQueryAddress>): boolean {
+type QueryAddress = ReturnType<typeof parseQueryAddress>;
+
+function ruleMatches(rule: PolicyRule, q: PolicyQuery, address: () => QueryAddress): boolean {
   if (rule.role !== 'both' && rule.role !== q.role) return false;
   const name = rule.program.includes('/') ? q.program : basename(q.program);
   if (!rule.programMatch.test(name)) return false;
   if (rule.address !== '*') {
+    const addr = address();
     if (!addr || addr.family !== rule.address.family) return false;
     if (!prefixMatches(addr.bytes, rule.address.bytes, rule.address.prefix)) return false;
   }
@@ -350,10 +353,12 @@ function ruleMatches(rule: PolicyRule, q: PolicyQuery, addr: ReturnType<typeof p
  * whose address is '*'.
  */
 export function decide(rules: readonly PolicyRule[], q: PolicyQuery): PolicyDecision {
-  const addr = parseQueryAddress(q.address);
+  // Parsed only for a rule that names addresses: a CONNECT pays nothing for the others.
+  let parsed: QueryAddress | undefined;
+  const address = (): QueryAddress => (parsed === undefined ? (parsed = parseQueryAddress(q.address)) : parsed);
   for (let i = 0; i < rules.length; i++) {
     const rule = rules[i]!;
-    if (ruleMatches(rule, q, addr)) return { action: rule.action, rule: i };
+    if (ruleMatches(rule, q, address)) return { action: rule.action, rule: i };
   }
   return { action: 'offload', rule: -1 };
 }
