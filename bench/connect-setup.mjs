@@ -5,7 +5,9 @@
 // rule would put them on kernel TCP after 8), and with no preload.  Each trial a fresh server
 // and client; the two ways alternate; medians over the trials of each trial's p50, of the
 // client's own CPU time, page faults and context switches per connection, and of the agent's
-// CPU time per connection (all its threads, from /proc, over the trial).
+// CPU time per connection (all its threads, from /proc, over the trial), and of its event-loop
+// thread's alone: every connection on the host passes through that one thread, so its time per
+// connection bounds how many connections per second the agent can set up however many cores.
 //   node bench/connect-setup.mjs [--trials 6] [--iters 2000]
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,9 +33,11 @@ try {
   for (let t = 0; t < trials; t++) {
     for (const [k, env] of Object.entries(ways)) {
       const before = cpuUs(agentPid);
+      const loopBefore = cpuUs(agentPid, agentPid);
       const r = await connectTrial({ iters, warmup, client: env, server: env });
       // the warm-up's connections too: the agent serves them as well
-      runs[k].push({ ...r, agent_cpu_us: (cpuUs(agentPid) - before) / (iters + warmup) });
+      const n = iters + warmup;
+      runs[k].push({ ...r, agent_cpu_us: (cpuUs(agentPid) - before) / n, agent_loop_us: (cpuUs(agentPid, agentPid) - loopBefore) / n });
     }
   }
   const of = (k, f) => median(runs[k].map(f));
@@ -43,7 +47,8 @@ try {
     const per = (f) => of(k, (r) => r.per_conn[f]);
     console.log(`  ${k.padEnd(11)} p50 ${of(k, p50).toFixed(1).padStart(7)} us   client per connection: CPU ${per('cpu_us').toFixed(1)} us, ` +
       `${per('faults') < 0 ? 'page faults not counted (perf events refused)' : `${per('faults').toFixed(2)} page faults`}, ` +
-      `${per('switches').toFixed(2)} context switches; agent CPU ${of(k, (r) => r.agent_cpu_us).toFixed(1)} us   ` +
+      `${per('switches').toFixed(2)} context switches; agent CPU ${of(k, (r) => r.agent_cpu_us).toFixed(1)} us ` +
+      `(its event loop ${of(k, (r) => r.agent_loop_us).toFixed(1)})   ` +
       `(p50s: ${runs[k].map((r) => p50(r).toFixed(0)).join(', ')})`);
   }
   console.log(`  offloaded / kernel TCP: ${(of('offloaded', p50) / of('kernel TCP', p50)).toFixed(2)}x`);

@@ -19,10 +19,14 @@ export async function standingAgent(dir, name, extraEnv) {
   return { socket, pid: agent.pid };
 }
 
-/** CPU time (user + system, all threads) a live process has used, in microseconds. */
-export function cpuUs(pid) {
+/**
+ * CPU time (user + system) a live process has used, in microseconds: all its threads, or with
+ * `thread`, only that one (its pid for the main thread, which runs the event loop).
+ */
+export function cpuUs(pid, thread) {
   // /proc/PID/stat: fields 14 and 15 after the parenthesised name, in clock ticks (USER_HZ, 100)
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  const path = thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`;
+  const fields = readFileSync(path, 'utf8').replace(/^.*\) /, '').split(' ');
   return (Number(fields[11]) + Number(fields[12])) * 10_000;
 }
 
