@@ -308,6 +308,22 @@ Napi::Value tcp_socket_identity_js(const Napi::CallbackInfo &info)
 	return js;
 }
 
+Napi::Value tcp_endpoints_js(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	int fd = static_cast<int>(js_integer(info[0], "fd", 0, INT32_MAX));
+	sockaddr_storage self{}, peer{};
+	bool connected = false;
+	at_js_boundary(env, [&] {
+		addresses(fd, self, peer, connected);
+		return 0;
+	});
+	Napi::Object js = Napi::Object::New(env);
+	js.Set("local", endpoint_to_js(env, self));
+	js.Set("remote", connected ? endpoint_to_js(env, peer) : env.Null());
+	return js;
+}
+
 Napi::Value tcp_listening_js(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();

@@ -150,6 +150,7 @@ interface NativeAddon {
   probeVerbs(): VerbsProbe;
   tcpPeerAccepted(fd: number): number;
   tcpSocketIdentity(fd: number): TcpSocketIdentity;
+  tcpEndpoints(fd: number): TcpEndpoints;
   tcpListening(family: 4 | 6, address: string, port: number): boolean;
   notifyService(message: string): boolean;
 }
@@ -210,6 +211,17 @@ export interface TcpSocketIdentity {
  */
 export function tcpSocketIdentity(fd: number): TcpSocketIdentity {
   return native(() => loadAddon().tcpSocketIdentity(fd));
+}
+
+/** The two addresses of a socket (tcpEndpoints). */
+export type TcpEndpoints = Pick<TcpSocketIdentity, 'local' | 'remote'>;
+
+/**
+ * The addresses of socket fd, without tcpSocketIdentity's checks of its kind and namespace:
+ * for a socket those were read from before (they do not change).  getsockname and getpeername.
+ */
+export function tcpEndpoints(fd: number): TcpEndpoints {
+  return native(() => loadAddon().tcpEndpoints(fd));
 }
 
 /**

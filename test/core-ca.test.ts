@@ -453,6 +453,29 @@ describe('core CA: a claim holds only with the socket it is about', () => {
     expect(t.counters.refusals.size).toBe(0);
   });
 
+  it("reads only the client socket's addresses at ACCEPT once its CONNECT proved its namespace, and all of it otherwise", () => {
+    const t = setup();
+    const full: number[] = [];
+    const light: number[] = [];
+    const kernelSays = t.core.socketOf;
+    t.core.socketOf = (fd) => { full.push(fd); return kernelSays(fd); };
+    t.core.endpointsOf = (fd) => { light.push(fd); return kernelSays(fd); };
+    const proven = t.connect(44301); // the fake kernel: in the agent's namespace
+    expect(full).toEqual([clientFd(44301)]);
+    expect(t.accept(44301)).toMatchObject({ event: ABI.ev.CONNECT_ESTABLISHED, cid: proven.cid });
+    expect(full).toEqual([clientFd(44301), acceptedFd(44301)]); // the client's socket not again...
+    expect(light).toEqual([clientFd(44301)]); // ...only its addresses
+    // Unknown at CONNECT (a kernel without namespace cookies, the socket not yet connected):
+    // the ACCEPT asks the kernel again, and a socket of another namespace proves nothing.
+    withSockets(t, { [clientFd(44302)]: { local: addr(44302), remote: addr(5000), listening: false, inAgentNetns: null } });
+    t.connect(44302);
+    full.length = 0;
+    withSockets(t, { [clientFd(44302)]: { local: addr(44302), remote: addr(5000), listening: false, inAgentNetns: false } });
+    expect(t.accept(44302).event).not.toBe(ABI.ev.CONNECT_ESTABLISHED);
+    expect(full).toContain(clientFd(44302));
+    expect(light).toEqual([clientFd(44301)]);
+  });
+
   it('registers a listener only with a socket bound at that address', () => {
     const t = setup();
     const b = bystander(t);

@@ -2,9 +2,10 @@
 // client (test/c/ctl-client.c) that speaks the control protocol, well and badly.
 // Every wait is on a real signal: a line from the client, a handler call, a process exit.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { fstatSync, mkdtempSync, readdirSync, readlinkSync, readSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, readlinkSync, readSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createConnection, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ABI, VTOE_ABI_VERSION, VTOE_REGION_MAGIC, abiConstantTable, eventName, fabricName, opName, reasonName, reasonValue, ringSizeValid } from '../src/abi.js';
@@ -14,6 +15,7 @@ import {
   ShmConnection,
   ShmRegionPool,
   abiConstants,
+  tcpEndpoints,
   type ControlHandlers,
   type CtlRequest,
   type PeerCredentials,
@@ -325,6 +327,29 @@ describe('ShmConnection', () => {
     expect(memfdCount()).toBe(before);
     expect((thrown(() => conn.counters()) as VtoeSystemError).code).toBe('EBADF');
     expect((thrown(() => conn.fdsFor(1)) as VtoeSystemError).code).toBe('EBADF');
+  });
+});
+
+describe('tcpEndpoints', () => {
+  it("reads a connected socket's two addresses, and refuses what is not a socket", async () => {
+    const server = createServer();
+    cleanups.push(() => server.close());
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    const client = createConnection(port, '127.0.0.1');
+    cleanups.push(() => client.destroy());
+    await new Promise<void>((resolve) => client.once('connect', resolve));
+    const fd = (client as unknown as { _handle: { fd: number } })._handle.fd;
+    expect(tcpEndpoints(fd)).toEqual({
+      local: { family: 4, address: '127.0.0.1', port: client.localPort, scopeId: 0 },
+      remote: { family: 4, address: '127.0.0.1', port, scopeId: 0 },
+    });
+    const file = openSync('/proc/self/stat', 'r');
+    try {
+      expect((thrown(() => tcpEndpoints(file)) as VtoeSystemError).code).toBe('ENOTSOCK');
+    } finally {
+      closeSync(file);
+    }
   });
 });
 

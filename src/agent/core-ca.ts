@@ -6,7 +6,8 @@ import { closeFd } from './close-fd.js';
 import { constants as osConstants } from 'node:os';
 import { ABI, BELL_REPLY, FALLBACK_REASON_COUNT, reasonName } from '../abi.js';
 import {
-  ListenerPage, tcpListening, tcpPeerAccepted, tcpSocketIdentity, type CtlReply, type CtlRequest, type SideEnd, type SockAddr, type TcpSocketIdentity,
+  ListenerPage, tcpEndpoints, tcpListening, tcpPeerAccepted, tcpSocketIdentity, type CtlReply, type CtlRequest, type SideEnd, type SockAddr,
+  type TcpEndpoints, type TcpSocketIdentity,
 } from '../native.js';
 import type { ResolvedConfig } from '../config.js';
 import { decide, type PolicyRule } from '../policy.js';
@@ -54,6 +55,8 @@ export interface LiveConnection {
    * the ESTABLISH note says the rendezvous connected and it becomes ksock.
    */
   clientSock?: number;
+  /** The kernel said at CONNECT that the client's socket is in the agent's namespace. */
+  clientInAgentNetns?: boolean;
   /** The client's kernel rendezvous socket, held until the server's shim claims the connection. */
   ksock?: number;
   /** When the kernel showed the server's end accepted with no claim yet (late fallback). */
@@ -132,6 +135,8 @@ export class CoreCA {
   now: () => number = monotonicMs;
   /** The kernel's word on a socket a request passed (tests replace it). */
   socketOf: (fd: number) => TcpSocketIdentity = tcpSocketIdentity;
+  /** Only the addresses, of a socket whose kind and namespace socketOf gave before. */
+  endpointsOf: (fd: number) => TcpEndpoints = tcpEndpoints;
   /** Whether a kernel listener waits where a connect to an address lands (tests replace it). */
   kernelListening: (to: SockAddr) => boolean = tcpListening;
   /** Makes a listener page (tests replace it). */
@@ -355,6 +360,7 @@ export class CoreCA {
       shadow, link, local, remote, listenerSid: listener.sid,
       programs: [proc.program, listenerProc?.program ?? '?'], pids: [proc.pid, 0],
       pendingKey: pendingKey(listener.port, local.port), createdAt: Date.now(), clientSock: given.fd,
+      clientInAgentNetns: id.inAgentNetns === true,
     };
     given.fd = undefined; // the connection owns it now (req may be a copy of given)
     this.connections.set(cid, conn);
@@ -907,14 +913,31 @@ export class CoreCA {
     }
   }
 
+  private endpoints(fd: number | undefined): TcpEndpoints | undefined {
+    if (fd === undefined) return undefined;
+    try {
+      return this.endpointsOf(fd);
+    } catch (err) {
+      this.log.debug('the socket held is gone', { error: String(err) });
+      return undefined;
+    }
+  }
+
   /**
    * The accepted socket and the client's socket (held since its CONNECT) are the two ends of
    * one kernel connection, neither in another network namespace as far as the kernel can say:
    * then, and only then, this process accepted that connection's rendezvous.
    */
   private sameRendezvous(conn: LiveConnection, server: TcpSocketIdentity): boolean {
-    const client = this.identify(conn.ksock ?? conn.clientSock);
-    return !!client?.remote && client.inAgentNetns !== false && server.remote !== null
+    const fd = conn.ksock ?? conn.clientSock;
+    // A socket's kind and namespace do not change: when CONNECT proved them, only its addresses.
+    let client: TcpEndpoints | undefined;
+    if (conn.clientInAgentNetns) client = this.endpoints(fd);
+    else {
+      const id = this.identify(fd);
+      client = id?.inAgentNetns === false ? undefined : id;
+    }
+    return !!client?.remote && server.remote !== null
       && sameEndpoint(client.local, server.remote) && sameEndpoint(client.remote, server.local);
   }
 

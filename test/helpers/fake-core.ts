@@ -88,6 +88,8 @@ export function setup(config: Partial<ResolvedConfig> = {}, logger: Logger = cre
     if (closed.includes(fd)) throw Object.assign(new Error('EBADF: closed'), { code: 'EBADF' });
     return extraSockets.get(fd) ?? fakeSocketOf(fd);
   };
+  // The addresses alone, by whatever socketOf answers then (a test may replace it).
+  core.endpointsOf = (fd) => core.socketOf(fd);
   let seq = 0;
   const send = (client: number, op: number, fields: Partial<CtlRequest> = {}): CtlReply | undefined => {
     const before = replies.length;
