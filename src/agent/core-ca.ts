@@ -904,21 +904,20 @@ export class CoreCA {
 
   /** The kernel's word on the socket a request passed; undefined without one, or not TCP. */
   private identify(fd: number | undefined): TcpSocketIdentity | undefined {
-    if (fd === undefined) return undefined;
-    try {
-      return this.socketOf(fd);
-    } catch (err) {
-      this.log.debug('the socket passed is not a TCP socket', { error: String(err) });
-      return undefined;
-    }
+    return this.askKernel(fd, (f) => this.socketOf(f));
   }
 
+  /** Its addresses alone (endpointsOf); undefined without a socket. */
   private endpoints(fd: number | undefined): TcpEndpoints | undefined {
+    return this.askKernel(fd, (f) => this.endpointsOf(f));
+  }
+
+  private askKernel<T>(fd: number | undefined, read: (fd: number) => T): T | undefined {
     if (fd === undefined) return undefined;
     try {
-      return this.endpointsOf(fd);
+      return read(fd);
     } catch (err) {
-      this.log.debug('the socket held is gone', { error: String(err) });
+      this.log.debug('the socket passed is not a TCP socket', { error: String(err) });
       return undefined;
     }
   }
