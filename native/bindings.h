@@ -27,6 +27,9 @@ Napi::Value tcp_socket_identity_js(const Napi::CallbackInfo &info);
 // tcpEndpoints(fd): { local, remote (null until connected) } of an IP socket fd, and nothing
 // else: for a socket whose kind and namespace are known already (tcp_diag.cc)
 Napi::Value tcp_endpoints_js(const Napi::CallbackInfo &info);
+// tcpBindAnyPort(fd): binds an unbound TCP socket to a port the kernel picks, at the address
+// it has; returns that local endpoint (tcp_diag.cc)
+Napi::Value tcp_bind_any_port_js(const Napi::CallbackInfo &info);
 // tcpListening(family, address, port): true if a TCP socket of the agent's namespace listens
 // where a connect to that address and port would land (tcp_diag.cc)
 Napi::Value tcp_listening_js(const Napi::CallbackInfo &info);

@@ -324,6 +324,27 @@ Napi::Value tcp_endpoints_js(const Napi::CallbackInfo &info)
 	return js;
 }
 
+Napi::Value tcp_bind_any_port_js(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	int fd = static_cast<int>(js_integer(info[0], "fd", 0, INT32_MAX));
+	sockaddr_storage self{}, peer{};
+	bool connected = false;
+	at_js_boundary(env, [&] {
+		addresses(fd, self, peer, connected);
+		if (connected)
+			throw_system_error(EISCONN, "the socket is connected already");
+		// Its address as it stands (the wildcard, or what the program bound), port 0: the
+		// kernel picks one.
+		socklen_t len = self.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+		if (bind(fd, reinterpret_cast<sockaddr *>(&self), len) != 0)
+			throw_errno("cannot bind the socket to a port", "the port range may be exhausted");
+		addresses(fd, self, peer, connected);
+		return 0;
+	});
+	return endpoint_to_js(env, self);
+}
+
 Napi::Value tcp_listening_js(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();

@@ -319,20 +319,12 @@ static int vtoe_connect_kernel(int fd, struct vtoe_sock *s, const struct sockadd
 	return r;
 }
 
-/* Bind an unbound socket to the wildcard address so the port is known before the kernel
- * connection exists.  Fills the bound local address. */
-static int vtoe_bind_local(int fd, int family, struct sockaddr_storage *ss, socklen_t *sl)
+/* The socket's local address as it stands.  An unbound socket stays unbound (port 0): the
+ * kernel picks its port at the rendezvous connect, as for any TCP client, and the agent reads
+ * it from the socket.  (A bind(0) here costs a scan of the ports TIME_WAIT holds, which grows
+ * with every short connection.) */
+static int vtoe_local_address(int fd, struct sockaddr_storage *ss, socklen_t *sl)
 {
-	*sl = sizeof(*ss);
-	if (REAL(getsockname)(fd, (struct sockaddr *)ss, sl) < 0)
-		return -1;
-	if (((struct sockaddr_in *)ss)->sin_port != 0) /* same offset for sin6_port */
-		return 0;
-	memset(ss, 0, sizeof(*ss));
-	ss->ss_family = family;
-	*sl = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-	if (bind(fd, (struct sockaddr *)ss, *sl) < 0)
-		return -1;
 	*sl = sizeof(*ss);
 	return REAL(getsockname)(fd, (struct sockaddr *)ss, sl);
 }
@@ -355,8 +347,8 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 	if (vtoe_held_skip(&to) || vtoe_ctl_up() < 0)
 		return vtoe_connect_kernel(fd, s, addr, len);
 
-	if (vtoe_bind_local(fd, s->family, &local, &local_len) < 0) {
-		vtoe_dbg("fd %d: cannot bind a local port (%s): kernel TCP", fd, strerror(errno));
+	if (vtoe_local_address(fd, &local, &local_len) < 0) {
+		vtoe_dbg("fd %d: cannot read its local address (%s): kernel TCP", fd, strerror(errno));
 		vtoe_ctl_note(VTOE_OP_FALLBACK, 0, 0, VTOE_FB_ADDRESS_FAMILY);
 		return vtoe_connect_kernel(fd, s, addr, len);
 	}

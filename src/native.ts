@@ -151,6 +151,7 @@ interface NativeAddon {
   tcpPeerAccepted(fd: number): number;
   tcpSocketIdentity(fd: number): TcpSocketIdentity;
   tcpEndpoints(fd: number): TcpEndpoints;
+  tcpBindAnyPort(fd: number): SockAddr;
   tcpListening(family: 4 | 6, address: string, port: number): boolean;
   notifyService(message: string): boolean;
 }
@@ -222,6 +223,15 @@ export type TcpEndpoints = Pick<TcpSocketIdentity, 'local' | 'remote'>;
  */
 export function tcpEndpoints(fd: number): TcpEndpoints {
   return native(() => loadAddon().tcpEndpoints(fd));
+}
+
+/**
+ * Binds unbound TCP socket fd to a port the kernel picks, at the address it has, and returns
+ * its local endpoint.  Throws VtoeSystemError (EISCONN if connected, EINVAL if bound already,
+ * EADDRINUSE when no port is free).
+ */
+export function tcpBindAnyPort(fd: number): SockAddr {
+  return native(() => loadAddon().tcpBindAnyPort(fd));
 }
 
 /**

@@ -453,6 +453,48 @@ describe('core CA: a claim holds only with the socket it is about', () => {
     expect(t.counters.refusals.size).toBe(0);
   });
 
+  it('keys a connection from an unbound socket by the port the kernel picked at the rendezvous, read from the socket', () => {
+    const t = setup();
+    const read: number[] = [];
+    const kernelSays = t.core.socketOf;
+    t.core.endpointsOf = (fd) => { read.push(fd); return kernelSays(fd); };
+    // Three clients connect from unbound sockets (port 0); the kernel picks their ports when
+    // they make their rendezvous.
+    const unbound = (fd: number) => withSockets(t, { [fd]: { local: addr(0), remote: null, listening: false, inAgentNetns: true } });
+    const connected = (fd: number, port: number) => withSockets(t, { [fd]: { local: addr(port), remote: addr(5000), listening: false, inAgentNetns: true } });
+    const fds = [8_000_101, 8_000_102, 8_000_103];
+    const conns = fds.map((fd) => {
+      unbound(fd);
+      const rep = t.send(CLIENT, ABI.op.CONNECT, { sid: 0, local: addr(0), remote: addr(5000), fd })!;
+      expect(rep.event).toBe(ABI.ev.CONNECT_RESPONSE);
+      return { sid: rep.sid!, cid: rep.cid! };
+    });
+    expect(t.core.pendingCount).toBe(3);
+    fds.forEach((fd, i) => connected(fd, 45001 + i));
+    // The first one's RTU note comes first: keyed by its socket's port, not by the note.
+    t.send(CLIENT, ABI.op.ESTABLISH, { sid: conns[0]!.sid, cid: conns[0]!.cid });
+    expect(read).toEqual([fds[0]]);
+    expect(t.accept(45001)).toMatchObject({ event: ABI.ev.CONNECT_ESTABLISHED, cid: conns[0]!.cid });
+    // The third's ACCEPT is read before any note of the others: the agent reads the ports of
+    // the sockets it holds for that listener, and the right one is claimed.
+    expect(t.accept(45003)).toMatchObject({ event: ABI.ev.CONNECT_ESTABLISHED, cid: conns[2]!.cid });
+    // The second was keyed on the way: its ACCEPT and RTU need no more reads of its socket.
+    const reads = read.length;
+    expect(t.accept(45002)).toMatchObject({ event: ABI.ev.CONNECT_ESTABLISHED, cid: conns[1]!.cid });
+    t.send(CLIENT, ABI.op.ESTABLISH, { sid: conns[1]!.sid, cid: conns[1]!.cid });
+    expect(read.length).toBe(reads + 1); // sameRendezvous's check of the claim, nothing more
+    expect(t.core.pendingCount).toBe(0);
+    // A kernel client's ACCEPT while one still has no port is not answered from the ports alone.
+    unbound(8_000_104);
+    t.send(CLIENT, ABI.op.CONNECT, { sid: 0, local: addr(0), remote: addr(5000), fd: 8_000_104 });
+    const full: number[] = [];
+    t.core.socketOf = (fd) => { full.push(fd); return kernelSays(fd); };
+    expect(t.send(SERVER, ABI.op.ACCEPT, { sid: t.listenSid, local: addr(5000), remote: addr(45009), fd: acceptedFd(45009) })!.event)
+      .toBe(ABI.ev.FALLBACK);
+    expect(full).toContain(acceptedFd(45009));
+    expect(t.core.pendingCount).toBe(1);
+  });
+
   it("reads only the client socket's addresses at ACCEPT once its CONNECT proved its namespace, and all of it otherwise", () => {
     const t = setup();
     const full: number[] = [];

@@ -6,7 +6,7 @@ import { closeFd } from './close-fd.js';
 import { constants as osConstants } from 'node:os';
 import { ABI, BELL_REPLY, FALLBACK_REASON_COUNT, reasonName } from '../abi.js';
 import {
-  ListenerPage, tcpEndpoints, tcpListening, tcpPeerAccepted, tcpSocketIdentity, type CtlReply, type CtlRequest, type SideEnd, type SockAddr,
+  ListenerPage, tcpBindAnyPort, tcpEndpoints, tcpListening, tcpPeerAccepted, tcpSocketIdentity, type CtlReply, type CtlRequest, type SideEnd, type SockAddr,
   type TcpEndpoints, type TcpSocketIdentity,
 } from '../native.js';
 import type { ResolvedConfig } from '../config.js';
@@ -120,6 +120,8 @@ export class CoreCA {
   readonly connections = new Map<bigint, LiveConnection>();
   readonly listeners = new ListenerRegistry();
   private readonly pending = new Map<string, LiveConnection>();
+  /** Those of them not keyed by their client's port yet, by listener port (keyByPort). */
+  private readonly unboundByPort = new Map<number, Set<LiveConnection>>();
   private lateAcceptScan?: NodeJS.Timeout;
   private nextSid = 1;
   /** The request being handled once it has its reply. */
@@ -137,6 +139,8 @@ export class CoreCA {
   socketOf: (fd: number) => TcpSocketIdentity = tcpSocketIdentity;
   /** Only the addresses, of a socket whose kind and namespace socketOf gave before. */
   endpointsOf: (fd: number) => TcpEndpoints = tcpEndpoints;
+  /** Binds an unbound client socket to a port the kernel picks (the verbs REQ names it). */
+  bindAnyPort: (fd: number) => SockAddr = tcpBindAnyPort;
   /** Whether a kernel listener waits where a connect to an address lands (tests replace it). */
   kernelListening: (to: SockAddr) => boolean = tcpListening;
   /** Makes a listener page (tests replace it). */
@@ -299,8 +303,9 @@ export class CoreCA {
     if (verdict.action === 'tcp') return this.fallback(proc.client, req, ABI.fb.POLICY, this.kernelHoldUntil());
     if (this.draining) return this.fallback(proc.client, req, ABI.fb.RESOURCES);
     // The port it names is the one its socket is bound to: the server's side is keyed by it.
+    // Port 0: not bound yet; the kernel picks the port at the rendezvous (see keyByPort).
     const id = this.identify(req.fd);
-    if (!id || id.listening || local.port === 0 || id.local.port !== local.port) {
+    if (!id || id.listening || id.local.port !== local.port) {
       this.refuse(proc, 'connect-unproven', `CONNECT from port ${local.port} without a socket bound there`);
       return this.fallback(proc.client, req, ABI.fb.UNVERIFIED);
     }
@@ -329,7 +334,7 @@ export class CoreCA {
       return this.fallback(proc.client, req, ABI.fb.PEER_NOT_OFFLOADED, hold);
     }
     // One rendezvous, one connection: a second claim on it is refused, never swapped in.
-    if (this.pending.has(pendingKey(listener.port, local.port))) {
+    if (local.port !== 0 && this.pending.has(pendingKey(listener.port, local.port))) {
       this.refuse(proc, 'connect-duplicate', `CONNECT from port ${local.port} that another connection waits on`);
       return this.fallback(proc.client, req, ABI.fb.UNVERIFIED);
     }
@@ -359,12 +364,14 @@ export class CoreCA {
     const conn: LiveConnection = {
       shadow, link, local, remote, listenerSid: listener.sid,
       programs: [proc.program, listenerProc?.program ?? '?'], pids: [proc.pid, 0],
-      pendingKey: pendingKey(listener.port, local.port), createdAt: Date.now(), clientSock: given.fd,
+      pendingKey: local.port !== 0 ? pendingKey(listener.port, local.port) : unboundKey(listener.port, cid),
+      createdAt: Date.now(), clientSock: given.fd,
       clientInAgentNetns: id.inAgentNetns === true,
     };
     given.fd = undefined; // the connection owns it now (req may be a copy of given)
     this.connections.set(cid, conn);
     this.pending.set(conn.pendingKey!, conn);
+    if (local.port === 0) this.unbound(listener.port).add(conn);
     this.waitingChanged(remote.port, 1); // before the reply: the server may accept right after
     this.sockets.set(sock.sid, { sid: sock.sid, client: proc.client, kind: 'connection', conn, side: 0 });
     const sent = this.reply(proc.client, req, {
@@ -380,10 +387,21 @@ export class CoreCA {
    * client's socket (rendezvous, owned) stays with the connection until the server's process
    * claims it, for a late fallback (VerbsHostCA.carryOverKernel).
    */
-  private connectVerbs(proc: ProcessRecord, req: CtlRequest, sid: number, rendezvous: number): void {
+  private connectVerbs(proc: ProcessRecord, given: CtlRequest, sid: number, rendezvous: number): void {
     if (this.connectionCount >= this.config.maxConnections) {
       this.closeFd(rendezvous);
-      return this.fallback(proc.client, req, ABI.fb.RESOURCES);
+      return this.fallback(proc.client, given, ABI.fb.RESOURCES);
+    }
+    // The REQ names the client's port, so it must have one before the rendezvous exists.
+    let req = given;
+    if (given.local!.port === 0) {
+      try {
+        req = { ...given, local: this.bindAnyPort(rendezvous) };
+      } catch (err) {
+        this.log.warn('cannot bind a connecting socket to a port; falling back to kernel TCP', { error: String(err) });
+        this.closeFd(rendezvous);
+        return this.fallback(proc.client, given, ABI.fb.RESOURCES);
+      }
     }
     this.verbs!.connect({ sid, local: req.local!, remote: req.remote!, pid: proc.pid, program: proc.program }, (outcome) => {
       const sock = this.sockets.get(sid);
@@ -433,6 +451,7 @@ export class CoreCA {
     // Not claimed yet: keep the client's kernel socket, in case the server takes the
     // connection on kernel TCP after all (see lateFallback).
     const { conn } = sock;
+    this.keyByPort(conn); // its port exists now: ACCEPTs find it by it
     if (conn.clientSock !== undefined && conn.pendingKey !== null && conn.ksock === undefined) {
       conn.ksock = conn.clientSock;
       conn.clientSock = undefined;
@@ -498,7 +517,7 @@ export class CoreCA {
     }
     if (id.inAgentNetns === null) this.warnNetnsBlind();
     const { local, remote } = id;
-    const conn = this.pending.get(pendingKey(local.port, remote.port));
+    const conn = this.pending.get(pendingKey(local.port, remote.port)) ?? this.findUnbound(local.port, remote.port);
     if (conn && !this.sameRendezvous(conn, id)) {
       return this.refuseAccept(proc, req, 'accept-not-party', `ACCEPT of port ${remote.port} with a socket of another connection`);
     }
@@ -548,7 +567,8 @@ export class CoreCA {
   private nothingWaitsOn(req: CtlRequest): boolean {
     const { local, remote } = req;
     if (!local || !remote || local.port === 0 || remote.port === 0) return false;
-    return !this.pending.has(pendingKey(local.port, remote.port)) && !this.verbs?.waitsOnPorts(local.port, remote.port);
+    return !this.pending.has(pendingKey(local.port, remote.port)) && !this.unboundByPort.get(local.port)?.size
+      && !this.verbs?.waitsOnPorts(local.port, remote.port);
   }
 
   private answerKernelClient(proc: ProcessRecord, req: CtlRequest): void {
@@ -973,8 +993,46 @@ export class CoreCA {
   private unpend(conn: LiveConnection): void {
     if (conn.pendingKey === null) return;
     this.pending.delete(conn.pendingKey);
+    this.forgetUnbound(conn);
     conn.pendingKey = null;
     this.waitingChanged(conn.remote.port, -1);
+  }
+
+  /** Pending connections to a listener port whose client socket had no port at its CONNECT. */
+  private unbound(listenerPort: number): Set<LiveConnection> {
+    let set = this.unboundByPort.get(listenerPort);
+    if (!set) this.unboundByPort.set(listenerPort, (set = new Set()));
+    return set;
+  }
+
+  private forgetUnbound(conn: LiveConnection): void {
+    const set = this.unboundByPort.get(conn.remote.port);
+    if (!set?.delete(conn)) return;
+    if (set.size === 0) this.unboundByPort.delete(conn.remote.port);
+  }
+
+  /**
+   * Keys a pending connection by its client's port once the kernel has picked it (the
+   * rendezvous connected): read from the socket the agent holds, never from a note.  Ports
+   * another pending connection holds leave it as it is; an ACCEPT then proves which it is.
+   */
+  private keyByPort(conn: LiveConnection): void {
+    if (conn.pendingKey === null || !this.unboundByPort.get(conn.remote.port)?.has(conn)) return;
+    const port = this.endpoints(conn.ksock ?? conn.clientSock)?.local.port ?? 0;
+    const key = pendingKey(conn.remote.port, port);
+    if (port === 0 || this.pending.has(key)) return;
+    this.pending.delete(conn.pendingKey);
+    this.forgetUnbound(conn);
+    this.pending.set((conn.pendingKey = key), conn);
+    conn.local = { ...conn.local, port };
+  }
+
+  /** An ACCEPT read before its client's ESTABLISH note: key what can be keyed, and look again. */
+  private findUnbound(listenerPort: number, clientPort: number): LiveConnection | undefined {
+    const set = this.unboundByPort.get(listenerPort);
+    if (!set) return undefined;
+    for (const conn of [...set]) this.keyByPort(conn);
+    return this.pending.get(pendingKey(listenerPort, clientPort));
   }
 
   /** A connection to `port` starts (+1) or stops (-1) waiting for a claim: the pages say so. */
@@ -1045,6 +1103,11 @@ export class CoreCA {
 
 function pendingKey(listenerPort: number, clientPort: number): string {
   return `${listenerPort}:${clientPort}`;
+}
+
+/** Until the kernel picks the client's port: unique, and never a port's key. */
+function unboundKey(listenerPort: number, cid: bigint): string {
+  return `${listenerPort}:unbound:${cid}`;
 }
 
 
