@@ -37,13 +37,23 @@ public:
 			return std::make_unique<ShmRegionPool>(ring_size, ring_large, depth);
 		});
 		info.This().As<Napi::Object>().TypeTag(&kPoolTag);
-		// The thread must not outlive the environment (a worker's exit, the process's).
-		env.AddCleanupHook([pool = pool_.get()] { pool->stop(); });
+		// The thread must not outlive the environment (a worker's exit, the process's); the
+		// hook goes with the object if that is collected first.
+		env_ = env;
+		napi_add_env_cleanup_hook(env_, stop_at_exit, this);
+	}
+
+	~JsShmRegionPool() override
+	{
+		if (env_)
+			napi_remove_env_cleanup_hook(env_, stop_at_exit, this);
 	}
 
 	ShmRegionPool *pool() { return pool_.get(); }
 
 private:
+	static void stop_at_exit(void *self) { static_cast<JsShmRegionPool *>(self)->pool_->stop(); }
+
 	void close(const Napi::CallbackInfo &) { pool_->stop(); }
 
 	Napi::Value ready(const Napi::CallbackInfo &info)
@@ -61,6 +71,7 @@ private:
 		return Napi::Number::New(info.Env(), static_cast<double>(pool_->failures()));
 	}
 
+	napi_env env_ = nullptr;
 	std::unique_ptr<ShmRegionPool> pool_;
 };
 
