@@ -25,11 +25,6 @@ export class ShmHostCA {
     return new ShmConnection(this.ringSize, cid, this.ringLarge, this.pool);
   }
 
-  /** Regions made and waiting (0 once closed). */
-  get regionsAhead(): number {
-    return this.pool?.ready ?? 0;
-  }
-
   /** Stops making regions ahead and closes the spare ones. */
   close(): void {
     this.pool?.close();
