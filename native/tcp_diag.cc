@@ -274,6 +274,17 @@ Napi::Value endpoint_to_js(Napi::Env env, const sockaddr_storage &ss)
 	return js;
 }
 
+// { local, remote (null until connected) }: what tcpEndpoints returns, and tcpSocketIdentity
+// adds to.
+Napi::Object endpoints_to_js(Napi::Env env, const sockaddr_storage &self, const sockaddr_storage &peer,
+			     bool connected)
+{
+	Napi::Object js = Napi::Object::New(env);
+	js.Set("local", endpoint_to_js(env, self));
+	js.Set("remote", connected ? endpoint_to_js(env, peer) : env.Null());
+	return js;
+}
+
 } // namespace
 
 Napi::Value tcp_peer_accepted_js(const Napi::CallbackInfo &info)
@@ -300,9 +311,7 @@ Napi::Value tcp_socket_identity_js(const Napi::CallbackInfo &info)
 		own_netns = in_own_netns(fd, self, peer, connected);
 		return 0;
 	});
-	Napi::Object js = Napi::Object::New(env);
-	js.Set("local", endpoint_to_js(env, self));
-	js.Set("remote", connected ? endpoint_to_js(env, peer) : env.Null());
+	Napi::Object js = endpoints_to_js(env, self, peer, connected);
 	js.Set("listening", listening);
 	js.Set("inAgentNetns", own_netns < 0 ? env.Null() : Napi::Value(Napi::Boolean::New(env, own_netns == 1)));
 	return js;
@@ -318,10 +327,7 @@ Napi::Value tcp_endpoints_js(const Napi::CallbackInfo &info)
 		addresses(fd, self, peer, connected);
 		return 0;
 	});
-	Napi::Object js = Napi::Object::New(env);
-	js.Set("local", endpoint_to_js(env, self));
-	js.Set("remote", connected ? endpoint_to_js(env, peer) : env.Null());
-	return js;
+	return endpoints_to_js(env, self, peer, connected);
 }
 
 Napi::Value tcp_bind_any_port_js(const Napi::CallbackInfo &info)
