@@ -245,8 +245,11 @@ static void t_epoll_edge(void)
 	SAY("et.fin-quiet-later: %d", ep_wait(ep, 0, &e));
 	close2(c, s);
 
-	/* A FIN after unread data wakes a thread asleep in epoll_wait: one edge, no second one
-	 * later (through vtoe the wake-up comes from the kernel, the next look from the ring) */
+	/* A FIN after unread data wakes a thread asleep in epoll_wait, with an edge (through vtoe
+	 * the wake-up comes from the kernel, the next look from the ring).  Whether a look right
+	 * after it finds a second edge is the kernel's race, not a rule: TCP wakes the queue twice
+	 * for a FIN (the state change, then the data-ready call), and a sleeper that has already
+	 * taken the first edge gets the second as a new one (seen under ASan: kernel 1, vtoe 0). */
 	{
 		struct et_sleeper w = { .ep = ep };
 		pthread_t th;
@@ -265,7 +268,6 @@ static void t_epoll_edge(void)
 		shutdown(c, SHUT_WR);
 		pthread_join(th, NULL);
 		SAY("et.sleep-fin: %d %s", w.n, epevs(w.e));
-		SAY("et.sleep-fin-quiet: %d", ep_wait(ep, 0, &e));
 		close2(c, s);
 	}
 
