@@ -27,14 +27,15 @@ export const COMMANDS: readonly CommandDoc[] = [
   { name: 'bench',
     synopsis: [
       '[--workloads pingpong,imb,hpcc,netpipe,nptcp,sockperf,iperf3,connect,syscalls] [--modes offload,ipoib,native] [--mpi openmpi|mpich]',
-      '[--reps N] [--ranks N] [--max-bytes N] [--iters N] [--hpcc-n N] [--imb PATH] [--imb-benchmarks PingPong,...]',
+      '[--reps N] [--ranks N] [--max-bytes N] [--iters N] [--hpcc-n N] [--seconds N] [--imb PATH] [--imb-benchmarks PingPong,...]',
       '[--iface IF] [--report DIR [--no-charts]]',
       '[--hosts HERE,THERE,... --iface IF [--launcher PATH]]',
     ],
     doc: 'MPI workloads in each mode (fresh processes, modes alternated, medians); --report writes report.html, a PNG '
       + 'per chart (not with --no-charts: `--from` draws them later), results.json, summary.md; --hosts puts the ranks on those hosts in turn (this one first), started '
       + 'by --launcher (default ssh), over --iface (e.g. ib0); run it from a directory every host sees; the offload '
-      + 'mode uses the standing agent on every host (--socket), not an embedded one' },
+      + 'mode uses the standing agent on every host (--socket), not an embedded one; --seconds: how long each sockperf and iperf3 '
+      + 'run lasts (default 2)' },
   { name: 'bench', synopsis: ['--from results.json --report DIR'], doc: "the report again from a run's results" },
   { name: 'cm', synopsis: ['[--dot]'], doc: 'the TCP, IB CM and QP state machines (as Graphviz with --dot)' },
   { name: 'config', synopsis: [], doc: 'the resolved configuration and where each value came from' },

@@ -79,7 +79,7 @@ describe('vtoe bench smoke run', () => {
   it.skipIf(!sockets)(`NPtcp, sockperf and iperf3 in offload and ipoib${sockets ? '' : ' [needs netpipe-tcp, sockperf, iperf3]'}`, async () => {
     const r = await benchCommand({
       workloads: ['nptcp', 'sockperf', 'iperf3'], modes: ['offload', 'ipoib', 'native'], mpi: 'openmpi', reps: 1, ranks: 2,
-      tcpInterface: 'lo', maxBytes: 65536, iters: 200, hpccMaxN: 400, timeoutMs: 60_000,
+      tcpInterface: 'lo', maxBytes: 65536, iters: 200, hpccMaxN: 400, seconds: 1, timeoutMs: 60_000,
     });
     const [np, sp, ip] = r.results;
     expect(np!.modes.map((m) => m.mode)).toEqual(['offload', 'ipoib']);

@@ -35,6 +35,8 @@ export interface BenchCommandOptions {
   maxBytes: number;
   iters: number;
   hpccMaxN: number;
+  /** sockperf and iperf3: seconds each of their runs lasts (default 2). */
+  seconds?: number;
   imb?: string;
   /** IMB's benchmarks to run; default all of IMB_BENCHMARKS. */
   imbBenchmarks?: ImbBenchmark[];
@@ -116,7 +118,7 @@ export async function buildWorkloads(o: BenchCommandOptions): Promise<BenchWorkl
       throw new VtoeError('ENOENT', `mpirun.${o.mpi} is not installed: apt-get install ${o.mpi === 'openmpi' ? 'openmpi-bin libopenmpi-dev' : 'mpich libmpich-dev'}`);
     }
   };
-  const socket = { seconds: 2, timeoutMs: o.timeoutMs };
+  const socket = { seconds: o.seconds ?? 2, timeoutMs: o.timeoutMs };
   const built: BenchWorkload[] = [];
   for (const w of o.workloads) built.push(await (async (): Promise<BenchWorkload> => {
     switch (w) {
