@@ -89,8 +89,9 @@ try {
   const stats = async () => JSON.parse((await run(process.execPath, [cli, 'stats', '--json'], { VTOE_AGENT_SOCKET: socket })).stdout);
 
   const server = async (env, action) => {
-    const args = ['-D', data, '-l', log, '-w', '-m', 'fast', action];
-    if (action === 'start') args.push('-o', `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c synchronous_commit=${values['synchronous-commit']}`);
+    const args = ['-D', data, '-l', log, '-w', action];
+    if (action === 'stop') args.push('-m', 'fast');
+    else args.push('-o', `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c synchronous_commit=${values['synchronous-commit']}`);
     await run(join(bin, 'pg_ctl'), args, env).catch((err) => {
       throw new Error(`pg_ctl ${action}: ${err.message}\n${existsSync(log) ? readFileSync(log, 'utf8').slice(-2000) : ''}`);
     });
