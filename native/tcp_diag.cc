@@ -172,16 +172,24 @@ bool listening_at(int family, const unsigned char *addr, uint16_t port)
 	});
 }
 
-void addresses(int fd, sockaddr_storage &self, sockaddr_storage &peer, bool &connected)
+// A TCP/IP socket's two addresses (peer only once connected).
+struct Endpoints {
+	sockaddr_storage self{}, peer{};
+	bool connected = false;
+};
+
+Endpoints addresses(int fd)
 {
-	socklen_t sl = sizeof(self), pl = sizeof(peer);
-	if (getsockname(fd, reinterpret_cast<sockaddr *>(&self), &sl) != 0)
+	Endpoints e;
+	socklen_t sl = sizeof(e.self), pl = sizeof(e.peer);
+	if (getsockname(fd, reinterpret_cast<sockaddr *>(&e.self), &sl) != 0)
 		throw_errno("not a socket");
-	if (self.ss_family != AF_INET && self.ss_family != AF_INET6)
+	if (e.self.ss_family != AF_INET && e.self.ss_family != AF_INET6)
 		throw_system_error(EAFNOSUPPORT, "not a TCP/IP socket");
-	connected = getpeername(fd, reinterpret_cast<sockaddr *>(&peer), &pl) == 0;
-	if (!connected && errno != ENOTCONN)
+	e.connected = getpeername(fd, reinterpret_cast<sockaddr *>(&e.peer), &pl) == 0;
+	if (!e.connected && errno != ENOTCONN)
 		throw_errno("cannot read the socket's peer");
+	return e;
 }
 
 const uint32_t kNoCookie[2] = {INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE};
@@ -189,12 +197,10 @@ const uint32_t kNoCookie[2] = {INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE};
 // 1: accepted, 0: not yet, -1: no such socket (the peer end is gone).  Throws SystemError.
 int peer_accepted(int fd)
 {
-	sockaddr_storage self{}, peer{};
-	bool connected;
-	addresses(fd, self, peer, connected);
-	if (!connected)
+	const Endpoints e = addresses(fd);
+	if (!e.connected)
 		throw_system_error(ENOTCONN, "not a connected socket");
-	DiagResult r = diag_find(peer, self, kNoCookie); // the other end: from our peer to us
+	DiagResult r = diag_find(e.peer, e.self, kNoCookie); // the other end: from our peer to us
 	return !r.found ? -1 : r.inode != 0 ? 1 : 0;
 }
 
@@ -226,7 +232,7 @@ uint64_t netns_cookie(int fd)
 // is a yes; another socket with that tuple is a no (a process can make any tuple in a
 // namespace of its own, never here); none at all means sock_diag cannot see it (no tcp_diag
 // module), and nothing is known.
-int in_own_netns(int fd, const sockaddr_storage &self, const sockaddr_storage &peer, bool connected)
+int in_own_netns(int fd, const Endpoints &e)
 {
 	static const uint64_t own_cookie = [] { // the agent's namespace never changes
 		unique_fd probe(socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
@@ -241,16 +247,16 @@ int in_own_netns(int fd, const sockaddr_storage &self, const sockaddr_storage &p
 	struct stat theirs;
 	if (ns && fstat(ns.get(), &theirs) == 0)
 		return theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev ? 1 : 0;
-	if (!connected)
+	if (!e.connected)
 		return -1;
 	uint64_t cookie = 0;
 	socklen_t l = sizeof(cookie);
 	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &l) != 0)
 		throw_errno("cannot read the socket's cookie");
 	const uint32_t parts[2] = {static_cast<uint32_t>(cookie), static_cast<uint32_t>(cookie >> 32)};
-	if (diag_find(self, peer, parts).found)
+	if (diag_find(e.self, e.peer, parts).found)
 		return 1;
-	return diag_find(self, peer, kNoCookie).found ? 0 : -1;
+	return diag_find(e.self, e.peer, kNoCookie).found ? 0 : -1;
 }
 
 Napi::Value endpoint_to_js(Napi::Env env, const sockaddr_storage &ss)
@@ -276,13 +282,18 @@ Napi::Value endpoint_to_js(Napi::Env env, const sockaddr_storage &ss)
 
 // { local, remote (null until connected) }: what tcpEndpoints returns, and tcpSocketIdentity
 // adds to.
-Napi::Object endpoints_to_js(Napi::Env env, const sockaddr_storage &self, const sockaddr_storage &peer,
-			     bool connected)
+Napi::Object endpoints_to_js(Napi::Env env, const Endpoints &e)
 {
 	Napi::Object js = Napi::Object::New(env);
-	js.Set("local", endpoint_to_js(env, self));
-	js.Set("remote", connected ? endpoint_to_js(env, peer) : env.Null());
+	js.Set("local", endpoint_to_js(env, e.self));
+	js.Set("remote", e.connected ? endpoint_to_js(env, e.peer) : env.Null());
 	return js;
+}
+
+// addresses() for a JS call: its errors become JS ones.
+Endpoints addresses_js(Napi::Env env, int fd)
+{
+	return at_js_boundary(env, [&] { return addresses(fd); });
 }
 
 } // namespace
@@ -299,19 +310,19 @@ Napi::Value tcp_socket_identity_js(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
 	int fd = static_cast<int>(js_integer(info[0], "fd", 0, INT32_MAX));
-	sockaddr_storage self{}, peer{};
-	bool connected = false, listening = false;
+	Endpoints e;
+	bool listening = false;
 	int own_netns = -1; // unknown
 	at_js_boundary(env, [&] {
 		if (int_option(fd, SOL_SOCKET, SO_TYPE) != SOCK_STREAM ||
 		    int_option(fd, SOL_SOCKET, SO_PROTOCOL) != IPPROTO_TCP)
 			throw_system_error(EPROTOTYPE, "not a TCP socket");
-		addresses(fd, self, peer, connected);
+		e = addresses(fd);
 		listening = int_option(fd, SOL_SOCKET, SO_ACCEPTCONN) != 0;
-		own_netns = in_own_netns(fd, self, peer, connected);
+		own_netns = in_own_netns(fd, e);
 		return 0;
 	});
-	Napi::Object js = endpoints_to_js(env, self, peer, connected);
+	Napi::Object js = endpoints_to_js(env, e);
 	js.Set("listening", listening);
 	js.Set("inAgentNetns", own_netns < 0 ? env.Null() : Napi::Value(Napi::Boolean::New(env, own_netns == 1)));
 	return js;
@@ -321,34 +332,26 @@ Napi::Value tcp_endpoints_js(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
 	int fd = static_cast<int>(js_integer(info[0], "fd", 0, INT32_MAX));
-	sockaddr_storage self{}, peer{};
-	bool connected = false;
-	at_js_boundary(env, [&] {
-		addresses(fd, self, peer, connected);
-		return 0;
-	});
-	return endpoints_to_js(env, self, peer, connected);
+	return endpoints_to_js(env, addresses_js(env, fd));
 }
 
 Napi::Value tcp_bind_any_port_js(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
 	int fd = static_cast<int>(js_integer(info[0], "fd", 0, INT32_MAX));
-	sockaddr_storage self{}, peer{};
-	bool connected = false;
+	Endpoints e = addresses_js(env, fd);
 	at_js_boundary(env, [&] {
-		addresses(fd, self, peer, connected);
-		if (connected)
+		if (e.connected)
 			throw_system_error(EISCONN, "the socket is connected already");
 		// Its address as it stands (the wildcard, or what the program bound), port 0: the
 		// kernel picks one.
-		socklen_t len = self.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
-		if (bind(fd, reinterpret_cast<sockaddr *>(&self), len) != 0)
+		socklen_t len = e.self.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+		if (bind(fd, reinterpret_cast<sockaddr *>(&e.self), len) != 0)
 			throw_errno("cannot bind the socket to a port", "the port range may be exhausted");
-		addresses(fd, self, peer, connected);
+		e = addresses(fd);
 		return 0;
 	});
-	return endpoint_to_js(env, self);
+	return endpoint_to_js(env, e.self);
 }
 
 Napi::Value tcp_listening_js(const Napi::CallbackInfo &info)

@@ -15,6 +15,7 @@ import {
   ShmConnection,
   ShmRegionPool,
   abiConstants,
+  tcpBindAnyPort,
   tcpEndpoints,
   type ControlHandlers,
   type CtlRequest,
@@ -344,6 +345,8 @@ describe('tcpEndpoints', () => {
       local: { family: 4, address: '127.0.0.1', port: client.localPort, scopeId: 0 },
       remote: { family: 4, address: '127.0.0.1', port, scopeId: 0 },
     });
+    // tcpBindAnyPort reads the same addresses first: a connected socket is not bound again
+    expect((thrown(() => tcpBindAnyPort(fd)) as VtoeSystemError).code).toBe('EISCONN');
     const file = openSync('/proc/self/stat', 'r');
     try {
       expect((thrown(() => tcpEndpoints(file)) as VtoeSystemError).code).toBe('ENOTSOCK');
