@@ -384,6 +384,7 @@ static inline bool vtoe_sock_tryget(struct vtoe_sock *s)
 
 struct vtoe_sock *vtoe_fd_get(int fd);
 void vtoe_sock_put(struct vtoe_sock *s);
+void vtoe_sock_free(struct vtoe_sock *s); /* the last reference is gone: release it */
 struct vtoe_sock *vtoe_sock_new(int kind, int family);
 struct vtoe_sock *vtoe_sock_first(void);
 void vtoe_fd_install(int fd, struct vtoe_sock *s);
@@ -506,6 +507,63 @@ void vtoe_ep_follow(int fd, struct vtoe_sock *candidate, struct vtoe_sock *conn)
 /* An epoll instance: any event to report (nested epoll, poll on an epoll fd)? */
 bool vtoe_ep_ready(struct vtoe_sock *s, bool kernel_says, int depth);
 void vtoe_ep_sleep_prepare(struct vtoe_sock *s, int depth, uint64_t *wake_ns);
+
+/* ------------------------------------------------------------------------------------------ */
+/* vtoe_rcu.c: read-side sections, where calls that do not wait read sockets without references */
+/* ------------------------------------------------------------------------------------------ */
+#define VTOE_RCU_NEST_MASK 0xffffull
+#define VTOE_RCU_GEN_ONE (VTOE_RCU_NEST_MASK + 1)
+
+struct vtoe_rcu_reader {
+	_Atomic uint64_t word;       /* low 16 bits: sections this thread is in; above: how many
+				      * it has left (so a waiter sees a new section as progress) */
+	atomic_bool used;            /* by a live thread */
+	struct vtoe_sock *deferred;  /* released inside our own section (vtoe_rcu_defer) */
+	struct vtoe_rcu_reader *next;
+};
+
+/* Thread-local data on the hot path: the library is loaded at start-up (LD_PRELOAD), so its
+ * thread-local block is static and is reached without a call to __tls_get_addr. */
+#define VTOE_TLS_FAST __thread __attribute__((tls_model("initial-exec")))
+
+extern VTOE_TLS_FAST struct vtoe_rcu_reader *vtoe_rcu_self;
+struct vtoe_rcu_reader *vtoe_rcu_register(void); /* NULL: no sections (take references) */
+void vtoe_rcu_run_deferred(struct vtoe_rcu_reader *r);
+
+/* Enter a section (NULL: not available, take references).  Inside one, a socket found in the
+ * fd table, or an epoll item whose incarnation matches, stays mapped until the section ends,
+ * if it is a connection or an epoll instance.  A section must never wait: no lock but a
+ * trylock, no kernel call but with a zero timeout, no vtoe_sock_put(). */
+static inline struct vtoe_rcu_reader *vtoe_rcu_read_begin(void)
+{
+	struct vtoe_rcu_reader *r = vtoe_rcu_self;
+
+	if (vtoe_unlikely(!r) && !(r = vtoe_rcu_register()))
+		return NULL;
+	/* a plain store: the releasing thread's membarrier orders it before our look-ups */
+	atomic_store_explicit(&r->word, atomic_load_explicit(&r->word, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	atomic_signal_fence(memory_order_seq_cst);
+	return r;
+}
+
+static inline void vtoe_rcu_read_end(struct vtoe_rcu_reader *r)
+{
+	uint64_t w = atomic_load_explicit(&r->word, memory_order_relaxed) - 1;
+
+	if (!(w & VTOE_RCU_NEST_MASK))
+		w += VTOE_RCU_GEN_ONE;
+	atomic_store_explicit(&r->word, w, memory_order_release);
+	if (vtoe_unlikely(r->deferred != NULL) && !(w & VTOE_RCU_NEST_MASK))
+		vtoe_rcu_run_deferred(r);
+}
+
+/* For the last release of a connection or epoll instance: wait until every other thread has
+ * left the sections it was in; or, called inside this thread's own section (a signal
+ * handler), true: the release is deferred to the section's end. */
+void vtoe_rcu_wait_readers(void);
+bool vtoe_rcu_defer(struct vtoe_sock *s);
+void vtoe_rcu_atfork_child(void);
 
 /* ------------------------------------------------------------------------------------------ */
 /* vtoe_socket.c / vtoe_sockopt.c                                                              */

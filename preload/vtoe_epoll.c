@@ -27,6 +27,7 @@
 struct vtoe_ep_item {
 	bool live;
 	bool user;          /* answered from user space (s) */
+	bool nested;        /* user, and s is an epoll instance */
 	bool disabled;      /* EPOLLONESHOT reported, until EPOLL_CTL_MOD */
 	bool out_seen;      /* ET: EPOLLOUT reported, and the ring not seen full since */
 	unsigned nospace;   /* ET: the connection's tx_nospace at the last EPOLLOUT report */
@@ -48,6 +49,7 @@ struct vtoe_ep {
 	int fd;             /* a number it was last used under (for the fork hand-back) */
 	struct vtoe_ep_item *items;
 	int n, cap, nuser;
+	int nnested;        /* user items that are epoll instances (their locks are taken) */
 	unsigned int rr;    /* where the next scan starts: fairness among ready items */
 	uint64_t calls;
 	uint64_t kernel_ns; /* when the kernel was last asked (coarse clock) */
@@ -91,10 +93,29 @@ static struct vtoe_sock *vtoe_ep_item_get(struct vtoe_ep_item *it)
 	return s;
 }
 
+/* An item's object for one look.  Inside a read-side section (sectioned) it cannot be
+ * released under us, so matching the incarnation is enough; elsewhere it takes a reference
+ * (vtoe_ep_item_unpin gives it back). */
+static struct vtoe_sock *vtoe_ep_item_pin(struct vtoe_ep_item *it, bool sectioned)
+{
+	if (!sectioned)
+		return vtoe_ep_item_get(it);
+	return atomic_load_explicit(&it->s->incarnation, memory_order_acquire) == it->inc ? it->s
+											 : NULL;
+}
+
+static void vtoe_ep_item_unpin(struct vtoe_sock *s, bool sectioned)
+{
+	if (!sectioned)
+		vtoe_sock_put(s);
+}
+
 static void vtoe_ep_item_drop(struct vtoe_ep *ep, struct vtoe_ep_item *it)
 {
 	if (it->user)
 		ep->nuser--;
+	if (it->nested)
+		ep->nnested--;
 	it->live = false;
 	while (ep->n > 0 && !ep->items[ep->n - 1].live)
 		ep->n--;
@@ -350,6 +371,7 @@ static int vtoe_ep_ctl(struct vtoe_sock *eps, int epfd, int op, int fd, struct e
 	tmp = ep->items[idx];
 	tmp.fd = fd;
 	tmp.user = user;
+	tmp.nested = user && atomic_load(&target->kind) != VTOE_KIND_CONN;
 	tmp.s = user || (target && atomic_load(&target->kind) == VTOE_KIND_CANDIDATE) ? target
 										    : NULL;
 	tmp.inc = tmp.s ? atomic_load(&target->incarnation) : 0;
@@ -364,10 +386,14 @@ static int vtoe_ep_ctl(struct vtoe_sock *eps, int epfd, int op, int fd, struct e
 			vtoe_ep_item_drop(ep, it);
 		if (slot->live && slot->user)
 			ep->nuser--;
+		if (slot->live && slot->nested)
+			ep->nnested--;
 		*slot = tmp;
 		slot->live = true;
 		if (user)
 			ep->nuser++;
+		if (tmp.nested)
+			ep->nnested++;
 		if (idx >= ep->n)
 			ep->n = idx + 1;
 	} else if (!ep->items[idx].live) {
@@ -418,8 +444,11 @@ VTOE_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *event)
 /*
  * What an item reports now (0: nothing), applying the level, edge and one-shot rules; with
  * commit, the report is recorded.  krev: the kernel's epoll bits for the item if known, or -1.
+ * sectioned: inside a read-side section, where no nested instance is looked at (its lock
+ * could be waited for: the caller does not come here with nested items).
  */
-static uint32_t vtoe_ep_item_eval(struct vtoe_ep_item *it, int krev, bool commit, int depth)
+static uint32_t vtoe_ep_item_eval(struct vtoe_ep_item *it, int krev, bool commit, int depth,
+				  bool sectioned)
 {
 	const uint32_t always = EPOLLHUP | EPOLLERR;
 	struct vtoe_sock *s;
@@ -427,18 +456,20 @@ static uint32_t vtoe_ep_item_eval(struct vtoe_ep_item *it, int krev, bool commit
 	uint64_t head = 0;
 	unsigned nospace = it->nospace;
 
-	if (it->disabled || !(s = vtoe_ep_item_get(it)))
+	if (it->disabled || !(s = vtoe_ep_item_pin(it, sectioned)))
 		return 0;
 	if (atomic_load(&s->kind) == VTOE_KIND_CONN) {
-		/* the whole state, asked for or not: a FIN is an edge even without RDHUP */
+		/* the whole input state, asked for or not: a FIN is an edge even without RDHUP;
+		 * room to write only if asked (it reads the peer's line of our tx ring) */
 		nospace = atomic_load(&s->c.tx_nospace); /* before the ring is looked at */
-		rev = (uint16_t)vtoe_conn_poll(&s->c, POLLIN | POLLOUT | POLLRDHUP | POLLPRI, krev);
+		rev = (uint16_t)vtoe_conn_poll(&s->c, (short)(POLLIN | POLLRDHUP | POLLPRI |
+							    (it->events & EPOLLOUT)), krev);
 		head = atomic_load_explicit(&s->c.rx->head, memory_order_acquire);
-	} else if (depth < VTOE_EP_MAX_DEPTH && vtoe_ep_ready(s, krev > 0 && (krev & EPOLLIN),
-							       depth + 1)) {
+	} else if (!sectioned && depth < VTOE_EP_MAX_DEPTH &&
+		   vtoe_ep_ready(s, krev > 0 && (krev & EPOLLIN), depth + 1)) {
 		rev = EPOLLIN;
 	}
-	vtoe_sock_put(s);
+	vtoe_ep_item_unpin(s, sectioned);
 	bits = rev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR);
 	rev &= it->events | always;
 	if (!rev) {
@@ -502,7 +533,7 @@ bool vtoe_ep_ready(struct vtoe_sock *s, bool kernel_says, int depth)
 	pthread_mutex_lock(&ep->lock);
 	for (int i = 0; i < ep->n && !ready; i++)
 		ready = ep->items[i].live && ep->items[i].user &&
-			vtoe_ep_item_eval(&ep->items[i], -1, false, depth) != 0;
+			vtoe_ep_item_eval(&ep->items[i], -1, false, depth, false) != 0;
 	if (!ready && kernel_says && ep->npend < VTOE_EP_PENDING) {
 		/* The kernel's readiness may be only our own wake-up edges: look. */
 		struct epoll_event kb[VTOE_EP_BATCH];
@@ -551,6 +582,7 @@ struct vtoe_ep_call {
 	struct epoll_event *out;
 	int max, n;
 	uint64_t seq;
+	bool sectioned; /* inside a read-side section: vtoe_ep_item_pin() */
 };
 
 static void vtoe_ep_emit(struct vtoe_ep_call *call, struct vtoe_ep_item *it, uint32_t rev)
@@ -580,29 +612,29 @@ static void vtoe_ep_translate(struct vtoe_ep_call *call, struct epoll_event *kb,
 		}
 		if (it->reported == call->seq)
 			continue;
-		rev = vtoe_ep_item_eval(it, (int)(kb[i].events & 0xffff), true, 0);
+		rev = vtoe_ep_item_eval(it, (int)(kb[i].events & 0xffff), true, 0, call->sectioned);
 		if (rev)
 			vtoe_ep_emit(call, it, rev);
 	}
 }
 
-/* One pass: harvested events, then the rings, then (when due) the kernel. */
-static int vtoe_ep_collect(struct vtoe_ep_call *call, bool ask_kernel)
+/* One pass, the instance locked: harvested events, then the rings, then (when due) the
+ * kernel. */
+static int vtoe_ep_collect_locked(struct vtoe_ep_call *call, bool ask_kernel)
 {
 	struct vtoe_ep *ep = call->s->ep;
 	struct epoll_event kb[VTOE_EP_BATCH];
 
-	pthread_mutex_lock(&ep->lock);
 	call->seq = ++ep->calls;
 	while (ep->npend && call->n < call->max) {
 		call->out[call->n++] = ep->pend[0];
 		memmove(&ep->pend[0], &ep->pend[1], (size_t)--ep->npend * sizeof(ep->pend[0]));
 	}
 	if (ep->nuser && ep->n) {
-		unsigned int start = ep->rr++ % (unsigned int)ep->n;
+		int i = (int)(ep->rr++ % (unsigned int)ep->n);
 
-		for (int k = 0; k < ep->n && call->n < call->max; k++) {
-			struct vtoe_ep_item *it = &ep->items[(start + (unsigned int)k) % (unsigned int)ep->n];
+		for (int k = 0; k < ep->n && call->n < call->max; k++, i = i + 1 < ep->n ? i + 1 : 0) {
+			struct vtoe_ep_item *it = &ep->items[i];
 			uint32_t rev;
 
 			if (!it->live || !it->user)
@@ -612,7 +644,7 @@ static int vtoe_ep_collect(struct vtoe_ep_call *call, bool ask_kernel)
 				vtoe_ep_item_drop(ep, it);
 				continue;
 			}
-			rev = vtoe_ep_item_eval(it, -1, true, 0);
+			rev = vtoe_ep_item_eval(it, -1, true, 0, call->sectioned);
 			if (rev)
 				vtoe_ep_emit(call, it, rev);
 		}
@@ -625,13 +657,25 @@ static int vtoe_ep_collect(struct vtoe_ep_call *call, bool ask_kernel)
 		if (r > 0)
 			vtoe_ep_translate(call, kb, r);
 	}
-	pthread_mutex_unlock(&ep->lock);
 	return call->n;
 }
 
+static int vtoe_ep_collect(struct vtoe_ep_call *call, bool ask_kernel)
+{
+	struct vtoe_ep *ep = call->s->ep;
+	int n;
+
+	pthread_mutex_lock(&ep->lock);
+	n = vtoe_ep_collect_locked(call, ask_kernel);
+	pthread_mutex_unlock(&ep->lock);
+	return n;
+}
+
+/* Ask the kernel now?  At once for an instance with nothing of ours in it, as poll() sends a
+ * set with no offloaded fd straight to the kernel. */
 static bool vtoe_ep_kernel_due(struct vtoe_ep *ep)
 {
-	return vtoe_kernel_due_at(&ep->kernel_ns);
+	return !ep->nuser || vtoe_kernel_due_at(&ep->kernel_ns);
 }
 
 static int vtoe_ep_wait(struct vtoe_sock *s, int epfd, struct epoll_event *out, int max,
@@ -699,6 +743,39 @@ static int vtoe_ep_wait(struct vtoe_sock *s, int epfd, struct epoll_event *out, 
 	}
 }
 
+/*
+ * A call that does not wait, inside a read-side section: no reference and no atomics but the
+ * instance's lock, which it only tries.  -2: not one of our instances (the kernel answers);
+ * -3: not answered so (a nested instance, the lock busy, anything unusual): the caller takes
+ * the general path.
+ */
+static __attribute__((noinline)) int vtoe_ep_wait_now(int epfd, struct epoll_event *out, int max)
+{
+	struct vtoe_ep_call call = { .epfd = epfd, .out = out, .max = max, .sectioned = true };
+	struct vtoe_sock *s = vtoe_fd_peek(epfd);
+	struct vtoe_rcu_reader *rd;
+	struct vtoe_ep *ep;
+	int r = -3;
+
+	if (vtoe_likely(!s))
+		return -2;
+	if (!(rd = vtoe_rcu_read_begin()))
+		return -3;
+	s = vtoe_fd_peek(epfd); /* again, inside the section */
+	if (s && s != &vtoe_internal_sock && atomic_load(&s->kind) == VTOE_KIND_EPOLL &&
+	    (ep = s->ep) != NULL && !ep->legacy && s->gen == atomic_load(&vtoe_fork_gen) &&
+	    max > 0 && out && (size_t)max <= INT_MAX / sizeof(*out) &&
+	    pthread_mutex_trylock(&ep->lock) == 0) {
+		if (!ep->nnested) {
+			call.s = s;
+			r = vtoe_ep_collect_locked(&call, vtoe_ep_kernel_due(ep));
+		}
+		pthread_mutex_unlock(&ep->lock);
+	}
+	vtoe_rcu_read_end(rd);
+	return r;
+}
+
 /* -2: not one of our instances (the caller asks the kernel). */
 static int vtoe_ep_wait_common(int epfd, struct epoll_event *out, int max,
 			       const struct timespec *timeout, const sigset_t *sigmask)
@@ -708,6 +785,8 @@ static int vtoe_ep_wait_common(int epfd, struct epoll_event *out, int max,
 
 	if (vtoe_likely(!vtoe_fd_peek(epfd)))
 		return -2;
+	if (vtoe_timeout_zero(timeout) && (r = vtoe_ep_wait_now(epfd, out, max)) != -3)
+		return r;
 	s = vtoe_fd_get(epfd);
 	if (s == &vtoe_internal_sock) {
 		errno = EBADF;
@@ -729,8 +808,16 @@ static int vtoe_ep_wait_common(int epfd, struct epoll_event *out, int max,
 static int vtoe_ep_wait_ms(int epfd, struct epoll_event *out, int max, int timeout,
 			   const sigset_t *sigmask)
 {
-	struct timespec ts = { timeout / 1000, (timeout % 1000) * 1000000L };
-	int r = vtoe_ep_wait_common(epfd, out, max, timeout < 0 ? NULL : &ts, sigmask);
+	struct timespec ts;
+	int r;
+
+	if (timeout == 0) { /* straight to the short path, before any conversion */
+		r = vtoe_ep_wait_now(epfd, out, max);
+		if (r != -3)
+			return r == -2 ? REAL(epoll_pwait)(epfd, out, max, 0, sigmask) : r;
+	}
+	ts = (struct timespec){ timeout / 1000, (timeout % 1000) * 1000000L };
+	r = vtoe_ep_wait_common(epfd, out, max, timeout < 0 ? NULL : &ts, sigmask);
 
 	return r == -2 ? REAL(epoll_pwait)(epfd, out, max, timeout, sigmask) : r;
 }

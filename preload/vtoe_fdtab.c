@@ -134,14 +134,27 @@ struct vtoe_sock *vtoe_sock_new(int kind, int family)
 
 void vtoe_sock_put(struct vtoe_sock *s)
 {
-	int saved;
+	int kind;
 
 	if (!s || s == &vtoe_internal_sock)
 		return;
 	if (atomic_fetch_sub_explicit(&s->ref, 1, memory_order_acq_rel) != 1)
 		return;
-	saved = errno; /* the caller's result must survive the teardown */
 	atomic_fetch_add(&s->incarnation, 1);
+	kind = atomic_load(&s->kind);
+	if (kind == VTOE_KIND_CONN || kind == VTOE_KIND_EPOLL) {
+		/* what read-side sections may be reading without a reference (vtoe_rcu.c) */
+		if (vtoe_rcu_defer(s))
+			return;
+		vtoe_rcu_wait_readers();
+	}
+	vtoe_sock_free(s);
+}
+
+void vtoe_sock_free(struct vtoe_sock *s)
+{
+	int saved = errno; /* the caller's result must survive the teardown */
+
 	vtoe_sock_release(s);
 	errno = saved;
 	atomic_store(&s->kind, VTOE_KIND_FREE);

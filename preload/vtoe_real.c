@@ -359,6 +359,7 @@ static void vtoe_atfork_child(void)
 	atomic_store(&vtoe_pid, (int)getpid());
 	vtoe_ep_atfork_child();
 	vtoe_fdtab_atfork_child();
+	vtoe_rcu_atfork_child();
 	vtoe_ctl_atfork_child();
 	vtoe_park_atfork_child();
 	vtoe_held_atfork_child();

@@ -26,7 +26,7 @@ beforeAll(async () => {
   // Built before the agent starts, so the synchronous builds block nobody.
   execFileSync('make', ['-s', '-C', join(repoRoot, 'preload')], { stdio: 'inherit' });
   execFileSync('make', ['-s', '-C', join(repoRoot, 'tools')], { stdio: 'inherit' });
-  for (const name of ['shim-echo', 'shim-threads', 'shim-hostile']) {
+  for (const name of ['shim-echo', 'shim-threads', 'shim-hostile', 'shim-close-race']) {
     bin[name] = buildC(name, [`test/c/${name}.c`]);
   }
   bin['shim-semantics'] = buildC('shim-semantics', ['test/c/shim-semantics.c', 'test/c/facts.h']);
@@ -34,7 +34,8 @@ beforeAll(async () => {
   // The real interpreter, not a version manager's wrapper script, so the preload lands in it.
   python = (await promisify(execFile)('python3', ['-c', 'import sys; print(sys.executable)'])).stdout.trim();
   dir = mkdtempSync(join(tmpdir(), 'vtoe-shim-programs-'));
-  agent = await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { timewaitMs: 20 } });
+  // shortBytes 0: shim-close-race's connections are short, and every one must be offloaded
+  agent = await Agent.start({ socketPath: join(dir, 'agent.sock'), config: { timewaitMs: 20, shortBytes: 0 } });
 });
 
 afterEach(() => killAll());
@@ -228,6 +229,20 @@ describe('programs that move data both ways at once', () => {
     expect(after.fallback.total - before.fallback.total).toBe(0);
     expect(after.bytes.sent - before.bytes.sent).toBeGreaterThanOrEqual(4 * (32 << 20));
   });
+  // poll(..., 0) and epoll_wait(..., 0) read connections without references (vtoe_rcu.c): a
+  // close must wait for them, or defer to the end of its own thread's poll (a signal handler).
+  for (const [mode, rounds] of [['threads', 600], ['signal', 300]] as const) {
+    it(`shim-close-race: connections closed while polled without waiting (${mode})`, async () => {
+      const before = agent.stats();
+      const r = await runProg(bin['shim-close-race']!, [mode, String(rounds)], offload(), 60_000);
+      const n = mode === 'threads' ? rounds + 4 : rounds;
+      expect({ code: r.code, signal: r.signal, stdout: r.stdout, stderr: r.stderr })
+        .toEqual({ code: 0, signal: null, stdout: `ok ${n} connections\n`, stderr: '' });
+      const after = agent.stats();
+      expect({ offloaded: after.offloaded - before.offloaded, fallbacks: after.fallback.total - before.fallback.total })
+        .toEqual({ offloaded: n, fallbacks: 0 });
+    });
+  }
 });
 
 // --- shim-hostile -------------------------------------------------------------------------

@@ -168,6 +168,22 @@ static void t_epoll_flags(void)
 	SAY("epoll.pwait2: %d %s", n, epevs(n > 0 ? out[0].events : 0));
 	close2(c, s);
 	close2(inner, outer);
+
+	/* an instance with kernel fds only: a call that does not wait sees a write at once */
+	int kp[2];
+	if (pipe(kp))
+		die("pipe");
+	ep = epoll_create1(0);
+	ev.events = EPOLLIN;
+	ev.data.fd = kp[0];
+	epoll_ctl(ep, EPOLL_CTL_ADD, kp[0], &ev);
+	SAY("epoll.kernel-only-idle: %d", ep_wait(ep, 0, &e));
+	if (write(kp[1], "k", 1) != 1)
+		die("write");
+	n = ep_wait(ep, 0, &e);
+	SAY("epoll.kernel-only-at-once: %d %s", n, epevs(e));
+	close2(kp[0], kp[1]);
+	close(ep);
 }
 
 /* HUP/ERR after the peer's reset (linger 0) */
