@@ -11,6 +11,7 @@ _Atomic(vtoe_slot_t *) *vtoe_fdtab;
 unsigned int vtoe_fdtab_max;
 void vtoe_fdtab_init(void) {}
 void vtoe_fdtab_atfork_child(void) {}
+void vtoe_rcu_atfork_child(void) {}
 void vtoe_fd_set_internal(int fd, bool internal) { (void)fd, (void)internal; }
 int vtoe_fd_move_high(int fd) { return fd; }
 bool vtoe_fd_swap(int *holder, int from, int to) { (void)holder, (void)from, (void)to; return false; }
