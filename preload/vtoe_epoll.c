@@ -808,16 +808,8 @@ static int vtoe_ep_wait_common(int epfd, struct epoll_event *out, int max,
 static int vtoe_ep_wait_ms(int epfd, struct epoll_event *out, int max, int timeout,
 			   const sigset_t *sigmask)
 {
-	struct timespec ts;
-	int r;
-
-	if (timeout == 0) { /* straight to the short path, before any conversion */
-		r = vtoe_ep_wait_now(epfd, out, max);
-		if (r != -3)
-			return r == -2 ? REAL(epoll_pwait)(epfd, out, max, 0, sigmask) : r;
-	}
-	ts = (struct timespec){ timeout / 1000, (timeout % 1000) * 1000000L };
-	r = vtoe_ep_wait_common(epfd, out, max, timeout < 0 ? NULL : &ts, sigmask);
+	struct timespec ts = { timeout / 1000, (timeout % 1000) * 1000000L };
+	int r = vtoe_ep_wait_common(epfd, out, max, timeout < 0 ? NULL : &ts, sigmask);
 
 	return r == -2 ? REAL(epoll_pwait)(epfd, out, max, timeout, sigmask) : r;
 }

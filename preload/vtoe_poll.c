@@ -241,12 +241,8 @@ static int vtoe_pollset_wait(struct vtoe_pollset *ps, const struct timespec *tim
 	}
 }
 
-/*
- * Finds the objects answered here.  With pin, each gets a reference; without, the caller is
- * inside a read-side section, where only connections may be read (false: the set holds an
- * epoll instance, whose lock a section must not wait for, so it needs references).
- */
-static bool vtoe_pollset_gather(struct vtoe_pollset *ps, bool pin, bool *ours)
+/* Finds the objects answered here, each with a reference. */
+static void vtoe_pollset_gather(struct vtoe_pollset *ps, bool *ours)
 {
 	struct pollfd *fds = ps->fds;
 
@@ -260,13 +256,6 @@ static bool vtoe_pollset_gather(struct vtoe_pollset *ps, bool pin, bool *ours)
 		fds[i].revents = 0;
 		if (s == &vtoe_internal_sock) {
 			fds[i].revents = POLLNVAL; /* one of ours: not the application's fd */
-			continue;
-		}
-		if (s && !pin && vtoe_obj_polled(s)) {
-			if (atomic_load(&s->kind) != VTOE_KIND_CONN)
-				return false;
-			ps->obj[i] = s;
-			*ours = true;
 			continue;
 		}
 		/* a reference only for what is answered here: kernel fds cost no atomics */
@@ -287,7 +276,6 @@ static bool vtoe_pollset_gather(struct vtoe_pollset *ps, bool pin, bool *ours)
 			ps->key = vtoe_poll_key_add(ps->key, fds[i].fd);
 		}
 	}
-	return true;
 }
 
 static int vtoe_pollset_run(struct vtoe_pollset *ps, bool ours, const struct timespec *timeout,
@@ -356,7 +344,6 @@ static int vtoe_poll_common(struct pollfd *fds, nfds_t nfds, const struct timesp
 {
 	struct vtoe_sock *stack_obj[VTOE_POLL_STACK], **obj = stack_obj;
 	struct vtoe_pollset ps = { .fds = fds, .n = nfds };
-	struct vtoe_rcu_reader *rd = NULL;
 	bool ours = false;
 	int r, saved;
 
@@ -369,21 +356,11 @@ static int vtoe_poll_common(struct pollfd *fds, nfds_t nfds, const struct timesp
 	if (nfds > VTOE_POLL_STACK && !(obj = calloc(nfds, sizeof(*obj))))
 		return -2;
 	ps.obj = obj;
-	/* A call that does not wait reads the rings inside a section: no atomics at all. */
-	if (vtoe_timeout_zero(timeout) && (rd = vtoe_rcu_read_begin()) != NULL &&
-	    vtoe_pollset_gather(&ps, false, &ours)) {
-		r = vtoe_pollset_run(&ps, ours, timeout, sigmask);
-		saved = errno;
-		vtoe_rcu_read_end(rd);
-	} else {
-		if (rd)
-			vtoe_rcu_read_end(rd);
-		vtoe_pollset_gather(&ps, true, &ours);
-		r = vtoe_pollset_run(&ps, ours, timeout, sigmask);
-		saved = errno;
-		for (nfds_t i = 0; i < nfds; i++)
-			vtoe_sock_put(obj[i]);
-	}
+	vtoe_pollset_gather(&ps, &ours);
+	r = vtoe_pollset_run(&ps, ours, timeout, sigmask);
+	saved = errno;
+	for (nfds_t i = 0; i < nfds; i++)
+		vtoe_sock_put(obj[i]);
 	if (obj != stack_obj)
 		free(obj);
 	errno = saved;
@@ -400,14 +377,6 @@ static int vtoe_poll_ms(struct pollfd *fds, nfds_t nfds, int timeout)
 
 VTOE_EXPORT int poll(struct pollfd *fds, nfds_t nfds, int timeout)
 {
-	static const struct timespec zero = { 0, 0 };
-	int r;
-
-	if (timeout == 0) { /* straight to the short path, before any conversion */
-		r = vtoe_poll_now(fds, nfds);
-		if (r != -3)
-			return r == -2 ? REAL(ppoll)(fds, nfds, &zero, NULL) : r;
-	}
 	return vtoe_poll_ms(fds, nfds, timeout);
 }
 
