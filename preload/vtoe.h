@@ -465,6 +465,21 @@ short vtoe_conn_poll(struct vtoe_conn *c, short events, int krev);
  * need) to look again: the ring grows once its reader has stalled long enough. */
 void vtoe_conn_sleep_prepare(struct vtoe_conn *c, short events, uint64_t *wake_ns);
 bool vtoe_conn_rx_ready(struct vtoe_conn *c);
+#define VTOE_CF_UNUSUAL                                                                      \
+	(VTOE_CF_WR_SHUT | VTOE_CF_RD_SHUT | VTOE_CF_PEER_GONE | VTOE_CF_RESET_REPORTED |     \
+	 VTOE_CF_BROKEN | VTOE_CF_RST_ASKED)
+/* What vtoe_conn_poll answers, 0, where a progress engine spends its calls: input asked
+ * for, an established connection with nothing to read.  Inline, so such a call costs a few
+ * loads and no call; false sends the caller to vtoe_conn_poll. */
+static inline bool vtoe_conn_poll_idle(struct vtoe_conn *c, short events)
+{
+	return !(events & POLLOUT) &&
+	       !(atomic_load_explicit(&c->flags, memory_order_relaxed) & VTOE_CF_UNUSUAL) &&
+	       atomic_load_explicit(&c->rx->head, memory_order_acquire) ==
+		       atomic_load_explicit(&c->rx->tail, memory_order_relaxed) &&
+	       !atomic_load_explicit(&c->rx->fin, memory_order_acquire) &&
+	       !atomic_load_explicit(&c->rx->reset, memory_order_acquire);
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* vtoe_poll.c / vtoe_epoll.c: readiness answered from the rings                               */

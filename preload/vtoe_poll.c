@@ -297,7 +297,7 @@ static int vtoe_pollset_run(struct vtoe_pollset *ps, bool ours, const struct tim
  * ours in the set (the kernel answers); -3: for the general path (the kernel is due for the
  * set's kernel fds, an epoll instance or one of our internal fds is in it, or no section).
  */
-static __attribute__((noinline)) int vtoe_poll_now(struct pollfd *fds, nfds_t nfds)
+static inline __attribute__((always_inline)) int vtoe_poll_now(struct pollfd *fds, nfds_t nfds)
 {
 	struct vtoe_rcu_reader *rd = NULL;
 	uint64_t key = VTOE_POLL_KEY_SEED;
@@ -315,9 +315,11 @@ static __attribute__((noinline)) int vtoe_poll_now(struct pollfd *fds, nfds_t nf
 			s = vtoe_fd_peek(p->fd);
 		}
 		if (s && atomic_load_explicit(&s->kind, memory_order_relaxed) == VTOE_KIND_CONN) {
+			ours = true;
+			if (vtoe_conn_poll_idle(&s->c, p->events))
+				continue;
 			p->revents = vtoe_conn_poll(&s->c, p->events, -1);
 			ready += p->revents != 0;
-			ours = true;
 			continue;
 		}
 		if (s == &vtoe_internal_sock || (s && vtoe_obj_polled(s)))
@@ -337,18 +339,16 @@ out:
 	return r;
 }
 
-/* Returns the kernel's result, or -2 when the set has nothing of ours (the caller passes it
- * to the kernel unchanged). */
-static int vtoe_poll_common(struct pollfd *fds, nfds_t nfds, const struct timespec *timeout,
-			    const sigset_t *sigmask)
+/* Everything but the short path: references on what is ours, the spin, the sleep. */
+static __attribute__((noinline)) int vtoe_poll_general(struct pollfd *fds, nfds_t nfds,
+							 const struct timespec *timeout,
+							 const sigset_t *sigmask)
 {
 	struct vtoe_sock *stack_obj[VTOE_POLL_STACK], **obj = stack_obj;
 	struct vtoe_pollset ps = { .fds = fds, .n = nfds };
 	bool ours = false;
 	int r, saved;
 
-	if (vtoe_timeout_zero(timeout) && (r = vtoe_poll_now(fds, nfds)) != -3)
-		return r;
 	for (nfds_t i = 0; i < nfds && !ours; i++)
 		ours = fds[i].fd >= 0 && vtoe_fd_peek(fds[i].fd);
 	if (vtoe_likely(!ours))
@@ -367,11 +367,33 @@ static int vtoe_poll_common(struct pollfd *fds, nfds_t nfds, const struct timesp
 	return r;
 }
 
+/* Returns the kernel's result, or -2 when the set has nothing of ours (the caller passes it
+ * to the kernel unchanged). */
+static int vtoe_poll_common(struct pollfd *fds, nfds_t nfds, const struct timespec *timeout,
+			    const sigset_t *sigmask)
+{
+	int r;
+
+	if (vtoe_timeout_zero(timeout) && (r = vtoe_poll_now(fds, nfds)) != -3)
+		return r;
+	return vtoe_poll_general(fds, nfds, timeout, sigmask);
+}
+
 static int vtoe_poll_ms(struct pollfd *fds, nfds_t nfds, int timeout)
 {
-	struct timespec ts = { timeout / 1000, (timeout % 1000) * 1000000L };
-	int r = vtoe_poll_common(fds, nfds, timeout < 0 ? NULL : &ts, NULL);
+	static const struct timespec zero;
+	struct timespec ts;
+	int r;
 
+	/* poll(…, 0) from a progress engine: the short path, before any conversion */
+	if (timeout == 0) {
+		r = vtoe_poll_now(fds, nfds);
+		if (r == -3)
+			r = vtoe_poll_general(fds, nfds, &zero, NULL);
+		return r == -2 ? REAL(ppoll)(fds, nfds, &zero, NULL) : r;
+	}
+	ts = (struct timespec){ timeout / 1000, (timeout % 1000) * 1000000L };
+	r = vtoe_poll_common(fds, nfds, timeout < 0 ? NULL : &ts, NULL);
 	return r == -2 ? REAL(ppoll)(fds, nfds, timeout < 0 ? NULL : &ts, NULL) : r;
 }
 

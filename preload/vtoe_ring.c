@@ -1506,10 +1506,6 @@ int vtoe_conn_take_error(struct vtoe_conn *c)
 /* ------------------------------------------------------------------------------------------ */
 /* Readiness for poll, select and epoll (vtoe_poll.c, vtoe_epoll.c)                            */
 /* ------------------------------------------------------------------------------------------ */
-#define VTOE_CF_UNUSUAL                                                                      \
-	(VTOE_CF_WR_SHUT | VTOE_CF_RD_SHUT | VTOE_CF_PEER_GONE | VTOE_CF_RESET_REPORTED |     \
-	 VTOE_CF_BROKEN | VTOE_CF_RST_ASKED)
-
 /* Data to read.  Its first line is fetched now: the read that follows (after the caller's
  * event dispatch) then copies from cache instead of waiting on the producer's core. */
 bool vtoe_conn_rx_ready(struct vtoe_conn *c)
