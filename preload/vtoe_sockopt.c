@@ -340,6 +340,30 @@ static int vtoe_getsockopt_conn(struct vtoe_sock *s, int level, int name, void *
 	return vtoe_opt_out(optval, optlen, &v, sizeof(v));
 }
 
+/*
+ * A socket buffer size as a TCP socket of this family would keep it: clamped to
+ * net.core.rmem_max or wmem_max, raised to the kernel's minimum, the FORCE variants only with
+ * CAP_NET_ADMIN.  A throwaway kernel socket applies the rules, so they are the running
+ * kernel's.  Returns half the size getsockopt reports (what struct vtoe_opts keeps), or -1
+ * with errno; with no descriptor to spare, the value as given.
+ */
+static int vtoe_buf_as_kernel(int family, int name, int v)
+{
+	int base = name == SO_RCVBUFFORCE ? SO_RCVBUF : name == SO_SNDBUFFORCE ? SO_SNDBUF : name;
+	int fd = REAL(socket)(family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP), got = 0, saved;
+	socklen_t l = sizeof(got);
+
+	if (fd < 0)
+		return v < 0 ? 0 : VTOE_MIN(v, 0x3fffffff);
+	if (REAL(setsockopt)(fd, SOL_SOCKET, name, &v, sizeof(v)) < 0 ||
+	    REAL(getsockopt)(fd, SOL_SOCKET, base, &got, &l) < 0)
+		got = -1;
+	saved = errno;
+	REAL(close)(fd);
+	errno = saved;
+	return got < 0 ? -1 : got / 2;
+}
+
 static int vtoe_setsockopt_conn(struct vtoe_sock *s, int level, int name, const void *optval,
 				socklen_t optlen)
 {
@@ -394,11 +418,15 @@ static int vtoe_setsockopt_conn(struct vtoe_sock *s, int level, int name, const 
 		switch (name) {
 		case SO_RCVBUF:
 		case SO_RCVBUFFORCE:
-			o->rcvbuf = v < 0 ? 0 : VTOE_MIN(v, 0x3fffffff);
+			if ((v = vtoe_buf_as_kernel(s->family, name, v)) < 0)
+				return -1;
+			o->rcvbuf = v;
 			return 0;
 		case SO_SNDBUF:
 		case SO_SNDBUFFORCE:
-			o->sndbuf = v < 0 ? 0 : VTOE_MIN(v, 0x3fffffff);
+			if ((v = vtoe_buf_as_kernel(s->family, name, v)) < 0)
+				return -1;
+			o->sndbuf = v;
 			vtoe_opts_publish(c);
 			return 0;
 		}

@@ -90,6 +90,22 @@ static void t_basic(void)
 	setsockopt(c, SOL_SOCKET, SO_RCVBUF, &v, sizeof(v));
 	getsockopt(c, SOL_SOCKET, SO_RCVBUF, &v, &vl);
 	SAY("basic.rcvbuf: %d", v);
+	/* beyond net.core.rmem_max/wmem_max, and below the minimum: clamped as the kernel does */
+	{
+		static const struct { const char *label; int name, value; } bufs[] = {
+			{ "rcvbuf-huge", SO_RCVBUF, 1 << 28 }, { "rcvbuf-tiny", SO_RCVBUF, 1 },
+			{ "sndbuf-huge", SO_SNDBUF, 1 << 28 }, { "sndbuf-tiny", SO_SNDBUF, 1 },
+			{ "rcvbuf-negative", SO_RCVBUF, -5 },
+		};
+		for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) {
+			int r = setsockopt(c, SOL_SOCKET, bufs[i].name, &bufs[i].value, sizeof(int));
+
+			v = 0;
+			vl = sizeof(v);
+			getsockopt(c, SOL_SOCKET, bufs[i].name, &v, &vl);
+			SAY("basic.%s: %s %d", bufs[i].label, res(r), v);
+		}
+	}
 	v = 600;
 	SAY("basic.keepidle-set: %s", res(setsockopt(c, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof(v))));
 	getsockopt(c, IPPROTO_TCP, TCP_KEEPIDLE, &v, &vl);
