@@ -9,6 +9,7 @@
         "native/ctl_message.cc",
         "native/js_boundary.cc",
         "native/js_control_server.cc",
+        "native/epoll_set.cc",
         "native/fd_watch.cc",
         "native/js_handlers.cc",
         "native/js_shm_connection.cc",

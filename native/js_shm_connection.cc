@@ -4,8 +4,10 @@
 #include <array>
 #include <memory>
 
+#include <sys/epoll.h>
+
 #include "bindings.h"
-#include "fd_watch.h"
+#include "epoll_set.h"
 #include "js_boundary.h"
 #include "js_handlers.h"
 #include "js_shm_region_pool.h"
@@ -15,6 +17,19 @@
 namespace vtoe {
 
 namespace {
+
+// The ends watches of every connection in this environment share one EpollSet.  It is never
+// freed: a connection's finalizer may stop its watches after the environment's cleanup hook
+// closed the set.  One environment per thread in Node.
+EpollSet &ends_watch_set(Napi::Env env, uv_loop_t *loop)
+{
+	thread_local EpollSet *set = nullptr;
+	if (!set) {
+		set = new EpollSet(loop);
+		napi_add_env_cleanup_hook(env, [](void *s) { static_cast<EpollSet *>(s)->close(); }, set);
+	}
+	return *set;
+}
 
 class JsShmConnection : public Napi::ObjectWrap<JsShmConnection> {
 public:
@@ -153,13 +168,13 @@ private:
 		handlers_ = std::make_unique<JsHandlers>(info[0], std::initializer_list<const char *>{"onEnd"},
 							 "vtoe:ShmConnection", info.This().As<Napi::Object>());
 		at_js_boundary(env, [&] {
+			EpollSet &set = ends_watch_set(env, loop);
 			connection_->keep_bells();
 			for (int side = 0; side < ShmConnection::kSides; side++) {
 				int fd = connection_->bell_fd(side);
 				if (fd < 0)
 					throw_system_error(EBADF, "the shm connection is closed");
-				ends_[side].start(loop, fd, UV_DISCONNECT,
-						  [this, side](int, int) { on_end(side); });
+				ends_[side].start(set, fd, EPOLLRDHUP, [this, side](uint32_t) { on_end(side); });
 			}
 		});
 	}
@@ -261,7 +276,7 @@ private:
 	// Declared before the watches, so those stop before the bells they poll are closed.
 	// Its destructor (run by the finalizer) closes and unmaps whatever close() did not.
 	std::unique_ptr<ShmConnection> connection_;
-	std::array<FdWatch, ShmConnection::kSides> ends_;
+	std::array<EpollWatch, ShmConnection::kSides> ends_;
 	std::array<bool, ShmConnection::kSides> ended_ = {false, false};
 	std::unique_ptr<JsHandlers> handlers_;
 	// After connection_ and the watches: it goes first, before the bells it borrows.

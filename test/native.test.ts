@@ -319,6 +319,35 @@ describe('ShmConnection', () => {
     }
   });
 
+  it('says once per side when its socket is gone from every holder, all connections through one epoll instance', async () => {
+    const epolls = () => readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[eventpoll]';
+      } catch {
+        return false; // the directory's own fd, closed by now
+      }
+    }).length;
+    const before = epolls();
+    const ends: string[] = [];
+    const conns = Array.from({ length: 8 }, (_, i) => {
+      const conn = open(4096, BigInt(100 + i));
+      conn.watchEnds((side, how) => ends.push(`${i}:${side}:${how}`));
+      return conn;
+    });
+    expect(epolls() - before).toBeLessThanOrEqual(1); // not one per watch
+    // The agent's copies of the app sockets are the only ones: releasing them ends those sides.
+    conns[0].releaseSide(0);
+    conns[3].releaseSide(1);
+    conns[3].releaseSide(0);
+    await vi.waitFor(() => expect(ends.sort()).toEqual(['0:0:fin', '3:0:fin', '3:1:fin']));
+    // A connection closed before its sides ended never calls back.
+    conns[5].close();
+    conns[6].releaseSide(1);
+    await vi.waitFor(() => expect(ends).toContain('6:1:fin'));
+    expect(ends.filter((e) => e.startsWith('5:'))).toEqual([]);
+    expect(ends).toHaveLength(4);
+  });
+
   it('closes idempotently and refuses use afterwards', () => {
     const before = memfdCount();
     const conn = new ShmConnection(8192, 3n);
