@@ -1,6 +1,6 @@
 // vtoe_native: the agent's native half.  Exports ControlServer, ShmConnection, ShmRegionPool,
 // ListenerPage, abiConstants, probeVerbs, tcpPeerAccepted, tcpSocketIdentity, tcpEndpoints,
-// tcpBindAnyPort, tcpListening, notifyService.
+// tcpBufferSizes, tcpBindAnyPort, tcpListening, notifyService.
 #include <napi.h>
 
 #include "bindings.h"
@@ -17,6 +17,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports)
 	exports.Set("probeVerbs", Napi::Function::New(env, vtoe::probe_verbs_js, "probeVerbs"));
 	exports.Set("tcpPeerAccepted", Napi::Function::New(env, vtoe::tcp_peer_accepted_js, "tcpPeerAccepted"));
 	exports.Set("tcpEndpoints", Napi::Function::New(env, vtoe::tcp_endpoints_js, "tcpEndpoints"));
+	exports.Set("tcpBufferSizes", Napi::Function::New(env, vtoe::tcp_buffer_sizes_js, "tcpBufferSizes"));
 	exports.Set("tcpBindAnyPort", Napi::Function::New(env, vtoe::tcp_bind_any_port_js, "tcpBindAnyPort"));
 	exports.Set("tcpListening", Napi::Function::New(env, vtoe::tcp_listening_js, "tcpListening"));
 	exports.Set("tcpSocketIdentity", Napi::Function::New(env, vtoe::tcp_socket_identity_js, "tcpSocketIdentity"));

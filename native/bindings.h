@@ -27,6 +27,9 @@ Napi::Value tcp_socket_identity_js(const Napi::CallbackInfo &info);
 // tcpEndpoints(fd): { local, remote (null until connected) } of an IP socket fd, and nothing
 // else: for a socket whose kind and namespace are known already (tcp_diag.cc)
 Napi::Value tcp_endpoints_js(const Napi::CallbackInfo &info);
+// tcpBufferSizes(fd): { sndbuf, rcvbuf }, SO_SNDBUF and SO_RCVBUF as the kernel keeps them
+// (tcp_diag.cc)
+Napi::Value tcp_buffer_sizes_js(const Napi::CallbackInfo &info);
 // tcpBindAnyPort(fd): binds an unbound TCP socket to a port the kernel picks, at the address
 // it has; returns that local endpoint (tcp_diag.cc)
 Napi::Value tcp_bind_any_port_js(const Napi::CallbackInfo &info);

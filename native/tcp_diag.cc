@@ -335,6 +335,22 @@ Napi::Value tcp_endpoints_js(const Napi::CallbackInfo &info)
 	return endpoints_to_js(env, addresses_js(env, fd));
 }
 
+Napi::Value tcp_buffer_sizes_js(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	int fd = static_cast<int>(js_integer(info[0], "fd", 0, INT32_MAX));
+	int sndbuf = 0, rcvbuf = 0;
+	at_js_boundary(env, [&] {
+		sndbuf = int_option(fd, SOL_SOCKET, SO_SNDBUF);
+		rcvbuf = int_option(fd, SOL_SOCKET, SO_RCVBUF);
+		return 0;
+	});
+	Napi::Object js = Napi::Object::New(env);
+	js.Set("sndbuf", sndbuf);
+	js.Set("rcvbuf", rcvbuf);
+	return js;
+}
+
 Napi::Value tcp_bind_any_port_js(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();

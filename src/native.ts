@@ -151,6 +151,7 @@ interface NativeAddon {
   tcpPeerAccepted(fd: number): number;
   tcpSocketIdentity(fd: number): TcpSocketIdentity;
   tcpEndpoints(fd: number): TcpEndpoints;
+  tcpBufferSizes(fd: number): TcpBufferSizes;
   tcpBindAnyPort(fd: number): SockAddr;
   tcpListening(family: 4 | 6, address: string, port: number): boolean;
   notifyService(message: string): boolean;
@@ -223,6 +224,17 @@ export type TcpEndpoints = Pick<TcpSocketIdentity, 'local' | 'remote'>;
  */
 export function tcpEndpoints(fd: number): TcpEndpoints {
   return native(() => loadAddon().tcpEndpoints(fd));
+}
+
+/** SO_SNDBUF and SO_RCVBUF of a socket as the kernel keeps them (twice what a program set). */
+export interface TcpBufferSizes {
+  sndbuf: number;
+  rcvbuf: number;
+}
+
+/** A socket's buffer sizes (TcpBufferSizes).  Two getsockopt calls. */
+export function tcpBufferSizes(fd: number): TcpBufferSizes {
+  return native(() => loadAddon().tcpBufferSizes(fd));
 }
 
 /**

@@ -6,8 +6,8 @@ import { closeFd } from './close-fd.js';
 import { constants as osConstants } from 'node:os';
 import { ABI, BELL_REPLY, FALLBACK_REASON_COUNT, reasonName } from '../abi.js';
 import {
-  ListenerPage, tcpBindAnyPort, tcpEndpoints, tcpListening, tcpPeerAccepted, tcpSocketIdentity, type CtlReply, type CtlRequest, type SideEnd, type SockAddr,
-  type TcpEndpoints, type TcpSocketIdentity,
+  ListenerPage, tcpBindAnyPort, tcpBufferSizes, tcpEndpoints, tcpListening, tcpPeerAccepted, tcpSocketIdentity, type CtlReply, type CtlRequest,
+  type SideEnd, type SockAddr, type TcpBufferSizes, type TcpEndpoints, type TcpSocketIdentity,
 } from '../native.js';
 import type { ResolvedConfig } from '../config.js';
 import { decide, type PolicyRule } from '../policy.js';
@@ -139,6 +139,8 @@ export class CoreCA {
   socketOf: (fd: number) => TcpSocketIdentity = tcpSocketIdentity;
   /** Only the addresses, of a socket whose kind and namespace socketOf gave before. */
   endpointsOf: (fd: number) => TcpEndpoints = tcpEndpoints;
+  /** SO_SNDBUF and SO_RCVBUF of a socket (tests replace it). */
+  buffersOf: (fd: number) => TcpBufferSizes = tcpBufferSizes;
   /** Binds an unbound client socket to a port the kernel picks (the verbs REQ names it). */
   bindAnyPort: (fd: number) => SockAddr = tcpBindAnyPort;
   /** Whether a kernel listener waits where a connect to an address lands (tests replace it). */
@@ -283,7 +285,7 @@ export class CoreCA {
     if (this.draining) return this.fallback(proc.client, req, ABI.fb.RESOURCES);
     const listener: ListenerEntry = {
       sid: sock.sid, family: local.family, address: local.address, port: local.port, backlog: req.arg,
-      program: proc.program,
+      program: proc.program, buffers: this.askKernel(req.fd, (f) => this.buffersOf(f)),
     };
     this.listeners.add(listener);
     this.sockets.set(sock.sid, { sid: sock.sid, client: proc.client, kind: 'listener', listener });
@@ -345,7 +347,9 @@ export class CoreCA {
     const cid = this.nextCid++;
     let link: ShmLink;
     try {
-      link = this.shm.createLink(cid);
+      // Rings that hold what the two ends' kernel buffers would (SO_SNDBUF, SO_RCVBUF).
+      const buffers = this.askKernel(req.fd, (f) => this.buffersOf(f));
+      link = this.shm.createLink(cid, buffers && listener.buffers ? this.shm.ringLargeFor(buffers, listener.buffers) : undefined);
     } catch (err) {
       this.log.warn('cannot create a shared ring; falling back to kernel TCP', { error: String(err) });
       return this.fallback(proc.client, req, ABI.fb.RESOURCES);

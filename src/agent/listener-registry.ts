@@ -1,6 +1,7 @@
 // The listening-port registry of the core connection agent: which offload-capable listeners
 // exist, so a REQ can be matched to one. Pure bookkeeping, no I/O.
 import { canonical, isWildcard } from './local-addresses.js';
+import type { EndBuffers } from './ring-sizing.js';
 
 export interface ListenerEntry {
   sid: number;
@@ -9,6 +10,7 @@ export interface ListenerEntry {
   port: number;
   backlog: number;
   program?: string; // of the listening process, for per-program statistics
+  buffers?: EndBuffers; // SO_SNDBUF, SO_RCVBUF at LISTEN: its accepted sockets inherit them
 }
 
 export class ListenerRegistry {
