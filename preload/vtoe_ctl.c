@@ -268,7 +268,9 @@ static int vtoe_ctl_rpc_locked(struct vtoe_ctl_req *req, int send_fd, struct vto
 	int dummy[VTOE_FD__COUNT];
 
 	req->seq = ++vtoe_ctl_seq;
+	/* The reply cannot be there yet: wait before the first recvmsg, not after its EAGAIN. */
 	if (vtoe_ctl_send_locked(req, deadline, send_fd) < 0 ||
+	    vtoe_ctl_wait(vtoe_ctl_fd, POLLIN, deadline) < 0 ||
 	    vtoe_ctl_recv_reply(vtoe_ctl_fd, req->seq, rep, fds ? fds : dummy, deadline) < 0) {
 		/* EOF or EPIPE: the agent closed the channel (it went away); else it is stuck */
 		bool lost = errno == ECONNRESET || errno == EPIPE;

@@ -233,8 +233,8 @@ static int vtoe_conn_attach(int fd, struct vtoe_sock *conn, int *fds, bool nonbl
 	fl = REAL(fcntl)(fds[VTOE_FD_APP], F_GETFL);
 	if (fl < 0)
 		return -1;
-	fl = nonblock ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
-	if (REAL(fcntl)(fds[VTOE_FD_APP], F_SETFL, fl) < 0)
+	if (nonblock != ((fl & O_NONBLOCK) != 0) &&
+	    REAL(fcntl)(fds[VTOE_FD_APP], F_SETFL, fl ^ O_NONBLOCK) < 0)
 		return -1;
 	atomic_store(&c->nonblock, nonblock);
 	/* From here on the number the application holds is the offloaded socket. */
@@ -255,11 +255,12 @@ static int vtoe_conn_attach(int fd, struct vtoe_sock *conn, int *fds, bool nonbl
 /* Active open                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
 
-/* The kernel TCP connection, bounded; returns 0 or the errno connect(2) would give. */
-static int vtoe_rendezvous(int fd, const struct sockaddr *addr, socklen_t len)
+/* The kernel TCP connection, bounded; returns 0 or the errno connect(2) would give.  *flags:
+ * the socket's file status flags (F_GETFL), or -1. */
+static int vtoe_rendezvous(int fd, const struct sockaddr *addr, socklen_t len, int *flags)
 {
 	struct timespec start, now;
-	int fl = REAL(fcntl)(fd, F_GETFL);
+	int fl = *flags = REAL(fcntl)(fd, F_GETFL);
 	int e = 0;
 	socklen_t l = sizeof(e);
 
@@ -397,7 +398,7 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 		goto abort_kernel;
 	}
 
-	e = vtoe_rendezvous(fd, addr, len);
+	e = vtoe_rendezvous(fd, addr, len, &fl);
 	if (e) {
 		vtoe_dbg("fd %d: kernel rendezvous failed: %s", fd, strerror(e));
 		vtoe_ctl_note(VTOE_OP_CLOSE, sid, rep.cid, VTOE_CLOSE_ABORTED);
@@ -408,7 +409,6 @@ static int vtoe_connect_offload(int fd, struct vtoe_sock *s, const struct sockad
 		return -1;
 	}
 
-	fl = REAL(fcntl)(fd, F_GETFL);
 	fdfl = REAL(fcntl)(fd, F_GETFD);
 	nonblock = fl >= 0 && (fl & O_NONBLOCK);
 	/* The agent holds the kernel rendezvous socket since the CONNECT, until the server's
