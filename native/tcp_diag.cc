@@ -314,8 +314,8 @@ Napi::Value tcp_socket_identity_js(const Napi::CallbackInfo &info)
 	bool listening = false;
 	int own_netns = -1; // unknown
 	at_js_boundary(env, [&] {
-		if (int_option(fd, SOL_SOCKET, SO_TYPE) != SOCK_STREAM ||
-		    int_option(fd, SOL_SOCKET, SO_PROTOCOL) != IPPROTO_TCP)
+		// IPPROTO_TCP exists only as SOCK_STREAM, and addresses() refuses other families.
+		if (int_option(fd, SOL_SOCKET, SO_PROTOCOL) != IPPROTO_TCP)
 			throw_system_error(EPROTOTYPE, "not a TCP socket");
 		e = addresses(fd);
 		listening = int_option(fd, SOL_SOCKET, SO_ACCEPTCONN) != 0;

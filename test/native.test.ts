@@ -6,6 +6,7 @@ import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, readlinkSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection, createServer } from 'node:net';
+import { createSocket } from 'node:dgram';
 import { createInterface } from 'node:readline';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ABI, VTOE_ABI_VERSION, VTOE_REGION_MAGIC, abiConstantTable, eventName, fabricName, opName, reasonName, reasonValue, ringSizeValid } from '../src/abi.js';
@@ -16,7 +17,9 @@ import {
   ShmRegionPool,
   abiConstants,
   tcpBindAnyPort,
+  tcpBufferSizes,
   tcpEndpoints,
+  tcpSocketIdentity,
   type ControlHandlers,
   type CtlRequest,
   type PeerCredentials,
@@ -379,6 +382,45 @@ describe('tcpEndpoints', () => {
     const file = openSync('/proc/self/stat', 'r');
     try {
       expect((thrown(() => tcpEndpoints(file)) as VtoeSystemError).code).toBe('ENOTSOCK');
+    } finally {
+      closeSync(file);
+    }
+  });
+});
+
+describe('tcpSocketIdentity and tcpBufferSizes', () => {
+  it('say what a TCP socket is and what buffers the kernel keeps for it, and refuse any other socket', async () => {
+    const server = createServer();
+    cleanups.push(() => server.close());
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    const client = createConnection(port, '127.0.0.1');
+    cleanups.push(() => client.destroy());
+    await new Promise<void>((resolve) => client.once('connect', resolve));
+    const fdOf = (h: unknown) => (h as { _handle: { fd: number } })._handle.fd;
+    const listener = tcpSocketIdentity(fdOf(server));
+    expect(listener).toMatchObject({ listening: true, remote: null, local: { port } });
+    expect(tcpSocketIdentity(fdOf(client))).toMatchObject({
+      listening: false, local: { port: client.localPort }, remote: { port },
+    });
+    const sizes = tcpBufferSizes(fdOf(client));
+    expect(sizes.sndbuf).toBeGreaterThan(0);
+    expect(sizes.rcvbuf).toBeGreaterThan(0);
+    // A Unix socket and a UDP socket are sockets, but not TCP ones.
+    const unixServer = createServer();
+    const unixDir = mkdtempSync(join(tmpdir(), 'vtoe-identity-'));
+    cleanups.push(() => rmSync(unixDir, { recursive: true, force: true }));
+    cleanups.push(() => unixServer.close());
+    await new Promise<void>((resolve) => unixServer.listen(join(unixDir, 's'), resolve));
+    expect((thrown(() => tcpSocketIdentity(fdOf(unixServer))) as VtoeSystemError).code).toBe('EPROTOTYPE');
+    const udp = createSocket('udp4');
+    cleanups.push(() => udp.close());
+    await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
+    expect((thrown(() => tcpSocketIdentity(fdOf(udp))) as VtoeSystemError).code).toBe('EPROTOTYPE');
+    const file = openSync('/proc/self/stat', 'r');
+    try {
+      expect((thrown(() => tcpSocketIdentity(file)) as VtoeSystemError).code).toBe('ENOTSOCK');
+      expect((thrown(() => tcpBufferSizes(file)) as VtoeSystemError).code).toBe('ENOTSOCK');
     } finally {
       closeSync(file);
     }

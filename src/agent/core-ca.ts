@@ -57,6 +57,8 @@ export interface LiveConnection {
   clientSock?: number;
   /** The kernel said at CONNECT that the client's socket is in the agent's namespace. */
   clientInAgentNetns?: boolean;
+  /** Its addresses once connected, as keyByPort read them (they no longer change). */
+  clientEndpoints?: TcpEndpoints;
   /** The client's kernel rendezvous socket, held until the server's shim claims the connection. */
   ksock?: number;
   /** When the kernel showed the server's end accepted with no claim yet (late fallback). */
@@ -955,7 +957,7 @@ export class CoreCA {
     const fd = conn.ksock ?? conn.clientSock;
     // A socket's kind and namespace do not change: when CONNECT proved them, only its addresses.
     let client: TcpEndpoints | undefined;
-    if (conn.clientInAgentNetns) client = this.endpoints(fd);
+    if (conn.clientInAgentNetns) client = conn.clientEndpoints ?? this.endpoints(fd);
     else {
       const id = this.identify(fd);
       client = id?.inAgentNetns === false ? undefined : id;
@@ -1022,7 +1024,9 @@ export class CoreCA {
    */
   private keyByPort(conn: LiveConnection): void {
     if (conn.pendingKey === null || !this.unboundByPort.get(conn.remote.port)?.has(conn)) return;
-    const port = this.endpoints(conn.ksock ?? conn.clientSock)?.local.port ?? 0;
+    const ends = this.endpoints(conn.ksock ?? conn.clientSock);
+    if (ends?.remote) conn.clientEndpoints = ends;
+    const port = ends?.local.port ?? 0;
     const key = pendingKey(conn.remote.port, port);
     if (port === 0 || this.pending.has(key)) return;
     this.pending.delete(conn.pendingKey);
