@@ -21,7 +21,9 @@ export class EventLog {
       this.entries.shift();
       this.dropped++;
     }
-    this.entries.push({ at: Date.now(), ...entry });
+    // One object per record, built whole (a spread copies property by property).
+    const { cid, side, sid, machine, from, event, to } = entry;
+    this.entries.push({ at: Date.now(), cid, side, sid, machine, from, event, to });
   }
 
   list(cid?: string): TransitionRecord[] {

@@ -18,6 +18,8 @@ function refresh(): void {
 
 /** IPv4-mapped IPv6 addresses compare as their IPv4 form. */
 export function canonical(address: string): string {
+  // Dotted IPv4 as inet_ntop writes it is canonical already: the common case, several per message.
+  if (!address.includes(':') && !address.includes('%')) return address;
   const lower = address.toLowerCase().replace(/%.*$/, '');
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
   return mapped ? mapped[1]! : lower;

@@ -28,13 +28,22 @@ export const LINUX_BUFFER_DEFAULTS: BufferDefaults = { sndbuf: 16384, rcvbuf: 13
  */
 export function ringLargeFor(client: EndBuffers, server: EndBuffers, ringSize: number, configured: number,
   defaults: BufferDefaults = LINUX_BUFFER_DEFAULTS): number {
-  const sent = (e: EndBuffers): number => (e.sndbuf > defaults.sndbuf ? e.sndbuf : configured);
-  const received = (e: EndBuffers): number => (e.rcvbuf > defaults.rcvbuf ? e.rcvbuf : 0);
-  const need = Math.max(sent(client) + received(server), sent(server) + received(client));
+  const need = Math.max(sent(client, defaults, configured) + received(server, defaults),
+    sent(server, defaults, configured) + received(client, defaults));
   if (need <= ringSize + configured || ringSize * 2 > RING.max) return configured;
   let large = ringSize * 2;
   while (large < need - ringSize && large < RING.max) large *= 2;
   return Math.max(large, configured);
+}
+
+/** What a writer's kernel would hold: the send buffer it set, else autotuned (configured). */
+function sent(e: EndBuffers, defaults: BufferDefaults, configured: number): number {
+  return e.sndbuf > defaults.sndbuf ? e.sndbuf : configured;
+}
+
+/** What a reader's kernel would hold beyond a ring's small area: the receive buffer it set. */
+function received(e: EndBuffers, defaults: BufferDefaults): number {
+  return e.rcvbuf > defaults.rcvbuf ? e.rcvbuf : 0;
 }
 
 /** tcp_wmem[1] and tcp_rmem[1] from their sysctl files' text ("min default max"). */

@@ -32,6 +32,8 @@ export class ShadowConnection {
   readonly ends: [Endpoint, Endpoint];
   /** The side whose FIN or reset came first: it sends the DREQ. */
   private firstCloser: Side | null = null;
+  /** cid as the event log names it, made once (a record per transition). */
+  private readonly cidText: string;
   private disconnected = false;
 
   constructor(
@@ -41,6 +43,7 @@ export class ShadowConnection {
     private readonly log: EventLog,
   ) {
     this.ends = [freshEndpoint(activeSid), freshEndpoint(null)];
+    this.cidText = cid.toString();
   }
 
   get established(): boolean {
@@ -161,6 +164,6 @@ export class ShadowConnection {
   }
 
   private record(side: Side, machine: MachineName, from: string, event: string, to: string): void {
-    this.log.record({ cid: this.cid.toString(), side, sid: this.ends[side].sid, machine, from, event, to });
+    this.log.record({ cid: this.cidText, side, sid: this.ends[side].sid, machine, from, event, to });
   }
 }

@@ -80,7 +80,8 @@ function lookup<V>(table: object, s: string, e: string): V | undefined {
 
 export class Machine<S extends string, E extends string> {
   readonly spec: MachineSpec<S, E>;
-  private readonly table = new Map<string, Outcome<S>>();
+  /** Outcomes by state, then event: a lookup allocates nothing (next() runs per transition). */
+  private readonly table = new Map<string, Map<string, Outcome<S>>>();
   private readonly stateSet: ReadonlySet<string>;
   private readonly eventSet: ReadonlySet<string>;
 
@@ -111,10 +112,10 @@ export class Machine<S extends string, E extends string> {
           problems.push(`${s}/${e} is both a transition and an error`);
         } else if (to !== undefined) {
           if (!stateSet.has(to)) problems.push(`${s}/${e} goes to unknown state ${to}`);
-          else this.table.set(key(s, e), { kind: 'transition', to });
+          else this.row(s).set(e, { kind: 'transition', to });
         } else if (reason !== undefined) {
           if (typeof reason !== 'string' || reason === '') problems.push(`${s}/${e} has an empty reason`);
-          else this.table.set(key(s, e), { kind: 'error', reason });
+          else this.row(s).set(e, { kind: 'error', reason });
         } else {
           problems.push(`${s}/${e} is neither a transition nor an error`);
         }
@@ -126,6 +127,12 @@ export class Machine<S extends string, E extends string> {
     this.spec = spec;
     this.stateSet = stateSet;
     this.eventSet = eventSet;
+  }
+
+  private row(s: string): Map<string, Outcome<S>> {
+    let row = this.table.get(s);
+    if (!row) this.table.set(s, (row = new Map()));
+    return row;
   }
 
   get name(): string {
@@ -145,7 +152,7 @@ export class Machine<S extends string, E extends string> {
   }
 
   outcome(state: S, event: E): Outcome<S> {
-    const o = this.table.get(key(state, event));
+    const o = this.table.get(state)?.get(event);
     if (o !== undefined) return o;
     // Only reachable when a caller passes an unchecked string.
     return { kind: 'error', reason: `unknown state ${state} or event ${event}` };
@@ -179,8 +186,4 @@ export class Machine<S extends string, E extends string> {
     }
     return seen;
   }
-}
-
-function key(s: string, e: string): string {
-  return `${s}\u0000${e}`;
 }
