@@ -4,12 +4,14 @@
 // same environment (the shim in LD_PRELOAD with a standing agent, or nothing): select-only (-S),
 // then TPC-B, each for --seconds with --clients and --threads.  Medians of the tps over the
 // trials, and offloaded / kernel TCP.  Each offloaded trial checks with the agent that pgbench's
-// connections were offloaded (none fell back).
+// connections were offloaded (none fell back).  With --connect, pgbench opens a connection per
+// transaction (-C): the agent's short-connection rule then puts most of them on kernel TCP
+// after the first few, and the trial reports how many went which way.
 //
 // PostgreSQL refuses to run as root, so as root the server, pgbench and the agent run as the
 // `postgres` user (Debian's postgresql package makes it); an agent serves its own user only.
 //   node bench/pgbench.mjs [--trials 5] [--seconds 10] [--clients 8] [--threads 2] [--scale 1]
-//                          [--synchronous-commit on|off]
+//                          [--synchronous-commit on|off] [--connect]
 import { execFile } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -31,6 +33,7 @@ const { values } = parseArgs({ options: {
   threads: { type: 'string', default: '2' },
   scale: { type: 'string', default: '1' },
   'synchronous-commit': { type: 'string', default: 'on' },
+  connect: { type: 'boolean', default: false },
 } });
 const trials = Number(values.trials);
 const seconds = Number(values.seconds);
@@ -98,7 +101,7 @@ try {
   };
   const pgbench = async (env, extra) => {
     const r = await run(join(bin, 'pgbench'), ['-h', '127.0.0.1', '-p', port, '-c', values.clients, '-j', values.threads,
-      '-T', String(seconds), ...extra, 'postgres'], env);
+      '-T', String(seconds), ...(values.connect ? ['-C'] : []), ...extra, 'postgres'], env);
     const tps = /^tps = ([\d.]+)/m.exec(r.stdout);
     const failed = /number of failed transactions: (\d+)/.exec(r.stdout);
     if (!tps || (failed && failed[1] !== '0')) throw new Error(`pgbench ${extra.join(' ')}: ${r.stdout}${r.stderr}`);
@@ -123,7 +126,12 @@ try {
           const after = await stats();
           const off = after.offloaded - before.offloaded;
           const fell = after.fallback.total - before.fallback.total;
-          if (off < 2 * Number(values.clients) || fell !== 0) throw new Error(`trial ${t + 1}: ${off} connections offloaded, ${fell} fell back`);
+          if (values.connect) {
+            const short = (after.fallback.reasons['short-lived'] ?? 0) - (before.fallback.reasons['short-lived'] ?? 0);
+            process.stderr.write(`trial ${t + 1}: ${off} connections offloaded, ${fell} on kernel TCP (${short} short-lived)\n`);
+          } else if (off < 2 * Number(values.clients) || fell !== 0) {
+            throw new Error(`trial ${t + 1}: ${off} connections offloaded, ${fell} fell back`);
+          }
         }
       } finally {
         await server(env, 'stop');
@@ -132,7 +140,7 @@ try {
     }
   }
   const fmt = (xs) => xs.map((x) => x.toFixed(0)).join(', ');
-  console.log(`pgbench -c ${values.clients} -j ${values.threads} -T ${seconds}, scale ${values.scale}, synchronous_commit=${values['synchronous-commit']}, ` +
+  console.log(`pgbench -c ${values.clients} -j ${values.threads} -T ${seconds}${values.connect ? ' -C' : ''}, scale ${values.scale}, synchronous_commit=${values['synchronous-commit']}, ` +
     `${trials} trials alternated, a fresh postmaster each (medians):`);
   for (const w of ['select', 'tpcb']) {
     const name = w === 'select' ? 'select-only' : 'TPC-B';

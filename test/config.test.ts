@@ -33,7 +33,7 @@ describe('config table', () => {
     const uid = process.getuid!();
     expect(resolveConfig({})).toEqual({
       agentSocket: `/tmp/vtoe-${uid}/agent.sock`, ringSize: 262144, ringMaxSize: 4194304, spinUs: 50, verbsSpinUs: 50, pollKernelUs: 1000, logLevel: 'warn', logFile: '',
-      policy: '', profile: '', timewaitMs: 2000, drainMs: 5000, maxConnections: 4096, maxProcessSockets: 3072, shortBytes: 16384, shortMs: 10,
+      policy: '', profile: '', timewaitMs: 2000, drainMs: 5000, maxConnections: 4096, maxProcessSockets: 3072, shortBytes: 16384, shortMs: 1000,
       shortHoldMs: 1000, kernelHoldMs: 1000, silentHoldMs: 30000, agentTimeoutMs: 5000, offload: true, peerBells: true, fabric: 'auto', rdmaPort: 7471, rdmaAddress: '',
       clusterKeyFile: '', fabricTrusted: false, maxPendingAccepts: 4096, peerTimeoutMs: 924_600, pinnedMax: 0,
       metricsPort: 0,
