@@ -62,7 +62,6 @@ public:
 	// Throws SystemError.  The set must outlive the watch, or close() first.
 	void start(EpollSet &set, int fd, uint32_t events, EpollSet::Callback callback);
 	void stop();
-	bool active() const { return set_ != nullptr; }
 
 private:
 	EpollSet *set_ = nullptr;

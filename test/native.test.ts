@@ -363,16 +363,25 @@ describe('ShmConnection', () => {
   });
 });
 
+/** A listening TCP server on 127.0.0.1 and a client connected to it, both closed after the test. */
+async function loopbackPair() {
+  const server = createServer();
+  cleanups.push(() => server.close());
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  const client = createConnection(port, '127.0.0.1');
+  cleanups.push(() => client.destroy());
+  await new Promise<void>((resolve) => client.once('connect', resolve));
+  return { server, client, port };
+}
+
+/** The descriptor under a Node socket, server or datagram socket (its libuv handle's). */
+const fdOf = (h: unknown): number => (h as { _handle: { fd: number } })._handle.fd;
+
 describe('tcpEndpoints', () => {
   it("reads a connected socket's two addresses, and refuses what is not a socket", async () => {
-    const server = createServer();
-    cleanups.push(() => server.close());
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as { port: number };
-    const client = createConnection(port, '127.0.0.1');
-    cleanups.push(() => client.destroy());
-    await new Promise<void>((resolve) => client.once('connect', resolve));
-    const fd = (client as unknown as { _handle: { fd: number } })._handle.fd;
+    const { client, port } = await loopbackPair();
+    const fd = fdOf(client);
     expect(tcpEndpoints(fd)).toEqual({
       local: { family: 4, address: '127.0.0.1', port: client.localPort, scopeId: 0 },
       remote: { family: 4, address: '127.0.0.1', port, scopeId: 0 },
@@ -390,14 +399,7 @@ describe('tcpEndpoints', () => {
 
 describe('tcpSocketIdentity and tcpBufferSizes', () => {
   it('say what a TCP socket is and what buffers the kernel keeps for it, and refuse any other socket', async () => {
-    const server = createServer();
-    cleanups.push(() => server.close());
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as { port: number };
-    const client = createConnection(port, '127.0.0.1');
-    cleanups.push(() => client.destroy());
-    await new Promise<void>((resolve) => client.once('connect', resolve));
-    const fdOf = (h: unknown) => (h as { _handle: { fd: number } })._handle.fd;
+    const { server, client, port } = await loopbackPair();
     const listener = tcpSocketIdentity(fdOf(server));
     expect(listener).toMatchObject({ listening: true, remote: null, local: { port } });
     expect(tcpSocketIdentity(fdOf(client))).toMatchObject({
