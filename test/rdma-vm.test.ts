@@ -321,6 +321,8 @@ echo "STATS $(stats 'JSON.stringify(s)')"`, repo, 300);
       const r = await inTwoGuests(rw, 'sh test/rdma-vm/two-host-mpi.sh', 900);
       expect(r.status, r.out).toBe(0);
       const runs = [...r.out.matchAll(/^A\| RESULT bench (\S+) (\S+) (\d+) (\d+)$/gm)];
+      // Each workload's seconds in the CI log: this stage is the longest in CI.
+      process.stderr.write(`${runs.map((m) => m[0]).join('\n')}\n`);
       expect(runs.map((m) => `${m[1]} ${m[2]}`), r.out).toEqual(MPI_RUNS);
       for (const [, mpi, workload, status] of runs) {
         const results = JSON.parse(readFileSync(join(rw, `bench-${mpi}-${workload}`, 'results.json'), 'utf8')) as ReportInput;

@@ -19,10 +19,12 @@
 #
 # Environment: VTOE_RXE_GUEST (default /tmp/vtoe-rxe-guest), VTOE_2H_TIMEOUT (seconds per guest,
 # default 600), VTOE_2H_GRACE, VTOE_2H_MEM (default 768M), VTOE_2H_SMP (default 1: two guests on
-# a 2-core machine).
+# a 2-core machine), VTOE_2H_LINK_BUF (bytes of socket buffer at each end of the link, default
+# 4 MiB: link-socket.py).
 set -uo pipefail
 
 guest=${VTOE_RXE_GUEST:-/tmp/vtoe-rxe-guest}
+here=$(cd "$(dirname "$0")" && pwd)
 rwdir=$PWD
 while [ $# -gt 0 ]; do
   case $1 in
@@ -76,18 +78,18 @@ prepare() { # g self peer command
 prepare a 192.0.2.1 192.0.2.2 "$cmd_a"
 prepare b 192.0.2.2 192.0.2.1 "$cmd_b"
 
-# The link: each QEMU sends its NIC's frames as datagrams to the other's port (no start order).
+# The link: each QEMU sends its NIC's frames as datagrams to the other's port (no start order),
+# through a socket link-socket.py opened with buffers large enough that none is dropped.
 port_a=$(free_udp_port)
 port_b=$(free_udp_port)
 [ "$port_a" != "$port_b" ] || port_b=$((port_a + 1))
-udp() { echo "dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port=$1,remote.type=inet,remote.host=127.0.0.1,remote.port=$2"; }
 
-boot() { # g netdev mac
+boot() { # g local-port remote-port mac
   local g=$1 G=${1^^} ctl=$work/$1
-  timeout -k 5 "${VTOE_2H_TIMEOUT:-600}" qemu-system-x86_64 \
+  timeout -k 5 "${VTOE_2H_TIMEOUT:-600}" python3 "$here/link-socket.py" "$2" "$3" -- qemu-system-x86_64 \
     -accel tcg,thread=multi -cpu max -smp "${VTOE_2H_SMP:-1}" -m "${VTOE_2H_MEM:-768M}" \
     -nographic -no-reboot -pidfile "$ctl/qemu.pid" \
-    -netdev "$2" -device "virtio-net-pci,netdev=n0,mac=$3,romfile=" \
+    -netdev dgram,id=n0,local.type=fd,local.str=3 -device "virtio-net-pci,netdev=n0,mac=$4,romfile=" \
     -kernel "$guest/vmlinux" -initrd "$guest/initrd.cpio" \
     -append "console=ttyS0 quiet loglevel=3 panic=-1" \
     -virtfs local,path=/,mount_tag=vtoe_root,security_model=none,readonly=on,multidevs=remap,id=vtoe_root \
@@ -115,9 +117,9 @@ boot() { # g netdev mac
   echo "${PIPESTATUS[0]}" > "$ctl/qemu_rc"
 }
 
-boot a "$(udp "$port_a" "$port_b")" 52:54:00:00:00:01 &
+boot a "$port_a" "$port_b" 52:54:00:00:00:01 &
 pids+=($!)
-boot b "$(udp "$port_b" "$port_a")" 52:54:00:00:00:02 &
+boot b "$port_b" "$port_a" 52:54:00:00:00:02 &
 pids+=($!)
 wait -n "${pids[@]}"
 grace=${VTOE_2H_GRACE:-120}
