@@ -56,16 +56,25 @@ function inGuest(script: string, rwDir = work, timeoutS = 150): Promise<GuestRun
  * transmitting (QEMU under TCG, now and then under heavy rxe traffic). */
 const BED_FAULT = 123;
 
+/** What of a run the bed broke a second run keeps of the shared directory: the key, and
+ * each two-host-mpi.sh workload that finished (its bench-<mpi>-<workload>.result, report
+ * directory and summary), which the script then does not run again. */
+function keptAfterBedFault(names: string[]): Set<string> {
+  const done = names.flatMap((f) => /^(bench-.+)\.result$/.exec(f)?.[1] ?? []);
+  return new Set(['key', ...done.flatMap((b) => [b, `${b}.md`, `${b}.result`])]);
+}
+
 /** Boots two guests joined by a link (run2.sh) and runs `script` in each, from the repository.
- * A run the bed broke is run once more, from an empty shared directory (the key kept), within
- * the same time; the end of the first goes to stderr. */
+ * A run the bed broke is run once more, within the same time, from a shared directory emptied
+ * but for what keptAfterBedFault keeps; the end of the first goes to stderr. */
 async function inTwoGuests(rwDir: string, script: string, timeoutS: number): Promise<GuestRun> {
   const started = Date.now();
   const run = (s: number) => runBed('run2.sh', ['-w', rwDir, '--', script, '--', script], repo, { VTOE_2H_TIMEOUT: String(s) }, s);
   const first = await run(timeoutS);
   const leftS = timeoutS - Math.ceil((Date.now() - started) / 1000);
   if (first.status !== BED_FAULT || leftS < 60) return first;
-  for (const f of readdirSync(rwDir)) if (f !== 'key') rmSync(join(rwDir, f), { recursive: true, force: true });
+  const keep = keptAfterBedFault(readdirSync(rwDir));
+  for (const f of readdirSync(rwDir)) if (!keep.has(f)) rmSync(join(rwDir, f), { recursive: true, force: true });
   const tail = first.out.trimEnd().split('\n').slice(-20).join('\n');
   process.stderr.write(`${script}: the bed failed; running it once more. The end of the first run:\n${tail}\n`);
   return run(leftS);

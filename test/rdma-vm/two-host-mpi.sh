@@ -9,6 +9,8 @@
 # summary.md, report.html; --no-charts leaves the PNGs to `vtoe bench --from`, Chromium taking
 # up to a minute a chart under emulation).  Lines starting "RESULT " are what test/rdma-vm.test.ts checks:
 #   RESULT bench <mpi> <workload> <exit status> <seconds>   vtoe bench's verdict (1: a problem)
+# A workload that finished leaves its RESULT line in $RW/bench-<mpi>-<workload>.result; one whose
+# line is there already is not run again (a second run after a fault of the bed keeps them).
 # MPICH is not in the default: Debian's MPICH 4.0 can hang in MPI_Finalize between hosts, on kernel
 # TCP as through vtoe (README, *MPI*); MPIS="openmpi mpich" runs it anyway.
 set -u
@@ -26,6 +28,8 @@ else
   peer_mark rshd-up
   for mpi in ${MPIS:-openmpi}; do
     for w in ${WORKLOADS:-pingpong imb hpcc}; do
+      done_file=$RW/bench-$mpi-$w.result
+      [ -s "$done_file" ] && { cat "$done_file"; continue; }
       modes=offload,ipoib
       [ "$w" = hpcc ] && modes=${HPCC_MODES:-offload}
       t0=$(cut -d' ' -f1 /proc/uptime)
@@ -34,7 +38,7 @@ else
         --mpi "$mpi" --modes "$modes" --workloads "$w" --reps "${REPS:-1}" --max-bytes 65536 \
         --iters 50 --imb-benchmarks PingPong --hpcc-n 200 --report "$RW/bench-$mpi-$w" --no-charts > "$RW/bench-$mpi-$w.md")
       rc=$?
-      echo "RESULT bench $mpi $w $rc $(awk -v t0="$t0" '{ printf "%.0f", $1 - t0 }' /proc/uptime)"
+      echo "RESULT bench $mpi $w $rc $(awk -v t0="$t0" '{ printf "%.0f", $1 - t0 }' /proc/uptime)" | tee "$done_file"
     done
   done
   mark done
