@@ -235,11 +235,12 @@ void VerbsConn::stop()
 
 void VerbsConn::on_completion_channel()
 {
-	for (;;) {
-		ibv_cq *cq = nullptr;
-		void *ctx = nullptr;
-		if (ibv_get_cq_event(channel_, &cq, &ctx) != 0)
-			break; // EAGAIN: no more events
+	// One event a wake-up: reading on to EAGAIN cost a system call each time, and an event
+	// still queued keeps the (level-triggered) watch ready, so it is read on the next turn.
+	// Its CQ stays marked armed meanwhile, and the poll below reaps both CQs anyway.
+	ibv_cq *cq = nullptr;
+	void *ctx = nullptr;
+	if (ibv_get_cq_event(channel_, &cq, &ctx) == 0) {
 		ibv_ack_cq_events(cq, 1);
 		if (cq == send_cq_)
 			send_cq_armed_ = false;
