@@ -210,7 +210,7 @@ void VerbsConn::start(const PeerWindow &peer, const WireAuth &auth)
 	auth_ = auth;
 	auth_pending_ = auth.send;
 	wire_.start(peer.recv_credits, auth);
-	peer_seen_ns_ = uv_hrtime();
+	peer_seen_ns_ = loop_ns();
 	started_ = true;
 	channel_watch_.start(loop_, channel_->fd, UV_READABLE,
 			     [this](int, int) { on_completion_channel(); });
@@ -360,7 +360,7 @@ void VerbsConn::handle_send_completion(const ibv_wc &wc)
 	batches_.pop_front();
 	sq_used_ -= batch.wrs;
 	completed_ = batch.end;
-	peer_seen_ns_ = uv_hrtime();
+	peer_seen_ns_ = loop_ns();
 }
 
 void VerbsConn::handle_recv_completion(const ibv_wc &wc)
@@ -369,7 +369,7 @@ void VerbsConn::handle_recv_completion(const ibv_wc &wc)
 		fail_completion("receive", wc);
 		return;
 	}
-	peer_seen_ns_ = uv_hrtime();
+	peer_seen_ns_ = loop_ns();
 	WireArrival in;
 	in.write_with_imm = wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM && (wc.wc_flags & IBV_WC_WITH_IMM);
 	in.imm = ntohl(wc.imm_data);
@@ -531,7 +531,7 @@ void VerbsConn::resume(const ResumePoint &peer, const WireAuth &auth)
 	accepted_sent_ = false; // the old QP may have failed before it reached the peer: again
 	auth_ = auth;
 	auth_pending_ = auth.send;
-	peer_seen_ns_ = uv_hrtime();
+	peer_seen_ns_ = loop_ns();
 	suspended_ = false;
 	channel_watch_.start(loop_, channel_->fd, UV_READABLE,
 			     [this](int, int) { on_completion_channel(); });
@@ -690,7 +690,7 @@ void VerbsConn::advance_tx_tail()
 // on, as the kernel's send buffer would; until then look again when that time is up.
 void VerbsConn::stage_if_stalled(uint64_t head)
 {
-	const uint64_t now = uv_hrtime();
+	const uint64_t now = loop_ns();
 	const uint64_t consumed = wire_.peer_consumed();
 	if (!stall_since_ns_ || consumed != stall_consumed_) {
 		stall_consumed_ = consumed; // consumed only grows: unchanged means nothing read since
@@ -880,7 +880,7 @@ bool VerbsConn::post_message(WireMsg type, uint64_t from, uint64_t to, int64_t v
 		return false;
 	}
 	sq_used_ += n;
-	batches_.push_back({n, to, uv_hrtime(), false});
+	batches_.push_back({n, to, loop_ns(), false});
 	msgs_sent_++;
 	stats_.messages_sent++;
 	stats_.bytes_sent += bytes;
@@ -922,7 +922,7 @@ bool VerbsConn::post_auth()
 		return false;
 	}
 	sq_used_ += 2;
-	batches_.push_back({2, sent_, uv_hrtime(), false});
+	batches_.push_back({2, sent_, loop_ns(), false});
 	msgs_sent_++;
 	stats_.messages_sent++;
 	auth_pending_ = false;
@@ -1077,7 +1077,7 @@ VerbsConnState VerbsConn::state() const
 	s.staged_end = staged_end_;
 	s.staged_pinned = staged_.size() * size_;
 	s.msgs_sent = msgs_sent_;
-	s.oldest_unacked_ms = batches_.empty() ? 0 : (uv_hrtime() - batches_.front().posted_ns) / 1000000;
+	s.oldest_unacked_ms = batches_.empty() ? 0 : (loop_ns() - batches_.front().posted_ns) / 1000000;
 	s.sq_used = sq_used_;
 	s.batches_out = static_cast<uint32_t>(batches_.size());
 	s.peer_consumed = wire_.peer_consumed();
@@ -1101,7 +1101,7 @@ LivenessSample VerbsConn::liveness()
 	// Send completions are reaped lazily (arm_send_cq): an acknowledged send may still sit in
 	// the CQ, and would look unacknowledged.
 	drain();
-	const uint64_t now = uv_hrtime();
+	const uint64_t now = loop_ns();
 	LivenessSample s{};
 	if (!batches_.empty())
 		s.unacked_ms = (now - batches_.front().posted_ns) / 1000000;
@@ -1139,7 +1139,7 @@ bool VerbsConn::probe()
 		return false;
 	}
 	sq_used_ += 1;
-	batches_.push_back({1, sent_, uv_hrtime(), true});
+	batches_.push_back({1, sent_, loop_ns(), true});
 	stats_.probes++;
 	return true;
 }

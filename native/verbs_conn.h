@@ -225,6 +225,10 @@ public:
 	void set_spinning(bool on);
 
 private:
+	// The loop's time, read once a turn: per completion, a precise clock cost a system call
+	// where the kernel offers no vDSO clock (some VMs), and every use here is in milliseconds.
+	uint64_t loop_ns() const { return uv_now(loop_) * 1000000ull; }
+
 	// Send staging.  The peer's rx ring has our ring's size, so without help a writer whose
 	// reader is not reading blocks once one ring's worth is out, where kernel TCP takes a few
 	// MiB.  So when the peer's ring is full, the process's tx ring half full and the reader
@@ -243,7 +247,7 @@ private:
 	struct Batch {
 		uint32_t wrs;
 		uint64_t end;       // stream position sent once this batch completes
-		uint64_t posted_ns; // uv_hrtime() when posted
+		uint64_t posted_ns; // loop_ns() when posted
 		bool probe;
 	};
 
