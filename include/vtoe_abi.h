@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 /* Bumped on any incompatible change to anything in this file. */
-#define VTOE_ABI_VERSION 9u
+#define VTOE_ABI_VERSION 10u
 
 #define VTOE_CTL_MAGIC 0x56544f45u    /* "VTOE" */
 #define VTOE_REGION_MAGIC 0x56524730u /* "VRG0" */
@@ -260,10 +260,12 @@ struct vtoe_ring_ctl {
 	VTOE_ATOMIC(uint32_t) rx_armed; /* consumer found the ring empty and wants a doorbell */
 	VTOE_ATOMIC(uint32_t) rd_shut;  /* consumer closed: it reads no more (writers get EPIPE) */
 	VTOE_ATOMIC(uint64_t) wakes;   /* doorbells rung (statistics; consumers count their own arms) */
-	/* The producing process's SO_SNDBUF as it set it (0: never set), written when it sets it:
-	 * the verbs agent's send buffer for this ring holds at most what the kernel's would. */
+	/* The producing process's SO_SNDBUF and the consuming one's SO_RCVBUF as each set it (0:
+	 * never set), written when it sets them (the agent writes what was set before the
+	 * connection existed): the large area fills to what the two kernel buffers would hold
+	 * (vtoe_large_fill()); the verbs agent's send buffer holds at most what the sender's would. */
 	VTOE_ATOMIC(uint32_t) sndbuf;
-	uint32_t reserved;
+	VTOE_ATOMIC(uint32_t) rcvbuf;
 	uint32_t pad1[(VTOE_CACHELINE - 24) / 4];
 	/* written by the consumer, on every transfer */
 	VTOE_ATOMIC(uint64_t) tail;
@@ -283,7 +285,8 @@ struct vtoe_conn_region {
 	/* Written by the agent: CM state for ss, informational only. */
 	VTOE_ATOMIC(uint32_t) cm_state[2];
 	uint32_t ring_large; /* 0 (rings never grow), or a power of two above ring_size */
-	uint32_t pad[(VTOE_CACHELINE - 36) / 4];
+	uint32_t ring_auto;  /* what a large area fills to for ends that set no buffers, <= ring_large */
+	uint32_t pad[(VTOE_CACHELINE - 40) / 4];
 	struct vtoe_ring_ctl ring[2];
 };
 
@@ -352,6 +355,25 @@ static inline int vtoe_ring_large_valid(uint32_t large, uint32_t ring_size)
 static inline uint64_t vtoe_ring_capacity(uint32_t ring_size, uint32_t ring_large)
 {
 	return (uint64_t)ring_size + ring_large + vtoe_ring_bulk(ring_size, ring_large);
+}
+
+/*
+ * How far a producer may fill its large area: what the writer's send buffer and the reader's
+ * receive buffer would hold together on kernel TCP, less the small area, within the area.  A
+ * buffer a program set is kept twice over, as Linux does; one it left alone is autotuned, which
+ * ring_auto stands for (the pair's share).  So a program that sets its buffers after the
+ * connection exists gets them too: the region's large area is sized for what the host's limits
+ * let it ask (net.core.wmem_max, rmem_max), and only what is written uses pages.
+ */
+static inline uint64_t vtoe_large_fill(uint32_t ring_size, uint32_t ring_large, uint32_t ring_auto,
+				       uint32_t sndbuf, uint32_t rcvbuf)
+{
+	uint64_t need = (sndbuf ? 2ull * sndbuf : ring_auto) + 2ull * rcvbuf;
+	uint64_t fill = need > ring_size ? need - ring_size : 0;
+
+	if (fill < ring_auto)
+		fill = ring_auto;
+	return fill < ring_large ? fill : ring_large;
 }
 
 /* geo: the position of the producer's last move, the area it moved from and the one it is in. */

@@ -55,7 +55,8 @@ public:
 				   });
 	}
 
-	// new ShmConnection(ringSize: number, cid: bigint, ringLarge = 0, pool?: ShmRegionPool)
+	// new ShmConnection(ringSize: number, cid: bigint, ringLarge = 0, pool?: ShmRegionPool,
+	//                   ringAuto = 0, buffers?: [sndbuf0, rcvbuf0, sndbuf1, rcvbuf1])
 	explicit JsShmConnection(const Napi::CallbackInfo &info) : ObjectWrap(info)
 	{
 		Napi::Env env = info.Env();
@@ -72,11 +73,27 @@ public:
 					      ? 0
 					      : static_cast<uint32_t>(js_integer(info[2], "ringLarge", 0, UINT32_MAX));
 		ShmRegionPool *pool = shm_region_pool_of(info[3]);
+		uint32_t ring_auto = info[4].IsUndefined()
+					     ? 0
+					     : static_cast<uint32_t>(js_integer(info[4], "ringAuto", 0, UINT32_MAX));
+		std::array<uint32_t, ShmConnection::kSides> sndbuf{}, rcvbuf{};
+		if (!info[5].IsUndefined()) {
+			if (!info[5].IsArray() || info[5].As<Napi::Array>().Length() != 4)
+				throw Napi::TypeError::New(env, "buffers must be [sndbuf0, rcvbuf0, sndbuf1, rcvbuf1]");
+			auto buffers = info[5].As<Napi::Array>();
+			for (uint32_t side = 0; side < ShmConnection::kSides; side++) {
+				sndbuf[side] = static_cast<uint32_t>(js_integer(buffers.Get(2 * side), "sndbuf", 0, INT32_MAX));
+				rcvbuf[side] = static_cast<uint32_t>(js_integer(buffers.Get(2 * side + 1), "rcvbuf", 0, INT32_MAX));
+			}
+		}
 		connection_ = at_js_boundary(env, [&] {
 			std::unique_ptr<ShmConnection> made;
 			if (pool)
 				made = pool->take(ring_size, ring_large, cid);
-			return made ? std::move(made) : std::make_unique<ShmConnection>(ring_size, ring_large, cid);
+			if (!made)
+				made = std::make_unique<ShmConnection>(ring_size, ring_large, cid);
+			made->set_fill(ring_auto, sndbuf, rcvbuf);
+			return made;
 		});
 	}
 

@@ -129,6 +129,20 @@ vtoe_conn_region &ShmConnection::region()
 	return const_cast<vtoe_conn_region &>(static_cast<const ShmConnection *>(this)->region());
 }
 
+void ShmConnection::set_fill(uint32_t ring_auto, const std::array<uint32_t, kSides> &sndbuf,
+			     const std::array<uint32_t, kSides> &rcvbuf)
+{
+	if (ring_auto > ring_large_)
+		throw_system_error(EINVAL, "ring fill " + std::to_string(ring_auto) + " is above the large area",
+				   "use at most " + std::to_string(ring_large_));
+	region_->ring_auto = ring_auto;
+	// Side s produces into ring[s]; its reader is the other side.
+	for (int side = 0; side < kSides; side++) {
+		region_->ring[side].sndbuf.store(sndbuf[side], std::memory_order_relaxed);
+		region_->ring[side].rcvbuf.store(rcvbuf[1 - side], std::memory_order_relaxed);
+	}
+}
+
 std::array<int, VTOE_FD__COUNT> ShmConnection::fds_for(int side) const
 {
 	check_side(side);

@@ -45,6 +45,13 @@ public:
 	ShmConnection(const ShmConnection &) = delete;
 	ShmConnection &operator=(const ShmConnection &) = delete;
 
+	// How far each ring's large area fills (vtoe_large_fill()): `ring_auto` for ends that set
+	// no buffers (at most ring_large), and what each side's socket set before the connection
+	// existed (SO_SNDBUF, SO_RCVBUF as set; 0: not set).  Before the region is handed out.
+	// Throws SystemError EINVAL for a ring_auto above the large area.
+	void set_fill(uint32_t ring_auto, const std::array<uint32_t, kSides> &sndbuf,
+		      const std::array<uint32_t, kSides> &rcvbuf);
+
 	// The descriptors for `side`, in enum vtoe_rep_fd order: region, app, peer bell.
 	// Throws EBADF once that side was released or the connection closed.
 	std::array<int, VTOE_FD__COUNT> fds_for(int side) const;

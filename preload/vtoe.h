@@ -278,6 +278,7 @@ struct vtoe_conn {
 	size_t map_len;
 	uint32_t size;  /* each ring's small area */
 	uint32_t large; /* each ring's large area, 0 if none (vtoe_abi.h, "Elastic rings") */
+	uint32_t ring_auto; /* how far it fills for ends that set no buffers (vtoe_large_fill()) */
 	uint32_t side;
 	struct vtoe_ring_ctl *tx, *rx;
 	unsigned char *tx_area[3], *rx_area[3]; /* small, large, bulk */
@@ -465,6 +466,7 @@ short vtoe_conn_poll(struct vtoe_conn *c, short events, int krev);
  * need) to look again: the ring grows once its reader has stalled long enough. */
 void vtoe_conn_sleep_prepare(struct vtoe_conn *c, short events, uint64_t *wake_ns);
 bool vtoe_conn_rx_ready(struct vtoe_conn *c);
+void vtoe_conn_rx_room_changed(struct vtoe_conn *c);
 #define VTOE_CF_UNUSUAL                                                                      \
 	(VTOE_CF_WR_SHUT | VTOE_CF_RD_SHUT | VTOE_CF_PEER_GONE | VTOE_CF_RESET_REPORTED |     \
 	 VTOE_CF_BROKEN | VTOE_CF_RST_ASKED)

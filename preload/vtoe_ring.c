@@ -191,7 +191,7 @@ int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep
 	struct vtoe_conn_region *reg;
 	struct stat st;
 	uint64_t len;
-	uint32_t large;
+	uint32_t large, ring_auto;
 	int seals;
 
 	if (rep->side > 1 || !vtoe_ring_size_valid(rep->ring_size))
@@ -214,10 +214,11 @@ int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep
 		return -1;
 	vtoe_region_prefault(reg, rep->ring_size); /* within len: checked above */
 	large = reg->ring_large; /* read once: the peer can write the header too */
+	ring_auto = reg->ring_auto;
 	if (reg->magic != VTOE_REGION_MAGIC || reg->abi != VTOE_ABI_VERSION ||
 	    reg->ring_size != rep->ring_size || reg->data_offset != VTOE_REGION_DATA_OFFSET ||
 	    reg->cid != rep->cid || !vtoe_ring_large_valid(large, rep->ring_size) ||
-	    vtoe_region_bytes(rep->ring_size, large) > len) {
+	    ring_auto > large || vtoe_region_bytes(rep->ring_size, large) > len) {
 		munmap(reg, len);
 		return -1;
 	}
@@ -225,6 +226,7 @@ int vtoe_conn_map(struct vtoe_conn *c, int memfd, const struct vtoe_ctl_rep *rep
 	c->map_len = len;
 	c->size = rep->ring_size;
 	c->large = large;
+	c->ring_auto = ring_auto;
 	c->side = rep->side;
 	c->cid = rep->cid;
 	c->tx = &reg->ring[c->side];
@@ -359,6 +361,26 @@ static int vtoe_iov_total(const struct iovec *iov, int iovcnt, size_t *total)
 	return 0;
 }
 
+/* How far our tx ring may fill its large area now: the two ends' buffers, which either
+ * process may set at any time (vtoe_large_fill()). */
+static uint64_t vtoe_tx_large_fill(const struct vtoe_conn *c)
+{
+	return vtoe_large_fill(c->size, c->large, c->ring_auto,
+			       atomic_load_explicit(&c->tx->sndbuf, RLX),
+			       atomic_load_explicit(&c->tx->rcvbuf, RLX));
+}
+
+/* A ring's room in its current area, less the part of a large area beyond its fill. */
+static int64_t vtoe_tx_room_filled(const struct vtoe_conn *c, uint64_t geo, int64_t room)
+{
+	uint64_t beyond;
+
+	if (room <= 0 || (geo & 3) != 1)
+		return room;
+	beyond = c->large - vtoe_tx_large_fill(c);
+	return (uint64_t)room > beyond ? room - (int64_t)beyond : 0;
+}
+
 /*
  * The room in our tx ring, at least `want` bytes if there are (-1: impossible indices): the
  * consumer's tail is read only when the copy we last read says there is not, so its cache
@@ -369,13 +391,13 @@ static int vtoe_iov_total(const struct iovec *iov, int iovcnt, size_t *total)
 static int64_t vtoe_tx_room(struct vtoe_conn *c, uint64_t geo, uint64_t head, size_t want)
 {
 	uint64_t seen = atomic_load_explicit(&c->tx_tail_seen, RLX);
-	int64_t room = vtoe_ring_room(geo, head, seen, c->size, c->large);
+	int64_t room = vtoe_tx_room_filled(c, geo, vtoe_ring_room(geo, head, seen, c->size, c->large));
 
 	if (room >= 0 && (uint64_t)room >= want)
 		return room;
 	seen = atomic_load_explicit(&c->tx->tail, ACQ);
 	atomic_store_explicit(&c->tx_tail_seen, seen, RLX);
-	return vtoe_ring_room(geo, head, seen, c->size, c->large);
+	return vtoe_tx_room_filled(c, geo, vtoe_ring_room(geo, head, seen, c->size, c->large));
 }
 
 /* The room in our tx ring without tx_lock (poll): our geo and head read as one. */
@@ -414,8 +436,9 @@ static void vtoe_tx_sync(struct vtoe_conn *c)
 /* Room now, from the consumer's current tail; tx_lock held. */
 static int64_t vtoe_tx_room_now(struct vtoe_conn *c)
 {
-	return vtoe_ring_room(c->tx_geo, c->tx_head, atomic_load_explicit(&c->tx->tail, ACQ),
-			      c->size, c->large);
+	return vtoe_tx_room_filled(c, c->tx_geo,
+				   vtoe_ring_room(c->tx_geo, c->tx_head,
+						  atomic_load_explicit(&c->tx->tail, ACQ), c->size, c->large));
 }
 
 /* An application that sized its send buffer to fit the small ring keeps it. */
@@ -424,10 +447,10 @@ static bool vtoe_tx_keeps_small(const struct vtoe_conn *c)
 	return c->opts.sndbuf && 2 * (uint64_t)c->opts.sndbuf <= c->size;
 }
 
-/* Not yet in the large area, with one to go to. */
+/* Not yet in the large area, with one to go to that the ends' buffers let it fill. */
 static bool vtoe_tx_may_grow(const struct vtoe_conn *c)
 {
-	return c->large && (c->tx_geo & 3) != 1 && !vtoe_tx_keeps_small(c);
+	return c->large && (c->tx_geo & 3) != 1 && !vtoe_tx_keeps_small(c) && vtoe_tx_large_fill(c);
 }
 
 /* The small area starts again at head (the ring is empty).  Published with geo or with the
@@ -719,6 +742,14 @@ static void vtoe_drain_bell(struct vtoe_conn *c, bool closing)
 		else if (n == 0 || errno != EINTR)
 			break;
 	}
+}
+
+/* Our receive buffer changed: a writer waiting for room in our rx ring looks again. */
+void vtoe_conn_rx_room_changed(struct vtoe_conn *c)
+{
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&c->rx->tx_waiting, RLX) && atomic_exchange(&c->rx->tx_waiting, 0) == 1)
+		vtoe_drain_bell(c, false);
 }
 
 /* Put the reset fuse (vtoe_abi.h) back into our fd once the peer drained our filler and

@@ -74,8 +74,9 @@ static uint32_t vtoe_opt_value(const struct vtoe_opts *o, int i)
 }
 
 /* What the verbs agent needs to judge a peer that falls silent, into our tx ring's header:
- * TCP_USER_TIMEOUT and keepalive, as the kernel would apply them (vtoe_abi.h); and SO_SNDBUF,
- * which bounds its send buffer. */
+ * TCP_USER_TIMEOUT and keepalive, as the kernel would apply them (vtoe_abi.h); and our
+ * SO_SNDBUF and SO_RCVBUF, into the ring each bounds (vtoe_large_fill(); the verbs agent's
+ * send buffer). */
 static void vtoe_opts_publish(struct vtoe_conn *c)
 {
 	const struct vtoe_opts *o = &c->opts;
@@ -89,7 +90,12 @@ static void vtoe_opts_publish(struct vtoe_conn *c)
 	atomic_store(&tx->keep_intvl_s, vtoe_opt_value(o, VTOE_OPT_TCP_KEEPINTVL));
 	atomic_store(&tx->keep_cnt, vtoe_opt_value(o, VTOE_OPT_TCP_KEEPCNT));
 	atomic_store(&tx->keep_idle_s, keepalive ? vtoe_opt_value(o, VTOE_OPT_TCP_KEEPIDLE) : 0);
-	atomic_store(&tx->sndbuf, (uint32_t)o->sndbuf);
+	/* Buffers only once set: the agent wrote what was set before the connection existed,
+	 * which a process that inherited the socket over exec does not know. */
+	if (o->sndbuf)
+		atomic_store(&tx->sndbuf, (uint32_t)o->sndbuf);
+	if (o->rcvbuf)
+		atomic_store(&c->rx->rcvbuf, (uint32_t)o->rcvbuf);
 }
 
 static void vtoe_opt_read(struct vtoe_opts *o, int kfd, int i)
@@ -421,6 +427,8 @@ static int vtoe_setsockopt_conn(struct vtoe_sock *s, int level, int name, const 
 			if ((v = vtoe_buf_as_kernel(s->family, name, v)) < 0)
 				return -1;
 			o->rcvbuf = v;
+			vtoe_opts_publish(c);
+			vtoe_conn_rx_room_changed(c);
 			return 0;
 		case SO_SNDBUF:
 		case SO_SNDBUFFORCE:

@@ -2,7 +2,7 @@
 // names, plus readable names for logs and statistics.  test/native.test.ts checks this file
 // against the values compiled into the addon, so header drift fails a test.
 
-export const VTOE_ABI_VERSION = 9;
+export const VTOE_ABI_VERSION = 10;
 export const VTOE_CTL_MAGIC = 0x56544f45; // "VTOE"
 export const VTOE_REGION_MAGIC = 0x56524730; // "VRG0"
 export const VTOE_CACHELINE = 64;

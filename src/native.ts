@@ -144,7 +144,8 @@ interface NativeListenerPage {
 interface NativeAddon {
   ControlServer: new (path: string, handlers: ControlHandlers) => NativeControlServer;
   ListenerPage: new () => NativeListenerPage;
-  ShmConnection: new (ringSize: number, cid: bigint, ringLarge?: number, pool?: NativeShmRegionPool) => NativeShmConnection;
+  ShmConnection: new (ringSize: number, cid: bigint, ringLarge?: number, pool?: NativeShmRegionPool,
+    ringAuto?: number, buffers?: number[]) => NativeShmConnection;
   ShmRegionPool: new (ringSize: number, ringLarge: number, depth: number) => NativeShmRegionPool;
   abiConstants(): Record<string, number>;
   probeVerbs(): VerbsProbe;
@@ -442,18 +443,31 @@ export class ShmRegionPool {
 }
 
 /** The region and doorbells of one shm-fabric connection. */
+/**
+ * How far a connection's large areas fill (vtoe_abi.h, vtoe_large_fill()): `auto` for ends that
+ * set no buffers, and the buffers each side's socket set before the connection existed
+ * ([active, passive]; as the program set them, half what the kernel keeps; 0: not set).
+ */
+export interface RingFill {
+  auto: number;
+  set?: readonly [{ sndbuf: number; rcvbuf: number }, { sndbuf: number; rcvbuf: number }];
+}
+
 export class ShmConnection {
   readonly #native: NativeShmConnection;
 
   /**
    * ringSize: each ring's small area; ringLarge: the large area a ring moves to when its
    * reader lags (0: none).  Throws VtoeSystemError EINVAL unless ringSize is a power of two in
-   * 4 KiB..64 MiB and ringLarge is 0 or a larger power of two within the same bound.  With a
-   * pool of the same sizes, a region it made is taken if one is ready.
+   * 4 KiB..64 MiB and ringLarge is 0 or a larger power of two within the same bound, or a
+   * fill above ringLarge.  With a pool of the same sizes, a region it made is taken if one is
+   * ready.  fill: how far the large areas fill (vtoe_large_fill(); default none).
    */
-  constructor(ringSize: number, cid: bigint, ringLarge = 0, pool?: ShmRegionPool) {
+  constructor(ringSize: number, cid: bigint, ringLarge = 0, pool?: ShmRegionPool, fill?: RingFill) {
     const { ShmConnection: Native } = loadAddon();
-    this.#native = native(() => new Native(ringSize, cid, ringLarge, pool?.handle));
+    const set = fill?.set;
+    this.#native = native(() => new Native(ringSize, cid, ringLarge, pool?.handle, fill?.auto ?? 0,
+      set && [set[0].sndbuf, set[0].rcvbuf, set[1].sndbuf, set[1].rcvbuf]));
   }
 
   /** [memfd, app fd of `side`, bell of the other side]: what a reply for `side` carries. */

@@ -133,10 +133,17 @@ describe('a writer whose reader is not reading', () => {
 });
 
 describe('SO_SNDBUF', () => {
-  async function ahead(sndbuf: number, force = false, enough = 0, rcvbuf = 0, env = offloadEnv(agent.socketPath)): Promise<number> {
-    const server = startProc('python3', [LAZY_SINK, String(rcvbuf), force ? 'force' : 'set'], env);
+  // how: buffers set before connecting ('set', or 'force' past the host's limits), or 'after'
+  // the connection exists (once both ends have set theirs, the writer starts).
+  type How = 'set' | 'force' | 'after';
+  async function ahead(sndbuf: number, how: How = 'set', enough = 0, rcvbuf = 0, env = offloadEnv(agent.socketPath)): Promise<number> {
+    const server = startProc('python3', [LAZY_SINK, String(rcvbuf), how], env);
     const port = Number((await server.waitLine(/^READY (\d+)$/))[1]);
-    const client = startProc('python3', [AHEAD, String(port), String(sndbuf), force ? 'force' : 'set', ...(enough ? [String(enough)] : [])], env);
+    const client = startProc('python3', [AHEAD, String(port), String(sndbuf), how, ...(enough ? [String(enough)] : [])], env);
+    if (how === 'after') {
+      await Promise.all([server.waitLine(/^accepted \d+$/), client.waitLine(/^connected$/)]);
+      client.child.stdin!.write('go\n');
+    }
     const n = Number((await client.waitLine(/^ahead (\d+)$/, 30_000))[1]);
     server.child.stdin!.write('go\n');
     await server.waitLine(new RegExp(`^sank ${n}$`), 20_000); // nothing it buffered was lost
@@ -147,7 +154,7 @@ describe('SO_SNDBUF', () => {
     // 64 KiB: the kernel's buffer would hold 128 KiB, less than a ring (256 KiB): the ring
     // does not grow (shm), nothing is staged (verbs).
     expect(await ahead(65536)).toBeLessThanOrEqual(256 * 1024);
-    expect(await ahead(0, false, 2 * MiB)).toBeGreaterThanOrEqual(2 * MiB);
+    expect(await ahead(0, 'set', 2 * MiB)).toBeGreaterThanOrEqual(2 * MiB);
   });
 
   // The rings of a connection whose ends set large buffers grow past VTOE_RING_MAX_SIZE (the
@@ -156,20 +163,55 @@ describe('SO_SNDBUF', () => {
   // agent's send buffer holds what the peer's ring cannot (the case below).
   it.skipIf(onVerbs)('a writer and a reader that set 4 MiB buffers: the writer gets at least as far ahead as on kernel TCP', async () => {
     const force = process.getuid?.() === 0;
+    const how = force ? 'force' : 'set';
     const before = agent.stats();
-    const kernel = await ahead(4 * MiB, force, 0, 4 * MiB, {});
-    const offloaded = await ahead(4 * MiB, force, 0, 4 * MiB);
+    const kernel = await ahead(4 * MiB, how, 0, 4 * MiB, {});
+    const offloaded = await ahead(4 * MiB, how, 0, 4 * MiB);
     expect(agent.stats().offloaded - before.offloaded).toBe(1);
     expect(offloaded).toBeGreaterThanOrEqual(kernel);
     // 8 MiB each as the kernel keeps them: more than the configured rings hold
     if (force) expect(offloaded).toBeGreaterThan(agent.config.ringSize + agent.config.ringMaxSize);
   });
 
+  // Sizes set once the connection exists count too: the region's large area has room for what
+  // the host's limits let a program ask (net.core.wmem_max, rmem_max), and each ring fills it
+  // as far as its two ends' buffers say, however late they set them.  Within the limits (no
+  // FORCE): 4 MiB each where the host allows it, else the limit.
+  it.skipIf(onVerbs)('buffers set after connect() and accept(): the writer gets at least as far ahead as on kernel TCP, and no further than the rings hold without them', async () => {
+    const before = agent.stats();
+    const kernel = await ahead(4 * MiB, 'after', 0, 4 * MiB, {});
+    const offloaded = await ahead(4 * MiB, 'after', 0, 4 * MiB);
+    const plain = await ahead(0);
+    expect(agent.stats().offloaded - before.offloaded).toBe(2);
+    expect(offloaded).toBeGreaterThanOrEqual(kernel);
+    // Ends that set nothing fill the large area only to the configured size, however large it is.
+    expect(plain).toBeGreaterThanOrEqual(agent.config.ringMaxSize);
+    expect(plain).toBeLessThanOrEqual(agent.config.ringSize + agent.config.ringMaxSize);
+  });
+
+  it.skipIf(onVerbs)('a reader that raises SO_RCVBUF while its writer waits for room lets the writer on', async () => {
+    const env = offloadEnv(agent.socketPath);
+    const server = startProc('python3', [LAZY_SINK, String(4 * MiB), 'raise'], env);
+    const port = Number((await server.waitLine(/^READY (\d+)$/))[1]);
+    // Writes until no room came back for 0.5 s ("full N"), then 1 MiB more, waiting as long as it takes.
+    const client = startProc('python3', [AHEAD, String(port), '0', 'set', '0', String(MiB)], env);
+    await server.waitLine(/^accepted$/);
+    const full = Number((await client.waitLine(/^full (\d+)$/, 30_000))[1]);
+    // Ends that set nothing: the rings hold what autotuned buffers would, then the writer waits.
+    expect(full).toBeLessThanOrEqual(agent.config.ringSize + agent.config.ringMaxSize);
+    server.child.stdin!.write('raise\n'); // 4 MiB, or the host's limit: room for 1 MiB more
+    await server.waitLine(/^raised \d+$/);
+    const n = Number((await client.waitLine(/^ahead (\d+)$/, 30_000))[1]);
+    expect(n).toBe(full + MiB);
+    server.child.stdin!.write('go\n');
+    await server.waitLine(new RegExp(`^sank ${n}$`), 20_000);
+  });
+
   // Not on shm (its ring grows to the large area or not at all); root only, for SO_SNDBUFFORCE
   // (SO_SNDBUF is clamped to net.core.wmem_max, 208 KiB by default: less than a ring).
   it.skipIf(!onVerbs || process.getuid?.() !== 0)('on verbs the send buffer holds what the kernel\'s would beside the ring (SO_SNDBUF doubled), no more', async () => {
     // 512 KiB asked: the kernel holds 1 MiB; the ring takes 256 KiB, the send buffer 768 KiB.
-    const n = await ahead(512 * 1024, true);
+    const n = await ahead(512 * 1024, 'force');
     expect(n).toBeGreaterThan(768 * 1024);
     expect(n).toBeLessThanOrEqual(MiB);
   });

@@ -9,7 +9,7 @@ import { createConnection, createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { createInterface } from 'node:readline';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { ABI, VTOE_ABI_VERSION, VTOE_REGION_MAGIC, abiConstantTable, eventName, fabricName, opName, reasonName, reasonValue, ringSizeValid } from '../src/abi.js';
+import { ABI, VTOE_ABI_VERSION, VTOE_CACHELINE, VTOE_REGION_MAGIC, abiConstantTable, eventName, fabricName, opName, reasonName, reasonValue, ringSizeValid } from '../src/abi.js';
 import { VtoeSystemError } from '../src/errors.js';
 import {
   ControlServer,
@@ -256,6 +256,31 @@ describe('ShmConnection', () => {
       expect((error as VtoeSystemError).code).toBe('EINVAL');
       expect((error as VtoeSystemError).message).toMatch(/largest ring size .* is invalid/);
     }
+  });
+
+  it('writes how far each ring fills into the region: the agent\'s default and the buffers each side set', () => {
+    const conn = new ShmConnection(8192, 5n, 1 << 20, undefined,
+      { auto: 65536, set: [{ sndbuf: 1000, rcvbuf: 2000 }, { sndbuf: 3000, rcvbuf: 4000 }] });
+    const header = Buffer.alloc(4096);
+    const fd = openSync(`/proc/self/fd/${conn.regionFd()}`, 'r');
+    try {
+      readSync(fd, header, 0, header.length, 0);
+    } finally {
+      closeSync(fd);
+    }
+    // vtoe_conn_region: ring_auto after ring_large (offset 32); ring[s] (4 cache lines each)
+    // from the second line, its sndbuf and rcvbuf 16 bytes into its own second line.
+    const line = VTOE_CACHELINE;
+    expect(header.readUInt32LE(32)).toBe(1 << 20);
+    expect(header.readUInt32LE(36)).toBe(65536);
+    const ring = (side: number) => line + side * 4 * line + line + 16;
+    // ring 0 is what side 0 writes: its SO_SNDBUF, side 1's SO_RCVBUF; ring 1 the other way
+    expect([header.readUInt32LE(ring(0)), header.readUInt32LE(ring(0) + 4)]).toEqual([1000, 4000]);
+    expect([header.readUInt32LE(ring(1)), header.readUInt32LE(ring(1) + 4)]).toEqual([3000, 2000]);
+    conn.close();
+    const error = thrown(() => new ShmConnection(8192, 6n, 16384, undefined, { auto: 32768 }));
+    expect((error as VtoeSystemError).code).toBe('EINVAL');
+    expect((error as VtoeSystemError).message).toMatch(/above the large area/);
   });
 
   it('hands each side a memfd of the region size, its app socket and the peer bell', () => {

@@ -1,7 +1,9 @@
 // How far a connection's rings may grow for the buffers its two ends set (src/agent/ring-sizing.ts).
 import { describe, expect, it } from 'vitest';
 import { RING } from '../src/abi.js';
-import { LINUX_BUFFER_DEFAULTS, parseBufferDefaults, ringLargeFor } from '../src/agent/ring-sizing.js';
+import {
+  LINUX_BUFFER_DEFAULTS, LINUX_BUFFER_LIMITS, buffersSet, largeAreaFor, parseBufferDefaults, parseBufferLimits, ringLargeFor,
+} from '../src/agent/ring-sizing.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -61,5 +63,44 @@ describe('ringLargeFor', () => {
   it('takes the host\'s initial sizes from the sysctl files, else Linux\'s', () => {
     expect(parseBufferDefaults('4096\t32768\t4194304\n', '4096 262144 6291456')).toEqual({ sndbuf: 32768, rcvbuf: 262144 });
     expect(parseBufferDefaults(undefined, 'garbage')).toEqual(LINUX_BUFFER_DEFAULTS);
+  });
+});
+
+describe('largeAreaFor: room for buffers a program may set once connected', () => {
+  it('keeps the configured area where the host\'s limits ask no more (Linux\'s defaults: 208 KiB)', () => {
+    expect(largeAreaFor(ring, configured, LINUX_BUFFER_LIMITS)).toBe(configured);
+  });
+
+  it('reserves twice each limit, as the kernel keeps a buffer set to it, in a power of two', () => {
+    // 4 MiB limits: 8 MiB sent + 8 MiB received, less the small area: 16 MiB
+    expect(largeAreaFor(ring, configured, { wmemMax: 4 * MiB, rmemMax: 4 * MiB })).toBe(16 * MiB);
+    // 3 MiB + 3 MiB kept twice: 12 MiB less 256 KiB: the next power of two
+    expect(largeAreaFor(ring, configured, { wmemMax: 3 * MiB, rmemMax: 3 * MiB })).toBe(16 * MiB);
+    expect(largeAreaFor(ring, configured, { wmemMax: 1 * MiB, rmemMax: 4 * MiB })).toBe(16 * MiB);
+  });
+
+  it('stops at the largest ring, and never goes below the configured area', () => {
+    expect(largeAreaFor(ring, configured, { wmemMax: 1 << 30, rmemMax: 1 << 30 })).toBe(RING.max);
+    expect(largeAreaFor(ring, 32 * MiB, { wmemMax: 4 * MiB, rmemMax: 4 * MiB })).toBe(32 * MiB);
+    expect(largeAreaFor(RING.max, RING.max, { wmemMax: 1 << 30, rmemMax: 1 << 30 })).toBe(RING.max);
+  });
+
+  it('reserves nothing when rings are configured not to grow (only buffers set before connecting count then)', () => {
+    expect(largeAreaFor(ring, 0, { wmemMax: 64 * MiB, rmemMax: 64 * MiB })).toBe(0);
+  });
+
+  it('reads the limits from the sysctl files, else Linux\'s', () => {
+    expect(parseBufferLimits('4194304\n', '16777216')).toEqual({ wmemMax: 4 * MiB, rmemMax: 16 * MiB });
+    expect(parseBufferLimits(undefined, '-1')).toEqual(LINUX_BUFFER_LIMITS);
+  });
+});
+
+describe('buffersSet: what the agent writes into the ring headers', () => {
+  it('is what the program set (half what the kernel keeps), 0 for a buffer left at the kernel\'s initial size', () => {
+    expect(buffersSet(untouched)).toEqual({ sndbuf: 0, rcvbuf: 0 });
+    expect(buffersSet(set(4 * MiB, 1 * MiB))).toEqual({ sndbuf: 4 * MiB, rcvbuf: 1 * MiB });
+    // at or below the initial size reads as not set: the large area's autotuned fill holds it
+    expect(buffersSet(set(0, 64 * KiB))).toEqual({ sndbuf: 0, rcvbuf: 0 });
+    expect(buffersSet(set(64 * KiB, 0), { sndbuf: 262144, rcvbuf: 262144 })).toEqual({ sndbuf: 0, rcvbuf: 0 });
   });
 });

@@ -351,7 +351,7 @@ export class CoreCA {
     try {
       // Rings that hold what the two ends' kernel buffers would (SO_SNDBUF, SO_RCVBUF).
       const buffers = this.askKernel(req.fd, (f) => this.buffersOf(f));
-      link = this.shm.createLink(cid, buffers && listener.buffers ? this.shm.ringLargeFor(buffers, listener.buffers) : undefined);
+      link = this.shm.createLink(cid, buffers && listener.buffers ? { client: buffers, server: listener.buffers } : undefined);
     } catch (err) {
       this.log.warn('cannot create a shared ring; falling back to kernel TCP', { error: String(err) });
       return this.fallback(proc.client, req, ABI.fb.RESOURCES);
