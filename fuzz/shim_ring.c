@@ -106,9 +106,10 @@ static struct memfd *region_file(unsigned pages, bool sealed, bool ragged)
 #define RING(i, f) { offsetof(struct vtoe_conn_region, ring) + (i) * sizeof(struct vtoe_ring_ctl) + \
 		     offsetof(struct vtoe_ring_ctl, f), sizeof(((struct vtoe_ring_ctl *)0)->f) }
 #define RINGF(i) RING(i, head), RING(i, fin_at), RING(i, geo), RING(i, fin), RING(i, reset), \
-		 RING(i, tx_waiting), RING(i, rx_armed), RING(i, rd_shut), RING(i, tail), RING(i, wakes), RING(i, base)
+		 RING(i, tx_waiting), RING(i, rx_armed), RING(i, rd_shut), RING(i, tail), RING(i, wakes), RING(i, base), \
+		 RING(i, sndbuf), RING(i, rcvbuf)
 static const struct { size_t off, width; } fields[] = {
-	RF(magic), RF(abi), RF(ring_size), RF(data_offset), RF(cid), RF(ring_large), RINGF(0), RINGF(1),
+	RF(magic), RF(abi), RF(ring_size), RF(data_offset), RF(cid), RF(ring_large), RF(ring_auto), RINGF(0), RINGF(1),
 };
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
 
@@ -340,7 +341,8 @@ static const uint32_t larges[] = { 0, 16384, 32768, 8192 };
 /*
  * Input: cfg (16 bits: sealed, ragged file end, raw ring size, 8 KiB rings, raw side, side,
  * raw large area, large area choice (2), geo at the start index, no bell, verbs fabric, region
- * fd not a file), the file's pages, then the fields cfg says are raw, cid, the start index,
+ * fd not a file, raw fill for ends without buffers), the file's pages, then the fields cfg says
+ * are raw, cid, the start index,
  * up to 3 peer writes before the map, and up to MAX_OPS operations.
  */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -370,6 +372,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	reg->data_offset = VTOE_REGION_DATA_OFFSET;
 	reg->cid = rep.cid;
 	reg->ring_large = large;
+	reg->ring_auto = cfg & 8192 ? (uint32_t)take(&in, 4) : large;
 	/* Indices start anywhere: a long-lived connection, or one near the wrap. */
 	base = take(&in, 8);
 	for (int i = 0; i < 2; i++) {
@@ -377,7 +380,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		atomic_store(&reg->ring[i].tail, base);
 		atomic_store(&reg->ring[i].fin_at, base);
 		/* a move's position at the start index, or none */
-		atomic_store(&reg->ring[i].geo, cfg & 512 ? vtoe_geo(base, 0, 0) : 0);
+		atomic_store(&reg->ring[i].geo, cfg & 512 ? vtoe_geo(base, 0, 0, 0) : 0);
 		atomic_store(&reg->ring[i].rx_armed, 1); /* as the agent makes it */
 	}
 	for (unsigned n = (unsigned)take(&in, 1) % 4; n; n--)

@@ -208,13 +208,16 @@ struct vtoe_ctl_rep {
 /* geo & 3 (0 small, 1 large, 2 bulk), bytes before it in area (geo >> 2) & 3.                 */
 /* The producer moves only when the consumer has read every byte before the previous move,     */
 /* so the unread bytes span at most the two areas, in that order.                              */
-/* Byte i of the large or bulk area of size S lives at area[i & (S - 1)], and of the small     */
-/* area at area[(i - base) & (S - 1)] (vtoe_area_index()).  The producer sets base to head     */
-/* when it moves back to the small area, and may do so whenever the ring is empty: a stream   */
-/* of small messages that the reader keeps up with then cycles through the area's first page  */
-/* or two, hot in both caches, instead of touching every page of it.  It publishes base before */
-/* the head that covers a byte written after it.  On the verbs fabric base stays 0: the two   */
-/* agents address both hosts' rings by i & (S - 1).                                            */
+/* A stay in the large area uses only its first `span` bytes (vtoe_geo_span(), a power of two */
+/* the producer picks as it moves there: what the two ends' buffers let it fill then), so a    */
+/* ring walks no more pages than it may hold, however large the region made the area.         */
+/* Byte i of the large area lives at area[i & (span - 1)], of the bulk area of size S at       */
+/* area[i & (S - 1)], and of the small one at area[(i - base) & (S - 1)] (vtoe_area_index()).  */
+/* The producer sets base to head when it moves back to the small area, and may do so        */
+/* whenever the ring is empty: a stream of small messages that the reader keeps up with then   */
+/* cycles through the area's first page or two, hot in both caches, instead of touching every  */
+/* page of it.  It publishes base before the head that covers a byte written after it.  On the */
+/* verbs fabric base stays 0: the two agents address both hosts' rings by i & (S - 1).         */
 /*                                                                                              */
 /* Doorbells.  Each side's application fd is one end of an AF_UNIX stream socketpair whose     */
 /* other end (its "bell") is held by the peer, which rings it, and by the agent.  So:          */
@@ -359,7 +362,8 @@ static inline uint64_t vtoe_ring_capacity(uint32_t ring_size, uint32_t ring_larg
 
 /*
  * How far a producer may fill its large area: what the writer's send buffer and the reader's
- * receive buffer would hold together on kernel TCP, less the small area, within the area.  A
+ * receive buffer would hold together on kernel TCP, less the small area, within the stay's span
+ * (vtoe_large_span(), picked from it when the producer moves there) and the area.  A
  * buffer a program set is kept twice over, as Linux does; one it left alone is autotuned, which
  * ring_auto stands for (the pair's share).  So a program that sets its buffers after the
  * connection exists gets them too: the region's large area is sized for what the host's limits
@@ -376,22 +380,59 @@ static inline uint64_t vtoe_large_fill(uint32_t ring_size, uint32_t ring_large, 
 	return fill < ring_large ? fill : ring_large;
 }
 
-/* geo: the position of the producer's last move, the area it moved from and the one it is in. */
-static inline uint64_t vtoe_geo(uint64_t at, int from, int area)
+/*
+ * geo: the position of the producer's last move, the area it moved from and the one it is in,
+ * and the span of the large area's stay among the two (0 if neither is the large area): bits
+ * 0-1 the area, 2-3 the one before, 4-7 log2(span) - 11 (0: none), from 8 the position.
+ */
+static inline uint64_t vtoe_geo(uint64_t at, int from, int area, uint32_t span)
 {
-	return (at << 4) | ((uint64_t)from << 2) | (uint64_t)area;
+	uint64_t code = span ? (uint64_t)(__builtin_ctz(span) - 11) : 0;
+
+	return (at << 8) | ((code & 15) << 4) | ((uint64_t)from << 2) | (uint64_t)area;
 }
 
 static inline uint64_t vtoe_geo_at(uint64_t geo)
 {
-	return geo >> 4;
+	return geo >> 8;
+}
+
+static inline uint32_t vtoe_geo_span(uint64_t geo)
+{
+	uint32_t code = (uint32_t)(geo >> 4) & 15;
+
+	return code ? 1u << (code + 11) : 0;
+}
+
+/* The size of `area` as geo uses it: the large area's span, the others' sizes; 0 for an area
+ * the region does not have, or a span outside (ring_size, ring_large]. */
+static inline uint32_t vtoe_geo_area_size(uint64_t geo, uint32_t ring_size, uint32_t ring_large,
+					  int area)
+{
+	uint32_t span;
+
+	if (area != 1)
+		return vtoe_area_size(ring_size, ring_large, area);
+	span = vtoe_geo_span(geo);
+	return span > ring_size && span <= ring_large ? span : 0;
 }
 
 /* Every area geo names exists in the region. */
 static inline int vtoe_geo_valid(uint64_t geo, uint32_t ring_size, uint32_t ring_large)
 {
-	return vtoe_area_size(ring_size, ring_large, (int)(geo & 3)) != 0 &&
-	       vtoe_area_size(ring_size, ring_large, (int)((geo >> 2) & 3)) != 0;
+	return vtoe_geo_area_size(geo, ring_size, ring_large, (int)(geo & 3)) != 0 &&
+	       vtoe_geo_area_size(geo, ring_size, ring_large, (int)((geo >> 2) & 3)) != 0;
+}
+
+/* The span of a stay in the large area that may fill `fill` bytes: the power of two that holds
+ * it, above the small area, within the large one. */
+static inline uint32_t vtoe_large_span(uint32_t ring_size, uint32_t ring_large, uint64_t fill)
+{
+	uint64_t span = 2ull * ring_size;
+
+	while (span < fill && span < ring_large)
+		span *= 2;
+	return span < ring_large ? (uint32_t)span : ring_large;
 }
 
 /* Fill of a ring from indices that another process wrote; -1 if they are impossible.
@@ -431,7 +472,7 @@ static inline int64_t vtoe_ring_room(uint64_t geo, uint64_t head, uint64_t tail,
 				     uint32_t ring_size, uint32_t ring_large)
 {
 	uint64_t at = vtoe_geo_at(geo), from = tail > at ? tail : at;
-	uint32_t area = vtoe_area_size(ring_size, ring_large, (int)(geo & 3));
+	uint32_t area = vtoe_geo_area_size(geo, ring_size, ring_large, (int)(geo & 3));
 
 	if (!vtoe_geo_valid(geo, ring_size, ring_large) ||
 	    head - tail > vtoe_ring_capacity(ring_size, ring_large) || head < at || head - from > area)

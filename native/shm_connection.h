@@ -115,7 +115,6 @@ public:
 	uint32_t ring_size() const { return ring_size_; }
 	uint32_t ring_large() const { return ring_large_; }
 	// An area's size; 0 for one the region does not have.
-	uint32_t area_size(int area) const { return vtoe_area_size(ring_size_, ring_large_, area); }
 	uint64_t ring_capacity() const { return vtoe_ring_capacity(ring_size_, ring_large_); }
 	uint64_t mapped_bytes() const { return vtoe_region_bytes(ring_size_, ring_large_); }
 	// Memory the region uses: the header, and the pages of its areas that a ring has written.

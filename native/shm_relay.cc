@@ -115,7 +115,7 @@ bool ShmRelay::pump_out()
 	const uint64_t geo = r.geo.load(RLX); // after head: it and base cover every byte published
 	const uint64_t base = r.base.load(RLX);
 	const int area = vtoe_geo_area(geo, tail);
-	const uint32_t area_size = conn_.area_size(area);
+	const uint32_t area_size = vtoe_geo_area_size(geo, conn_.ring_size(), conn_.ring_large(), area);
 	if (used < 0 || area_size == 0) { // an impossible index from the client: it is broken
 		reset_client();
 		finish(Outcome::reset);

@@ -160,6 +160,12 @@ static uint32_t vtoe_area_bytes(const struct vtoe_conn *c, int area)
 	return vtoe_area_size(c->size, c->large, area);
 }
 
+/* An area's size as geo uses it (a stay in the large area has its own span); 0 if invalid. */
+static uint32_t vtoe_geo_bytes(const struct vtoe_conn *c, uint64_t geo, int area)
+{
+	return vtoe_geo_area_size(geo, c->size, c->large, area);
+}
+
 /* Our tx ring still holds bytes the peer never read (for a vanished peer: a reset). */
 static bool vtoe_conn_tx_unread(struct vtoe_conn *c)
 {
@@ -307,7 +313,7 @@ static void vtoe_copy_out(struct vtoe_conn *c, uint64_t geo, uint64_t base, uint
 			k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, at, c->size)), room);
 			memcpy(to, c->rx_area[0] + at, k);
 		} else {
-			uint32_t size = vtoe_area_bytes(c, area);
+			uint32_t size = vtoe_geo_bytes(c, geo, area);
 			uint64_t at = vtoe_area_index(pos, base, area, size);
 
 			k = VTOE_MIN(VTOE_MIN(n, vtoe_geo_run(geo, pos, at, size)), room);
@@ -329,7 +335,7 @@ static bool vtoe_rx_geo_valid(const struct vtoe_conn *c, uint64_t geo)
 static void vtoe_copy_in(struct vtoe_conn *c, uint64_t pos, size_t n, struct vtoe_iov_cur *cur)
 {
 	int area = (int)(c->tx_geo & 3);
-	uint32_t size = vtoe_area_bytes(c, area);
+	uint32_t size = vtoe_geo_bytes(c, c->tx_geo, area);
 
 	while (n) {
 		size_t ro = vtoe_area_index(pos, c->tx_base, area, size);
@@ -370,14 +376,17 @@ static uint64_t vtoe_tx_large_fill(const struct vtoe_conn *c)
 			       atomic_load_explicit(&c->tx->rcvbuf, RLX));
 }
 
-/* A ring's room in its current area, less the part of a large area beyond its fill. */
+/* A ring's room in its current area, less the part of a large area's span beyond its fill
+ * (the buffers may have shrunk since the span was picked). */
 static int64_t vtoe_tx_room_filled(const struct vtoe_conn *c, uint64_t geo, int64_t room)
 {
-	uint64_t beyond;
+	uint64_t span, fill, beyond;
 
 	if (room <= 0 || (geo & 3) != 1)
 		return room;
-	beyond = c->large - vtoe_tx_large_fill(c);
+	span = vtoe_geo_span(geo);
+	fill = vtoe_tx_large_fill(c);
+	beyond = fill < span ? span - fill : 0;
 	return (uint64_t)room > beyond ? room - (int64_t)beyond : 0;
 }
 
@@ -498,6 +507,7 @@ static bool vtoe_tx_move(struct vtoe_conn *c, int area)
 {
 	int from = (int)(c->tx_geo & 3);
 	uint64_t tail;
+	uint32_t span;
 
 	if (area == from || (area == 1 && !vtoe_tx_may_grow(c)) ||
 	    (area == 2 && (from != 0 || !vtoe_area_bytes(c, 2) || vtoe_tx_keeps_small(c))))
@@ -507,7 +517,11 @@ static bool vtoe_tx_move(struct vtoe_conn *c, int area)
 		return false;
 	if (area == 0)
 		vtoe_tx_set_base(c);
-	c->tx_geo = vtoe_geo(c->tx_head, from, area);
+	/* A stay in the large area spans what the buffers let it fill now (vtoe_abi.h); bytes
+	 * left there when moving out keep theirs. */
+	span = area == 1 ? vtoe_large_span(c->size, c->large, vtoe_tx_large_fill(c))
+	       : from == 1 ? vtoe_geo_span(c->tx_geo) : 0;
+	c->tx_geo = vtoe_geo(c->tx_head, from, area, span);
 	/* Before any head that covers a byte in the new area. */
 	atomic_store_explicit(&c->tx->geo, c->tx_geo, REL);
 	if (area)
@@ -1552,8 +1566,8 @@ bool vtoe_conn_rx_ready(struct vtoe_conn *c)
 	area = vtoe_geo_area(geo, tail);
 	if (vtoe_likely(area == 0))
 		__builtin_prefetch(c->rx_area[0] + vtoe_area_index(tail, base, 0, c->size));
-	else if (vtoe_area_bytes(c, area))
-		__builtin_prefetch(c->rx_area[area] + vtoe_area_index(tail, base, area, vtoe_area_bytes(c, area)));
+	else if (vtoe_geo_bytes(c, geo, area))
+		__builtin_prefetch(c->rx_area[area] + vtoe_area_index(tail, base, area, vtoe_geo_bytes(c, geo, area)));
 	return true;
 }
 
