@@ -7,8 +7,8 @@ net.core.rmem_max for root, set first if RCVBUF is given and not 0: its connecti
 it), prints "READY PORT", accepts one connection (with "after", sets SO_RCVBUF on it and
 prints "accepted"; with "raise", prints "accepted", waits for a line on stdin, then sets it and
 prints "raised VALUE"), waits for a line on stdin, then reads the connection to its end and
-prints "sank BYTES".  Used with write-ahead.py by
-bench/verbs-buffering.sh and test/e2e-buffering.test.ts.
+prints "sank BYTES".  Used with write-ahead.py by bench/verbs-buffering.sh and
+test/e2e-buffering.test.ts.
 """
 import socket
 import sys

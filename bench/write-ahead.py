@@ -8,8 +8,7 @@ printed and a line awaited on stdin), then writes without blocking for as long a
 back within 0.5 s (the verbs agent's send buffer makes room; a reader that reads nothing makes
 none), or until it has written ENOUGH bytes (0: no limit).  With MORE, once no room came back it
 prints "full BYTES" and writes MORE bytes more, waiting for room as long as it takes.  Prints
-"ahead BYTES", then closes.  Used by
-bench/verbs-buffering.sh and test/e2e-buffering.test.ts.
+"ahead BYTES", then closes.  Used by bench/verbs-buffering.sh and test/e2e-buffering.test.ts.
 """
 import select
 import socket

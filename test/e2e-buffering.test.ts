@@ -95,6 +95,7 @@ function sysctlNumber(name: string): number {
     return 0;
   }
 }
+
 // In the RDMA guest (test/rdma-vm.test.ts) these cases run with every connection on verbs.
 const onVerbs = process.env.VTOE_FABRIC === 'verbs';
 // How far a writer gets before it blocks while its reader reads nothing (prints "ahead N").

@@ -268,8 +268,8 @@ describe('ShmConnection', () => {
     } finally {
       closeSync(fd);
     }
-    // vtoe_conn_region: ring_auto after ring_large (offset 32); ring[s] (4 cache lines each)
-    // from the second line, its sndbuf and rcvbuf 16 bytes into its own second line.
+    // vtoe_conn_region: ring_large at offset 32, ring_auto after it; ring[s] (4 cache lines
+    // each) from the second line, its sndbuf and rcvbuf 16 bytes into its own second line.
     const line = VTOE_CACHELINE;
     expect(header.readUInt32LE(32)).toBe(1 << 20);
     expect(header.readUInt32LE(36)).toBe(65536);
