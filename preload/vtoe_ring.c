@@ -154,12 +154,6 @@ static uint64_t vtoe_cap(const struct vtoe_conn *c)
 	return vtoe_ring_capacity(c->size, c->large);
 }
 
-/* An area's size; 0 for one the region does not have. */
-static uint32_t vtoe_area_bytes(const struct vtoe_conn *c, int area)
-{
-	return vtoe_area_size(c->size, c->large, area);
-}
-
 /* An area's size as geo uses it (a stay in the large area has its own span); 0 if invalid. */
 static uint32_t vtoe_geo_bytes(const struct vtoe_conn *c, uint64_t geo, int area)
 {
@@ -510,7 +504,7 @@ static bool vtoe_tx_move(struct vtoe_conn *c, int area)
 	uint32_t span;
 
 	if (area == from || (area == 1 && !vtoe_tx_may_grow(c)) ||
-	    (area == 2 && (from != 0 || !vtoe_area_bytes(c, 2) || vtoe_tx_keeps_small(c))))
+	    (area == 2 && (from != 0 || !vtoe_ring_bulk(c->size, c->large) || vtoe_tx_keeps_small(c))))
 		return false;
 	tail = atomic_load_explicit(&c->tx->tail, ACQ);
 	if (tail < vtoe_geo_at(c->tx_geo) || tail > c->tx_head || (area == 0 && tail != c->tx_head))

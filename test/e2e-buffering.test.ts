@@ -3,12 +3,13 @@
 // their large area while a reader lags (vtoe_abi.h, "Elastic rings"); on the verbs fabric its
 // agent buffers what the peer's ring cannot take (native/verbs_conn.h, "Send staging").
 // Before, a client that wrote more than the two 256 KiB rings before reading its echo hung.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { Agent } from '../src/agent/agent.js';
+import { readBufferLimits } from '../src/agent/host-ca-shm.js';
 import { offloadEnv } from '../src/agent/preload-env.js';
 import { killAll, startProc } from './helpers/proc.js';
 import { PY_ECHO_TO_EOF, pyListener } from './helpers/py-snippets.js';
@@ -86,15 +87,6 @@ print('got', len(got), 'same' if bytes(got) == data else 'different', flush=True
 `;
 
 const MiB = 1 << 20;
-
-/** A number from /proc/sys (0 where it cannot be read). */
-function sysctlNumber(name: string): number {
-  try {
-    return Number(readFileSync(`/proc/sys/${name}`, 'utf8').trim()) || 0;
-  } catch {
-    return 0;
-  }
-}
 
 // In the RDMA guest (test/rdma-vm.test.ts) these cases run with every connection on verbs.
 const onVerbs = process.env.VTOE_FABRIC === 'verbs';
@@ -203,8 +195,8 @@ describe('SO_SNDBUF', () => {
   // it moves there: a writer whose 3 MiB SO_SNDBUF makes that 6 MiB less the small area gets an
   // 8 MiB span, which a reader's 1 MiB SO_RCVBUF (2 MiB kept), raised while the writer waits,
   // then fills further.  (Raised past the span, it counts from the ring's next stay there.)
-  const limits = { wmem: sysctlNumber('net/core/wmem_max'), rmem: sysctlNumber('net/core/rmem_max') };
-  it.skipIf(onVerbs || limits.wmem < 3 * MiB || limits.rmem < MiB)('a reader that raises SO_RCVBUF while its writer waits for room lets the writer on (needs net.core.wmem_max >= 3 MiB and rmem_max >= 1 MiB)', async () => {
+  const limits = readBufferLimits();
+  it.skipIf(onVerbs || limits.wmemMax < 3 * MiB || limits.rmemMax < MiB)('a reader that raises SO_RCVBUF while its writer waits for room lets the writer on (needs net.core.wmem_max >= 3 MiB and rmem_max >= 1 MiB)', async () => {
     const env = offloadEnv(agent.socketPath);
     const server = startProc('python3', [LAZY_SINK, String(MiB), 'raise'], env);
     const port = Number((await server.waitLine(/^READY (\d+)$/))[1]);

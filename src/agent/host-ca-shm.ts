@@ -73,7 +73,7 @@ function readBufferDefaults(): BufferDefaults {
   return parseBufferDefaults(readSysctl('ipv4/tcp_wmem'), readSysctl('ipv4/tcp_rmem'));
 }
 
-/** The most SO_SNDBUF and SO_RCVBUF take without FORCE. */
-function readBufferLimits(): BufferLimits {
+/** The most SO_SNDBUF and SO_RCVBUF take without FORCE, here (Linux's defaults where unreadable). */
+export function readBufferLimits(): BufferLimits {
   return parseBufferLimits(readSysctl('core/wmem_max'), readSysctl('core/rmem_max'));
 }
