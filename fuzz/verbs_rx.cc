@@ -126,8 +126,9 @@ bool honest(Input &in, const Local &l, const vtoe::WireRx &rx, vtoe::WireArrival
 	else if (kind == 2 && rx.peer_fin())
 		a.imm = vtoe::wire_imm(vtoe::WireMsg::close, 0);
 	else if (kind == 2 && !l.expect && !l.accepted)
-		a.imm = vtoe::wire_imm(vtoe::WireMsg::accepted, rx.delivered() == 0 && !rx.peer_fin()
-									? in.u8() % 2 : vtoe::kWireAcceptedOffloaded);
+		a.imm = vtoe::wire_imm(vtoe::WireMsg::accepted,
+				       rx.delivered() == 0 && !rx.peer_fin() && !rx.peer_closed()
+					       ? in.u8() % 2 : vtoe::kWireAcceptedOffloaded);
 	else
 		a.imm = vtoe::wire_imm(vtoe::WireMsg::credit, 0);
 	return true;
