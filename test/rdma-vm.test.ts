@@ -99,10 +99,14 @@ const pairLib = `
 wait_for() { i=0; until eval "$1"; do i=$((i+1)); [ $i -lt 100 ] || { echo "timed out waiting for: $1"; return 1; }; sleep 0.1; done; }
 cm_listening() { rdma res show cm_id | grep -q 'state LISTEN'; }
 tcp_listening() { cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -qi ":$1 0*:0000 0A"; }
+ended() { st=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -d' ' -f1); [ -z "$st" ] || [ "$st" = Z ]; }
 pair() { # pair READY-CHECK 'server cmd' 'client cmd'
   sh -c "$2" > srv.log 2>&1 & srv=$!
   wait_for "$1" || { kill $srv; cat srv.log; return 1; }
   sh -c "$3"; c=$?
+  # a server still waiting 10 s after its client ended has failed: stopped, so that the
+  # sections after it in one boot still run
+  wait_for "ended $srv" || kill $srv
   wait $srv; s=$?
   echo "--- server output:"; cat srv.log
   echo "client=$c server=$s"
@@ -122,50 +126,60 @@ describe.skipIf(skip)('Soft-RoCE guest (rdma_rxe under QEMU)', () => {
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
+  // The raw tools share one boot (each costs some 6 s of CI): every section's output and exit
+  // status are printed between markers, and the guest then exits 7, which run.sh must hand back.
+  let toolsRun: Promise<GuestRun> | undefined;
+  const tools = () => (toolsRun ??= inGuest(`${pairLib}
+section() { name=$1; shift; echo "=== begin $name"; "$@"; echo "=== end $name status $?"; }
+section devices sh -c 'ibv_devices && ibv_devinfo -d rxe0'
+section rping pair cm_listening 'rping -s -a 192.0.2.1 -C 3 -v' 'rping -c -a 192.0.2.1 -C 3 -v'
+section ucmatose pair cm_listening 'ucmatose' 'ucmatose -s 192.0.2.1'
+section rc_pingpong pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200 127.0.0.1'
+echo hello > rw-probe && cat rw-probe && exit 7`, work, 300));
+  /** One section of the tools' run: its output, and its exit status (null: it never ended). */
+  async function toolSection(name: string): Promise<{ out: string; status: number | null; all: string }> {
+    const r = await tools();
+    const m = new RegExp(`^=== begin ${name}\\n([\\s\\S]*?)^=== end ${name} status (\\d+)$`, 'm').exec(r.out);
+    return { out: m?.[1] ?? '', status: m ? Number(m[2]) : null, all: r.out };
+  }
+
   it('the guest reports the command exit status', async () => {
-    const r = await inGuest('echo hello > rw-probe && cat rw-probe && exit 7');
-    expect(r.out).toContain('hello');
+    const r = await tools();
+    expect(r.out).toMatch(/^hello$/m);
     expect(r.status, r.out).toBe(7);
-  }, 180_000);
+  }, 360_000);
 
   it('ibv_devices lists rxe0 and its port is active', async () => {
-    const r = await inGuest('ibv_devices && ibv_devinfo -d rxe0');
-    expect(r.status, r.out).toBe(0);
+    const r = await toolSection('devices');
+    expect(r.status, r.all).toBe(0);
     expect(r.out).toMatch(/^\s*rxe0\s+[0-9a-f]{16}\s*$/m);
     expect(r.out).toMatch(/state:\s+PORT_ACTIVE/);
     expect(r.out).toMatch(/transport:\s+InfiniBand/);
-  }, 180_000);
+  }, 360_000);
 
   it('rping: rdma_cm connect, 3 RDMA ping rounds, disconnect', async () => {
-    const r = await inGuest(
-      `${pairLib}
-pair cm_listening 'rping -s -a 192.0.2.1 -C 3 -v' 'rping -c -a 192.0.2.1 -C 3 -v'`,
-    );
-    expect(r.status, r.out).toBe(0);
+    const r = await toolSection('rping');
+    expect(r.status, r.all).toBe(0);
     expect(r.out).toContain('client=0 server=0');
     for (const i of [0, 1, 2]) expect(r.out).toContain(`server ping data: rdma-ping-${i}:`);
     // The client's disconnect reached the server, which waits for that event; the client itself
     // calls rdma_disconnect and exits without waiting for its own DISCONNECTED (rping.c), so
     // its "client DISCONNECT EVENT" line is printed only if the event wins that race.
     expect(r.out).toContain('server DISCONNECT EVENT');
-  }, 180_000);
+  }, 360_000);
 
   it('ucmatose: rdma_cm connection with data transfers both ways', async () => {
-    const r = await inGuest(`${pairLib}
-pair cm_listening 'ucmatose' 'ucmatose -s 192.0.2.1'`);
-    expect(r.status, r.out).toBe(0);
+    const r = await toolSection('ucmatose');
+    expect(r.status, r.all).toBe(0);
     expect(r.out.match(/data transfers complete/g)?.length).toBe(2);
-  }, 180_000);
+  }, 360_000);
 
   it('ibv_rc_pingpong: RC QP over RoCE v2 (GID index 1), QPNs exchanged on 127.0.0.1', async () => {
-    const r = await inGuest(
-      `${pairLib}
-pair 'tcp_listening 4853' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200' 'ibv_rc_pingpong -d rxe0 -g 1 -n 200 127.0.0.1'`,
-    );
-    expect(r.status, r.out).toBe(0);
+    const r = await toolSection('rc_pingpong');
+    expect(r.status, r.all).toBe(0);
     expect(r.out.match(/200 iters in [0-9.]+ seconds/g)?.length).toBe(2);
     expect(r.out).toMatch(/GID ::ffff:192\.0\.2\.1/);
-  }, 180_000);
+  }, 360_000);
 
   // The project's own verbs tests (test/verbs-fabric.test.ts), run by vitest inside the guest:
   // the agent's verbs fabric against the kernel's rdma_rxe, real RC QPs through rdma_cm.
