@@ -42,10 +42,10 @@ function interpreterFirstOnPath(): void {
   } catch {
     return; // no python3: the tests that need it say so
   }
-  const dir = dirname(exe);
+  if (!exe.startsWith('/') || !existsSync(exe)) return;
   const first = path.split(delimiter).find((d) => d && existsSync(join(d, 'python3')));
   if (!first || realpathSync(join(first, 'python3')) === realpathSync(exe)) return;
-  process.env.PATH = `${dir}${delimiter}${path}`;
+  process.env.PATH = `${dirname(exe)}${delimiter}${path}`;
 }
 interpreterFirstOnPath();
 
