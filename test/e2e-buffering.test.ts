@@ -90,6 +90,9 @@ const MiB = 1 << 20;
 
 // In the RDMA guest (test/rdma-vm.test.ts) these cases run with every connection on verbs.
 const onVerbs = process.env.VTOE_FABRIC === 'verbs';
+// What each case's name says when it is skipped on the other fabric.
+const shmOnly = onVerbs ? ' [the shm fabric\'s elastic rings: a verbs ring is registered at one size]' : '';
+const verbsOnly = onVerbs ? '' : ' [the verbs fabric: run in the RDMA guest]';
 // How far a writer gets before it blocks while its reader reads nothing (prints "ahead N").
 const AHEAD = fileURLToPath(new URL('../bench/write-ahead.py', import.meta.url));
 // Reads nothing until a line arrives on stdin, then to the end (prints "READY port", "sank N").
@@ -163,7 +166,7 @@ describe('SO_SNDBUF', () => {
   // agent reads both sockets' sizes at CONNECT; the server's from its listener).  As root past
   // net.core.wmem_max and rmem_max (SO_*BUFFORCE), else within them.  Not on verbs: there the
   // agent's send buffer holds what the peer's ring cannot (the case below).
-  it.skipIf(onVerbs)('a writer and a reader that set 4 MiB buffers: the writer gets at least as far ahead as on kernel TCP', async () => {
+  it.skipIf(onVerbs)(`a writer and a reader that set 4 MiB buffers: the writer gets at least as far ahead as on kernel TCP${shmOnly}`, async () => {
     const force = process.getuid?.() === 0;
     const how = force ? 'force' : 'set';
     const before = agent.stats();
@@ -179,7 +182,7 @@ describe('SO_SNDBUF', () => {
   // the host's limits let a program ask (net.core.wmem_max, rmem_max), and each ring fills it
   // as far as its two ends' buffers say, however late they set them.  Within the limits (no
   // FORCE): 4 MiB each where the host allows it, else the limit.
-  it.skipIf(onVerbs)('buffers set after connect() and accept(): the writer gets at least as far ahead as on kernel TCP, and no further than the rings hold without them', async () => {
+  it.skipIf(onVerbs)(`buffers set after connect() and accept(): the writer gets at least as far ahead as on kernel TCP, and no further than the rings hold without them${shmOnly}`, async () => {
     const before = agent.stats();
     const kernel = await ahead(4 * MiB, 'after', 0, 4 * MiB, {});
     const offloaded = await ahead(4 * MiB, 'after', 0, 4 * MiB);
@@ -196,7 +199,7 @@ describe('SO_SNDBUF', () => {
   // 8 MiB span, which a reader's 1 MiB SO_RCVBUF (2 MiB kept), raised while the writer waits,
   // then fills further.  (Raised past the span, it counts from the ring's next stay there.)
   const limits = readBufferLimits();
-  it.skipIf(onVerbs || limits.wmemMax < 3 * MiB || limits.rmemMax < MiB)('a reader that raises SO_RCVBUF while its writer waits for room lets the writer on (needs net.core.wmem_max >= 3 MiB and rmem_max >= 1 MiB)', async () => {
+  it.skipIf(onVerbs || limits.wmemMax < 3 * MiB || limits.rmemMax < MiB)(`a reader that raises SO_RCVBUF while its writer waits for room lets the writer on (needs net.core.wmem_max >= 3 MiB and rmem_max >= 1 MiB)${shmOnly}`, async () => {
     const env = offloadEnv(agent.socketPath);
     const server = startProc('python3', [LAZY_SINK, String(MiB), 'raise'], env);
     const port = Number((await server.waitLine(/^READY (\d+)$/))[1]);
@@ -216,7 +219,7 @@ describe('SO_SNDBUF', () => {
 
   // Not on shm (its ring grows to the large area or not at all); root only, for SO_SNDBUFFORCE
   // (SO_SNDBUF is clamped to net.core.wmem_max, 208 KiB by default: less than a ring).
-  it.skipIf(!onVerbs || process.getuid?.() !== 0)('on verbs the send buffer holds what the kernel\'s would beside the ring (SO_SNDBUF doubled), no more', async () => {
+  it.skipIf(!onVerbs || process.getuid?.() !== 0)(`on verbs the send buffer holds what the kernel's would beside the ring (SO_SNDBUF doubled), no more${verbsOnly || (process.getuid?.() !== 0 ? ' [needs root, for SO_SNDBUFFORCE]' : '')}`, async () => {
     // 512 KiB asked: the kernel holds 1 MiB; the ring takes 256 KiB, the send buffer 768 KiB.
     const n = await ahead(512 * 1024, 'force');
     expect(n).toBeGreaterThan(768 * 1024);
