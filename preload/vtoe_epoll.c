@@ -7,7 +7,8 @@
  * edge-triggered (every arrival is an edge, as with TCP) and one-shot rules applied here;
  * their kernel registration is edge-triggered and serves only to wake a sleeper, after the
  * rings were asked for doorbells.  Kernel fds are answered by the kernel, at most every
- * VTOE_POLL_KERNEL_US for a call that finds offloaded events or does not sleep.
+ * VTOE_POLL_KERNEL_US for a call that finds offloaded events or does not sleep, and on every
+ * call while its last answer held a kernel fd's event: readiness once seen is never hidden.
  *
  * An instance shared with another process after fork() goes back to the kernel for good
  * (the other process's registrations are invisible here): at fork its items get the
@@ -53,6 +54,7 @@ struct vtoe_ep {
 	unsigned int rr;    /* where the next scan starts: fairness among ready items */
 	uint64_t calls;
 	uint64_t kernel_ns; /* when the kernel was last asked (coarse clock) */
+	atomic_bool kernel_hot; /* its last answer held a kernel fd's event: ask it every call */
 	struct epoll_event pend[VTOE_EP_PENDING]; /* harvested one-time events, data translated */
 	int npend;
 	struct vtoe_ep *next;
@@ -604,10 +606,12 @@ static void vtoe_ep_translate(struct vtoe_ep_call *call, struct epoll_event *kb,
 
 		if (!it) { /* registered behind our back (a raw system call): as it is */
 			call->out[call->n++] = kb[i];
+			atomic_store_explicit(&ep->kernel_hot, true, memory_order_relaxed);
 			continue;
 		}
 		if (!it->user) {
 			vtoe_ep_emit(call, it, kb[i].events);
+			atomic_store_explicit(&ep->kernel_hot, true, memory_order_relaxed);
 			continue;
 		}
 		if (it->reported == call->seq)
@@ -652,6 +656,7 @@ static int vtoe_ep_collect_locked(struct vtoe_ep_call *call, bool ask_kernel)
 	if (ask_kernel && call->n < call->max) {
 		int want = call->max - call->n, r;
 
+		atomic_store_explicit(&ep->kernel_hot, false, memory_order_relaxed);
 		r = REAL(epoll_pwait)(call->epfd, kb, want < VTOE_EP_BATCH ? want : VTOE_EP_BATCH, 0,
 				      NULL);
 		if (r > 0)
@@ -672,10 +677,13 @@ static int vtoe_ep_collect(struct vtoe_ep_call *call, bool ask_kernel)
 }
 
 /* Ask the kernel now?  At once for an instance with nothing of ours in it, as poll() sends a
- * set with no offloaded fd straight to the kernel. */
+ * set with no offloaded fd straight to the kernel, and while a kernel fd's event was in its
+ * last answer: a level-triggered fd stays ready until it is drained, and reporting it only
+ * every VTOE_POLL_KERNEL_US would hide it from the calls between. */
 static bool vtoe_ep_kernel_due(struct vtoe_ep *ep)
 {
-	return !ep->nuser || vtoe_kernel_due_at(&ep->kernel_ns);
+	return !ep->nuser || atomic_load_explicit(&ep->kernel_hot, memory_order_relaxed) ||
+	       vtoe_kernel_due_at(&ep->kernel_ns);
 }
 
 static int vtoe_ep_wait(struct vtoe_sock *s, int epfd, struct epoll_event *out, int max,

@@ -5,9 +5,11 @@
  * Otherwise offloaded fds are answered from their rings, with no kernel call, and kernel fds
  * are asked at most every VTOE_POLL_KERNEL_US for a call that does not sleep: a program that
  * spins on poll(..., 0), as MPI progress engines do, enters the kernel about once a
- * millisecond instead of once per call.  A call that finds nothing spins on the rings for the
- * agent's spin budget, then asks each ring for a doorbell and sleeps in the kernel on the whole
- * set; only then does a producer pay for a wake-up.
+ * millisecond instead of once per call.  While the kernel's last answer for a set held a
+ * kernel fd's event, every call asks it again: readiness once reported is not hidden.  A call
+ * that finds nothing spins on the rings for the agent's spin budget, then asks each ring for a
+ * doorbell and sleeps in the kernel on the whole set; only then does a producer pay for a
+ * wake-up.
  */
 #include "vtoe.h"
 
@@ -22,11 +24,14 @@ int __ppoll_chk(struct pollfd *fds, nfds_t nfds, const struct timespec *timeout,
 		const sigset_t *ss, size_t fdslen);
 void __chk_fail(void) __attribute__((noreturn));
 
-/* When each thread last asked the kernel about a set's kernel fds, by a hash of the set. */
+/* When each thread last asked the kernel about a set's kernel fds, by a hash of the set, and
+ * whether the answer held an event of one of them (then the next call asks again). */
 #define VTOE_POLL_MEMO 4
-static VTOE_TLS_FAST struct {
+struct vtoe_poll_memo {
 	uint64_t key, at_ns;
-} vtoe_poll_memo[VTOE_POLL_MEMO];
+	bool hot;
+};
+static VTOE_TLS_FAST struct vtoe_poll_memo vtoe_poll_memo[VTOE_POLL_MEMO];
 
 /*
  * Adaptive spinning, per thread.  A wait spins before it sleeps only while spinning pays: a
@@ -93,21 +98,21 @@ bool vtoe_kernel_due_at(uint64_t *at_ns)
 	return true;
 }
 
-/* When this thread last asked the kernel about the set `key` (0: never). */
-static uint64_t *vtoe_poll_memo_at(uint64_t key)
+/* This thread's memo of the set `key` (at_ns 0: never asked). */
+static struct vtoe_poll_memo *vtoe_poll_memo_of(uint64_t key)
 {
-	unsigned int i = (unsigned int)(key ^ (key >> 17)) % VTOE_POLL_MEMO;
+	struct vtoe_poll_memo *m = &vtoe_poll_memo[(key ^ (key >> 17)) % VTOE_POLL_MEMO];
 
-	if (vtoe_poll_memo[i].key != key) {
-		vtoe_poll_memo[i].key = key;
-		vtoe_poll_memo[i].at_ns = 0;
-	}
-	return &vtoe_poll_memo[i].at_ns;
+	if (m->key != key)
+		*m = (struct vtoe_poll_memo){ .key = key };
+	return m;
 }
 
 static bool vtoe_kernel_due(uint64_t key)
 {
-	return vtoe_kernel_due_at(vtoe_poll_memo_at(key));
+	struct vtoe_poll_memo *m = vtoe_poll_memo_of(key);
+
+	return m->hot || vtoe_kernel_due_at(&m->at_ns);
 }
 
 #define VTOE_POLL_KEY_SEED 0xcbf29ce484222325ull /* FNV-1a over the set's kernel fds */
@@ -164,12 +169,25 @@ static int vtoe_pollset_scan(struct vtoe_pollset *ps, bool asked)
 	return ready;
 }
 
+/* After the kernel answered for the set: did it report one of its own fds? */
+static void vtoe_pollset_note_kernel(struct vtoe_pollset *ps)
+{
+	bool hot = false;
+
+	for (nfds_t i = 0; i < ps->n && !hot; i++)
+		hot = !ps->obj[i] && ps->fds[i].fd >= 0 && ps->fds[i].revents;
+	vtoe_poll_memo_of(ps->key)->hot = hot;
+}
+
 static int vtoe_pollset_ask_kernel(struct vtoe_pollset *ps)
 {
 	static const struct timespec zero = { 0, 0 };
 	int r = REAL(ppoll)(ps->fds, ps->n, &zero, NULL);
 
-	return r < 0 ? -1 : vtoe_pollset_scan(ps, true);
+	if (r < 0)
+		return -1;
+	vtoe_pollset_note_kernel(ps);
+	return vtoe_pollset_scan(ps, true);
 }
 
 /* The engine: timeout NULL waits forever. */
@@ -234,6 +252,8 @@ static int vtoe_pollset_wait(struct vtoe_pollset *ps, const struct timespec *tim
 			continue; /* a full ring may grow now (vtoe_conn_sleep_prepare) */
 		if (r <= 0)
 			return r; /* timed out, or an error such as EINTR */
+		if (ps->has_kernel)
+			vtoe_pollset_note_kernel(ps);
 		r = vtoe_pollset_scan(ps, true);
 		if (r != 0)
 			return r;
@@ -329,10 +349,16 @@ static inline __attribute__((always_inline)) int vtoe_poll_now(struct pollfd *fd
 			key = vtoe_poll_key_add(key, p->fd);
 		}
 	}
-	if (!ours)
+	if (!ours) {
 		r = -2;
-	else if (!kernel || !vtoe_kernel_waited(*vtoe_poll_memo_at(key), vtoe_coarse_ns()))
+	} else if (!kernel) {
 		r = ready;
+	} else {
+		struct vtoe_poll_memo *m = vtoe_poll_memo_of(key);
+
+		if (!m->hot && !vtoe_kernel_waited(m->at_ns, vtoe_coarse_ns()))
+			r = ready;
+	}
 out:
 	if (rd)
 		vtoe_rcu_read_end(rd);

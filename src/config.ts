@@ -231,7 +231,7 @@ export const CONFIG_TABLE: readonly ConfigEntry[] = [
     doc: "microseconds the agent keeps polling verbs connections with traffic (completion queues, the processes' rings) after the last thing moved, before it sleeps again: no doorbell or wake-up per message while traffic flows, nothing used when idle; 0 never polls; not on a host with one CPU", readBy: 'agent',
     ...intIn(0, 10_000, 'microseconds') }),
   entry({ key: 'pollKernelUs', env: 'VTOE_POLL_KERNEL_US', default: 1000,
-    doc: 'poll, select and epoll answer offloaded fds from the rings; kernel fds in the same set are asked at most this often (microseconds; at least a kernel clock tick; 0: every call) by a call that does not sleep', readBy: 'shim',
+    doc: 'poll, select and epoll answer offloaded fds from the rings; kernel fds in the same set are asked at most this often (microseconds; at least a kernel clock tick; 0: every call) by a call that does not sleep, and on every call while the last answer held one of them ready', readBy: 'shim',
     ...intIn(0, 1_000_000, 'microseconds') }),
   entry({ key: 'logLevel', env: 'VTOE_LOG_LEVEL', default: 'warn' as LogLevel,
     doc: `log level: ${LOG_LEVELS.join('|')}`, readBy: 'both',
