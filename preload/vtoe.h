@@ -263,7 +263,18 @@ enum vtoe_opt_id {
 	VTOE_OPT__COUNT
 };
 
+/* An option outside the table that the program set: the kernel's read-back of it. */
+#define VTOE_OPT_EXTRA 4
+#define VTOE_OPT_EXTRA_LEN 32
+struct vtoe_opt_extra {
+	bool used;
+	int level, name;
+	socklen_t len;
+	unsigned char val[VTOE_OPT_EXTRA_LEN];
+};
+
 struct vtoe_opts {
+	struct vtoe_opt_extra extra[VTOE_OPT_EXTRA];
 	int val[VTOE_OPT__COUNT];
 	int err[VTOE_OPT__COUNT]; /* errno the kernel socket gave on get, 0 if the value is valid */
 	int rcvbuf, sndbuf;       /* as set by the application; 0 = never set */

@@ -10,10 +10,13 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <linux/close_range.h>
 #include <poll.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define VTOE_RENDEZVOUS_MS 10000
@@ -812,6 +815,73 @@ int vtoe_w_accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 VTOE_EXPORT int close(int fd)
 {
 	return vtoe_fd_close(fd);
+}
+
+/* The kernel's close_range over [lo, hi]; without it (before Linux 5.9), one close per number
+ * up to the descriptor limit. */
+static int vtoe_close_run(unsigned int lo, unsigned int hi, unsigned int flags)
+{
+	long max;
+
+	if (syscall(SYS_close_range, lo, hi, flags) == 0)
+		return 0;
+	if (errno != ENOSYS)
+		return -1;
+	if (flags) /* CLOEXEC or UNSHARE cannot be done one number at a time */
+		return -1;
+	max = sysconf(_SC_OPEN_MAX);
+	for (unsigned long fd = lo; fd <= hi && (max < 0 || fd < (unsigned long)max); fd++)
+		REAL(close)((int)fd);
+	return 0;
+}
+
+/*
+ * close_range and closefrom (daemons such as sshd close every number above their own after
+ * taking over a socket; a child about to exec does the same).  The library's own descriptors
+ * in the range stay open: the program never had them, and without them its connections lose
+ * their agent and their peers' bells.  The program's sockets of ours close as close() closes
+ * them; the numbers between go to the kernel in runs.  CLOSE_RANGE_CLOEXEC closes nothing and
+ * goes to the kernel whole: ours are close-on-exec already, and exec sees to the rest.
+ */
+static int vtoe_close_range(unsigned int lo, unsigned int hi, unsigned int flags)
+{
+	unsigned int run = lo, top = hi < vtoe_fdtab_max ? hi : vtoe_fdtab_max - 1;
+	int r = 0;
+
+	if (lo > hi || (flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC))) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (flags & CLOSE_RANGE_CLOEXEC)
+		return syscall(SYS_close_range, lo, hi, flags) == 0 ? 0 : -1;
+	if ((flags & CLOSE_RANGE_UNSHARE) && unshare(CLONE_FILES) < 0)
+		return -1;
+	for (unsigned int fd = lo; lo < vtoe_fdtab_max && fd <= top; fd++) {
+		struct vtoe_sock *s = vtoe_fd_peek((int)fd);
+
+		if (vtoe_likely(!s))
+			continue;
+		if (run < fd && vtoe_close_run(run, fd - 1, 0) < 0)
+			r = -1;
+		run = fd + 1;
+		if (s != &vtoe_internal_sock)
+			vtoe_fd_close((int)fd);
+	}
+	if (run > lo && run - 1 == hi)
+		return r; /* the range ended on one of ours */
+	if (vtoe_close_run(run, hi, 0) < 0)
+		r = -1;
+	return r;
+}
+
+VTOE_EXPORT int close_range(unsigned int lo, unsigned int hi, int flags)
+{
+	return vtoe_close_range(lo, hi, (unsigned int)flags);
+}
+
+VTOE_EXPORT void closefrom(int lowfd)
+{
+	vtoe_close_range(lowfd < 0 ? 0 : (unsigned int)lowfd, ~0u, 0);
 }
 
 /*

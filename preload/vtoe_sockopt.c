@@ -274,6 +274,105 @@ static int vtoe_opt_fail(int e)
 	return -1;
 }
 
+/*
+ * Options outside the table.  A kernel TCP socket of the connection's family applies the
+ * kernel's rules to them: what it accepts is accepted (its read-back kept, to read back), what
+ * it refuses is refused with its errno, and an option never set reads as its default.  Those
+ * that would change how data or errors reach the program (zero-copy, timestamping, repair
+ * mode, upper-layer protocols such as kernel TLS, peek offsets, in-queue cmsgs) stay refused:
+ * the rings carry no such thing, and a program told yes would wait for what never comes.
+ */
+static bool vtoe_opt_refused(int level, int name)
+{
+	if (level == SOL_SOCKET)
+		return name == SO_ZEROCOPY || name == SO_TIMESTAMPING_OLD ||
+		       name == SO_TIMESTAMPING_NEW || name == SO_PEEK_OFF || name == SO_TXTIME;
+	if (level == IPPROTO_TCP)
+		return name == TCP_REPAIR || name == TCP_REPAIR_QUEUE || name == TCP_QUEUE_SEQ ||
+		       name == TCP_REPAIR_OPTIONS || name == TCP_REPAIR_WINDOW || name == TCP_INQ ||
+		       name == TCP_ZEROCOPY_RECEIVE || name == TCP_TX_DELAY;
+	return false;
+}
+
+static struct vtoe_opt_extra *vtoe_opt_extra_find(struct vtoe_opts *o, int level, int name)
+{
+	for (int i = 0; i < VTOE_OPT_EXTRA; i++)
+		if (o->extra[i].used && o->extra[i].level == level && o->extra[i].name == name)
+			return &o->extra[i];
+	return NULL;
+}
+
+/* getsockopt on a probe socket: a fresh TCP one, or (udp_peer) a UDP one routed to the peer,
+ * for what depends on the route (IP_MTU). */
+static int vtoe_opt_probe_get(struct vtoe_sock *s, bool udp_peer, int level, int name,
+			      void *optval, socklen_t *optlen)
+{
+	int fd = REAL(socket)(s->family, (udp_peer ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+	int r = -1, saved;
+
+	if (fd < 0) /* out of descriptors: as before there was a probe */
+		return vtoe_opt_fail(ENOPROTOOPT);
+	if (!udp_peer || REAL(connect)(fd, (struct sockaddr *)&s->peer, s->peer_len) == 0)
+		r = REAL(getsockopt)(fd, level, name, optval, optlen);
+	saved = errno;
+	REAL(close)(fd);
+	errno = saved;
+	return r;
+}
+
+static int vtoe_getsockopt_unlisted(struct vtoe_sock *s, int level, int name, void *optval,
+				    socklen_t *optlen)
+{
+	struct vtoe_opt_extra *x = vtoe_opt_extra_find(&s->c.opts, level, name);
+
+	if (vtoe_opt_refused(level, name))
+		return vtoe_opt_fail(ENOPROTOOPT);
+	if (x)
+		return vtoe_opt_out(optval, optlen, x->val, x->len);
+	if (level == SOL_SOCKET && name == SO_PEERNAME) {
+		/* the kernel's rule: the buffer may not be longer than the address */
+		if (atomic_load(&s->c.flags) & VTOE_CF_RESET_REPORTED)
+			return vtoe_opt_fail(ENOTCONN);
+		if (*optlen > s->peer_len)
+			return vtoe_opt_fail(EINVAL);
+		memcpy(optval, &s->peer, *optlen);
+		return 0;
+	}
+	return vtoe_opt_probe_get(s, (level == IPPROTO_IP && name == IP_MTU) ||
+					     (level == IPPROTO_IPV6 && name == IPV6_MTU),
+				  level, name, optval, optlen);
+}
+
+static int vtoe_setsockopt_unlisted(struct vtoe_sock *s, int level, int name,
+				    const void *optval, socklen_t optlen)
+{
+	struct vtoe_opts *o = &s->c.opts;
+	struct vtoe_opt_extra *x, got = { .used = true, .level = level, .name = name };
+	int fd, r, saved;
+
+	if (level == IPPROTO_TCP && name == TCP_ULP)
+		return vtoe_opt_fail(ENOENT); /* as a kernel without the module asked for */
+	if (vtoe_opt_refused(level, name))
+		return vtoe_opt_fail(ENOPROTOOPT);
+	fd = REAL(socket)(s->family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+	if (fd < 0) /* out of descriptors: IP-level settings mean nothing on the ring */
+		return level == IPPROTO_IP || level == IPPROTO_IPV6 ? 0 : vtoe_opt_fail(ENOPROTOOPT);
+	r = REAL(setsockopt)(fd, level, name, optval, optlen);
+	saved = errno;
+	got.len = sizeof(got.val);
+	if (r == 0 && REAL(getsockopt)(fd, level, name, got.val, &got.len) == 0) {
+		if (!(x = vtoe_opt_extra_find(o, level, name)))
+			for (int i = 0; i < VTOE_OPT_EXTRA && !x; i++)
+				x = o->extra[i].used ? NULL : &o->extra[i];
+		if (!x) /* full: the oldest goes (it reads its default again) */
+			x = &o->extra[0];
+		*x = got;
+	}
+	REAL(close)(fd);
+	errno = saved;
+	return r;
+}
+
 static int vtoe_getsockopt_conn(struct vtoe_sock *s, int level, int name, void *optval,
 				socklen_t *optlen)
 {
@@ -339,7 +438,7 @@ static int vtoe_getsockopt_conn(struct vtoe_sock *s, int level, int name, void *
 	}
 	i = vtoe_optdef_find(level, name);
 	if (i < 0)
-		return vtoe_opt_fail(ENOPROTOOPT);
+		return vtoe_getsockopt_unlisted(s, level, name, optval, optlen);
 	if (o->err[i])
 		return vtoe_opt_fail(o->err[i]);
 	v = vtoe_optdefs[i].boolean ? !!o->val[i] : o->val[i];
@@ -417,6 +516,10 @@ static int vtoe_setsockopt_conn(struct vtoe_sock *s, int level, int name, const 
 		memcpy(o->congestion, optval, n);
 		return 0;
 	}
+	i = vtoe_optdef_find(level, name);
+	if (i < 0 && !(level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_RCVBUFFORCE ||
+					       name == SO_SNDBUF || name == SO_SNDBUFFORCE)))
+		return vtoe_setsockopt_unlisted(s, level, name, optval, optlen);
 	if (optlen < sizeof(int))
 		return vtoe_opt_fail(EINVAL);
 	memcpy(&v, optval, sizeof(v));
@@ -438,13 +541,6 @@ static int vtoe_setsockopt_conn(struct vtoe_sock *s, int level, int name, const 
 			vtoe_opts_publish(c);
 			return 0;
 		}
-	}
-	i = vtoe_optdef_find(level, name);
-	if (i < 0) {
-		/* IP-level settings (tos, ttl, ...) have no meaning on the ring: accept them. */
-		if (level == IPPROTO_IP || level == IPPROTO_IPV6)
-			return 0;
-		return vtoe_opt_fail(ENOPROTOOPT);
 	}
 	if (i == VTOE_OPT_TCP_MAXSEG && v && (v < 88 || v > 65535))
 		return vtoe_opt_fail(EINVAL);

@@ -114,4 +114,18 @@ describe('differential conformance: shim-conformance groups, kernel TCP against 
       expect(problems).toEqual([]);
     }, 300_000);
   }
+
+  // A daemon's closefrom (sshd after taking over its socket) must not close the shim's own
+  // descriptors: with them gone, its connections lost their agent and their peers' bells, and
+  // new ones went to kernel TCP or wrote doorbells into other sockets.
+  it('close_range and closefrom leave the shim its descriptors: every connection is offloaded, none is reset', async () => {
+    const kernel = await runGroup(['close-range'], kernelEnv(), GROUP_TIMEOUT_MS);
+    const pairs = Number(/^range\.pairs-made: (\d+)$/m.exec(kernel.stdout)?.[1]);
+    expect(pairs).toBeGreaterThanOrEqual(5);
+    const before = agent.stats().offloaded;
+    const offl = await runGroup(['close-range'], offloadEnv(agent.socketPath), GROUP_TIMEOUT_MS);
+    await agent.until((a) => a.stats().processes.connected === 0);
+    expect({ code: offl.code, stderr: offl.stderr, offloaded: agent.stats().offloaded - before })
+      .toEqual({ code: 0, stderr: '', offloaded: pairs });
+  }, 60_000);
 });

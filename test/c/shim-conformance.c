@@ -23,7 +23,9 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <linux/close_range.h>
 #include <linux/sockios.h>
+#include <net/if.h>
 #include <netinet/tcp.h>
 #include <time.h>
 
@@ -782,6 +784,21 @@ static int stdio_child(void)
 	return fflush(stdout) == 0 ? 0 : 6;
 }
 
+/* range-child S GO TOP: close every number above TOP, then, once told, write to S
+ * (t_close_range). */
+static int range_child(int s, int go, int top)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	char buf[4];
+
+	getpeername(s, (struct sockaddr *)&ss, &sl); /* the socket in use before the closefrom */
+	closefrom(top + 1);
+	if (read(go, buf, 1) != 1)
+		return 1;
+	return send(s, "x", 1, MSG_NOSIGNAL) == 1 ? 0 : 3;
+}
+
 static int exec_child(int fd)
 {
 	char b[8];
@@ -1294,6 +1311,231 @@ static void t_opts_carry(void)
 	close(lfd);
 }
 
+/* ---- close_range and closefrom ------------------------------------------------------------ */
+static void range_after(const char *what, int c, int s)
+{
+	char buf[8];
+	short ev;
+
+	SAY("range.%s.send: %s", what, res(send(c, "k", 1, MSG_NOSIGNAL)));
+	ev = poll1(s, POLLIN, 1000);
+	SAY("range.%s.recv: %s %s", what, evs(ev), res(recv(s, buf, sizeof(buf), 0)));
+}
+
+struct range_sleeper {
+	int fd;
+	pid_t tid;
+	short ev;
+};
+
+static void *range_sleep(void *arg)
+{
+	struct range_sleeper *w = arg;
+
+	__atomic_store_n(&w->tid, self_tid(), __ATOMIC_RELEASE);
+	w->ev = poll1(w->fd, POLLIN, 5000);
+	return NULL;
+}
+
+/* Daemons close every number above their own (sshd after taking over its socket), and a child
+ * about to exec does the same: the sockets below stay connected, those in the range close. */
+static void t_close_range(void)
+{
+	char buf[8];
+	int c, s, st, pairs = 0;
+	short ev;
+	pid_t pid;
+
+	make_pair(&c, &s);
+	pairs++;
+	closefrom((c > s ? c : s) + 1);
+	range_after("closefrom-above", c, s);
+	/* a reader asleep when the writer sends, after the closefrom and after new sockets took
+	 * whatever numbers it freed: it is woken */
+	{
+		struct range_sleeper w = { .fd = s };
+		int c2, s2;
+		pthread_t th;
+
+		make_pair(&c2, &s2);
+		pairs++;
+		pthread_create(&th, NULL, range_sleep, &w);
+		while (!__atomic_load_n(&w.tid, __ATOMIC_ACQUIRE))
+			sched_yield();
+		wait_blocked(w.tid);
+		send(c, "w", 1, MSG_NOSIGNAL);
+		pthread_join(th, NULL);
+		SAY("range.closefrom-above.sleeper: %s %s", evs(w.ev), res(recv(s, buf, sizeof(buf), 0)));
+		range_after("closefrom-above.new-pair", c2, s2);
+		close2(c2, s2);
+	}
+	close2(c, s);
+
+	make_pair(&c, &s);
+	pairs++;
+	SAY("range.close-one: %s", res(close_range((unsigned int)s, (unsigned int)s, 0)));
+	SAY("range.close-one.fd: %s", res(fcntl(s, F_GETFD)));
+	ev = poll1(c, POLLIN, 1000);
+	SAY("range.close-one.peer: %s %s", evs(ev), res(recv(c, buf, sizeof(buf), 0)));
+	close(c);
+
+	make_pair(&c, &s);
+	pairs++;
+	closefrom(c > s ? c : s);
+	SAY("range.closefrom-upper.fds: %s %s", res(fcntl(c, F_GETFD)), res(fcntl(s, F_GETFD)));
+	close(c < s ? c : s);
+
+	make_pair(&c, &s);
+	pairs++;
+	SAY("range.cloexec: %s", res(close_range((unsigned int)c, (unsigned int)s, CLOSE_RANGE_CLOEXEC)));
+	SAY("range.cloexec.flags: %s %s", res(fcntl(c, F_GETFD)), res(fcntl(s, F_GETFD)));
+	range_after("cloexec", c, s);
+	close2(c, s);
+
+	SAY("range.inverted: %s", res(close_range(10, 9, 0)));
+	SAY("range.bad-flags: %s", res(close_range(100, 200, 0x40)));
+
+	/* Across processes, as sshd's re-executed child does it: a program exec'd with one end
+	 * closes every number above its own, then writes to the parent, asleep in poll, which
+	 * must wake. */
+	{
+		struct range_sleeper w;
+		int go[2], top;
+		pthread_t th;
+
+		make_pair(&c, &s);
+	pairs++;
+		if (pipe(go))
+			die("pipe");
+		top = c > s ? c : s;
+		top = top > go[0] ? top : go[0];
+		top = top > go[1] ? top : go[1];
+		pid = fork();
+		if (pid == 0) {
+			char a[16], b[16], t[16];
+
+			close(c);
+			/* the socket as the child's stdin and stdout, the inetd way (sshd -R) */
+			dup2(s, 0);
+			dup2(s, 1);
+			close(s);
+			fcntl(go[0], F_SETFD, 0);
+			snprintf(a, sizeof(a), "%d", 1);
+			snprintf(b, sizeof(b), "%d", go[0]);
+			snprintf(t, sizeof(t), "%d", top);
+			execl(self, self, "range-child", a, b, t, (char *)NULL);
+			_exit(127);
+		}
+		close(s);
+		w = (struct range_sleeper){ .fd = c };
+		pthread_create(&th, NULL, range_sleep, &w);
+		while (!__atomic_load_n(&w.tid, __ATOMIC_ACQUIRE))
+			sched_yield();
+		wait_blocked(w.tid);
+		if (write(go[1], "g", 1) != 1)
+			die("write");
+		pthread_join(th, NULL);
+		SAY("range.child-closefrom-writes: %s %s", evs(w.ev), res(recv(c, buf, sizeof(buf), 0)));
+		waitpid(pid, &st, 0);
+		SAY("range.child-closefrom-writes.child: %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+		close(c);
+		close(go[0]);
+		close(go[1]);
+	}
+
+	/* a child that closes everything leaves the parent's copies connected */
+	make_pair(&c, &s);
+	pairs++;
+	pid = fork();
+	if (pid == 0) {
+		closefrom(3);
+		_exit(0);
+	}
+	waitpid(pid, &st, 0);
+	range_after("child-closefrom", c, s);
+	close2(c, s);
+	/* for the test that every one of them was offloaded (conformance.test.ts) */
+	SAY("range.pairs-made: %d", pairs);
+}
+
+/* ---- options outside those the shim carries: the kernel's rules and defaults --------------- */
+static const char *opt_get_int(int fd, int level, int opt)
+{
+	static char buf[8][48];
+	static int k;
+	char *b = buf[k++ & 7];
+	int v = -1;
+	socklen_t l = sizeof(v);
+
+	if (getsockopt(fd, level, opt, &v, &l) < 0)
+		snprintf(b, 48, "%s", strerror(errno));
+	else
+		snprintf(b, 48, "%d/%u", v, (unsigned int)l);
+	return b;
+}
+
+static void unlisted_say(const char *who, int fd)
+{
+	const int ip = family == AF_INET6 ? IPPROTO_IPV6 : IPPROTO_IP;
+	const int mtu_discover = family == AF_INET6 ? IPV6_MTU_DISCOVER : IP_MTU_DISCOVER;
+	const int recverr = family == AF_INET6 ? IPV6_RECVERR : IP_RECVERR;
+	char dev[IFNAMSIZ + 1] = "?";
+	socklen_t l = sizeof(dev);
+	struct sockaddr_storage a, b;
+	socklen_t al = sizeof(a), bl;
+	int one = 1, dont = IP_PMTUDISC_DONT, r;
+
+	r = getsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, dev, &l);
+	SAY("unlisted.%s.bindtodevice: %s len %u \"%s\"", who, res(r), (unsigned int)l,
+	    r == 0 ? dev : "");
+	if (family == AF_INET) {
+		char opts[40];
+
+		l = sizeof(opts);
+		r = getsockopt(fd, IPPROTO_IP, IP_OPTIONS, opts, &l);
+		SAY("unlisted.%s.ip-options: %s len %u", who, res(r), (unsigned int)l);
+	}
+	SAY("unlisted.%s.mtu: %s", who,
+	    opt_get_int(fd, ip, family == AF_INET6 ? IPV6_MTU : IP_MTU));
+	SAY("unlisted.%s.fastopen: %s", who, opt_get_int(fd, IPPROTO_TCP, TCP_FASTOPEN));
+	SAY("unlisted.%s.mtu-discover: %s", who, opt_get_int(fd, ip, mtu_discover));
+	r = setsockopt(fd, ip, mtu_discover, &dont, sizeof(dont));
+	SAY("unlisted.%s.mtu-discover-set: %s %s", who, res(r), opt_get_int(fd, ip, mtu_discover));
+	r = setsockopt(fd, ip, recverr, &one, sizeof(one));
+	SAY("unlisted.%s.recverr-set: %s %s", who, res(r), opt_get_int(fd, ip, recverr));
+	r = setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one));
+	SAY("unlisted.%s.timestampns-set: %s %s", who, res(r),
+	    opt_get_int(fd, SOL_SOCKET, SO_TIMESTAMPNS));
+	SAY("unlisted.%s.mtu-discover-bad: %s", who,
+	    res(setsockopt(fd, ip, mtu_discover, &(int){ 99 }, sizeof(int))));
+	getpeername(fd, (struct sockaddr *)&a, &al);
+	bl = al;
+	r = getsockopt(fd, SOL_SOCKET, SO_PEERNAME, &b, &bl);
+	SAY("unlisted.%s.peername: %s same %d", who, res(r), r == 0 && bl == al && !memcmp(&a, &b, al));
+	bl = al + 4;
+	SAY("unlisted.%s.peername-long: %s", who, res(getsockopt(fd, SOL_SOCKET, SO_PEERNAME, &b, &bl)));
+	if (geteuid() == 0) {
+		r = setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, "lo", 2);
+		l = sizeof(dev);
+		getsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, dev, &l);
+		SAY("unlisted.%s.bindtodevice-lo: %s \"%s\" len %u", who, res(r), dev, (unsigned int)l);
+	}
+}
+
+/* sshd, for one, reads SO_BINDTODEVICE and IP_OPTIONS of every connection it accepts. */
+static void t_opts_unlisted(void)
+{
+	char buf[8];
+	int c, s;
+
+	make_pair(&c, &s);
+	unlisted_say("connected", c);
+	unlisted_say("accepted", s);
+	send(c, "x", 1, 0);
+	SAY("unlisted.data-after: %s", res(recv(s, buf, sizeof(buf), 0)));
+	close2(c, s);
+}
+
 static const struct {
 	const char *name;
 	void (*run)(void);
@@ -1308,7 +1550,8 @@ static const struct {
 	{ "splice", t_splice },	      { "mmsg", t_mmsg },
 	{ "spawn", t_spawn },	      { "stdio", t_stdio },
 	{ "peer-end", t_peer_end },	      { "opts-carry", t_opts_carry },
-	{ "poll-mixed", t_poll_mixed },
+	{ "poll-mixed", t_poll_mixed },   { "opts-unlisted", t_opts_unlisted },
+	{ "close-range", t_close_range },
 };
 
 /* shim-conformance [v6] GROUP: one group per run, so that a hang shows as that group's. */
@@ -1319,6 +1562,8 @@ int main(int argc, char **argv)
 		return stdio_child();
 	if (argc == 3 && !strcmp(argv[1], "exec-child"))
 		return exec_child(atoi(argv[2]));
+	if (argc == 5 && !strcmp(argv[1], "range-child"))
+		return range_child(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
 	if (argc > 1 && !strcmp(argv[1], "v6")) {
 		family = AF_INET6;
 		argc--;
