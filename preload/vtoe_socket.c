@@ -837,11 +837,14 @@ static int vtoe_close_run(unsigned int lo, unsigned int hi, unsigned int flags)
 
 /*
  * close_range and closefrom (daemons such as sshd close every number above their own after
- * taking over a socket; a child about to exec does the same).  The library's own descriptors
- * in the range stay open: the program never had them, and without them its connections lose
- * their agent and their peers' bells.  The program's sockets of ours close as close() closes
- * them; the numbers between go to the kernel in runs.  CLOSE_RANGE_CLOEXEC closes nothing and
- * goes to the kernel whole: ours are close-on-exec already, and exec sees to the rest.
+ * taking over a socket; a child about to exec does the same, often a vfork child on its
+ * parent's memory, or the fork child of a threaded parent).  The library's own descriptors in
+ * the range stay open: the program never had them, and without them its connections lose
+ * their agent and their peers' bells.  Every other number goes to the kernel, in runs between
+ * ours, and the table is left as it is: a socket of ours closed so is found gone when its
+ * number comes back (vtoe_fd_forget_stale), and its peer sees the end of its socketpair, as
+ * before.  So nothing here takes a lock or changes what the parent would see.
+ * CLOSE_RANGE_CLOEXEC goes to the kernel whole: ours are close-on-exec already.
  */
 static int vtoe_close_range(unsigned int lo, unsigned int hi, unsigned int flags)
 {
@@ -857,15 +860,11 @@ static int vtoe_close_range(unsigned int lo, unsigned int hi, unsigned int flags
 	if ((flags & CLOSE_RANGE_UNSHARE) && unshare(CLONE_FILES) < 0)
 		return -1;
 	for (unsigned int fd = lo; lo < vtoe_fdtab_max && fd <= top; fd++) {
-		struct vtoe_sock *s = vtoe_fd_peek((int)fd);
-
-		if (vtoe_likely(!s))
+		if (vtoe_likely(vtoe_fd_peek((int)fd) != &vtoe_internal_sock))
 			continue;
 		if (run < fd && vtoe_close_run(run, fd - 1, 0) < 0)
 			r = -1;
 		run = fd + 1;
-		if (s != &vtoe_internal_sock)
-			vtoe_fd_close((int)fd);
 	}
 	if (run > lo && run - 1 == hi)
 		return r; /* the range ended on one of ours */

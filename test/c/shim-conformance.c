@@ -1445,6 +1445,18 @@ static void t_close_range(void)
 		close(go[1]);
 	}
 
+	/* the same from a vfork child, on the parent's memory (Python's subprocess, posix_spawn) */
+	make_pair(&c, &s);
+	pairs++;
+	pid = vfork();
+	if (pid == 0) {
+		closefrom(3);
+		_exit(0);
+	}
+	waitpid(pid, &st, 0);
+	range_after("vfork-closefrom", c, s);
+	close2(c, s);
+
 	/* a child that closes everything leaves the parent's copies connected */
 	make_pair(&c, &s);
 	pairs++;
