@@ -466,6 +466,10 @@ uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared);
 /* Close our copy of the peer's bell, from now on rung through the agent; false if the
  * connection is busy or has none to give. */
 bool vtoe_conn_drop_bell(struct vtoe_conn *c);
+/* The peer reset the connection (or it broke), reported yet or not. */
+bool vtoe_conn_reset_pending(struct vtoe_conn *c);
+/* getsockopt(TCP_INFO) in the kernel's layout; mss: what TCP_MAXSEG reads. */
+int vtoe_conn_tcp_info(struct vtoe_conn *c, uint32_t mss, void *optval, socklen_t *optlen);
 uint32_t vtoe_conn_rx_bytes(struct vtoe_conn *c);
 uint32_t vtoe_conn_tx_bytes(struct vtoe_conn *c);
 int vtoe_conn_take_error(struct vtoe_conn *c);

@@ -132,6 +132,11 @@ static bool vtoe_conn_reset_seen(struct vtoe_conn *c)
 	       vtoe_conn_agent_lost(c);
 }
 
+bool vtoe_conn_reset_pending(struct vtoe_conn *c)
+{
+	return vtoe_conn_reset_seen(c);
+}
+
 /* The error a reset reports: a peer that fell silent times out, as TCP's retransmissions do;
  * a reset after the peer's FIN, while we still may write (CLOSE_WAIT), is EPIPE, as Linux has
  * it (tcp_reset), whichever way it came (the peer's agent answering a write, say). */

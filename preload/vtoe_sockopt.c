@@ -421,17 +421,8 @@ static int vtoe_getsockopt_conn(struct vtoe_sock *s, int level, int name, void *
 		}
 	} else if (level == IPPROTO_TCP) {
 		switch (name) {
-		case TCP_INFO: {
-			struct tcp_info ti;
-
-			memset(&ti, 0, sizeof(ti));
-			ti.tcpi_state = TCP_ESTABLISHED;
-			if (atomic_load(&c->flags) & VTOE_CF_WR_SHUT)
-				ti.tcpi_state = TCP_FIN_WAIT2;
-			ti.tcpi_snd_mss = ti.tcpi_rcv_mss = (uint32_t)o->val[VTOE_OPT_TCP_MAXSEG];
-			ti.tcpi_snd_cwnd = 10;
-			return vtoe_opt_out(optval, optlen, &ti, sizeof(ti));
-		}
+		case TCP_INFO:
+			return vtoe_conn_tcp_info(c, (uint32_t)o->val[VTOE_OPT_TCP_MAXSEG], optval, optlen);
 		case TCP_CONGESTION:
 			return vtoe_opt_out(optval, optlen, o->congestion, sizeof(o->congestion));
 		}

@@ -1549,6 +1549,102 @@ static void t_opts_unlisted(void)
 	close2(c, s);
 }
 
+/* TCP_INFO in the kernel's layout (linux/tcp.h, a UAPI: fixed offsets), which is longer than
+ * glibc's struct: the state through both closes and a reset, and the byte counters. */
+enum { TI_BYTES_ACKED = 120, TI_BYTES_RECEIVED = 128, TI_BYTES_SENT = 200, TI_LEN = 208 };
+
+static uint64_t info_u64(const unsigned char *ti, size_t off)
+{
+	uint64_t v;
+
+	memcpy(&v, ti + off, sizeof(v));
+	return v;
+}
+
+/* "STATE" or "STATE sent=N acked=N received=N" (the counters only when asked) */
+static const char *info_say(int fd, int counters)
+{
+	static char out[4][96];
+	static int i;
+	unsigned char ti[TI_LEN];
+	socklen_t l = sizeof(ti);
+	char *o = out[i++ & 3];
+
+	memset(ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &l) < 0) {
+		snprintf(o, 96, "-1 %s", strerrorname_np(errno));
+		return o;
+	}
+	if (l < TI_LEN || !counters)
+		snprintf(o, 96, "state %u%s", ti[0], l < TI_LEN ? " (short)" : "");
+	else
+		snprintf(o, 96, "state %u sent=%llu acked=%llu received=%llu", ti[0],
+			 (unsigned long long)info_u64(ti, TI_BYTES_SENT),
+			 (unsigned long long)info_u64(ti, TI_BYTES_ACKED),
+			 (unsigned long long)info_u64(ti, TI_BYTES_RECEIVED));
+	return o;
+}
+
+static void t_tcp_info(void)
+{
+	struct linger lg = { 1, 0 };
+	unsigned char small[8];
+	struct tcp_info glibc;
+	socklen_t l;
+	char buf[16];
+	int c, s, r;
+
+	make_pair(&c, &s);
+	SAY("tcp-info.established: %s | %s", info_say(c, 1), info_say(s, 1));
+	/* a request and its answer, each read: every byte acknowledged by the answer's segment */
+	send(c, "request", 7, 0);
+	poll1(s, POLLIN, 1000);
+	SAY("tcp-info.request-arrived: %s", info_say(s, 1));
+	recv(s, buf, sizeof(buf), 0);
+	send(s, "ans", 3, 0);
+	poll1(c, POLLIN, 1000);
+	recv(c, buf, sizeof(buf), 0);
+	SAY("tcp-info.answered: %s", info_say(c, 1));
+	/* glibc's shorter struct, and shorter still: as much as was asked */
+	l = sizeof(glibc);
+	memset(&glibc, 0, sizeof(glibc));
+	r = getsockopt(c, IPPROTO_TCP, TCP_INFO, &glibc, &l);
+	SAY("tcp-info.glibc-struct: %s len=%u state=%u", res(r), (unsigned)l, glibc.tcpi_state);
+	l = sizeof(small);
+	r = getsockopt(c, IPPROTO_TCP, TCP_INFO, small, &l);
+	SAY("tcp-info.eight-bytes: %s len=%u state=%u", res(r), (unsigned)l, small[0]);
+	/* the client closes first: CLOSE_WAIT, and FIN_WAIT2 once the server's next segment has
+	 * acknowledged the FIN (before that the kernel waits for its delayed ACK: timing) */
+	shutdown(c, SHUT_WR);
+	poll1(s, POLLIN | POLLRDHUP, 1000);
+	send(s, "bye", 3, 0);
+	poll1(c, POLLIN, 1000);
+	SAY("tcp-info.first-fin: %s | %s", info_say(c, 0), info_say(s, 0));
+	recv(c, buf, sizeof(buf), 0);
+	/* both FINs: CLOSE at both ends, whoever went first, while the program holds the socket */
+	shutdown(s, SHUT_WR);
+	poll1(c, POLLRDHUP, 1000);
+	poll1(s, POLLHUP, 1000);
+	SAY("tcp-info.both-fins: %s | %s", info_say(c, 0), info_say(s, 0));
+	close2(c, s);
+
+	/* data still unread when the peer's FIN comes: CLOSE_WAIT all the same */
+	make_pair(&c, &s);
+	send(c, "unread", 6, 0);
+	shutdown(c, SHUT_WR);
+	poll1(s, POLLIN | POLLRDHUP, 1000);
+	SAY("tcp-info.fin-after-unread: %s", info_say(s, 1));
+	close2(c, s);
+
+	/* a reset: CLOSE */
+	make_pair(&c, &s);
+	setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(c);
+	poll1(s, POLLERR, 1000);
+	SAY("tcp-info.reset: %s", info_say(s, 0));
+	close(s);
+}
+
 static const struct {
 	const char *name;
 	void (*run)(void);
@@ -1564,7 +1660,7 @@ static const struct {
 	{ "spawn", t_spawn },	      { "stdio", t_stdio },
 	{ "peer-end", t_peer_end },	      { "opts-carry", t_opts_carry },
 	{ "poll-mixed", t_poll_mixed },   { "opts-unlisted", t_opts_unlisted },
-	{ "close-range", t_close_range },
+	{ "close-range", t_close_range }, { "tcp-info", t_tcp_info },
 };
 
 /* shim-conformance [v6] GROUP: one group per run, so that a hang shows as that group's. */
