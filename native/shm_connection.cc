@@ -9,7 +9,6 @@
 #include <cerrno>
 #include <new>
 #include <string>
-#include <vector>
 
 #include "fd_drain.h"
 #include "sealed_memfd.h"
@@ -43,7 +42,7 @@ ShmConnection::ShmConnection(uint32_t ring_size, uint32_t ring_large, uint64_t c
 	// The large areas are sparse: a ring that never grows costs no memory for them.
 	const uint64_t bytes = vtoe_region_bytes(ring_size, ring_large);
 	memfd_ = sealed_memfd("vtoe-conn", bytes, VTOE_REGION_SEALS, "the connection region");
-	void *base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_.get(), 0);
+	void *base = mmap(nullptr, VTOE_REGION_DATA_OFFSET, PROT_READ | PROT_WRITE, MAP_SHARED, memfd_.get(), 0);
 	if (base == MAP_FAILED)
 		throw_errno("cannot map the connection region", "check the memory limits (ulimit -v)");
 
@@ -103,18 +102,25 @@ uint64_t ShmConnection::resident_bytes() const
 	if (!region_)
 		return 0; // unmapped, its memfd closed
 	// Every area's pages exist once touched: a small area too, which a stream of small
-	// messages keeps to its first page or two (vtoe_abi.h, "Elastic rings").  The areas follow
-	// the header page, so they start page-aligned.
-	const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-	const size_t len = static_cast<size_t>(vtoe_region_bytes(ring_size_, ring_large_) - VTOE_REGION_DATA_OFFSET);
-	std::vector<unsigned char> present((len + page - 1) / page);
-	void *areas = reinterpret_cast<uint8_t *>(region_) + VTOE_REGION_DATA_OFFSET;
-	uint64_t bytes = VTOE_REGION_DATA_OFFSET;
-	if (mincore(areas, len, present.data()) != 0)
-		return bytes + len;
-	for (unsigned char p : present)
-		bytes += (p & 1) ? page : 0;
-	return bytes;
+	// messages keeps to its first page or two (vtoe_abi.h, "Elastic rings").  A memfd counts
+	// the pages it holds in st_blocks (512-byte units), the header's among them.
+	struct stat st;
+	if (fstat(memfd_.get(), &st) != 0)
+		return mapped_bytes();
+	const uint64_t bytes = static_cast<uint64_t>(st.st_blocks) * 512;
+	return bytes < mapped_bytes() ? bytes : mapped_bytes();
+}
+
+vtoe_conn_region &ShmConnection::mapping()
+{
+	region();
+	if (!whole_) {
+		void *base = mmap(nullptr, mapped_bytes(), PROT_READ | PROT_WRITE, MAP_SHARED, memfd_.get(), 0);
+		if (base == MAP_FAILED)
+			throw_errno("cannot map the connection region", "check the memory limits (ulimit -v)");
+		whole_ = static_cast<vtoe_conn_region *>(base);
+	}
+	return *whole_;
 }
 
 const vtoe_conn_region &ShmConnection::region() const
@@ -313,8 +319,12 @@ void ShmConnection::close()
 		released_[side] = true;
 	}
 	memfd_.reset();
+	if (whole_) {
+		munmap(whole_, mapped_bytes());
+		whole_ = nullptr;
+	}
 	if (region_) {
-		munmap(region_, mapped_bytes());
+		munmap(region_, VTOE_REGION_DATA_OFFSET);
 		region_ = nullptr;
 	}
 }

@@ -102,14 +102,17 @@ public:
 	// Moves out side's app fd, for the agent to play that side itself (ShmRelay), and marks
 	// it released.  Throws EBADF if it was released already.
 	unique_fd take_app(int side);
-	// The mapping, for a fabric that moves the bytes itself.  Throws EBADF after close().
-	vtoe_conn_region &mapping() { return region(); }
-	// Ring `ring`'s small (area 0), large (area 1) or bulk (area 2) data area.
+	// The whole region, mapped on first use: for a fabric that moves the bytes itself (verbs,
+	// the relay of a late fallback).  Throws EBADF after close(), or the errno of mmap.
+	vtoe_conn_region &mapping();
+	// Ring `ring`'s small (area 0), large (area 1) or bulk (area 2) data area, in mapping().
 	uint8_t *area_data(int ring, int area)
 	{
-		return reinterpret_cast<uint8_t *>(&region()) +
+		return reinterpret_cast<uint8_t *>(&mapping()) +
 		       vtoe_area_offset(ring_size_, ring_large_, ring, area);
 	}
+	// The connection's id in the region header (a connection made ahead gets its own here).
+	void set_cid(uint64_t cid) { region().cid = cid; }
 	uint8_t *ring_data(int ring) { return area_data(ring, 0); }
 
 	uint32_t ring_size() const { return ring_size_; }
@@ -117,7 +120,8 @@ public:
 	// An area's size; 0 for one the region does not have.
 	uint64_t ring_capacity() const { return vtoe_ring_capacity(ring_size_, ring_large_); }
 	uint64_t mapped_bytes() const { return vtoe_region_bytes(ring_size_, ring_large_); }
-	// Memory the region uses: the header, and the pages of its areas that a ring has written.
+	// Memory the region uses: the header, and the pages of its areas that a ring has written
+	// (the memfd's allocated blocks: the agent does not map the areas to count them).
 	uint64_t resident_bytes() const;
 	bool closed() const { return region_ == nullptr; }
 
@@ -130,7 +134,11 @@ private:
 
 	uint32_t ring_size_;
 	uint32_t ring_large_;
+	// Only the header page: the agent reads and writes the header of every connection, the
+	// data areas of a few.  Tens of MiB mapped and unmapped per connection cost it page-table
+	// work (and, with its threads on every core, TLB shootdowns) that this page does not.
 	vtoe_conn_region *region_ = nullptr;
+	vtoe_conn_region *whole_ = nullptr; // mapping(), once asked for
 	unique_fd memfd_;
 	// app_[s] becomes side s's socket; bell_[s] is its other end, given to side 1-s.
 	std::array<unique_fd, kSides> app_;

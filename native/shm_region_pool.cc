@@ -56,7 +56,7 @@ std::unique_ptr<ShmConnection> ShmRegionPool::take(uint32_t ring_size, uint32_t 
 	}
 	wanted_.notify_one();
 	if (made)
-		made->mapping().cid = cid;
+		made->set_cid(cid);
 	return made;
 }
 

@@ -2,7 +2,7 @@
 // client (test/c/ctl-client.c) that speaks the control protocol, well and badly.
 // Every wait is on a real signal: a line from the client, a handler call, a process exit.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, readlinkSync, readSync, rmSync, statSync, writeFileSync, existsSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, readlinkSync, readSync, rmSync, statSync, writeFileSync, writeSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createConnection, createServer } from 'node:net';
@@ -248,6 +248,12 @@ describe('ShmConnection', () => {
     expect(new ShmConnection(8192, 4n, 16384).mappedBytes).toBe(4096 + 2 * 8192 + 2 * 16384 + 2 * 16384);
     expect(fstatSync(conn.fdsFor(0)[ABI.fd.REGION]!).size).toBe(conn.mappedBytes);
     expect(conn.residentBytes).toBe(4096); // the header alone: no ring has written yet
+    // a page written in ring 1's small area and one in ring 0's large area: counted, as what the
+    // region's file holds, though the agent maps only the header
+    const region = conn.fdsFor(0)[ABI.fd.REGION]!;
+    writeSync(region, Buffer.from('x'), 0, 1, 4096 + 8192 + 100);
+    writeSync(region, Buffer.from('y'), 0, 1, 4096 + 2 * 8192 + 5000);
+    expect(conn.residentBytes).toBe(3 * 4096);
     conn.close();
     expect(conn.residentBytes).toBe(0); // unmapped
     for (const bad of [4096, 8192, 3 * 8192, 128 * 1024 * 1024]) {
