@@ -24,9 +24,9 @@ enum {
 
 /*
  * A socket that has sent its FIN and received the peer's is CLOSE however it got there (the
- * first closer's goes to TIME_WAIT only once the program lets go of it).  A FIN behind data the
- * peer has not read is not acknowledged yet: FIN_WAIT1 (the kernel may stay there longer, until
- * the peer's delayed ACK; its timing is not copied).
+ * kernel hands the first closer's TIME_WAIT to a socket of its own and leaves the program's
+ * CLOSE).  A FIN behind data the peer has not read is not acknowledged yet: FIN_WAIT1 (the
+ * kernel may stay there longer, until the peer's delayed ACK; its timing is not copied).
  */
 static uint8_t vtoe_tcp_state(struct vtoe_conn *c)
 {
