@@ -905,6 +905,33 @@ static bool vtoe_rx_pending(struct vtoe_conn *c)
 	       atomic_load_explicit(&c->rx->fin, ACQ) || atomic_load_explicit(&c->rx->reset, ACQ);
 }
 
+/* SO_RCVLOWAT (at least 1): what a blocking read waits for and poll reports as input. */
+static uint64_t vtoe_rx_lowat(struct vtoe_conn *c)
+{
+	int v = __atomic_load_n(&c->opts.val[VTOE_OPT_RCVLOWAT], __ATOMIC_RELAXED);
+
+	return v > 1 ? (uint64_t)v : 1;
+}
+
+/* Enough unread bytes to report input: SO_RCVLOWAT's worth, or fewer that leave the producer
+ * no room (it waits: TCP too reports input below the mark once its window has closed). */
+static bool vtoe_rx_enough(struct vtoe_conn *c, uint64_t head, uint64_t tail)
+{
+	if (head - tail >= vtoe_rx_lowat(c))
+		return true;
+	return atomic_load_explicit(&c->rx->tx_waiting, RLX) ||
+	       vtoe_ring_room(atomic_load_explicit(&c->rx->geo, RLX), head, tail, c->size, c->large) <= 0;
+}
+
+/* What wakes a reader asleep for input: the end of the stream, or enough data. */
+static bool vtoe_rx_wakes(struct vtoe_conn *c)
+{
+	uint64_t head = atomic_load_explicit(&c->rx->head, ACQ);
+
+	return atomic_load_explicit(&c->rx->fin, ACQ) || atomic_load_explicit(&c->rx->reset, ACQ) ||
+	       (head != c->rx_tail && vtoe_rx_enough(c, head, c->rx_tail));
+}
+
 /* 1: end of stream reached; 0: no FIN (or data still before it); -1: impossible FIN. */
 static int vtoe_rx_fin(struct vtoe_conn *c)
 {
@@ -985,6 +1012,9 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 	struct timespec deadline;
 	bool timed = false;
 	size_t copied = 0;
+	/* A blocking read returns once it has this much (SO_RCVLOWAT), the end of the stream,
+	 * an error, a signal or its timeout; a nonblocking one returns what there is. */
+	size_t target = (flags & MSG_WAITALL) ? len : VTOE_MIN(len, (size_t)vtoe_rx_lowat(c));
 
 	/* Our own index: another process sharing the socket may have consumed. */
 	if (vtoe_conn_shared(c))
@@ -1024,7 +1054,7 @@ static ssize_t vtoe_recv_locked(struct vtoe_conn *c, const struct iovec *iov, in
 				vtoe_drain_bell(c, false);
 			if (copied < len && (size_t)used > n)
 				continue; /* more is in the ring already */
-			if (copied == len || !(flags & MSG_WAITALL)) {
+			if (copied >= target || (nonblock && !(flags & MSG_WAITALL))) {
 				vtoe_rx_settle(c);
 				return (ssize_t)copied;
 			}
@@ -1558,7 +1588,9 @@ bool vtoe_conn_rx_ready(struct vtoe_conn *c)
 	uint64_t geo, base;
 	int area;
 
-	if (atomic_load_explicit(&c->rx->head, ACQ) == tail)
+	uint64_t head = atomic_load_explicit(&c->rx->head, ACQ);
+
+	if (head == tail || (vtoe_unlikely(vtoe_rx_lowat(c) > 1) && !vtoe_rx_enough(c, head, tail)))
 		return false;
 	geo = atomic_load_explicit(&c->rx->geo, RLX); /* head's line: no further miss */
 	base = atomic_load_explicit(&c->rx->base, RLX);
@@ -1635,7 +1667,8 @@ void vtoe_conn_sleep_prepare(struct vtoe_conn *c, short events, uint64_t *wake_n
 	pthread_mutex_lock(&c->rx_lock);
 	c->rx_tail = atomic_load_explicit(&c->rx->tail, RLX);
 	vtoe_rx_arm(c);
-	if (!vtoe_rx_pending(c))
+	/* data below SO_RCVLOWAT does not wake: its doorbell goes, the next one will */
+	if (!vtoe_rx_wakes(c))
 		vtoe_drain_doorbell(c);
 	pthread_mutex_unlock(&c->rx_lock);
 }

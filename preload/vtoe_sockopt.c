@@ -8,6 +8,7 @@
 #include "vtoe.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -460,6 +461,30 @@ static int vtoe_buf_as_kernel(int family, int name, int v)
 	return got < 0 ? -1 : got / 2;
 }
 
+/*
+ * SO_RCVLOWAT as TCP keeps it: negative is INT_MAX, 0 is 1, and at most half the receive
+ * buffer the socket may get (its own, once set).  A throwaway kernel socket with the same
+ * receive buffer applies the running kernel's rules, as in vtoe_buf_as_kernel.
+ */
+static int vtoe_rcvlowat_as_kernel(int family, int rcvbuf, int v)
+{
+	int fd = REAL(socket)(family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP), got, saved = errno;
+	socklen_t l = sizeof(got);
+
+	if (fd < 0) {
+		errno = saved;
+		return v < 0 ? INT_MAX : v ? v : 1;
+	}
+	if (rcvbuf)
+		(void)REAL(setsockopt)(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	if (REAL(setsockopt)(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) < 0 ||
+	    REAL(getsockopt)(fd, SOL_SOCKET, SO_RCVLOWAT, &got, &l) < 0)
+		got = v < 0 ? INT_MAX : v ? v : 1;
+	REAL(close)(fd);
+	errno = saved;
+	return got;
+}
+
 static int vtoe_setsockopt_conn(struct vtoe_sock *s, int level, int name, const void *optval,
 				socklen_t optlen)
 {
@@ -516,6 +541,10 @@ static int vtoe_setsockopt_conn(struct vtoe_sock *s, int level, int name, const 
 	memcpy(&v, optval, sizeof(v));
 	if (level == SOL_SOCKET) {
 		switch (name) {
+		case SO_RCVLOWAT:
+			o->val[VTOE_OPT_RCVLOWAT] = vtoe_rcvlowat_as_kernel(s->family, o->rcvbuf, v);
+			o->err[VTOE_OPT_RCVLOWAT] = 0;
+			return 0;
 		case SO_RCVBUF:
 		case SO_RCVBUFFORCE:
 			if ((v = vtoe_buf_as_kernel(s->family, name, v)) < 0)

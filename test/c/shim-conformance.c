@@ -1645,6 +1645,106 @@ static void t_tcp_info(void)
 	close(s);
 }
 
+/* Wait until fd has n unread bytes with SO_RCVLOWAT 1, then set it to lowat: on the verbs
+ * fabric data arrives a while after send() returned. */
+static void arrived_then_lowat(int fd, int n, int lowat)
+{
+	int one = 1, got = 0;
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &one, sizeof(one));
+	for (int i = 0; i < 100 && got < n; i++) {
+		poll1(fd, POLLIN, 1000);
+		ioctl(fd, FIONREAD, &got);
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &lowat, sizeof(lowat));
+}
+
+static const char *lowat_get(int fd)
+{
+	static char out[2][32];
+	static int i;
+	char *o = out[i++ & 1];
+	int v = -1;
+	socklen_t l = sizeof(v);
+
+	getsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, &l);
+	snprintf(o, 32, "%d", v);
+	return o;
+}
+
+/* SO_RCVLOWAT: input is reported, and a blocking read returns, from that many bytes on; the
+ * end of the stream and a full receive buffer count whatever there is. */
+static void t_rcvlowat(void)
+{
+	struct timeval tv = { 0, 200000 };
+	struct timespec t0, t1;
+	struct epoll_event ev = { .events = EPOLLIN };
+	char buf[64];
+	fd_set rd;
+	int c, s, ep, v, n;
+
+	make_pair(&c, &s);
+	v = 0;
+	setsockopt(s, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v));
+	SAY("rcvlowat.set-0: %s", lowat_get(s));
+	v = 10;
+	setsockopt(s, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v));
+	SAY("rcvlowat.set-10: %s", lowat_get(s));
+	send(c, "12345", 5, 0);
+	arrived_then_lowat(s, 5, 10);
+	SAY("rcvlowat.poll-5-of-10: %s", evs(poll1(s, POLLIN, 0)));
+	FD_ZERO(&rd);
+	FD_SET(s, &rd);
+	struct timeval zero = { 0, 0 };
+	SAY("rcvlowat.select-5-of-10: %d", select(s + 1, &rd, NULL, NULL, &zero));
+	ep = epoll_create1(0);
+	epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev);
+	SAY("rcvlowat.epoll-5-of-10: %d", epoll_wait(ep, &ev, 1, 0));
+	send(c, "67890", 5, 0);
+	SAY("rcvlowat.poll-10-of-10: %s", evs(poll1(s, POLLIN, 1000)));
+	SAY("rcvlowat.epoll-10-of-10: %d", epoll_wait(ep, &ev, 1, 1000));
+	SAY("rcvlowat.recv-10: %s", res(recv(s, buf, sizeof(buf), 0)));
+	close(ep);
+
+	/* below the mark: a nonblocking read takes what there is, a blocking one waits for its
+	 * timeout and then returns what there is */
+	send(c, "abc", 3, 0);
+	arrived_then_lowat(s, 3, 10);
+	SAY("rcvlowat.recv-nonblock-3: %s", res(recv(s, buf, sizeof(buf), MSG_DONTWAIT)));
+	send(c, "abc", 3, 0);
+	arrived_then_lowat(s, 3, 10);
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	n = (int)recv(s, buf, sizeof(buf), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	SAY("rcvlowat.recv-blocking-3: %d %s", n,
+	    (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 >= 150 ? "after the timeout" : "at once");
+	/* ... and a read asking for less than the mark waits only for what it asked */
+	send(c, "abc", 3, 0);
+	arrived_then_lowat(s, 3, 10);
+	SAY("rcvlowat.recv-2-of-3: %s", res(recv(s, buf, 2, 0)));
+	SAY("rcvlowat.recv-rest: %s", res(recv(s, buf, sizeof(buf), MSG_DONTWAIT)));
+
+	/* the end of the stream below the mark: readable, and read */
+	send(c, "xyz", 3, 0);
+	shutdown(c, SHUT_WR);
+	SAY("rcvlowat.fin-poll: %s", evs(poll1(s, POLLIN | POLLRDHUP, 1000)));
+	SAY("rcvlowat.fin-recv: %s", res(recv(s, buf, sizeof(buf), 0)));
+	SAY("rcvlowat.fin-recv-again: %s", res(recv(s, buf, sizeof(buf), 0)));
+	close2(c, s);
+
+	/* a mark above what the receiver can hold: input once the writer is out of room */
+	make_pair(&c, &s);
+	v = 1 << 30;
+	setsockopt(s, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v));
+	fcntl(c, F_SETFL, O_NONBLOCK);
+	static char chunk[65536];
+	while (send(c, chunk, sizeof(chunk), 0) > 0)
+		;
+	SAY("rcvlowat.full-poll: %s", evs(poll1(s, POLLIN, 1000)));
+	close2(c, s);
+}
+
 static const struct {
 	const char *name;
 	void (*run)(void);
@@ -1661,6 +1761,7 @@ static const struct {
 	{ "peer-end", t_peer_end },	      { "opts-carry", t_opts_carry },
 	{ "poll-mixed", t_poll_mixed },   { "opts-unlisted", t_opts_unlisted },
 	{ "close-range", t_close_range }, { "tcp-info", t_tcp_info },
+	{ "rcvlowat", t_rcvlowat },
 };
 
 /* shim-conformance [v6] GROUP: one group per run, so that a hang shows as that group's. */
