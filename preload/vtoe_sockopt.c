@@ -542,7 +542,9 @@ static int vtoe_setsockopt_conn(struct vtoe_sock *s, int level, int name, const 
 	if (level == SOL_SOCKET) {
 		switch (name) {
 		case SO_RCVLOWAT:
-			o->val[VTOE_OPT_RCVLOWAT] = vtoe_rcvlowat_as_kernel(s->family, o->rcvbuf, v);
+			/* read without a lock by readers and poll (vtoe_rx_lowat) */
+			__atomic_store_n(&o->val[VTOE_OPT_RCVLOWAT],
+					 vtoe_rcvlowat_as_kernel(s->family, o->rcvbuf, v), __ATOMIC_RELAXED);
 			o->err[VTOE_OPT_RCVLOWAT] = 0;
 			return 0;
 		case SO_RCVBUF:
