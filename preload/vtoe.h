@@ -467,7 +467,7 @@ uint32_t vtoe_conn_close(struct vtoe_conn *c, bool shared);
  * connection is busy or has none to give. */
 bool vtoe_conn_drop_bell(struct vtoe_conn *c);
 /* The peer reset the connection (or it broke), reported yet or not. */
-bool vtoe_conn_reset_pending(struct vtoe_conn *c);
+bool vtoe_conn_reset_seen(struct vtoe_conn *c);
 /* getsockopt(TCP_INFO) in the kernel's layout; mss: what TCP_MAXSEG reads. */
 int vtoe_conn_tcp_info(struct vtoe_conn *c, uint32_t mss, void *optval, socklen_t *optlen);
 uint32_t vtoe_conn_rx_bytes(struct vtoe_conn *c);

@@ -126,15 +126,10 @@ static bool vtoe_conn_agent_lost(struct vtoe_conn *c)
 	       !atomic_load_explicit(&c->rx->fin, ACQ);
 }
 
-static bool vtoe_conn_reset_seen(struct vtoe_conn *c)
+bool vtoe_conn_reset_seen(struct vtoe_conn *c)
 {
 	return (atomic_load(&c->flags) & VTOE_CF_BROKEN) || atomic_load_explicit(&c->rx->reset, ACQ) ||
 	       vtoe_conn_agent_lost(c);
-}
-
-bool vtoe_conn_reset_pending(struct vtoe_conn *c)
-{
-	return vtoe_conn_reset_seen(c);
 }
 
 /* The error a reset reports: a peer that fell silent times out, as TCP's retransmissions do;

@@ -438,51 +438,56 @@ static int vtoe_getsockopt_conn(struct vtoe_sock *s, int level, int name, void *
 }
 
 /*
+ * The running kernel's rules for a SOL_SOCKET option: `name` = v put to a throwaway TCP socket
+ * of the family (its receive buffer first set to rcvbuf, if any), `read_as` read back into
+ * *got.  1: read; 0: the kernel refused (errno its); -1: no descriptor to spare (errno kept).
+ */
+static int vtoe_opt_on_probe(int family, int rcvbuf, int name, int read_as, int v, int *got)
+{
+	int fd = REAL(socket)(family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP), saved = errno, r;
+	socklen_t l = sizeof(*got);
+
+	if (fd < 0) {
+		errno = saved;
+		return -1;
+	}
+	if (rcvbuf)
+		(void)REAL(setsockopt)(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	r = REAL(setsockopt)(fd, SOL_SOCKET, name, &v, sizeof(v)) == 0 &&
+	    REAL(getsockopt)(fd, SOL_SOCKET, read_as, got, &l) == 0;
+	saved = errno;
+	REAL(close)(fd);
+	errno = saved;
+	return r;
+}
+
+/*
  * A socket buffer size as a TCP socket of this family would keep it: clamped to
  * net.core.rmem_max or wmem_max, raised to the kernel's minimum, the FORCE variants only with
- * CAP_NET_ADMIN.  A throwaway kernel socket applies the rules, so they are the running
- * kernel's.  Returns half the size getsockopt reports (what struct vtoe_opts keeps), or -1
- * with errno; with no descriptor to spare, the value as given.
+ * CAP_NET_ADMIN.  Returns half the size getsockopt reports (what struct vtoe_opts keeps), or
+ * -1 with errno; with no descriptor to spare, the value as given.
  */
 static int vtoe_buf_as_kernel(int family, int name, int v)
 {
 	int base = name == SO_RCVBUFFORCE ? SO_RCVBUF : name == SO_SNDBUFFORCE ? SO_SNDBUF : name;
-	int fd = REAL(socket)(family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP), got = 0, saved;
-	socklen_t l = sizeof(got);
+	int got = 0, r = vtoe_opt_on_probe(family, 0, name, base, v, &got);
 
-	if (fd < 0)
+	if (r < 0)
 		return v < 0 ? 0 : VTOE_MIN(v, 0x3fffffff);
-	if (REAL(setsockopt)(fd, SOL_SOCKET, name, &v, sizeof(v)) < 0 ||
-	    REAL(getsockopt)(fd, SOL_SOCKET, base, &got, &l) < 0)
-		got = -1;
-	saved = errno;
-	REAL(close)(fd);
-	errno = saved;
-	return got < 0 ? -1 : got / 2;
+	return r ? got / 2 : -1;
 }
 
 /*
  * SO_RCVLOWAT as TCP keeps it: negative is INT_MAX, 0 is 1, and at most half the receive
- * buffer the socket may get (its own, once set).  A throwaway kernel socket with the same
- * receive buffer applies the running kernel's rules, as in vtoe_buf_as_kernel.
+ * buffer the socket may get (its own, once set: rcvbuf as struct vtoe_opts keeps it).
  */
 static int vtoe_rcvlowat_as_kernel(int family, int rcvbuf, int v)
 {
-	int fd = REAL(socket)(family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP), got, saved = errno;
-	socklen_t l = sizeof(got);
+	int got;
 
-	if (fd < 0) {
-		errno = saved;
-		return v < 0 ? INT_MAX : v ? v : 1;
-	}
-	if (rcvbuf)
-		(void)REAL(setsockopt)(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-	if (REAL(setsockopt)(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) < 0 ||
-	    REAL(getsockopt)(fd, SOL_SOCKET, SO_RCVLOWAT, &got, &l) < 0)
-		got = v < 0 ? INT_MAX : v ? v : 1;
-	REAL(close)(fd);
-	errno = saved;
-	return got;
+	if (vtoe_opt_on_probe(family, rcvbuf, SO_RCVLOWAT, SO_RCVLOWAT, v, &got) > 0)
+		return got;
+	return v < 0 ? INT_MAX : v ? v : 1;
 }
 
 static int vtoe_setsockopt_conn(struct vtoe_sock *s, int level, int name, const void *optval,

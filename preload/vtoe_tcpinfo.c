@@ -33,7 +33,7 @@ static uint8_t vtoe_tcp_state(struct vtoe_conn *c)
 	unsigned int fl = atomic_load(&c->flags);
 	bool peer_fin = atomic_load_explicit(&c->rx->fin, memory_order_acquire) != 0;
 
-	if (vtoe_conn_reset_pending(c))
+	if (vtoe_conn_reset_seen(c))
 		return VTOE_TCP_CLOSE;
 	if (!(fl & VTOE_CF_WR_SHUT))
 		return peer_fin ? VTOE_TCP_CLOSE_WAIT : VTOE_TCP_ESTABLISHED;
