@@ -117,7 +117,8 @@ enum vtoe_ctl_op {
 				  * hangs up sid's fd, as TCP's answering reset would */
 	VTOE_OP_ATTACH = 11,   /* RPC: the request carries a socket of connection cid (SCM_RIGHTS)
 				* whose region this process lacks (inherited over exec, received
-				* with SCM_RIGHTS); the ACK carries the region memfd and its side */
+				* with SCM_RIGHTS); the ACK carries the region memfd and its side;
+				* with VTOE_ATTACH_BELL in arg, the peer's doorbell after it */
 	VTOE_OP_BELL = 12,     /* note: ring, drain or shut the peer's doorbell for a process that
 				* holds none (arg = VTOE_BELL_*); carries the sender's socket of
 				* connection cid, which says its side.  An RPC (ACK once done)
@@ -134,6 +135,9 @@ enum vtoe_bell_op {
 	VTOE_BELL_SHUT_RDWR = 4, /* ... and POLLHUP: both directions are done */
 };
 #define VTOE_BELL_REPLY 0x100u /* BELL flag: answer once done (the order matters, e.g. a FIN) */
+/* ATTACH flag: also the peer's doorbell, for a process that holds none and is about to lose
+ * the agent (it confines itself with a seccomp filter that forbids the channel's calls) */
+#define VTOE_ATTACH_BELL 1u
 
 #define VTOE_CLOSE_RESET 1u   /* linger-0 close or abort: the peer sees ECONNRESET */
 #define VTOE_CLOSE_ABORTED 2u /* the connect did not complete (rendezvous failed) */

@@ -41,6 +41,7 @@ public:
 					   InstanceMethod<&JsShmConnection::release_side>("releaseSide"),
 					   InstanceMethod<&JsShmConnection::side_of_socket>("sideOfSocket"),
 					   InstanceMethod<&JsShmConnection::region_fd>("regionFd"),
+					   InstanceMethod<&JsShmConnection::peer_bell_fd>("peerBellFd"),
 					   InstanceMethod<&JsShmConnection::bell_op>("bellOp"),
 					   InstanceMethod<&JsShmConnection::watch_ends>("watchEnds"),
 					   InstanceMethod<&JsShmConnection::hang_up>("hangUp"),
@@ -129,6 +130,13 @@ private:
 	{
 		return Napi::Number::New(info.Env(),
 					 at_js_boundary(info.Env(), [&] { return connection_->region_fd(); }));
+	}
+
+	Napi::Value peer_bell_fd(const Napi::CallbackInfo &info)
+	{
+		int side = side_argument(info[0], "side");
+		return Napi::Number::New(info.Env(),
+					 at_js_boundary(info.Env(), [&] { return connection_->peer_bell_fd(side); }));
 	}
 
 	void bell_op(const Napi::CallbackInfo &info)

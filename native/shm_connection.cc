@@ -236,6 +236,15 @@ int ShmConnection::region_fd() const
 	return memfd_.get();
 }
 
+int ShmConnection::peer_bell_fd(int side) const
+{
+	check_side(side);
+	if (!bell_[1 - side])
+		throw_system_error(EBADF, "the agent holds no copy of side " + std::to_string(side) +
+						  "'s peer doorbell");
+	return bell_[1 - side].get();
+}
+
 unique_fd ShmConnection::take_app(int side)
 {
 	check_side(side);

@@ -66,6 +66,9 @@ public:
 	int side_of_socket(int fd) const;
 	// The region's memfd, for ATTACH.  Throws EBADF after close().
 	int region_fd() const;
+	// The agent's copy of the bell of `side`'s peer, for an ATTACH that asks for it (not to be
+	// closed).  Throws EBADF without one.
+	int peer_bell_fd(int side) const;
 	// For side `side`, which holds no bell of its own: ring, drain or shut its peer's bell
 	// (enum vtoe_bell_op) with the agent's copy.  Throws EBADF without one, EINVAL for another op.
 	void bell_op(int side, uint32_t op);

@@ -132,6 +132,32 @@ static inline void vtoe_cpu_relax(void)
 #endif
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* vtoe_seccomp.c: the library's own calls under the program's seccomp filter                 */
+/* ------------------------------------------------------------------------------------------ */
+long vtoe_syscall6(long nr, long a, long b, long c, long d, long e, long f); /* -1 and errno */
+#define VTOE_SYSCALL7_(nr, a, b, c, d, e, f, ...)                                             \
+	vtoe_syscall6((long)(nr), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e), (long)(f))
+/* A system call by number, never through our own syscall() wrapper. */
+#define vtoe_syscall(...) VTOE_SYSCALL7_(__VA_ARGS__, 0, 0, 0, 0, 0, 0)
+
+extern atomic_bool vtoe_sandbox_on; /* the program installed a seccomp filter */
+static inline bool vtoe_sandboxed(void)
+{
+	return atomic_load_explicit(&vtoe_sandbox_on, memory_order_relaxed);
+}
+bool vtoe_sandbox_allows6(long nr, long a, long b, long c, long d, long e, long f);
+#define VTOE_ALLOWS7_(nr, a, b, c, d, e, f, ...)                                              \
+	vtoe_sandbox_allows6((long)(nr), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e),  \
+			     (long)(f))
+/* May the library make this call of its own (number, arguments)?  Always, unless the
+ * program installed a seccomp filter that would not allow it. */
+#define VTOE_MAY(...) (!vtoe_sandboxed() || VTOE_ALLOWS7_(__VA_ARGS__, 0, 0, 0, 0, 0, 0))
+ssize_t vtoe_bell_send(int fd, const void *buf, size_t n); /* send(MSG_DONTWAIT|MSG_NOSIGNAL) */
+ssize_t vtoe_bell_recv(int fd, void *buf, size_t n, bool owed); /* recv(MSG_DONTWAIT) */
+void vtoe_ctl_sandboxed(bool allowed); /* vtoe_ctl.c: a filter is in force; the channel goes on? */
+void vtoe_conns_take_bells(void); /* vtoe_socket.c: before the channel is lost to a filter */
+
 /* poll(2) for the library's own waits: never our own wrapper. */
 static inline int vtoe_kpoll(struct pollfd *p, nfds_t n, int ms)
 {
@@ -593,7 +619,7 @@ static inline void vtoe_rcu_read_end(struct vtoe_rcu_reader *r)
 /* For the last release of a connection or epoll instance: wait until every other thread has
  * left the sections it was in; or, called inside this thread's own section (a signal
  * handler), true: the release is deferred to the section's end. */
-void vtoe_rcu_wait_readers(void);
+bool vtoe_rcu_wait_readers(void); /* false: no barrier allowed (seccomp): never free */
 bool vtoe_rcu_defer(struct vtoe_sock *s);
 void vtoe_rcu_atfork_child(void);
 

@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -29,6 +30,7 @@ static long long vtoe_ctl_retry_at;
 static long long vtoe_ctl_retry_ms = VTOE_CTL_RETRY_MS; /* doubles while attempts fail */
 static atomic_uint vtoe_ctl_lost;
 static atomic_bool vtoe_ctl_relisten; /* connected: listeners may need registering */
+static atomic_bool vtoe_ctl_barred;   /* a seccomp filter forbids the channel's calls */
 
 static long long vtoe_now_ms(void)
 {
@@ -118,7 +120,8 @@ bool vtoe_ctl_alive(unsigned since)
 
 	pthread_mutex_lock(&vtoe_ctl_lock);
 	p.fd = vtoe_ctl_fd;
-	alive = p.fd >= 0 && atomic_load(&vtoe_ctl_lost) == since && REAL(ppoll)(&p, 1, &zero, NULL) == 0;
+	alive = p.fd >= 0 && !atomic_load(&vtoe_ctl_barred) && atomic_load(&vtoe_ctl_lost) == since &&
+		REAL(ppoll)(&p, 1, &zero, NULL) == 0;
 	pthread_mutex_unlock(&vtoe_ctl_lock);
 	return alive;
 }
@@ -311,6 +314,10 @@ static int vtoe_ctl_connect_locked(void)
 	long long deadline;
 	int fd;
 
+	if (atomic_load(&vtoe_ctl_barred)) {
+		errno = EACCES;
+		return -1;
+	}
 	if (vtoe_ctl_fd >= 0)
 		return 0;
 	if (vtoe_ctl_down && vtoe_now_ms() < vtoe_ctl_retry_at)
@@ -427,7 +434,7 @@ void vtoe_ctl_note_fd(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg, int
 	req.cid = cid;
 	req.arg = arg;
 	pthread_mutex_lock(&vtoe_ctl_lock);
-	if (vtoe_ctl_fd >= 0) {
+	if (vtoe_ctl_fd >= 0 && !atomic_load(&vtoe_ctl_barred)) {
 		req.seq = ++vtoe_ctl_seq;
 		if (vtoe_ctl_send_locked(&req, vtoe_now_ms() + vtoe_cfg.agent_timeout_ms, fd) < 0)
 			vtoe_ctl_drop_locked("note", errno == EPIPE || errno == ECONNRESET);
@@ -440,6 +447,23 @@ void vtoe_ctl_note_fd(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg, int
 void vtoe_ctl_note(uint16_t op, uint32_t sid, uint64_t cid, uint32_t arg)
 {
 	vtoe_ctl_note_fd(op, sid, cid, arg, -1);
+}
+
+/* The program installed a seccomp filter: allowed says whether it allows all the channel
+ * takes.  If not, the agent counts as gone from now on, as for a process that cannot reach it:
+ * new sockets use kernel TCP, and the agent learns of closes from its own watch. */
+void vtoe_ctl_sandboxed(bool allowed)
+{
+	pthread_mutex_lock(&vtoe_ctl_lock);
+	if (!allowed && !atomic_exchange(&vtoe_ctl_barred, true)) {
+		if (vtoe_ctl_fd >= 0 && VTOE_MAY(SYS_close, vtoe_ctl_fd)) {
+			vtoe_fd_set_internal(vtoe_ctl_fd, false);
+			REAL(close)(vtoe_ctl_fd);
+			vtoe_ctl_fd = -1;
+		}
+		vtoe_dbg("seccomp filter forbids the agent channel's calls: kernel TCP from now on");
+	}
+	pthread_mutex_unlock(&vtoe_ctl_lock);
 }
 
 /* This process registered a listener: its forks are likely workers that accept on it. */

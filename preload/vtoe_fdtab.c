@@ -144,9 +144,8 @@ void vtoe_sock_put(struct vtoe_sock *s)
 	kind = atomic_load(&s->kind);
 	if (kind == VTOE_KIND_CONN || kind == VTOE_KIND_EPOLL) {
 		/* what read-side sections may be reading without a reference (vtoe_rcu.c) */
-		if (vtoe_rcu_defer(s))
+		if (vtoe_rcu_defer(s) || !vtoe_rcu_wait_readers())
 			return;
-		vtoe_rcu_wait_readers();
 	}
 	vtoe_sock_free(s);
 }

@@ -12,7 +12,8 @@
  * with a zero timeout.
  *
  * Without membarrier (an old kernel, a seccomp filter) nothing registers and every caller
- * takes references as before.
+ * takes references as before; a filter installed later that forbids it leaves what a reader
+ * may still see unfreed.
  */
 #include "vtoe.h"
 
@@ -32,7 +33,11 @@ VTOE_TLS_FAST struct vtoe_rcu_reader *vtoe_rcu_self;
 
 static long vtoe_membarrier(int cmd)
 {
-	return syscall(SYS_membarrier, cmd, 0, 0);
+	if (!VTOE_MAY(SYS_membarrier, cmd, 0, 0)) {
+		errno = EPERM; /* the program's seccomp filter would not allow it */
+		return -1;
+	}
+	return vtoe_syscall(SYS_membarrier, cmd, 0, 0);
 }
 
 static bool vtoe_rcu_register_process(void)
@@ -103,8 +108,8 @@ void vtoe_rcu_run_deferred(struct vtoe_rcu_reader *r)
 
 	while ((s = r->deferred) != NULL) {
 		r->deferred = s->pool_next;
-		vtoe_rcu_wait_readers();
-		vtoe_sock_free(s);
+		if (vtoe_rcu_wait_readers())
+			vtoe_sock_free(s);
 	}
 }
 
@@ -119,14 +124,18 @@ bool vtoe_rcu_defer(struct vtoe_sock *s)
 	return true;
 }
 
-void vtoe_rcu_wait_readers(void)
+bool vtoe_rcu_wait_readers(void)
 {
 	struct vtoe_rcu_reader *self = vtoe_rcu_self;
 	int others = atomic_load(&vtoe_rcu_threads) - (self ? 1 : 0);
 	int saved = errno;
 
 	if (others <= 0)
-		return; /* no other thread ever read without references, or none is left */
+		return true; /* no other thread ever read without references, or none is left */
+	/* A seccomp filter the program installed since forbids the barrier: a reader may still
+	 * be looking, so what it may see is never freed (a leak, not a use after free). */
+	if (!VTOE_MAY(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0))
+		return false;
 	/* Every running thread of ours passes a full barrier: a reader's section start that
 	 * preceded our unpublishing is visible below, or its look-up sees the socket gone.
 	 * Registered at set-up, it cannot fail but for a bug: then say so and go on. */
@@ -144,10 +153,11 @@ void vtoe_rcu_wait_readers(void)
 		     spins++) {
 			if (spins < 64)
 				vtoe_cpu_relax();
-			else
+			else if (VTOE_MAY(SYS_sched_yield))
 				sched_yield(); /* it may need this core to finish */
 		}
 	}
+	return true;
 }
 
 void vtoe_rcu_atfork_child(void)

@@ -57,38 +57,38 @@ enum vtoe_fcntl_arg vtoe_fcntl_arg_kind(int cmd)
 }
 
 /* Raw system-call stand-ins, used only by a thread that is inside the resolver. */
-static int raw_socket(int d, int t, int p) { return syscall(SYS_socket, d, t, p); }
-static int raw_connect(int fd, const struct sockaddr *a, socklen_t l) { return syscall(SYS_connect, fd, a, l); }
-static int raw_listen(int fd, int b) { return syscall(SYS_listen, fd, b); }
-static int raw_accept4(int fd, struct sockaddr *a, socklen_t *l, int f) { return syscall(SYS_accept4, fd, a, l, f); }
+static int raw_socket(int d, int t, int p) { return vtoe_syscall(SYS_socket, d, t, p); }
+static int raw_connect(int fd, const struct sockaddr *a, socklen_t l) { return vtoe_syscall(SYS_connect, fd, a, l); }
+static int raw_listen(int fd, int b) { return vtoe_syscall(SYS_listen, fd, b); }
+static int raw_accept4(int fd, struct sockaddr *a, socklen_t *l, int f) { return vtoe_syscall(SYS_accept4, fd, a, l, f); }
 static int raw_accept(int fd, struct sockaddr *a, socklen_t *l) { return raw_accept4(fd, a, l, 0); }
-static int raw_close(int fd) { return syscall(SYS_close, fd); }
-static int raw_shutdown(int fd, int how) { return syscall(SYS_shutdown, fd, how); }
-static ssize_t raw_read(int fd, void *b, size_t n) { return syscall(SYS_read, fd, b, n); }
-static ssize_t raw_write(int fd, const void *b, size_t n) { return syscall(SYS_write, fd, b, n); }
-static ssize_t raw_readv(int fd, const struct iovec *v, int c) { return syscall(SYS_readv, fd, v, c); }
-static ssize_t raw_writev(int fd, const struct iovec *v, int c) { return syscall(SYS_writev, fd, v, c); }
+static int raw_close(int fd) { return vtoe_syscall(SYS_close, fd); }
+static int raw_shutdown(int fd, int how) { return vtoe_syscall(SYS_shutdown, fd, how); }
+static ssize_t raw_read(int fd, void *b, size_t n) { return vtoe_syscall(SYS_read, fd, b, n); }
+static ssize_t raw_write(int fd, const void *b, size_t n) { return vtoe_syscall(SYS_write, fd, b, n); }
+static ssize_t raw_readv(int fd, const struct iovec *v, int c) { return vtoe_syscall(SYS_readv, fd, v, c); }
+static ssize_t raw_writev(int fd, const struct iovec *v, int c) { return vtoe_syscall(SYS_writev, fd, v, c); }
 static ssize_t raw_recvfrom(int fd, void *b, size_t n, int f, struct sockaddr *a, socklen_t *l)
 {
-	return syscall(SYS_recvfrom, fd, b, n, f, a, l);
+	return vtoe_syscall(SYS_recvfrom, fd, b, n, f, a, l);
 }
 static ssize_t raw_recv(int fd, void *b, size_t n, int f) { return raw_recvfrom(fd, b, n, f, NULL, NULL); }
-static ssize_t raw_recvmsg(int fd, struct msghdr *m, int f) { return syscall(SYS_recvmsg, fd, m, f); }
+static ssize_t raw_recvmsg(int fd, struct msghdr *m, int f) { return vtoe_syscall(SYS_recvmsg, fd, m, f); }
 static ssize_t raw_sendto(int fd, const void *b, size_t n, int f, const struct sockaddr *a, socklen_t l)
 {
-	return syscall(SYS_sendto, fd, b, n, f, a, l);
+	return vtoe_syscall(SYS_sendto, fd, b, n, f, a, l);
 }
 static ssize_t raw_send(int fd, const void *b, size_t n, int f) { return raw_sendto(fd, b, n, f, NULL, 0); }
-static ssize_t raw_sendmsg(int fd, const struct msghdr *m, int f) { return syscall(SYS_sendmsg, fd, m, f); }
-static int raw_sendmmsg(int fd, struct mmsghdr *v, unsigned int n, int f) { return syscall(SYS_sendmmsg, fd, v, n, f); }
+static ssize_t raw_sendmsg(int fd, const struct msghdr *m, int f) { return vtoe_syscall(SYS_sendmsg, fd, m, f); }
+static int raw_sendmmsg(int fd, struct mmsghdr *v, unsigned int n, int f) { return vtoe_syscall(SYS_sendmmsg, fd, v, n, f); }
 static int raw_recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int f, struct timespec *t)
 {
-	return syscall(SYS_recvmmsg, fd, v, n, f, t);
+	return vtoe_syscall(SYS_recvmmsg, fd, v, n, f, t);
 }
-static int raw_getsockname(int fd, struct sockaddr *a, socklen_t *l) { return syscall(SYS_getsockname, fd, a, l); }
-static int raw_getpeername(int fd, struct sockaddr *a, socklen_t *l) { return syscall(SYS_getpeername, fd, a, l); }
-static int raw_getsockopt(int fd, int lv, int n, void *v, socklen_t *l) { return syscall(SYS_getsockopt, fd, lv, n, v, l); }
-static int raw_setsockopt(int fd, int lv, int n, const void *v, socklen_t l) { return syscall(SYS_setsockopt, fd, lv, n, v, l); }
+static int raw_getsockname(int fd, struct sockaddr *a, socklen_t *l) { return vtoe_syscall(SYS_getsockname, fd, a, l); }
+static int raw_getpeername(int fd, struct sockaddr *a, socklen_t *l) { return vtoe_syscall(SYS_getpeername, fd, a, l); }
+static int raw_getsockopt(int fd, int lv, int n, void *v, socklen_t *l) { return vtoe_syscall(SYS_getsockopt, fd, lv, n, v, l); }
+static int raw_setsockopt(int fd, int lv, int n, const void *v, socklen_t l) { return vtoe_syscall(SYS_setsockopt, fd, lv, n, v, l); }
 static int raw_fcntl(int fd, int cmd, ...)
 {
 	unsigned long arg = 0;
@@ -106,7 +106,7 @@ static int raw_fcntl(int fd, int cmd, ...)
 		break;
 	}
 	va_end(ap);
-	return syscall(SYS_fcntl, fd, cmd, arg);
+	return vtoe_syscall(SYS_fcntl, fd, cmd, arg);
 }
 static int raw_ioctl(int fd, unsigned long req, ...)
 {
@@ -116,19 +116,19 @@ static int raw_ioctl(int fd, unsigned long req, ...)
 	va_start(ap, req);
 	arg = va_arg(ap, void *);
 	va_end(ap);
-	return syscall(SYS_ioctl, fd, req, arg);
+	return vtoe_syscall(SYS_ioctl, fd, req, arg);
 }
-static int raw_dup(int fd) { return syscall(SYS_dup, fd); }
-static int raw_dup3(int o, int n, int f) { return syscall(SYS_dup3, o, n, f); }
+static int raw_dup(int fd) { return vtoe_syscall(SYS_dup, fd); }
+static int raw_dup3(int o, int n, int f) { return vtoe_syscall(SYS_dup3, o, n, f); }
 static int raw_dup2(int o, int n)
 {
 	if (o == n) /* dup3 refuses this case; dup2 checks validity */
-		return syscall(SYS_fcntl, o, F_GETFD) < 0 ? -1 : n;
+		return vtoe_syscall(SYS_fcntl, o, F_GETFD) < 0 ? -1 : n;
 	return raw_dup3(o, n, 0);
 }
-static ssize_t raw_sendfile(int o, int i, off_t *off, size_t n) { return syscall(SYS_sendfile, o, i, off, n); }
-static ssize_t raw_sendfile64(int o, int i, off64_t *off, size_t n) { return syscall(SYS_sendfile, o, i, off, n); }
-static int raw_execve(const char *p, char *const a[], char *const e[]) { return syscall(SYS_execve, p, a, e); }
+static ssize_t raw_sendfile(int o, int i, off_t *off, size_t n) { return vtoe_syscall(SYS_sendfile, o, i, off, n); }
+static ssize_t raw_sendfile64(int o, int i, off64_t *off, size_t n) { return vtoe_syscall(SYS_sendfile, o, i, off, n); }
+static int raw_execve(const char *p, char *const a[], char *const e[]) { return vtoe_syscall(SYS_execve, p, a, e); }
 static int raw_execvpe(const char *p, char *const a[], char *const e[])
 {
 	(void)p, (void)a, (void)e;
@@ -137,7 +137,7 @@ static int raw_execvpe(const char *p, char *const a[], char *const e[])
 }
 static int raw_fexecve(int fd, char *const a[], char *const e[])
 {
-	return syscall(SYS_execveat, fd, "", a, e, AT_EMPTY_PATH);
+	return vtoe_syscall(SYS_execveat, fd, "", a, e, AT_EMPTY_PATH);
 }
 /* Only while the real symbols are being resolved: no process is started then. */
 static int raw_posix_spawn(pid_t *p, const char *f, const posix_spawn_file_actions_t *fa,
@@ -170,10 +170,10 @@ static int raw_fileno(FILE *f)
 	errno = EBADF;
 	return -1;
 }
-static int raw_epoll_ctl(int e, int op, int fd, struct epoll_event *ev) { return syscall(SYS_epoll_ctl, e, op, fd, ev); }
+static int raw_epoll_ctl(int e, int op, int fd, struct epoll_event *ev) { return vtoe_syscall(SYS_epoll_ctl, e, op, fd, ev); }
 static int raw_ppoll(struct pollfd *f, nfds_t n, const struct timespec *t, const sigset_t *m)
 {
-	return syscall(SYS_ppoll, f, n, t, m, _NSIG / 8);
+	return vtoe_syscall(SYS_ppoll, f, n, t, m, _NSIG / 8);
 }
 static int raw_pselect(int n, fd_set *r, fd_set *w, fd_set *e, const struct timespec *t,
 		       const sigset_t *m)
@@ -185,7 +185,7 @@ static int raw_pselect(int n, fd_set *r, fd_set *w, fd_set *e, const struct time
 		copy = *t;
 		tp = &copy;
 	}
-	return syscall(SYS_pselect6, n, r, w, e, tp, &data);
+	return vtoe_syscall(SYS_pselect6, n, r, w, e, tp, &data);
 }
 static int raw_select(int n, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
 {
@@ -196,24 +196,24 @@ static int raw_select(int n, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv
 		return raw_pselect(n, r, w, e, NULL, NULL);
 	ts.tv_sec = tv->tv_sec;
 	ts.tv_nsec = tv->tv_usec * 1000;
-	res = syscall(SYS_pselect6, n, r, w, e, &ts, NULL);
+	res = vtoe_syscall(SYS_pselect6, n, r, w, e, &ts, NULL);
 	tv->tv_sec = ts.tv_sec;
 	tv->tv_usec = ts.tv_nsec / 1000;
 	return res;
 }
-static int raw_epoll_create1(int fl) { return syscall(SYS_epoll_create1, fl); }
+static int raw_epoll_create1(int fl) { return vtoe_syscall(SYS_epoll_create1, fl); }
 static int raw_epoll_pwait(int e, struct epoll_event *ev, int n, int ms, const sigset_t *m)
 {
-	return syscall(SYS_epoll_pwait, e, ev, n, ms, m, _NSIG / 8);
+	return vtoe_syscall(SYS_epoll_pwait, e, ev, n, ms, m, _NSIG / 8);
 }
 static int raw_epoll_pwait2(int e, struct epoll_event *ev, int n, const struct timespec *t,
 			    const sigset_t *m)
 {
-	return syscall(SYS_epoll_pwait2, e, ev, n, t, m, _NSIG / 8);
+	return vtoe_syscall(SYS_epoll_pwait2, e, ev, n, t, m, _NSIG / 8);
 }
 static ssize_t raw_splice(int i, off64_t *oi, int o, off64_t *oo, size_t n, unsigned int f)
 {
-	return syscall(SYS_splice, i, oi, o, oo, n, f);
+	return vtoe_syscall(SYS_splice, i, oi, o, oo, n, f);
 }
 static ssize_t raw_read_chk(int fd, void *b, size_t n, size_t bl)
 {
@@ -240,25 +240,25 @@ static int raw_openat(int dir, const char *path, int flags, ...)
 	mode_t mode;
 
 	VTOE_OPEN_MODE(flags, mode);
-	return syscall(SYS_openat, dir, path, flags, mode);
+	return vtoe_syscall(SYS_openat, dir, path, flags, mode);
 }
 static int raw_open(const char *path, int flags, ...)
 {
 	mode_t mode;
 
 	VTOE_OPEN_MODE(flags, mode);
-	return syscall(SYS_openat, AT_FDCWD, path, flags, mode);
+	return vtoe_syscall(SYS_openat, AT_FDCWD, path, flags, mode);
 }
 static int raw_open_2(const char *path, int flags) { return raw_open(path, flags); }
 static int raw_openat_2(int dir, const char *path, int flags)
 {
 	return raw_openat(dir, path, flags);
 }
-static int raw_pipe2(int fds[2], int flags) { return syscall(SYS_pipe2, fds, flags); }
+static int raw_pipe2(int fds[2], int flags) { return vtoe_syscall(SYS_pipe2, fds, flags); }
 static int raw_pipe(int fds[2]) { return raw_pipe2(fds, 0); }
 static int raw_socketpair(int d, int t, int p, int fds[2])
 {
-	return syscall(SYS_socketpair, d, t, p, fds);
+	return vtoe_syscall(SYS_socketpair, d, t, p, fds);
 }
 
 static const struct vtoe_real_fns vtoe_raw_tab = {

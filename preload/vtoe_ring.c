@@ -37,6 +37,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define VTOE_BELL_MAX_PENDING (1u << 20) /* more unread doorbells than this is a lie */
@@ -261,7 +262,8 @@ void vtoe_conn_unmap(struct vtoe_conn *c)
 		REAL(close)(c->memfd);
 		c->memfd = -1;
 	}
-	if (c->reg)
+	/* a seccomp filter that forbids unmapping: the region stays mapped (a leak) */
+	if (c->reg && VTOE_MAY(SYS_munmap, c->reg, c->map_len))
 		munmap(c->reg, c->map_len);
 	c->reg = NULL;
 }
@@ -639,7 +641,7 @@ static void vtoe_wake_peer(struct vtoe_conn *c)
 		return;
 	}
 	for (;;) {
-		if (REAL(send)(c->bell, "w", 1, MSG_DONTWAIT | MSG_NOSIGNAL) == 1)
+		if (vtoe_bell_send(c->bell, "w", 1) == 1)
 			return;
 		if (errno != EINTR)
 			break;
@@ -686,7 +688,7 @@ static int vtoe_drain_doorbell(struct vtoe_conn *c)
 		return 0;
 	}
 	while (c->owed) {
-		ssize_t n = REAL(recv)(c->fd, buf, VTOE_MIN(c->owed, sizeof(buf)), MSG_DONTWAIT);
+		ssize_t n = vtoe_bell_recv(c->fd, buf, VTOE_MIN(c->owed, sizeof(buf)), true);
 
 		if (n > 0) {
 			c->owed -= (uint32_t)n;
@@ -722,7 +724,7 @@ static void vtoe_drain_excess(struct vtoe_conn *c)
 	char buf[64];
 
 	while (c->owed > 1 && !(atomic_load(&c->flags) & VTOE_CF_RD_SHUT)) {
-		ssize_t n = REAL(recv)(c->fd, buf, VTOE_MIN(c->owed - 1, sizeof(buf)), MSG_DONTWAIT);
+		ssize_t n = vtoe_bell_recv(c->fd, buf, VTOE_MIN(c->owed - 1, sizeof(buf)), true);
 
 		if (n > 0)
 			c->owed -= (uint32_t)n;
@@ -743,7 +745,7 @@ static void vtoe_drain_bell(struct vtoe_conn *c, bool closing)
 		return;
 	}
 	for (size_t drained = 0; drained < VTOE_BELL_DRAIN_MAX;) {
-		ssize_t n = REAL(recv)(c->bell, buf, sizeof(buf), MSG_DONTWAIT);
+		ssize_t n = vtoe_bell_recv(c->bell, buf, sizeof(buf), false);
 
 		if (n > 0)
 			drained += (size_t)n;
@@ -766,14 +768,16 @@ static void vtoe_fuse_rearm(struct vtoe_conn *c)
 {
 	int queued = -1;
 
-	if (REAL(ioctl)(c->fd, SIOCOUTQ, &queued) == 0 && queued == 0 &&
-	    REAL(send)(c->fd, "!", VTOE_BELL_FUSE, MSG_DONTWAIT | MSG_NOSIGNAL) == VTOE_BELL_FUSE)
+	if (VTOE_MAY(SYS_ioctl, c->fd, SIOCOUTQ, &queued) &&
+	    REAL(ioctl)(c->fd, SIOCOUTQ, &queued) == 0 && queued == 0 &&
+	    vtoe_bell_send(c->fd, "!", VTOE_BELL_FUSE) == VTOE_BELL_FUSE)
 		c->fuse_spent = false;
 }
 
 static void vtoe_set_sndbuf(struct vtoe_conn *c, int v)
 {
-	(void)REAL(setsockopt)(c->fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
+	if (VTOE_MAY(SYS_setsockopt, c->fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)))
+		(void)REAL(setsockopt)(c->fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v));
 }
 
 /* Our ring is full: make our fd unwritable until the consumer frees space.  Returns true
@@ -789,7 +793,7 @@ static bool vtoe_tx_block(struct vtoe_conn *c)
 		c->sndbuf_raised = false;
 	}
 	for (;;) {
-		ssize_t n = REAL(send)(c->fd, filler, sizeof(filler), MSG_DONTWAIT | MSG_NOSIGNAL);
+		ssize_t n = vtoe_bell_send(c->fd, filler, sizeof(filler));
 
 		if (n > 0 || (n < 0 && errno == EINTR))
 			continue;
@@ -872,6 +876,8 @@ static bool vtoe_signals_restart(void)
 	struct sigaction sa;
 
 	for (int sig = 1; sig < NSIG; sig++) {
+		if (!VTOE_MAY(SYS_rt_sigaction, sig, NULL, &sa, sizeof(sigset_t)))
+			return false; /* seccomp: not allowed to ask; EINTR, as without SA_RESTART */
 		if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) != 0)
 			continue;
 		if (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN)
@@ -1162,7 +1168,7 @@ static bool vtoe_tx_write_to_closed_peer(struct vtoe_conn *c)
 	    (fl & (VTOE_CF_WR_SHUT | VTOE_CF_PEER_GONE | VTOE_CF_RST_ASKED)))
 		return false;
 	atomic_fetch_or(&c->flags, VTOE_CF_RST_ASKED);
-	(void)REAL(send)(c->fd, "!", VTOE_BELL_FUSE, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)vtoe_bell_send(c->fd, "!", VTOE_BELL_FUSE);
 	c->fuse_spent = false;
 	vtoe_ctl_note(VTOE_OP_PEER_RESET, c->sid, c->cid, 0);
 	return true;
@@ -1409,6 +1415,13 @@ ssize_t vtoe_conn_splice_out(struct vtoe_conn *c, int pipe_fd, size_t count, boo
 /* Shutdown, close, queries                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
+/* shutdown(2) on a descriptor of the connection's, unless a seccomp filter forbids it. */
+static void vtoe_shut_internal(int fd, int how)
+{
+	if (VTOE_MAY(SYS_shutdown, fd, how))
+		(void)REAL(shutdown)(fd, how);
+}
+
 /*
  * Our FIN is in the ring: make the fds read as TCP's do.  The peer's fd reads POLLIN|POLLRDHUP
  * (its bell shut for writing).  If the peer's FIN came first, both directions are now done
@@ -1423,11 +1436,11 @@ static void vtoe_fin_shut_fds(struct vtoe_conn *c, bool peer_fin, bool own_fd)
 	bool both = peer_fin && c->fabric == VTOE_FABRIC_SHM;
 
 	if (c->bell >= 0)
-		REAL(shutdown)(c->bell, both ? SHUT_RDWR : SHUT_WR);
+		vtoe_shut_internal(c->bell, both ? SHUT_RDWR : SHUT_WR);
 	else
 		vtoe_bell_by_agent(c, both ? VTOE_BELL_SHUT_RDWR : VTOE_BELL_SHUT_WR, true);
 	if (both && own_fd)
-		REAL(shutdown)(c->fd, SHUT_WR);
+		vtoe_shut_internal(c->fd, SHUT_WR);
 }
 
 static bool vtoe_peer_fin_seen(struct vtoe_conn *c)
@@ -1468,7 +1481,7 @@ int vtoe_conn_shutdown(struct vtoe_conn *c, int how)
 		/* Only local: as on Linux, the peer's sends still succeed (rx->rd_shut is for close). */
 		atomic_fetch_or(&c->flags, VTOE_CF_RD_SHUT);
 		/* wakes our own blocked readers; the fd reads as EOF from now on */
-		REAL(shutdown)(c->fd, SHUT_RD);
+		vtoe_shut_internal(c->fd, SHUT_RD);
 	}
 	return 0;
 }

@@ -218,6 +218,62 @@ static int vtoe_bell_keep(struct vtoe_conn *c, int bell)
 	return high;
 }
 
+/* The peer's bell of connection c, from the agent's copy (ATTACH with VTOE_ATTACH_BELL, with
+ * the socket as the proof).  Returns it, or -1. */
+static int vtoe_bell_from_agent(struct vtoe_conn *c)
+{
+	struct vtoe_ctl_req req;
+	struct vtoe_ctl_rep rep;
+	int fds[VTOE_FD__COUNT], bell = -1;
+
+	vtoe_ctl_req_init(&req, VTOE_OP_ATTACH);
+	req.cid = c->cid;
+	req.arg = VTOE_ATTACH_BELL;
+	if (vtoe_ctl_rpc_fd(&req, c->fd, &rep, fds) < 0)
+		return -1;
+	if (rep.event == VTOE_EV_ACK && rep.nfds == 2 && rep.cid == c->cid && rep.side == c->side) {
+		bell = fds[1];
+		fds[1] = -1;
+	}
+	for (int i = 0; i < VTOE_FD__COUNT; i++)
+		if (fds[i] >= 0)
+			REAL(close)(fds[i]);
+	return bell;
+}
+
+/*
+ * The program is about to install a seccomp filter that forbids the agent channel.  A
+ * connection on the shm fabric that rings its peer through the agent (VTOE_PEER_BELLS=0, or
+ * it was short of descriptors) could not wake it any more: each takes its peer's bell now.
+ * One that cannot (no descriptors, no agent) stays as it is, its wake-ups lost.
+ */
+void vtoe_conns_take_bells(void)
+{
+	for (unsigned int fd = 0; fd < vtoe_fdtab_max; fd++) {
+		struct vtoe_sock *s;
+		struct vtoe_conn *c;
+		int bell;
+
+		if (!(fd & (VTOE_FDTAB_CHUNK - 1)) && !atomic_load(&vtoe_fdtab[fd >> VTOE_FDTAB_SHIFT])) {
+			fd += VTOE_FDTAB_CHUNK - 1; /* a chunk never used */
+			continue;
+		}
+		if (!vtoe_fd_peek((int)fd) || !(s = vtoe_fd_get((int)fd)))
+			continue;
+		c = &s->c;
+		if (atomic_load(&s->kind) == VTOE_KIND_CONN && c->fabric == VTOE_FABRIC_SHM && c->fd >= 0 &&
+		    __atomic_load_n(&c->bell, __ATOMIC_ACQUIRE) < 0 && (bell = vtoe_bell_from_agent(c)) >= 0) {
+			bell = vtoe_fd_move_high(bell);
+			vtoe_fd_set_internal(bell, true);
+			/* read without a lock by whoever rings: -1 (the agent) or this, both work now */
+			__atomic_store_n(&c->bell, bell, __ATOMIC_RELEASE);
+			vtoe_dbg("cid %llu: took its peer's bell (fd %d) before a seccomp filter",
+				 (unsigned long long)c->cid, bell);
+		}
+		vtoe_sock_put(s);
+	}
+}
+
 /* Put conn's socketpair end at fd (replacing the kernel socket there) and track it.  origin:
  * the socket it was made from, the connecting one or the listener (vtoe_opts_capture). */
 static int vtoe_conn_attach(int fd, struct vtoe_sock *conn, int *fds, bool nonblock, bool cloexec,
@@ -823,7 +879,7 @@ static int vtoe_close_run(unsigned int lo, unsigned int hi, unsigned int flags)
 {
 	long max;
 
-	if (syscall(SYS_close_range, lo, hi, flags) == 0)
+	if (vtoe_syscall(SYS_close_range, lo, hi, flags) == 0)
 		return 0;
 	if (errno != ENOSYS)
 		return -1;
@@ -856,7 +912,7 @@ static int vtoe_close_range(unsigned int lo, unsigned int hi, unsigned int flags
 		return -1;
 	}
 	if (flags & CLOSE_RANGE_CLOEXEC)
-		return syscall(SYS_close_range, lo, hi, flags) == 0 ? 0 : -1;
+		return vtoe_syscall(SYS_close_range, lo, hi, flags) == 0 ? 0 : -1;
 	if ((flags & CLOSE_RANGE_UNSHARE) && unshare(CLONE_FILES) < 0)
 		return -1;
 	for (unsigned int fd = lo; lo < vtoe_fdtab_max && fd <= top; fd++) {

@@ -86,6 +86,8 @@ export const BellOp = { RING: 1, DRAIN: 2, SHUT_WR: 3, SHUT_RDWR: 4 } as const;
 export type BellOp = (typeof BellOp)[keyof typeof BellOp];
 /** VTOE_BELL_REPLY: a BELL note with this flag in its arg is an RPC, answered once done. */
 export const BELL_REPLY = 0x100;
+/** VTOE_ATTACH_BELL: an ATTACH with this flag in its arg also gets the peer's doorbell. */
+export const ATTACH_BELL = 1;
 
 /** Everything above in one place, the way the agent reads it: ABI.ev.ACK, ABI.fb.POLICY, ... */
 export const ABI = {
@@ -163,6 +165,7 @@ export function abiConstantTable(): Record<string, number> {
     VTOE_BELL_SHUT_WR: BellOp.SHUT_WR,
     VTOE_BELL_SHUT_RDWR: BellOp.SHUT_RDWR,
     VTOE_BELL_REPLY: BELL_REPLY,
+    VTOE_ATTACH_BELL: ATTACH_BELL,
     VTOE_EV__COUNT: EVENT_COUNT,
     VTOE_FB__COUNT: FALLBACK_REASON_COUNT,
     VTOE_OP__COUNT: OP_COUNT,

@@ -115,6 +115,7 @@ interface NativeShmConnection {
   releaseSide(side: Side): void;
   sideOfSocket(fd: number): number;
   regionFd(): number;
+  peerBellFd(side: Side): number;
   bellOp(side: Side, op: number): void;
   watchEnds(handlers: { onEnd(side: Side, how: SideEnd): void }): void;
   hangUp(side: Side): void;
@@ -488,6 +489,11 @@ export class ShmConnection {
   /** The region's memfd (the agent's own, for a reply to carry; not to be closed). */
   regionFd(): number {
     return native(() => this.#native.regionFd());
+  }
+
+  /** The agent's copy of the doorbell of `side`'s peer (for a reply to carry; not to be closed). */
+  peerBellFd(side: Side): number {
+    return native(() => this.#native.peerBellFd(side));
   }
 
   /**

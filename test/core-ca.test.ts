@@ -1,7 +1,7 @@
 // The core CA on its own: requests in the orders processes can produce them, with a fake
 // reply sink and fake shared links, so every case is deterministic.
 import { describe, expect, it, vi } from 'vitest';
-import { ABI, BELL_REPLY } from '../src/abi.js';
+import { ABI, ATTACH_BELL, BELL_REPLY } from '../src/abi.js';
 import { MAX_PROGRAMS, OTHER_PROGRAMS } from '../src/agent/stats.js';
 import { createLogger } from '../src/log.js';
 import { wireMs } from '../src/agent/short-connections.js';
@@ -35,6 +35,20 @@ describe('core CA', () => {
       expect(t.replies.at(-1)!.fds).toBeUndefined();
     }
     expect(t.dropped).toEqual([]);
+  });
+
+  it('with ATTACH_BELL, also gives the peer\'s doorbell of the side whose socket comes with it', () => {
+    const t = setup();
+    const { cid } = t.establish(40003);
+    const SANDBOXED = 3; // about to install a seccomp filter that forbids the channel
+    t.core.processOpened(SANDBOXED, { pid: 301, uid: 0 });
+    t.send(SANDBOXED, ABI.op.HELLO, { name: 'sshd' });
+    expect(t.send(SANDBOXED, ABI.op.ATTACH, { cid, fd: 111, arg: ATTACH_BELL })).toMatchObject({ event: ABI.ev.ACK, side: 1 });
+    expect(t.replies.at(-1)!.fds).toEqual([10, 20]);
+    expect(t.send(SANDBOXED, ABI.op.ATTACH, { cid, fd: 110, arg: ATTACH_BELL })).toMatchObject({ event: ABI.ev.ACK, side: 0 });
+    expect(t.replies.at(-1)!.fds).toEqual([10, 21]);
+    expect(t.send(SANDBOXED, ABI.op.ATTACH, { cid, fd: 999, arg: ATTACH_BELL })!.event).toBe(ABI.ev.ERROR);
+    expect(t.replies.at(-1)!.fds).toBeUndefined();
   });
 
   it('rings, drains and shuts a doorbell for the side whose socket comes with the request, and for no other', () => {

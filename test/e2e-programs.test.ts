@@ -1,12 +1,13 @@
 // Programs the project did not write, unmodified, through offload: iperf3 (one and four
 // parallel streams), sockperf (all three of its multiplexers, which exercise select, poll and
 // epoll on the app fd), curl against python3's http.server, socat with half-close, and an
-// inetd-style server that execs a filter on the accepted connection, nginx and redis.
+// inetd-style server that execs a filter on the accepted connection, nginx, redis and sshd
+// (whose privilege-separated child confines itself with a seccomp filter).
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -276,6 +277,41 @@ describe('servers a new user tries first', () => {
       await server.exited;
     }
   });
+
+  // sshd hands each connection to a child that installs a seccomp filter allowing read, write
+  // and poll, not the shim's own sendto, recvfrom or ppoll: the shim must follow the filter.
+  const sshd = ['/usr/sbin/sshd', '/usr/bin/sshd'].find((p) => existsSync(p));
+  const sshBlocked = !sshd || !have('ssh') || !have('ssh-keygen') ? ' [needs openssh-server, openssh-client]'
+    : process.getuid?.() !== 0 ? ' [needs root: sshd privilege separation]' : asanBlocks(sshd, 'ssh');
+  it.skipIf(sshBlocked !== '')(`sshd: a session over an offloaded connection, its preauth child under seccomp${sshBlocked}`, async () => {
+    const port = await freePort();
+    const root = mkdtempSync(join(tmpdir(), 'vtoe-sshd-'));
+    mkdirSync('/run/sshd', { recursive: true, mode: 0o755 }); // its privilege-separation directory
+    for (const key of ['host', 'client']) await exec('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(root, key)]);
+    writeFileSync(join(root, 'sshd_config'), [
+      `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${root}/host`, `AuthorizedKeysFile ${root}/client.pub`,
+      'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'UsePAM no', 'StrictModes no',
+      'PermitRootLogin yes', `PidFile ${root}/sshd.pid`, '',
+    ].join('\n'));
+    const before = agent.stats();
+    const server = startProc(sshd!, ['-D', '-e', '-f', join(root, 'sshd_config')], offloadEnv(agent.socketPath));
+    try {
+      await agent.until(listening(port));
+      const { stdout } = await exec('ssh', ['-F', '/dev/null', '-i', join(root, 'client'), '-p', String(port),
+        '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
+        `${userInfo().username}@127.0.0.1`, 'echo session-ok; head -c 3000000 /dev/zero | sha256sum'],
+      { env: offloadEnv(agent.socketPath), timeout: 20_000 });
+      expect(stdout).toContain('session-ok');
+      expect(stdout).toContain(sha256(Buffer.alloc(3_000_000)));
+      const after = agent.stats();
+      expect(after.programs.sshd!.offloaded - (before.programs.sshd?.offloaded ?? 0)).toBe(1);
+      expect(after.fallback.total - before.fallback.total).toBe(0);
+    } finally {
+      server.kill('SIGTERM');
+      await server.exited;
+      rmSync(root, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
 
 describe('sockperf through offload', () => {

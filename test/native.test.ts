@@ -336,6 +336,20 @@ describe('ShmConnection', () => {
     expect((thrown(() => conn.regionFd()) as VtoeSystemError).code).toBe('EBADF');
   });
 
+  it('keeps its copies of the bells for ATTACH_BELL while it watches the ends, and only then', () => {
+    const watched = open(4096);
+    const bellOfSide0 = watched.fdsFor(1)[2];
+    watched.watchEnds(() => {});
+    watched.releaseSide(0);
+    watched.releaseSide(1);
+    expect(watched.peerBellFd(1)).toBe(bellOfSide0);
+    expect(fstatSync(watched.peerBellFd(0)).isSocket()).toBe(true);
+    const unwatched = open(4096);
+    unwatched.releaseSide(0);
+    expect((thrown(() => unwatched.peerBellFd(0)) as VtoeSystemError).code).toBe('EBADF');
+    expect(fstatSync(unwatched.peerBellFd(1)).isSocket()).toBe(true); // side 1 not released yet
+  });
+
   it('names the side of a socket by its identity, and no other', () => {
     const conn = open(4096);
     const [region, app0, bell1] = conn.fdsFor(0);

@@ -4,7 +4,7 @@
 // process owns before anything happens, and a bad one gets an error reply.
 import { closeFd } from './close-fd.js';
 import { constants as osConstants } from 'node:os';
-import { ABI, BELL_REPLY, FALLBACK_REASON_COUNT, reasonName } from '../abi.js';
+import { ABI, ATTACH_BELL, BELL_REPLY, FALLBACK_REASON_COUNT, reasonName } from '../abi.js';
 import {
   ListenerPage, tcpBindAnyPort, tcpBufferSizes, tcpEndpoints, tcpListening, tcpPeerAccepted, tcpSocketIdentity, type CtlReply, type CtlRequest,
   type SideEnd, type SockAddr, type TcpBufferSizes, type TcpEndpoints, type TcpSocketIdentity,
@@ -476,10 +476,14 @@ export class CoreCA {
     if (!conn || side === -1) {
       return this.fail(proc.client, req, errno.ENOENT, 'ATTACH without a socket of that connection');
     }
+    // With ATTACH_BELL, also the peer's doorbell: the process is about to lose its channel
+    // to a seccomp filter and will have to ring its peer itself.
+    const fds = [conn.link.regionFd()];
+    if (req.arg & ATTACH_BELL) fds.push(conn.link.peerBellFd(side));
     this.reply(proc.client, req, {
       event: ABI.ev.ACK, sid: conn.shadow.ends[side].sid ?? 0, cid: conn.shadow.cid, fabric: ABI.fabric.SHM,
       side, ringSize: conn.link.ringSize, spinUs: this.config.spinUs,
-    }, [conn.link.regionFd()]);
+    }, fds);
   }
 
   /**

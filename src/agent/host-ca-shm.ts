@@ -10,7 +10,7 @@ import {
 } from './ring-sizing.js';
 
 /** What the core CA uses of a connection's region (tests substitute a fake). */
-export type ShmLink = Pick<ShmConnection, 'ringSize' | 'mappedBytes' | 'residentBytes' | 'fdsFor' | 'releaseSide' | 'sideOfSocket' | 'regionFd' | 'bellOp' | 'watchEnds' | 'hangUp' | 'relay' | 'counters' | 'close'>;
+export type ShmLink = Pick<ShmConnection, 'ringSize' | 'mappedBytes' | 'residentBytes' | 'fdsFor' | 'releaseSide' | 'sideOfSocket' | 'regionFd' | 'peerBellFd' | 'bellOp' | 'watchEnds' | 'hangUp' | 'relay' | 'counters' | 'close'>;
 
 /** Regions made ahead (ShmRegionPool): two cover a connection being set up and the next. */
 const REGIONS_AHEAD = 2;

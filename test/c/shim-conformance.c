@@ -18,15 +18,20 @@
 #include <spawn.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <linux/audit.h>
 #include <linux/close_range.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <linux/sockios.h>
 #include <net/if.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <time.h>
 
 static const char *self;
@@ -1745,6 +1750,202 @@ static void t_rcvlowat(void)
 	close2(c, s);
 }
 
+/* ---- a child that confines itself with seccomp, as sshd's privilege-separated child does ---- */
+#if defined(__x86_64__)
+#define SECCOMP_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define SECCOMP_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+#define ALLOW_NR(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
+
+/* Reads, writes, poll (not ppoll), close, shutdown, memory and clocks; anything else kills the
+ * process: sshd 9's preauth filter has the same shape.  epoll: also epoll_wait (not
+ * epoll_pwait), as an event-loop program's filter would.  errno: the way libseccomp installs
+ * one, through seccomp(2), failing other calls with EACCES, over a first filter that allows
+ * everything (the kernel takes the stricter verdict). */
+static int confine(int epoll, int errno_mode)
+{
+	uint32_t deny = errno_mode ? SECCOMP_RET_ERRNO | EACCES : SECCOMP_RET_KILL_PROCESS;
+	struct sock_filter insns[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_ARCH, 1, 0),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		ALLOW_NR(SYS_read), ALLOW_NR(SYS_write), ALLOW_NR(SYS_close), ALLOW_NR(SYS_shutdown),
+		ALLOW_NR(SYS_exit), ALLOW_NR(SYS_exit_group), ALLOW_NR(SYS_futex), ALLOW_NR(SYS_mmap),
+		ALLOW_NR(SYS_munmap), ALLOW_NR(SYS_madvise), ALLOW_NR(SYS_brk), ALLOW_NR(SYS_rt_sigreturn),
+		ALLOW_NR(SYS_clock_gettime), ALLOW_NR(SYS_clock_nanosleep), ALLOW_NR(SYS_getpid),
+#ifdef SYS_poll
+		ALLOW_NR(SYS_poll), ALLOW_NR(epoll ? SYS_epoll_wait : SYS_poll),
+#else
+		ALLOW_NR(SYS_ppoll), ALLOW_NR(epoll ? SYS_epoll_pwait : SYS_ppoll),
+#endif
+		BPF_STMT(BPF_RET | BPF_K, deny),
+	};
+	struct sock_filter allow_all[] = { BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW) };
+	struct sock_fprog prog = { .len = sizeof(insns) / sizeof(insns[0]), .filter = insns };
+	struct sock_fprog first = { .len = 1, .filter = allow_all };
+
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		return -1;
+	if (!errno_mode)
+		return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &first) != 0)
+		return -1;
+	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
+}
+
+/* How the confined child waits before each read: not at all (a blocking read), poll, epoll. */
+enum confined_wait { WAIT_READ, WAIT_POLL, WAIT_EPOLL, WAIT_POLL_ERRNO };
+
+static void confined_echo(int s, enum confined_wait how)
+{
+	char buf[65536];
+	int ep = -1;
+
+	if (how == WAIT_EPOLL) {
+		struct epoll_event ev = { .events = EPOLLIN };
+		ep = epoll_create1(0);
+		ev.data.fd = s;
+		if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) != 0)
+			_exit(5);
+	}
+	if (confine(how == WAIT_EPOLL, how == WAIT_POLL_ERRNO) != 0)
+		_exit(4);
+	for (;;) {
+		struct epoll_event ev;
+		struct pollfd p = { .fd = s, .events = POLLIN };
+
+		if ((how == WAIT_POLL || how == WAIT_POLL_ERRNO) && poll(&p, 1, 10000) != 1)
+			_exit(6);
+		if (how == WAIT_EPOLL && epoll_wait(ep, &ev, 1, 10000) != 1)
+			_exit(6);
+		ssize_t n = read(s, buf, sizeof(buf));
+		if (n == 0)
+			break;
+		if (n < 0)
+			_exit(7);
+		for (ssize_t off = 0; off < n;) {
+			ssize_t w = write(s, buf + off, (size_t)(n - off));
+			if (w <= 0)
+				_exit(8);
+			off += w;
+		}
+	}
+	shutdown(s, SHUT_WR);
+	close(s);
+	_exit(0);
+}
+
+static char pattern_byte(size_t i)
+{
+	return (char)(i * 7 + i / 251);
+}
+
+/* Streams both ways past the rings' size, so that each side blocks on a full ring and is woken
+ * by the other: the confined child reads 2 MiB to the end with blocking reads, then writes
+ * 1 MiB in one call. */
+static void confined_stream(int s)
+{
+	static char buf[1 << 20];
+	size_t got = 0, bad = 0;
+	ssize_t n;
+
+	if (confine(0, 0) != 0)
+		_exit(4);
+	while ((n = read(s, buf, 65536)) > 0) {
+		for (ssize_t i = 0; i < n; i++)
+			bad += buf[i] != pattern_byte(got + (size_t)i);
+		got += (size_t)n;
+	}
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = pattern_byte(i + 3);
+	if (n < 0 || got != 2u << 20 || bad || write(s, buf, sizeof(buf)) != (ssize_t)sizeof(buf))
+		_exit(9);
+	close(s);
+	_exit(0);
+}
+
+static void t_seccomp_stream(void)
+{
+	static char buf[2 << 20];
+	size_t got = 0, bad = 0;
+	int c, s, st;
+	ssize_t n;
+	pid_t pid;
+
+	make_pair(&c, &s);
+	pid = fork();
+	if (pid == 0) {
+		close(c);
+		confined_stream(s);
+	}
+	close(s);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = pattern_byte(i);
+	SAY("seccomp.stream-send: %s", res(send(c, buf, sizeof(buf), 0)));
+	shutdown(c, SHUT_WR);
+	while ((n = recv(c, buf, 65536, 0)) > 0) {
+		for (ssize_t i = 0; i < n; i++)
+			bad += buf[i] != pattern_byte(got + (size_t)i + 3);
+		got += (size_t)n;
+	}
+	SAY("seccomp.stream-received: %zu bad %zu end %s", got, bad, res(n));
+	waitpid(pid, &st, 0);
+	SAY("seccomp.stream-child: %s %d", WIFEXITED(st) ? "exit" : "signal",
+	    WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+	close(c);
+}
+
+static void t_seccomp(void)
+{
+	static const char *const names[] = { "read", "poll", "epoll", "errno" };
+	struct timeval limit = { 10, 0 }; /* a child that is never woken: a fact, not a hang */
+	enum { TOTAL = 600000, CHUNK = 24000 };
+
+	for (int how = WAIT_READ; how <= WAIT_POLL_ERRNO; how++) {
+		static char out[CHUNK], in[CHUNK];
+		size_t echoed = 0, bad = 0;
+		int c, s, st;
+		pid_t pid;
+
+		make_pair(&c, &s);
+		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+		pid = fork();
+		if (pid == 0) {
+			close(c);
+			confined_echo(s, (enum confined_wait)how);
+		}
+		close(s); /* the child serves it, as sshd's listener leaves it to its child */
+		for (size_t sent = 0; sent < TOTAL; sent += CHUNK) {
+			for (size_t i = 0; i < CHUNK; i++)
+				out[i] = pattern_byte(sent + i);
+			if (send(c, out, CHUNK, 0) != CHUNK)
+				break;
+			size_t got = 0;
+			while (got < CHUNK) {
+				ssize_t n = recv(c, in + got, CHUNK - got, 0);
+				if (n <= 0)
+					break;
+				got += (size_t)n;
+			}
+			echoed += got;
+			bad += got != CHUNK || memcmp(in, out, CHUNK) != 0;
+			if (got != CHUNK)
+				break;
+		}
+		shutdown(c, SHUT_WR);
+		SAY("seccomp.%s-echoed: %zu bad chunks %zu", names[how], echoed, bad);
+		SAY("seccomp.%s-eof: %s", names[how], res(recv(c, in, sizeof(in), 0)));
+		waitpid(pid, &st, 0);
+		SAY("seccomp.%s-child: %s %d", names[how], WIFEXITED(st) ? "exit" : "signal",
+		    WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+		close(c);
+	}
+	t_seccomp_stream();
+}
+
 static const struct {
 	const char *name;
 	void (*run)(void);
@@ -1761,7 +1962,7 @@ static const struct {
 	{ "peer-end", t_peer_end },	      { "opts-carry", t_opts_carry },
 	{ "poll-mixed", t_poll_mixed },   { "opts-unlisted", t_opts_unlisted },
 	{ "close-range", t_close_range }, { "tcp-info", t_tcp_info },
-	{ "rcvlowat", t_rcvlowat },
+	{ "rcvlowat", t_rcvlowat },	      { "seccomp", t_seccomp },
 };
 
 /* shim-conformance [v6] GROUP: one group per run, so that a hang shows as that group's. */

@@ -56,6 +56,7 @@ export function setup(config: Partial<ResolvedConfig> = {}, logger: Logger = cre
         return fd === 110 ? 0 : fd === 111 ? 1 : -1;
       },
       regionFd: () => 10,
+      peerBellFd: (side) => 20 + (1 - side), // the agent's copies of bells 20 (side 0's) and 21
       bellOp: (side, op) => { l.bells.push([side, op]); },
       watchEnds: (onEnd) => { l.end = onEnd; },
       hangUp: (side) => { l.hungUp.push(side); },
