@@ -15,6 +15,7 @@
  * seen: nothing in the new image can ask the kernel for them without risking the call itself.
  */
 #include "vtoe.h"
+#include "vtoe_bpf.h"
 
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -93,87 +94,13 @@ static uint32_t vtoe_strict_verdict(int nr)
 		       : SECCOMP_RET_KILL_THREAD;
 }
 
-static bool vtoe_bpf_jump(uint16_t op, uint32_t a, uint32_t v, bool *taken)
-{
-	switch (op) {
-	case BPF_JEQ: *taken = a == v; return true;
-	case BPF_JGT: *taken = a > v; return true;
-	case BPF_JGE: *taken = a >= v; return true;
-	case BPF_JSET: *taken = (a & v) != 0; return true;
-	default: return false;
-	}
-}
-
-/* False for an operation seccomp does not accept (the kernel refused such a filter anyway). */
-static bool vtoe_bpf_alu(uint16_t op, uint32_t *a, uint32_t v)
-{
-	switch (op) {
-	case BPF_ADD: *a += v; return true;
-	case BPF_SUB: *a -= v; return true;
-	case BPF_MUL: *a *= v; return true;
-	case BPF_DIV: *a = v ? *a / v : 0; return v != 0;
-	case BPF_MOD: *a = v ? *a % v : 0; return v != 0;
-	case BPF_AND: *a &= v; return true;
-	case BPF_OR: *a |= v; return true;
-	case BPF_XOR: *a ^= v; return true;
-	case BPF_LSH: *a = v < 32 ? *a << v : 0; return true;
-	case BPF_RSH: *a = v < 32 ? *a >> v : 0; return true;
-	case BPF_NEG: *a = -*a; return true;
-	default: return false;
-	}
-}
-
-/* Classic BPF as seccomp runs it: loads from seccomp_data, scratch memory, ALU, jumps.  A
- * division by zero ends the program with 0 (kill), as the kernel's does. */
-static uint32_t vtoe_filter_run(const struct vtoe_filter *f, const struct seccomp_data *d)
-{
-	uint32_t a = 0, x = 0, mem[BPF_MEMWORDS] = { 0 };
-	uint32_t words[sizeof(*d) / 4];
-
-	memcpy(words, d, sizeof(words));
-	for (unsigned int pc = 0; pc < f->len; pc++) {
-		const struct sock_filter *i = &f->insns[pc];
-		uint32_t k = i->k, v = BPF_SRC(i->code) == BPF_X ? x : k;
-		bool taken;
-
-		switch (i->code) {
-		case BPF_LD | BPF_W | BPF_ABS:
-			if (k >= sizeof(*d) || (k & 3))
-				return SECCOMP_RET_KILL_PROCESS;
-			a = words[k / 4];
-			continue;
-		case BPF_LD | BPF_W | BPF_LEN: a = sizeof(*d); continue;
-		case BPF_LDX | BPF_W | BPF_LEN: x = sizeof(*d); continue;
-		case BPF_LD | BPF_IMM: a = k; continue;
-		case BPF_LDX | BPF_IMM: x = k; continue;
-		case BPF_LD | BPF_MEM: a = mem[k % BPF_MEMWORDS]; continue;
-		case BPF_LDX | BPF_MEM: x = mem[k % BPF_MEMWORDS]; continue;
-		case BPF_ST: mem[k % BPF_MEMWORDS] = a; continue;
-		case BPF_STX: mem[k % BPF_MEMWORDS] = x; continue;
-		case BPF_MISC | BPF_TAX: x = a; continue;
-		case BPF_MISC | BPF_TXA: a = x; continue;
-		case BPF_RET | BPF_K: return k;
-		case BPF_RET | BPF_A: return a;
-		case BPF_JMP | BPF_JA: pc += k; continue;
-		}
-		if (BPF_CLASS(i->code) == BPF_JMP && vtoe_bpf_jump(BPF_OP(i->code), a, v, &taken)) {
-			pc += taken ? i->jt : i->jf;
-			continue;
-		}
-		if (BPF_CLASS(i->code) == BPF_ALU && vtoe_bpf_alu(BPF_OP(i->code), &a, v))
-			continue;
-		return BPF_CLASS(i->code) == BPF_ALU ? 0 : SECCOMP_RET_KILL_PROCESS;
-	}
-	return SECCOMP_RET_KILL_PROCESS; /* ran off the end: the kernel's checker forbids it */
-}
-
 /* The most restrictive action of every filter, as the kernel takes it. */
 static uint32_t vtoe_filters_verdict(const struct vtoe_filter *top, const struct seccomp_data *d)
 {
 	uint32_t ret = SECCOMP_RET_ALLOW;
 
 	for (const struct vtoe_filter *f = top; f; f = f->prev) {
-		uint32_t r = f->len ? vtoe_filter_run(f, d) : vtoe_strict_verdict(d->nr);
+		uint32_t r = f->len ? vtoe_bpf_run(f->insns, f->len, d) : vtoe_strict_verdict(d->nr);
 
 		if ((int32_t)(r & SECCOMP_RET_ACTION_FULL) < (int32_t)(ret & SECCOMP_RET_ACTION_FULL))
 			ret = r;
@@ -216,12 +143,66 @@ static int vtoe_timespec_ms(const struct timespec *ts)
 	return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
 }
 
+/* poll through pselect6, for a filter that allows only select (-2: not allowed either).  The
+ * sets are the kernel's bitmaps, as long as the highest fd needs (our fds live high, past
+ * FD_SETSIZE).  A hang-up or an error reads as readable, as select reports them; RDHUP is
+ * not seen. */
+static int vtoe_sb_poll_by_select(struct pollfd *fds, nfds_t n, const struct timespec *ts)
+{
+	enum { BITS = 8 * sizeof(unsigned long), STACK_WORDS = 8192 / BITS };
+	struct timespec left = ts ? *ts : (struct timespec){ 0, 0 };
+	unsigned long stack_sets[3 * STACK_WORDS], *sets = stack_sets, *set[3];
+	int maxfd = -1, r, ready = 0;
+	size_t words;
+
+	for (nfds_t i = 0; i < n; i++)
+		maxfd = fds[i].fd > maxfd ? fds[i].fd : maxfd;
+	if (!VTOE_MAY(SYS_pselect6, maxfd + 1, NULL, NULL, NULL, ts ? &left : NULL, NULL))
+		return -2;
+	words = maxfd < 0 ? 1 : (size_t)maxfd / BITS + 1;
+	if (words > STACK_WORDS && !(sets = calloc(3 * words, sizeof(*sets)))) {
+		errno = ENOMEM;
+		return -1;
+	}
+	if (sets == stack_sets)
+		memset(stack_sets, 0, 3 * words * sizeof(*sets));
+	for (int k = 0; k < 3; k++)
+		set[k] = sets + (size_t)k * words;
+	for (nfds_t i = 0; i < n; i++) {
+		int fd = fds[i].fd;
+		short want[3] = { POLLIN, POLLOUT, POLLPRI };
+
+		for (int k = 0; fd >= 0 && k < 3; k++)
+			if (fds[i].events & want[k])
+				set[k][fd / BITS] |= 1ul << (fd % BITS);
+	}
+	r = (int)vtoe_syscall(SYS_pselect6, maxfd + 1, set[0], set[1], set[2], ts ? &left : NULL, NULL);
+	for (nfds_t i = 0; r >= 0 && i < n; i++) {
+		int fd = fds[i].fd;
+		short got[3] = { POLLIN, POLLOUT, POLLPRI };
+
+		fds[i].revents = 0;
+		for (int k = 0; fd >= 0 && k < 3; k++)
+			if (set[k][fd / BITS] & (1ul << (fd % BITS)))
+				fds[i].revents |= got[k];
+		ready += fds[i].revents != 0;
+	}
+	if (sets != stack_sets)
+		free(sets);
+	return r < 0 ? r : ready;
+}
+
 static int vtoe_sb_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *ts, const sigset_t *mask)
 {
-	if (!mask && !VTOE_MAY(SYS_ppoll, fds, n, ts, mask, sizeof(sigset_t)) &&
-	    VTOE_MAY(SYS_poll, fds, n, vtoe_timespec_ms(ts)))
+	int r;
+
+	if (mask || VTOE_MAY(SYS_ppoll, fds, n, ts, mask, sizeof(sigset_t)))
+		return vtoe_sb_real_ppoll(fds, n, ts, mask); /* allowed, or the program's own call */
+	if (VTOE_MAY(SYS_poll, fds, n, vtoe_timespec_ms(ts)))
 		return (int)vtoe_syscall(SYS_poll, fds, n, vtoe_timespec_ms(ts));
-	return vtoe_sb_real_ppoll(fds, n, ts, mask); /* allowed, or the kernel's own verdict */
+	if ((r = vtoe_sb_poll_by_select(fds, n, ts)) != -2)
+		return r;
+	return vtoe_sb_real_ppoll(fds, n, ts, mask); /* nothing else: the kernel's verdict */
 }
 
 static int vtoe_sb_epoll_pwait(int epfd, struct epoll_event *ev, int max, int ms, const sigset_t *mask)
@@ -243,7 +224,8 @@ static int vtoe_sb_epoll_pwait2(int epfd, struct epoll_event *ev, int max, const
 /* May the library ask the kernel about one descriptor with ppoll or poll? */
 static bool vtoe_sb_can_poll(void)
 {
-	return VTOE_MAY(SYS_ppoll, NULL, 1, NULL, NULL, sizeof(sigset_t)) || VTOE_MAY(SYS_poll, NULL, 1, 0);
+	return VTOE_MAY(SYS_ppoll, NULL, 1, NULL, NULL, sizeof(sigset_t)) || VTOE_MAY(SYS_poll, NULL, 1, 0) ||
+	       VTOE_MAY(SYS_pselect6, 1, NULL, NULL, NULL, NULL, NULL);
 }
 
 /* Wakes a peer: send(MSG_DONTWAIT | MSG_NOSIGNAL), or under a filter that allows write but not

@@ -1757,15 +1757,30 @@ static void t_rcvlowat(void)
 #define SECCOMP_ARCH AUDIT_ARCH_AARCH64
 #endif
 
+#ifdef SYS_poll
+#define POLL_NR SYS_poll
+#define SELECT_NR SYS_select
+#define EPOLL_WAIT_NR SYS_epoll_wait
+#else
+#define POLL_NR SYS_ppoll
+#define SELECT_NR SYS_pselect6
+#define EPOLL_WAIT_NR SYS_epoll_pwait
+#endif
+
 #define ALLOW_NR(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
+
+/* How the confined child waits before each read: not at all (a blocking read), poll, epoll,
+ * poll under a filter that fails calls rather than kills, select. */
+enum confined_wait { WAIT_READ, WAIT_POLL, WAIT_EPOLL, WAIT_POLL_ERRNO, WAIT_SELECT };
 
 /* Reads, writes, poll (not ppoll), close, shutdown, memory and clocks; anything else kills the
  * process: sshd 9's preauth filter has the same shape.  epoll: also epoll_wait (not
  * epoll_pwait), as an event-loop program's filter would.  errno: the way libseccomp installs
  * one, through seccomp(2), failing other calls with EACCES, over a first filter that allows
- * everything (the kernel takes the stricter verdict). */
-static int confine(int epoll, int errno_mode)
+ * everything (the kernel takes the stricter verdict).  select: select and pselect6, no poll. */
+static int confine(enum confined_wait how)
 {
+	int errno_mode = how == WAIT_POLL_ERRNO;
 	uint32_t deny = errno_mode ? SECCOMP_RET_ERRNO | EACCES : SECCOMP_RET_KILL_PROCESS;
 	struct sock_filter insns[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
@@ -1776,11 +1791,8 @@ static int confine(int epoll, int errno_mode)
 		ALLOW_NR(SYS_exit), ALLOW_NR(SYS_exit_group), ALLOW_NR(SYS_futex), ALLOW_NR(SYS_mmap),
 		ALLOW_NR(SYS_munmap), ALLOW_NR(SYS_madvise), ALLOW_NR(SYS_brk), ALLOW_NR(SYS_rt_sigreturn),
 		ALLOW_NR(SYS_clock_gettime), ALLOW_NR(SYS_clock_nanosleep), ALLOW_NR(SYS_getpid),
-#ifdef SYS_poll
-		ALLOW_NR(SYS_poll), ALLOW_NR(epoll ? SYS_epoll_wait : SYS_poll),
-#else
-		ALLOW_NR(SYS_ppoll), ALLOW_NR(epoll ? SYS_epoll_pwait : SYS_ppoll),
-#endif
+		ALLOW_NR(how == WAIT_SELECT ? SYS_pselect6 : POLL_NR),
+		ALLOW_NR(how == WAIT_SELECT ? SELECT_NR : how == WAIT_EPOLL ? EPOLL_WAIT_NR : POLL_NR),
 		BPF_STMT(BPF_RET | BPF_K, deny),
 	};
 	struct sock_filter allow_all[] = { BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW) };
@@ -1796,9 +1808,6 @@ static int confine(int epoll, int errno_mode)
 	return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
 }
 
-/* How the confined child waits before each read: not at all (a blocking read), poll, epoll. */
-enum confined_wait { WAIT_READ, WAIT_POLL, WAIT_EPOLL, WAIT_POLL_ERRNO };
-
 static void confined_echo(int s, enum confined_wait how)
 {
 	char buf[65536];
@@ -1811,7 +1820,7 @@ static void confined_echo(int s, enum confined_wait how)
 		if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) != 0)
 			_exit(5);
 	}
-	if (confine(how == WAIT_EPOLL, how == WAIT_POLL_ERRNO) != 0)
+	if (confine(how) != 0)
 		_exit(4);
 	for (;;) {
 		struct epoll_event ev;
@@ -1821,6 +1830,15 @@ static void confined_echo(int s, enum confined_wait how)
 			_exit(6);
 		if (how == WAIT_EPOLL && epoll_wait(ep, &ev, 1, 10000) != 1)
 			_exit(6);
+		if (how == WAIT_SELECT) {
+			struct timeval tv = { 10, 0 };
+			fd_set rd;
+
+			FD_ZERO(&rd);
+			FD_SET(s, &rd);
+			if (select(s + 1, &rd, NULL, NULL, &tv) != 1)
+				_exit(6);
+		}
 		ssize_t n = read(s, buf, sizeof(buf));
 		if (n == 0)
 			break;
@@ -1852,7 +1870,7 @@ static void confined_stream(int s)
 	size_t got = 0, bad = 0;
 	ssize_t n;
 
-	if (confine(0, 0) != 0)
+	if (confine(WAIT_POLL) != 0)
 		_exit(4);
 	while ((n = read(s, buf, 65536)) > 0) {
 		for (ssize_t i = 0; i < n; i++)
@@ -1900,11 +1918,11 @@ static void t_seccomp_stream(void)
 
 static void t_seccomp(void)
 {
-	static const char *const names[] = { "read", "poll", "epoll", "errno" };
+	static const char *const names[] = { "read", "poll", "epoll", "errno", "select" };
 	struct timeval limit = { 10, 0 }; /* a child that is never woken: a fact, not a hang */
 	enum { TOTAL = 600000, CHUNK = 24000 };
 
-	for (int how = WAIT_READ; how <= WAIT_POLL_ERRNO; how++) {
+	for (int how = WAIT_READ; how <= WAIT_SELECT; how++) {
 		static char out[CHUNK], in[CHUNK];
 		size_t echoed = 0, bad = 0;
 		int c, s, st;
