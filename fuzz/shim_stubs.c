@@ -25,6 +25,7 @@ void vtoe_ep_atfork_child(void) {}
 void vtoe_park_atfork_child(void) {}
 void vtoe_held_atfork_child(void) {}
 void vtoe_listen_reregister(void) {}
+void vtoe_conns_take_bells(void) {}
 
 /* vtoe_poll.c: no spinning (nothing runs beside a harness to publish while it spins), and
  * the kernel is asked about a hang-up whenever the ring code wants to. */
