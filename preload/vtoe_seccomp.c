@@ -8,11 +8,13 @@
  * ppoll, the agent channel's sendmsg).  So the library keeps a copy of each filter the program
  * installs (prctl(PR_SET_SECCOMP) or seccomp(2) through syscall()), runs it as the kernel does
  * before each call of its own, and makes that call only if it is allowed, else an equivalent
- * the filter allows (poll for ppoll, epoll_wait for epoll_pwait, write for a doorbell's send,
- * read for its drain), else none: the agent then counts as gone, and an unmapping as leaked.
+ * the filter allows (poll or pselect6 for ppoll, epoll_wait for epoll_pwait, write for a
+ * doorbell's send, read for its drain), else none: the agent then counts as gone, and an
+ * unmapping as leaked.
  *
  * Filters installed before exec (systemd's SystemCallFilter=, a sandboxing parent) are not
- * seen: nothing in the new image can ask the kernel for them without risking the call itself.
+ * seen: nothing in the new image can ask the kernel for them without risking the call itself;
+ * nor are those a program installs with a system call instruction of its own (Chromium).
  */
 #include "vtoe.h"
 #include "vtoe_bpf.h"
@@ -221,7 +223,7 @@ static int vtoe_sb_epoll_pwait2(int epfd, struct epoll_event *ev, int max, const
 	return vtoe_sb_real_epoll_pwait2(epfd, ev, max, ts, mask);
 }
 
-/* May the library ask the kernel about one descriptor with ppoll or poll? */
+/* May the library ask the kernel about a descriptor (ppoll, poll or pselect6)? */
 static bool vtoe_sb_can_poll(void)
 {
 	return VTOE_MAY(SYS_ppoll, NULL, 1, NULL, NULL, sizeof(sigset_t)) || VTOE_MAY(SYS_poll, NULL, 1, 0) ||
@@ -356,7 +358,7 @@ static void vtoe_sandbox_publish(struct vtoe_filter *f)
 	errno = saved;
 }
 
-/* The kernel's answer r to an install prepared as f: publish, or forget. */
+/* The kernel took the filter prepared as f (installed), or refused it: publish, or forget. */
 static void vtoe_sandbox_settle(struct vtoe_filter *f, bool installed)
 {
 	if (installed)
