@@ -1773,7 +1773,7 @@ static void t_rcvlowat(void)
  * poll under a filter that fails calls rather than kills, select. */
 enum confined_wait { WAIT_READ, WAIT_POLL, WAIT_EPOLL, WAIT_POLL_ERRNO, WAIT_SELECT };
 
-/* Reads, writes, poll (not ppoll), close, shutdown, memory and clocks; anything else kills the
+/* Reads, writes, poll (not ppoll), accept, close, shutdown, memory and clocks; anything else kills the
  * process: sshd 9's preauth filter has the same shape.  epoll: also epoll_wait (not
  * epoll_pwait), as an event-loop program's filter would.  errno: the way libseccomp installs
  * one, through seccomp(2), failing other calls with EACCES, over a first filter that allows
@@ -1791,6 +1791,7 @@ static int confine(enum confined_wait how)
 		ALLOW_NR(SYS_exit), ALLOW_NR(SYS_exit_group), ALLOW_NR(SYS_futex), ALLOW_NR(SYS_mmap),
 		ALLOW_NR(SYS_munmap), ALLOW_NR(SYS_madvise), ALLOW_NR(SYS_brk), ALLOW_NR(SYS_rt_sigreturn),
 		ALLOW_NR(SYS_clock_gettime), ALLOW_NR(SYS_clock_nanosleep), ALLOW_NR(SYS_getpid),
+		ALLOW_NR(SYS_accept), ALLOW_NR(SYS_accept4),
 		ALLOW_NR(how == WAIT_SELECT ? SYS_pselect6 : POLL_NR),
 		ALLOW_NR(how == WAIT_SELECT ? SELECT_NR : how == WAIT_EPOLL ? EPOLL_WAIT_NR : POLL_NR),
 		BPF_STMT(BPF_RET | BPF_K, deny),
@@ -1916,6 +1917,54 @@ static void t_seccomp_stream(void)
 	close(c);
 }
 
+/* A confined child that accepts on a listener its parent opened (a forking server whose
+ * workers confine themselves before they accept): it cannot ask the agent for the offloaded
+ * end, so the connection must reach it whole some other way. */
+static void t_seccomp_accept(void)
+{
+	static char buf[2 << 20];
+	char reply[32] = { 0 };
+	uint16_t port;
+	int l = make_listener(&port), ready[2], c, st;
+	pid_t pid;
+
+	if (pipe(ready) != 0)
+		die("pipe");
+	pid = fork();
+	if (pid == 0) {
+		size_t got = 0, bad = 0;
+		ssize_t n;
+		int s, len;
+
+		if (confine(WAIT_POLL) != 0 || write(ready[1], "r", 1) != 1)
+			_exit(4);
+		if ((s = accept(l, NULL, NULL)) < 0)
+			_exit(5);
+		while ((n = read(s, buf, 65536)) > 0) {
+			for (ssize_t i = 0; i < n; i++)
+				bad += buf[i] != pattern_byte(got + (size_t)i);
+			got += (size_t)n;
+		}
+		len = snprintf(reply, sizeof(reply), "%zu bad %zu", got, bad);
+		_exit(write(s, reply, (size_t)len) == len ? 0 : 6);
+	}
+	close(ready[1]);
+	SAY("seccomp.accept-ready: %s", res(read(ready[0], reply, 1)));
+	close(l); /* the child accepts, as a prefork worker does */
+	c = connect_to(port, 0);
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = pattern_byte(i);
+	SAY("seccomp.accept-send: %s", res(send(c, buf, sizeof(buf), 0)));
+	shutdown(c, SHUT_WR);
+	memset(reply, 0, sizeof(reply));
+	SAY("seccomp.accept-reply: %s %s", res(recv(c, reply, sizeof(reply) - 1, MSG_WAITALL)), reply);
+	waitpid(pid, &st, 0);
+	SAY("seccomp.accept-child: %s %d", WIFEXITED(st) ? "exit" : "signal",
+	    WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+	close(c);
+	close(ready[0]);
+}
+
 static void t_seccomp(void)
 {
 	static const char *const names[] = { "read", "poll", "epoll", "errno", "select" };
@@ -1962,6 +2011,7 @@ static void t_seccomp(void)
 		close(c);
 	}
 	t_seccomp_stream();
+	t_seccomp_accept();
 }
 
 static const struct {
