@@ -448,6 +448,9 @@ void vtoe_exec_adopt(void);
 int vtoe_handover_describe(struct vtoe_sock *s, const char *fds, int memfd, int bell, char *out,
 			   size_t cap);
 void vtoe_adopt_record(char *rec, bool scan_low);
+/* The region of connection cid from the agent (ATTACH), the socket fd as the proof; with
+ * VTOE_ATTACH_BELL in flags also its peer's doorbell, in *bell.  The memfd, or -1. */
+int vtoe_attach(int fd, uint64_t cid, uint32_t flags, struct vtoe_ctl_rep *rep, int *bell);
 
 /* vtoe_scm.c: SCM_RIGHTS with offloaded fds.  Return true when they handled the call. */
 bool vtoe_scm_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *result);

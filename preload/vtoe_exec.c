@@ -445,19 +445,24 @@ static bool vtoe_fd_is_socket(int fd, unsigned long long ino)
 	return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && (unsigned long long)st.st_ino == ino;
 }
 
-/* The region of a connection whose previous holder kept no descriptor for it (the shm fabric):
- * the agent gives it to a process that sends the socket.  Returns the memfd, or -1. */
-static int vtoe_attach_region(int fd, uint64_t cid, struct vtoe_ctl_rep *rep)
+int vtoe_attach(int fd, uint64_t cid, uint32_t flags, struct vtoe_ctl_rep *rep, int *bell)
 {
+	const uint32_t want = flags & VTOE_ATTACH_BELL ? 2 : 1;
 	struct vtoe_ctl_req req;
 	int fds[VTOE_FD__COUNT];
 
 	vtoe_ctl_req_init(&req, VTOE_OP_ATTACH);
 	req.cid = cid;
+	req.arg = flags;
 	if (vtoe_ctl_rpc_fd(&req, fd, rep, fds) < 0)
 		return -1;
-	if (rep->event == VTOE_EV_ACK && rep->nfds == 1 && rep->cid == cid)
+	if (rep->event == VTOE_EV_ACK && rep->nfds == want && rep->cid == cid) {
+		if (bell)
+			*bell = want == 2 ? fds[1] : -1;
+		else if (want == 2)
+			REAL(close)(fds[1]);
 		return fds[0];
+	}
 	for (int i = 0; i < VTOE_FD__COUNT; i++)
 		if (fds[i] >= 0)
 			REAL(close)(fds[i]);
@@ -526,7 +531,7 @@ void vtoe_adopt_record(char *rec, bool scan_low)
 	if (memfd < 0) {
 		struct vtoe_ctl_rep got;
 
-		memfd = vtoe_attach_region((int)fds[0], cid, &got);
+		memfd = vtoe_attach((int)fds[0], cid, 0, &got, NULL);
 		if (memfd >= 0 && (got.side != side || got.ring_size != size)) {
 			REAL(close)(memfd);
 			memfd = -1;

@@ -218,26 +218,19 @@ static int vtoe_bell_keep(struct vtoe_conn *c, int bell)
 	return high;
 }
 
-/* The peer's bell of connection c, from the agent's copy (ATTACH with VTOE_ATTACH_BELL, with
- * the socket as the proof).  Returns it, or -1. */
+/* The peer's bell of connection c, from the agent's copy.  Returns it, or -1. */
 static int vtoe_bell_from_agent(struct vtoe_conn *c)
 {
-	struct vtoe_ctl_req req;
 	struct vtoe_ctl_rep rep;
-	int fds[VTOE_FD__COUNT], bell = -1;
+	int bell = -1, memfd = vtoe_attach(c->fd, c->cid, VTOE_ATTACH_BELL, &rep, &bell);
 
-	vtoe_ctl_req_init(&req, VTOE_OP_ATTACH);
-	req.cid = c->cid;
-	req.arg = VTOE_ATTACH_BELL;
-	if (vtoe_ctl_rpc_fd(&req, c->fd, &rep, fds) < 0)
+	if (memfd < 0)
 		return -1;
-	if (rep.event == VTOE_EV_ACK && rep.nfds == 2 && rep.cid == c->cid && rep.side == c->side) {
-		bell = fds[1];
-		fds[1] = -1;
+	REAL(close)(memfd); /* the region is mapped already */
+	if (rep.side != c->side) {
+		REAL(close)(bell);
+		return -1;
 	}
-	for (int i = 0; i < VTOE_FD__COUNT; i++)
-		if (fds[i] >= 0)
-			REAL(close)(fds[i]);
 	return bell;
 }
 
@@ -249,18 +242,12 @@ static int vtoe_bell_from_agent(struct vtoe_conn *c)
  */
 void vtoe_conns_take_bells(void)
 {
-	for (unsigned int fd = 0; fd < vtoe_fdtab_max; fd++) {
-		struct vtoe_sock *s;
-		struct vtoe_conn *c;
+	for (struct vtoe_sock *s = vtoe_sock_first(); s; s = s->all_next) {
+		struct vtoe_conn *c = &s->c;
 		int bell;
 
-		if (!(fd & (VTOE_FDTAB_CHUNK - 1)) && !atomic_load(&vtoe_fdtab[fd >> VTOE_FDTAB_SHIFT])) {
-			fd += VTOE_FDTAB_CHUNK - 1; /* a chunk never used */
+		if (!vtoe_sock_tryget(s)) /* a live one, pinned while we look at it */
 			continue;
-		}
-		if (!vtoe_fd_peek((int)fd) || !(s = vtoe_fd_get((int)fd)))
-			continue;
-		c = &s->c;
 		if (atomic_load(&s->kind) == VTOE_KIND_CONN && c->fabric == VTOE_FABRIC_SHM && c->fd >= 0 &&
 		    __atomic_load_n(&c->bell, __ATOMIC_ACQUIRE) < 0 && (bell = vtoe_bell_from_agent(c)) >= 0) {
 			bell = vtoe_fd_move_high(bell);
